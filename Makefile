@@ -1,0 +1,40 @@
+# Two commands do everything: `make run CONFIG=...` and `make test`.
+# The virtualenv is (re)built whenever pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/example.yaml
+ARGS ?=
+
+.PHONY: venv run serve test lint fmt bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m runner run $(CONFIG) $(ARGS)
+
+serve: $(STAMP)
+	$(BIN)/python -m runner serve $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check runner tests bench
+	$(BIN)/ruff format --check runner tests bench
+	$(BIN)/mypy runner
+
+fmt: $(STAMP)
+	$(BIN)/ruff format runner tests bench
+	$(BIN)/ruff check --fix runner tests bench
+
+test: $(STAMP)
+	$(BIN)/ruff check runner tests bench
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

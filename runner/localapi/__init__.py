@@ -1,0 +1,1 @@
+"""The local ElevenLabs-compatible API: the embedded default target of every run and test."""
