@@ -1,0 +1,218 @@
+"""The local API's agent definitions: what each simulated agent knows, says and is judged by.
+
+Agents live in a YAML file (default ``configs/agents.yaml``) so that a test or a demo can add an
+agent without touching code. Models forbid unknown keys: a typo in a hand-written agents file
+should fail loudly at start-up, not silently produce a different agent.
+
+Text fields may hold ``{{name}}`` placeholders, filled from the data the user gave in the
+conversation, then the request's dynamic variables, then the agent's ``variable_defaults``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_AGENTS_PATH: Path = Path(__file__).resolve().parents[2] / "configs" / "agents.yaml"
+
+Extractor = Literal["order_number", "email", "date", "time", "party_size", "phone", "name"]
+"""Built-in value extractors for data collection (see ``judge.EXTRACTOR_PATTERNS``)."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ToolDef(StrictModel):
+    """A tool the agent calls while handling an intent."""
+
+    name: str = Field(min_length=1)
+    type: Literal["webhook", "client"] = "webhook"
+    params: dict[str, str] = Field(default_factory=dict)
+    """Parameter name -> template (``{{order_number}}``); sent as ``params_as_json``."""
+    result: str = '{"status": "ok"}'
+    """Template of the result when the request's ``tool_mock_config`` does not mock the tool."""
+    error_reply: str = "I'm sorry, I couldn't complete that in our system right now."
+    """What the agent says when the tool result is an error; the goal stays unresolved."""
+
+
+class IntentDef(StrictModel):
+    """One thing the agent can help with, recognised by keywords in the user's message."""
+
+    id: str = Field(min_length=1)
+    title: str = ""
+    """Short label used in summaries and the call's title (defaults to the id)."""
+    keywords: list[str] = Field(min_length=1)
+    reply: str = ""
+    """Said when the intent is recognised, before asking for data (may be empty)."""
+    asks_for: list[str] = Field(default_factory=list)
+    """Data-collection field ids the agent needs from the user before it can resolve."""
+    tool: ToolDef | None = None
+    resolution: str = Field(min_length=1)
+    """Said once the data is in and the tool (if any) succeeded: the goal is then resolved."""
+
+    @field_validator("keywords")
+    @classmethod
+    def _nonblank_keywords(cls, value: list[str]) -> list[str]:
+        cleaned = [k.strip().lower() for k in value]
+        if any(not k for k in cleaned):
+            raise ValueError("keywords must not be blank")
+        return cleaned
+
+
+class CriterionDef(StrictModel):
+    """A built-in evaluation criterion, judged like the request's extra criteria."""
+
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    conversation_goal_prompt: str = Field(min_length=1, max_length=2000)
+    scoring_mode: Literal["binary", "numeric_uniform"] = "binary"
+    max_score: int = Field(default=100, ge=1)
+    skill: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Quality knob: the chance this criterion passes when the evidence is perfect
+    (defaults to the agent's ``quality.default_skill``)."""
+
+
+class DataFieldDef(StrictModel):
+    """A data-collection field: extracted from the user's messages by the judge."""
+
+    id: str = Field(min_length=1)
+    label: str = ""
+    """How the agent names it when asking ("order number"); defaults to the id, spaced."""
+    type: Literal["string", "integer", "number", "boolean"] = "string"
+    description: str = ""
+    extractor: Extractor | None = None
+    pattern: str | None = None
+    """A regex instead of a built-in extractor; group 1 (or the whole match) is the value."""
+    variables: list[str] = Field(default_factory=list)
+    """Dynamic-variable names the simulated user reads the value from (default: the id)."""
+    ask: str = ""
+    """The agent's question (default "Could you tell me your {label}?")."""
+    answer: str = ""
+    """The simulated user's answer template with ``{value}`` (default "My {label} is {value}.")."""
+
+    @model_validator(mode="after")
+    def _one_extractor(self) -> DataFieldDef:
+        if (self.extractor is None) == (self.pattern is None):
+            raise ValueError("exactly one of 'extractor' or 'pattern' must be set")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a valid regex: {exc}") from exc
+        if self.answer and "{value}" not in self.answer:
+            raise ValueError("answer must contain '{value}'")
+        return self
+
+    @property
+    def spoken_label(self) -> str:
+        return self.label or self.id.replace("_", " ")
+
+    @property
+    def variable_names(self) -> list[str]:
+        return self.variables or [self.id]
+
+
+class QualityKnobs(StrictModel):
+    """How good the agent is: the knobs that make a weaker variant score lower."""
+
+    understanding: float = Field(default=0.95, ge=0.0, le=1.0)
+    """Chance the agent recognises an intent whose keywords the user used."""
+    hangup_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Chance, per agent turn, that the agent ends the call prematurely."""
+    default_skill: float = Field(default=0.9, ge=0.0, le=1.0)
+    """Skill for criteria without their own (including the request's extra criteria)."""
+
+
+class AgentDef(StrictModel):
+    """One agent of the local API."""
+
+    agent_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    description: str = ""
+    llm: str = "gemini-2.5-flash"
+    """Model name used as the key of ``llm_usage`` (must be one of the vendor's LLM names)."""
+    first_message: str = ""
+    """Opens every new conversation; if empty, the user speaks first."""
+    scope: str = "your questions"
+    """What the agent helps with, used when it declines an off-topic request."""
+    out_of_scope_reply: str = (
+        "I'm sorry, I can't help with that. I can only help with {{scope}}. Is there anything else?"
+    )
+    clarify_reply: str = "Sorry, I didn't quite catch that. Could you rephrase?"
+    prompt_reply: str = "How can I help you today?"
+    """Said when the user's message asks for nothing (a greeting, an empty line)."""
+    anything_else: str = "Is there anything else I can help you with?"
+    closing_message: str = "Thank you for calling. Goodbye!"
+    variable_defaults: dict[str, str] = Field(default_factory=dict)
+    intents: list[IntentDef] = Field(default_factory=list)
+    evaluation_criteria: list[CriterionDef] = Field(default_factory=list)
+    data_collection: list[DataFieldDef] = Field(default_factory=list)
+    quality: QualityKnobs = Field(default_factory=QualityKnobs)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AgentDef:
+        field_ids = [f.id for f in self.data_collection]
+        for kind, ids in (
+            ("intents", [i.id for i in self.intents]),
+            ("evaluation_criteria", [c.id for c in self.evaluation_criteria]),
+            ("data_collection", field_ids),
+        ):
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            if dupes:
+                raise ValueError(f"duplicate ids in {kind}: {', '.join(dupes)}")
+        for intent in self.intents:
+            missing = [f for f in intent.asks_for if f not in field_ids]
+            if missing:
+                raise ValueError(
+                    f"intent {intent.id!r} asks_for unknown data_collection ids: "
+                    + ", ".join(missing)
+                )
+        return self
+
+    def field(self, field_id: str) -> DataFieldDef:
+        return next(f for f in self.data_collection if f.id == field_id)
+
+
+class AgentsFile(StrictModel):
+    agents: list[AgentDef] = Field(min_length=1)
+
+
+def _format_error(path: Path, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+        lines.append(f"{path}: {loc or '<root>'}: {err['msg']}")
+    return "invalid agents file:\n" + "\n".join(lines)
+
+
+def load_agents(path: Path | None = None) -> dict[str, AgentDef]:
+    """Read and validate an agents file, keyed by ``agent_id``.
+
+    Raises ``ValueError`` naming the file and the offending field (``agents[1].intents[0].
+    keywords``) so a bad edit is found without reading a traceback.
+    """
+    path = Path(path) if path is not None else DEFAULT_AGENTS_PATH
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read agents file: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+    if isinstance(raw, dict):
+        # Top-level keys other than ``agents`` starting with "x-" or "_" hold YAML anchors.
+        raw = {k: v for k, v in raw.items() if not str(k).startswith(("x-", "_"))}
+    try:
+        parsed = AgentsFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(_format_error(path, exc)) from None
+    agents: dict[str, AgentDef] = {}
+    for i, agent in enumerate(parsed.agents):
+        if agent.agent_id in agents:
+            raise ValueError(f"{path}: agents[{i}].agent_id: duplicate id {agent.agent_id!r}")
+        agents[agent.agent_id] = agent
+    return agents

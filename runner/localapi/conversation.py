@@ -1,0 +1,776 @@
+"""The local API's conversation simulator: an agent and a simulated user talk, then a judge.
+
+``plan_conversation`` is pure: given the agent, the request and a seeded ``random.Random`` it
+returns the whole conversation up front, each message with the (unscaled) delay after which it
+is ready. The server only sleeps and streams, so every behaviour here is testable without a
+socket. The rules, chosen to be simple and documented rather than clever:
+
+*Turns.* One turn is one new message (tool calls and tool results count). At most
+``min(new_turns_limit, MAX_NEW_MESSAGES)`` messages are produced; ``new_turns_limit <= 0`` means
+no new message at all, only the analysis of the history given. A real conversation ends long
+before the cap, since the user closes once its goals are covered.
+
+*Opening.* A fresh conversation (no history) is opened by the agent's first message, as a call
+is (and as in the reference example). The user's ``first_message``, when set, is then the
+user's first line; when empty, the user opens by stating its first goal. If the agent has no
+first message, the user speaks first. With a history, the conversation simply continues: the
+side that did not speak last speaks next, pending tool calls get their results first, and the
+user's ``first_message`` is not repeated.
+
+*The user's goals.* Each sentence of ``first_message`` and the persona prompt that either
+matches one of the agent's intents (by keyword) or voices a request ("want", "need", "ask",
+"?", ...) is a goal; other sentences ("You are John, a busy parent.") are context. The user
+states its goals one at a time (persona sentences turned to the first person), answers the
+agent's questions from the dynamic variables (the user's own placeholders first, then the
+specification's) or, failing that, from its persona text, rephrases once when misunderstood,
+and says "Thanks, that's all." when every goal is resolved, declined or given up.
+
+*The agent.* It recognises an intent by keyword (with probability ``quality.understanding``,
+else asks to rephrase), asks for each missing ``asks_for`` field, calls the intent's tool (an
+agent message with ``tool_calls`` and ``message: null``, then one with ``tool_results``; the
+request's ``tool_mock_config`` for that tool name wins over the agent's own result template),
+then says the resolution. Requests matching no intent are declined as out of scope. With
+probability ``quality.hangup_rate`` per turn it ends the call early.
+
+*Language.* Texts stay English; when ``language`` is not English the agent's first reply says
+it switches language, which marks the transcript as such.
+
+*Variables.* ``{{name}}`` in agent text is filled from the data the user gave, then the
+specification's dynamic variables, then the user's placeholders, then the agent's
+``variable_defaults``; ``{{name}}`` in the user's persona and first message from the user's
+placeholders, then the specification's. Unknown placeholders are left as they are (the real
+service rejects them; the local one shows them).
+
+*Time.* Each message's delay is drawn around the ``TimingModel`` mean with multiplicative
+lognormal jitter; ``time_in_call_secs`` is the last history time plus the whole seconds elapsed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from runner.localapi.agents import AgentDef, DataFieldDef, IntentDef, ToolDef
+from runner.localapi.judge import (
+    GoalOutcome,
+    GoalStatus,
+    analyse,
+    extract_value,
+    keyword_hits,
+    match_intent,
+)
+from runner.wire import (
+    Analysis,
+    LLMUsage,
+    ModelUsage,
+    SimulationRequest,
+    TokenCategoryUsage,
+    ToolCall,
+    ToolResult,
+    TranscriptMessage,
+)
+
+MAX_NEW_MESSAGES = 60
+"""Hard cap on new messages per conversation, whatever ``new_turns_limit`` says."""
+
+MAX_GOALS = 6
+"""A persona with more request sentences than this is truncated: a call covers a few topics."""
+
+PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
+    "gemini-2.5-flash": (0.30, 2.50),
+    "gemini-2.5-flash-lite": (0.10, 0.40),
+    "gemini-2.0-flash": (0.10, 0.40),
+    "gemini-2.0-flash-lite": (0.075, 0.30),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "claude-haiku-4-5": (1.00, 5.00),
+    "claude-sonnet-4-5": (3.00, 15.00),
+}
+"""USD per million (input, output) tokens; other models cost the default below."""
+DEFAULT_PRICE_PER_MILLION = (0.50, 2.00)
+
+LANGUAGE_NAMES = {
+    "de": "German",
+    "es": "Spanish",
+    "fr": "French",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "nl": "Dutch",
+    "pl": "Polish",
+    "sv": "Swedish",
+    "ja": "Japanese",
+    "zh": "Chinese",
+    "ko": "Korean",
+    "hi": "Hindi",
+    "ar": "Arabic",
+    "tr": "Turkish",
+}
+"""Names the agent uses when it announces a language switch; other codes are said as is."""
+
+
+@dataclass(frozen=True)
+class TimingModel:
+    """Mean durations, in unscaled seconds, of what a real conversation waits for."""
+
+    agent_message_secs: float = 1.0
+    user_message_secs: float = 0.8
+    tool_secs: float = 0.4
+    analysis_secs: float = 2.0
+    jitter: float = 0.35
+    """Sigma of the lognormal factor (mean 1) applied to every delay."""
+
+    def draw(self, mean: float, rng: random.Random) -> float:
+        if mean <= 0:
+            return 0.0
+        sigma = max(self.jitter, 0.0)
+        if sigma == 0:
+            return mean
+        return mean * math.exp(rng.gauss(0.0, sigma) - sigma * sigma / 2)
+
+
+@dataclass(frozen=True)
+class PlannedMessage:
+    delay_secs: float
+    """Simulated seconds between the previous message (or the request) and this one."""
+    message: TranscriptMessage
+
+
+@dataclass(frozen=True)
+class ConversationPlan:
+    messages: list[PlannedMessage]
+    """Only the new messages, not the history passed in."""
+    analysis_delay_secs: float
+    analysis: Analysis
+
+
+def message_json(message: TranscriptMessage) -> dict[str, Any]:
+    """A message as sent on the wire: unset optional fields left out, but ``message`` kept
+    (null on tool-only messages) and ``tool_calls``/``tool_results`` always present, as in the
+    reference example."""
+    body = message.model_dump(mode="json", exclude_none=True)
+    body.setdefault("message", None)
+    body.setdefault("tool_calls", [])
+    body.setdefault("tool_results", [])
+    return body
+
+
+# ---------------------------------------------------------------------------- text helpers
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
+_REQUEST_CUE = re.compile(
+    r"\b(?:want|wants|wanted|need|needs|would like|'d like|like to|ask|asks|request|find out|"
+    r"know|wonder|wondering|book|cancel|change|check|help|get|buy|return|complain|question)\b|\?",
+    re.IGNORECASE,
+)
+_CLOSING = re.compile(
+    r"\b(?:that's all|that is all|that's it|that is it|nothing else|goodbye|bye)\b",
+    re.IGNORECASE,
+)
+_LACKING = re.compile(r"\bdon't have\b|\bdo not have\b|\bnot sure\b", re.IGNORECASE)
+_CONNECTOR = re.compile(r"^(?:then|and|also|finally|after that|next|first|lastly),?\s+", re.I)
+_IMPERATIVES: list[tuple[str, str, bool]] = [
+    # (instruction to the simulated user, what it says instead, whether that is a question);
+    # "\x00" stands for the "you" that addresses the agent, kept out of the pronoun swaps.
+    (r"(?:ask|inquire|enquire)(?: the agent)? (?:whether|if)", "Could \x00 tell me whether", True),
+    (r"(?:ask|inquire|enquire)(?: the agent)? about", "I have a question about", False),
+    (r"ask(?: the agent)? to", "Could \x00", True),
+    (r"ask(?: the agent)? for", "Could I get", True),
+    (r"check (?:whether|if)", "Could \x00 check whether", True),
+    (r"(?:ask|inquire|enquire)(?: the agent)?", "I'd like to know", False),
+    (r"(?:tell|inform)(?: the agent)?(?: that)?", "", False),
+    (r"request", "I'd like to request", False),
+    (r"find out", "I'd like to find out", False),
+    (r"complain", "I want to complain", False),
+]
+_PRONOUNS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\byou are\b", re.I), "I am"),
+    (re.compile(r"\byou're\b", re.I), "I'm"),
+    (re.compile(r"\byou've\b", re.I), "I've"),
+    (re.compile(r"\byou'll\b", re.I), "I'll"),
+    (re.compile(r"\byou'd\b", re.I), "I'd"),
+    (re.compile(r"\byourself\b", re.I), "myself"),
+    (re.compile(r"\byours\b", re.I), "mine"),
+    (re.compile(r"\byour\b", re.I), "my"),
+    (re.compile(r"(^|[,;:]\s*|\b(?:and|then|if|when|because|but|so)\s+)you\b", re.I), r"\1I"),
+]
+
+
+def stringify(value: Any) -> str | None:
+    """A dynamic variable's value as text; None for values that say nothing."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if text.strip() else None
+
+
+def substitute(text: str, variables: dict[str, str]) -> str:
+    return _PLACEHOLDER.sub(lambda m: variables.get(m.group(1), m.group(0)), text)
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.findall(text) if s.strip(" .!?")]
+
+
+def first_person(sentence: str) -> str:
+    """Persona sentences are written to the user ("Your order is late", "Ask about X"): say
+    them as the user would ("My order is late.", "I have a question about X.")."""
+    text = _CONNECTOR.sub("", sentence.strip())
+    question = False
+    for pattern, replacement, asks in _IMPERATIVES:
+        swapped, count = re.subn(rf"^{pattern}\b", replacement, text, count=1, flags=re.I)
+        if count:
+            text, question = swapped.strip(), asks
+            break
+    text = re.sub(r"\bthe agent\b", "\x00", text, flags=re.I)
+    for pronoun, replacement in _PRONOUNS:
+        text = pronoun.sub(replacement, text)
+    # A "you" left over is the user as an object ("help you"): "me".
+    text = re.sub(r"\byou\b", "me", text, flags=re.I).replace("\x00", "you")
+    text = text.strip()
+    if not text:
+        return sentence.strip()
+    text = text[0].upper() + text[1:]
+    if question:
+        return text.rstrip(".!") + "?" if not text.endswith("?") else text
+    return text if text[-1] in ".!?" else text + "."
+
+
+def clauses(text: str) -> list[str]:
+    """Sentences, split again at "and"/"but"/";" so that each request stands alone."""
+    out: list[str] = []
+    for sentence in sentences(text):
+        parts = re.split(r"\s*;\s*|,?\s+(?:and|but|plus)\s+(?=\w+\s+\w+)", sentence)
+        out.extend(p.strip() for p in parts if p and p.strip(" .!?"))
+    return out
+
+
+def is_request(text: str) -> bool:
+    return _REQUEST_CUE.search(text) is not None
+
+
+# ---------------------------------------------------------------------------- the simulation
+
+
+@dataclass
+class _Goal:
+    text: str
+    intent_id: str | None
+    status: GoalStatus = "pending"
+    attempts: int = 0
+
+
+class _Simulation:
+    """Mutable state of one planned conversation; ``plan_conversation`` is its only user."""
+
+    def __init__(
+        self,
+        agent: AgentDef,
+        request: SimulationRequest,
+        rng: random.Random,
+        timing: TimingModel,
+    ) -> None:
+        spec = request.simulation_specification
+        user = spec.simulated_user_config
+        self.agent = agent
+        self.rng = rng
+        self.timing = timing
+        self.history: list[TranscriptMessage] = list(spec.partial_conversation_history or [])
+        self.new: list[PlannedMessage] = []
+        self.limit = min(max(request.new_turns_limit, 0), MAX_NEW_MESSAGES)
+        self.mocks = spec.tool_mock_config or {}
+        self.prompt_chars = len(agent.model_dump_json())  # stands in for the system prompt
+
+        spec_vars = _text_vars(spec.dynamic_variables or {})
+        user_vars = _text_vars(
+            user.dynamic_variables.dynamic_variable_placeholders if user.dynamic_variables else {}
+        )
+        self.user_vars = {**spec_vars, **user_vars}
+        self.agent_vars = {
+            "agent_name": agent.name,
+            "scope": agent.scope,
+            **agent.variable_defaults,
+            **user_vars,
+            **spec_vars,
+        }
+        self.persona = substitute(user.prompt.prompt, self.user_vars)
+        self.first_message = substitute(user.first_message, self.user_vars).strip()
+        code = " ".join((user.language or "").split())[:32]
+        english = not code or code.lower() == "en" or code.lower().startswith(("en-", "en_"))
+        self.language = "" if english else LANGUAGE_NAMES.get(code.lower().split("-")[0], code)
+        self.announced_language = False
+
+        self.goals = self._derive_goals()
+        self.collected: dict[str, str] = {}
+        self.user_lacks: set[str] = set()
+        self.current: _Goal | None = None
+        self.intent: IntentDef | None = None
+        self.awaiting: DataFieldDef | None = None
+        self.last_agent_act = "unknown"
+        self.ended = False
+        self.end_reason = "turn_limit" if self.limit else "no_new_turns"
+
+        base_times = [m.time_in_call_secs for m in self.history]
+        self.base_time = max(base_times) if base_times else 0
+        self.elapsed = 0.0
+        self._absorb_history()
+
+    # -- setup
+
+    def _derive_goals(self) -> list[_Goal]:
+        goals: list[_Goal] = []
+        for sentence in self._requests(self.first_message) + self._requests(self.persona):
+            intent = match_intent(self.agent, sentence)
+            if intent is not None:
+                if any(g.intent_id == intent.id for g in goals):
+                    continue
+                goals.append(_Goal(first_person(sentence), intent.id))
+            elif is_request(sentence):
+                text = first_person(sentence)
+                if all(g.text != text for g in goals):
+                    goals.append(_Goal(text, None))
+            if len(goals) >= MAX_GOALS:
+                break
+        return goals
+
+    def _requests(self, text: str) -> list[str]:
+        """Sentences, split into clauses only where the clauses ask for different things."""
+        out: list[str] = []
+        for sentence in sentences(text):
+            parts = clauses(sentence)
+            asked = {self._request_key(p) for p in parts} - {None}
+            out.extend(parts if len(asked) > 1 else [sentence])
+        return out
+
+    def _request_key(self, clause: str) -> str | None:
+        intent = match_intent(self.agent, clause)
+        if intent is not None:
+            return intent.id
+        return clause if is_request(clause) else None
+
+    def _absorb_history(self) -> None:
+        """Resume from a history: data already given, goals already raised and answered."""
+        for field in self.agent.data_collection:
+            for msg in self.history:
+                if msg.role == "user" and msg.message:
+                    value = extract_value(field, msg.message)
+                    if value is not None:
+                        self.collected[field.id] = value
+        self._resume_question()
+        for index, msg in enumerate(self.history):
+            if msg.role != "user" or not msg.message:
+                continue
+            intent = match_intent(self.agent, msg.message)
+            goal = self._goal_for(intent.id if intent else None, msg.message)
+            if goal is None:
+                continue
+            answered = any(m.role == "agent" and m.message for m in self.history[index + 1 :])
+            goal.status = "resolved" if answered else "active"
+            if not answered:
+                self.current = goal
+        if self.intent is not None:  # the agent's last question is still open
+            goal = self._goal_for(self.intent.id, "")
+            if goal is not None:
+                goal.status, self.current = "active", goal
+
+    def _resume_question(self) -> None:
+        """A history that ends with the agent asking for a field: the user answers it next."""
+        if not self.history or self.history[-1].role != "agent":
+            return
+        question = (self.history[-1].message or "").strip()
+        if not question.endswith("?"):
+            return
+        said_by_user = [m.message for m in self.history if m.role == "user" and m.message]
+        intent = next(
+            (i for i in map(partial(match_intent, self.agent), reversed(said_by_user)) if i),
+            None,
+        )
+        for field in self.agent.data_collection:
+            if field.spoken_label.lower() in question.lower():
+                self.awaiting, self.last_agent_act = field, "ask"
+                if intent is not None and field.id in intent.asks_for:
+                    self.intent = intent
+                return
+
+    def _goal_for(self, intent_id: str | None, text: str) -> _Goal | None:
+        if intent_id is not None:
+            return next((g for g in self.goals if g.intent_id == intent_id), None)
+        return next((g for g in self.goals if g.intent_id is None and g.text == text), None)
+
+    # -- output
+
+    @property
+    def transcript(self) -> list[TranscriptMessage]:
+        return self.history + [p.message for p in self.new]
+
+    def _emit(
+        self,
+        role: str,
+        text: str | None,
+        mean_secs: float,
+        *,
+        tool_calls: list[ToolCall] | None = None,
+        tool_results: list[ToolResult] | None = None,
+        delay: float | None = None,
+    ) -> None:
+        delay = self.timing.draw(mean_secs, self.rng) if delay is None else delay
+        self.elapsed += delay
+        usage = None
+        if role == "agent" and (text or tool_calls):
+            output = text or json.dumps([c.params_as_json for c in tool_calls or []])
+            usage = self._usage(output)
+        msg = TranscriptMessage(
+            role=role,  # type: ignore[arg-type]
+            message=text,
+            tool_calls=tool_calls or [],
+            tool_results=tool_results or [],
+            time_in_call_secs=self.base_time + int(self.elapsed),
+            llm_usage=usage,
+        )
+        self.new.append(PlannedMessage(delay_secs=delay, message=msg))
+
+    def _usage(self, output: str) -> LLMUsage:
+        """Tokens from text lengths (~4 characters a token): the prompt is the agent's
+        definition plus the transcript so far, the output is this message."""
+        context = self.prompt_chars + sum(len(m.message or "") + 40 for m in self.transcript)
+        tokens_in = max(1, context // 4)
+        tokens_out = max(1, len(output) // 4)
+        price_in, price_out = PRICES_PER_MILLION.get(self.agent.llm, DEFAULT_PRICE_PER_MILLION)
+        return LLMUsage(
+            model_usage={
+                self.agent.llm: ModelUsage(
+                    input=TokenCategoryUsage(
+                        tokens=tokens_in, price=round(tokens_in * price_in / 1e6, 8)
+                    ),
+                    output_total=TokenCategoryUsage(
+                        tokens=tokens_out, price=round(tokens_out * price_out / 1e6, 8)
+                    ),
+                )
+            }
+        )
+
+    def _agent_says(self, text: str, act: str) -> None:
+        text = substitute(text, {**self.agent_vars, **self.collected}).strip()
+        if self.language and not self.announced_language and act != "greet":
+            text = f"Switching to {self.language} for you. {text}"
+            self.announced_language = True
+        self.last_agent_act = act
+        self._emit("agent", text, self.timing.agent_message_secs)
+
+    def _user_says(self, text: str) -> None:
+        self._emit("user", text.strip(), self.timing.user_message_secs)
+
+    # -- the loop
+
+    def run(self) -> None:
+        while len(self.new) < self.limit and not self.ended:
+            transcript = self.transcript
+            last = transcript[-1] if transcript else None
+            if last is None:
+                self._open()
+            elif last.role == "agent" and self._pending_calls(last):
+                self._tool_results(last)
+            elif last.role == "agent" and last.tool_results and not (last.message or "").strip():
+                self._after_tool(last)
+            elif last.role == "agent":
+                self._user_turn()
+            else:
+                self._agent_turn(last.message or "")
+
+    def _open(self) -> None:
+        if self.agent.first_message.strip():
+            self._agent_says(self.agent.first_message, "greet")
+        else:
+            self._user_turn()
+
+    # -- the simulated user
+
+    def _next_goal(self) -> _Goal | None:
+        return next((g for g in self.goals if g.status == "pending"), None)
+
+    def _user_turn(self) -> None:
+        act = self.last_agent_act
+        if act == "ask" and self.awaiting is not None:
+            self._answer(self.awaiting)
+            return
+        if act == "clarify" and self.current is not None and self.current.status == "active":
+            self.current.attempts += 1
+            if self.current.attempts <= 1:
+                self._user_says("Let me put it another way. " + self._rephrase(self.current))
+                return
+            self.current.status = "failed"
+            self._state_next_goal(prefix="Never mind. ")
+            return
+        if not self._said_first_line():
+            self._first_line()
+            return
+        self._state_next_goal()
+
+    def _said_first_line(self) -> bool:
+        return any(m.role == "user" for m in self.transcript)
+
+    def _first_line(self) -> None:
+        if self.first_message:
+            # The agent will take up one request of the first line; the others stay pending
+            # and the user brings them up again later.
+            intent = match_intent(self.agent, self.first_message)
+            firsts = [
+                self._goal_for(None, first_person(c)) for c in self._requests(self.first_message)
+            ]
+            goal = self._goal_for(intent.id, "") if intent else next(filter(None, firsts), None)
+            if goal is not None and goal.status == "pending":
+                goal.status = "active"
+                self.current = goal
+            self._user_says(self.first_message)
+            return
+        goal = self._next_goal()
+        if goal is None:
+            self._user_says(
+                "Hi, I was calling to check on something, but it's sorted now. Thanks, that's all."
+            )
+            return
+        goal.status = "active"
+        self.current = goal
+        self._user_says("Hi. " + goal.text)
+
+    def _state_next_goal(self, prefix: str = "") -> None:
+        if self.current is not None and self.current.status == "active":
+            self.current.status = "failed"  # the agent moved on without handling it
+        handled_one = any(g.status not in ("pending", "active") for g in self.goals)
+        goal = self._next_goal()
+        if goal is None:
+            self._user_says(prefix + "Thanks, that's all.")
+            return
+        goal.status = "active"
+        self.current = goal
+        also = handled_one and not re.search(r"\balso\b", goal.text, re.I)
+        self._user_says(prefix + ("Also, " + _lower_first(goal.text) if also else goal.text))
+
+    def _rephrase(self, goal: _Goal) -> str:
+        intent = next((i for i in self.agent.intents if i.id == goal.intent_id), None)
+        if intent is None:
+            return goal.text
+        topic = intent.title or intent.keywords[0]
+        if not keyword_hits(intent, topic):
+            topic = f"{topic} ({intent.keywords[0]})"
+        return f"I need help with {_article(topic)} {topic}."
+
+    def _answer(self, field: DataFieldDef) -> None:
+        value = next(
+            (self.user_vars[name] for name in field.variable_names if name in self.user_vars),
+            None,
+        )
+        if value is None:
+            persona = " ".join(first_person(s) for s in sentences(self.persona))
+            value = extract_value(field, f"{persona} {self.persona} {self.first_message}")
+        if value is None:
+            self.user_lacks.add(field.id)
+            self._user_says(f"Sorry, I don't have my {field.spoken_label} at hand.")
+            return
+        template = field.answer or "My {label} is {value}."
+        self._user_says(template.replace("{label}", field.spoken_label).replace("{value}", value))
+
+    # -- the agent
+
+    def _agent_turn(self, text: str) -> None:
+        agent = self.agent
+        if _CLOSING.search(text):
+            self._agent_says(agent.closing_message, "closing")
+            self.ended = True
+            self.end_reason = "user_done" if self._next_goal() is None else "agent_closed"
+            return
+        if agent.quality.hangup_rate and self.rng.random() < agent.quality.hangup_rate:
+            self._agent_says(agent.closing_message, "closing")
+            self.ended, self.end_reason = True, "agent_hung_up"
+            return
+        if self.awaiting is not None:
+            field, self.awaiting = self.awaiting, None
+            value = extract_value(field, text)
+            if value is None and not _LACKING.search(text):
+                value = text.strip().rstrip(".")
+            if value is None:
+                self.user_lacks.add(field.id)
+            else:
+                self.collected[field.id] = value
+            if self.intent is not None:
+                self._continue_intent(self.intent)
+            else:
+                self._agent_says(f"Thank you. {self.agent.anything_else}", "prompt")
+            return
+        intent = match_intent(agent, text)
+        if intent is not None:
+            if self.rng.random() >= agent.quality.understanding:
+                self._agent_says(agent.clarify_reply, "clarify")
+                return
+            self.intent = intent
+            goal = self._goal_for(intent.id, text)
+            if goal is not None:
+                if self.current not in (None, goal) and self.current.status == "active":
+                    self.current.status = "pending"  # put aside; the user raises it again
+                if goal.status == "pending":
+                    goal.status = "active"
+                self.current = goal
+            self._continue_intent(intent, prefix=intent.reply)
+            return
+        if text.strip() and is_request(text):
+            if self.current is not None and self.current.status == "active":
+                self.current.status = "declined"
+            self._agent_says(agent.out_of_scope_reply, "decline")
+            return
+        self._agent_says(agent.prompt_reply, "prompt")
+
+    def _continue_intent(self, intent: IntentDef, prefix: str = "") -> None:
+        for field_id in intent.asks_for:
+            if field_id in self.collected:
+                continue
+            field = self.agent.field(field_id)
+            if field_id in self.user_lacks:
+                self._finish_goal(intent, "failed")
+                self._agent_says(
+                    f"I'm sorry, without your {field.spoken_label} I can't help with that. "
+                    + self.agent.anything_else,
+                    "missing_info",
+                )
+                return
+            self.awaiting = field
+            ask = field.ask or f"Could you tell me your {field.spoken_label}?"
+            self._agent_says(f"{prefix} {ask}", "ask")
+            return
+        if intent.tool is not None:
+            self._call_tool(intent.tool)
+            return
+        self._finish_goal(intent, "resolved")
+        self._agent_says(f"{intent.resolution} {self.agent.anything_else}", "resolve")
+
+    def _finish_goal(self, intent: IntentDef, status: GoalStatus) -> None:
+        self.intent = None
+        goal = self._goal_for(intent.id, "")
+        if goal is not None and goal.status in ("pending", "active"):
+            goal.status = status
+
+    def _call_tool(self, tool: ToolDef) -> None:
+        values = {**self.agent_vars, **self.collected}
+        params = {name: substitute(template, values) for name, template in tool.params.items()}
+        call = ToolCall(
+            type=tool.type,
+            request_id=f"{tool.name}_{self.rng.getrandbits(64):016x}",
+            tool_name=tool.name,
+            params_as_json=json.dumps(params),
+            tool_has_been_called=True,
+        )
+        self.last_agent_act = "tool_call"
+        self._emit("agent", None, self.timing.agent_message_secs * 0.5, tool_calls=[call])
+
+    def _pending_calls(self, last: TranscriptMessage) -> list[ToolCall]:
+        done = {r.request_id for r in last.tool_results}
+        return [c for c in last.tool_calls if c.request_id not in done]
+
+    def _tool_def(self, name: str) -> tuple[IntentDef, ToolDef] | None:
+        for intent in self.agent.intents:
+            if intent.tool is not None and intent.tool.name == name:
+                return intent, intent.tool
+        return None
+
+    def _tool_results(self, last: TranscriptMessage) -> None:
+        latency = self.timing.draw(self.timing.tool_secs, self.rng)
+        values = {**self.agent_vars, **self.collected}
+        results = []
+        for call in self._pending_calls(last):
+            mock = self.mocks.get(call.tool_name)
+            known = self._tool_def(call.tool_name)
+            if mock is not None:
+                value, is_error = mock.default_return_value, mock.default_is_error
+            elif known is not None:
+                value, is_error = substitute(known[1].result, values), False
+            else:
+                value, is_error = "Tool Called.", False
+            tool_type = call.type if call.type in ("client", "webhook", "mcp") else None
+            results.append(
+                ToolResult(
+                    type=tool_type,
+                    request_id=call.request_id,
+                    tool_name=call.tool_name,
+                    result_value=value,
+                    is_error=is_error,
+                    tool_has_been_called=True,
+                    tool_latency_secs=round(latency, 3),
+                )
+            )
+        self._emit("agent", None, 0.0, tool_results=results, delay=latency)
+
+    def _after_tool(self, last: TranscriptMessage) -> None:
+        known = [self._tool_def(r.tool_name) for r in last.tool_results]
+        intent = self.intent or next((k[0] for k in known if k is not None), None)
+        failed = [r for r in last.tool_results if r.is_error]
+        if failed:
+            tool = self._tool_def(failed[0].tool_name)
+            reply = tool[1].error_reply if tool else ToolDef(name="x").error_reply
+            if intent is not None:
+                self._finish_goal(intent, "failed")
+            self._agent_says(f"{reply} {self.agent.anything_else}", "tool_error")
+            return
+        if intent is None:
+            self._agent_says(f"All done. {self.agent.anything_else}", "resolve")
+            return
+        self._finish_goal(intent, "resolved")
+        self._agent_says(f"{intent.resolution} {self.agent.anything_else}", "resolve")
+
+    # -- results
+
+    def goal_outcomes(self) -> list[GoalOutcome]:
+        return [GoalOutcome(g.text, g.intent_id, g.status) for g in self.goals]
+
+
+def _lower_first(text: str) -> str:
+    """Lower-case the first letter unless it starts the pronoun "I"."""
+    if re.match(r"I\b", text):
+        return text
+    return text[:1].lower() + text[1:]
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[:1].lower() in "aeiou" else "a"
+
+
+def _text_vars(raw: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in raw.items():
+        text = stringify(value)
+        if text is not None:
+            out[str(key)] = text
+    return out
+
+
+def plan_conversation(
+    agent: AgentDef,
+    request: SimulationRequest,
+    rng: random.Random,
+    timing: TimingModel = TimingModel(),  # frozen, so one shared default is safe
+) -> ConversationPlan:
+    """Simulate one conversation and its analysis (see the module docstring for the rules).
+
+    Pure and deterministic given ``rng``; never raises for a request that validates as
+    ``SimulationRequest``.
+    """
+    sim = _Simulation(agent, request, rng, timing)
+    sim.run()
+    transcript = sim.transcript
+    analysis = analyse(
+        agent,
+        request.extra_evaluation_criteria,
+        transcript,
+        sim.goal_outcomes(),
+        sim.end_reason,
+        rng,
+    )
+    return ConversationPlan(
+        messages=list(sim.new),
+        analysis_delay_secs=timing.draw(timing.analysis_secs, rng),
+        analysis=analysis,
+    )
