@@ -1,0 +1,594 @@
+"""The local ElevenLabs-compatible API as an ASGI app: routes, auth, fault injection, pacing.
+
+What it serves follows ``shared/reference/simulate-conversation.md``: the two simulate
+endpoints (streamed as double-encoded JSON lines, or buffered), agent get/list, and the
+vendor's error bodies. The conversations themselves come from ``conversation.plan_conversation``;
+this module only decides *whether* and *how* a reply goes out (auth, validation, concurrency
+cap, faults) and paces it (``delay_secs * time_scale`` before each message).
+
+Order of checks, like the real service: auth (middleware) -> body validation (422) -> agent
+lookup (404) -> concurrency cap (429) -> injected fault.
+
+Seeding: a conversation's rng is derived from (seed, agent id, canonical body JSON, n), where n
+counts how often this server has seen that exact (agent, body) before. So a fixed ``--seed``
+and request sequence reproduce every transcript, while repeats of one scenario still differ.
+Fault draws are derived from (seed, "faults", i) for the i-th simulate request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import math
+import random
+import secrets
+import socket
+import struct
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import anyio
+from fastapi import FastAPI, Query
+from fastapi.responses import JSONResponse, Response
+
+from runner.localapi.agents import AgentDef, load_agents
+from runner.localapi.conversation import (
+    ConversationPlan,
+    TimingModel,
+    message_json,
+    plan_conversation,
+)
+from runner.localapi.faults import (
+    ERROR_REPLY_KINDS,
+    FaultDecision,
+    FaultKind,
+    FaultSettings,
+    derive_seed,
+    draw_fault,
+    error_reply,
+    fault_frame_index,
+)
+from runner.localapi.stats import ServerStats
+from runner.wire import Analysis, SimulationRequest
+
+logger = logging.getLogger("runner.localapi")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+DEFAULT_MAX_CONCURRENCY_HEADER = 1000
+"""``maximum-concurrent-requests`` advertised when no ``--max-concurrency`` cap is set."""
+
+AGENT_CREATED_AT_UNIX = 1_767_225_600
+"""Fixed creation time (2026-01-01) of every local agent: replies stay reproducible."""
+
+SIMULATE_SUFFIXES = ("/simulate-conversation", "/simulate-conversation/stream")
+
+_DISCONNECT_WAIT_SECS = 5.0
+"""How long to wait for the event loop to report a connection we closed as lost."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything that shapes the local API's behaviour (built from the CLI by ``server``)."""
+
+    seed: int | None = None
+    """None: a random seed is drawn at start-up (and reported by the stats endpoint)."""
+    time_scale: float = 1.0
+    """Multiplies every simulated delay: 0 replies at once, 0.01 runs 100 times faster."""
+    agents_path: Path | None = None
+    api_key: str | None = field(default=None, repr=False)
+    """When set, ``xi-api-key`` must equal it on ``/v1/...``; never printed or logged."""
+    max_concurrency: int | None = None
+    """Simulations in flight beyond this get 429 ``too_many_concurrent_requests``."""
+    timing: TimingModel = field(default_factory=TimingModel)
+    faults: FaultSettings = field(default_factory=FaultSettings)
+    retry_after: float | None = None
+    """Seconds sent as ``Retry-After`` on 429s; None (default) sends no such header."""
+
+    def __post_init__(self) -> None:
+        if not (self.time_scale >= 0 and math.isfinite(self.time_scale)):
+            raise ValueError(f"time_scale must be a finite number >= 0, got {self.time_scale}")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+        if self.retry_after is not None and self.retry_after < 0:
+            raise ValueError(f"retry_after must be >= 0, got {self.retry_after}")
+
+
+# ---------------------------------------------------------------------------- serialization
+
+
+def analysis_json(analysis: Analysis) -> dict[str, Any]:
+    data = analysis.model_dump(mode="json", exclude_none=True)
+    data.setdefault("call_summary_title", None)
+    return data
+
+
+def frame_line(frame: dict[str, Any]) -> bytes:
+    """One stream line: the frame's JSON, as a JSON string literal, newline-terminated."""
+    return (json.dumps(json.dumps(frame, separators=(",", ":"))) + "\n").encode()
+
+
+def error_body(status: str, message: str) -> dict[str, Any]:
+    return {"detail": {"status": status, "message": message}}
+
+
+def agent_json(agent: AgentDef) -> dict[str, Any]:
+    """``GetAgentResponseModel``: the required fields, filled from the agent definition."""
+    return {
+        "agent_id": agent.agent_id,
+        "name": agent.name,
+        "conversation_config": {
+            "agent": {
+                "first_message": agent.first_message,
+                "language": "en",
+                "prompt": {"prompt": agent.description, "llm": agent.llm},
+            }
+        },
+        "metadata": {
+            "created_at_unix_secs": AGENT_CREATED_AT_UNIX,
+            "updated_at_unix_secs": AGENT_CREATED_AT_UNIX,
+        },
+        "platform_settings": {
+            "evaluation": {
+                "criteria": [
+                    {
+                        "id": c.id,
+                        "name": c.name,
+                        "type": "prompt",
+                        "conversation_goal_prompt": c.conversation_goal_prompt,
+                        "scoring_mode": c.scoring_mode,
+                        "max_score": c.max_score,
+                    }
+                    for c in agent.evaluation_criteria
+                ]
+            }
+        },
+        "tags": [],
+    }
+
+
+def agent_summary_json(agent: AgentDef) -> dict[str, Any]:
+    """``AgentSummaryResponseModel``."""
+    return {
+        "agent_id": agent.agent_id,
+        "name": agent.name,
+        "tags": [],
+        "created_at_unix_secs": AGENT_CREATED_AT_UNIX,
+        "archived": False,
+        "access_info": {
+            "is_creator": True,
+            "creator_name": "Local API",
+            "creator_email": "local@localhost",
+            "role": "admin",
+        },
+    }
+
+
+# ---------------------------------------------------------------------------- server state
+
+
+class LocalAPIState:
+    """Per-process state: loaded agents, counters, seeds. Lives in ``app.state.localapi``."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.seed: int = settings.seed if settings.seed is not None else secrets.randbits(63)
+        self.agents: dict[str, AgentDef] = load_agents(settings.agents_path)
+        self.agent_replies: dict[str, bytes] = {
+            agent_id: json.dumps(agent_json(agent)).encode()
+            for agent_id, agent in self.agents.items()
+        }
+        self.agent_summaries: list[dict[str, Any]] = [
+            agent_summary_json(agent) for agent in self.agents.values()
+        ]
+        self.stats = ServerStats()
+        self.request_index = 0
+        self.scenario_counts: dict[bytes, int] = {}
+        self.max_header = str(settings.max_concurrency or DEFAULT_MAX_CONCURRENCY_HEADER).encode()
+        self.connection_source: Callable[[], Iterable[Any]] | None = None
+        """Set by the server: live uvicorn protocol objects, to abort a request's connection."""
+
+    def next_fault(self) -> FaultDecision:
+        index = self.request_index
+        self.request_index += 1
+        return draw_fault(self.settings.faults, self.seed, index)
+
+    def plan(self, agent: AgentDef, request: SimulationRequest) -> ConversationPlan:
+        canonical = json.dumps(
+            request.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+        )
+        key = hashlib.sha256(f"{agent.agent_id}\0{canonical}".encode()).digest()
+        n = self.scenario_counts.get(key, 0)
+        self.scenario_counts[key] = n + 1
+        rng = random.Random(derive_seed(self.seed, agent.agent_id, canonical, n))
+        return plan_conversation(agent, request, rng, self.settings.timing)
+
+    def transport_of(self, scope: Scope) -> asyncio.Transport | None:
+        client = scope.get("client")
+        if self.connection_source is None or client is None:
+            return None
+        wanted = tuple(client)
+        for protocol in self.connection_source():
+            if getattr(protocol, "client", None) == wanted:
+                transport: asyncio.Transport | None = getattr(protocol, "transport", None)
+                return transport
+        return None
+
+    def snapshot(self) -> dict[str, Any]:
+        settings = self.settings
+        return {
+            **self.stats.snapshot(),
+            "seed": self.seed,
+            "time_scale": settings.time_scale,
+            "max_concurrency": settings.max_concurrency,
+            "auth_enabled": settings.api_key is not None,
+            "fault_rates": settings.faults.as_dict(),
+            "retry_after": settings.retry_after,
+            "agents": sorted(self.agents),
+        }
+
+
+# ---------------------------------------------------------------------------- raw ASGI helpers
+
+
+async def send_json(
+    send: Send, status: int, body: Any, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
+async def _await_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class EdgeMiddleware:
+    """Counts replies by status, enforces ``xi-api-key``, adds the concurrency headers.
+
+    Plain ASGI rather than Starlette's ``BaseHTTPMiddleware``, which buffers and slows
+    streaming replies.
+    """
+
+    def __init__(
+        self, app: Callable[[Scope, Receive, Send], Awaitable[None]], state: LocalAPIState
+    ):
+        self.app = app
+        self.state = state
+        key = state.settings.api_key
+        self.api_key = key.encode() if key is not None else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        stats = self.state.stats
+        stats.request_seen()
+        simulate = path.endswith(SIMULATE_SUFFIXES)
+        max_header = self.state.max_header
+
+        async def counted_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                stats.response_started(message["status"])
+                if simulate:
+                    message["headers"] = [
+                        *message.get("headers", ()),
+                        (b"current-concurrent-requests", str(stats.in_flight).encode()),
+                        (b"maximum-concurrent-requests", max_header),
+                    ]
+            await send(message)
+
+        if self.api_key is not None:
+            denied = self._auth_error(scope)
+            if denied is not None:
+                await send_json(counted_send, 401, denied)
+                return
+        await self.app(scope, receive, counted_send)
+
+    def _auth_error(self, scope: Scope) -> dict[str, Any] | None:
+        assert self.api_key is not None
+        given = next((v for k, v in scope["headers"] if k == b"xi-api-key"), None)
+        if given is None:
+            return error_body(
+                "needs_authorization",
+                "Neither authorization header nor xi-api-key received, please provide one.",
+            )
+        if not hmac.compare_digest(given, self.api_key):
+            return error_body("invalid_api_key", "Invalid API key")
+        return None
+
+
+# ---------------------------------------------------------------------------- one simulation
+
+
+class SimulationReply(Response):
+    """ASGI reply of one simulate request: cap, fault draw, then the paced conversation.
+
+    A ``Response`` subclass only so FastAPI hands it to the server untouched. Everything up to
+    ``simulation_started`` runs without awaiting, so the concurrency cap's check-and-increment
+    is atomic on the event loop.
+    """
+
+    def __init__(
+        self, state: LocalAPIState, agent: AgentDef, request: SimulationRequest, *, stream: bool
+    ) -> None:  # no super().__init__(): there is no body to render up front
+        self.background = None
+        self.status_code = 200
+        self.raw_headers = []
+        self.state = state
+        self.agent = agent
+        self.request = request
+        self.stream = stream
+        self.dropped = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
+        state = self.state
+        stats = state.stats
+        cap = state.settings.max_concurrency
+        stats.simulate_requests += 1
+        if cap is not None and stats.in_flight >= cap:
+            stats.concurrency_rejections += 1
+            status, body = error_reply(FaultKind.CONCURRENCY_429, limit=cap)
+            await send_json(send, status, body, self._retry_after_headers())
+            return
+        decision = state.next_fault()
+        kind = decision.kind
+        if kind is not None:
+            stats.fault_injected(kind.value)
+            logger.debug("injecting fault %s", kind.value)
+        if kind is not None and kind in ERROR_REPLY_KINDS:
+            status, body = error_reply(kind, limit=cap or DEFAULT_MAX_CONCURRENCY_HEADER)
+            await send_json(
+                send, status, body, self._retry_after_headers() if status == 429 else []
+            )
+            return
+        if kind is FaultKind.RESET:
+            stats.stream_broken("reset")
+            await self._drop_connection(scope, lambda: _await_disconnect(receive), reset=True)
+            return
+        plan = state.plan(self.agent, self.request)
+        stats.simulation_started()
+        completed = replied = client_gone = False
+        try:
+            async with anyio.create_task_group() as tg:
+                gone = anyio.Event()
+
+                async def watch_client() -> None:
+                    nonlocal client_gone
+                    await _await_disconnect(receive)  # also returns once the reply is complete
+                    gone.set()
+                    if not (replied or self.dropped):
+                        client_gone = True
+                        tg.cancel_scope.cancel()
+
+                tg.start_soon(watch_client)
+                reply = self._stream_reply if self.stream else self._buffered_reply
+                completed = await reply(plan, decision, scope, send, gone.wait)
+                replied = True
+                tg.cancel_scope.cancel()
+        finally:
+            if client_gone:
+                stats.client_disconnects += 1
+            stats.simulation_ended(completed=completed)
+
+    def _retry_after_headers(self) -> list[tuple[bytes, bytes]]:
+        retry_after = self.state.settings.retry_after
+        if retry_after is None:
+            return []
+        return [(b"retry-after", f"{retry_after:g}".encode())]
+
+    async def _drop_connection(
+        self, scope: Scope, wait_gone: Callable[[], Awaitable[Any]], *, reset: bool
+    ) -> None:
+        """Close this request's connection: RST (``reset``) or FIN after flushing what was sent.
+
+        Then waits until the server has seen the connection go, so that it neither answers a
+        500 for a reply that never started nor logs an error for one that never finished.
+        """
+        transport = self.state.transport_of(scope)
+        if transport is None:
+            raise RuntimeError("dropping a connection needs the server of runner.localapi.server")
+        self.dropped = True
+        if reset:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:  # linger 0: the kernel answers with RST, not an orderly FIN
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+        else:
+            transport.close()
+        with anyio.move_on_after(_DISCONNECT_WAIT_SECS):
+            await wait_gone()
+
+    async def _sleep(self, secs: float) -> None:
+        await anyio.sleep(secs * self.state.settings.time_scale)
+
+    async def _stream_reply(
+        self,
+        plan: ConversationPlan,
+        decision: FaultDecision,
+        scope: Scope,
+        send: Send,
+        wait_gone: Callable[[], Awaitable[Any]],
+    ) -> bool:
+        """Frames one message at a time, each after its delay; True if sent in full."""
+        stats = self.state.stats
+        kind = decision.kind
+        n_messages = len(plan.messages)
+        hit = fault_frame_index(decision.position, n_messages + 1) if kind is not None else -1
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for index in range(n_messages + 1):
+            if index < n_messages:
+                planned = plan.messages[index]
+                await self._sleep(planned.delay_secs)
+                frame: dict[str, Any] = {
+                    "simulated_conversation": [message_json(planned.message)],
+                    "analysis": None,
+                }
+            else:
+                await self._sleep(plan.analysis_delay_secs)
+                frame = {"simulated_conversation": None, "analysis": analysis_json(plan.analysis)}
+            line = frame_line(frame)
+            if index == hit:
+                if kind is FaultKind.STALL:
+                    await anyio.sleep(self.state.settings.faults.stall_secs)
+                elif kind is FaultKind.DISCONNECT:
+                    stats.stream_broken("disconnect")
+                    await self._drop_connection(scope, wait_gone, reset=False)
+                    return False
+                elif kind is FaultKind.MALFORMED:
+                    stats.stream_broken("malformed")
+                    line = line[: len(line) // 2] + b"\n"
+            await send({"type": "http.response.body", "body": line, "more_body": True})
+            stats.frames_sent += 1
+            stats.messages_sent += index < n_messages
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return kind is not FaultKind.MALFORMED
+
+    async def _buffered_reply(
+        self,
+        plan: ConversationPlan,
+        decision: FaultDecision,
+        scope: Scope,
+        send: Send,
+        wait_gone: Callable[[], Awaitable[Any]],
+    ) -> bool:
+        """One JSON reply after the summed delays; True if sent intact."""
+        stats = self.state.stats
+        kind = decision.kind
+        total = sum(m.delay_secs for m in plan.messages) + plan.analysis_delay_secs
+        if kind is FaultKind.DISCONNECT:
+            await self._sleep(total * decision.position)
+            stats.stream_broken("disconnect")
+            await self._drop_connection(scope, wait_gone, reset=False)
+            return False
+        if kind is FaultKind.STALL:
+            await anyio.sleep(self.state.settings.faults.stall_secs)
+        await self._sleep(total)
+        body = json.dumps(
+            {
+                "simulated_conversation": [message_json(m.message) for m in plan.messages],
+                "analysis": analysis_json(plan.analysis),
+            }
+        ).encode()
+        if kind is FaultKind.MALFORMED:
+            stats.stream_broken("malformed")
+            body = body[: len(body) // 2]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        stats.messages_sent += len(plan.messages)
+        return kind is not FaultKind.MALFORMED
+
+
+# ---------------------------------------------------------------------------- the app
+
+
+def _agent_not_found(agent_id: str) -> JSONResponse:
+    return JSONResponse(
+        error_body("agent_not_found", f"Agent with id {agent_id!r} was not found."), status_code=404
+    )
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    """The local API for ``settings``: agents are loaded (and replies pre-rendered) here."""
+    state = LocalAPIState(settings)
+    app = FastAPI(
+        title="Local ElevenLabs-compatible API",
+        description="The runner's default target; see runner/localapi.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.localapi = state
+    app.add_middleware(EdgeMiddleware, state=state)
+
+    @app.get("/_local/health", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/_local/stats", include_in_schema=False)
+    async def stats() -> dict[str, Any]:
+        return state.snapshot()
+
+    @app.post("/_local/stats/reset", include_in_schema=False)
+    async def stats_reset() -> dict[str, Any]:
+        state.stats.reset()
+        return state.snapshot()
+
+    @app.get("/v1/convai/agents")
+    async def list_agents(
+        page_size: Annotated[int, Query(ge=1, le=100)] = 30,
+        search: str | None = None,
+        archived: bool | None = False,
+        show_only_owned_agents: bool = False,
+        created_by_user_id: str | None = None,
+        sort_direction: Literal["asc", "desc"] = "desc",
+        sort_by: Literal["name", "created_at", "call_count_7d"] | None = None,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        agents = [] if archived else state.agent_summaries
+        if search:
+            needle = search.lower()
+            agents = [a for a in agents if needle in a["name"].lower()]
+        if sort_by == "name":
+            agents = sorted(agents, key=lambda a: a["name"], reverse=sort_direction == "desc")
+        start = int(cursor) if cursor is not None and cursor.isdigit() else 0
+        page = agents[start : start + page_size]
+        more = start + page_size < len(agents)
+        return {
+            "agents": page,
+            "has_more": more,
+            "next_cursor": str(start + page_size) if more else None,
+        }
+
+    @app.get("/v1/convai/agents/{agent_id}")
+    async def get_agent(
+        agent_id: str, version_id: str | None = None, branch_id: str | None = None
+    ) -> Response:
+        reply = state.agent_replies.get(agent_id)
+        if reply is None:
+            return _agent_not_found(agent_id)
+        return Response(reply, media_type="application/json")
+
+    @app.post("/v1/convai/agents/{agent_id}/simulate-conversation/stream")
+    async def simulate_conversation_stream(agent_id: str, body: SimulationRequest) -> Response:
+        agent = state.agents.get(agent_id)
+        if agent is None:
+            return _agent_not_found(agent_id)
+        return SimulationReply(state, agent, body, stream=True)
+
+    @app.post("/v1/convai/agents/{agent_id}/simulate-conversation")
+    async def simulate_conversation(agent_id: str, body: SimulationRequest) -> Response:
+        agent = state.agents.get(agent_id)
+        if agent is None:
+            return _agent_not_found(agent_id)
+        return SimulationReply(state, agent, body, stream=False)
+
+    return app
