@@ -244,6 +244,8 @@ class RunConfig(Strict):
     new_turns_limit: Int = Field(default=12, ge=1)
     repeats: Int = Field(default=1, ge=1)
     seed: Int = 0
+    shutdown_grace: Float = Field(default=30.0, ge=0)
+    """Seconds in-flight simulations get to finish after Ctrl-C / SIGTERM."""
 
     @field_validator("name")
     @classmethod

@@ -1,0 +1,375 @@
+"""The engine: jobs flow through a bounded channel to workers in an anyio task group.
+
+A ``CapacityLimiter`` caps simulations in flight; workers outnumber its tokens so a job sleeping
+in backoff never holds a slot another job could use. Retries are tenacity's, driven by the
+error taxonomy in ``runner.errors``. Finished jobs go to a writer task that flushes them in
+batches to the store from a worker thread, so memory stays flat however many jobs a sweep has.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+
+from runner.client import Backend
+from runner.config import Job, RetryPolicy
+from runner.errors import Action, AttemptError, Failure
+from runner.outcome import AttemptRecord, JobOutcome, outcome_rows
+from runner.ratelimit import TokenBucket
+
+MAX_RETRY_AFTER = 900.0
+"""A ``Retry-After`` longer than this is treated as this: a sweep should not sleep for hours."""
+
+CAPACITY_WAITS_PER_ATTEMPT = 10
+"""A job may wait for capacity (429 too_many_concurrent_requests) this many times per attempt of
+its budget: being at the quota is normal under load and says nothing about the job."""
+
+
+class RunAborted(Exception):
+    """The run stopped early for a reason that concerns every job (e.g. a rejected API key)."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+@dataclass
+class Counters:
+    """Live figures for the progress display and the end-of-run summary."""
+
+    total: int = 0
+    skipped: int = 0
+    done: int = 0
+    ok: int = 0
+    errors: int = 0
+    retries: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    attempts: int = 0
+    interrupted: int = 0  # jobs cut short by a graceful stop (recorded as errors, re-run later)
+    errors_by_kind: Counter[str] = field(default_factory=Counter)
+    failures_by_kind: Counter[str] = field(default_factory=Counter)
+    concurrency_limit: int = 0
+
+
+@dataclass
+class _JobState:
+    records: list[AttemptRecord] = field(default_factory=list)
+    capacity_waits: int = 0
+    other_failures: int = 0
+    last_sleep: float = 0.0
+    last_error: AttemptError | None = None
+
+
+def backoff_seconds(
+    failure: Failure, attempt: int, policy: RetryPolicy, rng: random.Random
+) -> float:
+    """How long to wait before the next attempt.
+
+    ``Retry-After``, when the server sent one, is the wait (honoured as is, not added to the
+    backoff). Otherwise: exponential from ``backoff_base``, capped at ``backoff_cap``, plus up to
+    ``jitter`` seconds of uniform jitter so that retries of a burst do not arrive together.
+    """
+    if failure.retry_after is not None:
+        return min(failure.retry_after, MAX_RETRY_AFTER)
+    exp = policy.backoff_base * (2 ** max(attempt - 1, 0))
+    return min(exp, policy.backoff_cap) + rng.uniform(0, policy.jitter)
+
+
+class Engine:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        concurrency: int,
+        retry: RetryPolicy,
+        run_id: str,
+        requests_per_minute: float | None = None,
+        seed: int = 0,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self.backend = backend
+        self.retry = retry
+        self.run_id = run_id
+        self.limiter = anyio.CapacityLimiter(concurrency)
+        self.bucket = TokenBucket(requests_per_minute) if requests_per_minute else None
+        self.counters = Counters(concurrency_limit=concurrency)
+        self.rng = random.Random(seed)
+        self._sleep = sleep
+        self.abort: Failure | None = None
+        self.stopping = anyio.Event()
+        self._dispatch_scope = anyio.CancelScope()
+        self._backoffs: set[anyio.CancelScope] = set()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._grace_scope = anyio.CancelScope()  # the grace timer; cancelled when workers are done
+        self._workers = 0
+
+    # ---------------------------------------------------------------------------- stopping
+
+    def request_stop(self, grace: float) -> None:
+        """Graceful stop: dispatch nothing new, cut backoffs short, give in-flight attempts
+        ``grace`` seconds to finish, then cancel them (they are re-run on resume)."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        self._dispatch_scope.cancel()
+        for scope in self._backoffs:
+            scope.cancel()
+        if self._tg is not None:
+            self._tg.start_soon(self._cancel_after, grace)
+
+    def hard_stop(self) -> None:
+        """Stop now: in-flight attempts are abandoned; what finished is still flushed."""
+        self.stopping.set()
+        self._dispatch_scope.cancel()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    async def _cancel_after(self, grace: float) -> None:
+        with self._grace_scope:
+            await anyio.sleep(grace)
+            self.hard_stop()
+
+    # ---------------------------------------------------------------------------- one job
+
+    def _stop(self, state: _JobState) -> Callable[[RetryCallState], bool]:
+        def stop(_: RetryCallState) -> bool:
+            return (
+                self.stopping.is_set()
+                or state.other_failures >= self.retry.max_attempts
+                or state.capacity_waits >= self.retry.max_attempts * CAPACITY_WAITS_PER_ATTEMPT
+            )
+
+        return stop
+
+    def _wait(self, state: _JobState) -> Callable[[RetryCallState], float]:
+        def wait(rs: RetryCallState) -> float:
+            exc = rs.outcome.exception() if rs.outcome else None
+            assert isinstance(exc, AttemptError)
+            n = (
+                state.capacity_waits
+                if exc.failure.action is Action.WAIT_CAPACITY
+                else state.other_failures
+            )
+            return backoff_seconds(exc.failure, n, self.retry, self.rng)
+
+        return wait
+
+    async def _attempt(self, job: Job, state: _JobState) -> JobOutcome:
+        """One attempt: the job's outcome, or ``AttemptError`` for tenacity to judge."""
+        if self.stopping.is_set() and state.last_error is not None:
+            raise state.last_error  # stopping: do not start another attempt
+        number = len(state.records) + 1
+        queued = time.perf_counter()
+        async with self.limiter:
+            queue_wait = time.perf_counter() - queued
+            if self.bucket is not None:
+                await self.bucket.acquire()
+            c = self.counters
+            c.in_flight += 1
+            c.attempts += 1
+            c.peak_in_flight = max(c.peak_in_flight, c.in_flight)
+            started_at = datetime.now(UTC)
+            t0 = time.perf_counter()
+            try:
+                result = await self.backend.simulate(job)
+            except AttemptError as exc:
+                f = exc.failure
+                state.records.append(
+                    AttemptRecord(
+                        attempt=number,
+                        started_at=started_at,
+                        status="error",
+                        duration_secs=time.perf_counter() - t0,
+                        queue_wait_secs=queue_wait,
+                        backoff_before_secs=state.last_sleep,
+                        concurrency_limit=int(self.limiter.total_tokens),
+                        http_status=f.status,
+                        error_kind=f.kind.value,
+                        error_message=f.message,
+                        action=f.action.value,
+                        retry_after_secs=f.retry_after,
+                    )
+                )
+                c.failures_by_kind[f.kind.value] += 1
+                if f.action is Action.WAIT_CAPACITY:
+                    state.capacity_waits += 1
+                else:
+                    state.other_failures += 1
+                state.last_error = exc
+                raise
+            finally:
+                c.in_flight -= 1
+        state.records.append(
+            AttemptRecord(
+                attempt=number,
+                started_at=started_at,
+                status="ok",
+                duration_secs=time.perf_counter() - t0,
+                queue_wait_secs=queue_wait,
+                backoff_before_secs=state.last_sleep,
+                concurrency_limit=int(self.limiter.total_tokens),
+                http_status=result.http_status,
+            )
+        )
+        return JobOutcome(
+            job=job,
+            run_id=self.run_id,
+            started_at=state.records[0].started_at,
+            finished_at=datetime.now(UTC),
+            attempts=state.records,
+            result=result,
+        )
+
+    async def run_job(self, job: Job) -> JobOutcome:
+        state = _JobState()
+        dispatched = datetime.now(UTC)
+
+        async def sleep(seconds: float) -> None:
+            self.counters.retries += 1
+            state.last_sleep = seconds
+            with anyio.CancelScope() as scope:
+                self._backoffs.add(scope)
+                try:
+                    if not self.stopping.is_set():
+                        await self._sleep(seconds)
+                finally:
+                    self._backoffs.discard(scope)
+
+        retrying = AsyncRetrying(
+            stop=self._stop(state),
+            wait=self._wait(state),
+            retry=retry_if_exception(lambda e: isinstance(e, AttemptError) and e.failure.retryable),
+            sleep=sleep,
+            reraise=True,
+        )
+        try:
+            outcome: JobOutcome = await retrying(self._attempt, job, state)
+            return outcome
+        except AttemptError as exc:
+            if exc.failure.action is Action.ABORT_RUN and self.abort is None:
+                self.abort = exc.failure
+            if self.stopping.is_set() and exc.failure.retryable:
+                self.counters.interrupted += 1
+            return JobOutcome(
+                job=job,
+                run_id=self.run_id,
+                started_at=state.records[0].started_at if state.records else dispatched,
+                finished_at=datetime.now(UTC),
+                attempts=state.records,
+                failure=exc.failure,
+            )
+
+    # ---------------------------------------------------------------------------- the sweep
+
+    async def run(
+        self,
+        jobs: Iterable[Job],
+        write: Callable[[dict[str, list[dict]]], None],
+        *,
+        batch_jobs: int = 200,
+        batch_secs: float = 2.0,
+        workers: int | None = None,
+    ) -> Counters:
+        """Run every job; ``write`` (blocking, run in a thread) receives batches of table rows.
+
+        Returns the counters. Raises ``RunAborted`` after flushing when a failure stopped the run.
+        """
+        n_workers = workers or max(2, int(self.limiter.total_tokens) * 2)
+        job_send, job_recv = anyio.create_memory_object_stream[Job](n_workers)
+        out_send, out_recv = anyio.create_memory_object_stream[JobOutcome](n_workers * 2)
+
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self._writer, out_recv, write, batch_jobs, batch_secs)
+            async with out_send:
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    tg.start_soon(self._produce, jobs, job_send)
+                    async with job_recv:
+                        for _ in range(n_workers):
+                            tg.start_soon(self._work, job_recv.clone(), out_send.clone())
+        self._tg = None
+        if self.abort is not None:
+            raise RunAborted(self.abort)
+        return self.counters
+
+    async def _produce(self, jobs: Iterable[Job], send: ObjectSendStream[Job]) -> None:
+        async with send:
+            with self._dispatch_scope:
+                for job in jobs:
+                    await send.send(job)
+
+    async def _work(
+        self, recv: ObjectReceiveStream[Job], out: ObjectSendStream[JobOutcome]
+    ) -> None:
+        self._workers += 1
+        try:
+            await self._work_loop(recv, out)
+        finally:
+            self._workers -= 1
+            if self._workers == 0:
+                self._grace_scope.cancel()
+
+    async def _work_loop(
+        self, recv: ObjectReceiveStream[Job], out: ObjectSendStream[JobOutcome]
+    ) -> None:
+        async with recv, out:
+            async for job in recv:
+                if self.stopping.is_set():
+                    return
+                outcome = await self.run_job(job)
+                c = self.counters
+                c.done += 1
+                if outcome.ok:
+                    c.ok += 1
+                else:
+                    c.errors += 1
+                    if outcome.failure is not None:
+                        c.errors_by_kind[outcome.failure.kind.value] += 1
+                await out.send(outcome)
+                if self.abort is not None:
+                    self.hard_stop()
+                    return
+
+    async def _writer(
+        self,
+        recv: ObjectReceiveStream[JobOutcome],
+        write: Callable[[dict[str, list[dict]]], None],
+        batch_jobs: int,
+        batch_secs: float,
+    ) -> None:
+        """Collect finished jobs and flush them in batches; the last flush survives cancellation."""
+        batch: dict[str, list[dict]] = {}
+        count = 0
+        last = time.monotonic()
+
+        async def flush() -> None:
+            nonlocal batch, count, last
+            if count:
+                rows, batch, count = batch, {}, 0
+                await anyio.to_thread.run_sync(write, rows)
+            last = time.monotonic()
+
+        try:
+            async with recv:
+                while True:
+                    with anyio.move_on_after(max(batch_secs - (time.monotonic() - last), 0.01)):
+                        outcome = await recv.receive()
+                        for table, rows in outcome_rows(outcome).items():
+                            batch.setdefault(table, []).extend(rows)
+                        count += 1
+                    if count >= batch_jobs or time.monotonic() - last >= batch_secs:
+                        await flush()
+        except anyio.EndOfStream:
+            pass
+        finally:
+            with anyio.CancelScope(shield=True):
+                await flush()

@@ -1,0 +1,249 @@
+"""What one job produced, and how it becomes table rows (pure: no I/O, no clock)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from runner.config import Job
+from runner.errors import Failure
+from runner.schema import MATRIX_PREFIX
+from runner.wire import Analysis, TranscriptMessage
+
+
+@dataclass(slots=True)
+class Timings:
+    """Seconds from the moment the request was sent; None when the attempt never got there."""
+
+    headers: float | None = None
+    first_frame: float | None = None
+    analysis: float | None = None
+    total: float | None = None
+    frames: int = 0
+    mean_gap: float | None = None
+    max_gap: float | None = None
+
+
+@dataclass(slots=True)
+class SimulationResult:
+    """A completed simulation as returned by a backend."""
+
+    http_status: int
+    messages: list[TranscriptMessage]
+    arrivals: list[float]
+    analysis: Analysis
+    timings: Timings
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    attempt: int
+    started_at: datetime
+    status: str
+    duration_secs: float
+    queue_wait_secs: float
+    backoff_before_secs: float
+    concurrency_limit: int
+    http_status: int | None = None
+    error_kind: str | None = None
+    error_message: str | None = None
+    action: str | None = None
+    retry_after_secs: float | None = None
+
+
+@dataclass(slots=True)
+class JobOutcome:
+    job: Job
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    result: SimulationResult | None = None
+    failure: Failure | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.ok else "error"
+
+
+def _usage_totals(message: TranscriptMessage) -> tuple[int, int, float]:
+    if message.llm_usage is None:
+        return 0, 0, 0.0
+    tokens_in = tokens_out = 0
+    price = 0.0
+    for usage in message.llm_usage.model_usage.values():
+        for category in (usage.input, usage.input_cache_read, usage.input_cache_write):
+            if category is not None:
+                tokens_in += category.tokens
+                price += category.price
+        if usage.output_total is not None:
+            tokens_out += usage.output_total.tokens
+            price += usage.output_total.price
+    return tokens_in, tokens_out, price
+
+
+def job_row(outcome: JobOutcome) -> dict[str, Any]:
+    job = outcome.job
+    last = outcome.attempts[-1] if outcome.attempts else None
+    result = outcome.result
+    timings = result.timings if result else Timings()
+    analysis = result.analysis if result else None
+    tokens_in = tokens_out = 0
+    price = 0.0
+    if result:
+        for message in result.messages:
+            t_in, t_out, p = _usage_totals(message)
+            tokens_in += t_in
+            tokens_out += t_out
+            price += p
+    row: dict[str, Any] = {
+        "run_id": outcome.run_id,
+        "job_key": job.key,
+        "agent_id": job.agent_id,
+        "agent_label": job.agent_label,
+        "scenario_id": job.scenario_id,
+        "repeat": job.repeat,
+        "status": outcome.status,
+        "error_kind": None if result else (outcome.failure.kind.value if outcome.failure else None),
+        "error_message": None if result else (outcome.failure.message if outcome.failure else None),
+        "attempts": len(outcome.attempts),
+        "http_status": last.http_status if last else None,
+        "started_at": outcome.started_at,
+        "finished_at": outcome.finished_at,
+        "queue_wait_secs": sum(a.queue_wait_secs for a in outcome.attempts),
+        "backoff_secs": sum(a.backoff_before_secs for a in outcome.attempts),
+        "time_to_headers_secs": timings.headers,
+        "time_to_first_frame_secs": timings.first_frame,
+        "time_to_analysis_secs": timings.analysis,
+        "mean_frame_gap_secs": timings.mean_gap,
+        "max_frame_gap_secs": timings.max_gap,
+        "total_secs": timings.total,
+        "frames": timings.frames if result else None,
+        "message_count": len(result.messages) if result else None,
+        "call_successful": analysis.call_successful if analysis else None,
+        "call_success_score": analysis.call_success_score if analysis else None,
+        "transcript_summary": analysis.transcript_summary if analysis else None,
+        "call_summary_title": analysis.call_summary_title if analysis else None,
+        "input_tokens": tokens_in if result else None,
+        "output_tokens": tokens_out if result else None,
+        "llm_price": price if result else None,
+    }
+    for axis, value in job.matrix:
+        row[MATRIX_PREFIX + axis] = value
+    return row
+
+
+def message_rows(outcome: JobOutcome) -> list[dict[str, Any]]:
+    result = outcome.result
+    if result is None:
+        return []
+    rows = []
+    for index, (message, arrival) in enumerate(zip(result.messages, result.arrivals, strict=True)):
+        tokens_in, tokens_out, _ = _usage_totals(message)
+        rows.append(
+            {
+                "job_key": outcome.job.key,
+                "index": index,
+                "role": message.role,
+                "message": message.message,
+                "time_in_call_secs": message.time_in_call_secs,
+                "arrival_secs": arrival,
+                "tool_calls": [
+                    {
+                        "request_id": c.request_id,
+                        "tool_name": c.tool_name,
+                        "params_as_json": c.params_as_json,
+                    }
+                    for c in message.tool_calls
+                ],
+                "tool_results": [
+                    {
+                        "request_id": r.request_id,
+                        "tool_name": r.tool_name,
+                        "result_value": r.result_value,
+                        "is_error": r.is_error,
+                        "tool_latency_secs": r.tool_latency_secs,
+                    }
+                    for r in message.tool_results
+                ],
+                "interrupted": message.interrupted,
+                "input_tokens": tokens_in if message.llm_usage else None,
+                "output_tokens": tokens_out if message.llm_usage else None,
+            }
+        )
+    return rows
+
+
+def criteria_rows(outcome: JobOutcome) -> list[dict[str, Any]]:
+    result = outcome.result
+    if result is None:
+        return []
+    extra = {
+        c["id"]: c.get("name") for c in outcome.job.body.get("extra_evaluation_criteria") or []
+    }
+    return [
+        {
+            "job_key": outcome.job.key,
+            "criterion_id": criterion_id,
+            "name": extra.get(criterion_id),
+            "result": r.result,
+            "rationale": r.rationale,
+            "score": r.score,
+            "max_score": r.max_score,
+            "source": "extra" if criterion_id in extra else "agent",
+        }
+        for criterion_id, r in result.analysis.evaluation_criteria_results.items()
+    ]
+
+
+def data_collection_rows(outcome: JobOutcome) -> list[dict[str, Any]]:
+    result = outcome.result
+    if result is None:
+        return []
+    return [
+        {
+            "job_key": outcome.job.key,
+            "data_collection_id": field_id,
+            "value": None if r.value is None else json.dumps(r.value, ensure_ascii=False),
+            "rationale": r.rationale,
+        }
+        for field_id, r in result.analysis.data_collection_results.items()
+    ]
+
+
+def attempt_rows(outcome: JobOutcome) -> list[dict[str, Any]]:
+    return [
+        {
+            "job_key": outcome.job.key,
+            "attempt": a.attempt,
+            "started_at": a.started_at,
+            "status": a.status,
+            "http_status": a.http_status,
+            "error_kind": a.error_kind,
+            "error_message": a.error_message,
+            "action": a.action,
+            "queue_wait_secs": a.queue_wait_secs,
+            "backoff_before_secs": a.backoff_before_secs,
+            "retry_after_secs": a.retry_after_secs,
+            "duration_secs": a.duration_secs,
+            "concurrency_limit": a.concurrency_limit,
+        }
+        for a in outcome.attempts
+    ]
+
+
+def outcome_rows(outcome: JobOutcome) -> dict[str, list[dict[str, Any]]]:
+    """All rows one finished job contributes, keyed by table name."""
+    return {
+        "jobs": [job_row(outcome)],
+        "messages": message_rows(outcome),
+        "criteria": criteria_rows(outcome),
+        "data_collection": data_collection_rows(outcome),
+        "attempts": attempt_rows(outcome),
+    }

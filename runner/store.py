@@ -1,0 +1,307 @@
+"""Results on disk: Parquet part files written as jobs finish, compacted into the final tables.
+
+Layout of ``results/<run>/``::
+
+    parts/<table>/<session>-<seq>.parquet   one file per table per flush, written atomically
+    jobs.parquet messages.parquet ...       the final tables, rebuilt from the parts at the end
+    manifest.json  config.resolved.json
+
+A flush writes the child tables first and the ``jobs`` part last: the ``jobs`` part is the
+commit record of that flush. A crash between the two leaves child parts with no ``jobs`` part,
+which readers ignore, so a killed run never shows half a job. Every part is written to a
+temporary name and renamed, so a file that exists is a whole file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from runner.schema import ATTEMPTS, JOBS, TABLES, jobs_schema
+
+PARTS = "parts"
+MANIFEST = "manifest.json"
+RESOLVED_CONFIG = "config.resolved.json"
+
+
+class StoreError(Exception):
+    """The results directory cannot be used (not writable, disk full, ...)."""
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, value: Any) -> None:
+    _atomic_write_bytes(path, (json.dumps(value, indent=2, default=str) + "\n").encode())
+
+
+def _write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    frame.write_parquet(tmp, statistics=True)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def table_frame(table: str, rows: list[dict[str, Any]], axes: Iterable[str] = ()) -> pl.DataFrame:
+    """Rows of one table as a frame with exactly that table's schema."""
+    schema = jobs_schema(list(axes)) if table == "jobs" else _schema(table)
+    return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+
+
+def _schema(table: str) -> pl.Schema:
+    for t in TABLES:
+        if t.name == table:
+            schema = t.schema
+            if t is ATTEMPTS:
+                return pl.Schema([("run_id", pl.String()), *schema.items()])
+            return schema
+    raise KeyError(table)
+
+
+@dataclass
+class PartWriter:
+    """Writes flush batches of one session as part files (called from a worker thread)."""
+
+    run_dir: Path
+    session_id: str
+    axes: tuple[str, ...]
+    seq: int = 0
+
+    def prepare(self) -> None:
+        try:
+            for table in TABLES:
+                (self.run_dir / PARTS / table.name).mkdir(parents=True, exist_ok=True)
+            probe = self.run_dir / ".write-probe"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            raise StoreError(f"cannot write results to {self.run_dir}: {exc.strerror}") from exc
+
+    def write(self, rows: dict[str, list[dict[str, Any]]]) -> None:
+        """One flush: child tables first, ``jobs`` last (the commit record)."""
+        if not rows.get("jobs"):
+            return
+        self.seq += 1
+        name = f"{self.session_id}-{self.seq:06d}.parquet"
+        try:
+            for table in (*(t.name for t in TABLES if t is not JOBS), "jobs"):
+                frame = table_frame(table, rows.get(table, []), self.axes)
+                if table == "attempts":
+                    frame = frame.with_columns(pl.lit(self.session_id).alias("run_id"))
+                _write_parquet_atomic(frame, self.run_dir / PARTS / table / name)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write results to {self.run_dir}: {exc.strerror or exc}"
+            ) from exc
+
+
+# ----------------------------------------------------------------------------------- reading
+
+
+def _readable_parts(run_dir: Path, table: str) -> list[Path]:
+    """Committed, readable part files of a table; damaged ones are skipped with a warning."""
+    committed = {p.name for p in (run_dir / PARTS / "jobs").glob("*.parquet")}
+    good = []
+    for path in sorted((run_dir / PARTS / table).glob("*.parquet")):
+        if path.name not in committed:
+            continue  # a flush that never completed: its jobs are not done
+        try:
+            pl.read_parquet_schema(path)
+        except Exception as exc:  # any damage: truncated footer, garbage bytes, ...
+            warnings.warn(f"ignoring damaged part file {path}: {exc}", stacklevel=2)
+            continue
+        good.append(path)
+    return good
+
+
+def _scan(paths: list[Path], schema: pl.Schema) -> pl.LazyFrame:
+    if not paths:
+        return pl.LazyFrame(schema=schema)
+    return pl.scan_parquet(paths, missing_columns="insert", extra_columns="ignore").select(
+        [pl.col(name).cast(dtype) for name, dtype in schema.items()]
+    )
+
+
+def scan_parts(run_dir: Path, axes: Iterable[str] = ()) -> dict[str, pl.LazyFrame]:
+    """The deduplicated tables, lazily, from the part files.
+
+    ``jobs`` keeps one row per job key: its ``ok`` row if any session finished it, else the
+    latest error. Child tables keep the rows of ok jobs only from the part that holds that ok
+    row, so every job appears once whichever session produced it. ``attempts`` keeps history.
+    """
+    jobs_paths = _readable_parts(run_dir, "jobs")
+    axes = list(axes)
+    if not axes and jobs_paths:
+        axes = [
+            n.removeprefix("matrix.")
+            for n in pl.read_parquet_schema(jobs_paths[-1])
+            if n.startswith("matrix.")
+        ]
+    schema = jobs_schema(axes)
+    jobs_all: pl.LazyFrame
+    if jobs_paths:
+        jobs_all = pl.concat(
+            [_scan([p], schema).with_columns(pl.lit(p.name).alias("_part")) for p in jobs_paths],
+            how="vertical",
+        )
+    else:
+        jobs_all = pl.LazyFrame(schema={**schema, "_part": pl.String()})
+    winners = (
+        jobs_all.with_columns((pl.col("status") == "ok").alias("_ok"))
+        .sort(["job_key", "_ok", "finished_at"], nulls_last=False)
+        .group_by("job_key", maintain_order=True)
+        .last()
+        .select(*schema.names(), "_part")
+    )
+    ok_parts = winners.filter(pl.col("status") == "ok").select("job_key", "_part")
+    out = {"jobs": winners.drop("_part").sort(["started_at", "job_key"])}
+    for table in TABLES:
+        if table.name in ("jobs",):
+            continue
+        paths = _readable_parts(run_dir, table.name)
+        schema_t = _schema(table.name)
+        if table is ATTEMPTS:
+            out[table.name] = _scan(paths, schema_t)
+            continue
+        if paths:
+            frame = pl.concat(
+                [_scan([p], schema_t).with_columns(pl.lit(p.name).alias("_part")) for p in paths],
+                how="vertical",
+            )
+        else:
+            frame = pl.LazyFrame(schema={**schema_t, "_part": pl.String()})
+        out[table.name] = frame.join(ok_parts, on=["job_key", "_part"], how="semi").drop("_part")
+    return out
+
+
+def done_job_keys(run_dir: Path, *, include_errors: bool = False) -> set[str]:
+    """Keys of jobs not to send again: those finished ``ok`` (never worth paying for twice),
+    and with ``include_errors`` those that ended in error too."""
+    paths = _readable_parts(run_dir, "jobs")
+    if not paths:
+        return set()
+    frame = _scan(paths, jobs_schema([]))
+    if not include_errors:
+        frame = frame.filter(pl.col("status") == "ok")
+    keys = frame.select("job_key").unique().collect()
+    return set(keys["job_key"].to_list())
+
+
+LOCK = ".lock"
+
+
+class RunLock:
+    """One runner per run directory: an exclusive ``flock`` on ``.lock``, which the kernel
+    releases when the holder dies, so a stale lock (kill -9, power loss) never blocks a resume.
+    The file holds the holder's pid for the error message."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise StoreError(
+                f"{self.path.parent} is in use by a running runner ({holder}); "
+                "wait for it to finish or stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def set_aside(run_dir: Path, stamp: str) -> Path | None:
+    """Move an existing run directory out of the way (``--fresh``); returns where it went."""
+    if not run_dir.exists():
+        return None
+    with RunLock(run_dir):
+        target = run_dir.with_name(f"{run_dir.name}.{stamp}")
+        os.replace(run_dir, target)
+    return target
+
+
+def compact(run_dir: Path, axes: Iterable[str] = ()) -> dict[str, int]:
+    """Rebuild the final tables from the parts; returns row counts per table."""
+    counts = {}
+    for name, frame in scan_parts(run_dir, axes).items():
+        target = run_dir / f"{name}.parquet"
+        tmp = target.with_name(f".tmp-{target.name}")
+        frame.sink_parquet(tmp)
+        os.replace(tmp, target)
+        counts[name] = pl.scan_parquet(target).select(pl.len()).collect().item()
+    return counts
+
+
+def job_totals(run_dir: Path) -> dict[str, int]:
+    """Jobs ok / in error in the final ``jobs`` table (all sessions)."""
+    jobs = pl.scan_parquet(run_dir / JOBS.file)
+    row = jobs.select(
+        (pl.col("status") == "ok").sum().alias("jobs_ok"),
+        (pl.col("status") == "error").sum().alias("jobs_error"),
+    ).collect()
+    return {k: int(v[0]) for k, v in row.to_dict(as_series=False).items()}
+
+
+@dataclass
+class Run:
+    """A run read back: one frame per table (lazy when asked), and its manifest."""
+
+    path: Path
+    manifest: dict[str, Any]
+    jobs: pl.DataFrame | pl.LazyFrame
+    messages: pl.DataFrame | pl.LazyFrame
+    criteria: pl.DataFrame | pl.LazyFrame
+    data_collection: pl.DataFrame | pl.LazyFrame
+    attempts: pl.DataFrame | pl.LazyFrame
+
+
+def load_run(path: str | Path, *, lazy: bool = False) -> Run:
+    """Read a run directory: the final tables when present, else straight from the parts."""
+    run_dir = Path(path)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"no run directory at {run_dir}")
+    manifest_path = run_dir / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    finals = {t.name: run_dir / t.file for t in TABLES}
+    frames: dict[str, pl.LazyFrame]
+    complete = manifest.get("finalized") and all(p.exists() for p in finals.values())
+    if complete:
+        frames = {name: pl.scan_parquet(p) for name, p in finals.items()}
+    else:
+        frames = scan_parts(run_dir)
+    loaded = {name: (f if lazy else f.collect()) for name, f in frames.items()}
+    return Run(path=run_dir, manifest=manifest, **loaded)  # type: ignore[arg-type]

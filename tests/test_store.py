@@ -1,0 +1,198 @@
+"""Part files, compaction and reading back: every job once, crashes and damage tolerated."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from runner.config import Job
+from runner.errors import Action, ErrorKind, Failure
+from runner.outcome import AttemptRecord, JobOutcome, SimulationResult, Timings, outcome_rows
+from runner.schema import TABLES, jobs_schema
+from runner.store import PARTS, PartWriter, StoreError, compact, done_job_keys, load_run
+from runner.wire import (
+    Analysis,
+    CriterionResult,
+    DataCollectionResult,
+    ToolCall,
+    ToolResult,
+    TranscriptMessage,
+)
+
+T0 = datetime(2026, 11, 25, tzinfo=UTC)
+
+
+def job(i: int) -> Job:
+    return Job(
+        key=f"key{i}",
+        agent_id="agent_a",
+        agent_label="A",
+        scenario_id=f"s{i % 3}",
+        matrix=(("language", "en" if i % 2 else "es"),),
+        repeat=i // 3,
+        body={
+            "simulation_specification": {"simulated_user_config": {}},
+            "extra_evaluation_criteria": [
+                {"id": "polite", "name": "Polite", "conversation_goal_prompt": "be polite"}
+            ],
+        },
+    )
+
+
+def attempt(n: int, status: str) -> AttemptRecord:
+    return AttemptRecord(
+        attempt=n,
+        started_at=T0,
+        status=status,
+        duration_secs=0.5,
+        queue_wait_secs=0.0,
+        backoff_before_secs=0.0,
+        concurrency_limit=4,
+        http_status=200 if status == "ok" else 503,
+        error_kind=None if status == "ok" else "server_error",
+    )
+
+
+def ok(i: int, session: str = "s1", at: int = 0) -> JobOutcome:
+    messages = [
+        TranscriptMessage(role="agent", time_in_call_secs=0, message="Hello"),
+        TranscriptMessage(
+            role="agent",
+            time_in_call_secs=1,
+            tool_calls=[
+                ToolCall(
+                    request_id="r1",
+                    tool_name="lookup",
+                    params_as_json='{"id": 1}',
+                    tool_has_been_called=True,
+                )
+            ],
+        ),
+        TranscriptMessage(
+            role="agent",
+            time_in_call_secs=2,
+            tool_results=[
+                ToolResult(
+                    request_id="r1",
+                    tool_name="lookup",
+                    result_value="found",
+                    is_error=False,
+                    tool_has_been_called=True,
+                )
+            ],
+        ),
+    ]
+    analysis = Analysis(
+        call_successful="success",
+        transcript_summary="fine",
+        evaluation_criteria_results={
+            "polite": CriterionResult(criteria_id="polite", result="success", rationale="r"),
+            "own": CriterionResult(criteria_id="own", result="unknown", rationale="?"),
+        },
+        data_collection_results={
+            "order": DataCollectionResult(data_collection_id="order", value="A1", rationale="r")
+        },
+    )
+    return JobOutcome(
+        job=job(i),
+        run_id=session,
+        started_at=T0 + timedelta(seconds=at),
+        finished_at=T0 + timedelta(seconds=at + 1),
+        attempts=[attempt(1, "ok")],
+        result=SimulationResult(200, messages, [0.1, 0.2, 0.3], analysis, Timings(frames=4)),
+    )
+
+
+def err(i: int, session: str = "s1", at: int = 0) -> JobOutcome:
+    return JobOutcome(
+        job=job(i),
+        run_id=session,
+        started_at=T0 + timedelta(seconds=at),
+        finished_at=T0 + timedelta(seconds=at + 1),
+        attempts=[attempt(1, "error"), attempt(2, "error")],
+        failure=Failure(ErrorKind.SERVER_ERROR, Action.RETRY, "HTTP 503", 503),
+    )
+
+
+def batch(*outcomes: JobOutcome) -> dict[str, list[dict]]:
+    rows: dict[str, list[dict]] = {}
+    for o in outcomes:
+        for table, r in outcome_rows(o).items():
+            rows.setdefault(table, []).extend(r)
+    return rows
+
+
+def writer(run_dir: Path, session: str = "s1") -> PartWriter:
+    w = PartWriter(run_dir, session, ("language",))
+    w.prepare()
+    return w
+
+
+def test_round_trip_has_the_schema_and_one_row_per_thing(tmp_path: Path) -> None:
+    w = writer(tmp_path)
+    w.write(batch(ok(0), ok(1), err(2)))
+    w.write(batch(ok(3)))
+    counts = compact(tmp_path, ("language",))
+    run = load_run(tmp_path)
+    assert isinstance(run.jobs, pl.DataFrame)
+    assert run.jobs.schema == jobs_schema(["language"])
+    assert counts == {"jobs": 4, "messages": 9, "criteria": 6, "data_collection": 3, "attempts": 5}
+    assert run.jobs.filter(pl.col("status") == "ok").height == 3
+    assert run.jobs["matrix.language"].to_list().count("es") == 2
+    crit = run.criteria.sort("job_key", "criterion_id")
+    assert crit["source"].to_list()[:2] == ["agent", "extra"]
+    assert crit.filter(pl.col("criterion_id") == "polite")["name"].unique().to_list() == ["Polite"]
+    msgs = run.messages.filter(pl.col("job_key") == "key0").sort("index")
+    assert msgs["tool_calls"][1][0]["tool_name"] == "lookup"
+    assert msgs["tool_results"][2][0]["result_value"] == "found"
+    assert msgs["message"][1] is None
+    for table in TABLES:
+        assert (tmp_path / table.file).exists()
+
+
+def test_an_error_then_ok_in_a_later_session_leaves_one_ok_row(tmp_path: Path) -> None:
+    writer(tmp_path, "s1").write(batch(err(0), ok(1)))
+    assert done_job_keys(tmp_path) == {"key1"}
+    writer(tmp_path, "s2").write(batch(ok(0, "s2", at=10)))
+    compact(tmp_path)
+    run = load_run(tmp_path)
+    assert sorted(run.jobs["job_key"]) == ["key0", "key1"]
+    row = run.jobs.filter(pl.col("job_key") == "key0").row(0, named=True)
+    assert row["status"] == "ok" and row["run_id"] == "s2"
+    assert run.messages.filter(pl.col("job_key") == "key0").height == 3
+    assert run.attempts.filter(pl.col("job_key") == "key0").height == 3  # history kept
+
+
+def test_a_flush_cut_before_its_jobs_part_is_ignored(tmp_path: Path) -> None:
+    w = writer(tmp_path)
+    w.write(batch(ok(0)))
+    w.write(batch(ok(1)))
+    (tmp_path / PARTS / "jobs" / "s1-000002.parquet").unlink()  # crash before the commit record
+    run = load_run(tmp_path)  # straight from the parts: nothing finalised
+    assert run.jobs["job_key"].to_list() == ["key0"]
+    assert set(run.messages["job_key"]) == {"key0"}
+    assert done_job_keys(tmp_path) == {"key0"}
+
+
+def test_a_damaged_part_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    w = writer(tmp_path)
+    w.write(batch(ok(0)))
+    w.write(batch(ok(1)))
+    bad = tmp_path / PARTS / "jobs" / "s1-000002.parquet"
+    bad.write_bytes(bad.read_bytes()[:100])  # a half-written file
+    with pytest.warns(UserWarning, match="damaged part file"):
+        run = load_run(tmp_path)
+    assert run.jobs["job_key"].to_list() == ["key0"]
+    (tmp_path / PARTS / "jobs" / ".tmp-s1-000003.parquet").write_bytes(b"partial")
+    with pytest.warns(UserWarning):
+        assert done_job_keys(tmp_path) == {"key0"}  # temporary files are never read
+
+
+def test_an_unwritable_results_directory_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreError, match="cannot write results to"):
+        PartWriter(blocker / "run", "s1", ()).prepare()
