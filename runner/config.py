@@ -246,6 +246,8 @@ class RunConfig(Strict):
     seed: Int = 0
     shutdown_grace: Float = Field(default=30.0, ge=0)
     """Seconds in-flight simulations get to finish after Ctrl-C / SIGTERM."""
+    circuit_breaker: Int = Field(default=50, ge=0)
+    """Stop the run when this many attempts in a row failed the same way (0: never)."""
 
     @field_validator("name")
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -94,6 +94,7 @@ class Engine:
         run_id: str,
         requests_per_minute: float | None = None,
         seed: int = 0,
+        circuit_breaker: int = 0,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self.backend = backend
@@ -105,6 +106,8 @@ class Engine:
         self.rng = random.Random(seed)
         self._sleep = sleep
         self.abort: Failure | None = None
+        self._recent: deque[str] = deque(maxlen=circuit_breaker or None)
+        self._breaker = circuit_breaker
         self.stopping = anyio.Event()
         self._dispatch_scope = anyio.CancelScope()
         self._backoffs: set[anyio.CancelScope] = set()
@@ -136,6 +139,23 @@ class Engine:
     async def _cancel_after(self, grace: float) -> None:
         with self._grace_scope:
             await anyio.sleep(grace)
+            self.hard_stop()
+
+    def _trip_breaker_if_dead(self, failure: Failure) -> None:
+        """Stop the run when the last N attempts all failed the same way: retrying a dead
+        endpoint for hours helps nobody. Capacity waits do not count (they mean "busy")."""
+        if not self._breaker:
+            return
+        self._recent.append(failure.kind.value)
+        if len(self._recent) == self._breaker and len(set(self._recent)) == 1:
+            if self.abort is None:
+                self.abort = Failure(
+                    failure.kind,
+                    Action.ABORT_RUN,
+                    f"circuit breaker: the last {self._breaker} attempts all failed with "
+                    f"{failure.kind.value} (last: {failure.message})",
+                    failure.status,
+                )
             self.hard_stop()
 
     # ---------------------------------------------------------------------------- one job
@@ -204,10 +224,13 @@ class Engine:
                     state.capacity_waits += 1
                 else:
                     state.other_failures += 1
+                    self._trip_breaker_if_dead(f)
                 state.last_error = exc
                 raise
             finally:
                 c.in_flight -= 1
+        if self._breaker:
+            self._recent.append("ok")
         state.records.append(
             AttemptRecord(
                 attempt=number,

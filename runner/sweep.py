@@ -279,6 +279,7 @@ async def _run_locked(
                 run_id=run_id,
                 requests_per_minute=cfg.run.requests_per_minute,
                 seed=cfg.run.seed,
+                circuit_breaker=cfg.run.circuit_breaker,
             )
             engine.counters.total = total
             engine.counters.skipped = skipped

@@ -211,3 +211,34 @@ async def test_jobs_are_pulled_lazily() -> None:
     await engine.run(jobs(), Sink(), workers=4)
     assert produced == 10_000
     assert max(seen_ahead) <= 4 + 4 + 2  # bounded by the channel and worker count
+
+
+async def test_circuit_breaker_stops_a_run_against_a_dead_endpoint() -> None:
+    backend = ScriptedBackend(lambda j, n: fail(ErrorKind.CONNECT, Action.RETRY), delay=0.001)
+    engine = Engine(
+        backend, concurrency=2, retry=POLICY, run_id="r", sleep=Sleeps(), circuit_breaker=10
+    )
+    with pytest.raises(RunAborted) as info:
+        await engine.run([make_job(i) for i in range(1000)], Sink())
+    assert "circuit breaker: the last 10 attempts all failed with connect" in str(info.value)
+    assert sum(backend.calls.values()) <= 10 + 2  # the window, plus what was in flight
+
+
+async def test_circuit_breaker_ignores_mixed_failures_and_capacity_waits() -> None:
+    def script(job: Job, n: int) -> AttemptError | None:
+        if n == 1:
+            return fail(ErrorKind.CONCURRENCY_LIMIT, Action.WAIT_CAPACITY, 429)
+        if n == 2 and int(job.key[1:]) % 2:
+            return fail(ErrorKind.SERVER_ERROR, Action.RETRY, 503)
+        return None
+
+    engine = Engine(
+        ScriptedBackend(script),
+        concurrency=4,
+        retry=POLICY,
+        run_id="r",
+        sleep=Sleeps(),
+        circuit_breaker=3,
+    )
+    counters = await engine.run([make_job(i) for i in range(50)], Sink())
+    assert counters.ok == 50
