@@ -103,10 +103,9 @@ class PartWriter:
                 if table == "attempts":
                     frame = frame.with_columns(pl.lit(self.session_id).alias("run_id"))
                 _write_parquet_atomic(frame, self.run_dir / PARTS / table / name)
-        except OSError as exc:
-            raise StoreError(
-                f"cannot write results to {self.run_dir}: {exc.strerror or exc}"
-            ) from exc
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+            raise StoreError(f"cannot write results to {self.run_dir}: {reason}") from exc
 
 
 # ----------------------------------------------------------------------------------- reading

@@ -48,6 +48,10 @@ from runner.store import (
 DEFAULT_RESULTS = Path("results")
 
 
+class WriteFailed(StoreError):
+    """Results could not be written mid-run; the run stopped, what was flushed is kept."""
+
+
 class SetupError(Exception):
     """The run cannot start (missing API key, local API failed to start, ...): nothing was sent."""
 
@@ -284,6 +288,19 @@ async def _run_locked(
             engine.counters.total = total
             engine.counters.skipped = skipped
             report.counters = engine.counters
+            write_failure: list[StoreError] = []
+
+            def write(rows: dict[str, list[dict[str, Any]]]) -> None:
+                """Runs in a worker thread. A failed write (disk full, directory gone) stops
+                the run at once: what was flushed before stays, nothing more is paid for."""
+                if write_failure:
+                    return
+                try:
+                    writer.write(rows)
+                except StoreError as exc:
+                    write_failure.append(exc)
+                    anyio.from_thread.run_sync(engine.hard_stop)
+
             try:
                 async with anyio.create_task_group() as tg:
                     if progress and total:
@@ -291,7 +308,7 @@ async def _run_locked(
                     if handle_signals:
                         tg.start_soon(_watch_signals, engine, cfg.run.shutdown_grace, sys.stderr)
                     try:
-                        await engine.run(select_jobs(cfg, limit, done), writer.write)
+                        await engine.run(select_jobs(cfg, limit, done), write)
                     finally:
                         tg.cancel_scope.cancel()
             except RunAborted as exc:
@@ -300,6 +317,12 @@ async def _run_locked(
                 report.interrupted = engine.stopping.is_set() and report.aborted is None
                 with anyio.CancelScope(shield=True):
                     await backend.aclose()
+            if write_failure:
+                session["ended"] = "write_failed"
+                raise WriteFailed(
+                    f"{write_failure[0]}; stopped the run. Jobs flushed before are kept in "
+                    f"{run_dir}; free space and run the same command to resume"
+                )
     except BaseException:
         session["ended"] = "interrupted"
         report.interrupted = True
@@ -329,11 +352,17 @@ async def _run_locked(
         if report.aborted:
             session["abort_reason"] = report.aborted.message
         with anyio.CancelScope(shield=True):
-            report.table_counts = await anyio.to_thread.run_sync(compact, run_dir, axes)
-            totals = await anyio.to_thread.run_sync(job_totals, run_dir)
-        manifest["counts"] = {**report.table_counts, **totals}
-        manifest["finalized"] = True
-        write_json(run_dir / MANIFEST, manifest)
+            try:
+                report.table_counts = await anyio.to_thread.run_sync(compact, run_dir, axes)
+                totals = await anyio.to_thread.run_sync(job_totals, run_dir)
+                manifest["counts"] = {**report.table_counts, **totals}
+                manifest["finalized"] = True
+                write_json(run_dir / MANIFEST, manifest)
+            except OSError as exc:  # the part files stay the truth; load_run reads them
+                print(
+                    f"warning: could not rebuild the tables in {run_dir}: {exc.strerror or exc}",
+                    file=sys.stderr,
+                )
     return report
 
 

@@ -55,9 +55,9 @@ def api() -> Iterator[LocalAPI]:
 
 
 def spawn(args: list[str], script: str | None = None) -> subprocess.Popen[str]:
-    command = [sys.executable, "-c", script, *args] if script else [
-        sys.executable, "-m", "runner", *args
-    ]
+    command = (
+        [sys.executable, "-c", script, *args] if script else [sys.executable, "-m", "runner", *args]
+    )
     return subprocess.Popen(
         command,
         cwd=ROOT,
@@ -74,9 +74,20 @@ def resume_and_check(config: Path, results: Path, api: LocalAPI) -> None:
     done_before = done_job_keys(run_dir) if run_dir.exists() else set()
     api.reset_stats()
     done = subprocess.run(
-        [sys.executable, "-m", "runner", "run", str(config), "--results", str(results),
-         "--no-progress"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "run",
+            str(config),
+            "--results",
+            str(results),
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     expected = {job.key for job in iter_jobs(load_config(config))}
@@ -224,10 +235,42 @@ def test_a_second_runner_on_the_same_run_is_refused(tmp_path: Path, api: LocalAP
     config = write_config(tmp_path, api.base_url)
     with RunLock(tmp_path / "r" / "resume"):
         done = subprocess.run(
-            [sys.executable, "-m", "runner", "run", str(config), "--results",
-             str(tmp_path / "r")],
-            cwd=ROOT, capture_output=True, text=True, timeout=60,
+            [sys.executable, "-m", "runner", "run", str(config), "--results", str(tmp_path / "r")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert done.returncode == 2
     assert "in use by a running runner" in done.stderr and f"pid {os.getpid()}" in done.stderr
     assert api.stats()["simulate_requests"] == 0
+
+
+def test_a_killed_runner_leaves_no_local_api_behind(tmp_path: Path) -> None:
+    """The runner's own local API (target ``local``) exits when the runner is killed -9."""
+    config = write_config(tmp_path, "local")
+    text = config.read_text().replace(
+        "base_url: local", "base_url: local\n  local: {time_scale: 0.05}"
+    )
+    config.write_text(text)
+    proc = spawn(["run", str(config), "--results", str(tmp_path / "r"), "--no-progress"])
+    jobs_parts = tmp_path / "r" / "resume" / "parts" / "jobs"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not list(jobs_parts.glob("*.parquet")):
+        time.sleep(0.05)
+    children = subprocess.run(
+        ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+    ).stdout.split()
+    assert children, "the runner should have started a local API"
+    proc.kill()
+    proc.communicate()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{c}").exists() for c in children):
+        time.sleep(0.1)
+    alive = [
+        c
+        for c in children
+        if Path(f"/proc/{c}/status").exists()
+        and "zombie" not in Path(f"/proc/{c}/status").read_text()
+    ]
+    assert not alive

@@ -152,6 +152,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--access-log", action="store_true", help="log every request (off: it costs throughput)"
     )
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        default=None,
+        help="exit when this process is gone (the runner passes its pid, so a runner killed "
+        "with kill -9 leaves no server behind)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
@@ -198,6 +205,15 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def _exit_with_parent(server: Any, parent_pid: int) -> None:
+    """Ask uvicorn to shut down once the parent process has gone (re-parented away)."""
+    while not server.should_exit:
+        if os.getppid() != parent_pid:
+            server.should_exit = True
+            return
+        time.sleep(0.5)
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the server until SIGINT/SIGTERM; print the ready line once it accepts connections."""
     import uvicorn
@@ -239,6 +255,10 @@ def main(args: argparse.Namespace) -> int:
                 return
             port = self.servers[0].sockets[0].getsockname()[1]
             print(f"{READY_LINE_PREFIX}{_url(args.host, port)}", flush=True)
+            if args.parent_pid is not None:
+                threading.Thread(
+                    target=_exit_with_parent, args=(self, args.parent_pid), daemon=True
+                ).start()
 
     server = Server(config)
     app.state.localapi.connection_source = lambda: server.server_state.connections
@@ -382,7 +402,7 @@ def start_local_api(
     exits or does not become ready within ``timeout`` seconds.
     """
     command = [sys.executable, "-m", "runner", "serve", "--host", host, "--port", str(port)]
-    command += list(extra_args)
+    command += ["--parent-pid", str(os.getpid()), *extra_args]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if api_key is not None:
         env[API_KEY_ENV] = api_key
