@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/example.yaml
 ARGS ?=
 
-.PHONY: venv run serve test lint fmt bench clean
+.PHONY: venv run serve report soak test lint fmt bench clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,15 @@ run: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/python -m runner serve $(ARGS)
+
+# make report RUN=results/example: print the analysis, write RUN/report.html (runs nothing)
+RUN ?= results/example
+report: $(STAMP)
+	$(BIN)/python -m runner report $(RUN) $(ARGS)
+
+# make soak: a sweep against a local API with every fault on; prints lost/duplicated (must be 0)
+soak: $(STAMP)
+	$(BIN)/python -m runner.soak --json results/soak.json $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check runner tests bench

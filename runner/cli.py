@@ -1,0 +1,359 @@
+"""Command line: argument parsing and printing only; the work lives in the modules it calls.
+
+Exit codes: 0 the run completed (job errors are results, not a failed run); 1 the run was
+aborted (e.g. the API key was rejected); 2 bad input (config, arguments, missing key), nothing
+sent; 130 interrupted.
+
+``report`` and ``compare``: 0 done; 2 bad input (no run directory, unknown column or agent);
+``compare --fail-on-regression`` exits 1 when any group is a significant regression.
+
+``check`` (the CI gate): 0 every gate holds; 1 a gate failed (a pass rate under
+``--min-pass-rate``, or an error rate over ``--max-error-rate``); 2 bad input (arguments, no run
+directory, a ``--criterion`` the run does not have); 3 no gate failed but one could not be
+judged (a criterion with no decided outcome: all ``unknown`` or job errors, or no results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_ABORTED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_REGRESSION = 1  # compare --fail-on-regression; check's codes live in runner.gate
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m runner", description="Batch runner for conversation simulations."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a sweep config and write results/<run>/")
+    run.add_argument("config", type=Path, help="sweep config (YAML)")
+    run.add_argument("--name", help="run name (default: run.name or the config's file name)")
+    run.add_argument("--concurrency", type=int, help="override run.concurrency")
+    run.add_argument("--limit", type=int, help="run only the first N jobs of the sweep")
+    run.add_argument("--results", type=Path, default=Path("results"), help="results root")
+    run.add_argument(
+        "--dry-run", action="store_true", help="validate, print the job count and a few requests"
+    )
+    run.add_argument("--no-progress", action="store_true", help="no live progress display")
+    run.add_argument(
+        "--retry-errors",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="when resuming, re-run jobs that ended in error (default: yes); jobs already ok "
+        "are never re-run",
+    )
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start a new run: set the existing results/<run>/ aside (renamed with a timestamp)",
+    )
+
+    from runner.localapi import server
+
+    serve = sub.add_parser("serve", help="run the local ElevenLabs-compatible API")
+    server.add_arguments(serve)
+    _add_analysis_commands(sub)
+    return parser
+
+
+def _err(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from runner.config import ConfigError, count_jobs, iter_jobs, load_config
+
+    overrides: dict[str, Any] = {}
+    if args.concurrency is not None:
+        overrides["run.concurrency"] = args.concurrency
+    if args.name is not None:
+        overrides["run.name"] = args.name
+    if args.limit is not None and args.limit < 1:
+        _err("--limit must be at least 1")
+        return EXIT_USAGE
+    try:
+        cfg = load_config(args.config, overrides)
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+
+    if args.dry_run:
+        total = count_jobs(cfg)
+        if args.limit is not None:
+            total = min(total, args.limit)
+        print(f"{args.config}: valid; {total} job(s)")
+        for job in itertools.islice(iter_jobs(cfg), min(3, total)):
+            print(
+                f"\n# job {job.key}  agent={job.agent_id} scenario={job.scenario_id}"
+                f" repeat={job.repeat} {dict(job.matrix) or ''}"
+            )
+            print(
+                f"POST /v1/convai/agents/{job.agent_id}/simulate-conversation"
+                + ("/stream" if cfg.target.backend == "stream" else "")
+            )
+            print(json.dumps(job.body, indent=2, ensure_ascii=False))
+        return EXIT_OK
+
+    from runner.report_text import print_summary
+    from runner.store import StoreError
+    from runner.sweep import SetupError, WriteFailed, run
+
+    try:
+        report = run(
+            cfg,
+            limit=args.limit,
+            results_root=args.results,
+            progress=not args.no_progress,
+            retry_errors=args.retry_errors,
+            fresh=args.fresh,
+            handle_signals=True,
+        )
+    except WriteFailed as exc:
+        _err(str(exc))
+        return EXIT_ABORTED
+    except (SetupError, StoreError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _err(f"interrupted; finished jobs are saved. To resume: {_resume_command(args)}")
+        return EXIT_INTERRUPTED
+    print_summary(report)
+    if report.interrupted:
+        _err(
+            f"interrupted: {report.counters.done} job(s) finished this session are saved in "
+            f"{report.run_dir}. To resume: {_resume_command(args)}"
+        )
+        return EXIT_INTERRUPTED
+    if report.aborted is not None:
+        _err(f"run aborted: {report.aborted.message}")
+        return EXIT_ABORTED
+    return EXIT_OK
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    parts = ["python -m runner run", str(args.config)]
+    if args.name:
+        parts += ["--name", args.name]
+    if args.results != Path("results"):
+        parts += ["--results", str(args.results)]
+    return " ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _cmd_run(args)
+    if args.command == "serve":
+        from runner.localapi import server
+
+        return server.main(args)
+    if args.command in ANALYSIS_COMMANDS:
+        return ANALYSIS_COMMANDS[args.command](args)
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
+
+
+# ------------------------------------------------------------------ report, compare, check
+
+
+def _add_analysis_commands(sub: Any) -> None:
+    report = sub.add_parser(
+        "report", help="print a run's analysis and write RUN_DIR/report.html (never re-runs)"
+    )
+    report.add_argument("run_dir", type=Path, help="a results/<run>/ directory")
+    report.add_argument("--out", type=Path, help="HTML path (default: RUN_DIR/report.html)")
+    report.add_argument(
+        "--by",
+        action="append",
+        default=[],
+        metavar="COL[,COL]",
+        help="also print pass rates grouped by these columns, e.g. scenario_id,criterion_id "
+        "or matrix.language (repeatable)",
+    )
+
+    compare = sub.add_parser(
+        "compare", help="change in pass rate from RUN_A to RUN_B, flagged when significant"
+    )
+    compare.add_argument("run_a", type=Path, help="the baseline run directory")
+    compare.add_argument("run_b", type=Path, help="the candidate run directory")
+    compare.add_argument("--html", type=Path, help="also write the comparison page here")
+    compare.add_argument(
+        "--by",
+        action="append",
+        default=[],
+        metavar="COL",
+        help="compare per criterion and this column too: scenario, agent or any jobs column",
+    )
+    compare.add_argument("--agent-a", help="only this agent (label or id) from RUN_A")
+    compare.add_argument("--agent-b", help="only this agent (label or id) from RUN_B")
+    compare.add_argument(
+        "--fail-on-regression",
+        action="store_true",
+        help="exit 1 when any group is a significant regression",
+    )
+
+    check = sub.add_parser("check", help="CI gate: exit non-zero when pass or error rates miss")
+    check.add_argument("run_dir", type=Path, help="a results/<run>/ directory")
+    check.add_argument("--min-pass-rate", type=float, help="minimum pass rate per criterion")
+    check.add_argument(
+        "--criterion",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="gate only this criterion (repeatable; default: every criterion)",
+    )
+    check.add_argument(
+        "--use-lower-bound",
+        action="store_true",
+        help="compare the 95%% Wilson lower bound, not the observed rate, to the minimum",
+    )
+    check.add_argument(
+        "--max-error-rate", type=float, help="maximum share of jobs that ended in error"
+    )
+    check.add_argument(
+        "--by",
+        action="append",
+        default=[],
+        metavar="COL",
+        help="gate each criterion per scenario, agent or any jobs column (repeatable)",
+    )
+    check.add_argument("--junit", type=Path, help="write JUnit XML here")
+
+
+def _console() -> Any:
+    """A rich console; when output is not a terminal (CI logs), wide enough for the tables."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=max(console.width, 140))
+
+
+def _load(path: Path) -> Any:
+    from runner.store import load_run
+
+    if not (path / "manifest.json").exists() and not (path / "jobs.parquet").exists():
+        raise FileNotFoundError(f"{path} is not a run directory (no manifest.json)")
+    return load_run(path)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from runner.report import build_report
+    from runner.report_text import print_run_tables
+
+    try:
+        run = _load(args.run_dir)
+    except FileNotFoundError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    groupings = [[c.strip() for c in spec.split(",") if c.strip()] for spec in args.by]
+    console = _console()
+    try:
+        print_run_tables(run, console, by=groupings)
+    except ValueError as exc:  # an unknown --by column
+        _err(str(exc))
+        return EXIT_USAGE
+    out = args.out or args.run_dir / "report.html"
+    out.write_text(build_report(run), encoding="utf-8")
+    console.print(f"wrote {out}")
+    return EXIT_OK
+
+
+def _agent_slice(run: Any, agent: str | None) -> tuple[Any, Any]:
+    import polars as pl
+
+    if agent is None:
+        return run.criteria, run.jobs
+    jobs = run.jobs.filter((pl.col("agent_label") == agent) | (pl.col("agent_id") == agent))
+    if jobs.height == 0:
+        raise ValueError(f"no agent {agent!r} in {run.path}")
+    return run.criteria.join(jobs.select("job_key"), on="job_key", how="semi"), jobs
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from runner.analysis import VERDICTS, compare_runs
+    from runner.gate import resolve_by
+    from runner.report import build_compare_page
+    from runner.report_text import frame_table
+
+    try:
+        run_a, run_b = _load(args.run_a), _load(args.run_b)
+        a_criteria, a_jobs = _agent_slice(run_a, args.agent_a)
+        b_criteria, b_jobs = _agent_slice(run_b, args.agent_b)
+        by = [*resolve_by(args.by), "criterion_id"]
+        table = compare_runs(a_criteria, a_jobs, b_criteria, b_jobs, by=by)
+    except (FileNotFoundError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    console = _console()
+    a_name = f"{args.run_a}" + (f" [{args.agent_a}]" if args.agent_a else "")
+    b_name = f"{args.run_b}" + (f" [{args.agent_b}]" if args.agent_b else "")
+    console.print(
+        frame_table(table, f"pass rate A = {a_name} -> B = {b_name} (95% Newcombe interval)"),
+        markup=False,
+    )
+    counts = dict(table["verdict"].value_counts().iter_rows())
+    summary = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts)
+    console.print(f"verdicts: {summary}", markup=False)
+    if args.html:
+        page = build_compare_page(
+            run_a, run_b, table, by, a_label=args.agent_a, b_label=args.agent_b
+        )
+        args.html.write_text(page, encoding="utf-8")
+        console.print(f"wrote {args.html}", markup=False)
+    if args.fail_on_regression and (table["verdict"] == "regression").any():
+        return EXIT_REGRESSION
+    return EXIT_OK
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from runner.gate import GateError, evaluate, junit_xml
+
+    try:
+        run = _load(args.run_dir)
+        result = evaluate(
+            run.criteria,
+            run.jobs,
+            min_pass_rate=args.min_pass_rate,
+            criterion_ids=args.criterion,
+            use_lower_bound=args.use_lower_bound,
+            max_error_rate=args.max_error_rate,
+            by=args.by,
+        )
+    except (FileNotFoundError, GateError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    console = _console()
+    table = Table(title=escape(f"check {args.run_dir}"), title_justify="left")
+    for column in ("group", "case", "result", "detail"):
+        table.add_column(column)
+    marks = {"passed": "PASS", "failed": "FAIL", "not_judged": "NOT JUDGED"}
+    for case in result.cases:
+        table.add_row(
+            *(escape(s) for s in (case.suite, case.name, marks[case.status], case.message))
+        )
+    console.print(table)
+    if args.junit:
+        args.junit.write_text(junit_xml(result, f"runner check {args.run_dir}"), encoding="utf-8")
+        console.print(f"wrote {args.junit}", markup=False)
+    code = result.exit_code
+    verdict = {0: "all gates hold", 1: "a gate failed", 3: "a gate could not be judged"}[code]
+    console.print(
+        f"{verdict}: {len(result.failed)} failed, {len(result.not_judged)} not judged,"
+        f" {len(result.cases)} case(s); exit {code}",
+        markup=False,
+    )
+    return code
+
+
+ANALYSIS_COMMANDS = {"report": _cmd_report, "compare": _cmd_compare, "check": _cmd_check}

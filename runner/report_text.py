@@ -1,0 +1,136 @@
+"""Terminal tables: the end-of-run summary and ``python -m runner report``'s printout.
+
+The numbers all come from ``runner.analysis``; this module only lays them out with rich.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import polars as pl
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from runner.analysis import (
+    error_counts,
+    error_rates,
+    flakiness,
+    flaky_cases,
+    latency_percentiles,
+    pass_rates,
+    repeat_pass_rates,
+)
+from runner.store import Run, load_run
+
+if TYPE_CHECKING:
+    from runner.sweep import RunReport
+
+RATE_COLUMNS = frozenset(
+    {
+        "pass_rate",
+        "ci_low",
+        "ci_high",
+        "error_rate",
+        "flaky_share",
+        "pass_at_k",
+        "pass_hat_k",
+        "a_pass_rate",
+        "b_pass_rate",
+        "diff",
+        "diff_low",
+        "diff_high",
+    }
+)
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def frame_table(frame: pl.DataFrame, title: str, limit: int | None = None) -> Table:
+    """A frame as a rich table (rates to three decimals; ``limit`` rows at most)."""
+    shown = frame if limit is None else frame.head(limit)
+    caption = f"{frame.height - limit} more rows" if limit and frame.height > limit else None
+    table = Table(
+        title=escape(title), title_justify="left", caption=caption, caption_justify="left"
+    )
+    for column in frame.columns:
+        table.add_column(column, justify="left" if frame[column].dtype == pl.String else "right")
+    for row in shown.iter_rows():
+        table.add_row(*(escape(_fmt(v)) for v in row))
+    return table
+
+
+def print_run_tables(
+    run: Run, console: Console | None = None, by: Sequence[Sequence[str]] = ()
+) -> None:
+    """The analysis of a run as terminal tables; ``by`` adds one pass-rate table per grouping."""
+    console = console or Console()
+    jobs, criteria = run.jobs, run.criteria
+    totals = error_rates(jobs).row(0, named=True)
+    console.print(
+        f"run totals: {totals['jobs']} job(s): {totals['ok']} ok, {totals['errors']} error"
+        f" ({_fmt(totals['error_rate'])}), {totals['retries']} retries"
+    )
+    criterion = pass_rates(criteria, jobs, by=("criterion_id",))
+    if criterion.height:
+        console.print(
+            frame_table(criterion, "pass rate per criterion (unknown and job errors counted apart)")
+        )
+        agents = pass_rates(criteria, jobs, by=("agent_label",))
+        if agents.height > 1:
+            console.print(frame_table(agents, "pass rate per agent (all criteria pooled)"))
+    for grouping in by:
+        console.print(
+            frame_table(
+                pass_rates(criteria, jobs, by=list(grouping)),
+                f"pass rate by {', '.join(grouping)}",
+            )
+        )
+    if criterion.height:
+        _print_repeats(run, console)
+    errors = error_counts(jobs)
+    if errors.height:
+        console.print(frame_table(errors, "jobs ended in error, by kind"))
+    latency = latency_percentiles(jobs, messages=run.messages)
+    if latency.height and latency["n"].sum():
+        console.print(frame_table(latency, "latency of ok jobs (seconds)"))
+
+
+def _print_repeats(run: Run, console: Console) -> None:
+    overall = flakiness(run.criteria, run.jobs, by=())
+    if not overall.height or not overall["cases"][0]:
+        return  # no case has two decided repeats: nothing to say about repeats
+    row = overall.row(0, named=True)
+    console.print(
+        f"flaky: {row['flaky']} of {row['cases']} cases ({_fmt(row['flaky_share'])}) passed a"
+        " criterion in one repeat and failed it in another"
+    )
+    repeats = repeat_pass_rates(run.criteria, run.jobs, ks=(1, 2, 3))
+    wide = repeats.pivot(on="k", index="criterion_id", values=["pass_at_k", "pass_hat_k"])
+    wide = wide.rename(
+        {c: c.replace("pass_at_k_", "pass@").replace("pass_hat_k_", "pass^") for c in wide.columns}
+    )
+    console.print(frame_table(wide, "across repeats: pass@k (any of k) and pass^k (all of k)"))
+    cases = flaky_cases(run.criteria, run.jobs).drop("agent_id")
+    console.print(frame_table(cases, "flaky cases (S success, F failure, U unknown, E error)", 15))
+
+
+def print_summary(report: RunReport, console: Console | None = None) -> None:
+    """What ``python -m runner run`` prints when it ends."""
+    console = console or Console()
+    run = load_run(report.run_dir, lazy=True)
+    c = report.counters
+    console.print(
+        f"\n[bold]{report.run_dir}[/]  this session: {c.done} job(s) run"
+        f" ({c.ok} ok, {c.errors} error), {c.skipped} already done, {c.retries} retries,"
+        f" {c.attempts} attempts, peak in flight {c.peak_in_flight},"
+        f" {report.wall_secs:.1f}s"
+    )
+    print_run_tables(run, console)
