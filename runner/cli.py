@@ -124,7 +124,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _err(f"interrupted; finished jobs are saved. To resume: {_resume_command(args)}")
         return EXIT_INTERRUPTED
-    print_summary(report)
+    print_summary(report, _console())
     if report.interrupted:
         _err(
             f"interrupted: {report.counters.done} job(s) finished this session are saved in "

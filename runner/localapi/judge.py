@@ -69,7 +69,11 @@ GENERIC_WORDS = frozenset(
     request requests question questions need needs answer answered answers respond responded
     response responses reply replied handle handled concern concerns provide provided
     information info relevant accurate correct good bad well best stay stayed remain remained
-    keep kept offer offered give gave given giving ask asked asking detail details""".split()
+    keep kept offer offered give gave given giving ask asked asking detail details
+    end ending next step steps happen happens happened know knew knows understand understood
+    expect expected outcome outcomes only anything everything something else make making made
+    scope decline declined declining refuse refused invent invented fabricate fabricated
+    state stated tell told say said mention mentioned""".split()
 )
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
