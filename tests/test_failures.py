@@ -142,6 +142,18 @@ def test_the_api_key_never_appears_in_anything_the_run_writes_or_prints(tmp_path
             )
             outputs.append(done.stdout + done.stderr)
         server_log = api.stderr_tail(10**7)
+    for name in ("r", "r2"):  # the reports too
+        done = subprocess.run(
+            [sys.executable, "-m", "runner", "report", str(tmp_path / "res" / name)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout + done.stderr)
+    assert (tmp_path / "res" / "r" / "report.html").exists()
     assert "invalid_api_key" in outputs[1]  # the second run really failed on its key
     run = load_run(tmp_path / "res" / "r")
     assert run.attempts.filter(run.attempts["status"] == "error").height > 0
