@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import vendor_schema
 import yaml
 
 from runner import config as config_module
@@ -44,25 +44,8 @@ def _in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
 
 
-@functools.cache
-def _body_validator() -> Any:
-    from jsonschema import Draft202012Validator
-
-    name = "elevenlabs-openapi-subset.json"
-    for base in (REPO, REPO.parent):
-        path = base / "shared" / "reference" / name
-        if path.exists():
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            schema = {
-                "$ref": f"#/components/schemas/{BODY_SCHEMA}",
-                "components": doc["components"],
-            }
-            return Draft202012Validator(schema)
-    pytest.skip(f"the vendor's OpenAPI document ({name}) is not in shared/reference")
-
-
 def assert_vendor_valid(bodies: list[dict[str, Any]]) -> None:
-    validator = _body_validator()
+    validator = vendor_schema.validator(BODY_SCHEMA)
     distinct = {json.dumps(b, sort_keys=True): b for b in bodies}
     for body in distinct.values():
         errors = sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))
@@ -300,7 +283,9 @@ def test_unset_optional_fields_are_left_out_of_the_body(tmp_path: Path) -> None:
     assert_vendor_valid([job.body])
     with_null_llm = json.loads(json.dumps(job.body))
     with_null_llm["simulation_specification"]["simulated_user_config"]["prompt"]["llm"] = None
-    assert list(_body_validator().iter_errors(with_null_llm)), "a null llm would be rejected"
+    assert list(vendor_schema.validator(BODY_SCHEMA).iter_errors(with_null_llm)), (
+        "a null llm would be rejected"
+    )
 
 
 def test_matrix_cell_overrides_the_scenario(tmp_path: Path) -> None:

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import vendor_schema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from jsonschema import Draft202012Validator
 
 from runner.localapi.agents import DEFAULT_AGENTS_PATH, AgentDef, load_agents
 from runner.localapi.conversation import (
@@ -31,22 +31,12 @@ from runner.localapi.conversation import (
 from runner.localapi.judge import analysis_json
 from runner.wire import SimulationRequest, TranscriptMessage
 
-OPENAPI = Path("/work/shared/reference/elevenlabs-openapi-subset.json")
-if not OPENAPI.exists():  # the copy inside the repository, when there is one
-    OPENAPI = Path(__file__).resolve().parents[1] / "shared/reference" / OPENAPI.name
-
-
-@cache
-def vendor_validator(name: str) -> Draft202012Validator:
-    doc = json.loads(OPENAPI.read_text())
-    schema = {"$ref": f"#/components/schemas/{name}", "components": doc["components"]}
-    return Draft202012Validator(schema)
+vendor_validator = vendor_schema.validator
 
 
 @cache
 def vendor_llm_names() -> frozenset[str]:
-    doc = json.loads(OPENAPI.read_text())
-    return frozenset(doc["components"]["schemas"]["LLM"]["enum"])
+    return frozenset(vendor_schema.vendor_doc()["components"]["schemas"]["LLM"]["enum"])
 
 
 @pytest.fixture(scope="module")

@@ -10,44 +10,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import httpx
-import jsonschema
 import pytest
 import schemathesis
+import vendor_schema
 
 from runner.localapi.server import LocalAPI
 
-VENDOR_OPENAPI = Path("/work/shared/reference/elevenlabs-openapi-subset.json")
+VENDOR_OPENAPI = vendor_schema.openapi_path()
 SIMULATE = "/v1/convai/agents/{agent_id}/simulate-conversation"
 REQUEST_SCHEMA = (
     "Body_Simulates_a_conversation__Stream__v1_convai_agents__agent_id__simulate_conversation"
     "_stream_post"
 )
 
-pytestmark = pytest.mark.skipif(not VENDOR_OPENAPI.exists(), reason="vendor OpenAPI not present")
-
-
-@cache
-def vendor_doc() -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads(VENDOR_OPENAPI.read_text())
-    return doc
-
-
-@cache
-def validator(name: str) -> jsonschema.Draft202012Validator:
-    schema = {"$ref": f"#/components/schemas/{name}", "components": vendor_doc()["components"]}
-    return jsonschema.Draft202012Validator(schema)
-
-
-def assert_vendor_valid(name: str, instance: Any) -> None:
-    errors = sorted(validator(name).iter_errors(instance), key=lambda e: list(e.absolute_path))
-    assert not errors, f"not a valid {name}: " + "; ".join(
-        f"{list(e.absolute_path)}: {e.message[:200]}" for e in errors[:5]
-    )
+vendor_doc = vendor_schema.vendor_doc
+validator = vendor_schema.validator
+assert_vendor_valid = vendor_schema.assert_vendor_valid
 
 
 def decode_lines(text: str) -> list[dict[str, Any]]:
