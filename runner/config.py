@@ -36,12 +36,16 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PlainValidator,
     PrivateAttr,
     Tag,
+    TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticKnownError
 
 from runner.wire import (
     DynamicVariablesConfig,
@@ -57,6 +61,7 @@ from runner.wire import (
 __all__ = [
     "MATRIX_AXES",
     "AgentRef",
+    "AgentTestingConfig",
     "Config",
     "ConfigError",
     "CriterionSpec",
@@ -163,12 +168,58 @@ class LocalServerConfig(Strict):
     """Extra flags for ``python -m runner serve``."""
 
 
+class AgentTestingConfig(Strict):
+    """Options of ``backend: agent-testing`` (server-side simulation tests; see
+    ``runner.agent_testing``). Seconds for the times."""
+
+    poll_interval: Float = Field(default=2.0, gt=0)
+    """First wait between polls of an invocation; grows 1.5x per poll up to the max."""
+    poll_interval_max: Float = Field(default=30.0, gt=0)
+    deadline: Float = Field(default=3600.0, gt=0)
+    """From starting (or re-attaching to) an invocation until its jobs fail ``total_timeout``;
+    a later run re-attaches to it."""
+    bucketing_wait: Float = Field(default=120.0, ge=0)
+    """Once every run is done, how long to wait for the vendor's result buckets."""
+    name_prefix: str | None = Field(default=None, min_length=1, max_length=80)
+    """Tests are named ``<prefix> <scenario> [<hash>]``; ``None`` in the file means
+    ``convsim/<config file name>`` (``load_config`` fills it in)."""
+    folder_id: str | None = None
+    """Create (and look for) the tests in this folder (``parent_folder_id``)."""
+    evaluation_model: str | None = None
+    """LLM that judges the success conditions (the vendor's default when unset)."""
+    default_success_condition: str = Field(
+        default="The agent understood the user's requests and handled them correctly.",
+        min_length=1,
+    )
+    """Used for a scenario with no criteria: a simulation test needs at least one."""
+
+    @field_validator("name_prefix")
+    @classmethod
+    def _prefix(cls, value: str | None) -> str | None:
+        if value is not None and (value != value.strip() or any(c in value for c in "[]\n")):
+            raise ValueError(
+                f"must not contain '[', ']' or line breaks, nor start or end with a space "
+                f"(got {value!r})"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _max_above_first(self) -> AgentTestingConfig:
+        if self.poll_interval_max < self.poll_interval:
+            raise ValueError(
+                f"poll_interval_max ({self.poll_interval_max:g}) must be at least "
+                f"poll_interval ({self.poll_interval:g})"
+            )
+        return self
+
+
 class TargetConfig(Strict):
     base_url: str = "local"
-    backend: Literal["stream", "buffered"] = "stream"
+    backend: Literal["stream", "buffered", "agent-testing"] = "stream"
     api_key_env: str = "ELEVENLABS_API_KEY"
     timeouts: Timeouts = Field(default_factory=Timeouts)
     local: LocalServerConfig = Field(default_factory=LocalServerConfig)
+    agent_testing: AgentTestingConfig = Field(default_factory=AgentTestingConfig)
 
     @property
     def is_local(self) -> bool:
@@ -184,15 +235,6 @@ class TargetConfig(Strict):
         if not sep or scheme not in ("http", "https") or not rest.strip("/"):
             raise ValueError(f"must be 'local' or an http(s) URL (got {value!r})")
         return value.rstrip("/")
-
-    @field_validator("backend", mode="before")
-    @classmethod
-    def _backend(cls, value: Any) -> Any:
-        if value == "agent-testing":
-            raise ValueError(
-                "'agent-testing' is not supported yet; use 'stream' (default) or 'buffered'"
-            )
-        return value
 
     @field_validator("api_key_env")
     @classmethod
@@ -235,10 +277,30 @@ class RetryPolicy(Strict):
         return self
 
 
+_POSITIVE_INT: TypeAdapter[int] = TypeAdapter(Annotated[Int, Field(ge=1)])
+
+
+def _concurrency_value(value: Any) -> int | Literal["auto"]:
+    """``auto`` or an integer >= 1, with the same messages as every other integer field."""
+    if value == "auto":
+        return "auto"
+    try:
+        return _POSITIVE_INT.validate_python(value)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        if error["type"] in ("int_parsing", "int_type"):
+            raise ValueError(f"must be an integer or 'auto' (got {_describe(value)})") from None
+        raise PydanticKnownError(error["type"], error.get("ctx")) from None  # type: ignore[arg-type]
+
+
 class RunConfig(Strict):
     name: str | None = None
     """Results go to ``results/<name>/``; ``load_config`` fills in the config file's stem."""
-    concurrency: Int = Field(default=8, ge=1)
+    concurrency: Annotated[int | Literal["auto"], PlainValidator(_concurrency_value)] = 8
+    """Simulations in flight, or ``auto``: find the account's quota and hold it (see
+    ``runner.adaptive``)."""
+    max_concurrency: Int | None = Field(default=None, ge=1)
+    """``auto`` never goes above this (default ``runner.adaptive.DEFAULT_CAP``)."""
     requests_per_minute: Float | None = Field(default=None, gt=0)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     new_turns_limit: Int = Field(default=12, ge=1)
@@ -258,11 +320,12 @@ class RunConfig(Strict):
                 raise ValueError(f"must name a directory, not {value!r}")
         return value
 
-    @field_validator("concurrency", mode="before")
+    @field_validator("max_concurrency")
     @classmethod
-    def _concurrency(cls, value: Any) -> Any:
-        if value == "auto":
-            raise ValueError("'auto' is not supported yet; give an integer >= 1")
+    def _max_concurrency(cls, value: int | None, info: ValidationInfo) -> int | None:
+        concurrency = info.data.get("concurrency", "auto")
+        if value is not None and concurrency != "auto":
+            raise ValueError(f"only used with concurrency: auto (concurrency is {concurrency})")
         return value
 
 
@@ -1002,6 +1065,8 @@ def parse_config(
         cfg.run.name = _default_name(source)
     if cfg.target.local.seed is None:
         cfg.target.local.seed = cfg.run.seed
+    if cfg.target.agent_testing.name_prefix is None:
+        cfg.target.agent_testing.name_prefix = "convsim/" + _default_name(source)
     _validate_scenarios(cfg, where)
     return cfg
 

@@ -33,6 +33,7 @@ class ErrorKind(StrEnum):
     TOTAL_TIMEOUT = "total_timeout"  # the whole simulation took too long
     STREAM_BROKEN = "stream_broken"  # the stream ended or failed before the analysis
     MALFORMED = "malformed"  # a frame or reply that does not decode
+    CANCELLED = "cancelled"  # agent-testing: the test run was cancelled on the vendor's side
 
 
 class Action(StrEnum):
@@ -54,6 +55,8 @@ class Failure:
     message: str
     status: int | None = None
     retry_after: float | None = None  # seconds, when the server said so
+    max_concurrent: int | None = None  # maximum-concurrent-requests of the reply, if sent
+    current_concurrent: int | None = None  # current-concurrent-requests of the reply, if sent
 
     @property
     def retryable(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,9 +22,23 @@ class Timings:
     first_frame: float | None = None
     analysis: float | None = None
     total: float | None = None
-    frames: int = 0
+    frames: int | None = 0
+    """None when the backend has no frames (agent-testing)."""
     mean_gap: float | None = None
     max_gap: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BucketRecord:
+    """A vendor result bucket holding a job's test run (agent-testing backend)."""
+
+    invocation_id: str
+    test_id: str
+    test_run_id: str
+    title: str
+    reason: str
+    status: str
+    runs: int
 
 
 @dataclass(slots=True)
@@ -32,9 +47,19 @@ class SimulationResult:
 
     http_status: int
     messages: list[TranscriptMessage]
-    arrivals: list[float]
+    arrivals: Sequence[float | None]
+    """Per message: seconds after the request when it arrived (None: not observed)."""
     analysis: Analysis
     timings: Timings
+    credits_used: int | None = None
+    criterion_names: dict[str, str] = field(default_factory=dict)
+    """Names of criteria the backend itself sent (e.g. agent-testing's merged conditions):
+    recorded like the config's extra criteria."""
+    buckets: list[BucketRecord] = field(default_factory=list)
+    max_concurrent: int | None = None
+    """``maximum-concurrent-requests`` of the reply, when sent (adaptive concurrency reads it)."""
+    current_concurrent: int | None = None
+    """``current-concurrent-requests`` of the reply, when sent."""
 
 
 @dataclass(slots=True)
@@ -133,6 +158,7 @@ def job_row(outcome: JobOutcome) -> dict[str, Any]:
         "input_tokens": tokens_in if result else None,
         "output_tokens": tokens_out if result else None,
         "llm_price": price if result else None,
+        "credits_used": result.credits_used if result else None,
     }
     for axis, value in job.matrix:
         row[MATRIX_PREFIX + axis] = value
@@ -187,6 +213,7 @@ def criteria_rows(outcome: JobOutcome) -> list[dict[str, Any]]:
     extra = {
         c["id"]: c.get("name") for c in outcome.job.body.get("extra_evaluation_criteria") or []
     }
+    extra.update(result.criterion_names)
     return [
         {
             "job_key": outcome.job.key,
@@ -238,6 +265,25 @@ def attempt_rows(outcome: JobOutcome) -> list[dict[str, Any]]:
     ]
 
 
+def bucket_rows(outcome: JobOutcome) -> list[dict[str, Any]]:
+    result = outcome.result
+    if result is None:
+        return []
+    return [
+        {
+            "job_key": outcome.job.key,
+            "invocation_id": b.invocation_id,
+            "test_id": b.test_id,
+            "test_run_id": b.test_run_id,
+            "title": b.title,
+            "reason": b.reason,
+            "status": b.status,
+            "runs": b.runs,
+        }
+        for b in result.buckets
+    ]
+
+
 def outcome_rows(outcome: JobOutcome) -> dict[str, list[dict[str, Any]]]:
     """All rows one finished job contributes, keyed by table name."""
     return {
@@ -246,4 +292,5 @@ def outcome_rows(outcome: JobOutcome) -> dict[str, list[dict[str, Any]]]:
         "criteria": criteria_rows(outcome),
         "data_collection": data_collection_rows(outcome),
         "attempts": attempt_rows(outcome),
+        "buckets": bucket_rows(outcome),
     }

@@ -21,13 +21,23 @@ from rich.progress import (
 from runner.engine import Counters
 
 
+def in_flight_text(c: Counters) -> str:
+    """``in flight 17/20``, plus ``auto`` when the limit adapts and the server's advertised
+    quota when it sends one: the limit in force is the figure to watch on a slow run."""
+    text = f"in flight {c.in_flight}/{c.concurrency_limit}"
+    if c.concurrency_auto:
+        text += " auto"
+    if c.server_quota is not None:
+        text += f" (server max {c.server_quota})"
+    return text
+
+
 def status_line(c: Counters, elapsed: float) -> str:
     rate = c.done / elapsed if elapsed > 0 else 0.0
     kinds = ", ".join(f"{k} {n}" for k, n in c.failures_by_kind.most_common(3))
     return (
         f"{c.done}/{c.total} done  ok {c.ok}  errors {c.errors}  retries {c.retries}  "
-        f"in flight {c.in_flight}/{c.concurrency_limit}  {rate:.1f} jobs/s"
-        + (f"  failures: {kinds}" if kinds else "")
+        f"{in_flight_text(c)}  {rate:.1f} jobs/s" + (f"  failures: {kinds}" if kinds else "")
     )
 
 
@@ -68,7 +78,7 @@ async def show_progress(
                     total=c.total,
                     description=(
                         f"ok [green]{c.ok}[/]  err [red]{c.errors}[/]  retries {c.retries}  "
-                        f"in flight {c.in_flight}/{c.concurrency_limit}"
+                        f"{in_flight_text(c)}"
                     ),
                 )
                 await anyio.sleep(interval)

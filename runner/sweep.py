@@ -27,6 +27,8 @@ import anyio
 import httpx
 
 import runner
+from runner.adaptive import DEFAULT_CAP, AdaptiveLimit, ConcurrencyController
+from runner.agent_testing import AgentTestingBackend
 from runner.client import Backend, BufferedBackend, StreamBackend, make_http_client
 from runner.config import Config, Job, config_hash, count_jobs, iter_jobs, resolved_config
 from runner.engine import Counters, Engine, RunAborted
@@ -147,16 +149,30 @@ def target_url(cfg: Config) -> Iterator[str]:
         api.stop()
 
 
+def concurrency_policy(cfg: Config) -> int | ConcurrencyController:
+    """``run.concurrency`` as the engine takes it: a fixed limit, or an adaptive one."""
+    if cfg.run.concurrency == "auto":
+        return AdaptiveLimit(cfg.run.max_concurrency or DEFAULT_CAP)
+    return cfg.run.concurrency
+
+
 def make_backend(
     cfg: Config,
     base_url: str,
     api_key: str | None,
     concurrency: int,
     transport: httpx.AsyncBaseTransport | None = None,
+    run_dir: Path | None = None,
 ) -> Backend:
+    """The config's backend over one shared client. ``run_dir`` is where the agent-testing
+    backend records its invocations, to re-attach to them after a crash."""
     client = make_http_client(base_url, api_key, cfg.target.timeouts, concurrency, transport)
     if cfg.target.backend == "buffered":
         return BufferedBackend(client, cfg.target.timeouts)
+    if cfg.target.backend == "agent-testing":
+        return AgentTestingBackend(
+            client, cfg.target.agent_testing, repeats=cfg.run.repeats, run_dir=run_dir
+        )
     return StreamBackend(client, cfg.target.timeouts)
 
 
@@ -242,7 +258,8 @@ async def _run_locked(
     writer.prepare()
     done = done_job_keys(run_dir, include_errors=not retry_errors)
     total, skipped = planned_total(cfg, limit, done)
-    concurrency = cfg.run.concurrency
+    concurrency = concurrency_policy(cfg)
+    pool = concurrency if isinstance(concurrency, int) else concurrency.cap
 
     manifest = _load_manifest(run_dir)
     session: dict[str, Any] = {
@@ -275,7 +292,7 @@ async def _run_locked(
     try:
         local = base_url is None and total > 0
         with target_url(cfg) if local else contextlib.nullcontext(base_url or "") as url:
-            backend = make_backend(cfg, url, api_key, concurrency)
+            backend = make_backend(cfg, url, api_key, pool, run_dir=run_dir)
             engine = Engine(
                 backend,
                 concurrency=concurrency,
@@ -347,6 +364,9 @@ async def _run_locked(
                 "errors": c.errors,
                 "retries": c.retries,
                 "attempts": c.attempts,
+                "concurrency_limit": c.concurrency_limit,
+                "peak_in_flight": c.peak_in_flight,
+                "server_quota": c.server_quota,
             }
         )
         if report.aborted:

@@ -1,0 +1,185 @@
+"""One measured load run in a process of its own: ``python -m bench.worker '<spec JSON>'``.
+
+Prints one JSON line of figures. CPU time is counted from just before the run to just after
+it (imports and start-up excluded); peak RSS is the process's whole life, as a user sees it.
+The runner runs as a user runs it (``runner.run``: engine, client, Parquet parts, compaction)
+against the ``url`` given; the naive baseline is ``bench.naive``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+AGENT = "agent_support"
+PERSONA = (
+    "You want to know where your order A-10234 is. You also want a refund for a broken kettle. "
+    "You need to change your address. You want to cancel a subscription. You ask about opening "
+    "hours. You want to book an appointment."
+)
+"""Six goals: the local API's conversation reaches any ``new_turns_limit`` up to 20."""
+FIRST_MESSAGE = "My order never arrived."
+
+
+def request_body(new_turns_limit: int) -> dict[str, Any]:
+    """The body every job of a run sends (the runner's config builds the same one)."""
+    return {
+        "simulation_specification": {
+            "simulated_user_config": {
+                "first_message": FIRST_MESSAGE,
+                "prompt": {"prompt": PERSONA},
+            }
+        },
+        "new_turns_limit": new_turns_limit,
+    }
+
+
+def peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes vs KiB
+
+
+def sweep_config(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "target": {
+            "base_url": spec["url"],
+            "timeouts": {"connect": 30, "first_byte": 120, "idle": 120, "total": 600},
+        },
+        "run": {
+            "name": "bench",
+            "concurrency": "auto" if spec["policy"] != "fixed" else spec["concurrency"],
+            **({"max_concurrency": spec["cap"]} if spec["policy"] != "fixed" else {}),
+            "new_turns_limit": spec["new_turns_limit"],
+            "repeats": spec["jobs"],
+            "retry": {"max_attempts": 8, "backoff_base": 0.05, "backoff_cap": 1.0, "jitter": 0.05},
+            "circuit_breaker": 0,
+        },
+        "agents": [{"id": AGENT}],
+        "scenarios": [{"id": "six_goals", "first_message": FIRST_MESSAGE, "prompt": PERSONA}],
+    }
+
+
+@contextlib.contextmanager
+def variant(spec: dict[str, Any], seen: dict[str, float]) -> Iterator[None]:
+    """Bench-only seams in ``runner.sweep``, undone on exit: another concurrency policy in
+    place of what ``auto`` builds, httpx's own transport, or no Parquet writes; and the peak
+    RSS reached before the end-of-run compaction, into ``seen["rss_before_compaction"]``."""
+    import runner.sweep
+    from bench.policies import HalveOn429
+    from runner.adaptive import AdaptiveLimit
+
+    saved = (
+        runner.sweep.concurrency_policy,
+        runner.sweep.make_http_client,
+        runner.sweep.PartWriter.write,
+        runner.sweep.compact,
+    )
+
+    def compact(*args: Any, **kwargs: Any) -> Any:
+        seen["rss_before_compaction"] = peak_rss_mb()
+        return saved[3](*args, **kwargs)
+
+    runner.sweep.compact = compact
+    policy, cap = spec["policy"], spec.get("cap", 64)
+    if policy == "aimd":
+        runner.sweep.concurrency_policy = lambda cfg: HalveOn429(cap)
+    elif policy == "auto-noheaders":
+        runner.sweep.concurrency_policy = lambda cfg: AdaptiveLimit(cap, use_headers=False)
+    if spec.get("store") is False:  # rows discarded: the client path alone
+        runner.sweep.PartWriter.write = lambda self, rows: None  # type: ignore[method-assign]
+    if spec.get("transport") == "httpx":
+        make = saved[1]
+
+        def httpx_client(*args: Any, **kwargs: Any) -> Any:
+            base_url, api_key, timeouts, connections = args[:4]
+            return make(base_url, api_key, timeouts, connections, "httpx")
+
+        runner.sweep.make_http_client = httpx_client  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        (
+            runner.sweep.concurrency_policy,
+            runner.sweep.make_http_client,
+            runner.sweep.PartWriter.write,  # type: ignore[method-assign]
+            runner.sweep.compact,
+        ) = saved
+
+
+def run_runner(spec: dict[str, Any]) -> dict[str, Any]:
+    import polars as pl
+
+    from bench.metrics import limit_trace, window_figures
+    from runner.config import load_config
+    from runner.sweep import run
+
+    seen: dict[str, float] = {}
+    with variant(spec, seen), tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        path = Path(tmp) / "bench.yaml"
+        path.write_text(yaml.safe_dump(sweep_config(spec), sort_keys=False))
+        cfg = load_config(path)
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        report = run(cfg, results_root=Path(tmp) / "results", progress=False)
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        rss = peak_rss_mb()  # before reading results back, which is not the run's cost
+        c = report.counters
+        figures: dict[str, Any] = {
+            "sims": c.ok,
+            "errors": c.errors,
+            "cpu_ms_per_sim": cpu * 1000 / max(c.ok, 1),
+            "wall_secs": wall,
+            "peak_rss_mb": rss,
+            "peak_rss_run_mb": seen.get("rss_before_compaction"),
+            "peak_in_flight": c.peak_in_flight,
+        }
+        if spec.get("quota"):
+            attempts = pl.read_parquet(report.run_dir / "attempts.parquet")
+            figures.update(window_figures(attempts, spec["quota"]))
+            figures.update(limit_trace(attempts, spec["quota"]))
+    return figures
+
+
+def run_baseline(spec: dict[str, Any]) -> dict[str, Any]:
+    """``naive`` on asyncio's own loop, as a user writes it; ``floor`` on uvloop."""
+    from bench.naive import run_naive, run_raw_aiohttp
+
+    body = request_body(spec["new_turns_limit"])
+    args = (spec["url"], AGENT, body, spec["jobs"], spec["concurrency"])
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    if spec["client"] == "floor":
+        import uvloop
+
+        results = uvloop.run(run_raw_aiohttp(*args))
+    else:
+        results = asyncio.run(run_naive(*args))
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    done = [r for r in results if r is not None]
+    return {
+        "sims": len(done),
+        "errors": len(results) - len(done),
+        "frames_per_sim": sum(len(r) for r in done) / max(len(done), 1),
+        "cpu_ms_per_sim": cpu * 1000 / max(len(done), 1),
+        "wall_secs": wall,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(argv[0])
+    figures = run_runner(spec) if spec["client"] == "runner" else run_baseline(spec)
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,124 @@
+"""The benchmark's code paths at toy sizes, so they cannot rot (no timing is asserted here:
+``make bench`` measures)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+import runner.sweep
+from bench.__main__ import table
+from bench.metrics import limit_trace, window_figures
+from bench.worker import run_baseline, run_runner
+from runner.localapi.server import LocalAPI
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def attempts(*rows: tuple[float, float, str, str | None, int]) -> pl.DataFrame:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    return pl.DataFrame(
+        {
+            "started_at": [t0 + timedelta(seconds=r[0]) for r in rows],
+            "duration_secs": [r[1] for r in rows],
+            "status": [r[2] for r in rows],
+            "error_kind": [r[3] for r in rows],
+            "concurrency_limit": [r[4] for r in rows],
+        }
+    )
+
+
+def test_window_figures_follow_littles_law_on_a_known_schedule() -> None:
+    # two slots, each running back-to-back 1 s simulations from 0 to 10 s, one 429 at 0 s
+    rows = [(float(t), 1.0, "ok", None, 2) for t in range(10) for _ in range(2)]
+    frame = attempts(*rows, (0.0, 0.001, "error", "concurrency_limit", 2))
+    figures = window_figures(frame, quota=2)
+    assert figures["window_secs"] == 9.0 and figures["mean_sim_secs"] == 1.0
+    assert figures["in_flight_ratio"] == pytest.approx(1.0)
+    assert figures["throughput_ratio"] == pytest.approx(1.0)  # 18 completions in 9 s
+    assert figures["rejected"] == 1 and figures["rejected_share"] == pytest.approx(1 / 21)
+    half = window_figures(attempts(*rows[::2]), quota=2)  # one slot of two used
+    assert half["in_flight_ratio"] == pytest.approx(0.5)
+    assert half["throughput_ratio"] == pytest.approx(0.5)
+
+
+def test_limit_trace_reports_the_way_to_the_quota() -> None:
+    frame = attempts(
+        (0.0, 1.0, "ok", None, 4),
+        (0.5, 1.0, "ok", None, 20),
+        (1.0, 0.01, "error", "concurrency_limit", 20),
+        (1.5, 1.0, "ok", None, 19),
+    )
+    trace = limit_trace(frame, quota=20)
+    assert trace["limit_first"] == 4 and trace["limit_last"] == 19 and trace["limit_max"] == 20
+    assert trace["secs_to_quota"] == 0.5 and trace["limit_min_after_429"] == 19
+    assert trace["limit_changes"] == 2
+
+
+def spec(base_url: str, **changes: Any) -> dict[str, Any]:
+    base = {"client": "runner", "url": base_url, "jobs": 8, "policy": "fixed", "concurrency": 4}
+    return {**base, "cap": 8, "new_turns_limit": 2, **changes}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"policy": "auto", "quota": 3},
+        {"policy": "auto-noheaders", "quota": 3},
+        {"policy": "aimd", "quota": 3},
+        {"transport": "httpx", "store": False},
+    ],
+    ids=["auto", "auto-noheaders", "aimd", "httpx-no-store"],
+)
+def test_runner_variants_run_and_restore_the_runner(
+    changes: dict[str, Any], local_api_factory: Callable[..., LocalAPI]
+) -> None:
+    api = local_api_factory(["--time-scale", "0.001", "--max-concurrency", "3"])
+    saved = (runner.sweep.concurrency_policy, runner.sweep.make_http_client, runner.sweep.compact)
+    figures = run_runner(spec(api.base_url, **changes))
+    assert (runner.sweep.concurrency_policy, runner.sweep.make_http_client) == saved[:2]
+    assert runner.sweep.compact is saved[2]
+    assert figures["sims"] == 8 and figures["cpu_ms_per_sim"] > 0
+    assert figures["peak_rss_mb"] >= figures["peak_rss_run_mb"] > 0
+    if "quota" in changes:
+        assert figures["attempts"] >= 8 and 0 < figures["in_flight_ratio"] <= 1.0
+        assert figures["limit_max"] <= 8
+
+
+@pytest.mark.parametrize("client", ["naive", "floor"])
+def test_the_baselines_decode_every_frame(client: str, local_api: LocalAPI) -> None:
+    figures = run_baseline(spec(local_api.base_url, client=client))
+    assert figures["sims"] == 8 and figures["errors"] == 0 and figures["frames_per_sim"] == 3
+
+
+def test_the_table_leaves_missing_figures_blank() -> None:
+    text = table([{"section": "memory", "setup": "10 jobs", "sims": 10, "peak_rss_mb": 99.6}])
+    header, rule, row = text.splitlines()
+    assert header.startswith("section") and set(rule) <= {"-", " "}
+    assert row.split() == ["memory", "10", "jobs", "10", "100"]
+
+
+def test_make_bench_quick_prints_one_table_and_writes_json(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "memory", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=100,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "cores" in done.stdout and "memory" in done.stdout
+    latest = json.loads((tmp_path / "latest.json").read_text())
+    assert latest["cores"] >= 1 and latest["preset"] == "quick"
+    assert [row["setup"] for row in latest["rows"]] == ["100 jobs", "300 jobs"]
+    assert "within 20%" in latest["rows"][-1]["target"]
+    assert len(list(tmp_path.glob("*-quick.json"))) == 1

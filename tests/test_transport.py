@@ -1,0 +1,158 @@
+"""The aiohttp transport under httpx: every failure classified as with httpx's own transport,
+the quota headers reported as soon as a reply starts, proxies from the environment."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from runner.adaptive import SignalKind
+from runner.client import (
+    REPLY_LISTENER,
+    AiohttpTransport,
+    BufferedBackend,
+    StreamBackend,
+    _httpx_error,
+    make_http_client,
+)
+from runner.config import Job, Timeouts
+from runner.errors import AttemptError, classify_exception
+from runner.localapi.server import LocalAPI
+
+TRANSPORTS = ["aiohttp", "httpx"]
+TIMEOUTS = Timeouts(connect=2, first_byte=2, idle=0.3, total=10)
+JOB = Job(
+    key="k",
+    agent_id="agent_support",
+    agent_label="support",
+    scenario_id="s",
+    matrix=(),
+    repeat=0,
+    body={
+        "simulation_specification": {
+            "simulated_user_config": {"prompt": {"prompt": "You want to know where order A-1 is."}}
+        },
+        "new_turns_limit": 6,
+    },
+)
+
+
+async def attempt(
+    base_url: str, transport: str, backend: type[StreamBackend | BufferedBackend] = StreamBackend
+) -> tuple[str, list[tuple[SignalKind, int | None, int | None]], Any]:
+    """One attempt: its error kind (or ``ok``), what it reported to the listener, the result."""
+    reports: list[tuple[SignalKind, int | None, int | None]] = []
+    token = REPLY_LISTENER.set(lambda *report: reports.append(report))
+    client = backend(make_http_client(base_url, None, TIMEOUTS, 4, transport), TIMEOUTS)
+    try:
+        return "ok", reports, await client.simulate(JOB)
+    except AttemptError as exc:
+        return exc.failure.kind.value, reports, exc.failure
+    finally:
+        REPLY_LISTENER.reset(token)
+        await client.aclose()
+
+
+FAULTS = {
+    "--fault-reset": "connect",
+    "--fault-disconnect": "stream_broken",
+    "--fault-stall": "idle_timeout",
+    "--fault-malformed": "malformed",
+    "--fault-http-503": "server_error",
+    "--fault-too-many-concurrent-requests": "concurrency_limit",
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+async def test_faults_are_classified_alike_on_both_transports(
+    fault: str, local_api_factory: Callable[..., LocalAPI]
+) -> None:
+    api = local_api_factory(
+        ["--time-scale", "0.001", "--seed", "2", fault, "1", "--stall-secs", "2"]
+    )
+    kinds = {transport: (await attempt(api.base_url, transport))[0] for transport in TRANSPORTS}
+    assert kinds == {"aiohttp": FAULTS[fault], "httpx": FAULTS[fault]}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_refused_connection_is_a_connect_failure(transport: str) -> None:
+    kind, reports, _ = await attempt("http://127.0.0.1:9", transport)  # discard port: closed
+    assert kind == "connect" and reports == []
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("backend", [StreamBackend, BufferedBackend])
+async def test_the_reply_and_its_quota_headers_are_reported_once(
+    transport: str, backend: type[StreamBackend | BufferedBackend], local_api: LocalAPI
+) -> None:
+    kind, reports, result = await attempt(local_api.base_url, transport, backend)
+    assert kind == "ok" and len(reports) == 1
+    reported, maximum, current = reports[0]
+    assert reported is SignalKind.ADMITTED and maximum == 1000 and current is not None
+    assert (result.max_concurrent, result.current_concurrent) == (maximum, current)
+    assert result.analysis is not None and len(result.messages) >= 2
+
+
+async def test_a_429_reports_a_rejection_with_the_quota(
+    local_api_factory: Callable[..., LocalAPI],
+) -> None:
+    api = local_api_factory(["--time-scale", "0.001", "--fault-too-many-concurrent-requests", "1"])
+    kind, reports, failure = await attempt(api.base_url, "aiohttp")
+    assert kind == "concurrency_limit" and failure.status == 429
+    assert reports == [(SignalKind.REJECTED, 1000, 0)]
+    assert (failure.max_concurrent, failure.current_concurrent) == (1000, 0)
+
+
+def request_info() -> aiohttp.RequestInfo:
+    url = URL("http://127.0.0.1/x")
+    return aiohttp.RequestInfo(url, "POST", CIMultiDictProxy(CIMultiDict()), url)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected", "kind_in_body"),
+    [
+        (aiohttp.ConnectionTimeoutError("connect"), httpx.ConnectTimeout, "connect_timeout"),
+        (aiohttp.SocketTimeoutError("read"), httpx.ReadTimeout, "idle_timeout"),
+        (aiohttp.ClientOSError(104, "Connection reset by peer"), httpx.ReadError, "stream_broken"),
+        (aiohttp.ServerDisconnectedError(), httpx.RemoteProtocolError, "stream_broken"),
+        (aiohttp.ClientPayloadError("incomplete"), httpx.RemoteProtocolError, "stream_broken"),
+        (
+            aiohttp.ClientResponseError(request_info(), ()),
+            httpx.RemoteProtocolError,
+            "stream_broken",
+        ),
+        (aiohttp.ClientError("other"), httpx.TransportError, "stream_broken"),
+    ],
+)
+def test_aiohttp_errors_become_the_httpx_errors_the_taxonomy_knows(
+    error: aiohttp.ClientError, expected: type[httpx.TransportError], kind_in_body: str
+) -> None:
+    mapped = _httpx_error(error)
+    assert type(mapped) is expected and str(mapped)
+    assert classify_exception(mapped, "body").kind.value == kind_in_body
+
+
+def test_a_refused_connection_maps_to_connect_error() -> None:
+    key: Any = type("Key", (), {"ssl": False, "host": "127.0.0.1", "port": 9})()
+    error = aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "refused"))
+    assert type(_httpx_error(error)) is httpx.ConnectError
+    assert classify_exception(_httpx_error(error), "connect").kind.value == "connect"
+
+
+def test_proxies_come_from_the_environment_once_per_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    transport = AiohttpTransport(max_connections=1)
+    assert transport._proxy_for(httpx.URL("https://api.example.com/v1")) == (
+        "http://proxy.invalid:3128"
+    )
+    assert transport._proxy_for(httpx.URL("https://127.0.0.1:8000/v1")) is None
+    assert transport._proxy_for(httpx.URL("http://api.example.com/v1")) is None  # no HTTP_PROXY
+    monkeypatch.delenv("HTTPS_PROXY")
+    assert transport._proxy_for(httpx.URL("https://api.example.com/v1")) is not None  # cached
