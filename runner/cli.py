@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the local ElevenLabs-compatible API")
     server.add_arguments(serve)
+    _add_tests_command(sub)
     _add_analysis_commands(sub)
     return parser
 
@@ -94,6 +95,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 f"\n# job {job.key}  agent={job.agent_id} scenario={job.scenario_id}"
                 f" repeat={job.repeat} {dict(job.matrix) or ''}"
             )
+            if cfg.target.backend == "agent-testing":
+                from runner.agent_testing import test_spec
+
+                spec = test_spec(job, cfg.target.agent_testing)
+                print("POST /v1/convai/agent-testing/create  (unless a test named so exists)")
+                print(json.dumps(spec.body, indent=2, ensure_ascii=False))
+                print(
+                    f"POST /v1/convai/agents/{job.agent_id}/run-tests  "
+                    f"(repeat_count {min(cfg.run.repeats, 50)}, once per agent and test)"
+                )
+                continue
             print(
                 f"POST /v1/convai/agents/{job.agent_id}/simulate-conversation"
                 + ("/stream" if cfg.target.backend == "stream" else "")
@@ -137,6 +149,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_tests_command(sub: Any) -> None:
+    tests = sub.add_parser("tests", help="manage the agent-testing backend's simulation tests")
+    tests_sub = tests.add_subparsers(dest="tests_command", required=True)
+    prune = tests_sub.add_parser(
+        "prune", help="delete the simulation tests (named with its prefix) a config no longer has"
+    )
+    prune.add_argument("config", type=Path, help="sweep config (YAML)")
+    prune.add_argument("--base-url", help="target this server instead of target.base_url")
+    prune.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
+
+
+def _cmd_tests_prune(args: argparse.Namespace) -> int:
+    from runner.agent_testing import PruneError, prune
+    from runner.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+        result = prune(cfg, base_url=args.base_url, dry_run=args.dry_run)
+    except (ConfigError, PruneError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    verb = "would delete" if result.dry_run else "deleted"
+    for test_id, name in result.deleted:
+        print(f"{verb} {test_id}  {name}")
+    print(f"{verb} {len(result.deleted)} test(s); kept {result.kept}")
+    return EXIT_OK
+
+
 def _resume_command(args: argparse.Namespace) -> str:
     parts = ["python -m runner run", str(args.config)]
     if args.name:
@@ -155,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         from runner.localapi import server
 
         return server.main(args)
+    if args.command == "tests":
+        return _cmd_tests_prune(args)
     if args.command in ANALYSIS_COMMANDS:
         return ANALYSIS_COMMANDS[args.command](args)
     parser.print_help(sys.stderr)

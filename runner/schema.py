@@ -78,6 +78,7 @@ JOBS = Table(
         ("input_tokens", pl.Int64(), "sum of `llm_usage` input tokens over messages"),
         ("output_tokens", pl.Int64(), "sum of `llm_usage` output tokens over messages"),
         ("llm_price", pl.Float64(), "sum of `llm_usage` prices over messages"),
+        ("credits_used", pl.Int64(), "credits billed for the test run (`agent-testing` only)"),
     ),
 )
 
@@ -149,7 +150,23 @@ ATTEMPTS = Table(
     ),
 )
 
-TABLES: tuple[Table, ...] = (JOBS, MESSAGES, CRITERIA, DATA_COLLECTION, ATTEMPTS)
+BUCKETS = Table(
+    "buckets",
+    "one row per vendor result bucket holding an ok job's test run (`agent-testing` with "
+    "`repeats` > 1; empty otherwise)",
+    (
+        ("job_key", pl.String(), "the job"),
+        ("invocation_id", pl.String(), "the test invocation that ran it"),
+        ("test_id", pl.String(), "the simulation test"),
+        ("test_run_id", pl.String(), "the job's test run"),
+        ("title", pl.String(), "the bucket's one-line title"),
+        ("reason", pl.String(), "why the runs in the bucket passed or failed"),
+        ("status", pl.String(), "the bucket's run status: `passed`, `failed`, ..."),
+        ("runs", pl.Int32(), "test runs in the bucket (of the invocation's `repeats`)"),
+    ),
+)
+
+TABLES: tuple[Table, ...] = (JOBS, MESSAGES, CRITERIA, DATA_COLLECTION, ATTEMPTS, BUCKETS)
 TABLES_BY_NAME = {t.name: t for t in TABLES}
 
 

@@ -18,13 +18,13 @@ import json
 import os
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from runner.schema import ATTEMPTS, JOBS, TABLES, jobs_schema
+from runner.schema import ATTEMPTS, BUCKETS, JOBS, TABLES, jobs_schema
 
 PARTS = "parts"
 MANIFEST = "manifest.json"
@@ -286,6 +286,10 @@ class Run:
     criteria: pl.DataFrame | pl.LazyFrame
     data_collection: pl.DataFrame | pl.LazyFrame
     attempts: pl.DataFrame | pl.LazyFrame
+    buckets: pl.DataFrame | pl.LazyFrame = field(
+        default_factory=lambda: pl.DataFrame(schema=BUCKETS.schema)
+    )
+    """Vendor result buckets (agent-testing backend); empty for the other backends."""
 
 
 def load_run(path: str | Path, *, lazy: bool = False) -> Run:

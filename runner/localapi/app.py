@@ -36,6 +36,7 @@ import anyio
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse, Response
 
+from runner.localapi.agent_testing import AgentTestingEmulator
 from runner.localapi.agents import AgentDef, load_agents
 from runner.localapi.conversation import (
     ConversationPlan,
@@ -340,6 +341,15 @@ class SimulationReply(Response):
         self.request = request
         self.stream = stream
         self.dropped = False
+        self._ended = False
+
+    def _finish(self, completed: bool) -> None:
+        """Free the simulation's slot once, as its last byte is handed over: a client reusing
+        the connection may send its next request before this handler has unwound, and that
+        request must not find the slot still taken (the cap would reject it spuriously)."""
+        if not self._ended:
+            self._ended = True
+            self.state.stats.simulation_ended(completed=completed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
         state = self.state
@@ -389,7 +399,7 @@ class SimulationReply(Response):
         finally:
             if client_gone:
                 stats.client_disconnects += 1
-            stats.simulation_ended(completed=completed)
+            self._finish(completed)
 
     def _retry_after_headers(self) -> list[tuple[bytes, bytes]]:
         retry_after = self.state.settings.retry_after
@@ -461,6 +471,7 @@ class SimulationReply(Response):
             await send({"type": "http.response.body", "body": line, "more_body": True})
             stats.frames_sent += 1
             stats.messages_sent += index < n_messages
+        self._finish(kind is not FaultKind.MALFORMED)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return kind is not FaultKind.MALFORMED
 
@@ -503,8 +514,9 @@ class SimulationReply(Response):
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
         stats.messages_sent += len(plan.messages)
+        self._finish(kind is not FaultKind.MALFORMED)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
         return kind is not FaultKind.MALFORMED
 
 
@@ -528,6 +540,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     app.state.localapi = state
     app.add_middleware(EdgeMiddleware, state=state)
+    testing = AgentTestingEmulator(state)
+    app.include_router(testing.router())
 
     @app.get("/_local/health", include_in_schema=False)
     async def health() -> dict[str, str]:
@@ -535,7 +549,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @app.get("/_local/stats", include_in_schema=False)
     async def stats() -> dict[str, Any]:
-        return state.snapshot()
+        return {**state.snapshot(), "agent_testing": testing.snapshot()}
 
     @app.post("/_local/stats/reset", include_in_schema=False)
     async def stats_reset() -> dict[str, Any]:

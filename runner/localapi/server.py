@@ -426,6 +426,8 @@ def start_local_api(
         threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
         if _wait_healthy(api.base_url, deadline):
             return api
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=2)  # its stdout closing can be seen before its exit status
     exit_code = process.poll()
     tail = api.stderr_tail()
     api.stop()

@@ -1,0 +1,819 @@
+"""The agent-testing backend: every scenario (x matrix cell) as a server-side simulation test.
+
+The vendor retires both simulate-conversation endpoints on 31 Oct 2026 in favour of simulation
+tests that run on its side. This backend speaks that API behind the same ``Backend`` interface,
+so the engine, retries, store and analysis do not change and a sweep fills the same tables.
+
+The mapping (pure: ``test_spec``, ``run_result``):
+
+* A job's request body becomes a ``CreateSimulationTestRequest``: the persona, first message,
+  language and the user's own variables become ``simulation_scenario`` (labelled lines, see
+  ``scenario_text``); the criteria's goal prompts become ``success_conditions`` (a scenario
+  without criteria gets ``agent_testing.default_success_condition``); ``new_turns_limit``
+  becomes ``simulation_max_turns`` (the API allows 1..50); the history ``chat_history``; the
+  specification's variables ``dynamic_variables``; tool mocks a ``selected`` mocking strategy
+  with one override per tool (keyed by tool id: on the real API key ``tool_mocks`` by tool id);
+  the user's ``llm`` ``simulated_user_model``. A user ``temperature`` has no counterpart.
+* A test is created once and found again by the content hash in its name
+  (``<name_prefix> <scenario>[ <cell>] [<hash>]``), so re-running never creates duplicates and
+  ``prune_tests`` can delete the tests a config no longer has.
+* The repeats of one (agent, test) are ONE invocation with ``repeat_count = run.repeats``
+  (chunks of 50, the API's maximum). The first job of a group to arrive starts it, or
+  re-attaches to the id recorded in ``invocations.jsonl`` by an earlier session, and polls it
+  with backoff until no run is pending (and bucketing is done, up to ``bucketing_wait``), within
+  ``agent_testing.deadline``. Every job of the group takes the run at its repeat index (runs
+  sorted by ``test_run_id``); a group already resolved answers without a request.
+* A run becomes a ``SimulationResult``: ``agent_responses`` are the messages; the merged
+  condition result is one criterion, ``success_conditions`` (named after the criteria it
+  merges), whose rationale is the summary followed by each rationale message on its own line;
+  ``credits_used`` goes to the jobs table; the result buckets holding the run go to
+  ``buckets``. ``total_secs`` is run-tests -> the poll that saw the run finished (re-attached:
+  the vendor's timestamps); the stream timings stay null. A cancelled run is the error
+  ``cancelled``.
+
+Every request goes through the shared httpx client and the error taxonomy: a failed create,
+run or poll is one failed attempt, retried by the engine like any other; the group keeps its
+invocation id, so a retry polls again and never starts a second invocation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import anyio
+import httpx
+from pydantic import Field, ValidationError
+
+from runner.config import AgentTestingConfig, Config, Job, canonical_json, iter_jobs
+from runner.errors import (
+    Action,
+    AttemptError,
+    ErrorKind,
+    Failure,
+    Phase,
+    classify_exception,
+    classify_response,
+)
+from runner.outcome import BucketRecord, SimulationResult, Timings
+from runner.wire import (
+    Analysis,
+    CriterionResult,
+    Result,
+    TranscriptMessage,
+    WireModel,
+)
+
+__all__ = [
+    "CONDITIONS_ID",
+    "INVOCATIONS_FILE",
+    "AgentTestingBackend",
+    "PruneError",
+    "PruneResult",
+    "TestInvocation",
+    "TestSpec",
+    "parse_test_hash",
+    "prune",
+    "prune_tests",
+    "run_result",
+    "scenario_text",
+    "test_spec",
+]
+
+CREATE_PATH = "/v1/convai/agent-testing/create"
+TESTS_PATH = "/v1/convai/agent-testing"
+TEST_PATH = "/v1/convai/agent-testing/{test_id}"
+RUN_PATH = "/v1/convai/agents/{agent_id}/run-tests"
+INVOCATION_PATH = "/v1/convai/test-invocations/{invocation_id}"
+
+CONDITIONS_ID = "success_conditions"
+"""Criterion id of the merged condition result in the criteria table."""
+INVOCATIONS_FILE = "invocations.jsonl"
+"""In the run directory: one line per invocation started, written (and fsync'd) at once."""
+MAX_REPEAT_COUNT = 50
+MAX_TURNS = 50
+_HASH_LEN = 16
+_LABEL_MAX = 100
+_BACKOFF = 1.5
+_ERROR_BODY_LIMIT = 64 * 1024
+
+# Labels of the scenario text's structured lines; the local API reads them back.
+FIRST_MESSAGE_LABEL = "Open the conversation by saying: "
+LANGUAGE_LABEL = "Conversation language: "
+FACTS_LABEL = "Facts you know, to give when asked: "
+
+
+# ---------------------------------------------------------------------------- wire models
+
+
+class ToolMockBehavior(WireModel):
+    """``SimulationToolMockBehaviorConfig``."""
+
+    mocking_strategy: Literal["all", "selected", "none"] = "none"
+    fallback_strategy: Literal["call_real_tool", "raise_error"] = "raise_error"
+    mocked_tool_ids: list[str] = Field(default_factory=list)
+
+
+class ToolResponseMock(WireModel):
+    """``ToolResponseMockConfig``: one mocked reply of a tool."""
+
+    mock_result: str
+    is_error: bool = False
+    parameter_conditions: list[Any] = Field(default_factory=list)
+
+
+class SimulationTest(WireModel):
+    """``CreateSimulationTestRequest`` (the definition of a simulation test)."""
+
+    type: Literal["simulation"] = "simulation"
+    name: str
+    simulation_scenario: str = ""
+    success_conditions: list[str] = Field(default_factory=list, max_length=30)
+    success_condition: str | None = None
+    simulation_max_turns: int = Field(default=5, ge=1, le=MAX_TURNS)
+    chat_history: list[TranscriptMessage] = Field(default_factory=list, max_length=200)
+    dynamic_variables: dict[str, Any] = Field(default_factory=dict)
+    tool_mock_config: ToolMockBehavior = Field(default_factory=ToolMockBehavior)
+    tool_mock_overrides: dict[str, list[ToolResponseMock]] = Field(default_factory=dict)
+    evaluation_model: str | None = None
+    simulated_user_model: str | None = None
+    parent_folder_id: str | None = None
+
+
+class CreatedTest(WireModel):
+    id: str
+
+
+class TestSummary(WireModel):
+    __test__ = False
+
+    id: str
+    name: str
+    type: str | None = None
+
+
+class TestsPage(WireModel):
+    """``GetTestsPageResponseModel``."""
+
+    __test__ = False
+
+    tests: list[TestSummary]
+    has_more: bool = False
+    next_cursor: str | None = None
+
+
+class ConditionRationale(WireModel):
+    messages: list[str] | None = None
+    summary: str | None = None
+
+
+class ConditionResult(WireModel):
+    """``TestConditionResultCommonModel``: all success conditions merged into one result."""
+
+    result: Result
+    rationale: ConditionRationale | None = None
+
+
+class TestRun(WireModel):
+    """``UnitTestRunResponseModel``. ``status`` stays a string: new statuses must not break us."""
+
+    __test__ = False
+
+    test_run_id: str
+    test_invocation_id: str | None = None
+    agent_id: str | None = None
+    test_id: str
+    test_name: str | None = None
+    status: str
+    agent_responses: list[TranscriptMessage] | None = None
+    condition_result: ConditionResult | None = None
+    last_updated_at_unix: int | None = None
+    credits_used: float | None = None
+
+
+class ResultBucket(WireModel):
+    test_run_ids: list[str]
+    title: str
+    reason: str
+    status: str
+
+
+class ResultGroup(WireModel):
+    test_id: str
+    test_name: str | None = None
+    buckets: list[ResultBucket] = Field(default_factory=list)
+
+
+class TestInvocation(WireModel):
+    """``GetTestSuiteInvocationResponseModel``."""
+
+    __test__ = False
+
+    id: str
+    agent_id: str | None = None
+    created_at: int | None = None
+    repeat_count: int | None = None
+    cancelled: bool | None = None
+    bucketing_status: str | None = None
+    result_groups: list[ResultGroup] | None = None
+    test_runs: list[TestRun]
+
+
+# ---------------------------------------------------------------------------- job -> test
+
+
+@dataclass(frozen=True, slots=True)
+class TestSpec:
+    """The simulation test one job runs: its content hash, name and create-request body."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    hash: str
+    name: str
+    body: dict[str, Any]
+    criterion_name: str
+    """Name of the merged criterion: the names of the criteria it merges."""
+
+
+def _fill(text: str, variables: dict[str, Any]) -> str:
+    """``{{name}}`` from the user's variables, as the simulate endpoints fill the persona."""
+
+    def value(match: re.Match[str]) -> str:
+        found = variables.get(match.group(1))
+        if found is None:
+            return match.group(0)
+        return found if isinstance(found, str) else json.dumps(found)
+
+    return re.sub(r"\{\{\s*([^{}]*?)\s*\}\}", value, text)
+
+
+def scenario_text(body: dict[str, Any]) -> str:
+    """``simulation_scenario``: the persona and situation, then labelled lines for the first
+    message (JSON-quoted), a non-English language and the user's own variables (JSON), which
+    have no field of their own in a simulation test."""
+    spec = body["simulation_specification"]
+    user = spec["simulated_user_config"]
+    placeholders = (user.get("dynamic_variables") or {}).get("dynamic_variable_placeholders") or {}
+    variables = {**(spec.get("dynamic_variables") or {}), **placeholders}
+    lines = [_fill((user.get("prompt") or {}).get("prompt", ""), variables).strip()]
+    extra = []
+    if user.get("first_message"):
+        first = _fill(user["first_message"], variables)
+        extra.append(FIRST_MESSAGE_LABEL + json.dumps(first, ensure_ascii=False))
+    if user.get("language", "en") != "en":
+        extra.append(LANGUAGE_LABEL + user["language"])
+    if placeholders:
+        extra.append(FACTS_LABEL + canonical_json(placeholders))
+    if extra:
+        lines += ["", *extra]
+    return "\n".join(lines).strip()
+
+
+def _tool_mocks(spec: dict[str, Any]) -> dict[str, Any]:
+    mocks: dict[str, Any] = spec.get("tool_mock_config") or {}
+    if not mocks:
+        return {}
+    return {
+        "tool_mock_config": {
+            "mocking_strategy": "selected",
+            "fallback_strategy": "call_real_tool",
+            "mocked_tool_ids": sorted(mocks),
+        },
+        "tool_mock_overrides": {
+            name: [
+                {
+                    "mock_result": mock.get("default_return_value", "Tool Called."),
+                    "is_error": mock.get("default_is_error", False),
+                }
+            ]
+            for name, mock in sorted(mocks.items())
+        },
+    }
+
+
+def _label(job: Job) -> str:
+    label = job.scenario_id
+    if job.matrix:
+        label += " " + ",".join(f"{axis}={value}" for axis, value in job.matrix)
+    label = " ".join(label.replace("[", "(").replace("]", ")").split())
+    return label if len(label) <= _LABEL_MAX else label[: _LABEL_MAX - 1] + "…"
+
+
+def test_spec(job: Job, options: AgentTestingConfig) -> TestSpec:
+    """The simulation test for ``job`` (the same for every agent and repeat).
+
+    The hash covers the job's request body and the test built from it, so a changed scenario,
+    cell or mapping is a new test, and two cells the API cannot tell apart (e.g. differing only
+    in temperature) are still two tests.
+    """
+    body = job.body
+    spec = body["simulation_specification"]
+    user = spec["simulated_user_config"]
+    criteria = body.get("extra_evaluation_criteria") or []
+    conditions = [c["conversation_goal_prompt"] for c in criteria] or [
+        options.default_success_condition
+    ]
+    test: dict[str, Any] = {
+        "type": "simulation",
+        "simulation_scenario": scenario_text(body),
+        "success_conditions": conditions,
+        "simulation_max_turns": max(1, min(int(body.get("new_turns_limit", 5)), MAX_TURNS)),
+    }
+    if spec.get("partial_conversation_history"):
+        test["chat_history"] = spec["partial_conversation_history"]
+    if spec.get("dynamic_variables"):
+        test["dynamic_variables"] = spec["dynamic_variables"]
+    test.update(_tool_mocks(spec))
+    llm = (user.get("prompt") or {}).get("llm")
+    if llm:
+        test["simulated_user_model"] = llm
+    if options.evaluation_model:
+        test["evaluation_model"] = options.evaluation_model
+    if options.folder_id:
+        test["parent_folder_id"] = options.folder_id
+    digest = hashlib.sha256(canonical_json({"body": body, "test": test}).encode()).hexdigest()
+    test_hash = digest[:_HASH_LEN]
+    name = f"{options.name_prefix} {_label(job)} [{test_hash}]"
+    names = [c.get("name") or c["id"] for c in criteria] or ["default success condition"]
+    return TestSpec(
+        hash=test_hash,
+        name=name,
+        body={"name": name, **test},
+        criterion_name="; ".join(names),
+    )
+
+
+def parse_test_hash(name: str, prefix: str) -> str | None:
+    """The content hash in a test name this prefix owns, else None (not ours: never touched)."""
+    if not name.startswith(prefix + " "):
+        return None
+    match = re.search(rf" \[([0-9a-f]{{{_HASH_LEN}}})\]$", name)
+    return match.group(1) if match else None
+
+
+def repeat_window(repeat: int, repeats: int) -> tuple[int, int]:
+    """(first repeat, repeat_count) of the invocation that runs ``repeat``: chunks of 50."""
+    start = repeat - repeat % MAX_REPEAT_COUNT
+    return start, min(MAX_REPEAT_COUNT, repeats - start)
+
+
+# ---------------------------------------------------------------------------- run -> result
+
+
+def _rationale_text(condition: ConditionResult | None, status: str) -> tuple[str, str]:
+    """(summary, rationale): the summary, then each rationale message on its own line."""
+    rationale = condition.rationale if condition else None
+    summary = (rationale.summary if rationale else None) or f"test run {status}"
+    messages = [m for m in (rationale.messages or []) if m] if rationale else []
+    return summary, "\n".join([summary, *(f"- {m}" for m in messages)])
+
+
+def run_result(
+    run: TestRun,
+    *,
+    criterion_name: str,
+    buckets: list[BucketRecord],
+    total_secs: float | None,
+) -> SimulationResult:
+    """A finished (passed / failed) test run as a ``SimulationResult`` (see the module doc)."""
+    condition = run.condition_result
+    if condition is not None:
+        result: Result = condition.result
+    else:
+        result = "success" if run.status == "passed" else "failure"
+    summary, rationale = _rationale_text(condition, run.status)
+    messages = list(run.agent_responses or [])
+    analysis = Analysis(
+        call_successful=result,
+        transcript_summary=summary,
+        evaluation_criteria_results={
+            CONDITIONS_ID: CriterionResult(
+                criteria_id=CONDITIONS_ID, result=result, rationale=rationale
+            )
+        },
+        call_summary_title=buckets[0].title if buckets else None,
+    )
+    return SimulationResult(
+        http_status=200,
+        messages=messages,
+        arrivals=[None] * len(messages),
+        analysis=analysis,
+        timings=Timings(total=total_secs, frames=None),
+        credits_used=None if run.credits_used is None else round(run.credits_used),
+        criterion_names={CONDITIONS_ID: criterion_name},
+        buckets=buckets,
+    )
+
+
+def run_buckets(invocation: TestInvocation, run: TestRun) -> list[BucketRecord]:
+    return [
+        BucketRecord(
+            invocation_id=invocation.id,
+            test_id=group.test_id,
+            test_run_id=run.test_run_id,
+            title=bucket.title,
+            reason=bucket.reason,
+            status=bucket.status,
+            runs=len(bucket.test_run_ids),
+        )
+        for group in invocation.result_groups or []
+        for bucket in group.buckets
+        if run.test_run_id in bucket.test_run_ids
+    ]
+
+
+def _cancelled(invocation_id: str, run_id: str | None) -> AttemptError:
+    what = f"test run {run_id}" if run_id else "its test run"
+    return AttemptError(
+        Failure(
+            ErrorKind.CANCELLED,
+            Action.FAIL_JOB,
+            f"{what} of test invocation {invocation_id} was cancelled",
+        )
+    )
+
+
+# ---------------------------------------------------------------------------- HTTP
+
+
+async def request_json(
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    *,
+    json_body: Any = None,
+    params: dict[str, Any] | None = None,
+) -> Any:
+    """One API call: its JSON reply, or ``AttemptError`` classified by the error taxonomy."""
+    phase: Phase = "connect"
+    try:
+        request = client.build_request(method, path, json=json_body, params=params)
+        response = await client.send(request, stream=True)
+        phase = "headers"
+        try:
+            if response.status_code >= 300:
+                body = b""
+                async for chunk in response.aiter_raw():
+                    body += chunk
+                    if len(body) > _ERROR_BODY_LIMIT:
+                        break
+                failure = classify_response(response.status_code, body, response.headers)
+                raise AttemptError(failure)
+            phase = "body"
+            raw = await response.aread()
+        finally:
+            await response.aclose()
+    except (httpx.HTTPError, OSError) as exc:
+        raise AttemptError(classify_exception(exc, phase)) from exc
+    try:
+        return json.loads(raw) if raw.strip() else None
+    except ValueError as exc:
+        message = f"{method} {path}: reply is not JSON: {exc}".splitlines()[0][:300]
+        raise AttemptError(Failure(ErrorKind.MALFORMED, Action.RETRY, message)) from exc
+
+
+M = TypeVar("M", bound=WireModel)
+
+
+def _parse(model: type[M], data: Any, what: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        message = f"{what}: unexpected reply: {exc}".replace("\n", " ")[:300]
+        raise AttemptError(Failure(ErrorKind.MALFORMED, Action.RETRY, message)) from exc
+
+
+async def list_tests(
+    client: httpx.AsyncClient, prefix: str, folder_id: str | None
+) -> list[TestSummary]:
+    """Every test whose name this prefix owns (all pages)."""
+    found: list[TestSummary] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"search": prefix, "page_size": 100}
+        if cursor:
+            params["cursor"] = cursor
+        if folder_id:
+            params["parent_folder_id"] = folder_id
+        page = _parse(
+            TestsPage, await request_json(client, "GET", TESTS_PATH, params=params), "list"
+        )
+        found += [t for t in page.tests if parse_test_hash(t.name, prefix) is not None]
+        if not page.has_more or not page.next_cursor or page.next_cursor == cursor:
+            return found
+        cursor = page.next_cursor
+
+
+# ---------------------------------------------------------------------------- the backend
+
+
+GroupKey = tuple[str, str, int, int]
+"""(agent id, test hash, first repeat, repeat_count): one invocation."""
+
+
+@dataclass
+class _Group:
+    """The invocation that runs the repeats of one (agent, test), shared by their jobs."""
+
+    key: GroupKey
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    invocation_id: str | None = None
+    attached: bool = False
+    """Re-attached to an id recorded by an earlier session (not started by this one)."""
+    sent_at: float | None = None
+    deadline_at: float | None = None
+    runs_done_at: float | None = None
+    seen_done: dict[str, float] = field(default_factory=dict)
+    final: TestInvocation | None = None
+
+
+class AgentTestingBackend:
+    """``Backend`` over the agent-testing API (see the module docstring for the mapping)."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        options: AgentTestingConfig,
+        *,
+        repeats: int,
+        run_dir: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        if not options.name_prefix:
+            raise ValueError("agent_testing.name_prefix must be set (load_config fills it in)")
+        self.client = client
+        self.options = options
+        self.prefix = options.name_prefix
+        self.repeats = repeats
+        self.record_path = run_dir / INVOCATIONS_FILE if run_dir is not None else None
+        self._clock = clock
+        self._sleep = sleep
+        self._tests: dict[str, str] | None = None  # hash -> test id, once listed
+        self._index_lock = anyio.Lock()
+        self._test_locks: dict[str, anyio.Lock] = {}
+        self._groups: dict[GroupKey, _Group] = {}
+        self._recorded: dict[GroupKey, str] = dict(read_records(self.record_path))
+        self.tests_created = 0
+        self.invocations_started = 0
+        self.reattached = 0
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def simulate(self, job: Job) -> SimulationResult:
+        spec = test_spec(job, self.options)
+        test_id = await self._test_id(spec)
+        start, count = repeat_window(job.repeat, self.repeats)
+        key: GroupKey = (job.agent_id, spec.hash, start, count)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = _Group(key)
+        async with group.lock:
+            if group.final is None:
+                await self._drive(group, job, test_id, count)
+        assert group.final is not None and group.invocation_id is not None
+        return self._take(group, spec, job.repeat - start, count)
+
+    # -------------------------------------------------------------- tests
+
+    async def _test_id(self, spec: TestSpec) -> str:
+        async with self._index_lock:
+            if self._tests is None:
+                listed = await list_tests(self.client, self.prefix, self.options.folder_id)
+                index: dict[str, str] = {}
+                for test in sorted(listed, key=lambda t: t.id):
+                    index.setdefault(parse_test_hash(test.name, self.prefix) or "", test.id)
+                self._tests = index
+        tests = self._tests
+        if spec.hash in tests:
+            return tests[spec.hash]
+        lock = self._test_locks.setdefault(spec.hash, anyio.Lock())
+        async with lock:
+            if spec.hash not in tests:
+                reply = await request_json(self.client, "POST", CREATE_PATH, json_body=spec.body)
+                tests[spec.hash] = _parse(CreatedTest, reply, "create test").id
+                self.tests_created += 1
+        return tests[spec.hash]
+
+    # -------------------------------------------------------------- invocations
+
+    async def _start(self, group: _Group, job: Job, test_id: str, count: int) -> None:
+        body = {
+            "tests": [{"test_id": test_id}],
+            "repeat_count": count,
+            "name": f"{self.prefix} {_label(job)}"[:200],
+        }
+        sent = self._clock()
+        reply = await request_json(
+            self.client, "POST", RUN_PATH.format(agent_id=job.agent_id), json_body=body
+        )
+        invocation = _parse(TestInvocation, reply, "run tests")
+        group.invocation_id, group.attached, group.sent_at = invocation.id, False, sent
+        group.deadline_at = sent + self.options.deadline
+        self._recorded[group.key] = invocation.id
+        self.invocations_started += 1
+        if self.record_path is not None:
+            line = {
+                "agent_id": group.key[0],
+                "test_hash": group.key[1],
+                "first_repeat": group.key[2],
+                "repeat_count": group.key[3],
+                "test_id": test_id,
+                "invocation_id": invocation.id,
+            }
+            await anyio.to_thread.run_sync(append_record, self.record_path, line)
+
+    async def _drive(self, group: _Group, job: Job, test_id: str, count: int) -> None:
+        """Start or re-attach, then poll until finished (or raise what went wrong)."""
+        o = self.options
+        if group.invocation_id is None:
+            recorded = self._recorded.get(group.key)
+            if recorded is not None:
+                group.invocation_id, group.attached = recorded, True
+                self.reattached += 1
+            else:
+                await self._start(group, job, test_id, count)
+        if group.deadline_at is None:
+            group.deadline_at = self._clock() + o.deadline
+        delay = o.poll_interval
+        while True:
+            deadline = group.deadline_at
+            assert group.invocation_id is not None and deadline is not None
+            path = INVOCATION_PATH.format(invocation_id=group.invocation_id)
+            try:
+                reply = await request_json(self.client, "GET", path)
+            except AttemptError as exc:
+                if exc.failure.kind is ErrorKind.NOT_FOUND and group.attached:
+                    # The recorded invocation is gone (e.g. a restarted local API): the only
+                    # way to a result is a new one.
+                    self._recorded.pop(group.key, None)
+                    group.invocation_id = None
+                    await self._start(group, job, test_id, count)
+                    continue
+                raise
+            invocation = _parse(TestInvocation, reply, f"test invocation {group.invocation_id}")
+            now = self._clock()
+            for run in invocation.test_runs:
+                if run.status != "pending":
+                    group.seen_done.setdefault(run.test_run_id, now)
+            pending = not invocation.test_runs or any(
+                r.status == "pending" for r in invocation.test_runs
+            )
+            if invocation.cancelled or not pending:
+                runs_done_at = group.runs_done_at = group.runs_done_at or now
+                bucketing = invocation.bucketing_status == "pending" and not invocation.cancelled
+                if not bucketing or now >= min(deadline, runs_done_at + o.bucketing_wait):
+                    group.final = invocation
+                    return
+            elif now >= deadline:
+                raise AttemptError(
+                    Failure(
+                        ErrorKind.TOTAL_TIMEOUT,
+                        Action.FAIL_JOB,
+                        f"test invocation {invocation.id}: runs still pending after "
+                        f"{o.deadline:g}s (agent_testing.deadline); run again to re-attach",
+                    )
+                )
+            await self._sleep(min(delay, max(0.0, deadline - now)))
+            delay = min(delay * _BACKOFF, o.poll_interval_max)
+
+    def _take(self, group: _Group, spec: TestSpec, index: int, count: int) -> SimulationResult:
+        """The job's run (its repeat index among the runs sorted by id) as a result."""
+        invocation = group.final
+        assert invocation is not None
+        runs = sorted(invocation.test_runs, key=lambda r: r.test_run_id)
+        if index >= len(runs):
+            if invocation.cancelled:
+                raise _cancelled(invocation.id, None)
+            raise AttemptError(
+                Failure(
+                    ErrorKind.MALFORMED,
+                    Action.FAIL_JOB,
+                    f"test invocation {invocation.id} has {len(runs)} run(s), expected {count}",
+                )
+            )
+        run = runs[index]
+        if run.status in ("cancelled", "pending"):  # pending here: the invocation was cancelled
+            raise _cancelled(invocation.id, run.test_run_id)
+        total: float | None = None
+        if group.sent_at is not None and run.test_run_id in group.seen_done:
+            total = group.seen_done[run.test_run_id] - group.sent_at
+        elif run.last_updated_at_unix is not None and invocation.created_at is not None:
+            total = float(max(0, run.last_updated_at_unix - invocation.created_at))
+        return run_result(
+            run,
+            criterion_name=spec.criterion_name,
+            buckets=run_buckets(invocation, run),
+            total_secs=total,
+        )
+
+
+# ---------------------------------------------------------------------------- the record
+
+
+def append_record(path: Path, line: dict[str, Any]) -> None:
+    """Append one invocation and fsync: a kill -9 right after must not lose the id."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(line, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_records(path: Path | None) -> Iterator[tuple[GroupKey, str]]:
+    """Recorded invocations, oldest first (a later line for the same group wins); a line cut
+    short by a crash is skipped."""
+    if path is None or not path.exists():
+        return
+    for text in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(text)
+            key: GroupKey = (
+                str(row["agent_id"]),
+                str(row["test_hash"]),
+                int(row["first_repeat"]),
+                int(row["repeat_count"]),
+            )
+            yield key, str(row["invocation_id"])
+        except (ValueError, KeyError, TypeError):
+            continue
+
+
+# ---------------------------------------------------------------------------- prune
+
+
+class PruneError(Exception):
+    """``tests prune`` cannot run or a request failed; ``str(e)`` is one line."""
+
+
+@dataclass
+class PruneResult:
+    kept: int
+    """Tests of this config found and kept."""
+    deleted: list[tuple[str, str]]
+    """(id, name) of every test deleted (or, with ``dry_run``, to delete)."""
+    dry_run: bool
+
+
+def config_test_hashes(cfg: Config) -> set[str]:
+    """Hashes of every test the config's jobs use (repeat 0 covers every scenario and cell)."""
+    hashes: set[str] = set()
+    for job in iter_jobs(cfg):
+        if job.repeat > 0:
+            break
+        hashes.add(test_spec(job, cfg.target.agent_testing).hash)
+    return hashes
+
+
+async def prune_tests(
+    cfg: Config, client: httpx.AsyncClient, *, dry_run: bool = False
+) -> PruneResult:
+    """Delete the tests named with this config's prefix whose hash the config no longer has."""
+    options = cfg.target.agent_testing
+    assert options.name_prefix
+    keep = config_test_hashes(cfg)
+    try:
+        tests = await list_tests(client, options.name_prefix, options.folder_id)
+        stale = [t for t in tests if parse_test_hash(t.name, options.name_prefix) not in keep]
+        if not dry_run:
+            for test in stale:
+                await request_json(client, "DELETE", TEST_PATH.format(test_id=test.id))
+    except AttemptError as exc:
+        raise PruneError(exc.failure.message) from exc
+    return PruneResult(
+        kept=len(tests) - len(stale),
+        deleted=[(t.id, t.name) for t in stale],
+        dry_run=dry_run,
+    )
+
+
+def prune(cfg: Config, *, base_url: str | None = None, dry_run: bool = False) -> PruneResult:
+    """Blocking ``prune_tests`` against ``base_url`` or the config's target (the CLI's entry)."""
+    from runner.client import make_http_client
+    from runner.sweep import SetupError, read_api_key
+
+    url = base_url or cfg.target.base_url
+    if url == "local":
+        raise PruneError(
+            "target.base_url is 'local': the bundled local API keeps tests only while it runs; "
+            "give --base-url of a running one (e.g. `make serve`)"
+        )
+    try:
+        api_key = read_api_key(cfg) if base_url is None else None
+    except SetupError as exc:
+        raise PruneError(str(exc)) from exc
+    if base_url is not None:  # a server given on the command line: a key only if there is one
+        api_key = os.environ.get(cfg.target.api_key_env) or None
+
+    async def main() -> PruneResult:
+        async with make_http_client(url, api_key, cfg.target.timeouts, 4) as client:
+            return await prune_tests(cfg, client, dry_run=dry_run)
+
+    return anyio.run(main)

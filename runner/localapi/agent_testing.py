@@ -1,0 +1,713 @@
+"""The local API's agent-testing endpoints: simulation tests that run on the server, later.
+
+The vendor's successor to the simulate endpoints (``shared/reference/simulate-conversation.md``,
+last section), emulated with the same conversation model, judge, timing and faults as the
+simulate endpoints, so the agent-testing backend is tested end to end over a real socket:
+
+* ``POST /v1/convai/agent-testing/create`` stores a simulation test (other test types: 422);
+  ``GET`` / ``DELETE /v1/convai/agent-testing/{id}`` and ``GET /v1/convai/agent-testing``
+  (paged; ``search`` in the name, ``parent_folder_id``) read and remove them.
+* ``POST /v1/convai/agents/{agent_id}/run-tests`` answers at once with an invocation whose runs
+  (tests x ``repeat_count``) are ``pending``. Each run then plays in the background:
+  ``plan_conversation`` on the request the test describes, a sleep of the conversation's
+  simulated duration x ``--time-scale``, then ``passed`` or ``failed`` by the judge's verdict on
+  the success conditions. With ``repeat_count > 1`` the runs are bucketed afterwards (after the
+  analysis delay): one bucket per (status, call title).
+* ``GET /v1/convai/test-invocations/{id}``, ``GET /v1/convai/test-invocations`` (paged, by
+  ``agent_id``) and ``POST /v1/convai/test-invocations/{id}/cancel``.
+
+A test as a simulate request: ``simulation_scenario`` is the persona, except the labelled lines
+the runner writes for the first message, the language and the user's facts (see
+``runner.agent_testing.scenario_text``); success condition n is the extra criterion
+``condition_<n>``; ``simulation_max_turns`` is ``new_turns_limit``; the tools that
+``tool_mock_config`` mocks (a tool's id is its name here) reply with their first
+``tool_mock_overrides`` entry, or an error when there is none and the fallback is
+``raise_error``; ``chat_history`` and ``dynamic_variables`` pass through.
+
+The merged result is the judge's call outcome over the conditions (failure if any failed,
+success if one succeeded, else unknown); a run ``passed`` only on success. ``credits_used`` is a
+local figure: one credit per 10 tokens of the conversation's ``llm_usage``. Runs queue behind
+``--max-concurrency`` rather than being refused, and count as simulations in ``/_local/stats``.
+Every request draws a fault like a simulate request: a POST that draws an error, a dropped
+connection or a malformed reply does nothing (the server never processed it); a stall delays
+the reply; a GET's malformed reply is its body cut in half. State lives in memory: a restarted
+server knows no test and no invocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import secrets
+import socket
+import struct
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+from pydantic import Field, model_validator
+
+from runner.agent_testing import (
+    FACTS_LABEL,
+    FIRST_MESSAGE_LABEL,
+    LANGUAGE_LABEL,
+    MAX_REPEAT_COUNT,
+    SimulationTest,
+)
+from runner.localapi.agents import AgentDef
+from runner.localapi.conversation import ConversationPlan, message_json, plan_conversation
+from runner.localapi.faults import (
+    ERROR_REPLY_KINDS,
+    FaultKind,
+    derive_seed,
+    error_reply,
+)
+from runner.localapi.judge import call_outcome
+from runner.wire import (
+    DynamicVariablesConfig,
+    EvaluationCriterion,
+    PromptConfig,
+    SimulatedUserConfig,
+    SimulationRequest,
+    SimulationSpecification,
+    ToolMockConfig,
+    WireModel,
+)
+
+if TYPE_CHECKING:
+    from runner.localapi.app import LocalAPIState
+
+__all__ = ["AgentTestingEmulator", "parse_scenario", "simulation_request"]
+
+_CRITERION_PROMPT_MAX = 2000
+_DEFAULT_CAP_HEADER = 1000
+_DISCONNECT_WAIT_SECS = 5.0
+
+
+# ---------------------------------------------------------------------------- request bodies
+
+
+class CreateSimulationTestBody(SimulationTest):
+    """``CreateSimulationTestRequest`` as the server validates it."""
+
+    @model_validator(mode="after")
+    def _has_condition(self) -> CreateSimulationTestBody:
+        if not self.success_conditions and not self.success_condition:
+            raise ValueError("at least one of success_condition or success_conditions is required")
+        return self
+
+    @property
+    def conditions(self) -> list[str]:
+        return list(self.success_conditions) or [self.success_condition or ""]
+
+
+class SingleTestRun(WireModel):
+    test_id: str
+
+
+class RunTestsBody(WireModel):
+    """``RunAgentTestsRequestModel``."""
+
+    tests: list[SingleTestRun] = Field(min_length=1, max_length=5000)
+    repeat_count: int = Field(default=1, ge=1, le=MAX_REPEAT_COUNT)
+    name: str | None = None
+    branch_id: str | None = None
+    agent_config_override: dict[str, Any] | None = None
+
+
+# ---------------------------------------------------------------------------- test -> request
+
+
+def parse_scenario(text: str) -> tuple[str, str, str, dict[str, Any]]:
+    """(persona, first message, language, the user's facts) from ``simulation_scenario``."""
+    persona: list[str] = []
+    first, language, facts = "", "en", {}
+    for line in text.splitlines():
+        if line.startswith(FIRST_MESSAGE_LABEL):
+            rest = line.removeprefix(FIRST_MESSAGE_LABEL)
+            try:
+                value = json.loads(rest)
+            except ValueError:
+                value = rest
+            first = value if isinstance(value, str) else rest
+        elif line.startswith(LANGUAGE_LABEL):
+            language = line.removeprefix(LANGUAGE_LABEL).strip() or "en"
+        elif line.startswith(FACTS_LABEL):
+            try:
+                value = json.loads(line.removeprefix(FACTS_LABEL))
+            except ValueError:
+                value = None
+            facts = value if isinstance(value, dict) else {}
+        else:
+            persona.append(line)
+    return "\n".join(persona).strip(), first, language, facts
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def simulation_request(
+    test: CreateSimulationTestBody, tool_names: Iterable[str] = ()
+) -> SimulationRequest:
+    """The simulate request a simulation test describes (see the module docstring)."""
+    persona, first, language, facts = parse_scenario(test.simulation_scenario)
+    behaviour = test.tool_mock_config
+
+    def mocked(tool: str) -> bool:
+        if behaviour.mocking_strategy == "all":
+            return True
+        return behaviour.mocking_strategy == "selected" and tool in behaviour.mocked_tool_ids
+
+    mocks: dict[str, ToolMockConfig] = {}
+    for tool in sorted({*tool_names, *test.tool_mock_overrides}):
+        if not mocked(tool):
+            continue
+        overrides = test.tool_mock_overrides.get(tool) or []
+        if overrides:
+            mock = overrides[0]
+            mocks[tool] = ToolMockConfig(
+                default_return_value=mock.mock_result, default_is_error=mock.is_error
+            )
+        elif behaviour.fallback_strategy == "raise_error":
+            mocks[tool] = ToolMockConfig(
+                default_return_value="No mock matched this tool call.", default_is_error=True
+            )
+    criteria = [
+        EvaluationCriterion(
+            id=f"condition_{i}",
+            name=_clip(condition, 80),
+            conversation_goal_prompt=condition[:_CRITERION_PROMPT_MAX],
+        )
+        for i, condition in enumerate(test.conditions, start=1)
+    ]
+    return SimulationRequest(
+        simulation_specification=SimulationSpecification(
+            simulated_user_config=SimulatedUserConfig(
+                first_message=first,
+                language=language,
+                prompt=PromptConfig(prompt=persona, llm=test.simulated_user_model),
+                dynamic_variables=(
+                    DynamicVariablesConfig(dynamic_variable_placeholders=facts) if facts else None
+                ),
+            ),
+            tool_mock_config=mocks or None,
+            partial_conversation_history=test.chat_history or None,
+            dynamic_variables=test.dynamic_variables or None,
+        ),
+        extra_evaluation_criteria=criteria,
+        new_turns_limit=test.simulation_max_turns,
+    )
+
+
+# ---------------------------------------------------------------------------- state
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+@dataclass
+class _Test:
+    id: str
+    body: CreateSimulationTestBody
+    created_at: int
+    updated_at: int
+
+
+@dataclass
+class _Run:
+    id: str
+    test: _Test
+    status: str = "pending"
+    responses: list[dict[str, Any]] | None = None
+    condition: dict[str, Any] | None = None
+    credits: int | None = None
+    title: str | None = None
+    updated_at: int = field(default_factory=_now)
+
+
+@dataclass
+class _Invocation:
+    id: str
+    agent_id: str
+    created_at: int
+    repeat_count: int
+    name: str | None
+    runs: list[_Run]
+    cancelled: bool = False
+    bucketing_status: str | None = None
+    result_groups: list[dict[str, Any]] = field(default_factory=list)
+    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"detail": {"status": code, "message": message}}, status_code=status)
+
+
+class _DropConnection(Response):
+    """Close the request's connection without a reply: RST (``reset``) or FIN."""
+
+    def __init__(self, state: LocalAPIState, *, reset: bool) -> None:
+        self.background = None
+        self.status_code = 200
+        self.raw_headers = []
+        self.state = state
+        self.reset = reset
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # type: ignore[override]
+        transport = self.state.transport_of(scope)
+        if transport is None:  # not under the bundled server: a 503 is the nearest thing
+            await _error(503, "service_unavailable", "connection dropped")(scope, receive, send)
+            return
+        if self.reset:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+        else:
+            transport.close()
+        with anyio.move_on_after(_DISCONNECT_WAIT_SECS):
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+
+class AgentTestingEmulator:
+    """In-memory tests and invocations of one server, and the routes that serve them."""
+
+    def __init__(self, state: LocalAPIState) -> None:
+        self.state = state
+        self.salt = secrets.token_hex(3)  # ids of a restarted server never repeat old ones
+        self.tests: dict[str, _Test] = {}
+        self.invocations: dict[str, _Invocation] = {}
+        self.counts: Counter[str] = Counter()
+        self.run_counts: dict[bytes, int] = {}
+        self._serial = 0
+        self._slots: asyncio.Semaphore | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    def _id(self, kind: str) -> str:
+        self._serial += 1
+        return f"{kind}_{self.salt}{self._serial:08d}"
+
+    def snapshot(self) -> dict[str, int]:
+        """Counters for ``/_local/stats`` (key ``agent_testing``)."""
+        keys = (
+            "tests_created",
+            "tests_deleted",
+            "invocations_created",
+            "runs_started",
+            "runs_completed",
+            "runs_cancelled",
+            "invocation_polls",
+        )
+        return {k: self.counts[k] for k in keys} | {"tests": len(self.tests)}
+
+    # -------------------------------------------------------------- faults
+
+    async def _fault(self, *, mutating: bool) -> tuple[Response | None, bool]:
+        """(reply to send instead, truncate the real reply) for this request's fault draw."""
+        state = self.state
+        kind = state.next_fault().kind
+        if kind is None:
+            return None, False
+        state.stats.fault_injected(kind.value)
+        if kind in ERROR_REPLY_KINDS:
+            status, body = error_reply(
+                kind, limit=state.settings.max_concurrency or _DEFAULT_CAP_HEADER
+            )
+            retry_after = state.settings.retry_after
+            headers = (
+                {"retry-after": f"{retry_after:g}"}
+                if status == 429 and retry_after is not None
+                else None
+            )
+            return JSONResponse(body, status_code=status, headers=headers), False
+        if kind in (FaultKind.RESET, FaultKind.DISCONNECT):
+            state.stats.stream_broken(kind.value)
+            return _DropConnection(state, reset=kind is FaultKind.RESET), False
+        if kind is FaultKind.STALL:
+            await anyio.sleep(state.settings.faults.stall_secs)
+            return None, False
+        state.stats.stream_broken("malformed")
+        if mutating:
+            return Response(b'{"detail": {"sta', media_type="application/json"), False
+        return None, True
+
+    @staticmethod
+    def _json(payload: Any, truncate: bool = False) -> Response:
+        body = json.dumps(payload).encode()
+        return Response(body[: len(body) // 2] if truncate else body, media_type="application/json")
+
+    # -------------------------------------------------------------- JSON views
+
+    def test_json(self, test: _Test) -> dict[str, Any]:
+        """``GetSimulationTestResponseModel``."""
+        data = test.body.model_dump(mode="json", exclude_none=True)
+        data["chat_history"] = [message_json(m) for m in test.body.chat_history]
+        return {"id": test.id, **data}
+
+    @staticmethod
+    def test_summary(test: _Test) -> dict[str, Any]:
+        """``UnitTestSummaryResponseModel``."""
+        return {
+            "id": test.id,
+            "name": test.body.name,
+            "type": "simulation",
+            "entity_type": "test",
+            "created_at_unix_secs": test.created_at,
+            "last_updated_at_unix_secs": test.updated_at,
+            "folder_parent_id": test.body.parent_folder_id,
+        }
+
+    def run_json(self, invocation: _Invocation, run: _Run) -> dict[str, Any]:
+        """``UnitTestRunResponseModel``."""
+        info = run.test.body.model_dump(mode="json", exclude_none=True, exclude={"name"})
+        info["chat_history"] = [message_json(m) for m in run.test.body.chat_history]
+        data: dict[str, Any] = {
+            "test_run_id": run.id,
+            "test_invocation_id": invocation.id,
+            "agent_id": invocation.agent_id,
+            "status": run.status,
+            "test_id": run.test.id,
+            "test_name": run.test.body.name,
+            "agent_responses": run.responses,
+            "condition_result": run.condition,
+            "test_info": info,
+            "last_updated_at_unix": run.updated_at,
+            "metadata": {
+                "workspace_id": "local",
+                "test_name": run.test.body.name,
+                "ran_by_user_email": "local@localhost",
+                "test_type": "simulation",
+            },
+        }
+        if run.credits is not None:
+            data["credits_used"] = run.credits
+        return data
+
+    def invocation_json(self, invocation: _Invocation) -> dict[str, Any]:
+        """``GetTestSuiteInvocationResponseModel``."""
+        data: dict[str, Any] = {
+            "id": invocation.id,
+            "agent_id": invocation.agent_id,
+            "created_at": invocation.created_at,
+            "repeat_count": invocation.repeat_count,
+            "cancelled": invocation.cancelled,
+            "bucketing_status": invocation.bucketing_status,
+            "result_groups": invocation.result_groups,
+            "test_runs": [self.run_json(invocation, run) for run in invocation.runs],
+        }
+        if invocation.name is not None:
+            data["name"] = invocation.name
+        return data
+
+    @staticmethod
+    def invocation_summary(invocation: _Invocation) -> dict[str, Any]:
+        """``TestInvocationSummaryResponseModel``."""
+        statuses = Counter(run.status for run in invocation.runs)
+        return {
+            "id": invocation.id,
+            "agent_id": invocation.agent_id,
+            "created_at_unix_secs": invocation.created_at,
+            "repeat_count": invocation.repeat_count,
+            "test_run_count": len(invocation.runs),
+            "passed_count": statuses["passed"],
+            "failed_count": statuses["failed"],
+            "pending_count": statuses["pending"],
+            "title": invocation.name or f"{len(invocation.runs)} test run(s)",
+        }
+
+    # -------------------------------------------------------------- running
+
+    def _plan(self, agent: AgentDef, test: _Test) -> ConversationPlan:
+        tools = [i.tool.name for i in agent.intents if i.tool is not None]
+        request = simulation_request(test.body, tools)
+        canonical = json.dumps(
+            test.body.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+        )
+        key = hashlib.sha256(f"{agent.agent_id}\0{canonical}".encode()).digest()
+        n = self.run_counts.get(key, 0)
+        self.run_counts[key] = n + 1
+        seed = derive_seed(self.state.seed, "agent-testing", agent.agent_id, canonical, n)
+        return plan_conversation(agent, request, random.Random(seed), self.state.settings.timing)
+
+    def _finish(self, run: _Run, plan: ConversationPlan) -> None:
+        analysis = plan.analysis
+        n = len(run.test.body.conditions)
+        results = [
+            analysis.evaluation_criteria_results[f"condition_{i}"]
+            for i in range(1, n + 1)
+            if f"condition_{i}" in analysis.evaluation_criteria_results
+        ]
+        merged = call_outcome(results)
+        met = sum(r.result == "success" for r in results)
+        tokens = 0
+        for planned in plan.messages:
+            usage = planned.message.llm_usage
+            for model in usage.model_usage.values() if usage else ():
+                for part in (model.input, model.output_total):
+                    tokens += part.tokens if part else 0
+        run.status = "passed" if merged == "success" else "failed"
+        run.responses = [message_json(m.message) for m in plan.messages]
+        run.condition = {
+            "result": merged,
+            "rationale": {
+                "messages": [r.rationale for r in results],
+                "summary": f"{met} of {len(results)} success condition(s) met. "
+                + analysis.transcript_summary,
+            },
+        }
+        run.credits = max(1, round(tokens / 10))
+        run.title = analysis.call_summary_title
+        run.updated_at = _now()
+        self.state.stats.messages_sent += len(plan.messages)
+
+    async def _execute(self, invocation: _Invocation, run: _Run, agent: AgentDef) -> None:
+        """One run in the background: queue for a slot, play the conversation, judge it."""
+        stats = self.state.stats
+        cap = self.state.settings.max_concurrency
+        if cap is not None and self._slots is None:
+            self._slots = asyncio.Semaphore(cap)
+        try:
+            if self._slots is not None:
+                await self._slots.acquire()
+            try:
+                self.counts["runs_started"] += 1
+                stats.simulation_started()
+                completed = False
+                try:
+                    plan = self._plan(agent, run.test)
+                    delay = sum(m.delay_secs for m in plan.messages) + plan.analysis_delay_secs
+                    await asyncio.sleep(delay * self.state.settings.time_scale)
+                    self._finish(run, plan)
+                    completed = True
+                    self.counts["runs_completed"] += 1
+                finally:
+                    stats.simulation_ended(completed=completed)
+            finally:
+                if self._slots is not None:
+                    self._slots.release()
+        except asyncio.CancelledError:
+            self._cancel_run(run)  # cancelling this task is how a run is cancelled
+        finally:
+            invocation.tasks.pop(run.id, None)
+            self._after_run(invocation)
+
+    def _cancel_run(self, run: _Run) -> None:
+        if run.status == "pending":
+            run.status = "cancelled"
+            run.updated_at = _now()
+            self.counts["runs_cancelled"] += 1
+
+    def _after_run(self, invocation: _Invocation) -> None:
+        """Once every run is done: bucket them (``repeat_count > 1``) after the analysis delay."""
+        if invocation.repeat_count <= 1 or invocation.bucketing_status is not None:
+            return
+        if any(run.status == "pending" for run in invocation.runs):
+            return
+        invocation.bucketing_status = "pending"
+        delay = self.state.settings.timing.analysis_secs * self.state.settings.time_scale
+        self._spawn(self._bucket_later(invocation, delay))
+
+    async def _bucket_later(self, invocation: _Invocation, delay: float) -> None:
+        await asyncio.sleep(delay)
+        groups = []
+        for test_id in dict.fromkeys(run.test.id for run in invocation.runs):
+            runs = [r for r in invocation.runs if r.test.id == test_id]
+            judged = [r for r in runs if r.status in ("passed", "failed")]
+            buckets: dict[tuple[str, str], list[_Run]] = {}
+            for run in judged:
+                buckets.setdefault((run.status, run.title or "Conversation"), []).append(run)
+            groups.append(
+                {
+                    "test_id": test_id,
+                    "test_name": runs[0].test.body.name,
+                    "buckets": [
+                        {
+                            "test_run_ids": [r.id for r in members],
+                            "title": f"{status.capitalize()}: {title}",
+                            "reason": f"{len(members)} of {len(runs)} run(s) {status}. "
+                            + _clip(
+                                (members[0].condition or {})
+                                .get("rationale", {})
+                                .get("summary", ""),
+                                240,
+                            ),
+                            "status": status,
+                        }
+                        for (status, title), members in buckets.items()
+                    ],
+                }
+            )
+        invocation.result_groups = groups
+        any_judged = any(g["buckets"] for g in groups)
+        invocation.bucketing_status = "completed" if any_judged else "failed"
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)  # a reference, or the loop may drop the task
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # -------------------------------------------------------------- routes
+
+    def router(self) -> APIRouter:
+        router = APIRouter()
+        state = self.state
+
+        @router.post("/v1/convai/agent-testing/create")
+        async def create_test(body: CreateSimulationTestBody) -> Response:
+            fault, _ = await self._fault(mutating=True)
+            if fault is not None:
+                return fault
+            now = _now()
+            test = _Test(self._id("test"), body, now, now)
+            self.tests[test.id] = test
+            self.counts["tests_created"] += 1
+            return self._json({"id": test.id})
+
+        @router.get("/v1/convai/agent-testing")
+        async def list_tests(
+            cursor: str | None = None,
+            page_size: Annotated[int, Query(ge=1, le=100)] = 30,
+            search: str | None = None,
+            parent_folder_id: str | None = None,
+        ) -> Response:
+            fault, truncate = await self._fault(mutating=False)
+            if fault is not None:
+                return fault
+            tests = list(self.tests.values())
+            if search:
+                needle = search.lower()
+                tests = [t for t in tests if needle in t.body.name.lower()]
+            if parent_folder_id is not None:
+                folder = None if parent_folder_id == "root" else parent_folder_id
+                tests = [t for t in tests if t.body.parent_folder_id == folder]
+            start = int(cursor) if cursor is not None and cursor.isdigit() else 0
+            more = start + page_size < len(tests)
+            page = {
+                "tests": [self.test_summary(t) for t in tests[start : start + page_size]],
+                "has_more": more,
+                "next_cursor": str(start + page_size) if more else None,
+            }
+            return self._json(page, truncate)
+
+        @router.get("/v1/convai/agent-testing/{test_id}")
+        async def get_test(test_id: str) -> Response:
+            test = self.tests.get(test_id)
+            if test is None:
+                return _test_not_found(test_id)
+            fault, truncate = await self._fault(mutating=False)
+            return fault or self._json(self.test_json(test), truncate)
+
+        @router.delete("/v1/convai/agent-testing/{test_id}")
+        async def delete_test(test_id: str) -> Response:
+            if test_id not in self.tests:
+                return _test_not_found(test_id)
+            fault, _ = await self._fault(mutating=True)
+            if fault is not None:
+                return fault
+            del self.tests[test_id]
+            self.counts["tests_deleted"] += 1
+            return self._json({})
+
+        @router.post("/v1/convai/agents/{agent_id}/run-tests")
+        async def run_tests(agent_id: str, body: RunTestsBody) -> Response:
+            agent = state.agents.get(agent_id)
+            if agent is None:
+                return _error(404, "agent_not_found", f"Agent with id {agent_id!r} was not found.")
+            missing = [t.test_id for t in body.tests if t.test_id not in self.tests]
+            if missing:
+                return _test_not_found(missing[0])
+            fault, _ = await self._fault(mutating=True)
+            if fault is not None:
+                return fault
+            invocation = _Invocation(
+                id=self._id("tinv"),
+                agent_id=agent_id,
+                created_at=_now(),
+                repeat_count=body.repeat_count,
+                name=body.name,
+                runs=[
+                    _Run(self._id("trun"), self.tests[t.test_id])
+                    for t in body.tests
+                    for _ in range(body.repeat_count)
+                ],
+            )
+            self.invocations[invocation.id] = invocation
+            self.counts["invocations_created"] += 1
+            for run in invocation.runs:
+                invocation.tasks[run.id] = self._spawn(self._execute(invocation, run, agent))
+            return self._json(self.invocation_json(invocation))
+
+        @router.get("/v1/convai/test-invocations")
+        async def list_invocations(
+            agent_id: str | None = None,
+            page_size: Annotated[int, Query(ge=1, le=100)] = 30,
+            cursor: str | None = None,
+        ) -> Response:
+            fault, truncate = await self._fault(mutating=False)
+            if fault is not None:
+                return fault
+            found = [
+                i
+                for i in reversed(self.invocations.values())
+                if agent_id is None or i.agent_id == agent_id
+            ]
+            start = int(cursor) if cursor is not None and cursor.isdigit() else 0
+            more = start + page_size < len(found)
+            page = {
+                "results": [self.invocation_summary(i) for i in found[start : start + page_size]],
+                "has_more": more,
+                "next_cursor": str(start + page_size) if more else None,
+                "meta": {"page": start // page_size, "page_size": page_size, "total": len(found)},
+            }
+            return self._json(page, truncate)
+
+        @router.get("/v1/convai/test-invocations/{test_invocation_id}")
+        async def get_invocation(test_invocation_id: str) -> Response:
+            invocation = self.invocations.get(test_invocation_id)
+            if invocation is None:
+                return _invocation_not_found(test_invocation_id)
+            fault, truncate = await self._fault(mutating=False)
+            if fault is not None:
+                return fault
+            self.counts["invocation_polls"] += 1
+            return self._json(self.invocation_json(invocation), truncate)
+
+        @router.post("/v1/convai/test-invocations/{test_invocation_id}/cancel")
+        async def cancel_invocation(test_invocation_id: str) -> Response:
+            invocation = self.invocations.get(test_invocation_id)
+            if invocation is None:
+                return _invocation_not_found(test_invocation_id)
+            fault, _ = await self._fault(mutating=True)
+            if fault is not None:
+                return fault
+            invocation.cancelled = True
+            for run in invocation.runs:
+                self._cancel_run(run)
+            for task in list(invocation.tasks.values()):
+                task.cancel()
+            self._after_run(invocation)
+            return self._json({})
+
+        return router
+
+
+def _test_not_found(test_id: str) -> JSONResponse:
+    return _error(404, "test_not_found", f"Test with id {test_id!r} was not found.")
+
+
+def _invocation_not_found(invocation_id: str) -> JSONResponse:
+    return _error(
+        404, "test_invocation_not_found", f"Test invocation {invocation_id!r} was not found."
+    )
