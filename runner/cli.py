@@ -35,7 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a sweep config and write results/<run>/")
     run.add_argument("config", type=Path, help="sweep config (YAML)")
     run.add_argument("--name", help="run name (default: run.name or the config's file name)")
-    run.add_argument("--concurrency", type=int, help="override run.concurrency")
+    run.add_argument(
+        "--concurrency",
+        type=_concurrency,
+        help="override run.concurrency: a number, or 'auto' to find the server's quota",
+    )
     run.add_argument("--limit", type=int, help="run only the first N jobs of the sweep")
     run.add_argument("--results", type=Path, default=Path("results"), help="results root")
     run.add_argument(
@@ -62,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tests_command(sub)
     _add_analysis_commands(sub)
     return parser
+
+
+def _concurrency(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number or 'auto' (got {text!r})") from None
 
 
 def _err(message: str) -> None:

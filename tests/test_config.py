@@ -142,7 +142,11 @@ def test_elevenlabs_config_targets_the_real_api_without_a_key() -> None:
     assert not cfg.target.is_local
     assert cfg.target.base_url == "https://api.elevenlabs.io"
     assert cfg.target.api_key_env == "ELEVENLABS_API_KEY"
-    assert cfg.run.concurrency == 4 and cfg.target.timeouts.first_byte == 240
+    assert (
+        cfg.run.concurrency == "auto"
+        and cfg.run.max_concurrency == 30
+        and cfg.target.timeouts.first_byte == 240
+    )
 
 
 def test_sweep_config_shows_the_matrix() -> None:

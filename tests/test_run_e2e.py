@@ -275,7 +275,7 @@ def test_a_missing_key_for_a_remote_target_is_a_clear_error(tmp_path: Path) -> N
 
 def test_dry_run_prints_the_count_and_requests_and_sends_nothing(tmp_path: Path) -> None:
     config = sweep_config(tmp_path, "http://127.0.0.1:9")
-    done = _cli("run", str(config), "--dry-run")
+    done = _cli("run", str(config), "--dry-run", "--concurrency", "auto")
     assert done.returncode == 0, done.stderr
     assert "24 job(s)" in done.stdout
     assert '"simulation_specification"' in done.stdout
