@@ -127,12 +127,20 @@ def _readable_parts(run_dir: Path, table: str) -> list[Path]:
     return good
 
 
-def _scan(paths: list[Path], schema: pl.Schema) -> pl.LazyFrame:
+def _scan(paths: list[Path], schema: pl.Schema, *, with_part: bool = False) -> pl.LazyFrame:
+    """One streaming scan over part files; ``with_part`` adds each row's part file name."""
+    columns = [pl.col(name).cast(dtype) for name, dtype in schema.items()]
+    if with_part:
+        columns.append(pl.col("_path").str.extract(r"([^/\\]+)$").alias("_part"))
     if not paths:
-        return pl.LazyFrame(schema=schema)
-    return pl.scan_parquet(paths, missing_columns="insert", extra_columns="ignore").select(
-        [pl.col(name).cast(dtype) for name, dtype in schema.items()]
-    )
+        empty = {**schema, "_part": pl.String()} if with_part else schema
+        return pl.LazyFrame(schema=empty)
+    return pl.scan_parquet(
+        paths,
+        missing_columns="insert",
+        extra_columns="ignore",
+        include_file_paths="_path" if with_part else None,
+    ).select(columns)
 
 
 def scan_parts(run_dir: Path, axes: Iterable[str] = ()) -> dict[str, pl.LazyFrame]:
@@ -151,22 +159,16 @@ def scan_parts(run_dir: Path, axes: Iterable[str] = ()) -> dict[str, pl.LazyFram
             if n.startswith("matrix.")
         ]
     schema = jobs_schema(axes)
-    jobs_all: pl.LazyFrame
-    if jobs_paths:
-        jobs_all = pl.concat(
-            [_scan([p], schema).with_columns(pl.lit(p.name).alias("_part")) for p in jobs_paths],
-            how="vertical",
-        )
-    else:
-        jobs_all = pl.LazyFrame(schema={**schema, "_part": pl.String()})
     winners = (
-        jobs_all.with_columns((pl.col("status") == "ok").alias("_ok"))
+        _scan(jobs_paths, schema, with_part=True)
+        .with_columns((pl.col("status") == "ok").alias("_ok"))
         .sort(["job_key", "_ok", "finished_at"], nulls_last=False)
         .group_by("job_key", maintain_order=True)
         .last()
         .select(*schema.names(), "_part")
     )
-    ok_parts = winners.filter(pl.col("status") == "ok").select("job_key", "_part")
+    # small (two strings per job) and needed by every child table: computed once, not per table
+    ok_parts = winners.filter(pl.col("status") == "ok").select("job_key", "_part").collect().lazy()
     out = {"jobs": winners.drop("_part").sort(["started_at", "job_key"])}
     for table in TABLES:
         if table.name in ("jobs",):
@@ -176,13 +178,7 @@ def scan_parts(run_dir: Path, axes: Iterable[str] = ()) -> dict[str, pl.LazyFram
         if table is ATTEMPTS:
             out[table.name] = _scan(paths, schema_t)
             continue
-        if paths:
-            frame = pl.concat(
-                [_scan([p], schema_t).with_columns(pl.lit(p.name).alias("_part")) for p in paths],
-                how="vertical",
-            )
-        else:
-            frame = pl.LazyFrame(schema={**schema_t, "_part": pl.String()})
+        frame = _scan(paths, schema_t, with_part=True)
         out[table.name] = frame.join(ok_parts, on=["job_key", "_part"], how="semi").drop("_part")
     return out
 
