@@ -280,7 +280,22 @@ def _gaps(times: list[float]) -> tuple[float | None, float | None]:
     return sum(gaps) / len(gaps), max(gaps)
 
 
-class StreamBackend:
+class _SimulateBackend:
+    """What both simulate-conversation backends share: the client, deadlines and URLs."""
+
+    path: str
+
+    def __init__(self, client: httpx.AsyncClient, timeouts: Timeouts) -> None:
+        self.client = client
+        self.timeouts = timeouts
+        self._url = _Urls(client, self.path)
+        self._timeout = _own_deadlines(client)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class StreamBackend(_SimulateBackend):
     """``POST .../simulate-conversation/stream``, decoded incrementally as bytes arrive.
 
     Deadlines: ``first_byte`` runs from sending the request to the first frame, ``idle`` bounds
@@ -288,14 +303,7 @@ class StreamBackend:
     transport's.
     """
 
-    def __init__(self, client: httpx.AsyncClient, timeouts: Timeouts) -> None:
-        self.client = client
-        self.timeouts = timeouts
-        self._url = _Urls(client, STREAM_PATH)
-        self._timeout = _own_deadlines(client)
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
+    path = STREAM_PATH
 
     async def simulate(self, job: Job) -> SimulationResult:
         t = self.timeouts
@@ -365,17 +373,10 @@ class StreamBackend:
         )
 
 
-class BufferedBackend:
+class BufferedBackend(_SimulateBackend):
     """``POST .../simulate-conversation``: the whole conversation as one JSON reply."""
 
-    def __init__(self, client: httpx.AsyncClient, timeouts: Timeouts) -> None:
-        self.client = client
-        self.timeouts = timeouts
-        self._url = _Urls(client, BUFFERED_PATH)
-        self._timeout = _own_deadlines(client)
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
+    path = BUFFERED_PATH
 
     async def simulate(self, job: Job) -> SimulationResult:
         t = self.timeouts

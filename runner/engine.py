@@ -276,27 +276,31 @@ class Engine:
 
             started_at = datetime.now(UTC)
             t0 = time.perf_counter()
+
+            def record(status: str, http_status: int | None, f: Failure | None = None) -> None:
+                state.records.append(
+                    AttemptRecord(
+                        attempt=number,
+                        started_at=started_at,
+                        status=status,
+                        duration_secs=time.perf_counter() - t0,
+                        queue_wait_secs=queue_wait,
+                        backoff_before_secs=state.last_sleep,
+                        concurrency_limit=limit,
+                        http_status=http_status,
+                        error_kind=f.kind.value if f else None,
+                        error_message=f.message if f else None,
+                        action=f.action.value if f else None,
+                        retry_after_secs=f.retry_after if f else None,
+                    )
+                )
+
             listening = REPLY_LISTENER.set(on_reply)
             try:
                 result = await self.backend.simulate(job)
             except AttemptError as exc:
                 f = exc.failure
-                state.records.append(
-                    AttemptRecord(
-                        attempt=number,
-                        started_at=started_at,
-                        status="error",
-                        duration_secs=time.perf_counter() - t0,
-                        queue_wait_secs=queue_wait,
-                        backoff_before_secs=state.last_sleep,
-                        concurrency_limit=limit,
-                        http_status=f.status,
-                        error_kind=f.kind.value,
-                        error_message=f.message,
-                        action=f.action.value,
-                        retry_after_secs=f.retry_after,
-                    )
-                )
+                record("error", f.status, f)
                 c.failures_by_kind[f.kind.value] += 1
                 if not replied:  # a backend that does not report replies as they come
                     rejected = f.kind is ErrorKind.CONCURRENCY_LIMIT
@@ -322,18 +326,7 @@ class Engine:
                 c.in_flight -= 1
         if self._breaker:
             self._recent.append("ok")
-        state.records.append(
-            AttemptRecord(
-                attempt=number,
-                started_at=started_at,
-                status="ok",
-                duration_secs=time.perf_counter() - t0,
-                queue_wait_secs=queue_wait,
-                backoff_before_secs=state.last_sleep,
-                concurrency_limit=limit,
-                http_status=result.http_status,
-            )
-        )
+        record("ok", result.http_status)
         return JobOutcome(
             job=job,
             run_id=self.run_id,

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from runner import report
 from runner.analysis import (
     error_counts,
     error_rates,
@@ -27,22 +28,7 @@ from runner.store import Run, load_run
 if TYPE_CHECKING:
     from runner.sweep import RunReport
 
-RATE_COLUMNS = frozenset(
-    {
-        "pass_rate",
-        "ci_low",
-        "ci_high",
-        "error_rate",
-        "flaky_share",
-        "pass_at_k",
-        "pass_hat_k",
-        "a_pass_rate",
-        "b_pass_rate",
-        "diff",
-        "diff_low",
-        "diff_high",
-    }
-)
+RATE_COLUMNS = frozenset(report.RATE_COLUMNS)
 
 
 def _fmt(value: object, digits: int = 3) -> str:
