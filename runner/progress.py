@@ -68,20 +68,23 @@ async def show_progress(
         transient=False,
     )
     task = progress.add_task("", total=counters.total)
+
+    def refresh() -> None:
+        c = counters
+        progress.update(
+            task,
+            completed=c.done,
+            total=c.total,
+            description=(
+                f"ok [green]{c.ok}[/]  err [red]{c.errors}[/]  retries {c.retries}  "
+                f"{in_flight_text(c)}"
+            ),
+        )
+
     with progress:
         try:
             while True:
-                c = counters
-                progress.update(
-                    task,
-                    completed=c.done,
-                    total=c.total,
-                    description=(
-                        f"ok [green]{c.ok}[/]  err [red]{c.errors}[/]  retries {c.retries}  "
-                        f"{in_flight_text(c)}"
-                    ),
-                )
+                refresh()
                 await anyio.sleep(interval)
         finally:
-            c = counters
-            progress.update(task, completed=c.done, total=c.total)
+            refresh()  # the last frame shows the final counts, not those of 0.2 s before
