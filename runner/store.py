@@ -149,6 +149,11 @@ def scan_parts(run_dir: Path, axes: Iterable[str] = ()) -> dict[str, pl.LazyFram
     ``jobs`` keeps one row per job key: its ``ok`` row if any session finished it, else the
     latest error. Child tables keep the rows of ok jobs only from the part that holds that ok
     row, so every job appears once whichever session produced it. ``attempts`` keeps history.
+
+    Child tables hold rows of ok jobs only, and an ok job is never run again, so normally each
+    key has one row in the parts and everything streams through as it is (memory stays flat
+    however large the run). The de-duplication below, which has to hold the jobs table in
+    memory, runs only when some key really appears twice (errors re-run in a later session).
     """
     jobs_paths = _readable_parts(run_dir, "jobs")
     axes = list(axes)
@@ -159,27 +164,45 @@ def scan_parts(run_dir: Path, axes: Iterable[str] = ()) -> dict[str, pl.LazyFram
             if n.startswith("matrix.")
         ]
     schema = jobs_schema(axes)
-    winners = (
-        _scan(jobs_paths, schema, with_part=True)
-        .with_columns((pl.col("status") == "ok").alias("_ok"))
-        .sort(["job_key", "_ok", "finished_at"], nulls_last=False)
-        .group_by("job_key", maintain_order=True)
-        .last()
-        .select(*schema.names(), "_part")
+    counts = (
+        _scan(jobs_paths, schema)
+        .select(
+            pl.len().alias("rows"),
+            pl.col("job_key").n_unique().alias("keys"),
+            (pl.col("status") == "ok").sum().alias("ok_rows"),
+            pl.col("job_key").filter(pl.col("status") == "ok").n_unique().alias("ok_keys"),
+        )
+        .collect()
+        .row(0, named=True)
     )
-    # small (two strings per job) and needed by every child table: computed once, not per table
-    ok_parts = winners.filter(pl.col("status") == "ok").select("job_key", "_part").collect().lazy()
-    out = {"jobs": winners.drop("_part").sort(["started_at", "job_key"])}
+    out: dict[str, pl.LazyFrame] = {}
+    ok_parts: pl.LazyFrame | None = None
+    if counts["rows"] == counts["keys"]:
+        out["jobs"] = _scan(jobs_paths, schema)
+    else:
+        winners = (
+            _scan(jobs_paths, schema, with_part=True)
+            .with_columns((pl.col("status") == "ok").alias("_ok"))
+            .sort(["job_key", "_ok", "finished_at"], nulls_last=False)
+            .group_by("job_key", maintain_order=True)
+            .last()
+            .select(*schema.names(), "_part")
+        )
+        out["jobs"] = winners.drop("_part").sort(["started_at", "job_key"])
+        if counts["ok_rows"] != counts["ok_keys"]:
+            ok = winners.filter(pl.col("status") == "ok").select("job_key", "_part")
+            ok_parts = ok.collect().lazy()
     for table in TABLES:
-        if table.name in ("jobs",):
+        if table is JOBS:
             continue
         paths = _readable_parts(run_dir, table.name)
         schema_t = _schema(table.name)
-        if table is ATTEMPTS:
+        if table is ATTEMPTS or ok_parts is None:
             out[table.name] = _scan(paths, schema_t)
-            continue
-        frame = _scan(paths, schema_t, with_part=True)
-        out[table.name] = frame.join(ok_parts, on=["job_key", "_part"], how="semi").drop("_part")
+        else:
+            frame = _scan(paths, schema_t, with_part=True)
+            kept = frame.join(ok_parts, on=["job_key", "_part"], how="semi")
+            out[table.name] = kept.drop("_part")
     return out
 
 
