@@ -9,6 +9,7 @@ import nbformat
 import pytest
 import yaml
 from nbclient import NotebookClient
+from sweep_data import MISSING_ORDER, OFF_TOPIC, ORDER_STATUS_CRITERION
 
 import runner
 
@@ -25,25 +26,8 @@ def small_config(path: Path) -> Path:
             {"id": "agent_support", "label": "support"},
             {"id": "agent_support_lite", "label": "support-lite"},
         ],
-        "criteria": [
-            {
-                "id": "order_status_given",
-                "name": "Order status given",
-                "conversation_goal_prompt": "The agent tells the customer the order status.",
-            }
-        ],
-        "scenarios": [
-            {
-                "id": "missing_order",
-                "first_message": "My order never arrived.",
-                "prompt": "You ordered headphones, order A-10234, and they never arrived.",
-            },
-            {
-                "id": "off_topic",
-                "first_message": "What is the weather like?",
-                "prompt": "You only want to chat about the weather on Mars.",
-            },
-        ],
+        "criteria": [dict(ORDER_STATUS_CRITERION)],
+        "scenarios": [dict(MISSING_ORDER), dict(OFF_TOPIC)],
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

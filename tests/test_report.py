@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 import pytest
 import yaml
+from sweep_data import ORDER_STATUS_CRITERION, SUPPORT_SCENARIOS
 
 import runner
 from runner import analysis
@@ -45,30 +46,8 @@ def write_config(path: Path, agents: list[dict[str, str]]) -> Path:
             "retry": {"max_attempts": 3, "backoff_base": 0.01, "backoff_cap": 0.02, "jitter": 0.0},
         },
         "agents": agents,
-        "criteria": [
-            {
-                "id": "order_status_given",
-                "name": "Order status given",
-                "conversation_goal_prompt": "The agent tells the customer the order status.",
-            }
-        ],
-        "scenarios": [
-            {
-                "id": "missing_order",
-                "first_message": "My order never arrived.",
-                "prompt": "You ordered headphones, order A-10234, and they never arrived.",
-            },
-            {
-                "id": "refund",
-                "first_message": "I want a refund.",
-                "prompt": "You want a refund for a broken kettle, order B-2211.",
-            },
-            {
-                "id": "off_topic",
-                "first_message": "What is the weather like?",
-                "prompt": "You only want to chat about the weather on Mars.",
-            },
-        ],
+        "criteria": [dict(ORDER_STATUS_CRITERION)],
+        "scenarios": [dict(s) for s in SUPPORT_SCENARIOS],
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

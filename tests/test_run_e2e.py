@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 import pytest
 import yaml
+from sweep_data import ORDER_STATUS_CRITERION, SUPPORT_SCENARIOS
 
 from runner.config import iter_jobs, load_config
 from runner.localapi.server import LocalAPI, local_api_process
@@ -39,30 +40,8 @@ def sweep_config(tmp_path: Path, base_url: str, **changes: Any) -> Path:
             "retry": {"max_attempts": 4, "backoff_base": 0.01, "backoff_cap": 0.05, "jitter": 0.01},
         },
         "agents": [{"id": "agent_support"}, {"id": "agent_support_lite", "label": "lite"}],
-        "criteria": [
-            {
-                "id": "order_status_given",
-                "name": "Order status given",
-                "conversation_goal_prompt": "The agent tells the customer the order status.",
-            }
-        ],
-        "scenarios": [
-            {
-                "id": "missing_order",
-                "first_message": "My order never arrived.",
-                "prompt": "You ordered headphones, order A-10234, and they never arrived.",
-            },
-            {
-                "id": "refund",
-                "first_message": "I want a refund.",
-                "prompt": "You want a refund for a broken kettle, order B-2211.",
-            },
-            {
-                "id": "off_topic",
-                "first_message": "What is the weather like?",
-                "prompt": "You only want to chat about the weather on Mars.",
-            },
-        ],
+        "criteria": [dict(ORDER_STATUS_CRITERION)],
+        "scenarios": [dict(s) for s in SUPPORT_SCENARIOS],
         "matrix": {"language": ["en", "es"]},
     }
     for dotted, value in changes.items():
