@@ -12,7 +12,15 @@ from runner.config import Job
 from runner.errors import Action, ErrorKind, Failure
 from runner.outcome import AttemptRecord, JobOutcome, SimulationResult, Timings, outcome_rows
 from runner.schema import TABLES, jobs_schema
-from runner.store import PARTS, PartWriter, StoreError, compact, done_job_keys, load_run
+from runner.store import (
+    PARTS,
+    PartWriter,
+    StoreError,
+    compact,
+    done_job_keys,
+    load_run,
+    table_frame,
+)
 from runner.wire import (
     Analysis,
     CriterionResult,
@@ -203,3 +211,49 @@ def test_an_unwritable_results_directory_is_a_clear_error(tmp_path: Path) -> Non
     blocker.write_text("not a directory")
     with pytest.raises(StoreError, match="cannot write results to"):
         PartWriter(blocker / "run", "s1", ()).prepare()
+
+
+_CALL = {"request_id": "r1", "tool_name": "lookup_order", "params_as_json": '{"id": "A-1"}'}
+_RESULT = {
+    "request_id": "r1",
+    "tool_name": "lookup_order",
+    "result_value": "shipped",
+    "is_error": False,
+    "tool_latency_secs": 0.25,
+}
+
+
+@pytest.mark.parametrize(
+    "tool_calls",
+    [
+        [[], [], []],  # the common case: no tool used
+        [[_CALL], [], [_CALL, {**_CALL, "request_id": "r2", "tool_name": None}]],
+        [[_CALL], [_CALL], [_CALL]],
+        [None, [_CALL], []],  # None is read as no calls
+    ],
+)
+def test_table_frame_builds_tool_lists_like_polars_row_constructor(tool_calls: list) -> None:
+    rows = [
+        {
+            "job_key": "k",
+            "index": i,
+            "role": "agent",
+            "message": f"m{i}",
+            "time_in_call_secs": i,
+            "arrival_secs": 0.5 * i,
+            "tool_calls": calls,
+            "tool_results": [_RESULT] * len(calls or []),
+            "interrupted": False,
+            "input_tokens": None,
+            "output_tokens": 3,
+        }
+        for i, calls in enumerate(tool_calls)
+    ]
+    schema = next(t.schema for t in TABLES if t.name == "messages")
+    reference = pl.DataFrame(
+        [{**r, "tool_calls": r["tool_calls"] or []} for r in rows], schema=schema, orient="row"
+    )
+    built = table_frame("messages", rows)
+    assert built.schema == schema
+    assert built.equals(reference)
+    assert built["tool_calls"].list.len().to_list() == [len(c or []) for c in tool_calls]
