@@ -46,8 +46,8 @@ fmt: $(STAMP)
 	$(BIN)/ruff format runner tests bench
 	$(BIN)/ruff check --fix runner tests bench
 
-test: $(STAMP)
-	$(BIN)/ruff check runner tests bench
+# lint first: ruff (check and format) and mypy are part of green, as the design asks
+test: lint
 	$(BIN)/python -m pytest -q
 
 clean:

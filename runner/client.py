@@ -11,6 +11,7 @@ chosen by measurement: see README, "Performance".
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import time
@@ -273,6 +274,37 @@ class _Urls:
         return url
 
 
+class _IdleWatchdog:
+    """Cancels ``scope`` when no frame has arrived for ``first`` seconds from now, or, once
+    frames flow (``touch``), for ``idle`` seconds since the last one.
+
+    One event-loop timer re-armed only when it fires (about once per ``idle``), where moving
+    a cancel scope's deadline at every read reschedules a timer per chunk. Asyncio's loop:
+    the aiohttp transport needs it anyway.
+    """
+
+    def __init__(self, scope: anyio.CancelScope, *, first: float, idle: float) -> None:
+        self._scope = scope
+        self._idle = idle
+        self._loop = asyncio.get_running_loop()
+        self._last: float | None = None
+        self._timer = self._loop.call_at(self._loop.time() + max(first, 0.0), self._check)
+
+    def touch(self) -> None:
+        self._last = self._loop.time()
+
+    def _check(self) -> None:
+        if self._last is not None:
+            due = self._last + self._idle
+            if due > self._loop.time():
+                self._timer = self._loop.call_at(due, self._check)
+                return
+        self._scope.cancel()
+
+    def stop(self) -> None:
+        self._timer.cancel()
+
+
 def _gaps(times: list[float]) -> tuple[float | None, float | None]:
     if len(times) < 2:
         return None, None
@@ -328,18 +360,23 @@ class StreamBackend(_SimulateBackend):
                     await _raise_for_status(response, maximum, current)
                     phase = "body"
                     decoder = FrameDecoder()
-                    # One scope for the whole body, its deadline moved on at every read once
-                    # frames flow: a scope per read costs more than decoding the frame.
                     left = t.first_byte - (time.perf_counter() - start)
-                    with anyio.CancelScope(deadline=anyio.current_time() + left) as read_scope:
-                        async for chunk in response.aiter_raw():
-                            frames = decoder.feed(chunk)
-                            if frames:
-                                now = time.perf_counter() - start
-                                for frame in frames:
-                                    transcript.add(frame, now)
-                            if frame_times:
-                                read_scope.deadline = anyio.current_time() + t.idle
+                    body = response.stream
+                    assert isinstance(body, httpx.AsyncByteStream)
+                    with anyio.CancelScope() as read_scope:
+                        watchdog = _IdleWatchdog(read_scope, first=left, idle=t.idle)
+                        try:
+                            # the byte stream itself: ``aiter_raw`` adds bookkeeping per chunk
+                            async for chunk in body:
+                                frames = decoder.feed(chunk)
+                                if frames:
+                                    now = time.perf_counter() - start
+                                    for frame in frames:
+                                        transcript.add(frame, now)
+                                if frame_times:
+                                    watchdog.touch()
+                        finally:
+                            watchdog.stop()
                         frames = decoder.close()
                         if frames:
                             now = time.perf_counter() - start
