@@ -24,7 +24,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -1103,7 +1103,11 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One request to send: agent x scenario x matrix cell x repeat."""
+    """One request to send: agent x scenario x matrix cell x repeat.
+
+    ``body`` is shared by every job of the same scenario and cell (read it, never change it);
+    ``content`` is that body as the exact bytes sent, encoded once for all of them.
+    """
 
     key: str
     agent_id: str
@@ -1112,6 +1116,7 @@ class Job:
     matrix: tuple[tuple[str, str], ...]
     repeat: int
     body: dict[str, Any]
+    content: bytes = b""
 
 
 def canonical_json(value: Any) -> str:
@@ -1120,8 +1125,23 @@ def canonical_json(value: Any) -> str:
 
 
 def job_key(agent_id: str, body: Mapping[str, Any], repeat: int) -> str:
-    payload = canonical_json({"agent_id": agent_id, "body": body, "repeat": repeat})
-    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+    """A job's stable identity: what is sent, to whom, and which repeat (resume relies on it)."""
+    return _key_hasher(agent_id, canonical_json(body))(repeat)
+
+
+def _key_hasher(agent_id: str, canonical_body: str) -> Callable[[int], str]:
+    """``job_key`` for one agent and body, the shared part hashed once: the same digest as
+    ``canonical_json({"agent_id", "body", "repeat"})`` (its keys sort in that order)."""
+    head = hashlib.sha256(
+        f'{{"agent_id":{canonical_json(agent_id)},"body":{canonical_body},"repeat":'.encode()
+    )
+
+    def key(repeat: int) -> str:
+        h = head.copy()
+        h.update(b"%d}" % repeat)
+        return h.hexdigest()[:24]
+
+    return key
 
 
 def _cell_text(value: Any) -> str:
@@ -1184,28 +1204,62 @@ def build_body(
     return request.to_json_body()
 
 
+REUSED_CELLS = 4096
+"""Sweeps with at most this many scenario x cell combinations build each request body once and
+reuse it for every repeat; larger ones stream their scenario files again for each repeat, so
+memory never grows with a sweep's size."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Cell:
+    """What every job of one scenario in one matrix cell shares."""
+
+    scenario_id: str
+    labels: tuple[tuple[str, str], ...]
+    body: dict[str, Any]
+    content: bytes
+    keys: tuple[Callable[[int], str], ...]  # per agent: repeat -> job key
+
+
+def _iter_cells(cfg: Config) -> Iterator[_Cell]:
+    for spec in iter_scenarios(cfg):
+        for cell in cfg.matrix_cells():
+            body = build_body(cfg, spec, cell)
+            canonical = canonical_json(body)
+            yield _Cell(
+                scenario_id=spec.id,
+                labels=tuple(sorted((axis, _cell_text(value)) for axis, value in cell)),
+                body=body,
+                content=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(),
+                keys=tuple(_key_hasher(agent.id, canonical) for agent in cfg.agents),
+            )
+
+
 def iter_jobs(cfg: Config) -> Iterator[Job]:
     """Every job, lazily: for repeat, for scenario, for matrix cell, for agent.
 
     Repeat-major order means a partial run has covered every scenario early. Scenario files
-    are streamed again (and checked unchanged since loading).
+    are streamed again (and checked unchanged since loading), unless the sweep is small enough
+    to keep its cells (``REUSED_CELLS``).
     """
+    reuse = cfg.run.repeats > 1 and scenario_count(cfg) * cfg.cell_count() <= REUSED_CELLS
+    kept: list[_Cell] = []
     for repeat in range(cfg.run.repeats):
-        for spec in iter_scenarios(cfg):
-            for cell in cfg.matrix_cells():
-                body = build_body(cfg, spec, cell)
-                labels = tuple(sorted((axis, _cell_text(value)) for axis, value in cell))
-                for agent in cfg.agents:
-                    agent_body = json.loads(json.dumps(body))  # each job owns its body
-                    yield Job(
-                        key=job_key(agent.id, agent_body, repeat),
-                        agent_id=agent.id,
-                        agent_label=agent.display,
-                        scenario_id=spec.id,
-                        matrix=labels,
-                        repeat=repeat,
-                        body=agent_body,
-                    )
+        cells = kept if reuse and repeat > 0 else _iter_cells(cfg)
+        for c in cells:
+            if reuse and repeat == 0:
+                kept.append(c)
+            for agent, key in zip(cfg.agents, c.keys, strict=True):
+                yield Job(
+                    key=key(repeat),
+                    agent_id=agent.id,
+                    agent_label=agent.display,
+                    scenario_id=c.scenario_id,
+                    matrix=c.labels,
+                    repeat=repeat,
+                    body=c.body,
+                    content=c.content,
+                )
 
 
 def _file_stats(cfg: Config, ref: ScenarioFileRef) -> tuple[str, int]:

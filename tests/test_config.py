@@ -355,13 +355,66 @@ def test_scenario_files_mix_with_inline_scenarios_in_order() -> None:
     assert by_id["yaml_2"].tags == ["menu"]
 
 
-def test_each_job_owns_its_body(tmp_path: Path) -> None:
+def test_jobs_carry_their_body_as_the_bytes_sent(tmp_path: Path) -> None:
     jobs = list(iter_jobs(load_config(write(tmp_path / "a.yaml", base_config()))))
     assert all(j.matrix == () for j in jobs)  # no matrix: one empty cell
-    jobs[0].body["new_turns_limit"] = 999
-    assert jobs[1].body["new_turns_limit"] == 12
+    for job in jobs:
+        assert json.loads(job.content) == job.body
+    # one scenario and cell: every agent and repeat shares the body, encoded once
+    same = [j for j in jobs if j.scenario_id == "s1"]
+    assert len(same) == 4 and len({id(j.content) for j in same}) == 1
     with pytest.raises(AttributeError):
         jobs[0].key = "x"  # type: ignore[misc]
+
+
+def test_job_keys_are_the_digest_of_agent_body_and_repeat(tmp_path: Path) -> None:
+    """The key's definition, written out: results on disk (resume) depend on it never drifting."""
+    import hashlib
+
+    for job in iter_jobs(load_config(write(tmp_path / "a.yaml", base_config()))):
+        payload = {"repeat": job.repeat, "body": job.body, "agent_id": job.agent_id}
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert job.key == hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+@pytest.mark.parametrize("reused", [0, 4096])
+def test_reused_cells_give_the_same_jobs_as_streaming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reused: int
+) -> None:
+    """Small sweeps build each body once for all repeats; large ones stream again. Same jobs."""
+    rows = [{"id": f"f{i}", "prompt": f"You want item {i}. Ünïcode ✓"} for i in range(5)]
+    (tmp_path / "s.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    data = base_config(
+        scenarios=[{"file": "s.jsonl"}, {"id": "inline", "prompt": "You ask about hours."}],
+        matrix={"language": ["en", "de"]},
+        run={"repeats": 3},
+    )
+    cfg = load_config(write(tmp_path / "a.yaml", data))
+    built = Counter[str]()
+    real = config_module.build_body
+
+    def counting(*args: Any) -> dict[str, Any]:
+        built["bodies"] += 1
+        return real(*args)
+
+    monkeypatch.setattr(config_module, "build_body", counting)
+    monkeypatch.setattr(config_module, "REUSED_CELLS", reused)
+    jobs = list(iter_jobs(cfg))
+    assert len(jobs) == count_jobs(cfg) == 2 * 6 * 2 * 3
+    assert built["bodies"] == 6 * 2 * (1 if reused else 3)
+    expected = [
+        (r, s, lang, a)
+        for r in range(3)
+        for s in [f"f{i}" for i in range(5)] + ["inline"]
+        for lang in ["en", "de"]
+        for a in ["agent_a", "agent_b"]
+    ]
+    assert [(j.repeat, j.scenario_id, dict(j.matrix)["language"], j.agent_id) for j in jobs] == (
+        expected
+    )
+    assert len({j.key for j in jobs}) == len(jobs)
+    monkeypatch.setattr(config_module, "REUSED_CELLS", 4096 - reused)
+    assert [(j.key, j.content) for j in iter_jobs(cfg)] == [(j.key, j.content) for j in jobs]
 
 
 def test_iter_jobs_is_lazy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
