@@ -11,7 +11,7 @@ from typing import Any
 from runner.config import Job
 from runner.errors import Failure
 from runner.schema import MATRIX_PREFIX
-from runner.wire import Analysis, TranscriptMessage
+from runner.wire import Analysis, TranscriptMessage, usage_totals
 
 
 @dataclass(slots=True)
@@ -98,19 +98,7 @@ class JobOutcome:
 
 
 def _usage_totals(message: TranscriptMessage) -> tuple[int, int, float]:
-    if message.llm_usage is None:
-        return 0, 0, 0.0
-    tokens_in = tokens_out = 0
-    price = 0.0
-    for usage in message.llm_usage.model_usage.values():
-        for category in (usage.input, usage.input_cache_read, usage.input_cache_write):
-            if category is not None:
-                tokens_in += category.tokens
-                price += category.price
-        if usage.output_total is not None:
-            tokens_out += usage.output_total.tokens
-            price += usage.output_total.price
-    return tokens_in, tokens_out, price
+    return usage_totals(message.llm_usage)
 
 
 def job_row(outcome: JobOutcome) -> dict[str, Any]:

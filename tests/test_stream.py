@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.stream import FrameDecoder, StreamDecodeError, Transcript, decode_frame, decode_stream
-from runner.wire import StreamFrame
+from runner.wire import StreamFrame, usage_totals
 
 # The three lines of the example in shared/reference/simulate-conversation.md, verbatim.
 REFERENCE_LINES = [
@@ -172,6 +172,30 @@ def test_unknown_keys_are_kept() -> None:
     assert frame.model_extra == {"x_frame_extra": "kept"}
     assert frame.simulated_conversation is not None
     assert frame.simulated_conversation[1].model_extra == {"x_unknown": {"k": [1]}}
+
+
+def test_llm_usage_is_validated_summed_and_keeps_unknown_keys() -> None:
+    usage = {
+        "model_usage": {
+            "gpt-4o": {
+                "input": {"tokens": 100, "price": 0.5, "x_new": 1},
+                "input_cache_read": {"tokens": 20, "price": 0.01},
+                "output_total": {"tokens": 7, "price": 0.25},
+            },
+            "gemini-2.5-flash": {"input": None, "output_total": {"tokens": 3}},
+        },
+        "x_usage_extra": True,
+    }
+    message = {"role": "agent", "time_in_call_secs": 1, "message": "Hi", "llm_usage": usage}
+    (frame,) = decode_stream([json.dumps({"simulated_conversation": [message]}).encode()])
+    assert frame.simulated_conversation is not None
+    parsed = frame.simulated_conversation[0].llm_usage
+    assert parsed == usage  # unknown keys kept at every level
+    assert usage_totals(parsed) == (120, 10, 0.76)
+    assert usage_totals(None) == (0, 0, 0.0)
+    bad = {**message, "llm_usage": {"model_usage": {"m": {"input": {"tokens": "many"}}}}}
+    with pytest.raises(StreamDecodeError, match=r"llm_usage\.model_usage\.m\.input\.tokens"):
+        decode_stream([json.dumps({"simulated_conversation": [bad]}).encode()])
 
 
 @pytest.mark.parametrize("conversation", [None, [], "absent"])

@@ -79,6 +79,7 @@ from runner.wire import (
     SimulationSpecification,
     ToolMockConfig,
     WireModel,
+    usage_totals,
 )
 
 if TYPE_CHECKING:
@@ -452,10 +453,8 @@ class AgentTestingEmulator:
         met = sum(r.result == "success" for r in results)
         tokens = 0
         for planned in plan.messages:
-            usage = planned.message.llm_usage
-            for model in usage.model_usage.values() if usage else ():
-                for part in (model.input, model.output_total):
-                    tokens += part.tokens if part else 0
+            tokens_in, tokens_out, _ = usage_totals(planned.message.llm_usage)
+            tokens += tokens_in + tokens_out
         run.status = "passed" if merged == "success" else "failed"
         run.responses = [message_json(m.message) for m in plan.messages]
         run.condition = {
