@@ -27,7 +27,7 @@ from runner.adaptive import ConcurrencyController, Signal, SignalKind
 from runner.client import REPLY_LISTENER, Backend
 from runner.config import Job, RetryPolicy
 from runner.errors import Action, AttemptError, ErrorKind, Failure
-from runner.outcome import AttemptRecord, JobOutcome, outcome_rows
+from runner.outcome import AttemptRecord, Batch, JobOutcome
 from runner.ratelimit import TokenBucket
 
 MAX_RETRY_AFTER = 900.0
@@ -380,7 +380,7 @@ class Engine:
     async def run(
         self,
         jobs: Iterable[Job],
-        write: Callable[[dict[str, list[dict]]], None],
+        write: Callable[[Batch], None],
         *,
         batch_jobs: int = 200,
         batch_secs: float = 2.0,
@@ -401,7 +401,7 @@ class Engine:
     async def _run(
         self,
         jobs: Iterable[Job],
-        write: Callable[[dict[str, list[dict]]], None],
+        write: Callable[[Batch], None],
         batch_jobs: int,
         batch_secs: float,
         n_workers: int,
@@ -459,31 +459,27 @@ class Engine:
     async def _writer(
         self,
         recv: ObjectReceiveStream[JobOutcome],
-        write: Callable[[dict[str, list[dict]]], None],
+        write: Callable[[Batch], None],
         batch_jobs: int,
         batch_secs: float,
     ) -> None:
         """Collect finished jobs and flush them in batches; the last flush survives cancellation."""
-        batch: dict[str, list[dict]] = {}
-        count = 0
+        batch = Batch()
         last = time.monotonic()
 
         async def flush() -> None:
-            nonlocal batch, count, last
-            if count:
-                rows, batch, count = batch, {}, 0
-                await anyio.to_thread.run_sync(write, rows)
+            nonlocal batch, last
+            if batch.jobs:
+                full, batch = batch, Batch()
+                await anyio.to_thread.run_sync(write, full)
             last = time.monotonic()
 
         try:
             async with recv:
                 while True:
                     with anyio.move_on_after(max(batch_secs - (time.monotonic() - last), 0.01)):
-                        outcome = await recv.receive()
-                        for table, rows in outcome_rows(outcome).items():
-                            batch.setdefault(table, []).extend(rows)
-                        count += 1
-                    if count >= batch_jobs or time.monotonic() - last >= batch_secs:
+                        batch.add(await recv.receive())
+                    if batch.jobs >= batch_jobs or time.monotonic() - last >= batch_secs:
                         await flush()
         except anyio.EndOfStream:
             pass

@@ -10,7 +10,7 @@ from typing import Any
 
 from runner.config import Job
 from runner.errors import Failure
-from runner.schema import MATRIX_PREFIX
+from runner.schema import MATRIX_PREFIX, TABLES
 from runner.wire import Analysis, TranscriptMessage, usage_totals
 
 
@@ -97,25 +97,19 @@ class JobOutcome:
         return "ok" if self.ok else "error"
 
 
-def _usage_totals(message: TranscriptMessage) -> tuple[int, int, float]:
-    return usage_totals(message.llm_usage)
-
-
-def job_row(outcome: JobOutcome) -> dict[str, Any]:
+def job_row(outcome: JobOutcome, usage: tuple[int, int, float] | None = None) -> dict[str, Any]:
+    """The job's row without its matrix columns (``Batch`` spreads those per axis).
+    ``usage``: the conversation's token and price totals, when already summed."""
     job = outcome.job
     last = outcome.attempts[-1] if outcome.attempts else None
     result = outcome.result
     timings = result.timings if result else Timings()
     analysis = result.analysis if result else None
-    tokens_in = tokens_out = 0
-    price = 0.0
-    if result:
-        for message in result.messages:
-            t_in, t_out, p = _usage_totals(message)
-            tokens_in += t_in
-            tokens_out += t_out
-            price += p
-    row: dict[str, Any] = {
+    if result and usage is None:
+        totals = [usage_totals(m.llm_usage) for m in result.messages]
+        usage = (sum(t[0] for t in totals), sum(t[1] for t in totals), sum(t[2] for t in totals))
+    tokens_in, tokens_out, price = usage if result and usage else (None, None, None)
+    return {
         "run_id": outcome.run_id,
         "job_key": job.key,
         "agent_id": job.agent_id,
@@ -143,55 +137,35 @@ def job_row(outcome: JobOutcome) -> dict[str, Any]:
         "call_success_score": analysis.call_success_score if analysis else None,
         "transcript_summary": analysis.transcript_summary if analysis else None,
         "call_summary_title": analysis.call_summary_title if analysis else None,
-        "input_tokens": tokens_in if result else None,
-        "output_tokens": tokens_out if result else None,
-        "llm_price": price if result else None,
+        "input_tokens": tokens_in,
+        "output_tokens": tokens_out,
+        "llm_price": price,
         "credits_used": result.credits_used if result else None,
     }
-    for axis, value in job.matrix:
-        row[MATRIX_PREFIX + axis] = value
-    return row
 
 
-def message_rows(outcome: JobOutcome) -> list[dict[str, Any]]:
-    result = outcome.result
-    if result is None:
-        return []
-    rows = []
-    for index, (message, arrival) in enumerate(zip(result.messages, result.arrivals, strict=True)):
-        tokens_in, tokens_out, _ = _usage_totals(message)
-        rows.append(
-            {
-                "job_key": outcome.job.key,
-                "index": index,
-                "role": message.role,
-                "message": message.message,
-                "time_in_call_secs": message.time_in_call_secs,
-                "arrival_secs": arrival,
-                "tool_calls": [
-                    {
-                        "request_id": c.request_id,
-                        "tool_name": c.tool_name,
-                        "params_as_json": c.params_as_json,
-                    }
-                    for c in message.tool_calls
-                ],
-                "tool_results": [
-                    {
-                        "request_id": r.request_id,
-                        "tool_name": r.tool_name,
-                        "result_value": r.result_value,
-                        "is_error": r.is_error,
-                        "tool_latency_secs": r.tool_latency_secs,
-                    }
-                    for r in message.tool_results
-                ],
-                "interrupted": message.interrupted,
-                "input_tokens": tokens_in if message.llm_usage else None,
-                "output_tokens": tokens_out if message.llm_usage else None,
-            }
-        )
-    return rows
+def _tool_calls(message: TranscriptMessage) -> list[dict[str, Any]] | None:
+    if not message.tool_calls:
+        return None  # the store reads None as []
+    return [
+        {"request_id": c.request_id, "tool_name": c.tool_name, "params_as_json": c.params_as_json}
+        for c in message.tool_calls
+    ]
+
+
+def _tool_results(message: TranscriptMessage) -> list[dict[str, Any]] | None:
+    if not message.tool_results:
+        return None
+    return [
+        {
+            "request_id": r.request_id,
+            "tool_name": r.tool_name,
+            "result_value": r.result_value,
+            "is_error": r.is_error,
+            "tool_latency_secs": r.tool_latency_secs,
+        }
+        for r in message.tool_results
+    ]
 
 
 def criteria_rows(outcome: JobOutcome) -> list[dict[str, Any]]:
@@ -272,13 +246,96 @@ def bucket_rows(outcome: JobOutcome) -> list[dict[str, Any]]:
     ]
 
 
+MATRIX_CELLS = "_matrix"
+"""The ``jobs`` column holding each job's matrix cell; the store spreads it into one
+``matrix.<axis>`` column per axis."""
+
+
+class Batch:
+    """Finished jobs shaped as table columns, ready to become Polars frames.
+
+    Columns rather than a dict per row: a simulation's messages are twenty-odd rows, and a dict
+    for each, then a frame built row by row, cost about twice the CPU of appending to columns.
+    """
+
+    def __init__(self) -> None:
+        self.jobs = 0
+        self.columns: dict[str, dict[str, list[Any]]] = {
+            t.name: {name: [] for name in t.schema.names()} for t in TABLES
+        }
+        self.columns["jobs"][MATRIX_CELLS] = []
+
+    def __len__(self) -> int:
+        return self.jobs
+
+    def add(self, outcome: JobOutcome) -> None:
+        """Every row one finished job contributes, to every table."""
+        self.jobs += 1
+        usage = self._add_messages(outcome)
+        jobs = self.columns["jobs"]
+        for name, value in job_row(outcome, usage).items():
+            jobs[name].append(value)
+        jobs[MATRIX_CELLS].append(outcome.job.matrix)
+        for table, rows in (
+            ("criteria", criteria_rows(outcome)),
+            ("data_collection", data_collection_rows(outcome)),
+            ("attempts", attempt_rows(outcome)),
+            ("buckets", bucket_rows(outcome)),
+        ):
+            columns = self.columns[table]
+            for row in rows:
+                for name, value in row.items():
+                    columns[name].append(value)
+
+    def _add_messages(self, outcome: JobOutcome) -> tuple[int, int, float] | None:
+        """The conversation's messages; returns its token and price totals."""
+        result = outcome.result
+        if result is None:
+            return None
+        c = self.columns["messages"]
+        n = len(result.messages)
+        c["job_key"].extend([outcome.job.key] * n)
+        c["index"].extend(range(n))
+        c["arrival_secs"].extend(result.arrivals)
+        role, text, in_call = c["role"], c["message"], c["time_in_call_secs"]
+        calls, tool_results, interrupted = c["tool_calls"], c["tool_results"], c["interrupted"]
+        input_tokens, output_tokens = c["input_tokens"], c["output_tokens"]
+        total_in = total_out = 0
+        price = 0.0
+        for message in result.messages:
+            role.append(message.role)
+            text.append(message.message)
+            in_call.append(message.time_in_call_secs)
+            calls.append(_tool_calls(message))
+            tool_results.append(_tool_results(message))
+            interrupted.append(message.interrupted)
+            if message.llm_usage:
+                t_in, t_out, p = usage_totals(message.llm_usage)
+                input_tokens.append(t_in)
+                output_tokens.append(t_out)
+                total_in += t_in
+                total_out += t_out
+                price += p
+            else:
+                input_tokens.append(None)
+                output_tokens.append(None)
+        return total_in, total_out, price
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        """One table's rows as dicts (for tests and debugging; the store reads columns)."""
+        columns = self.columns[table]
+        names = [n for n in columns if n != MATRIX_CELLS]
+        out = []
+        for i in range(len(columns[names[0]])):
+            row = {name: columns[name][i] for name in names}
+            if table == "jobs":
+                row.update({MATRIX_PREFIX + a: v for a, v in columns[MATRIX_CELLS][i]})
+            out.append(row)
+        return out
+
+
 def outcome_rows(outcome: JobOutcome) -> dict[str, list[dict[str, Any]]]:
     """All rows one finished job contributes, keyed by table name."""
-    return {
-        "jobs": [job_row(outcome)],
-        "messages": message_rows(outcome),
-        "criteria": criteria_rows(outcome),
-        "data_collection": data_collection_rows(outcome),
-        "attempts": attempt_rows(outcome),
-        "buckets": bucket_rows(outcome),
-    }
+    batch = Batch()
+    batch.add(outcome)
+    return {t.name: batch.rows(t.name) for t in TABLES}

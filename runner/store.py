@@ -24,7 +24,8 @@ from typing import Any
 
 import polars as pl
 
-from runner.schema import ATTEMPTS, BUCKETS, JOBS, TABLES, jobs_schema
+from runner.outcome import MATRIX_CELLS, Batch
+from runner.schema import ATTEMPTS, BUCKETS, JOBS, MATRIX_PREFIX, TABLES, jobs_schema
 
 PARTS = "parts"
 MANIFEST = "manifest.json"
@@ -56,23 +57,31 @@ def _write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def table_frame(table: str, rows: list[dict[str, Any]], axes: Iterable[str] = ()) -> pl.DataFrame:
-    """Rows of one table as a frame with exactly that table's schema.
+def table_frame(
+    table: str, columns: dict[str, list[Any]], axes: Iterable[str] = ()
+) -> pl.DataFrame:
+    """One table's columns (``Batch.columns[table]``) as a frame with exactly its schema.
 
-    List-of-struct columns (a message's tool calls and results) are built apart: Polars'
-    row constructor spends ~20 µs on each such list, even an empty one, which made building
+    List-of-struct columns (a message's tool calls and results) are built apart: Polars spends
+    ~20 µs on each such list it converts from Python, even an empty one, which made building
     the ``messages`` part the largest client cost per simulation after the HTTP itself.
     """
-    schema = jobs_schema(list(axes)) if table == "jobs" else _schema(table)
-    if not rows:
-        return pl.DataFrame(schema=schema)
+    axes = list(axes)
+    schema = jobs_schema(axes) if table == "jobs" else _schema(table)
+    columns = dict(columns)
+    cells = columns.pop(MATRIX_CELLS, None)
+    if cells is not None:
+        for axis in axes:
+            columns[MATRIX_PREFIX + axis] = [dict(cell).get(axis) for cell in cells]
+    height = len(next(iter(columns.values()), []))
+    missing = [None] * height  # columns the caller adds (attempts' run_id): null until then
     nested = [n for n, dtype in schema.items() if _is_list_of_structs(dtype)]
-    if not nested:
-        return pl.DataFrame(rows, schema=schema, orient="row")
     flat = pl.Schema([(n, dtype) for n, dtype in schema.items() if n not in nested])
-    frame = pl.DataFrame(rows, schema=flat, orient="row")
-    columns = [_list_of_structs(n, [row.get(n) for row in rows], schema[n]) for n in nested]
-    return frame.with_columns(columns).select(schema.names())
+    frame = pl.DataFrame({n: columns.get(n, missing) for n in flat}, schema=flat)
+    if not nested:
+        return frame
+    lists = [_list_of_structs(n, columns.get(n, missing), schema[n]) for n in nested]
+    return frame.with_columns(lists).select(schema.names())
 
 
 def _is_list_of_structs(dtype: pl.DataType) -> bool:
@@ -133,15 +142,15 @@ class PartWriter:
         except OSError as exc:
             raise StoreError(f"cannot write results to {self.run_dir}: {exc.strerror}") from exc
 
-    def write(self, rows: dict[str, list[dict[str, Any]]]) -> None:
+    def write(self, batch: Batch) -> None:
         """One flush: child tables first, ``jobs`` last (the commit record)."""
-        if not rows.get("jobs"):
+        if not batch.jobs:
             return
         self.seq += 1
         name = f"{self.session_id}-{self.seq:06d}.parquet"
         try:
             for table in (*(t.name for t in TABLES if t is not JOBS), "jobs"):
-                frame = table_frame(table, rows.get(table, []), self.axes)
+                frame = table_frame(table, batch.columns[table], self.axes)
                 if table == "attempts":
                     frame = frame.with_columns(pl.lit(self.session_id).alias("run_id"))
                 _write_parquet_atomic(frame, self.run_dir / PARTS / table / name)

@@ -33,6 +33,7 @@ from runner.client import Backend, BufferedBackend, StreamBackend, make_http_cli
 from runner.config import Config, Job, config_hash, count_jobs, iter_jobs, resolved_config
 from runner.engine import Counters, Engine, RunAborted
 from runner.errors import Failure
+from runner.outcome import Batch
 from runner.progress import show_progress
 from runner.store import (
     MANIFEST,
@@ -307,13 +308,13 @@ async def _run_locked(
             report.counters = engine.counters
             write_failure: list[StoreError] = []
 
-            def write(rows: dict[str, list[dict[str, Any]]]) -> None:
+            def write(batch: Batch) -> None:
                 """Runs in a worker thread. A failed write (disk full, directory gone) stops
                 the run at once: what was flushed before stays, nothing more is paid for."""
                 if write_failure:
                     return
                 try:
-                    writer.write(rows)
+                    writer.write(batch)
                 except StoreError as exc:
                     write_failure.append(exc)
                     anyio.from_thread.run_sync(engine.hard_stop)

@@ -32,7 +32,7 @@ from runner.config import Job, RetryPolicy, load_config
 from runner.engine import Counters, Engine
 from runner.errors import Action, AttemptError, ErrorKind, Failure
 from runner.localapi.server import LocalAPI
-from runner.outcome import SimulationResult, Timings
+from runner.outcome import Batch, SimulationResult, Timings
 from runner.progress import status_line
 from runner.ratelimit import TokenBucket
 from runner.store import load_run
@@ -66,9 +66,9 @@ class Sink:
     def __init__(self) -> None:
         self.rows: dict[str, list[dict]] = {}
 
-    def __call__(self, batch: dict[str, list[dict]]) -> None:
-        for table, rows in batch.items():
-            self.rows.setdefault(table, []).extend(rows)
+    def __call__(self, batch: Batch) -> None:
+        for table in batch.columns:
+            self.rows.setdefault(table, []).extend(batch.rows(table))
 
 
 def full(kind: SignalKind, c: AdaptiveLimit, **headers: int) -> Signal:

@@ -17,7 +17,7 @@ import pytest
 from runner.config import Job, RetryPolicy
 from runner.engine import Engine, RunAborted
 from runner.errors import Action, AttemptError, ErrorKind, Failure
-from runner.outcome import SimulationResult, Timings
+from runner.outcome import Batch, SimulationResult, Timings
 from runner.wire import Analysis, CriterionResult, TranscriptMessage
 
 POLICY = RetryPolicy(max_attempts=3, backoff_base=1.0, backoff_cap=8.0, jitter=0.0)
@@ -97,13 +97,13 @@ def engine_for(backend: ScriptedBackend, sleeps: Sleeps, concurrency: int = 4) -
 
 class Sink:
     def __init__(self) -> None:
-        self.batches: list[dict[str, list[dict]]] = []
+        self.batches: list[Batch] = []
 
-    def __call__(self, rows: dict[str, list[dict]]) -> None:
-        self.batches.append(rows)
+    def __call__(self, batch: Batch) -> None:
+        self.batches.append(batch)
 
     def rows(self, table: str) -> list[dict]:
-        return [r for b in self.batches for r in b.get(table, [])]
+        return [r for b in self.batches for r in b.rows(table)]
 
 
 async def test_retries_then_succeeds_and_records_every_attempt() -> None:
@@ -187,7 +187,7 @@ async def test_concurrency_cap_holds_and_every_job_is_written_once() -> None:
     assert backend.peak == 5 == counters.peak_in_flight
     keys = [r["job_key"] for r in sink.rows("jobs")]
     assert sorted(keys) == [f"k{i:04d}" for i in range(60)]
-    assert max(len(b["jobs"]) for b in sink.batches) <= 7  # flushed in batches, not at the end
+    assert max(b.jobs for b in sink.batches) <= 7  # flushed in batches, not at the end
     assert len(sink.batches) >= 60 // 7
 
 

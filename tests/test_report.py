@@ -371,6 +371,12 @@ def test_junit_xml_counts_and_messages() -> None:
 # ------------------------------------------------------------- the page, from frames
 
 
+def table_from_rows(table: str, rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """``table_frame`` from partial rows: the columns they name, nulls elsewhere."""
+    names = {n for row in rows for n in row}
+    return table_frame(table, {n: [row.get(n) for row in rows] for n in names})
+
+
 def synthetic_run(tmp_path: Path, name: str) -> Run:
     """A tiny run built in memory: one ok job and one errored job of a scenario ``name``."""
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -385,24 +391,24 @@ def synthetic_run(tmp_path: Path, name: str) -> Run:
         "time_to_analysis_secs": 1.5,
         "total_secs": 1.6,
     }
-    jobs = table_frame(
+    jobs = table_from_rows(
         "jobs",
         [
             job | {"job_key": "k0", "repeat": 0, "status": "ok"},
             job | {"job_key": "k1", "repeat": 1, "status": "error", "error_kind": "server_error"},
         ],
     )
-    criteria = table_frame(
+    criteria = table_from_rows(
         "criteria", [{"job_key": "k0", "criterion_id": "c&1", "result": "success"}]
     )
-    messages = table_frame(
+    messages = table_from_rows(
         "messages",
         [
             {"job_key": "k0", "index": 0, "role": "user", "arrival_secs": 0.3},
             {"job_key": "k0", "index": 1, "role": "agent", "arrival_secs": 0.9},
         ],
     )
-    attempts = table_frame(
+    attempts = table_from_rows(
         "attempts",
         [
             {"job_key": k, "attempt": 1, "started_at": t0, "status": s, "duration_secs": 1.0}
@@ -410,7 +416,7 @@ def synthetic_run(tmp_path: Path, name: str) -> Run:
             for k, s in (("k0", "ok"), ("k1", "error"))
         ],
     )
-    empty = table_frame("data_collection", [])
+    empty = table_from_rows("data_collection", [])
     return Run(tmp_path, {"run_name": "<x>"}, jobs, messages, criteria, empty, attempts)
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from runner.config import Job
 from runner.errors import Action, ErrorKind, Failure
-from runner.outcome import AttemptRecord, JobOutcome, SimulationResult, Timings, outcome_rows
-from runner.schema import TABLES, jobs_schema
+from runner.outcome import AttemptRecord, Batch, JobOutcome, SimulationResult, Timings
+from runner.schema import ATTEMPTS, JOBS, TABLES, jobs_schema
 from runner.store import (
     PARTS,
     PartWriter,
@@ -125,12 +125,11 @@ def err(i: int, session: str = "s1", at: int = 0) -> JobOutcome:
     )
 
 
-def batch(*outcomes: JobOutcome) -> dict[str, list[dict]]:
-    rows: dict[str, list[dict]] = {}
+def batch(*outcomes: JobOutcome) -> Batch:
+    b = Batch()
     for o in outcomes:
-        for table, r in outcome_rows(o).items():
-            rows.setdefault(table, []).extend(r)
-    return rows
+        b.add(o)
+    return b
 
 
 def writer(run_dir: Path, session: str = "s1") -> PartWriter:
@@ -253,7 +252,25 @@ def test_table_frame_builds_tool_lists_like_polars_row_constructor(tool_calls: l
     reference = pl.DataFrame(
         [{**r, "tool_calls": r["tool_calls"] or []} for r in rows], schema=schema, orient="row"
     )
-    built = table_frame("messages", rows)
+    built = table_frame("messages", {name: [r[name] for r in rows] for name in schema.names()})
     assert built.schema == schema
     assert built.equals(reference)
     assert built["tool_calls"].list.len().to_list() == [len(c or []) for c in tool_calls]
+
+
+def test_batch_columns_make_the_same_frames_as_its_rows() -> None:
+    """Every table, built from columns, equals Polars' own row constructor on the same rows
+    (datetimes, nulls, matrix columns and nested tool lists included)."""
+    b = batch(ok(0), err(1), ok(2, "s2", at=5))
+    for table in TABLES:
+        rows = b.rows(table.name)
+        schema = jobs_schema(["language"]) if table is JOBS else table.schema
+        built = table_frame(table.name, b.columns[table.name], ["language"])
+        if table is ATTEMPTS:
+            built = built.drop("run_id")  # the writer adds the session's id
+        nested = [n for n, t in schema.items() if isinstance(t, pl.List)]
+        reference = pl.DataFrame(
+            [{**r, **{n: r[n] or [] for n in nested}} for r in rows], schema=schema, orient="row"
+        )
+        assert built.equals(reference), table.name
+    assert len(b.rows("messages")) == 6 and len(b.rows("attempts")) == 4
