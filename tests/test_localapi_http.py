@@ -332,10 +332,11 @@ FAULT_RATES: dict[FaultKind, float] = {
     FaultKind.MALFORMED: 0.08,
     FaultKind.STALL: 0.06,
 }
-STALL_SECS = 1.5
-STALL_SEEN = 0.8 * STALL_SECS
-"""A gap this long is a stall (timers may fire a little early; clean gaps are milliseconds,
-but a loaded 2-core machine can stretch them to a few hundred: hence a stall of 1.5 s)."""
+STALL_SECS = 3.0
+STALL_SEEN = 0.5 * STALL_SECS
+"""A gap this long is a stall. Clean gaps are milliseconds, but a loaded 2-core machine can
+stretch them to a few hundred, and a client busy when the line before a stall arrives sees
+that much less of it: 1.5 s of margin either way (0.3 s once missed a stall in a full run)."""
 ERROR_STATUS = {
     (429, "too_many_concurrent_requests"): FaultKind.CONCURRENCY_429,
     (429, "system_busy"): FaultKind.BUSY_429,
