@@ -151,14 +151,15 @@ def run_runner(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     """``naive`` on asyncio's own loop, as a user writes it; ``floor`` on uvloop."""
+    import aiohttp  # noqa: F401  (imported before the clock starts, like the runner's modules)
+    import uvloop
+
     from bench.naive import run_naive, run_raw_aiohttp
 
     body = request_body(spec["new_turns_limit"])
     args = (spec["url"], AGENT, body, spec["jobs"], spec["concurrency"])
     cpu0, wall0 = time.process_time(), time.perf_counter()
     if spec["client"] == "floor":
-        import uvloop
-
         results = uvloop.run(run_raw_aiohttp(*args))
     else:
         results = asyncio.run(run_naive(*args))
