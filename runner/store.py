@@ -19,6 +19,7 @@ import os
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +78,29 @@ def table_frame(
     missing = [None] * height  # columns the caller adds (attempts' run_id): null until then
     nested = [n for n, dtype in schema.items() if _is_list_of_structs(dtype)]
     flat = pl.Schema([(n, dtype) for n, dtype in schema.items() if n not in nested])
-    frame = pl.DataFrame({n: columns.get(n, missing) for n in flat}, schema=flat)
+    frame = pl.DataFrame(
+        [
+            _datetimes(n, columns.get(n, missing), dtype)
+            if isinstance(dtype, pl.Datetime)
+            else pl.Series(n, columns.get(n, missing), dtype=dtype)
+            for n, dtype in flat.items()
+        ]
+    )
     if not nested:
         return frame
     lists = [_list_of_structs(n, columns.get(n, missing), schema[n]) for n in nested]
     return frame.with_columns(lists).select(schema.names())
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _datetimes(name: str, values: list[datetime | None], dtype: pl.DataType) -> pl.Series:
+    """Aware datetimes as a column: by way of epoch microseconds, which Polars takes ~7x faster
+    than datetime objects (~4 ms of a 200-job flush otherwise)."""
+    micros = [None if v is None else (v - _EPOCH) // _MICROSECOND for v in values]
+    return pl.Series(name, micros, dtype=pl.Int64).cast(dtype)
 
 
 def _is_list_of_structs(dtype: pl.DataType) -> bool:
