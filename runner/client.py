@@ -116,8 +116,8 @@ def _httpx_error(exc: aiohttp.ClientError) -> httpx.TransportError:
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """httpx's interface over aiohttp's HTTP/1.1 engine (C parser, buffered reads).
 
-    Chosen by measurement (README, "Performance"): the runner spends less than half the client
-    CPU per 21-frame stream than on httpx's own transport (2.6 ms against 5.7 ms). The code
+    Chosen by measurement (README, "Performance"): on httpx's own transport the runner spent
+    2 to 6 times the client CPU per 21-frame stream, depending on the machine. The code
     stays written against httpx (requests, responses, errors); only the bytes move through
     aiohttp. Timeouts beyond
     connect and read are the backend's own deadlines; cookies are not kept; redirects are not
