@@ -300,31 +300,46 @@ class _Urls:
         return url
 
 
-class _IdleWatchdog:
-    """Cancels ``scope`` when no frame has arrived for ``first`` seconds from now, or, once
-    frames flow (``touch``), for ``idle`` seconds since the last one.
+class _Deadlines:
+    """One stream attempt's three deadlines on one cancel scope and one event-loop timer:
+    ``total`` from the start, ``first_byte`` until the first frame, then ``idle`` between reads.
 
-    One event-loop timer re-armed only when it fires (about once per ``idle``), where moving
-    a cancel scope's deadline at every read reschedules a timer per chunk. Asyncio's loop:
-    the aiohttp transport needs it anyway.
+    The timer is re-armed only when it fires (about once per ``idle``): a cancel scope per
+    deadline schedules timers of its own, and a deadline moved at every read reschedules one
+    per chunk. Asyncio's loop: the aiohttp transport needs it anyway.
     """
 
-    def __init__(self, scope: anyio.CancelScope, *, first: float, idle: float) -> None:
+    def __init__(self, scope: anyio.CancelScope, timeouts: Timeouts) -> None:
         self._scope = scope
-        self._idle = idle
+        self._t = timeouts
         self._loop = asyncio.get_running_loop()
+        self._start = self._loop.time()
         self._last: float | None = None
-        self._timer = self._loop.call_at(self._loop.time() + max(first, 0.0), self._check)
+        self.expired: Literal["total", "first_byte", "idle"] | None = None
+        first = min(timeouts.first_byte, timeouts.total)
+        self._timer = self._loop.call_at(self._start + first, self._check)
 
     def touch(self) -> None:
-        self._last = self._loop.time()
+        """Bytes arrived after the first frame: the idle deadline starts again."""
+        now = self._loop.time()
+        if self._last is None:  # the first frame: the timer may be set for a later deadline
+            self._timer.cancel()
+            due = min(now + self._t.idle, self._start + self._t.total)
+            self._timer = self._loop.call_at(due, self._check)
+        self._last = now
 
     def _check(self) -> None:
-        if self._last is not None:
-            due = self._last + self._idle
-            if due > self._loop.time():
-                self._timer = self._loop.call_at(due, self._check)
-                return
+        kind: Literal["total", "first_byte", "idle"]
+        if self._last is None:
+            due, kind = self._start + self._t.first_byte, "first_byte"
+        else:
+            due, kind = self._last + self._t.idle, "idle"
+        if self._start + self._t.total <= due:
+            due, kind = self._start + self._t.total, "total"
+        if due > self._loop.time():
+            self._timer = self._loop.call_at(due, self._check)
+            return
+        self.expired = kind
         self._scope.cancel()
 
     def stop(self) -> None:
@@ -388,13 +403,10 @@ class StreamBackend(_SimulateBackend):
         timings = Timings()
         transcript = Transcript()
         frame_times = transcript.frame_times
-        with anyio.move_on_after(t.total) as total_scope:
+        with anyio.CancelScope() as scope:
+            deadlines = _Deadlines(scope, t)
             try:
-                request = self._request(job)
-                with anyio.move_on_after(t.first_byte) as headers_scope:
-                    response = await self._send(request)
-                if headers_scope.cancelled_caught:
-                    raise AttemptError(timeout_failure("first_byte", t.first_byte))
+                response = await self._send(self._request(job))
                 phase = "headers"
                 try:
                     timings.headers = time.perf_counter() - start
@@ -402,38 +414,31 @@ class StreamBackend(_SimulateBackend):
                     await _raise_for_status(response, maximum, current)
                     phase = "body"
                     decoder = FrameDecoder()
-                    left = t.first_byte - (time.perf_counter() - start)
                     body = response.stream
                     assert isinstance(body, httpx.AsyncByteStream)
-                    with anyio.CancelScope() as read_scope:
-                        watchdog = _IdleWatchdog(read_scope, first=left, idle=t.idle)
-                        try:
-                            # the byte stream itself: ``aiter_raw`` adds bookkeeping per chunk
-                            async for chunk in body:
-                                frames = decoder.feed(chunk)
-                                if frames:
-                                    now = time.perf_counter() - start
-                                    for frame in frames:
-                                        transcript.add(frame, now)
-                                if frame_times:
-                                    watchdog.touch()
-                        finally:
-                            watchdog.stop()
-                        frames = decoder.close()
+                    # the byte stream itself: ``aiter_raw`` adds bookkeeping per chunk
+                    async for chunk in body:
+                        frames = decoder.feed(chunk)
                         if frames:
                             now = time.perf_counter() - start
                             for frame in frames:
                                 transcript.add(frame, now)
-                    if read_scope.cancelled_caught:
                         if frame_times:
-                            raise AttemptError(timeout_failure("idle", t.idle))
-                        raise AttemptError(timeout_failure("first_byte", t.first_byte))
+                            deadlines.touch()
+                    frames = decoder.close()
+                    if frames:
+                        now = time.perf_counter() - start
+                        for frame in frames:
+                            transcript.add(frame, now)
                 finally:
                     await response.aclose()
             except (httpx.HTTPError, OSError, StreamDecodeError) as exc:
                 raise AttemptError(classify_exception(exc, phase)) from exc
-        if total_scope.cancelled_caught:
-            raise AttemptError(timeout_failure("total", t.total))
+            finally:
+                deadlines.stop()
+        if scope.cancelled_caught:
+            expired = deadlines.expired or "total"
+            raise AttemptError(timeout_failure(expired, getattr(t, expired)))
         timings.total = time.perf_counter() - start
         timings.frames = len(frame_times)
         if transcript.analysis is None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import anyio
 import httpx
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -156,3 +157,75 @@ def test_proxies_come_from_the_environment_once_per_host(monkeypatch: pytest.Mon
     assert transport._proxy_for(httpx.URL("http://api.example.com/v1")) is None  # no HTTP_PROXY
     monkeypatch.delenv("HTTPS_PROXY")
     assert transport._proxy_for(httpx.URL("https://api.example.com/v1")) is not None  # cached
+
+
+# ---------------------------------------------------------------------------- deadlines
+
+FRAME = (
+    b'{"simulated_conversation": [{"role": "agent", "time_in_call_secs": 0, "message": "Hi"}]}\n'
+)
+ANALYSIS = b'{"analysis": {"call_successful": "success", "transcript_summary": "ok"}}\n'
+
+
+class Paced(httpx.AsyncBaseTransport):
+    """A reply whose status line comes after ``headers`` seconds, then each chunk after its
+    own delay: a stream that is slow exactly where a test wants it."""
+
+    def __init__(self, headers: float, chunks: list[tuple[float, bytes]]) -> None:
+        self.headers = headers
+        self.chunks = chunks
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(self.headers)
+        chunks = self.chunks
+
+        class Body(httpx.AsyncByteStream):
+            async def __aiter__(self) -> Any:
+                for delay, chunk in chunks:
+                    await anyio.sleep(delay)
+                    yield chunk
+
+        return httpx.Response(200, stream=Body(), request=request)
+
+
+@pytest.mark.parametrize(
+    ("timeouts", "headers", "chunks", "expected"),
+    [
+        # the status line never comes in time
+        ((0.2, 5, 5), 1.0, [(0, FRAME)], "first_byte_timeout"),
+        # headers at once, but no frame before the first-byte deadline (a partial line is none)
+        ((0.3, 5, 5), 0, [(0.1, FRAME[:10]), (0.5, FRAME[10:])], "first_byte_timeout"),
+        # frames, then a gap longer than idle
+        ((1, 0.2, 5), 0, [(0, FRAME), (0.05, FRAME), (0.6, ANALYSIS)], "idle_timeout"),
+        # every gap shorter than idle, but the whole longer than total
+        ((1, 0.3, 0.5), 0, [(0.1, FRAME)] * 8 + [(0.1, ANALYSIS)], "total_timeout"),
+        # total shorter than first_byte: total decides
+        ((5, 5, 0.2), 0.6, [(0, FRAME)], "total_timeout"),
+        # slow but never too slow: longer than first_byte and idle in all, well within total
+        ((0.3, 0.3, 5), 0.1, [(0.1, FRAME)] * 6 + [(0.1, ANALYSIS)], "ok"),
+    ],
+)
+async def test_each_deadline_cuts_its_own_kind_of_slowness(
+    timeouts: tuple[float, float, float],
+    headers: float,
+    chunks: list[tuple[float, bytes]],
+    expected: str,
+) -> None:
+    first_byte, idle, total = timeouts
+    t = Timeouts(connect=2, first_byte=first_byte, idle=idle, total=total)
+    backend = StreamBackend(
+        make_http_client("http://127.0.0.1:9", None, t, 1, Paced(headers, chunks)), t
+    )
+    started = anyio.current_time()
+    try:
+        result = await backend.simulate(JOB)
+        kind = "ok"
+    except AttemptError as exc:
+        kind = exc.failure.kind.value
+    finally:
+        await backend.aclose()
+    assert kind == expected
+    if kind == "ok":
+        assert len(result.messages) == 6 and result.timings.frames == 7
+    else:  # cut at its deadline, well before the stream would have ended
+        assert anyio.current_time() - started < headers + sum(d for d, _ in chunks) - 0.1
