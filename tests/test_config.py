@@ -355,6 +355,19 @@ def test_scenario_files_mix_with_inline_scenarios_in_order() -> None:
     assert by_id["yaml_2"].tags == ["menu"]
 
 
+def count_bodies(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Counts request bodies built from here on (``["bodies"]``)."""
+    built = Counter[str]()
+    real = config_module.build_body
+
+    def counting(*args: Any) -> dict[str, Any]:
+        built["bodies"] += 1
+        return real(*args)
+
+    monkeypatch.setattr(config_module, "build_body", counting)
+    return built
+
+
 def test_jobs_carry_their_body_as_the_bytes_sent(tmp_path: Path) -> None:
     jobs = list(iter_jobs(load_config(write(tmp_path / "a.yaml", base_config()))))
     assert all(j.matrix == () for j in jobs)  # no matrix: one empty cell
@@ -390,14 +403,7 @@ def test_reused_cells_give_the_same_jobs_as_streaming(
         run={"repeats": 3},
     )
     cfg = load_config(write(tmp_path / "a.yaml", data))
-    built = Counter[str]()
-    real = config_module.build_body
-
-    def counting(*args: Any) -> dict[str, Any]:
-        built["bodies"] += 1
-        return real(*args)
-
-    monkeypatch.setattr(config_module, "build_body", counting)
+    built = count_bodies(monkeypatch)
     monkeypatch.setattr(config_module, "REUSED_CELLS", reused)
     jobs = list(iter_jobs(cfg))
     assert len(jobs) == count_jobs(cfg) == 2 * 6 * 2 * 3
@@ -427,14 +433,7 @@ def test_iter_jobs_is_lazy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     )
     cfg = load_config(write(tmp_path / "a.yaml", data))
     assert count_jobs(cfg) == 100_000
-    built = Counter[str]()
-    real = config_module.build_body
-
-    def counting(*args: Any) -> dict[str, Any]:
-        built["bodies"] += 1
-        return real(*args)
-
-    monkeypatch.setattr(config_module, "build_body", counting)
+    built = count_bodies(monkeypatch)
     jobs = iter_jobs(cfg)
     assert isinstance(jobs, types.GeneratorType)
     assert built["bodies"] == 0
