@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import itertools
-import json
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from typing import Any, Literal, Protocol
 
@@ -358,29 +356,24 @@ class _SimulateBackend:
 
     path: str
 
-    def __init__(self, client: httpx.AsyncClient, timeouts: Timeouts) -> None:
+    def __init__(self, client: HttpClient, timeouts: Timeouts) -> None:
         self.client = client
         self.timeouts = timeouts
         self._url = _Urls(client, self.path)
         self._extensions = {"timeout": _own_deadlines(client).as_dict()}
-        self._send: Callable[[httpx.Request], Awaitable[httpx.Response]] = (
-            client.send_stream
-            if isinstance(client, HttpClient)
-            else functools.partial(client.send, stream=True)
-        )
 
-    def _request(self, job: Job) -> httpx.Request:
-        """The request, built directly: the body is the job's bytes, encoded once per
-        scenario and cell, and the client's headers need no merging per request (no cookies,
-        no per-request headers)."""
-        content = job.content or json.dumps(job.body, separators=(",", ":")).encode()
-        return httpx.Request(
+    async def _send(self, job: Job) -> httpx.Response:
+        """The reply to the job's request, its body unread. The request is built directly:
+        the body is the job's bytes, encoded once per scenario and cell, and the client's
+        headers need no merging per request (no cookies, no per-request headers)."""
+        request = httpx.Request(
             "POST",
             self._url(job.agent_id),
             headers=self.client.headers,
-            content=content,
+            content=job.content,
             extensions=self._extensions,
         )
+        return await self.client.send_stream(request)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -406,7 +399,7 @@ class StreamBackend(_SimulateBackend):
         with anyio.CancelScope() as scope:
             deadlines = _Deadlines(scope, t)
             try:
-                response = await self._send(self._request(job))
+                response = await self._send(job)
                 phase = "headers"
                 try:
                     timings.headers = time.perf_counter() - start
@@ -468,8 +461,7 @@ class BufferedBackend(_SimulateBackend):
         phase: Phase = "connect"
         with anyio.move_on_after(t.total) as total_scope:
             try:
-                request = self._request(job)
-                response = await self._send(request)
+                response = await self._send(job)
                 phase = "headers"
                 try:
                     headers_at = time.perf_counter() - start

@@ -1118,6 +1118,15 @@ class Job:
     body: dict[str, Any]
     content: bytes = b""
 
+    def __post_init__(self) -> None:
+        if not self.content:  # a job built by hand: encode its body here, once
+            object.__setattr__(self, "content", encode_body(self.body))
+
+
+def encode_body(body: Mapping[str, Any]) -> bytes:
+    """A request body as the exact bytes sent."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
 
 def canonical_json(value: Any) -> str:
     """Sorted keys, no spaces: the same data always gives the same text (and digest)."""
@@ -1230,7 +1239,7 @@ def _iter_cells(cfg: Config) -> Iterator[_Cell]:
                 scenario_id=spec.id,
                 labels=tuple(sorted((axis, _cell_text(value)) for axis, value in cell)),
                 body=body,
-                content=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(),
+                content=encode_body(body),
                 keys=tuple(_key_hasher(agent.id, canonical) for agent in cfg.agents),
             )
 

@@ -97,18 +97,15 @@ class JobOutcome:
         return "ok" if self.ok else "error"
 
 
-def job_row(outcome: JobOutcome, usage: tuple[int, int, float] | None = None) -> dict[str, Any]:
+def job_row(outcome: JobOutcome, usage: tuple[int, int, float] | None) -> dict[str, Any]:
     """The job's row without its matrix columns (``Batch`` spreads those per axis).
-    ``usage``: the conversation's token and price totals, when already summed."""
+    ``usage``: the conversation's token and price totals (None without a result)."""
     job = outcome.job
     last = outcome.attempts[-1] if outcome.attempts else None
     result = outcome.result
     timings = result.timings if result else Timings()
     analysis = result.analysis if result else None
-    if result and usage is None:
-        totals = [usage_totals(m.llm_usage) for m in result.messages]
-        usage = (sum(t[0] for t in totals), sum(t[1] for t in totals), sum(t[2] for t in totals))
-    tokens_in, tokens_out, price = usage if result and usage else (None, None, None)
+    tokens_in, tokens_out, price = usage or (None, None, None)
     return {
         "run_id": outcome.run_id,
         "job_key": job.key,
@@ -265,9 +262,6 @@ class Batch:
         }
         self.columns["jobs"][MATRIX_CELLS] = []
 
-    def __len__(self) -> int:
-        return self.jobs
-
     def add(self, outcome: JobOutcome) -> None:
         """Every row one finished job contributes, to every table."""
         self.jobs += 1
@@ -332,10 +326,3 @@ class Batch:
                 row.update({MATRIX_PREFIX + a: v for a, v in columns[MATRIX_CELLS][i]})
             out.append(row)
         return out
-
-
-def outcome_rows(outcome: JobOutcome) -> dict[str, list[dict[str, Any]]]:
-    """All rows one finished job contributes, keyed by table name."""
-    batch = Batch()
-    batch.add(outcome)
-    return {t.name: batch.rows(t.name) for t in TABLES}
