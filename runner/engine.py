@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.abc import ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from runner.adaptive import ConcurrencyController, Signal, SignalKind
@@ -229,28 +230,45 @@ class Engine:
 
     # ---------------------------------------------------------------------------- one job
 
-    def _stop(self, state: _JobState) -> Callable[[RetryCallState], bool]:
-        def stop(_: RetryCallState) -> bool:
-            return (
-                self.stopping.is_set()
-                or state.other_failures >= self.retry.max_attempts
-                or state.capacity_waits >= self.retry.max_attempts * CAPACITY_WAITS_PER_ATTEMPT
-            )
+    def _gives_up(self, state: _JobState) -> bool:
+        """No further attempt: stopping, or the job's budget of either kind is spent."""
+        return (
+            self.stopping.is_set()
+            or state.other_failures >= self.retry.max_attempts
+            or state.capacity_waits >= self.retry.max_attempts * CAPACITY_WAITS_PER_ATTEMPT
+        )
 
-        return stop
+    def _backoff(self, failure: Failure, state: _JobState) -> float:
+        n = state.capacity_waits if failure.action is Action.WAIT_CAPACITY else state.other_failures
+        return backoff_seconds(failure, n, self.retry, self.rng)
 
-    def _wait(self, state: _JobState) -> Callable[[RetryCallState], float]:
+    def _retrying(self, state: _JobState) -> AsyncRetrying:
+        """tenacity's controller for a job's attempts after the first."""
+
         def wait(rs: RetryCallState) -> float:
             exc = rs.outcome.exception() if rs.outcome else None
             assert isinstance(exc, AttemptError)
-            n = (
-                state.capacity_waits
-                if exc.failure.action is Action.WAIT_CAPACITY
-                else state.other_failures
-            )
-            return backoff_seconds(exc.failure, n, self.retry, self.rng)
+            return self._backoff(exc.failure, state)
 
-        return wait
+        return AsyncRetrying(
+            stop=lambda _: self._gives_up(state),
+            wait=wait,
+            retry=retry_if_exception(lambda e: isinstance(e, AttemptError) and e.failure.retryable),
+            sleep=lambda seconds: self._back_off(seconds, state),
+            reraise=True,
+        )
+
+    async def _back_off(self, seconds: float, state: _JobState) -> None:
+        """Sleep before a retry; a graceful stop cuts the sleep short."""
+        self.counters.retries += 1
+        state.last_sleep = seconds
+        with anyio.CancelScope() as scope:
+            self._backoffs.add(scope)
+            try:
+                if not self.stopping.is_set():
+                    await self._sleep(seconds)
+            finally:
+                self._backoffs.discard(scope)
 
     async def _attempt(self, job: Job, state: _JobState) -> JobOutcome:
         """One attempt: the job's outcome, or ``AttemptError`` for tenacity to judge."""
@@ -337,29 +355,23 @@ class Engine:
         )
 
     async def run_job(self, job: Job) -> JobOutcome:
+        """The job's attempts until one succeeds or the retry policy gives up.
+
+        The first attempt runs outside tenacity and the retries under it, with the same
+        decisions (``_gives_up``, ``_backoff``): most jobs need one attempt, and a tenacity
+        controller inspects its callables at every step (~0.1 ms of CPU per job, a fifth of
+        the engine's own cost, measured with a backend that returns at once).
+        """
         state = _JobState()
         dispatched = datetime.now(UTC)
-
-        async def sleep(seconds: float) -> None:
-            self.counters.retries += 1
-            state.last_sleep = seconds
-            with anyio.CancelScope() as scope:
-                self._backoffs.add(scope)
-                try:
-                    if not self.stopping.is_set():
-                        await self._sleep(seconds)
-                finally:
-                    self._backoffs.discard(scope)
-
-        retrying = AsyncRetrying(
-            stop=self._stop(state),
-            wait=self._wait(state),
-            retry=retry_if_exception(lambda e: isinstance(e, AttemptError) and e.failure.retryable),
-            sleep=sleep,
-            reraise=True,
-        )
         try:
-            outcome: JobOutcome = await retrying(self._attempt, job, state)
+            try:
+                return await self._attempt(job, state)
+            except AttemptError as exc:
+                if not exc.failure.retryable or self._gives_up(state):
+                    raise
+                await self._back_off(self._backoff(exc.failure, state), state)
+            outcome: JobOutcome = await self._retrying(state)(self._attempt, job, state)
             return outcome
         except AttemptError as exc:
             if exc.failure.action is Action.ABORT_RUN and self.abort is None:
@@ -425,21 +437,27 @@ class Engine:
                     await send.send(job)
 
     async def _work(
-        self, recv: ObjectReceiveStream[Job], out: ObjectSendStream[JobOutcome]
+        self, recv: MemoryObjectReceiveStream[Job], out: MemoryObjectSendStream[JobOutcome]
     ) -> None:
         self._workers += 1
         try:
             await self._work_loop(recv, out)
+        except anyio.EndOfStream:
+            pass  # every job dispatched
         finally:
             self._workers -= 1
             if self._workers == 0:
                 self._grace_scope.cancel()
 
     async def _work_loop(
-        self, recv: ObjectReceiveStream[Job], out: ObjectSendStream[JobOutcome]
+        self, recv: MemoryObjectReceiveStream[Job], out: MemoryObjectSendStream[JobOutcome]
     ) -> None:
         async with recv, out:
-            async for job in recv:
+            while True:
+                try:  # a job already queued, without a checkpoint (the attempt yields anyway)
+                    job = recv.receive_nowait()
+                except anyio.WouldBlock:
+                    job = await recv.receive()
                 if self.stopping.is_set():
                     return
                 outcome = await self.run_job(job)
@@ -451,14 +469,17 @@ class Engine:
                     c.errors += 1
                     if outcome.failure is not None:
                         c.errors_by_kind[outcome.failure.kind.value] += 1
-                await out.send(outcome)
+                try:
+                    out.send_nowait(outcome)
+                except anyio.WouldBlock:  # the writer is behind: wait for room
+                    await out.send(outcome)
                 if self.abort is not None:
                     self.hard_stop()
                     return
 
     async def _writer(
         self,
-        recv: ObjectReceiveStream[JobOutcome],
+        recv: MemoryObjectReceiveStream[JobOutcome],
         write: Callable[[Batch], None],
         batch_jobs: int,
         batch_secs: float,
@@ -477,8 +498,12 @@ class Engine:
         try:
             async with recv:
                 while True:
-                    with anyio.move_on_after(max(batch_secs - (time.monotonic() - last), 0.01)):
-                        batch.add(await recv.receive())
+                    try:  # what is already waiting, without a timeout scope per job
+                        batch.add(recv.receive_nowait())
+                    except anyio.WouldBlock:
+                        wait = max(batch_secs - (time.monotonic() - last), 0.01)
+                        with anyio.move_on_after(wait):
+                            batch.add(await recv.receive())
                     if batch.jobs >= batch_jobs or time.monotonic() - last >= batch_secs:
                         await flush()
         except anyio.EndOfStream:
