@@ -282,38 +282,32 @@ class Batch:
                     columns[name].append(value)
 
     def _add_messages(self, outcome: JobOutcome) -> tuple[int, int, float] | None:
-        """The conversation's messages; returns its token and price totals."""
+        """The conversation's messages; returns its token and price totals. One pass per
+        column (a comprehension each): about half the CPU of one loop appending to all."""
         result = outcome.result
         if result is None:
             return None
         c = self.columns["messages"]
-        n = len(result.messages)
+        messages = result.messages
+        n = len(messages)
         c["job_key"].extend([outcome.job.key] * n)
         c["index"].extend(range(n))
         c["arrival_secs"].extend(result.arrivals)
-        role, text, in_call = c["role"], c["message"], c["time_in_call_secs"]
-        calls, tool_results, interrupted = c["tool_calls"], c["tool_results"], c["interrupted"]
-        input_tokens, output_tokens = c["input_tokens"], c["output_tokens"]
-        total_in = total_out = 0
-        price = 0.0
-        for message in result.messages:
-            role.append(message.role)
-            text.append(message.message)
-            in_call.append(message.time_in_call_secs)
-            calls.append(_tool_calls(message))
-            tool_results.append(_tool_results(message))
-            interrupted.append(message.interrupted)
-            if message.llm_usage:
-                t_in, t_out, p = usage_totals(message.llm_usage)
-                input_tokens.append(t_in)
-                output_tokens.append(t_out)
-                total_in += t_in
-                total_out += t_out
-                price += p
-            else:
-                input_tokens.append(None)
-                output_tokens.append(None)
-        return total_in, total_out, price
+        c["role"].extend([m.role for m in messages])
+        c["message"].extend([m.message for m in messages])
+        c["time_in_call_secs"].extend([m.time_in_call_secs for m in messages])
+        c["tool_calls"].extend([_tool_calls(m) if m.tool_calls else None for m in messages])
+        c["tool_results"].extend([_tool_results(m) if m.tool_results else None for m in messages])
+        c["interrupted"].extend([m.interrupted for m in messages])
+        usage = [usage_totals(m.llm_usage) if m.llm_usage else None for m in messages]
+        c["input_tokens"].extend([u[0] if u else None for u in usage])
+        c["output_tokens"].extend([u[1] if u else None for u in usage])
+        counted = [u for u in usage if u]
+        return (
+            sum(u[0] for u in counted),
+            sum(u[1] for u in counted),
+            sum((u[2] for u in counted), 0.0),
+        )
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         """One table's rows as dicts (for tests and debugging; the store reads columns)."""
