@@ -229,3 +229,37 @@ async def test_each_deadline_cuts_its_own_kind_of_slowness(
         assert len(result.messages) == 6 and result.timings.frames == 7
     else:  # cut at its deadline, well before the stream would have ended
         assert anyio.current_time() - started < headers + sum(d for d, _ in chunks) - 0.1
+
+
+# ---------------------------------------------------------------------------- the request
+
+
+class Capture(httpx.AsyncBaseTransport):
+    """Keeps the requests it is sent; answers each with a one-frame conversation."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        self.requests.append(request)
+        return httpx.Response(200, content=FRAME + ANALYSIS, request=request)
+
+
+async def test_the_request_is_the_one_httpx_builds_from_the_body() -> None:
+    """The backends assemble the request's headers themselves (Host, the client's,
+    Content-Length): they must be exactly what ``httpx.Request(content=...)`` would send."""
+    capture = Capture()
+    http = make_http_client("http://127.0.0.1:8000/base", "sk-test", TIMEOUTS, 4, capture)
+    backend = StreamBackend(http, TIMEOUTS)
+    try:
+        await backend.simulate(JOB)
+    finally:
+        await backend.aclose()
+    (sent,) = capture.requests
+    url = "http://127.0.0.1:8000/base/v1/convai/agents/agent_support/simulate-conversation/stream"
+    expected = httpx.Request("POST", url, headers=http.headers, content=JOB.content)
+    assert (sent.method, sent.url) == ("POST", expected.url)
+    assert sent.headers.raw == expected.headers.raw
+    assert sent.headers["xi-api-key"] == "sk-test"
+    assert sent.content == JOB.content == expected.content
