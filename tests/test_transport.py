@@ -3,6 +3,7 @@ the quota headers reported as soon as a reply starts, proxies from the environme
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -144,6 +145,16 @@ def test_a_refused_connection_maps_to_connect_error() -> None:
     error = aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "refused"))
     assert type(_httpx_error(error)) is httpx.ConnectError
     assert classify_exception(_httpx_error(error), "connect").kind.value == "connect"
+
+
+def test_tls_uses_httpx_ca_settings_and_is_made_only_for_https() -> None:
+    transport = AiohttpTransport(max_connections=1)
+    assert transport._tls_for(httpx.URL("http://127.0.0.1:8000/v1")) is True
+    assert transport._tls is None  # plain HTTP never loads the CA bundle
+    context = transport._tls_for(httpx.URL("https://api.elevenlabs.io/v1"))
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
+    assert transport._tls_for(httpx.URL("https://api.elevenlabs.io/v1")) is context  # once
 
 
 def test_proxies_come_from_the_environment_once_per_host(monkeypatch: pytest.MonkeyPatch) -> None:
