@@ -33,7 +33,7 @@ soak: $(STAMP)
 	$(BIN)/python -m runner.soak --json results/soak.json $(ARGS)
 
 # make bench [ARGS=--quick|--full|"--only saturation,overhead"]: the load benchmark; prints one
-# table, writes results/bench/*.json (a few minutes on 2 cores; --full: the issue's sizes)
+# table, writes results/bench/*.json (about 11 minutes on 2 cores; --full: the issue's sizes)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
