@@ -16,6 +16,7 @@ import pytest
 
 import runner.sweep
 from bench.__main__ import table
+from bench.ab import main as ab_main
 from bench.metrics import limit_trace, window_figures
 from bench.worker import run_baseline, run_runner
 from runner.localapi.server import LocalAPI
@@ -122,3 +123,21 @@ def test_make_bench_quick_prints_one_table_and_writes_json(tmp_path: Path) -> No
     assert [row["setup"] for row in latest["rows"]] == ["100 jobs", "300 jobs"]
     assert "within 20%" in latest["rows"][-1]["target"]
     assert len(list(tmp_path.glob("*-quick.json"))) == 1
+
+
+def test_ab_alternates_refs_and_reports_each_against_the_first(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert ab_main(["floor", ".", "--jobs", "6", "--concurrency", "3", "--rounds", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    runs = [line.split(" ms/sim")[0] for line in out if line.startswith("round")]
+    assert [r.rsplit(" ", 1)[0] for r in runs] == [
+        "round 1: floor",
+        "round 1: .",
+        "round 2: floor",
+        "round 2: .",
+    ]
+    summary = {line.split(":")[0]: line for line in out if "median" in line}
+    assert set(summary) == {"floor", "."}
+    assert "1.00x floor" in summary["floor"]
+    assert float(summary["."].split("median ")[1].split()[0]) > 0

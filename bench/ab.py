@@ -1,0 +1,125 @@
+"""``python -m bench.ab REF [REF ...]``: the client CPU per simulation of several versions of
+the runner, measured in alternating rounds against one local API.
+
+A REF is ``.`` (this checkout, uncommitted changes included), ``floor`` (the raw aiohttp
+client) or a git revision, checked out into a temporary worktree. Each round runs every REF
+once, in a fresh process (``bench.worker``), so drift on a shared machine touches them alike;
+the medians over the rounds and each one's ratio to the first REF are printed. The local API
+is pinned to the last core and the clients to the others, as in ``make bench``.
+
+A change worth a few percent needs this: single runs of the same code vary by about 10% here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.__main__ import ROOT, core_split, pin
+from runner.localapi.server import local_api_process
+
+FLOOR = "floor"
+
+
+@contextlib.contextmanager
+def checkouts(refs: list[str]) -> Iterator[dict[str, Path]]:
+    """Each REF's source tree; revisions in temporary worktrees, removed on exit."""
+    trees: dict[str, Path] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
+        try:
+            for i, ref in enumerate(refs):
+                if ref in (".", FLOOR):
+                    trees[ref] = ROOT
+                    continue
+                tree = Path(tmp) / f"ref{i}"
+                subprocess.run(
+                    ["git", "worktree", "add", "--detach", "-q", str(tree), ref],
+                    cwd=ROOT,
+                    check=True,
+                    capture_output=True,
+                )
+                trees[ref] = tree
+            yield trees
+        finally:
+            for tree in trees.values():
+                if tree != ROOT:
+                    subprocess.run(
+                        ["git", "worktree", "remove", "--force", str(tree)],
+                        cwd=ROOT,
+                        check=False,
+                        capture_output=True,
+                    )
+
+
+def measure(tree: Path, spec: dict[str, Any]) -> float:
+    """One worker run from ``tree``: client CPU ms per simulation."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"worker failed in {tree}:\n{done.stderr[-3000:]}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(figures["cpu_ms_per_sim"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.splitlines()[0])
+    parser.add_argument("refs", nargs="+", metavar="REF")
+    parser.add_argument("--jobs", type=int, default=3000, help="simulations per run")
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--pace", type=float, default=0.05, help="the local API's --time-scale")
+    args = parser.parse_args(argv)
+
+    cores = core_split()
+    if cores is not None:
+        os.sched_setaffinity(0, cores[0])  # the workers inherit the client cores
+    results: dict[str, list[float]] = {ref: [] for ref in args.refs}
+    try:
+        with (
+            checkouts(args.refs) as trees,
+            local_api_process(
+                ["--seed", "1", "--time-scale", str(args.pace)], timeout=60.0
+            ) as server,
+        ):
+            if cores is not None:
+                pin(server.process.pid, cores[1])
+            for round_no in range(1, args.rounds + 1):
+                for ref in args.refs:
+                    spec = {
+                        "client": FLOOR if ref == FLOOR else "runner",
+                        "policy": "fixed",
+                        "concurrency": args.concurrency,
+                        "new_turns_limit": 20,
+                        "jobs": args.jobs,
+                        "url": server.base_url,
+                    }
+                    results[ref].append(measure(trees[ref], spec))
+                    print(f"round {round_no}: {ref} {results[ref][-1]:.2f} ms/sim", flush=True)
+    finally:
+        if cores is not None:
+            os.sched_setaffinity(0, cores[0] | cores[1])
+    first = statistics.median(results[args.refs[0]])
+    for ref, values in results.items():
+        median = statistics.median(values)
+        runs = ", ".join(f"{v:.2f}" for v in values)
+        print(f"{ref}: median {median:.2f} ms/sim, {median / first:.2f}x {args.refs[0]} ({runs})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
