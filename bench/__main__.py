@@ -104,8 +104,25 @@ def pin(pid: int, cores: set[int]) -> None:
         os.sched_setaffinity(int(task.name), cores)
 
 
-def run_worker(spec: dict[str, Any], server: LocalAPI) -> dict[str, Any]:
-    """One measured run in a fresh process; its figures plus the server's CPU share."""
+@contextlib.contextmanager
+def client_cores() -> Iterator[str]:
+    """Sets ``CORES``: this process, and so the workers it starts, on the client cores (each
+    local API of ``serve`` moves off them); yields where things run, in words."""
+    global CORES
+    CORES = core_split()
+    if CORES is None:
+        yield "client and local API share the machine"
+        return
+    os.sched_setaffinity(0, CORES[0])
+    try:
+        yield f"client on core(s) {sorted(CORES[0])}, local API on {sorted(CORES[1])}"
+    finally:
+        os.sched_setaffinity(0, CORES[0] | CORES[1])
+
+
+def run_worker(spec: dict[str, Any], server: LocalAPI, tree: Path = ROOT) -> dict[str, Any]:
+    """One measured run in a fresh process, with the runner of source ``tree``; its figures
+    plus the server's CPU share."""
     spec = {**spec, "url": server.base_url}
     cpu0 = process_cpu_secs(server.process.pid)
     started = time.perf_counter()
@@ -113,13 +130,14 @@ def run_worker(spec: dict[str, Any], server: LocalAPI) -> dict[str, Any]:
         [sys.executable, "-m", "bench.worker", json.dumps(spec)],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)},
         check=False,
     )
     wall = time.perf_counter() - started
     cpu1 = process_cpu_secs(server.process.pid)
     if done.returncode != 0:
-        raise RuntimeError(f"bench worker failed: {spec}\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"bench worker failed in {tree}: {spec}\n{done.stderr[-3000:]}")
     figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     if cpu0 is not None and cpu1 is not None:
         figures["server_cpu_share"] = (cpu1 - cpu0) / max(figures.get("wall_secs", wall), 1e-9)
@@ -320,21 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
 
-    global CORES
-    CORES = core_split()
-    placement = "client and local API share the machine"
     started = time.perf_counter()
     rows: list[Row] = []
-    try:
-        if CORES is not None:  # workers inherit the client cores; each local API moves off them
-            os.sched_setaffinity(0, CORES[0])
-            placement = f"client on core(s) {sorted(CORES[0])}, local API on {sorted(CORES[1])}"
+    with client_cores() as placement:
         for section in sections:
             print(f"bench: {section} ...", file=sys.stderr, flush=True)
             rows += RUNS[section](sizes)
-    finally:
-        if CORES is not None:
-            os.sched_setaffinity(0, CORES[0] | CORES[1])
     meta = {
         "commit": commit(),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),

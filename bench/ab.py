@@ -14,18 +14,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
 import statistics
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from bench.__main__ import ROOT, core_split, pin
-from runner.localapi.server import local_api_process
+from bench.__main__ import ROOT, client_cores, run_worker, serve
 
 FLOOR = "floor"
 
@@ -60,22 +55,6 @@ def checkouts(refs: list[str]) -> Iterator[dict[str, Path]]:
                     )
 
 
-def measure(tree: Path, spec: dict[str, Any]) -> float:
-    """One worker run from ``tree``: client CPU ms per simulation."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.worker", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        cwd=tree,
-        env={**os.environ, "PYTHONPATH": str(tree)},
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"worker failed in {tree}:\n{done.stderr[-3000:]}")
-    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return float(figures["cpu_ms_per_sim"])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.splitlines()[0])
     parser.add_argument("refs", nargs="+", metavar="REF")
@@ -85,34 +64,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pace", type=float, default=0.05, help="the local API's --time-scale")
     args = parser.parse_args(argv)
 
-    cores = core_split()
-    if cores is not None:
-        os.sched_setaffinity(0, cores[0])  # the workers inherit the client cores
     results: dict[str, list[float]] = {ref: [] for ref in args.refs}
-    try:
-        with (
-            checkouts(args.refs) as trees,
-            local_api_process(
-                ["--seed", "1", "--time-scale", str(args.pace)], timeout=60.0
-            ) as server,
-        ):
-            if cores is not None:
-                pin(server.process.pid, cores[1])
-            for round_no in range(1, args.rounds + 1):
-                for ref in args.refs:
-                    spec = {
-                        "client": FLOOR if ref == FLOOR else "runner",
-                        "policy": "fixed",
-                        "concurrency": args.concurrency,
-                        "new_turns_limit": 20,
-                        "jobs": args.jobs,
-                        "url": server.base_url,
-                    }
-                    results[ref].append(measure(trees[ref], spec))
-                    print(f"round {round_no}: {ref} {results[ref][-1]:.2f} ms/sim", flush=True)
-    finally:
-        if cores is not None:
-            os.sched_setaffinity(0, cores[0] | cores[1])
+    with (
+        client_cores(),
+        checkouts(args.refs) as trees,
+        serve("--time-scale", str(args.pace)) as server,
+    ):
+        for round_no in range(1, args.rounds + 1):
+            for ref in args.refs:
+                spec = {
+                    "client": FLOOR if ref == FLOOR else "runner",
+                    "policy": "fixed",
+                    "concurrency": args.concurrency,
+                    "new_turns_limit": 20,
+                    "jobs": args.jobs,
+                }
+                figures = run_worker(spec, server, trees[ref])
+                results[ref].append(figures["cpu_ms_per_sim"])
+                print(f"round {round_no}: {ref} {results[ref][-1]:.2f} ms/sim", flush=True)
     first = statistics.median(results[args.refs[0]])
     for ref, values in results.items():
         median = statistics.median(values)

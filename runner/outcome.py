@@ -296,8 +296,8 @@ class Batch:
         c["role"].extend([m.role for m in messages])
         c["message"].extend([m.message for m in messages])
         c["time_in_call_secs"].extend([m.time_in_call_secs for m in messages])
-        c["tool_calls"].extend([_tool_calls(m) if m.tool_calls else None for m in messages])
-        c["tool_results"].extend([_tool_results(m) if m.tool_results else None for m in messages])
+        c["tool_calls"].extend([_tool_calls(m) for m in messages])
+        c["tool_results"].extend([_tool_results(m) for m in messages])
         c["interrupted"].extend([m.interrupted for m in messages])
         usage = [usage_totals(m.llm_usage) if m.llm_usage else None for m in messages]
         c["input_tokens"].extend([u[0] if u else None for u in usage])
