@@ -392,6 +392,11 @@ class Engine:
                 attempts=state.records,
                 failure=exc.failure,
             )
+        finally:
+            # the error's traceback holds the attempt's frame, which holds ``state``: a cycle
+            # that would keep the failed attempt's transcript and response alive until the
+            # cycle collector runs, which during a run is seldom (``runner.gctune``)
+            state.last_error = None
 
     # ---------------------------------------------------------------------------- the sweep
 

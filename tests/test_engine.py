@@ -6,6 +6,8 @@ interface); the same paths run over a real socket in ``test_run_e2e.py``.
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -242,3 +244,29 @@ async def test_circuit_breaker_ignores_mixed_failures_and_capacity_waits() -> No
     )
     counters = await engine.run([make_job(i) for i in range(50)], Sink())
     assert counters.ok == 50
+
+
+async def test_a_failed_job_is_freed_without_the_cycle_collector() -> None:
+    """During a run the collector runs seldom (``runner.gctune``): what a failed attempt held
+    (here in the backend's frame, as a transcript is) must go when the job ends."""
+
+    class Held:
+        pass
+
+    held: list[weakref.ref[Held]] = []
+
+    async def simulate(job: Job) -> SimulationResult:
+        transcript = Held()
+        held.append(weakref.ref(transcript))
+        raise fail(ErrorKind.NOT_FOUND, Action.FAIL_JOB, 404)
+
+    backend = ScriptedBackend(lambda j, n: None)
+    backend.simulate = simulate  # type: ignore[method-assign]
+    engine = engine_for(backend, Sleeps())
+    gc.disable()
+    try:
+        outcome = await engine.run_job(make_job(0))
+        assert outcome.failure is not None and outcome.failure.kind is ErrorKind.NOT_FOUND
+        assert len(held) == 1 and held[0]() is None
+    finally:
+        gc.enable()
