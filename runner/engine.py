@@ -10,12 +10,10 @@ thread, so memory stays flat however many jobs a sweep has.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -28,6 +26,7 @@ from runner.adaptive import ConcurrencyController, Signal, SignalKind
 from runner.client import REPLY_LISTENER, Backend
 from runner.config import Job, RetryPolicy
 from runner.errors import Action, AttemptError, ErrorKind, Failure
+from runner.gctune import fewer_collections
 from runner.outcome import AttemptRecord, Batch, JobOutcome
 from runner.ratelimit import TokenBucket
 
@@ -37,43 +36,6 @@ MAX_RETRY_AFTER = 900.0
 CAPACITY_WAITS_PER_ATTEMPT = 10
 """A job may wait for capacity (429 too_many_concurrent_requests) this many times per attempt of
 its budget: being at the quota is normal under load and says nothing about the job."""
-
-
-YOUNG_GC_THRESHOLD = 20_000
-"""During a run, the youngest generation is collected after this many allocations (Python's
-default: 700). See ``_fewer_collections``."""
-
-_gc_tuned = 0  # engines running in this process with the collector tuned
-
-
-@contextlib.contextmanager
-def _fewer_collections() -> Iterator[None]:
-    """Let the cyclic garbage collector run less often while a run is on.
-
-    A decoded stream allocates hundreds of GC-tracked objects (pydantic models, table rows), so
-    with the defaults the collector runs about once per simulation, and its full passes walk
-    every object the imports left (polars, pydantic schemas). Measured with 100 streams of 21
-    frames, that was about 0.5 ms of the client's CPU per simulation; with the youngest
-    generation collected 30 times less often and the pre-run heap frozen out of full passes
-    (``gc.freeze``), about 0.1 ms. Reference counting still frees non-cyclic garbage at once:
-    only reference cycles wait a little longer. Both settings are restored afterwards.
-    """
-    global _gc_tuned
-    _gc_tuned += 1
-    thresholds = gc.get_threshold()
-    freeze = _gc_tuned == 1 and gc.get_freeze_count() == 0  # never thaw someone else's freeze
-    if _gc_tuned == 1:
-        gc.set_threshold(max(thresholds[0], YOUNG_GC_THRESHOLD), *thresholds[1:])
-        if freeze:
-            gc.freeze()
-    try:
-        yield
-    finally:
-        _gc_tuned -= 1
-        if _gc_tuned == 0:
-            gc.set_threshold(*thresholds)
-            if freeze:
-                gc.unfreeze()
 
 
 class RunAborted(Exception):
@@ -414,7 +376,7 @@ class Engine:
         Returns the counters. Raises ``RunAborted`` after flushing when a failure stopped the run.
         """
         n_workers = workers or max(2, self.max_limit * 2)
-        with _fewer_collections():
+        with fewer_collections():
             await self._run(jobs, write, batch_jobs, batch_secs, n_workers)
         self._tg = None
         if self.abort is not None:

@@ -33,7 +33,6 @@ from runner.client import Backend, BufferedBackend, StreamBackend, make_http_cli
 from runner.config import Config, Job, config_hash, count_jobs, iter_jobs, resolved_config
 from runner.engine import Counters, Engine, RunAborted
 from runner.errors import Failure
-from runner.gctune import fewer_collections
 from runner.outcome import Batch
 from runner.progress import show_progress
 from runner.store import (
@@ -327,8 +326,7 @@ async def _run_locked(
                     if handle_signals:
                         tg.start_soon(_watch_signals, engine, cfg.run.shutdown_grace, sys.stderr)
                     try:
-                        with fewer_collections():
-                            await engine.run(select_jobs(cfg, limit, done), write)
+                        await engine.run(select_jobs(cfg, limit, done), write)
                     finally:
                         tg.cancel_scope.cancel()
             except RunAborted as exc:

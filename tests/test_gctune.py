@@ -1,54 +1,56 @@
-"""The cycle collector's threshold during a run: raised, restored, shared by overlapping runs."""
+"""The cycle collector during a run: threshold raised and heap frozen, both restored after."""
 
 from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-from test_run_e2e import sweep_config
+from test_engine import ScriptedBackend, Sink, Sleeps, engine_for, make_job
 
-from runner.config import load_config
-from runner.engine import Engine
+from runner.config import Job
+from runner.errors import AttemptError
 from runner.gctune import RUN_THRESHOLD, fewer_collections
-from runner.localapi.server import LocalAPI
-from runner.sweep import run_sweep
+
+DEFAULTS = (700, 10, 10)
 
 
 @pytest.fixture(autouse=True)
-def default_thresholds() -> Iterator[None]:
+def python_defaults() -> Iterator[None]:
     saved = gc.get_threshold()
-    gc.set_threshold(700, 10, 10)
+    gc.set_threshold(*DEFAULTS)
+    assert gc.get_freeze_count() == 0
     yield
     gc.set_threshold(*saved)
+    gc.unfreeze()
 
 
-def test_the_threshold_is_raised_inside_and_restored_after() -> None:
+def test_inside_the_threshold_is_raised_and_the_heap_frozen_and_after_both_are_undone() -> None:
     with fewer_collections():
         assert gc.get_threshold() == (RUN_THRESHOLD, 10, 10)
-    assert gc.get_threshold() == (700, 10, 10)
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == DEFAULTS
+    assert gc.get_freeze_count() == 0
 
 
-def test_it_is_restored_when_the_block_raises() -> None:
+def test_both_are_undone_when_the_block_raises() -> None:
     with pytest.raises(KeyError), fewer_collections():
         raise KeyError("boom")
-    assert gc.get_threshold() == (700, 10, 10)
+    assert gc.get_threshold() == DEFAULTS and gc.get_freeze_count() == 0
 
 
 def test_overlapping_runs_restore_when_the_last_one_ends() -> None:
-    outer, inner = fewer_collections(), fewer_collections()
-    outer.__enter__()
-    inner.__enter__()
-    outer.__exit__(None, None, None)  # the first run ends while the second still runs
-    assert gc.get_threshold()[0] == RUN_THRESHOLD
-    inner.__exit__(None, None, None)
-    assert gc.get_threshold() == (700, 10, 10)
+    first, second = fewer_collections(), fewer_collections()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # the first run ends while the second still runs
+    assert gc.get_threshold()[0] == RUN_THRESHOLD and gc.get_freeze_count() > 0
+    second.__exit__(None, None, None)
+    assert gc.get_threshold() == DEFAULTS and gc.get_freeze_count() == 0
 
 
 @pytest.mark.parametrize("mine", [0, 2 * RUN_THRESHOLD])
-def test_a_setting_of_the_users_own_is_left_alone(mine: int) -> None:
+def test_a_threshold_of_the_users_own_is_left_alone(mine: int) -> None:
     """0 turns automatic collection off; a higher threshold already collects less often."""
     gc.set_threshold(mine, 5, 5)
     with fewer_collections():
@@ -56,20 +58,22 @@ def test_a_setting_of_the_users_own_is_left_alone(mine: int) -> None:
     assert gc.get_threshold() == (mine, 5, 5)
 
 
-async def test_a_run_raises_it_while_jobs_run_and_restores_it(
-    tmp_path: Path, local_api: LocalAPI, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_freeze_of_the_users_own_is_left_alone() -> None:
+    gc.freeze()
+    with fewer_collections():
+        pass
+    assert gc.get_freeze_count() > 0  # not thawed (the count drops as frozen objects die)
+
+
+async def test_an_engine_run_holds_it_while_jobs_run_and_undoes_it() -> None:
     seen: list[int] = []
-    engine_run = Engine.run
 
-    async def run(self: Engine, *args: Any, **kwargs: Any) -> Any:
+    def script(job: Job, n: int) -> AttemptError | None:
         seen.append(gc.get_threshold()[0])
-        return await engine_run(self, *args, **kwargs)
+        return None
 
-    monkeypatch.setattr(Engine, "run", run)
-    monkeypatch.setenv("E2E_TEST_KEY", "test-key")
-    config = sweep_config(tmp_path, local_api.base_url, **{"run.repeats": 1, "matrix": {}})
-    report = await run_sweep(load_config(config), results_root=tmp_path / "results", progress=False)
-    assert report.counters.ok == 6
-    assert seen == [RUN_THRESHOLD]
-    assert gc.get_threshold() == (700, 10, 10)
+    backend = ScriptedBackend(script)
+    counters = await engine_for(backend, Sleeps()).run([make_job(i) for i in range(3)], Sink())
+    assert counters.ok == 3
+    assert seen == [RUN_THRESHOLD] * 3
+    assert gc.get_threshold() == DEFAULTS and gc.get_freeze_count() == 0
