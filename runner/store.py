@@ -181,11 +181,17 @@ class PartWriter:
 # ----------------------------------------------------------------------------------- reading
 
 
+def _part_files(directory: Path) -> list[Path]:
+    """The part files in ``directory``, without the ``.tmp-`` files of writes that never
+    finished (pathlib's glob, unlike a shell's, matches names that start with a dot)."""
+    return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
+
+
 def _readable_parts(run_dir: Path, table: str) -> list[Path]:
     """Committed, readable part files of a table; damaged ones are skipped with a warning."""
-    committed = {p.name for p in (run_dir / PARTS / "jobs").glob("*.parquet")}
+    committed = {p.name for p in _part_files(run_dir / PARTS / "jobs")}
     good = []
-    for path in sorted((run_dir / PARTS / table).glob("*.parquet")):
+    for path in _part_files(run_dir / PARTS / table):
         if path.name not in committed:
             continue  # a flush that never completed: its jobs are not done
         try:

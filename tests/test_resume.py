@@ -119,7 +119,10 @@ def test_kill_9_mid_run_then_resume(tmp_path: Path, api: LocalAPI) -> None:
     proc = spawn(["run", str(config), "--results", str(results), "--no-progress"])
     jobs_parts = results / "resume" / "parts" / "jobs"
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not list(jobs_parts.glob("*.parquet")):
+    # a committed part: pathlib's glob also matches the ``.tmp-`` file of a write under way
+    while time.monotonic() < deadline and not [
+        p for p in jobs_parts.glob("*.parquet") if not p.name.startswith(".")
+    ]:
         time.sleep(0.05)
     proc.kill()
     proc.communicate()

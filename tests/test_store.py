@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -200,9 +201,27 @@ def test_a_damaged_part_is_skipped_with_a_warning(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="damaged part file"):
         run = load_run(tmp_path)
     assert run.jobs["job_key"].to_list() == ["key0"]
-    (tmp_path / PARTS / "jobs" / ".tmp-s1-000003.parquet").write_bytes(b"partial")
-    with pytest.warns(UserWarning):
-        assert done_job_keys(tmp_path) == {"key0"}  # temporary files are never read
+
+
+def test_the_temporary_files_of_unfinished_writes_are_never_read(tmp_path: Path) -> None:
+    """A kill -9 mid-flush leaves ``.tmp-`` files: half written, or whole but never renamed
+    (so never committed). Neither is read, and neither is reported as damage."""
+    w = writer(tmp_path)
+    w.write(batch(ok(0)))
+    w.write(batch(ok(1)))
+    for table in TABLES:
+        parts = tmp_path / PARTS / table.name
+        whole = parts / "s1-000002.parquet"
+        if whole.exists():  # tables with no rows in a flush get no part
+            whole.rename(parts / ".tmp-s1-000002.parquet")  # written, not yet renamed
+        if parts.is_dir():
+            (parts / ".tmp-s1-000003.parquet").write_bytes(b"PAR1 partial")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert done_job_keys(tmp_path) == {"key0"}
+        run = load_run(tmp_path)
+    assert run.jobs["job_key"].to_list() == ["key0"]
+    assert set(run.messages["job_key"]) == {"key0"}
 
 
 def test_an_unwritable_results_directory_is_a_clear_error(tmp_path: Path) -> None:
