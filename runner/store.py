@@ -152,9 +152,16 @@ class PartWriter:
     seq: int = 0
 
     def prepare(self) -> None:
+        """Create the part directories and remove the ``.tmp-`` files of writes a crash cut
+        short (never read; the caller holds the run's lock, so none is still being written)."""
         try:
             for table in TABLES:
-                (self.run_dir / PARTS / table.name).mkdir(parents=True, exist_ok=True)
+                parts = self.run_dir / PARTS / table.name
+                parts.mkdir(parents=True, exist_ok=True)
+                for leftover in parts.glob(".tmp-*"):
+                    leftover.unlink()
+            for leftover in self.run_dir.glob(".tmp-*"):  # a compaction or manifest write
+                leftover.unlink()
             probe = self.run_dir / ".write-probe"
             probe.write_bytes(b"ok")
             probe.unlink()

@@ -222,6 +222,10 @@ def test_the_temporary_files_of_unfinished_writes_are_never_read(tmp_path: Path)
         run = load_run(tmp_path)
     assert run.jobs["job_key"].to_list() == ["key0"]
     assert set(run.messages["job_key"]) == {"key0"}
+    (tmp_path / ".tmp-jobs.parquet").write_bytes(b"PAR1 cut short")  # a compaction
+    writer(tmp_path, "s2")  # the next session, holding the run's lock, clears them away
+    assert [p.name for p in tmp_path.rglob(".tmp-*")] == []
+    assert done_job_keys(tmp_path) == {"key0"}
 
 
 def test_an_unwritable_results_directory_is_a_clear_error(tmp_path: Path) -> None:
