@@ -185,6 +185,12 @@ def saturation(sizes: Sizes) -> list[Row]:
     return rows
 
 
+def overhead_spec(concurrency: int) -> dict[str, Any]:
+    """The load of the overhead section (21-frame streams, a fixed concurrency), which
+    ``bench.ab`` measures too; the client and the job count are added per run."""
+    return {"policy": "fixed", "concurrency": concurrency, "new_turns_limit": 20}
+
+
 def overhead(sizes: Sizes) -> list[Row]:
     """Each concurrency against a local API paced to the same ~90 simulations a second (21
     frames each), below what its one core can serve: a saturated server batches frames into
@@ -196,7 +202,7 @@ def overhead(sizes: Sizes) -> list[Row]:
     )
     for jobs, concurrency, pace in plan:
         with serve("--time-scale", str(pace)) as server:
-            base = {"policy": "fixed", "concurrency": concurrency, "new_turns_limit": 20}
+            base = overhead_spec(concurrency)
             variants: list[tuple[str, dict[str, Any]]] = [("runner", {"client": "runner"})]
             if concurrency == sizes.overhead_concurrency[0]:
                 variants += [

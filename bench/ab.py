@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.__main__ import ROOT, client_cores, run_worker, serve
+from bench.__main__ import ROOT, client_cores, overhead_spec, run_worker, serve
 
 FLOOR = "floor"
 
@@ -72,13 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         for round_no in range(1, args.rounds + 1):
             for ref in args.refs:
-                spec = {
-                    "client": FLOOR if ref == FLOOR else "runner",
-                    "policy": "fixed",
-                    "concurrency": args.concurrency,
-                    "new_turns_limit": 20,
-                    "jobs": args.jobs,
-                }
+                client = FLOOR if ref == FLOOR else "runner"
+                spec = {**overhead_spec(args.concurrency), "client": client, "jobs": args.jobs}
                 figures = run_worker(spec, server, trees[ref])
                 results[ref].append(figures["cpu_ms_per_sim"])
                 print(f"round {round_no}: {ref} {results[ref][-1]:.2f} ms/sim", flush=True)

@@ -33,12 +33,20 @@ MANIFEST = "manifest.json"
 RESOLVED_CONFIG = "config.resolved.json"
 
 
+TMP_PREFIX = ".tmp-"
+"""What a file is named while it is written; renamed when whole, so a file without it is whole."""
+
+
 class StoreError(Exception):
     """The results directory cannot be used (not writable, disk full, ...)."""
 
 
+def _temporary(path: Path) -> Path:
+    return path.with_name(TMP_PREFIX + path.name)
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
+    tmp = _temporary(path)
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -51,7 +59,7 @@ def write_json(path: Path, value: Any) -> None:
 
 
 def _write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
+    tmp = _temporary(path)
     frame.write_parquet(tmp, statistics=True)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
@@ -158,9 +166,9 @@ class PartWriter:
             for table in TABLES:
                 parts = self.run_dir / PARTS / table.name
                 parts.mkdir(parents=True, exist_ok=True)
-                for leftover in parts.glob(".tmp-*"):
+                for leftover in parts.glob(f"{TMP_PREFIX}*"):
                     leftover.unlink()
-            for leftover in self.run_dir.glob(".tmp-*"):  # a compaction or manifest write
+            for leftover in self.run_dir.glob(f"{TMP_PREFIX}*"):  # a compaction or manifest
                 leftover.unlink()
             probe = self.run_dir / ".write-probe"
             probe.write_bytes(b"ok")
@@ -191,7 +199,7 @@ class PartWriter:
 def _part_files(directory: Path) -> list[Path]:
     """The part files in ``directory``, without the ``.tmp-`` files of writes that never
     finished (pathlib's glob, unlike a shell's, matches names that start with a dot)."""
-    return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
+    return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith(TMP_PREFIX))
 
 
 def _readable_parts(run_dir: Path, table: str) -> list[Path]:
@@ -369,7 +377,7 @@ def compact(run_dir: Path, axes: Iterable[str] = ()) -> dict[str, int]:
     counts = {}
     for name, frame in scan_parts(run_dir, axes).items():
         target = run_dir / f"{name}.parquet"
-        tmp = target.with_name(f".tmp-{target.name}")
+        tmp = _temporary(target)
         frame.sink_parquet(tmp, row_group_size=FINAL_ROW_GROUP_ROWS)
         os.replace(tmp, target)
         counts[name] = pl.scan_parquet(target).select(pl.len()).collect().item()

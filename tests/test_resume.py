@@ -21,7 +21,7 @@ import yaml
 
 from runner.config import iter_jobs, load_config
 from runner.localapi.server import LocalAPI, local_api_process
-from runner.store import RunLock, done_job_keys, load_run
+from runner.store import TMP_PREFIX, RunLock, done_job_keys, load_run
 from runner.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def test_kill_9_mid_run_then_resume(tmp_path: Path, api: LocalAPI) -> None:
     deadline = time.monotonic() + 30
     # a committed part: pathlib's glob also matches the ``.tmp-`` file of a write under way
     while time.monotonic() < deadline and not [
-        p for p in jobs_parts.glob("*.parquet") if not p.name.startswith(".")
+        p for p in jobs_parts.glob("*.parquet") if not p.name.startswith(TMP_PREFIX)
     ]:
         time.sleep(0.05)
     proc.kill()
