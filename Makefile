@@ -30,7 +30,7 @@ report: $(STAMP)
 
 # make soak: a sweep against a local API with every fault on; prints lost/duplicated (must be 0)
 soak: $(STAMP)
-	$(BIN)/python -m runner.soak --json results/soak.json $(ARGS)
+	$(BIN)/python -m bench.soak --json results/soak.json $(ARGS)
 
 # make bench [ARGS=--quick|--full|"--only saturation,overhead"]: the load benchmark; prints one
 # table, writes results/bench/*.json (about 11 minutes on 2 cores; --full: the issue's sizes)
@@ -41,6 +41,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check runner tests bench
 	$(BIN)/ruff format --check runner tests bench
 	$(BIN)/mypy runner
+	$(BIN)/lint-imports --no-cache
 
 fmt: $(STAMP)
 	$(BIN)/ruff format runner tests bench

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.__main__ import ROOT, client_cores, overhead_spec, run_worker, serve
+from bench.suite import ROOT, client_cores, overhead_spec, run_worker, serve
 
 FLOOR = "floor"
 

@@ -82,7 +82,8 @@ def _err(message: str) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from runner.config import ConfigError, count_jobs, iter_jobs, load_config
+    from runner.config import ConfigError, load_config
+    from runner.jobs import count_jobs, iter_jobs
 
     overrides: dict[str, Any] = {}
     if args.concurrency is not None:
@@ -109,7 +110,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 f" repeat={job.repeat} {dict(job.matrix) or ''}"
             )
             if cfg.target.backend == "agent-testing":
-                from runner.agent_testing import test_spec
+                from runner.backends.agent_testing import test_spec
 
                 spec = test_spec(job, cfg.target.agent_testing)
                 print("POST /v1/convai/agent-testing/create  (unless a test named so exists)")
@@ -126,9 +127,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(json.dumps(job.body, indent=2, ensure_ascii=False))
         return EXIT_OK
 
-    from runner.report_text import print_summary
+    from runner.report.terminal import print_summary
     from runner.store import StoreError
-    from runner.sweep import SetupError, WriteFailed, run
+    from runner.sweep import WriteFailed, run
+    from runner.target import SetupError
 
     try:
         report = run(
@@ -149,7 +151,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _err(f"interrupted; finished jobs are saved. To resume: {_resume_command(args)}")
         return EXIT_INTERRUPTED
-    print_summary(report, _console())
+    c = report.counters
+    headline = (
+        f"\n[bold]{report.run_dir}[/]  this session: {c.done} job(s) run"
+        f" ({c.ok} ok, {c.errors} error), {c.skipped} already done, {c.retries} retries,"
+        f" {c.attempts} attempts, peak in flight {c.peak_in_flight},"
+        f" {report.wall_secs:.1f}s"
+    )
+    print_summary(report.run_dir, headline, _console())
     if report.interrupted:
         _err(
             f"interrupted: {report.counters.done} job(s) finished this session are saved in "
@@ -174,8 +183,8 @@ def _add_tests_command(sub: Any) -> None:
 
 
 def _cmd_tests_prune(args: argparse.Namespace) -> int:
-    from runner.agent_testing import PruneError, prune
     from runner.config import ConfigError, load_config
+    from runner.prune import PruneError, prune
 
     try:
         cfg = load_config(args.config)
@@ -301,7 +310,7 @@ def _load(path: Path) -> Any:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from runner.report import build_report
-    from runner.report_text import print_run_tables
+    from runner.report.terminal import print_run_tables
 
     try:
         run = _load(args.run_dir)
@@ -336,7 +345,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from runner.analysis import VERDICTS, compare_runs
     from runner.gate import resolve_by
     from runner.report import build_compare_page
-    from runner.report_text import frame_table
+    from runner.report.terminal import frame_table
 
     try:
         run_a, run_b = _load(args.run_a), _load(args.run_b)

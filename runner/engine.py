@@ -23,10 +23,11 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from runner.adaptive import ConcurrencyController, Signal, SignalKind
-from runner.client import REPLY_LISTENER, Backend
-from runner.config import Job, RetryPolicy
+from runner.backends.base import Backend
+from runner.config.models import RetryPolicy
 from runner.errors import Action, AttemptError, ErrorKind, Failure
 from runner.gctune import fewer_collections
+from runner.jobs import Job
 from runner.outcome import AttemptRecord, Batch, JobOutcome
 from runner.ratelimit import TokenBucket
 
@@ -181,7 +182,7 @@ class Engine:
 
     def _adapt(self, signal: Signal) -> None:
         """Feed the controller one attempt's reply and apply the limit it answers. The client
-        reports a reply as soon as its status is known (``REPLY_LISTENER``), so the quota
+        reports a reply as soon as its status is known (``on_reply``), so the quota
         headers act within one round trip, not one simulation; otherwise the attempt's end
         reports it. A lower limit takes effect as slots are released: nothing in flight is
         cut."""
@@ -280,9 +281,8 @@ class Engine:
                     )
                 )
 
-            listening = REPLY_LISTENER.set(on_reply)
             try:
-                result = await self.backend.simulate(job)
+                result = await self.backend.simulate(job, on_reply)
             except AttemptError as exc:
                 f = exc.failure
                 record("error", f.status, f)
@@ -307,7 +307,6 @@ class Engine:
                 if not replied:
                     on_reply(SignalKind.ADMITTED, result.max_concurrent, result.current_concurrent)
             finally:
-                REPLY_LISTENER.reset(listening)
                 c.in_flight -= 1
         if self._breaker:
             self._recent.append("ok")

@@ -3,63 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from runner.config import Job
+from runner.backends.base import SimulationResult, Timings
 from runner.errors import Failure
+from runner.jobs import Job
 from runner.schema import MATRIX_PREFIX, TABLES
-from runner.wire import Analysis, TranscriptMessage, usage_totals
-
-
-@dataclass(slots=True)
-class Timings:
-    """Seconds from the moment the request was sent; None when the attempt never got there."""
-
-    headers: float | None = None
-    first_frame: float | None = None
-    analysis: float | None = None
-    total: float | None = None
-    frames: int | None = 0
-    """None when the backend has no frames (agent-testing)."""
-    mean_gap: float | None = None
-    max_gap: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BucketRecord:
-    """A vendor result bucket holding a job's test run (agent-testing backend)."""
-
-    invocation_id: str
-    test_id: str
-    test_run_id: str
-    title: str
-    reason: str
-    status: str
-    runs: int
-
-
-@dataclass(slots=True)
-class SimulationResult:
-    """A completed simulation as returned by a backend."""
-
-    http_status: int
-    messages: list[TranscriptMessage]
-    arrivals: Sequence[float | None]
-    """Per message: seconds after the request when it arrived (None: not observed)."""
-    analysis: Analysis
-    timings: Timings
-    credits_used: int | None = None
-    criterion_names: dict[str, str] = field(default_factory=dict)
-    """Names of criteria the backend itself sent (e.g. agent-testing's merged conditions):
-    recorded like the config's extra criteria."""
-    buckets: list[BucketRecord] = field(default_factory=list)
-    max_concurrent: int | None = None
-    """``maximum-concurrent-requests`` of the reply, when sent (adaptive concurrency reads it)."""
-    current_concurrent: int | None = None
-    """``current-concurrent-requests`` of the reply, when sent."""
+from runner.wire.simulate import TranscriptMessage, usage_totals
 
 
 @dataclass(slots=True)
@@ -206,6 +158,7 @@ def data_collection_rows(outcome: JobOutcome) -> list[dict[str, Any]]:
 def attempt_rows(outcome: JobOutcome) -> list[dict[str, Any]]:
     return [
         {
+            "run_id": outcome.run_id,
             "job_key": outcome.job.key,
             "attempt": a.attempt,
             "started_at": a.started_at,

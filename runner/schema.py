@@ -134,6 +134,7 @@ ATTEMPTS = Table(
     "attempts",
     "one row per attempt of every job, failed or not",
     (
+        ("run_id", pl.String(), "the session that made the attempt (`manifest.json` sessions)"),
         ("job_key", pl.String(), "the job"),
         ("attempt", pl.Int32(), "1-based attempt number"),
         ("started_at", _TS, "when the request was sent"),

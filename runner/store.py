@@ -25,8 +25,17 @@ from typing import Any
 
 import polars as pl
 
+from runner.manifest import Manifest
 from runner.outcome import MATRIX_CELLS, Batch
-from runner.schema import ATTEMPTS, BUCKETS, JOBS, MATRIX_PREFIX, TABLES, jobs_schema
+from runner.schema import (
+    ATTEMPTS,
+    BUCKETS,
+    JOBS,
+    MATRIX_PREFIX,
+    TABLES,
+    TABLES_BY_NAME,
+    jobs_schema,
+)
 
 PARTS = "parts"
 MANIFEST = "manifest.json"
@@ -83,7 +92,7 @@ def table_frame(
         for axis in axes:
             columns[MATRIX_PREFIX + axis] = [dict(cell).get(axis) for cell in cells]
     height = len(next(iter(columns.values()), []))
-    missing = [None] * height  # columns the caller adds (attempts' run_id): null until then
+    missing = [None] * height
     nested = [n for n, dtype in schema.items() if _is_list_of_structs(dtype)]
     flat = pl.Schema([(n, dtype) for n, dtype in schema.items() if n not in nested])
     frame = pl.DataFrame(
@@ -141,13 +150,7 @@ def _list_of_structs(name: str, values: list[Any], dtype: pl.DataType) -> pl.Ser
 
 
 def _schema(table: str) -> pl.Schema:
-    for t in TABLES:
-        if t.name == table:
-            schema = t.schema
-            if t is ATTEMPTS:
-                return pl.Schema([("run_id", pl.String()), *schema.items()])
-            return schema
-    raise KeyError(table)
+    return TABLES_BY_NAME[table].schema
 
 
 @dataclass
@@ -185,8 +188,6 @@ class PartWriter:
         try:
             for table in (*(t.name for t in TABLES if t is not JOBS), "jobs"):
                 frame = table_frame(table, batch.columns[table], self.axes)
-                if table == "attempts":
-                    frame = frame.with_columns(pl.lit(self.session_id).alias("run_id"))
                 _write_parquet_atomic(frame, self.run_dir / PARTS / table / name)
         except (OSError, pl.exceptions.PolarsError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
@@ -394,12 +395,28 @@ def job_totals(run_dir: Path) -> dict[str, int]:
     return {k: int(v[0]) for k, v in row.to_dict(as_series=False).items()}
 
 
+def read_manifest(run_dir: Path) -> Manifest | None:
+    """The run's manifest; None when there is none, or it cannot be read (a new one is made)."""
+    path = run_dir / MANIFEST
+    try:
+        return Manifest.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def write_manifest(run_dir: Path, manifest: Manifest) -> None:
+    _atomic_write_bytes(
+        run_dir / MANIFEST, (manifest.model_dump_json(indent=2, exclude_none=True) + "\n").encode()
+    )
+
+
 @dataclass
 class Run:
     """A run read back: one frame per table (lazy when asked), and its manifest."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest | None
+    """None for a directory of part files without a (readable) manifest."""
     jobs: pl.DataFrame | pl.LazyFrame
     messages: pl.DataFrame | pl.LazyFrame
     criteria: pl.DataFrame | pl.LazyFrame
@@ -416,11 +433,12 @@ def load_run(path: str | Path, *, lazy: bool = False) -> Run:
     run_dir = Path(path)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no run directory at {run_dir}")
-    manifest_path = run_dir / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest = read_manifest(run_dir)
     finals = {t.name: run_dir / t.file for t in TABLES}
     frames: dict[str, pl.LazyFrame]
-    complete = manifest.get("finalized") and all(p.exists() for p in finals.values())
+    complete = (
+        manifest is not None and manifest.finalized and all(p.exists() for p in finals.values())
+    )
     if complete:
         frames = {name: pl.scan_parquet(p) for name, p in finals.items()}
     else:

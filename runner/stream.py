@@ -1,7 +1,7 @@
 """Incremental decoder for the simulate-conversation stream: bytes in, frames out.
 
-The stream's framing is not specified by the vendor (see ``shared/reference/
-simulate-conversation.md``), so the decoder accepts every plausible variant without being told
+The stream's framing is not specified by the vendor (README, "Pointing it at the real
+API"), so the decoder accepts every plausible variant without being told
 which one it faces: one frame per line, each line either a JSON string literal holding the
 frame's JSON (double-encoded, the observed form) or a plain JSON object; ``\\n`` or ``\\r\\n``
 endings; blank and whitespace-only keep-alive lines; an optional SSE ``data:`` prefix, with SSE
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 from pydantic_core import from_json
 
-from runner.wire import Analysis, StreamFrame, TranscriptMessage
+from runner.wire.simulate import Analysis, StreamFrame, TranscriptMessage
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",

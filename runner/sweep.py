@@ -1,16 +1,16 @@
 """One sweep end to end: a loaded config in, a results directory out.
 
-This is the I/O shell around the engine: it reads the API key from the environment, starts
-the local API when the config targets it, opens the store, runs the engine with a progress
-display, compacts the tables and writes the manifest. Everything it decides is plain data.
+This is the I/O shell around the engine, in three steps under the run directory's lock:
+``open_session`` (what is done already, the manifest entry, the part writer), ``execute`` (the
+target, the backend, the engine with its progress display and signal handling) and
+``finalize`` (the session's figures, the compacted tables, the manifest). Everything it
+decides is plain data.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import json
-import os
 import platform
 import signal
 import sys
@@ -28,15 +28,18 @@ import httpx
 
 import runner
 from runner.adaptive import DEFAULT_CAP, AdaptiveLimit, ConcurrencyController
-from runner.agent_testing import AgentTestingBackend
-from runner.client import Backend, BufferedBackend, StreamBackend, make_http_client
-from runner.config import Config, Job, config_hash, count_jobs, iter_jobs, resolved_config
+from runner.backends.agent_testing import AgentTestingBackend
+from runner.backends.base import Backend
+from runner.backends.simulate import BufferedBackend, StreamBackend
+from runner.config import Config, config_hash, resolved_config
 from runner.engine import Counters, Engine, RunAborted
 from runner.errors import Failure
+from runner.http import make_http_client
+from runner.jobs import Job, count_jobs, iter_jobs
+from runner.manifest import Manifest, Session, Target
 from runner.outcome import Batch
 from runner.progress import show_progress
 from runner.store import (
-    MANIFEST,
     RESOLVED_CONFIG,
     PartWriter,
     RunLock,
@@ -44,9 +47,12 @@ from runner.store import (
     compact,
     done_job_keys,
     job_totals,
+    read_manifest,
     set_aside,
     write_json,
+    write_manifest,
 )
+from runner.target import read_api_key, target_url
 
 DEFAULT_RESULTS = Path("results")
 
@@ -55,12 +61,10 @@ class WriteFailed(StoreError):
     """Results could not be written mid-run; the run stopped, what was flushed is kept."""
 
 
-class SetupError(Exception):
-    """The run cannot start (missing API key, local API failed to start, ...): nothing was sent."""
-
-
 @dataclass
-class RunReport:
+class RunResult:
+    """What one session of a run did (``runner.run`` returns it)."""
+
     run_dir: Path
     run_id: str
     counters: Counters
@@ -70,28 +74,12 @@ class RunReport:
     table_counts: dict[str, int] = field(default_factory=dict)
 
 
+RunReport = RunResult
+"""The former name of ``RunResult``, kept for code written against it."""
+
+
 def run_name(cfg: Config, override: str | None = None) -> str:
     return override or cfg.run.name or cfg.source_path.stem
-
-
-def is_loopback(base_url: str) -> bool:
-    host = httpx.URL(base_url).host
-    return host == "localhost" or host.startswith("127.") or host == "::1"
-
-
-def read_api_key(cfg: Config) -> str | None:
-    """The key from the environment variable the config names.
-
-    Required for a remote target; optional for the local API (``local`` or a loopback URL,
-    e.g. a ``make serve`` instance), which only checks keys when started with one.
-    """
-    key = os.environ.get(cfg.target.api_key_env) or None
-    if key is None and not cfg.target.is_local and not is_loopback(cfg.target.base_url):
-        raise SetupError(
-            f"environment variable {cfg.target.api_key_env} is not set "
-            f"(target.api_key_env): it must hold the API key for {cfg.target.base_url}"
-        )
-    return key
 
 
 def select_jobs(cfg: Config, limit: int | None, done: set[str]) -> Iterator[Job]:
@@ -118,36 +106,6 @@ def _versions() -> dict[str, str]:
         with contextlib.suppress(PackageNotFoundError):
             versions[package] = version(package)
     return versions
-
-
-def _load_manifest(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / MANIFEST
-    if path.exists():
-        with contextlib.suppress(ValueError, OSError):
-            manifest: dict[str, Any] = json.loads(path.read_text())
-            return manifest
-    return {}
-
-
-@contextlib.contextmanager
-def target_url(cfg: Config) -> Iterator[str]:
-    """The base URL to send to; for ``local``, a local API subprocess for the run's duration."""
-    if not cfg.target.is_local:
-        yield cfg.target.base_url
-        return
-    from runner.localapi.server import start_local_api
-
-    local = cfg.target.local
-    seed = local.seed if local.seed is not None else cfg.run.seed
-    args = ["--time-scale", str(local.time_scale), "--seed", str(seed), *local.args]
-    try:
-        api = start_local_api(args)
-    except RuntimeError as exc:
-        raise SetupError(f"could not start the local API: {exc}") from exc
-    try:
-        yield api.base_url
-    finally:
-        api.stop()
 
 
 def concurrency_policy(cfg: Config) -> int | ConcurrencyController:
@@ -205,7 +163,7 @@ async def run_sweep(
     retry_errors: bool = True,
     fresh: bool = False,
     handle_signals: bool = False,
-) -> RunReport:
+) -> RunResult:
     """Run a sweep into ``results_root/<name>/``, resuming what is there.
 
     Jobs already ``ok`` in the run directory are never sent again; jobs that ended in error are
@@ -213,7 +171,7 @@ async def run_sweep(
     starts anew. ``base_url`` overrides the config's target (tests point it at a server).
     ``handle_signals`` (the CLI) turns Ctrl-C / SIGTERM into a graceful stop.
     """
-    api_key = read_api_key(cfg)
+    api_key = read_api_key(cfg, base_url)
     run_dir = results_root / run_name(cfg, name)
     now = datetime.now(UTC)
     run_id = now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
@@ -227,168 +185,182 @@ async def run_sweep(
     except OSError as exc:
         raise StoreError(f"cannot write results to {run_dir}: {exc.strerror}") from exc
     try:
-        return await _run_locked(
-            cfg,
-            run_dir,
-            run_id,
-            api_key,
-            limit=limit,
-            progress=progress,
-            base_url=base_url,
-            retry_errors=retry_errors,
-            handle_signals=handle_signals,
-        )
+        opened = open_session(cfg, run_dir, run_id, limit=limit, retry_errors=retry_errors)
+        result = RunResult(run_dir=run_dir, run_id=run_id, counters=Counters(), wall_secs=0.0)
+        start = time.monotonic()
+        try:
+            await execute(
+                cfg,
+                opened,
+                result,
+                api_key,
+                limit=limit,
+                progress=progress,
+                base_url=base_url,
+                handle_signals=handle_signals,
+            )
+        except BaseException:
+            if opened.session.ended == "running":  # not already "write_failed"
+                opened.session.ended = "interrupted"
+            result.interrupted = True
+            raise
+        finally:
+            result.wall_secs = time.monotonic() - start
+            with anyio.CancelScope(shield=True):
+                await finalize(opened, result)
+        return result
     finally:
         lock.release()
 
 
-async def _run_locked(
-    cfg: Config,
-    run_dir: Path,
-    run_id: str,
-    api_key: str | None,
-    *,
-    limit: int | None,
-    progress: bool,
-    base_url: str | None,
-    retry_errors: bool,
-    handle_signals: bool,
-) -> RunReport:
+@dataclass
+class OpenSession:
+    """A session under way: its manifest entry, what to skip and where its parts go."""
+
+    run_dir: Path
+    manifest: Manifest
+    session: Session
+    writer: PartWriter
+    axes: tuple[str, ...]
+    done: set[str]
+
+
+def open_session(
+    cfg: Config, run_dir: Path, run_id: str, *, limit: int | None, retry_errors: bool
+) -> OpenSession:
+    """Prepare the directory, count what is left to do and record the session as running."""
     axes = tuple(cfg.matrix)
     writer = PartWriter(run_dir, run_id, axes)
     writer.prepare()
     done = done_job_keys(run_dir, include_errors=not retry_errors)
     total, skipped = planned_total(cfg, limit, done)
+    started = datetime.now(UTC)
+    session = Session(
+        run_id=run_id,
+        started_at=started,
+        config_hash=config_hash(cfg),
+        planned=total,
+        skipped=skipped,
+    )
+    earlier = read_manifest(run_dir)
+    manifest = Manifest(
+        run_name=run_dir.name,
+        created_at=earlier.created_at if earlier else started,
+        config_path=str(cfg.source_path),
+        config_hash=session.config_hash,
+        target=Target(base_url=cfg.target.base_url, backend=cfg.target.backend),
+        matrix_axes=list(axes),
+        versions=_versions(),
+        finalized=False,
+        counts=earlier.counts if earlier else {},
+        sessions=[*(earlier.sessions if earlier else []), session],
+    )
+    write_manifest(run_dir, manifest)
+    write_json(run_dir / RESOLVED_CONFIG, resolved_config(cfg))
+    return OpenSession(run_dir, manifest, session, writer, axes, done)
+
+
+async def execute(
+    cfg: Config,
+    opened: OpenSession,
+    result: RunResult,
+    api_key: str | None,
+    *,
+    limit: int | None,
+    progress: bool,
+    base_url: str | None,
+    handle_signals: bool,
+) -> None:
+    """Run the session's jobs against the target; ``result`` is filled in as it goes."""
+    session, run_dir = opened.session, opened.run_dir
+    total = session.planned
     concurrency = concurrency_policy(cfg)
     pool = concurrency if isinstance(concurrency, int) else concurrency.cap
-
-    manifest = _load_manifest(run_dir)
-    session: dict[str, Any] = {
-        "run_id": run_id,
-        "started_at": datetime.now(UTC).isoformat(),
-        "ended_at": None,
-        "ended": "running",
-        "config_hash": config_hash(cfg),
-        "planned": total,
-        "skipped": skipped,
-    }
-    manifest.update(
-        {
-            "run_name": run_dir.name,
-            "config_path": str(cfg.source_path),
-            "config_hash": session["config_hash"],
-            "target": {"base_url": cfg.target.base_url, "backend": cfg.target.backend},
-            "matrix_axes": list(axes),
-            "versions": _versions(),
-            "finalized": False,
-        }
-    )
-    manifest.setdefault("created_at", session["started_at"])
-    manifest.setdefault("sessions", []).append(session)
-    write_json(run_dir / MANIFEST, manifest)
-    write_json(run_dir / RESOLVED_CONFIG, resolved_config(cfg))
-
-    report = RunReport(run_dir=run_dir, run_id=run_id, counters=Counters(), wall_secs=0.0)
-    start = time.monotonic()
-    try:
-        local = base_url is None and total > 0
-        with target_url(cfg) if local else contextlib.nullcontext(base_url or "") as url:
-            backend = make_backend(cfg, url, api_key, pool, run_dir=run_dir)
-            engine = Engine(
-                backend,
-                concurrency=concurrency,
-                retry=cfg.run.retry,
-                run_id=run_id,
-                requests_per_minute=cfg.run.requests_per_minute,
-                seed=cfg.run.seed,
-                circuit_breaker=cfg.run.circuit_breaker,
-            )
-            engine.counters.total = total
-            engine.counters.skipped = skipped
-            report.counters = engine.counters
-            write_failure: list[StoreError] = []
-
-            def write(batch: Batch) -> None:
-                """Runs in a worker thread. A failed write (disk full, directory gone) stops
-                the run at once: what was flushed before stays, nothing more is paid for."""
-                if write_failure:
-                    return
-                try:
-                    writer.write(batch)
-                except StoreError as exc:
-                    write_failure.append(exc)
-                    anyio.from_thread.run_sync(engine.hard_stop)
-
-            try:
-                async with anyio.create_task_group() as tg:
-                    if progress and total:
-                        tg.start_soon(show_progress, engine.counters)
-                    if handle_signals:
-                        tg.start_soon(_watch_signals, engine, cfg.run.shutdown_grace, sys.stderr)
-                    try:
-                        await engine.run(select_jobs(cfg, limit, done), write)
-                    finally:
-                        tg.cancel_scope.cancel()
-            except RunAborted as exc:
-                report.aborted = exc.failure
-            finally:
-                report.interrupted = engine.stopping.is_set() and report.aborted is None
-                with anyio.CancelScope(shield=True):
-                    await backend.aclose()
-            if write_failure:
-                session["ended"] = "write_failed"
-                raise WriteFailed(
-                    f"{write_failure[0]}; stopped the run. Jobs flushed before are kept in "
-                    f"{run_dir}; free space and run the same command to resume"
-                )
-    except BaseException:
-        session["ended"] = "interrupted"
-        report.interrupted = True
-        raise
-    finally:
-        report.wall_secs = time.monotonic() - start
-        c = report.counters
-        if session["ended"] == "running":
-            session["ended"] = (
-                "aborted"
-                if report.aborted
-                else "interrupted"
-                if report.interrupted
-                else "completed"
-            )
-        session.update(
-            {
-                "ended_at": datetime.now(UTC).isoformat(),
-                "wall_secs": round(report.wall_secs, 3),
-                "done": c.done,
-                "ok": c.ok,
-                "errors": c.errors,
-                "retries": c.retries,
-                "attempts": c.attempts,
-                "concurrency_limit": c.concurrency_limit,
-                "peak_in_flight": c.peak_in_flight,
-                "server_quota": c.server_quota,
-            }
+    local = base_url is None and total > 0
+    with target_url(cfg) if local else contextlib.nullcontext(base_url or "") as url:
+        backend = make_backend(cfg, url, api_key, pool, run_dir=run_dir)
+        engine = Engine(
+            backend,
+            concurrency=concurrency,
+            retry=cfg.run.retry,
+            run_id=result.run_id,
+            requests_per_minute=cfg.run.requests_per_minute,
+            seed=cfg.run.seed,
+            circuit_breaker=cfg.run.circuit_breaker,
         )
-        if report.aborted:
-            session["abort_reason"] = report.aborted.message
-        with anyio.CancelScope(shield=True):
+        engine.counters.total = total
+        engine.counters.skipped = session.skipped
+        result.counters = engine.counters
+        write_failure: list[StoreError] = []
+
+        def write(batch: Batch) -> None:
+            """Runs in a worker thread. A failed write (disk full, directory gone) stops
+            the run at once: what was flushed before stays, nothing more is paid for."""
+            if write_failure:
+                return
             try:
-                report.table_counts = await anyio.to_thread.run_sync(compact, run_dir, axes)
-                totals = await anyio.to_thread.run_sync(job_totals, run_dir)
-                manifest["counts"] = {**report.table_counts, **totals}
-                manifest["finalized"] = True
-                write_json(run_dir / MANIFEST, manifest)
-            except OSError as exc:  # the part files stay the truth; load_run reads them
-                print(
-                    f"warning: could not rebuild the tables in {run_dir}: {exc.strerror or exc}",
-                    file=sys.stderr,
-                )
-    return report
+                opened.writer.write(batch)
+            except StoreError as exc:
+                write_failure.append(exc)
+                anyio.from_thread.run_sync(engine.hard_stop)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                if progress and total:
+                    tg.start_soon(show_progress, engine.counters)
+                if handle_signals:
+                    tg.start_soon(_watch_signals, engine, cfg.run.shutdown_grace, sys.stderr)
+                try:
+                    await engine.run(select_jobs(cfg, limit, opened.done), write)
+                finally:
+                    tg.cancel_scope.cancel()
+        except RunAborted as exc:
+            result.aborted = exc.failure
+        finally:
+            result.interrupted = engine.stopping.is_set() and result.aborted is None
+            with anyio.CancelScope(shield=True):
+                await backend.aclose()
+        if write_failure:
+            session.ended = "write_failed"
+            raise WriteFailed(
+                f"{write_failure[0]}; stopped the run. Jobs flushed before are kept in "
+                f"{run_dir}; free space and run the same command to resume"
+            )
 
 
-def run(config: Config | str | Path, **kwargs: Any) -> RunReport:
-    """Blocking entry point (the public ``runner.run``): a config or its path in, a report out."""
+async def finalize(opened: OpenSession, result: RunResult) -> None:
+    """Record how the session ended and its figures, rebuild the tables, write the manifest.
+    The part files stay the truth when the tables cannot be rebuilt (``load_run`` reads them)."""
+    session, manifest, run_dir = opened.session, opened.manifest, opened.run_dir
+    c = result.counters
+    if session.ended == "running":
+        session.ended = (
+            "aborted" if result.aborted else "interrupted" if result.interrupted else "completed"
+        )
+    session.ended_at = datetime.now(UTC)
+    session.wall_secs = round(result.wall_secs, 3)
+    session.done, session.ok, session.errors = c.done, c.ok, c.errors
+    session.retries, session.attempts = c.retries, c.attempts
+    session.concurrency_limit = c.concurrency_limit
+    session.peak_in_flight = c.peak_in_flight
+    session.server_quota = c.server_quota
+    if result.aborted:
+        session.abort_reason = result.aborted.message
+    try:
+        result.table_counts = await anyio.to_thread.run_sync(compact, run_dir, opened.axes)
+        totals = await anyio.to_thread.run_sync(job_totals, run_dir)
+        manifest.counts = {**result.table_counts, **totals}
+        manifest.finalized = True
+        write_manifest(run_dir, manifest)
+    except OSError as exc:
+        print(
+            f"warning: could not rebuild the tables in {run_dir}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+
+
+def run(config: Config | str | Path, **kwargs: Any) -> RunResult:
+    """Blocking entry point (the public ``runner.run``): a config or its path in, a result out."""
     from runner.config import load_config
 
     cfg = config if isinstance(config, Config) else load_config(config)

@@ -28,16 +28,18 @@ from runner.adaptive import (
     SignalKind,
     concurrency_headers,
 )
-from runner.config import Job, RetryPolicy, load_config
+from runner.backends.base import ReplyListener, SimulationResult, Timings
+from runner.config import RetryPolicy, load_config
 from runner.engine import Counters, Engine
 from runner.errors import Action, AttemptError, ErrorKind, Failure
+from runner.jobs import Job
 from runner.localapi.server import LocalAPI
-from runner.outcome import Batch, SimulationResult, Timings
+from runner.outcome import Batch
 from runner.progress import status_line
 from runner.ratelimit import TokenBucket
 from runner.store import load_run
 from runner.sweep import run_sweep
-from runner.wire import Analysis, TranscriptMessage
+from runner.wire.simulate import Analysis, TranscriptMessage
 
 ADMITTED, REJECTED, NEUTRAL = SignalKind.ADMITTED, SignalKind.REJECTED, SignalKind.NEUTRAL
 
@@ -266,7 +268,7 @@ class QuotaBackend:
         self.in_flight = 0
         self.peak = 0
 
-    async def simulate(self, job: Job) -> SimulationResult:
+    async def simulate(self, job: Job, on_reply: ReplyListener) -> SimulationResult:
         if self.in_flight >= self.quota:
             await anyio.lowlevel.checkpoint()
             raise AttemptError(

@@ -25,15 +25,17 @@ import polars as pl
 import pytest
 import yaml
 
-from runner import agent_testing as at
+from runner.backends import agent_testing as at
 from runner.cli import main as cli_main
-from runner.config import Config, iter_jobs, load_config
+from runner.config import Config, load_config
 from runner.errors import ErrorKind
+from runner.jobs import iter_jobs
 from runner.localapi import agent_testing as emulator
 from runner.localapi.server import LocalAPI, local_api_process
 from runner.schema import TABLES, jobs_schema
 from runner.store import done_job_keys, load_run
 from runner.sweep import run_sweep
+from runner.wire import agent_testing as wire_at
 
 ROOT = Path(__file__).resolve().parents[1]
 VENDOR_OPENAPI = Path("/work/shared/reference/elevenlabs-openapi-subset.json")
@@ -196,13 +198,13 @@ def test_language_and_turn_limit_are_mapped_within_the_apis_bounds(tmp_path: Pat
     path = write_config(tmp_path / "c.yaml", "http://127.0.0.1:1", matrix={"language": ["fr"]})
     cfg = load_config(path, {"run.new_turns_limit": 80})
     body = at.test_spec(next(iter_jobs(cfg)), cfg.target.agent_testing).body
-    assert body["simulation_max_turns"] == at.MAX_TURNS
+    assert body["simulation_max_turns"] == wire_at.MAX_TURNS
     _, _, language, _ = emulator.parse_scenario(body["simulation_scenario"])
     assert language == "fr"
 
 
 def test_a_run_maps_onto_the_tables_rows() -> None:
-    invocation = at.TestInvocation.model_validate(
+    invocation = wire_at.TestInvocation.model_validate(
         {
             "id": "inv1",
             "created_at": 100,
@@ -496,7 +498,7 @@ def test_replies_validate_against_the_vendor_schema_and_parse_in_the_sdk(
         "type": "simulation",
         "name": "vendor check",
         "simulation_scenario": "You want to know where order A-4242 is.\n\n"
-        + at.FIRST_MESSAGE_LABEL
+        + wire_at.FIRST_MESSAGE_LABEL
         + '"Where is my order?"',
         "success_conditions": ["The agent gave the order status.", "The agent was polite."],
         "simulation_max_turns": 10,
@@ -562,7 +564,7 @@ def test_replies_validate_against_the_vendor_schema_and_parse_in_the_sdk(
         assert sum(len(b.test_run_ids) for g in groups for b in g.buckets) == 3
     assert sdk_run.test_runs and sdk_run.test_runs[0].status == "pending"
     # and our own client model reads what the SDK reads
-    ours = at.TestInvocation.model_validate(done)
+    ours = wire_at.TestInvocation.model_validate(done)
     assert sorted(r.test_run_id for r in ours.test_runs) == sorted(
         r.test_run_id for r in strict.test_runs
     )

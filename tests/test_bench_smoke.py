@@ -15,9 +15,9 @@ import polars as pl
 import pytest
 
 import runner.sweep
-from bench.__main__ import table
 from bench.ab import main as ab_main
 from bench.metrics import limit_trace, window_figures
+from bench.suite import table
 from bench.worker import run_baseline, run_runner
 from runner.localapi.server import LocalAPI
 

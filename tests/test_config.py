@@ -17,16 +17,15 @@ import vendor_schema
 import yaml
 
 from runner import config as config_module
+from runner import jobs as jobs_module
 from runner.config import (
     ConfigError,
-    Job,
     config_hash,
-    count_jobs,
-    iter_jobs,
     iter_scenarios,
     load_config,
     resolved_config,
 )
+from runner.jobs import Job, count_jobs, iter_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = ["configs/example.yaml", "configs/sweep.yaml", "configs/elevenlabs.yaml"]
@@ -358,13 +357,13 @@ def test_scenario_files_mix_with_inline_scenarios_in_order() -> None:
 def count_bodies(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Counts request bodies built from here on (``["bodies"]``)."""
     built = Counter[str]()
-    real = config_module.build_body
+    real = jobs_module.build_body
 
     def counting(*args: Any) -> dict[str, Any]:
         built["bodies"] += 1
         return real(*args)
 
-    monkeypatch.setattr(config_module, "build_body", counting)
+    monkeypatch.setattr(jobs_module, "build_body", counting)
     return built
 
 
@@ -404,7 +403,7 @@ def test_reused_cells_give_the_same_jobs_as_streaming(
     )
     cfg = load_config(write(tmp_path / "a.yaml", data))
     built = count_bodies(monkeypatch)
-    monkeypatch.setattr(config_module, "REUSED_CELLS", reused)
+    monkeypatch.setattr(jobs_module, "REUSED_CELLS", reused)
     jobs = list(iter_jobs(cfg))
     assert len(jobs) == count_jobs(cfg) == 2 * 6 * 2 * 3
     assert built["bodies"] == 6 * 2 * (1 if reused else 3)
@@ -419,7 +418,7 @@ def test_reused_cells_give_the_same_jobs_as_streaming(
         expected
     )
     assert len({j.key for j in jobs}) == len(jobs)
-    monkeypatch.setattr(config_module, "REUSED_CELLS", 4096 - reused)
+    monkeypatch.setattr(jobs_module, "REUSED_CELLS", 4096 - reused)
     assert [(j.key, j.content) for j in iter_jobs(cfg)] == [(j.key, j.content) for j in jobs]
 
 
@@ -451,7 +450,7 @@ def test_count_jobs_builds_no_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     def boom(*args: Any) -> dict[str, Any]:
         raise AssertionError("count_jobs built a body")
 
-    monkeypatch.setattr(config_module, "build_body", boom)
+    monkeypatch.setattr(jobs_module, "build_body", boom)
     assert count_jobs(cfg) == 2 * 8 * 32 * 2
 
 
@@ -582,12 +581,19 @@ def test_missing_config_file() -> None:
     assert str(info.value) == "configs/does-not-exist.yaml: config file not found"
 
 
-def test_unreadable_config_file(tmp_path: Path) -> None:
+def test_unreadable_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path / "locked.yaml", base_config())
     path.chmod(0)
     try:
-        if os.access(path, os.R_OK):
-            pytest.skip("running as a user who can read any file (root)")
+        if os.access(path, os.R_OK):  # root reads any file: refuse as the OS would for others
+            real = Path.read_bytes
+
+            def refuse(self: Path) -> bytes:
+                if self == path:
+                    raise PermissionError(13, "Permission denied")
+                return real(self)
+
+            monkeypatch.setattr(Path, "read_bytes", refuse)
         with pytest.raises(ConfigError) as info:
             load_config(path)
         assert str(info.value) == f"{path}: cannot read config file: permission denied"

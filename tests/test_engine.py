@@ -16,11 +16,13 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from runner.config import Job, RetryPolicy
+from runner.backends.base import ReplyListener, SimulationResult, Timings
+from runner.config import RetryPolicy
 from runner.engine import Engine, RunAborted
 from runner.errors import Action, AttemptError, ErrorKind, Failure
-from runner.outcome import Batch, SimulationResult, Timings
-from runner.wire import Analysis, CriterionResult, TranscriptMessage
+from runner.jobs import Job
+from runner.outcome import Batch
+from runner.wire.simulate import Analysis, CriterionResult, TranscriptMessage
 
 POLICY = RetryPolicy(max_attempts=3, backoff_base=1.0, backoff_cap=8.0, jitter=0.0)
 
@@ -67,7 +69,7 @@ class ScriptedBackend:
         self.in_flight = 0
         self.peak = 0
 
-    async def simulate(self, job: Job) -> SimulationResult:
+    async def simulate(self, job: Job, on_reply: ReplyListener) -> SimulationResult:
         self.calls[job.key] += 1
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
@@ -255,7 +257,7 @@ async def test_a_failed_job_is_freed_without_the_cycle_collector() -> None:
 
     held: list[weakref.ref[Held]] = []
 
-    async def simulate(job: Job) -> SimulationResult:
+    async def simulate(job: Job, on_reply: ReplyListener) -> SimulationResult:
         transcript = Held()
         held.append(weakref.ref(transcript))
         raise fail(ErrorKind.NOT_FOUND, Action.FAIL_JOB, 404)

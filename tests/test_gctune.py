@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 from test_engine import ScriptedBackend, Sink, Sleeps, engine_for, make_job
 
-from runner.config import Job
 from runner.errors import AttemptError
 from runner.gctune import RUN_THRESHOLD, fewer_collections
+from runner.jobs import Job
 
 DEFAULTS = (700, 10, 10)
 

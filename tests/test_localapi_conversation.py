@@ -29,7 +29,7 @@ from runner.localapi.conversation import (
     plan_conversation,
 )
 from runner.localapi.judge import analysis_json
-from runner.wire import SimulationRequest, TranscriptMessage
+from runner.wire.simulate import SimulationRequest, TranscriptMessage
 
 vendor_validator = vendor_schema.validator
 

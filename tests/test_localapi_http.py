@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import random
 import signal
 import time
@@ -31,7 +30,7 @@ from runner.localapi.faults import (
 )
 from runner.localapi.server import LocalAPI, start_local_api
 from runner.localapi.stats import ServerStats
-from runner.wire import ErrorBody, SimulationResponse, StreamFrame, TranscriptMessage
+from runner.wire.simulate import ErrorBody, SimulationResponse, StreamFrame, TranscriptMessage
 
 LocalAPIFactory = Callable[..., LocalAPI]
 
@@ -636,7 +635,6 @@ def _dechunk(body: bytes) -> bytes:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("RUN_SLOW") != "1", reason="set RUN_SLOW=1 (takes ~10 s)")
 async def test_one_server_sustains_a_thousand_concurrent_streams(
     local_api_factory: LocalAPIFactory,
 ) -> None:

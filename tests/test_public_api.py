@@ -17,6 +17,7 @@ def test_public_names_are_pinned_and_all_resolve() -> None:
         "Job",
         "Run",
         "RunReport",
+        "RunResult",
         "TABLES",
         "__version__",
         "compare_runs",

@@ -27,6 +27,7 @@ from runner.gate import (
     junit_xml,
 )
 from runner.localapi.server import LocalAPI, local_api_process
+from runner.manifest import Manifest, Target
 from runner.report import build_report
 from runner.schema import jobs_schema
 from runner.store import Run, table_frame
@@ -417,7 +418,14 @@ def synthetic_run(tmp_path: Path, name: str) -> Run:
         ],
     )
     empty = table_from_rows("data_collection", [])
-    return Run(tmp_path, {"run_name": "<x>"}, jobs, messages, criteria, empty, attempts)
+    manifest = Manifest(
+        run_name="<x>",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        config_path="<x>.yaml",
+        config_hash="0" * 64,
+        target=Target(base_url="local", backend="stream"),
+    )
+    return Run(tmp_path, manifest, jobs, messages, criteria, empty, attempts)
 
 
 def test_the_page_escapes_whatever_the_data_holds(tmp_path: Path) -> None:
@@ -431,7 +439,7 @@ def test_the_page_of_an_empty_run_says_so(tmp_path: Path) -> None:
     run = synthetic_run(tmp_path, "a")
     empty = Run(
         tmp_path,
-        {},
+        None,
         run.jobs.clear(),
         run.messages.clear(),
         run.criteria.clear(),

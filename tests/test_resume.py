@@ -19,7 +19,8 @@ import polars as pl
 import pytest
 import yaml
 
-from runner.config import iter_jobs, load_config
+from runner.config import load_config
+from runner.jobs import iter_jobs
 from runner.localapi.server import LocalAPI, local_api_process
 from runner.store import TMP_PREFIX, RunLock, done_job_keys, load_run
 from runner.sweep import run_sweep
@@ -182,7 +183,7 @@ def test_ctrl_c_stops_gracefully_and_resume_completes_the_same_job_set(
     finished = done_job_keys(results / "resume")
     assert len(finished) == stats["simulations_completed"] < JOBS
     manifest = load_run(results / "resume").manifest
-    assert manifest["sessions"][-1]["ended"] == "interrupted"
+    assert manifest is not None and manifest.sessions[-1].ended == "interrupted"
     resume_and_check(config, results, api)
 
 
@@ -200,8 +201,9 @@ async def test_adding_a_scenario_sends_only_the_new_jobs(tmp_path: Path, api: Lo
     jobs = load_run(report.run_dir).jobs
     assert jobs.height == 24
     manifest = load_run(report.run_dir).manifest
-    assert [s["ended"] for s in manifest["sessions"]] == ["completed", "completed"]
-    assert manifest["counts"]["jobs"] == 24 and manifest["counts"]["jobs_ok"] == 24
+    assert manifest is not None
+    assert [s.ended for s in manifest.sessions] == ["completed", "completed"]
+    assert manifest.counts["jobs"] == 24 and manifest.counts["jobs_ok"] == 24
 
 
 async def test_errors_are_re_run_unless_told_not_to(tmp_path: Path) -> None:

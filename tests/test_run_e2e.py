@@ -15,7 +15,8 @@ import pytest
 import yaml
 from sweep_data import ORDER_STATUS_CRITERION, SUPPORT_SCENARIOS
 
-from runner.config import iter_jobs, load_config
+from runner.config import load_config
+from runner.jobs import iter_jobs
 from runner.localapi.server import LocalAPI, local_api_process
 from runner.schema import TABLES, jobs_schema
 from runner.store import load_run

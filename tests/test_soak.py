@@ -1,9 +1,9 @@
 """The fault soak at a size CI can afford: every job ends exactly once, and the runner's
-figures agree with the local API's own counters (see ``runner/soak.py``)."""
+figures agree with the local API's own counters (see ``bench/soak.py``)."""
 
 from __future__ import annotations
 
-from runner.soak import soak
+from bench.soak import soak
 
 
 async def test_soak_loses_nothing_and_agrees_with_the_server() -> None:

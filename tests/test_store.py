@@ -9,10 +9,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from runner.config import Job
+from runner.backends.base import SimulationResult, Timings
 from runner.errors import Action, ErrorKind, Failure
-from runner.outcome import AttemptRecord, Batch, JobOutcome, SimulationResult, Timings
-from runner.schema import ATTEMPTS, JOBS, TABLES, jobs_schema
+from runner.jobs import Job
+from runner.outcome import AttemptRecord, Batch, JobOutcome
+from runner.schema import JOBS, TABLES, jobs_schema
 from runner.store import (
     PARTS,
     PartWriter,
@@ -22,7 +23,7 @@ from runner.store import (
     load_run,
     table_frame,
 )
-from runner.wire import (
+from runner.wire.simulate import (
     Analysis,
     CriterionResult,
     DataCollectionResult,
@@ -289,8 +290,6 @@ def test_batch_columns_make_the_same_frames_as_its_rows() -> None:
         rows = b.rows(table.name)
         schema = jobs_schema(["language"]) if table is JOBS else table.schema
         built = table_frame(table.name, b.columns[table.name], ["language"])
-        if table is ATTEMPTS:
-            built = built.drop("run_id")  # the writer adds the session's id
         nested = [n for n, t in schema.items() if isinstance(t, pl.List)]
         reference = pl.DataFrame(
             [{**r, **{n: r[n] or [] for n in nested}} for r in rows], schema=schema, orient="row"

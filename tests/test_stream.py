@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.stream import FrameDecoder, StreamDecodeError, Transcript, decode_frame, decode_stream
-from runner.wire import StreamFrame, usage_totals
+from runner.wire.simulate import StreamFrame, usage_totals
 
 # The three lines of the example in shared/reference/simulate-conversation.md, verbatim.
 REFERENCE_LINES = [

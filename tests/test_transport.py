@@ -15,16 +15,11 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from runner.adaptive import SignalKind
-from runner.client import (
-    REPLY_LISTENER,
-    AiohttpTransport,
-    BufferedBackend,
-    StreamBackend,
-    _httpx_error,
-    make_http_client,
-)
-from runner.config import Job, Timeouts
+from runner.backends.simulate import BufferedBackend, StreamBackend
+from runner.config import Timeouts
 from runner.errors import AttemptError, classify_exception
+from runner.http import AiohttpTransport, _httpx_error, make_http_client
+from runner.jobs import Job
 from runner.localapi.server import LocalAPI
 
 TRANSPORTS = ["aiohttp", "httpx"]
@@ -45,19 +40,21 @@ JOB = Job(
 )
 
 
+def ignore_reply(kind: SignalKind, maximum: int | None, current: int | None) -> None:
+    """A reply listener for attempts whose reports the test does not look at."""
+
+
 async def attempt(
     base_url: str, transport: str, backend: type[StreamBackend | BufferedBackend] = StreamBackend
 ) -> tuple[str, list[tuple[SignalKind, int | None, int | None]], Any]:
     """One attempt: its error kind (or ``ok``), what it reported to the listener, the result."""
     reports: list[tuple[SignalKind, int | None, int | None]] = []
-    token = REPLY_LISTENER.set(lambda *report: reports.append(report))
     client = backend(make_http_client(base_url, None, TIMEOUTS, 4, transport), TIMEOUTS)
     try:
-        return "ok", reports, await client.simulate(JOB)
+        return "ok", reports, await client.simulate(JOB, lambda *report: reports.append(report))
     except AttemptError as exc:
         return exc.failure.kind.value, reports, exc.failure
     finally:
-        REPLY_LISTENER.reset(token)
         await client.aclose()
 
 
@@ -229,7 +226,7 @@ async def test_each_deadline_cuts_its_own_kind_of_slowness(
     )
     started = anyio.current_time()
     try:
-        result = await backend.simulate(JOB)
+        result = await backend.simulate(JOB, ignore_reply)
         kind = "ok"
     except AttemptError as exc:
         kind = exc.failure.kind.value
@@ -264,7 +261,7 @@ async def test_the_request_is_the_one_httpx_builds_from_the_body() -> None:
     http = make_http_client("http://127.0.0.1:8000/base", "sk-test", TIMEOUTS, 4, capture)
     backend = StreamBackend(http, TIMEOUTS)
     try:
-        await backend.simulate(JOB)
+        await backend.simulate(JOB, ignore_reply)
     finally:
         await backend.aclose()
     (sent,) = capture.requests

@@ -1,8 +1,8 @@
 """The local API's agent-testing endpoints: simulation tests that run on the server, later.
 
-The vendor's successor to the simulate endpoints (``shared/reference/simulate-conversation.md``,
-last section), emulated with the same conversation model, judge, timing and faults as the
-simulate endpoints, so the agent-testing backend is tested end to end over a real socket:
+The vendor's successor to the simulate endpoints, emulated with the same conversation model,
+judge, timing and faults as the simulate endpoints, so the agent-testing backend is tested end
+to end over a real socket:
 
 * ``POST /v1/convai/agent-testing/create`` stores a simulation test (other test types: 422);
   ``GET`` / ``DELETE /v1/convai/agent-testing/{id}`` and ``GET /v1/convai/agent-testing``
@@ -18,7 +18,7 @@ simulate endpoints, so the agent-testing backend is tested end to end over a rea
 
 A test as a simulate request: ``simulation_scenario`` is the persona, except the labelled lines
 the runner writes for the first message, the language and the user's facts (see
-``runner.agent_testing.scenario_text``); success condition n is the extra criterion
+``runner.backends.agent_testing.scenario_text``); success condition n is the extra criterion
 ``condition_<n>``; ``simulation_max_turns`` is ``new_turns_limit``; the tools that
 ``tool_mock_config`` mocks (a tool's id is its name here) reply with their first
 ``tool_mock_overrides`` entry, or an error when there is none and the fallback is
@@ -47,20 +47,13 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field, model_validator
 
-from runner.agent_testing import (
-    FACTS_LABEL,
-    FIRST_MESSAGE_LABEL,
-    LANGUAGE_LABEL,
-    MAX_REPEAT_COUNT,
-    SimulationTest,
-)
 from runner.localapi.agents import AgentDef
 from runner.localapi.conversation import ConversationPlan, message_json, plan_conversation
 from runner.localapi.faults import (
@@ -70,7 +63,15 @@ from runner.localapi.faults import (
     error_reply,
 )
 from runner.localapi.judge import call_outcome
-from runner.wire import (
+from runner.localapi.state import LocalAPIState
+from runner.wire.agent_testing import (
+    FACTS_LABEL,
+    FIRST_MESSAGE_LABEL,
+    LANGUAGE_LABEL,
+    MAX_REPEAT_COUNT,
+    SimulationTest,
+)
+from runner.wire.simulate import (
     DynamicVariablesConfig,
     EvaluationCriterion,
     PromptConfig,
@@ -81,9 +82,6 @@ from runner.wire import (
     WireModel,
     usage_totals,
 )
-
-if TYPE_CHECKING:
-    from runner.localapi.app import LocalAPIState
 
 __all__ = ["AgentTestingEmulator", "parse_scenario", "simulation_request"]
 

@@ -64,7 +64,7 @@ from runner.localapi.judge import (
     keyword_hits,
     match_intent,
 )
-from runner.wire import (
+from runner.wire.simulate import (
     Analysis,
     LLMUsage,
     ModelUsage,

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from runner.localapi.agents import AgentDef, DataFieldDef, IntentDef
-from runner.wire import (
+from runner.wire.simulate import (
     Analysis,
     CriterionResult,
     DataCollectionResult,

@@ -1,6 +1,6 @@
 """Fault soak: a sweep against a local API with every fault switched on, accounted job by job.
 
-``python -m runner.soak [--jobs N]`` (``make soak``) prints jobs, ok, errors by kind, retries,
+``python -m bench.soak [--jobs N]`` (``make soak``) prints jobs, ok, errors by kind, retries,
 lost and duplicated jobs (both must be 0) and wall time, and checks the runner's figures
 against the local API's own counters. The test suite runs the same code at a small size.
 """
@@ -20,7 +20,8 @@ import anyio
 import polars as pl
 import yaml
 
-from runner.config import iter_jobs, load_config
+from runner.config import load_config
+from runner.jobs import iter_jobs
 from runner.localapi.server import local_api_process
 from runner.store import load_run
 from runner.sweep import run_sweep
@@ -157,7 +158,7 @@ async def soak(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runner.soak", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--server-cap", type=int, default=24)

@@ -46,184 +46,55 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import httpx
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
-from runner.config import AgentTestingConfig, Config, Job, canonical_json, iter_jobs
-from runner.errors import (
-    Action,
-    AttemptError,
-    ErrorKind,
-    Failure,
-    Phase,
-    classify_exception,
-    classify_response,
+from runner.backends.base import BucketRecord, ReplyListener, SimulationResult, Timings
+from runner.config import AgentTestingConfig, canonical_json
+from runner.errors import Action, AttemptError, ErrorKind, Failure
+from runner.http import request_json
+from runner.jobs import Job
+from runner.wire.agent_testing import (
+    CREATE_PATH,
+    FACTS_LABEL,
+    FIRST_MESSAGE_LABEL,
+    INVOCATION_PATH,
+    LANGUAGE_LABEL,
+    MAX_REPEAT_COUNT,
+    MAX_TURNS,
+    RUN_PATH,
+    TESTS_PATH,
+    ConditionResult,
+    CreatedTest,
+    TestInvocation,
+    TestRun,
+    TestsPage,
+    TestSummary,
 )
-from runner.outcome import BucketRecord, SimulationResult, Timings
-from runner.wire import (
-    Analysis,
-    CriterionResult,
-    Result,
-    TranscriptMessage,
-    WireModel,
-)
+from runner.wire.simulate import Analysis, CriterionResult, Result, WireModel
 
 __all__ = [
     "CONDITIONS_ID",
     "INVOCATIONS_FILE",
     "AgentTestingBackend",
-    "PruneError",
-    "PruneResult",
-    "TestInvocation",
     "TestSpec",
+    "list_tests",
     "parse_test_hash",
-    "prune",
-    "prune_tests",
     "run_result",
     "scenario_text",
     "test_spec",
 ]
 
-CREATE_PATH = "/v1/convai/agent-testing/create"
-TESTS_PATH = "/v1/convai/agent-testing"
-TEST_PATH = "/v1/convai/agent-testing/{test_id}"
-RUN_PATH = "/v1/convai/agents/{agent_id}/run-tests"
-INVOCATION_PATH = "/v1/convai/test-invocations/{invocation_id}"
-
 CONDITIONS_ID = "success_conditions"
 """Criterion id of the merged condition result in the criteria table."""
 INVOCATIONS_FILE = "invocations.jsonl"
 """In the run directory: one line per invocation started, written (and fsync'd) at once."""
-MAX_REPEAT_COUNT = 50
-MAX_TURNS = 50
 _HASH_LEN = 16
 _LABEL_MAX = 100
 _BACKOFF = 1.5
-_ERROR_BODY_LIMIT = 64 * 1024
-
-# Labels of the scenario text's structured lines; the local API reads them back.
-FIRST_MESSAGE_LABEL = "Open the conversation by saying: "
-LANGUAGE_LABEL = "Conversation language: "
-FACTS_LABEL = "Facts you know, to give when asked: "
-
-
-# ---------------------------------------------------------------------------- wire models
-
-
-class ToolMockBehavior(WireModel):
-    """``SimulationToolMockBehaviorConfig``."""
-
-    mocking_strategy: Literal["all", "selected", "none"] = "none"
-    fallback_strategy: Literal["call_real_tool", "raise_error"] = "raise_error"
-    mocked_tool_ids: list[str] = Field(default_factory=list)
-
-
-class ToolResponseMock(WireModel):
-    """``ToolResponseMockConfig``: one mocked reply of a tool."""
-
-    mock_result: str
-    is_error: bool = False
-    parameter_conditions: list[Any] = Field(default_factory=list)
-
-
-class SimulationTest(WireModel):
-    """``CreateSimulationTestRequest`` (the definition of a simulation test)."""
-
-    type: Literal["simulation"] = "simulation"
-    name: str
-    simulation_scenario: str = ""
-    success_conditions: list[str] = Field(default_factory=list, max_length=30)
-    success_condition: str | None = None
-    simulation_max_turns: int = Field(default=5, ge=1, le=MAX_TURNS)
-    chat_history: list[TranscriptMessage] = Field(default_factory=list, max_length=200)
-    dynamic_variables: dict[str, Any] = Field(default_factory=dict)
-    tool_mock_config: ToolMockBehavior = Field(default_factory=ToolMockBehavior)
-    tool_mock_overrides: dict[str, list[ToolResponseMock]] = Field(default_factory=dict)
-    evaluation_model: str | None = None
-    simulated_user_model: str | None = None
-    parent_folder_id: str | None = None
-
-
-class CreatedTest(WireModel):
-    id: str
-
-
-class TestSummary(WireModel):
-    __test__ = False
-
-    id: str
-    name: str
-    type: str | None = None
-
-
-class TestsPage(WireModel):
-    """``GetTestsPageResponseModel``."""
-
-    __test__ = False
-
-    tests: list[TestSummary]
-    has_more: bool = False
-    next_cursor: str | None = None
-
-
-class ConditionRationale(WireModel):
-    messages: list[str] | None = None
-    summary: str | None = None
-
-
-class ConditionResult(WireModel):
-    """``TestConditionResultCommonModel``: all success conditions merged into one result."""
-
-    result: Result
-    rationale: ConditionRationale | None = None
-
-
-class TestRun(WireModel):
-    """``UnitTestRunResponseModel``. ``status`` stays a string: new statuses must not break us."""
-
-    __test__ = False
-
-    test_run_id: str
-    test_invocation_id: str | None = None
-    agent_id: str | None = None
-    test_id: str
-    test_name: str | None = None
-    status: str
-    agent_responses: list[TranscriptMessage] | None = None
-    condition_result: ConditionResult | None = None
-    last_updated_at_unix: int | None = None
-    credits_used: float | None = None
-
-
-class ResultBucket(WireModel):
-    test_run_ids: list[str]
-    title: str
-    reason: str
-    status: str
-
-
-class ResultGroup(WireModel):
-    test_id: str
-    test_name: str | None = None
-    buckets: list[ResultBucket] = Field(default_factory=list)
-
-
-class TestInvocation(WireModel):
-    """``GetTestSuiteInvocationResponseModel``."""
-
-    __test__ = False
-
-    id: str
-    agent_id: str | None = None
-    created_at: int | None = None
-    repeat_count: int | None = None
-    cancelled: bool | None = None
-    bucketing_status: str | None = None
-    result_groups: list[ResultGroup] | None = None
-    test_runs: list[TestRun]
 
 
 # ---------------------------------------------------------------------------- job -> test
@@ -443,42 +314,6 @@ def _cancelled(invocation_id: str, run_id: str | None) -> AttemptError:
 # ---------------------------------------------------------------------------- HTTP
 
 
-async def request_json(
-    client: httpx.AsyncClient,
-    method: str,
-    path: str,
-    *,
-    json_body: Any = None,
-    params: dict[str, Any] | None = None,
-) -> Any:
-    """One API call: its JSON reply, or ``AttemptError`` classified by the error taxonomy."""
-    phase: Phase = "connect"
-    try:
-        request = client.build_request(method, path, json=json_body, params=params)
-        response = await client.send(request, stream=True)
-        phase = "headers"
-        try:
-            if response.status_code >= 300:
-                body = b""
-                async for chunk in response.aiter_raw():
-                    body += chunk
-                    if len(body) > _ERROR_BODY_LIMIT:
-                        break
-                failure = classify_response(response.status_code, body, response.headers)
-                raise AttemptError(failure)
-            phase = "body"
-            raw = await response.aread()
-        finally:
-            await response.aclose()
-    except (httpx.HTTPError, OSError) as exc:
-        raise AttemptError(classify_exception(exc, phase)) from exc
-    try:
-        return json.loads(raw) if raw.strip() else None
-    except ValueError as exc:
-        message = f"{method} {path}: reply is not JSON: {exc}".splitlines()[0][:300]
-        raise AttemptError(Failure(ErrorKind.MALFORMED, Action.RETRY, message)) from exc
-
-
 M = TypeVar("M", bound=WireModel)
 
 
@@ -568,7 +403,9 @@ class AgentTestingBackend:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def simulate(self, job: Job) -> SimulationResult:
+    async def simulate(self, job: Job, on_reply: ReplyListener) -> SimulationResult:
+        """``on_reply`` is left uncalled: a run-tests reply says nothing of the quota of the
+        simulations, which run later on the vendor's side."""
         spec = test_spec(job, self.options)
         test_id = await self._test_id(spec)
         start, count = repeat_window(job.repeat, self.repeats)
@@ -744,76 +581,3 @@ def read_records(path: Path | None) -> Iterator[tuple[GroupKey, str]]:
             yield key, str(row["invocation_id"])
         except (ValueError, KeyError, TypeError):
             continue
-
-
-# ---------------------------------------------------------------------------- prune
-
-
-class PruneError(Exception):
-    """``tests prune`` cannot run or a request failed; ``str(e)`` is one line."""
-
-
-@dataclass
-class PruneResult:
-    kept: int
-    """Tests of this config found and kept."""
-    deleted: list[tuple[str, str]]
-    """(id, name) of every test deleted (or, with ``dry_run``, to delete)."""
-    dry_run: bool
-
-
-def config_test_hashes(cfg: Config) -> set[str]:
-    """Hashes of every test the config's jobs use (repeat 0 covers every scenario and cell)."""
-    hashes: set[str] = set()
-    for job in iter_jobs(cfg):
-        if job.repeat > 0:
-            break
-        hashes.add(test_spec(job, cfg.target.agent_testing).hash)
-    return hashes
-
-
-async def prune_tests(
-    cfg: Config, client: httpx.AsyncClient, *, dry_run: bool = False
-) -> PruneResult:
-    """Delete the tests named with this config's prefix whose hash the config no longer has."""
-    options = cfg.target.agent_testing
-    assert options.name_prefix
-    keep = config_test_hashes(cfg)
-    try:
-        tests = await list_tests(client, options.name_prefix, options.folder_id)
-        stale = [t for t in tests if parse_test_hash(t.name, options.name_prefix) not in keep]
-        if not dry_run:
-            for test in stale:
-                await request_json(client, "DELETE", TEST_PATH.format(test_id=test.id))
-    except AttemptError as exc:
-        raise PruneError(exc.failure.message) from exc
-    return PruneResult(
-        kept=len(tests) - len(stale),
-        deleted=[(t.id, t.name) for t in stale],
-        dry_run=dry_run,
-    )
-
-
-def prune(cfg: Config, *, base_url: str | None = None, dry_run: bool = False) -> PruneResult:
-    """Blocking ``prune_tests`` against ``base_url`` or the config's target (the CLI's entry)."""
-    from runner.client import make_http_client
-    from runner.sweep import SetupError, read_api_key
-
-    url = base_url or cfg.target.base_url
-    if url == "local":
-        raise PruneError(
-            "target.base_url is 'local': the bundled local API keeps tests only while it runs; "
-            "give --base-url of a running one (e.g. `make serve`)"
-        )
-    try:
-        api_key = read_api_key(cfg) if base_url is None else None
-    except SetupError as exc:
-        raise PruneError(str(exc)) from exc
-    if base_url is not None:  # a server given on the command line: a key only if there is one
-        api_key = os.environ.get(cfg.target.api_key_env) or None
-
-    async def main() -> PruneResult:
-        async with make_http_client(url, api_key, cfg.target.timeouts, 4) as client:
-            return await prune_tests(cfg, client, dry_run=dry_run)
-
-    return anyio.run(main)

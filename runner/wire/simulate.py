@@ -4,7 +4,7 @@ One definition shared by the runner's client (which builds requests and reads re
 the local API (which reads requests and builds replies). Every model accepts unknown keys
 (``extra="allow"``): the real service adds optional fields over time and a client that rejects
 them breaks for no reason. Field names, requiredness and defaults follow the vendor's OpenAPI
-document (``shared/reference/elevenlabs-openapi-subset.json``).
+document (a copy is in ``tests/vendor/``; the tests check our shapes against it).
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ Result = Literal["success", "failure", "unknown"]
 """The exact strings the API uses for criterion and call outcomes."""
 
 Role = Literal["user", "agent"]
+
+STREAM_PATH = "/v1/convai/agents/{agent_id}/simulate-conversation/stream"
+BUFFERED_PATH = "/v1/convai/agents/{agent_id}/simulate-conversation"
 
 
 class WireModel(BaseModel):

@@ -6,14 +6,13 @@ The numbers all come from ``runner.analysis``; this module only lays them out wi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import polars as pl
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from runner import report
 from runner.analysis import (
     error_counts,
     error_rates,
@@ -23,12 +22,10 @@ from runner.analysis import (
     pass_rates,
     repeat_pass_rates,
 )
+from runner.report.pages import RATE_COLUMNS as _PAGE_RATES
 from runner.store import Run, load_run
 
-if TYPE_CHECKING:
-    from runner.sweep import RunReport
-
-RATE_COLUMNS = frozenset(report.RATE_COLUMNS)
+RATE_COLUMNS = frozenset(_PAGE_RATES)
 
 
 def _fmt(value: object, digits: int = 3) -> str:
@@ -108,15 +105,10 @@ def _print_repeats(run: Run, console: Console) -> None:
     console.print(frame_table(cases, "flaky cases (S success, F failure, U unknown, E error)", 15))
 
 
-def print_summary(report: RunReport, console: Console | None = None) -> None:
-    """What ``python -m runner run`` prints when it ends."""
+def print_summary(run_dir: Path, headline: str, console: Console | None = None) -> None:
+    """What ``python -m runner run`` prints when it ends: the session's headline (the caller's,
+    which knows the session), then the run's tables."""
     console = console or Console()
-    run = load_run(report.run_dir, lazy=True)
-    c = report.counters
-    console.print(
-        f"\n[bold]{report.run_dir}[/]  this session: {c.done} job(s) run"
-        f" ({c.ok} ok, {c.errors} error), {c.skipped} already done, {c.retries} retries,"
-        f" {c.attempts} attempts, peak in flight {c.peak_in_flight},"
-        f" {report.wall_secs:.1f}s"
-    )
+    run = load_run(run_dir, lazy=True)
+    console.print(headline)
     print_run_tables(run, console)

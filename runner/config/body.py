@@ -1,0 +1,84 @@
+"""A scenario in a matrix cell as the exact request body sent, and its canonical JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from runner.config.models import Config, ScenarioSpec
+from runner.wire.simulate import (
+    DynamicVariablesConfig,
+    EvaluationCriterion,
+    PromptConfig,
+    SimulatedUserConfig,
+    SimulationRequest,
+    SimulationSpecification,
+    ToolMockConfig,
+)
+
+
+def encode_body(body: Mapping[str, Any]) -> bytes:
+    """A request body as the exact bytes sent."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no spaces: the same data always gives the same text (and digest)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def build_body(
+    cfg: Config, spec: ScenarioSpec, cell: tuple[tuple[str, Any], ...]
+) -> dict[str, Any]:
+    """The exact request body for one scenario in one matrix cell."""
+    fields: dict[str, Any] = {
+        "first_message": spec.first_message,
+        "language": spec.language,
+        "llm": spec.llm,
+        "temperature": spec.temperature,
+        "new_turns_limit": spec.new_turns_limit or cfg.run.new_turns_limit,
+    }
+    dynamic = dict(spec.dynamic_variables)
+    placeholders = dict(spec.user_dynamic_variables)
+    for axis, value in cell:
+        head, dot, rest = axis.partition(".")
+        if head == "dynamic_variables" and dot:
+            dynamic[rest] = value
+        elif head == "user_dynamic_variables" and dot:
+            placeholders[rest] = value
+        else:
+            fields[axis] = float(value) if axis == "temperature" else value
+    criteria = [*cfg.criteria, *spec.criteria]
+    request = SimulationRequest(
+        simulation_specification=SimulationSpecification(
+            simulated_user_config=SimulatedUserConfig(
+                first_message=fields["first_message"],
+                language=fields["language"],
+                prompt=PromptConfig(
+                    prompt=spec.prompt, llm=fields["llm"], temperature=fields["temperature"]
+                ),
+                dynamic_variables=(
+                    DynamicVariablesConfig(dynamic_variable_placeholders=placeholders)
+                    if placeholders
+                    else None
+                ),
+            ),
+            tool_mock_config=(
+                {
+                    name: ToolMockConfig(
+                        default_return_value=mock.return_value, default_is_error=mock.is_error
+                    )
+                    for name, mock in spec.tool_mocks.items()
+                }
+                or None
+            ),
+            partial_conversation_history=spec.history or None,
+            dynamic_variables=dynamic or None,
+        ),
+        extra_evaluation_criteria=(
+            [EvaluationCriterion.model_validate(c.model_dump()) for c in criteria] or None
+        ),
+        new_turns_limit=fields["new_turns_limit"],
+    )
+    return request.to_json_body()

@@ -1,0 +1,267 @@
+"""Loading a config: read, override, validate, then check across fields and files.
+
+A config is read and checked completely before any request is sent: a typo found after an hour
+of paid simulations is worth far less than one found in the first second. Loading streams the
+scenario files once to validate; memory does not grow with the number of scenarios (apart from
+the ids and request digests kept to reject duplicates).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from runner.config.body import build_body, canonical_json
+from runner.config.errors import (
+    ConfigError,
+    describe,
+    did_you_mean,
+    display,
+    from_validation,
+    yaml_error,
+)
+from runner.config.models import DICT_AXES, MATRIX_AXES, Config, ScenarioFileRef
+from runner.config.scenarios import UniqueKeyLoader, decode, file_stats, iter_located, read_bytes
+
+# ---------------------------------------------------------------------------- validation
+
+
+def _axis_kind(axis: str) -> str | None:
+    if axis in MATRIX_AXES:
+        return axis
+    head, dot, rest = axis.partition(".")
+    if dot and head in DICT_AXES and rest:
+        return head
+    return None
+
+
+def _check_matrix(cfg: Config, where: str) -> None:
+    for axis, values in cfg.matrix.items():
+        field = f"matrix.{axis}"
+        kind = _axis_kind(axis)
+        if kind is None:
+            options = [*MATRIX_AXES, *(f"{d}.<name>" for d in DICT_AXES)]
+            raise ConfigError(f"{where}: {field}: unknown matrix axis{did_you_mean(axis, options)}")
+        if not values:
+            raise ConfigError(f"{where}: {field}: must list at least one value")
+        seen: dict[str, int] = {}
+        for i, value in enumerate(values):
+            ok = {
+                "language": isinstance(value, str) and value != "",
+                "llm": isinstance(value, str) and value != "",
+                "first_message": isinstance(value, str),
+                "temperature": isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and value >= 0,
+                "new_turns_limit": isinstance(value, int)
+                and not isinstance(value, bool)
+                and value >= 1,
+            }.get(kind, True)
+            if not ok:
+                want = {
+                    "temperature": "a number >= 0",
+                    "new_turns_limit": "an integer >= 1",
+                    "first_message": "a string",
+                }.get(kind, "a non-empty string")
+                raise ConfigError(f"{where}: {field}[{i}]: must be {want} (got {describe(value)})")
+            text = canonical_json(float(value) if kind == "temperature" else value)
+            if text in seen:
+                raise ConfigError(
+                    f"{where}: {field}[{i}]: duplicate value {describe(value)} "
+                    f"(same as [{seen[text]}])"
+                )
+            seen[text] = i
+
+
+def _check_unique(items: Iterable[tuple[str, str]], where: str, what: str) -> None:
+    seen: dict[str, str] = {}
+    for field, ident in items:
+        if ident in seen:
+            raise ConfigError(f"{where}: {field}: duplicate {what} {ident!r} (also {seen[ident]})")
+        seen[ident] = field
+
+
+def _projection(body: dict[str, Any], axes: Iterable[str]) -> bytes:
+    """The body without what the matrix overrides: equal projections mean colliding jobs."""
+    dropped = json.loads(canonical_json(body))
+    d_spec = dropped["simulation_specification"]
+    d_user = d_spec["simulated_user_config"]
+    for axis in axes:
+        head, _, rest = axis.partition(".")
+        if axis == "new_turns_limit":
+            dropped.pop("new_turns_limit", None)
+        elif axis in ("language", "first_message"):
+            d_user.pop(axis, None)
+        elif axis in ("llm", "temperature"):
+            d_user.get("prompt", {}).pop(axis, None)
+        elif head == "dynamic_variables":
+            d_spec.get("dynamic_variables", {}).pop(rest, None)
+        elif head == "user_dynamic_variables":
+            placeholders = d_user.get("dynamic_variables", {})
+            placeholders.get("dynamic_variable_placeholders", {}).pop(rest, None)
+    return hashlib.sha256(canonical_json(dropped).encode()).digest()[:16]
+
+
+def _validate_scenarios(cfg: Config, where: str) -> None:
+    """Stream every scenario once: ids, criteria ids and colliding requests."""
+    global_ids = {c.id: i for i, c in enumerate(cfg.criteria)}
+    # Kept small on purpose (a few ints and a 16-byte digest a scenario): files may be huge.
+    ids: dict[str, tuple[int, int]] = {}
+    bodies: dict[bytes, str] = {}
+    files = {
+        i: display(cfg.resolve(e.file))
+        for i, e in enumerate(cfg.scenarios)
+        if isinstance(e, ScenarioFileRef)
+    }
+
+    def label(scenario_id: str) -> str:
+        index, line = ids[scenario_id]
+        return f"{files[index]}:{line}" if line else f"scenarios[{index}]"
+
+    axes = list(cfg.matrix)
+    for located in iter_located(cfg, check_unchanged=False):
+        spec = located.spec
+        here, prefix = located.where, located.prefix
+        if spec.id in ids:
+            raise ConfigError(
+                f"{here}: {prefix}id: duplicate scenario id {spec.id!r} (also {label(spec.id)})"
+            )
+        ids[spec.id] = (located.index, located.line)
+        own: set[str] = set()
+        for j, criterion in enumerate(spec.criteria):
+            field = f"{prefix}criteria[{j}].id"
+            if criterion.id in global_ids:
+                raise ConfigError(
+                    f"{here}: {field}: criterion id {criterion.id!r} is already used by "
+                    f"criteria[{global_ids[criterion.id]}] (ids must be unique within a job)"
+                )
+            if criterion.id in own:
+                raise ConfigError(f"{here}: {field}: duplicate criterion id {criterion.id!r}")
+            own.add(criterion.id)
+        digest = _projection(build_body(cfg, spec, ()), axes)
+        if digest in bodies:
+            other = bodies[digest]
+            raise ConfigError(
+                f"{here}: {prefix}id: scenario {spec.id!r} sends the same requests as "
+                f"{other!r} ({label(other)}); make them differ or use run.repeats"
+            )
+        bodies[digest] = spec.id
+
+
+def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any], where: str) -> None:
+    for dotted, value in overrides.items():
+        parts: list[str] = dotted.split(".")
+        if parts[0] == "matrix" and len(parts) > 1:
+            parts = ["matrix", ".".join(parts[1:])]  # axis names contain dots
+        node: Any = raw
+        for depth, part in enumerate(parts[:-1]):
+            here = ".".join(parts[: depth + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"{where}: {dotted}: override: no item {here}")
+                node = node[int(part)]
+            elif isinstance(node, dict):
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+            else:
+                raise ConfigError(f"{where}: {dotted}: override: {here} is not a mapping")
+        last = parts[-1]
+        if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+            node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"{where}: {dotted}: override: cannot set {dotted}")
+
+
+def parse_config(
+    data: Mapping[str, Any],
+    source_path: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Validate an already-read config mapping as if it came from ``source_path``."""
+    source = Path(source_path).absolute()
+    where = display(source)
+    raw: dict[str, Any] = json.loads(json.dumps(data, default=str)) if data else {}
+    # ``x-`` keys at the top hold YAML anchors for reuse (as in docker-compose files).
+    raw = {k: v for k, v in raw.items() if not str(k).startswith("x-")}
+    if "source_path" in raw:
+        raise ConfigError(f"{where}: source_path: unknown key")
+    _apply_overrides(raw, overrides or {}, where)
+    try:
+        cfg = Config.model_validate({**raw, "source_path": source})
+    except ValidationError as exc:
+        raise from_validation(where, exc, Config, overridden=list(overrides or {})) from None
+    _check_unique(((f"agents[{i}].id", a.id) for i, a in enumerate(cfg.agents)), where, "agent id")
+    _check_unique(
+        ((f"criteria[{i}].id", c.id) for i, c in enumerate(cfg.criteria)), where, "criterion id"
+    )
+    _check_matrix(cfg, where)
+    if cfg.run.name is None:
+        cfg.run.name = _default_name(source)
+    if cfg.target.local.seed is None:
+        cfg.target.local.seed = cfg.run.seed
+    if cfg.target.agent_testing.name_prefix is None:
+        cfg.target.agent_testing.name_prefix = "convsim/" + _default_name(source)
+    _validate_scenarios(cfg, where)
+    return cfg
+
+
+def _default_name(source: Path) -> str:
+    """The file's stem, made a valid run name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", source.stem).strip(".") or "run"
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read, override and validate a config and every scenario file it names.
+
+    ``overrides`` are dotted paths set before validation (``{"run.concurrency": 4}``). Raises
+    ``ConfigError`` with one line naming the file, the field and the problem.
+    """
+    source = Path(path)
+    where = display(source)
+    data = read_bytes(source, where, "config file")
+    try:
+        raw = yaml.load(decode(data, where), Loader=UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise yaml_error(where, exc) from None
+    if raw is None:
+        raise ConfigError(f"{where}: <top level>: the file is empty")
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{where}: <top level>: must be a mapping of sections (got {describe(raw)})"
+        )
+    return parse_config(raw, source, overrides)
+
+
+def resolved_config(cfg: Config) -> dict[str, Any]:
+    """The config with every default filled in, as JSON-able data; never holds a secret.
+
+    Scenario files appear as their path (as written), sha256 and row count, so the digest of
+    this dict changes whenever a file's content does.
+    """
+    out = cfg.model_dump(mode="json", exclude={"scenarios", "source_path"})
+    scenarios: list[dict[str, Any]] = []
+    for entry in cfg.scenarios:
+        if isinstance(entry, ScenarioFileRef):
+            sha, count = file_stats(cfg, entry)
+            scenarios.append({"file": entry.file, "sha256": sha, "scenarios": count})
+        else:
+            scenarios.append(entry.model_dump(mode="json"))
+    out["scenarios"] = scenarios
+    for agent in out["agents"]:
+        agent["label"] = agent["label"] or agent["id"]
+    return out
+
+
+def config_hash(cfg: Config) -> str:
+    """sha256 of the resolved config (scenario files' content included by their digest)."""
+    return hashlib.sha256(canonical_json(resolved_config(cfg)).encode()).hexdigest()

@@ -1,0 +1,176 @@
+"""The local API's per-process state and settings, shared by its simulate and agent-testing
+routes: loaded agents, counters, seeds, fault draws, and the agent replies built once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import random
+import secrets
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner.localapi.agents import AgentDef, load_agents
+from runner.localapi.conversation import ConversationPlan, TimingModel, plan_conversation
+from runner.localapi.faults import FaultDecision, FaultSettings, derive_seed, draw_fault
+from runner.localapi.stats import ServerStats
+from runner.wire.simulate import SimulationRequest
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+DEFAULT_MAX_CONCURRENCY_HEADER = 1000
+"""``maximum-concurrent-requests`` advertised when no ``--max-concurrency`` cap is set."""
+
+AGENT_CREATED_AT_UNIX = 1_767_225_600
+"""Fixed creation time (2026-01-01) of every local agent: replies stay reproducible."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything that shapes the local API's behaviour (built from the CLI by ``server``)."""
+
+    seed: int | None = None
+    """None: a random seed is drawn at start-up (and reported by the stats endpoint)."""
+    time_scale: float = 1.0
+    """Multiplies every simulated delay: 0 replies at once, 0.01 runs 100 times faster."""
+    agents_path: Path | None = None
+    api_key: str | None = field(default=None, repr=False)
+    """When set, ``xi-api-key`` must equal it on ``/v1/...``; never printed or logged."""
+    max_concurrency: int | None = None
+    """Simulations in flight beyond this get 429 ``too_many_concurrent_requests``."""
+    timing: TimingModel = field(default_factory=TimingModel)
+    faults: FaultSettings = field(default_factory=FaultSettings)
+    retry_after: float | None = None
+    """Seconds sent as ``Retry-After`` on 429s; None (default) sends no such header."""
+
+    def __post_init__(self) -> None:
+        if not (self.time_scale >= 0 and math.isfinite(self.time_scale)):
+            raise ValueError(f"time_scale must be a finite number >= 0, got {self.time_scale}")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+        if self.retry_after is not None and self.retry_after < 0:
+            raise ValueError(f"retry_after must be >= 0, got {self.retry_after}")
+
+
+def agent_json(agent: AgentDef) -> dict[str, Any]:
+    """``GetAgentResponseModel``: the required fields, filled from the agent definition."""
+    return {
+        "agent_id": agent.agent_id,
+        "name": agent.name,
+        "conversation_config": {
+            "agent": {
+                "first_message": agent.first_message,
+                "language": "en",
+                "prompt": {"prompt": agent.description, "llm": agent.llm},
+            }
+        },
+        "metadata": {
+            "created_at_unix_secs": AGENT_CREATED_AT_UNIX,
+            "updated_at_unix_secs": AGENT_CREATED_AT_UNIX,
+        },
+        "platform_settings": {
+            "evaluation": {
+                "criteria": [
+                    {
+                        "id": c.id,
+                        "name": c.name,
+                        "type": "prompt",
+                        "conversation_goal_prompt": c.conversation_goal_prompt,
+                        "scoring_mode": c.scoring_mode,
+                        "max_score": c.max_score,
+                    }
+                    for c in agent.evaluation_criteria
+                ]
+            }
+        },
+        "tags": [],
+    }
+
+
+def agent_summary_json(agent: AgentDef) -> dict[str, Any]:
+    """``AgentSummaryResponseModel``."""
+    return {
+        "agent_id": agent.agent_id,
+        "name": agent.name,
+        "tags": [],
+        "created_at_unix_secs": AGENT_CREATED_AT_UNIX,
+        "archived": False,
+        "access_info": {
+            "is_creator": True,
+            "creator_name": "Local API",
+            "creator_email": "local@localhost",
+            "role": "admin",
+        },
+    }
+
+
+# ---------------------------------------------------------------------------- server state
+
+
+class LocalAPIState:
+    """Per-process state: loaded agents, counters, seeds. Lives in ``app.state.localapi``."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.seed: int = settings.seed if settings.seed is not None else secrets.randbits(63)
+        self.agents: dict[str, AgentDef] = load_agents(settings.agents_path)
+        self.agent_replies: dict[str, bytes] = {
+            agent_id: json.dumps(agent_json(agent)).encode()
+            for agent_id, agent in self.agents.items()
+        }
+        self.agent_summaries: list[dict[str, Any]] = [
+            agent_summary_json(agent) for agent in self.agents.values()
+        ]
+        self.stats = ServerStats()
+        self.request_index = 0
+        self.scenario_counts: dict[bytes, int] = {}
+        self.max_header = str(settings.max_concurrency or DEFAULT_MAX_CONCURRENCY_HEADER).encode()
+        self.connection_source: Callable[[], Iterable[Any]] | None = None
+        """Set by the server: live uvicorn protocol objects, to abort a request's connection."""
+
+    def next_fault(self) -> FaultDecision:
+        index = self.request_index
+        self.request_index += 1
+        return draw_fault(self.settings.faults, self.seed, index)
+
+    def plan(self, agent: AgentDef, request: SimulationRequest) -> ConversationPlan:
+        canonical = json.dumps(
+            request.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+        )
+        key = hashlib.sha256(f"{agent.agent_id}\0{canonical}".encode()).digest()
+        n = self.scenario_counts.get(key, 0)
+        self.scenario_counts[key] = n + 1
+        rng = random.Random(derive_seed(self.seed, agent.agent_id, canonical, n))
+        return plan_conversation(agent, request, rng, self.settings.timing)
+
+    def transport_of(self, scope: Scope) -> asyncio.Transport | None:
+        client = scope.get("client")
+        if self.connection_source is None or client is None:
+            return None
+        wanted = tuple(client)
+        for protocol in self.connection_source():
+            if getattr(protocol, "client", None) == wanted:
+                transport: asyncio.Transport | None = getattr(protocol, "transport", None)
+                return transport
+        return None
+
+    def snapshot(self) -> dict[str, Any]:
+        settings = self.settings
+        return {
+            **self.stats.snapshot(),
+            "seed": self.seed,
+            "time_scale": settings.time_scale,
+            "max_concurrency": settings.max_concurrency,
+            "auth_enabled": settings.api_key is not None,
+            "fault_rates": settings.faults.as_dict(),
+            "retry_after": settings.retry_after,
+            "agents": sorted(self.agents),
+        }

@@ -1,0 +1,65 @@
+"""``manifest.json``: what a run directory is, and one entry per session that wrote into it.
+
+The one model of the file: the run shell writes it, the store reads it, the report and the
+viewer show it. Unknown keys are kept, so a manifest written by a newer runner still reads.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SessionEnd = Literal["running", "completed", "aborted", "interrupted", "write_failed"]
+"""How a session ended; ``running`` while it runs (and after a kill -9, for good)."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Session(_Model):
+    """One invocation of ``run`` on this directory."""
+
+    run_id: str
+    """Also the ``run_id`` of the rows it wrote (jobs, attempts)."""
+    started_at: datetime
+    ended_at: datetime | None = None
+    ended: SessionEnd = "running"
+    config_hash: str
+    planned: int
+    """Jobs this session set out to run (not done yet when it started)."""
+    skipped: int
+    """Jobs already done by earlier sessions."""
+    wall_secs: float | None = None
+    done: int = 0
+    ok: int = 0
+    errors: int = 0
+    retries: int = 0
+    attempts: int = 0
+    concurrency_limit: int | None = None
+    peak_in_flight: int | None = None
+    server_quota: int | None = None
+    abort_reason: str | None = None
+
+
+class Target(_Model):
+    base_url: str
+    backend: str
+
+
+class Manifest(_Model):
+    run_name: str
+    created_at: datetime
+    config_path: str
+    config_hash: str
+    """sha256 of the resolved config of the latest session."""
+    target: Target
+    matrix_axes: list[str] = Field(default_factory=list)
+    versions: dict[str, str] = Field(default_factory=dict)
+    finalized: bool = False
+    """The final tables were rebuilt from the parts after the latest session."""
+    counts: dict[str, int] = Field(default_factory=dict)
+    """Rows per final table, and ``jobs_ok`` / ``jobs_error``."""
+    sessions: list[Session] = Field(default_factory=list)
