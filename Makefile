@@ -16,7 +16,7 @@ LOCK_ARGS ?=
 CONFIG ?= configs/example.yaml
 ARGS ?=
 
-.PHONY: venv lock run serve report soak test lint fmt bench clean
+.PHONY: venv lock schema run serve report soak test lint fmt bench clean
 
 venv: $(STAMP)
 
@@ -43,6 +43,11 @@ $(LOCK_VENV)/.installed:
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install --quiet '$(PIP)' '$(PIP_TOOLS)'
 	touch $@
+
+# the config's JSON Schema, for editors (tests/test_config_schema.py checks it is current)
+schema: $(STAMP)
+	$(BIN)/python -m runner schema > configs/config.schema.json.tmp
+	mv configs/config.schema.json.tmp configs/config.schema.json
 
 run: $(STAMP)
 	$(BIN)/python -m runner run $(CONFIG) $(ARGS)
