@@ -1,21 +1,53 @@
 # Two commands do everything: `make run CONFIG=...` and `make test`.
-# The virtualenv is (re)built whenever pyproject.toml changes.
+# The virtualenv is built from the lockfile, from scratch, whenever pyproject.toml or the
+# lockfile changes; `make lock` regenerates the lockfile from pyproject.toml.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# every package of the main dependencies, the test extra and the build backend, pinned with hashes
+LOCK := requirements.lock
+# the installer and the lock tool are pinned too (pip-tools follows pip's internals)
+PIP := pip==26.3
+PIP_TOOLS := pip-tools==7.6.2
+LOCK_VENV := .venv-lock
+# make lock LOCK_ARGS=--upgrade (every pin to its newest release) or LOCK_ARGS="--upgrade-package X"
+LOCK_ARGS ?=
 CONFIG ?= configs/example.yaml
 ARGS ?=
 
-.PHONY: venv run serve report soak test lint fmt bench clean
+.PHONY: venv lock schema run serve report soak test lint fmt bench clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# from scratch, so a package dropped from the lock leaves the venv too; the project itself
+# goes in without dependencies and without build isolation (its backend is in the lock)
+$(STAMP): pyproject.toml $(LOCK)
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet '$(PIP)'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# pip-compile resolves with pip and so with this machine's pip configuration (indexes,
+# find-links); the lock names no index, so installing it uses the installing machine's.
+# Without LOCK_ARGS it keeps the current pins and only resolves what pyproject.toml changed.
+lock: $(LOCK_VENV)/.installed
+	$(LOCK_VENV)/bin/pip-compile --quiet --extra test --strip-extras --generate-hashes \
+		--allow-unsafe --all-build-deps --no-emit-index-url --no-emit-find-links \
+		--output-file $(LOCK) $(LOCK_ARGS) pyproject.toml
+
+$(LOCK_VENV)/.installed:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet '$(PIP)' '$(PIP_TOOLS)'
+	touch $@
+
+# the config's JSON Schema, for editors (tests/test_config_schema.py checks it is current)
+schema: $(STAMP)
+	$(BIN)/python -m runner schema > configs/config.schema.json.tmp
+	mv configs/config.schema.json.tmp configs/config.schema.json
 
 run: $(STAMP)
 	$(BIN)/python -m runner run $(CONFIG) $(ARGS)
@@ -52,4 +84,4 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .mypy_cache .ruff_cache

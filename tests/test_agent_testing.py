@@ -7,22 +7,20 @@ the outside truth for the emulated replies.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
-import jsonschema
 import polars as pl
 import pytest
+import vendor_schema
 import yaml
 
 from runner.backends import agent_testing as at
@@ -38,7 +36,6 @@ from runner.sweep import run_sweep
 from runner.wire import agent_testing as wire_at
 
 ROOT = Path(__file__).resolve().parents[1]
-VENDOR_OPENAPI = Path("/work/shared/reference/elevenlabs-openapi-subset.json")
 RUN = [sys.executable, "-m", "runner", "run"]
 FAST_POLL = {"poll_interval": 0.01, "poll_interval_max": 0.05}
 
@@ -129,20 +126,7 @@ def sweep(cfg: Config, results: Path, **kwargs: Any) -> Any:
     return anyio.run(lambda: run_sweep(cfg, results_root=results, progress=False, **kwargs))
 
 
-@cache
-def vendor_doc() -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads(VENDOR_OPENAPI.read_text())
-    return doc
-
-
-def assert_vendor_valid(name: str, instance: Any) -> None:
-    if not VENDOR_OPENAPI.exists():
-        pytest.skip("vendor OpenAPI not present")
-    schema = {"$ref": f"#/components/schemas/{name}", "components": vendor_doc()["components"]}
-    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(instance))
-    assert not errors, f"not a valid {name}: " + "; ".join(
-        f"{list(e.absolute_path)}: {e.message[:200]}" for e in errors[:5]
-    )
+assert_vendor_valid = vendor_schema.assert_vendor_valid
 
 
 # ---------------------------------------------------------------------------- pure mapping

@@ -1,7 +1,7 @@
 """The local API against outside truth: the vendor's OpenAPI document, schemathesis and the SDK.
 
 Our own pydantic models could share a mistake with the server that uses them; these checks use
-only the vendor's published schema (``shared/reference/elevenlabs-openapi-subset.json``) and
+only the vendor's published schema (``tests/vendor/elevenlabs-openapi-subset.json``) and
 the vendor's own Python SDK, so they catch a reply that our models accept but the real
 clients would not.
 """

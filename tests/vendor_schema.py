@@ -1,7 +1,8 @@
 """The vendor's published OpenAPI document: the outside truth our shapes are checked against.
 
-It lives in ``shared/reference/`` beside the checkout (as in CI) and is never copied into the
-repository. One loader for every test that validates a body against it.
+A byte-identical copy of the vendor's public document lives in the repository at
+``tests/vendor/elevenlabs-openapi-subset.json`` (a fresh clone tests against it; no fallback,
+no skip). One loader for every test that validates a body against it.
 """
 
 from __future__ import annotations
@@ -14,18 +15,11 @@ from typing import Any
 import jsonschema
 
 NAME = "elevenlabs-openapi-subset.json"
-REPO = Path(__file__).resolve().parents[1]
-CANDIDATES = (REPO.parent / "shared" / "reference" / NAME, REPO / "shared" / "reference" / NAME)
+OPENAPI_PATH = Path(__file__).resolve().parent / "vendor" / NAME
 
 
 def openapi_path() -> Path:
-    for path in CANDIDATES:
-        if path.exists():
-            return path
-    raise FileNotFoundError(
-        f"the vendor's OpenAPI document {NAME} is missing: expected shared/reference/ beside "
-        f"the checkout ({CANDIDATES[0]})"
-    )
+    return OPENAPI_PATH
 
 
 @cache
