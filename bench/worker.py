@@ -81,7 +81,7 @@ def variant(spec: dict[str, Any], seen: dict[str, float]) -> Iterator[None]:
     saved = (
         runner.sweep.concurrency_policy,
         runner.sweep.make_http_client,
-        runner.sweep.PartWriter.write,
+        runner.sweep.JournaledParts,
         runner.sweep.compact,
     )
 
@@ -95,8 +95,16 @@ def variant(spec: dict[str, Any], seen: dict[str, float]) -> Iterator[None]:
         runner.sweep.concurrency_policy = lambda cfg: HalveOn429(cap)
     elif policy == "auto-noheaders":
         runner.sweep.concurrency_policy = lambda cfg: AdaptiveLimit(cap, use_headers=False)
-    if spec.get("store") is False:  # rows discarded: the client path alone
-        runner.sweep.PartWriter.write = lambda self, rows: None  # type: ignore[method-assign]
+    if spec.get("store") is False:  # rows shaped, then discarded: the client path alone
+
+        class Discard(runner.sweep.JournaledParts):
+            def add(self, outcome: Any) -> None:
+                self.batch.add(outcome)
+
+            def write(self, sealed: Any) -> None:
+                pass
+
+        runner.sweep.JournaledParts = Discard  # type: ignore[misc]
     if spec.get("transport") == "httpx":
         make = saved[1]
 
@@ -111,7 +119,7 @@ def variant(spec: dict[str, Any], seen: dict[str, float]) -> Iterator[None]:
         (
             runner.sweep.concurrency_policy,
             runner.sweep.make_http_client,
-            runner.sweep.PartWriter.write,  # type: ignore[method-assign]
+            runner.sweep.JournaledParts,  # type: ignore[misc]
             runner.sweep.compact,
         ) = saved
 

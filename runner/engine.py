@@ -4,8 +4,9 @@ A ``CapacityLimiter`` caps simulations in flight; workers outnumber its tokens s
 in backoff never holds a slot another job could use. Its tokens are fixed, or moved at every
 reply by a controller (``runner.adaptive``, ``run.concurrency: auto``) that reads the quota
 headers and 429s. Retries are tenacity's, driven by the error taxonomy in ``runner.errors``.
-Finished jobs go to a writer task that flushes them in batches to the store from a worker
-thread, so memory stays flat however many jobs a sweep has.
+Each finished job goes to the sink at once (the run's sink journals it: ``runner.journal``),
+and a writer task flushes batches to the store from a worker thread, so memory stays flat
+however many jobs a sweep has.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 from anyio.abc import ObjectSendStream
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from runner.adaptive import ConcurrencyController, Signal, SignalKind
@@ -37,6 +39,52 @@ MAX_RETRY_AFTER = 900.0
 CAPACITY_WAITS_PER_ATTEMPT = 10
 """A job may wait for capacity (429 too_many_concurrent_requests) this many times per attempt of
 its budget: being at the quota is normal under load and says nothing about the job."""
+
+
+BACKLOG_BATCHES = 4
+"""Workers wait for the writer once this many full batches are waiting to be written: memory
+stays bounded when writing is slower than simulating."""
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where finished jobs go. ``add`` runs on the event loop as each job finishes, so it must
+    be quick (``runner.journal`` makes the job durable there); ``seal`` hands over what was
+    added since the last seal, which ``write`` stores from a worker thread."""
+
+    @property
+    def pending(self) -> int: ...
+
+    def add(self, outcome: JobOutcome) -> None: ...
+
+    def seal(self) -> Any: ...
+
+    def write(self, sealed: Any) -> None: ...
+
+
+class BatchSink:
+    """A sink that hands each ``Batch`` to ``write``, keeping nothing on disk itself (tests,
+    benchmarks, and callers that store results their own way)."""
+
+    def __init__(self, write: Callable[[Batch], None]) -> None:
+        self._write = write
+        self.batch = Batch()
+
+    @property
+    def pending(self) -> int:
+        return self.batch.jobs
+
+    def add(self, outcome: JobOutcome) -> None:
+        self.batch.add(outcome)
+
+    def seal(self) -> Batch | None:
+        if not self.batch.jobs:
+            return None
+        full, self.batch = self.batch, Batch()
+        return full
+
+    def write(self, sealed: Batch) -> None:
+        self._write(sealed)
 
 
 class RunAborted(Exception):
@@ -136,6 +184,13 @@ class Engine:
         self._tg: anyio.abc.TaskGroup | None = None
         self._grace_scope = anyio.CancelScope()  # the grace timer; cancelled when workers are done
         self._workers = 0
+        self.sink: Sink = BatchSink(lambda batch: None)
+        self._batch_jobs = 200
+        self._flush_wanted = anyio.Event()
+        self._sealed: deque[Any] = deque()  # sealed by a worker when a batch was full
+        self._written = anyio.Event()
+        self.write_error: BaseException | None = None
+        """Why writing results failed, when it did (the run stopped at once)."""
 
     # ---------------------------------------------------------------------------- stopping
 
@@ -364,43 +419,40 @@ class Engine:
     async def run(
         self,
         jobs: Iterable[Job],
-        write: Callable[[Batch], None],
+        sink: Sink | Callable[[Batch], None],
         *,
         batch_jobs: int = 200,
         batch_secs: float = 2.0,
         workers: int | None = None,
     ) -> Counters:
-        """Run every job; ``write`` (blocking, run in a thread) receives batches of table rows.
+        """Run every job. Each finished job goes to ``sink.add`` at once (on the event loop);
+        every ``batch_jobs`` jobs or ``batch_secs`` seconds what was added is sealed and
+        written from a worker thread. A plain callable is a sink that receives ``Batch``es.
 
-        Returns the counters. Raises ``RunAborted`` after flushing when a failure stopped the run.
+        Returns the counters. Raises ``RunAborted`` after flushing when a failure stopped the
+        run. A failed write stops the run at once (``write_error``; what was written stays).
         """
         n_workers = workers or max(2, self.max_limit * 2)
+        self.sink = sink if isinstance(sink, Sink) else BatchSink(sink)
+        self._batch_jobs = batch_jobs
         with fewer_collections():
-            await self._run(jobs, write, batch_jobs, batch_secs, n_workers)
+            await self._run(jobs, batch_secs, n_workers)
         self._tg = None
         if self.abort is not None:
             raise RunAborted(self.abort)
         return self.counters
 
-    async def _run(
-        self,
-        jobs: Iterable[Job],
-        write: Callable[[Batch], None],
-        batch_jobs: int,
-        batch_secs: float,
-        n_workers: int,
-    ) -> None:
+    async def _run(self, jobs: Iterable[Job], batch_secs: float, n_workers: int) -> None:
         job_send, job_recv = anyio.create_memory_object_stream[Job](n_workers)
-        out_send, out_recv = anyio.create_memory_object_stream[JobOutcome](n_workers * 2)
         async with anyio.create_task_group() as outer:
-            outer.start_soon(self._writer, out_recv, write, batch_jobs, batch_secs)
-            async with out_send:
-                async with anyio.create_task_group() as tg:
-                    self._tg = tg
-                    tg.start_soon(self._produce, jobs, job_send)
-                    async with job_recv:
-                        for _ in range(n_workers):
-                            tg.start_soon(self._work, job_recv.clone(), out_send.clone())
+            outer.start_soon(self._writer, batch_secs)
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._produce, jobs, job_send)
+                async with job_recv:
+                    for _ in range(n_workers):
+                        tg.start_soon(self._work, job_recv.clone())
+            outer.cancel_scope.cancel()  # every worker is done: the writer's last flush
 
     async def _produce(self, jobs: Iterable[Job], send: ObjectSendStream[Job]) -> None:
         async with send:
@@ -408,12 +460,10 @@ class Engine:
                 for job in jobs:
                     await send.send(job)
 
-    async def _work(
-        self, recv: MemoryObjectReceiveStream[Job], out: MemoryObjectSendStream[JobOutcome]
-    ) -> None:
+    async def _work(self, recv: MemoryObjectReceiveStream[Job]) -> None:
         self._workers += 1
         try:
-            await self._work_loop(recv, out)
+            await self._work_loop(recv)
         except anyio.EndOfStream:
             pass  # every job dispatched
         finally:
@@ -421,10 +471,8 @@ class Engine:
             if self._workers == 0:
                 self._grace_scope.cancel()
 
-    async def _work_loop(
-        self, recv: MemoryObjectReceiveStream[Job], out: MemoryObjectSendStream[JobOutcome]
-    ) -> None:
-        async with recv, out:
+    async def _work_loop(self, recv: MemoryObjectReceiveStream[Job]) -> None:
+        async with recv:
             while True:
                 try:  # a job already queued, without a checkpoint (the attempt yields anyway)
                     job = recv.receive_nowait()
@@ -442,44 +490,51 @@ class Engine:
                     if outcome.failure is not None:
                         c.errors_by_kind[outcome.failure.kind.value] += 1
                 try:
-                    out.send_nowait(outcome)
-                except anyio.WouldBlock:  # the writer is behind: wait for room
-                    await out.send(outcome)
+                    self.sink.add(outcome)  # durable now, before anything else can happen
+                except OSError as exc:
+                    self._write_failed(exc)
+                    return
+                if self.sink.pending >= self._batch_jobs:
+                    self._sealed.append(self.sink.seal())
+                    self._flush_wanted.set()
+                    while len(self._sealed) >= BACKLOG_BATCHES:  # the writer is behind
+                        await self._written.wait()
                 if self.abort is not None:
                     self.hard_stop()
                     return
 
-    async def _writer(
-        self,
-        recv: MemoryObjectReceiveStream[JobOutcome],
-        write: Callable[[Batch], None],
-        batch_jobs: int,
-        batch_secs: float,
-    ) -> None:
-        """Collect finished jobs and flush them in batches; the last flush survives cancellation."""
-        batch = Batch()
+    def _write_failed(self, exc: BaseException) -> None:
+        if self.write_error is None:
+            self.write_error = exc
+        self.hard_stop()
+
+    async def _writer(self, batch_secs: float) -> None:
+        """Write the batches workers sealed when full, and every ``batch_secs`` seal and write
+        what waits; the last flush survives cancellation."""
         last = time.monotonic()
 
-        async def flush() -> None:
-            nonlocal batch, last
-            if batch.jobs:
-                full, batch = batch, Batch()
-                await anyio.to_thread.run_sync(write, full)
-            last = time.monotonic()
+        async def flush(seal_pending: bool) -> None:
+            nonlocal last
+            if seal_pending:
+                self._sealed.append(self.sink.seal())
+                last = time.monotonic()
+            while self._sealed:
+                sealed = self._sealed[0]  # taken off once written: a cancelled flush loses none
+                if sealed is not None and self.write_error is None:
+                    try:
+                        await anyio.to_thread.run_sync(self.sink.write, sealed)
+                    except Exception as exc:  # disk full, no directory: stop, keep what is written
+                        self._write_failed(exc)
+                self._sealed.popleft()
+                written, self._written = self._written, anyio.Event()
+                written.set()
 
         try:
-            async with recv:
-                while True:
-                    try:  # what is already waiting, without a timeout scope per job
-                        batch.add(recv.receive_nowait())
-                    except anyio.WouldBlock:
-                        wait = max(batch_secs - (time.monotonic() - last), 0.01)
-                        with anyio.move_on_after(wait):
-                            batch.add(await recv.receive())
-                    if batch.jobs >= batch_jobs or time.monotonic() - last >= batch_secs:
-                        await flush()
-        except anyio.EndOfStream:
-            pass
+            while True:
+                with anyio.move_on_after(max(batch_secs - (time.monotonic() - last), 0.01)):
+                    await self._flush_wanted.wait()
+                self._flush_wanted = anyio.Event()
+                await flush(seal_pending=time.monotonic() - last >= batch_secs)
         finally:
             with anyio.CancelScope(shield=True):
-                await flush()
+                await flush(seal_pending=True)

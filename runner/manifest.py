@@ -32,6 +32,9 @@ class Session(_Model):
     """Jobs this session set out to run (not done yet when it started)."""
     skipped: int
     """Jobs already done by earlier sessions."""
+    recovered: int = 0
+    """Finished jobs of an interrupted earlier session recovered from the journal at the start
+    of this one (they were paid for once and are not sent again)."""
     wall_secs: float | None = None
     done: int = 0
     ok: int = 0

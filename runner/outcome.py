@@ -262,6 +262,28 @@ class Batch:
             sum((u[2] for u in counted), 0.0),
         )
 
+    def sizes(self) -> dict[str, int]:
+        """Rows per table so far: ``since`` takes the rows added after."""
+        return {table: len(next(iter(columns.values()))) for table, columns in self.columns.items()}
+
+    def since(self, sizes: dict[str, int]) -> dict[str, dict[str, list[Any]]]:
+        """The rows added after ``sizes`` (one job's, for the journal), tables without any left
+        out."""
+        out = {}
+        for table, columns in self.columns.items():
+            start = sizes[table]
+            if len(next(iter(columns.values()))) > start:
+                out[table] = {name: values[start:] for name, values in columns.items()}
+        return out
+
+    def extend(self, rows: dict[str, dict[str, list[Any]]]) -> None:
+        """Add one job's rows as ``since`` gave them (a job read back from the journal)."""
+        self.jobs += 1
+        for table, columns in rows.items():
+            mine = self.columns[table]
+            for name, values in columns.items():
+                mine[name].extend(values)
+
     def rows(self, table: str) -> list[dict[str, Any]]:
         """One table's rows as dicts (for tests and debugging; the store reads columns)."""
         columns = self.columns[table]

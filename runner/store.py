@@ -179,11 +179,12 @@ class PartWriter:
         except OSError as exc:
             raise StoreError(f"cannot write results to {self.run_dir}: {exc.strerror}") from exc
 
-    def write(self, batch: Batch) -> None:
-        """One flush: child tables first, ``jobs`` last (the commit record)."""
+    def write(self, batch: Batch, seq: int | None = None) -> None:
+        """One flush: child tables first, ``jobs`` last (the commit record). ``seq`` names the
+        part (``<session>-<seq>``; default: the next one); the journal passes its own."""
         if not batch.jobs:
             return
-        self.seq += 1
+        self.seq = self.seq + 1 if seq is None else seq
         name = f"{self.session_id}-{self.seq:06d}.parquet"
         try:
             for table in (*(t.name for t in TABLES if t is not JOBS), "jobs"):

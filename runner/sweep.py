@@ -36,8 +36,8 @@ from runner.engine import Counters, Engine, RunAborted
 from runner.errors import Failure
 from runner.http import make_http_client
 from runner.jobs import Job, count_jobs, iter_jobs
+from runner.journal import JournaledParts, recover
 from runner.manifest import Manifest, Session, Target
-from runner.outcome import Batch
 from runner.progress import show_progress
 from runner.store import (
     RESOLVED_CONFIG,
@@ -223,6 +223,8 @@ class OpenSession:
     writer: PartWriter
     axes: tuple[str, ...]
     done: set[str]
+    recovered: int
+    """Finished jobs of earlier sessions recovered from the journal."""
 
 
 def open_session(
@@ -232,6 +234,12 @@ def open_session(
     axes = tuple(cfg.matrix)
     writer = PartWriter(run_dir, run_id, axes)
     writer.prepare()
+    recovered = recover(run_dir)
+    if recovered:
+        print(
+            f"recovered {recovered} finished job(s) from the journal of an interrupted session",
+            file=sys.stderr,
+        )
     done = done_job_keys(run_dir, include_errors=not retry_errors)
     total, skipped = planned_total(cfg, limit, done)
     started = datetime.now(UTC)
@@ -241,6 +249,7 @@ def open_session(
         config_hash=config_hash(cfg),
         planned=total,
         skipped=skipped,
+        recovered=recovered,
     )
     earlier = read_manifest(run_dir)
     manifest = Manifest(
@@ -257,7 +266,7 @@ def open_session(
     )
     write_manifest(run_dir, manifest)
     write_json(run_dir / RESOLVED_CONFIG, resolved_config(cfg))
-    return OpenSession(run_dir, manifest, session, writer, axes, done)
+    return OpenSession(run_dir, manifest, session, writer, axes, done, recovered)
 
 
 async def execute(
@@ -291,19 +300,9 @@ async def execute(
         engine.counters.total = total
         engine.counters.skipped = session.skipped
         result.counters = engine.counters
-        write_failure: list[StoreError] = []
-
-        def write(batch: Batch) -> None:
-            """Runs in a worker thread. A failed write (disk full, directory gone) stops
-            the run at once: what was flushed before stays, nothing more is paid for."""
-            if write_failure:
-                return
-            try:
-                opened.writer.write(batch)
-            except StoreError as exc:
-                write_failure.append(exc)
-                anyio.from_thread.run_sync(engine.hard_stop)
-
+        # a failed write (disk full, directory gone) stops the run at once: what was written
+        # or journaled before stays, nothing more is paid for
+        sink = JournaledParts(opened.writer)
         try:
             async with anyio.create_task_group() as tg:
                 if progress and total:
@@ -311,21 +310,29 @@ async def execute(
                 if handle_signals:
                     tg.start_soon(_watch_signals, engine, cfg.run.shutdown_grace, sys.stderr)
                 try:
-                    await engine.run(select_jobs(cfg, limit, opened.done), write)
+                    await engine.run(select_jobs(cfg, limit, opened.done), sink)
+                except RunAborted as exc:  # caught here, not as a task group's exception group
+                    result.aborted = exc.failure
                 finally:
                     tg.cancel_scope.cancel()
-        except RunAborted as exc:
-            result.aborted = exc.failure
         finally:
+            sink.close()
             result.interrupted = engine.stopping.is_set() and result.aborted is None
             with anyio.CancelScope(shield=True):
                 await backend.aclose()
-        if write_failure:
+        if engine.write_error is not None:
             session.ended = "write_failed"
+            error = engine.write_error
+            reason = str(error) if isinstance(error, StoreError) else _os_reason(error)
             raise WriteFailed(
-                f"{write_failure[0]}; stopped the run. Jobs flushed before are kept in "
+                f"{reason}; stopped the run. Jobs finished before are kept in "
                 f"{run_dir}; free space and run the same command to resume"
             )
+
+
+def _os_reason(error: BaseException) -> str:
+    strerror = getattr(error, "strerror", None)
+    return f"cannot write results: {strerror or error}"
 
 
 async def finalize(opened: OpenSession, result: RunResult) -> None:
