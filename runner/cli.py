@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_arguments(serve)
     _add_tests_command(sub)
     _add_analysis_commands(sub)
+    from runner.view import server as view_server
+
+    view_server.add_arguments(sub.add_parser("view", help="browse results in a local web app"))
     return parser
 
 
@@ -212,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_tests_prune(args)
     if args.command in ANALYSIS_COMMANDS:
         return ANALYSIS_COMMANDS[args.command](args)
+    if args.command == "view":
+        from runner.view import server as view_server
+
+        return view_server.main(args)
     parser.print_help(sys.stderr)
     return EXIT_USAGE
 
