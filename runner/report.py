@@ -21,6 +21,7 @@ from typing import Any
 import polars as pl
 
 from runner import analysis
+from runner.report_failures import failures_section
 from runner.store import Run, load_run
 
 REPORT_FILE = "report.html"
@@ -682,6 +683,7 @@ def build_report(run: Run, *, generated_at: datetime | None = None, ks: Sequence
     ]
     out += _pass_rate_section(criteria, jobs, agents)
     out += _heatmap_section(criteria, jobs, agents)
+    out += failures_section(criteria, jobs, messages)  # runner/report_failures.py
     out += _repeat_section(criteria, jobs, ks)
     out += _latency_section(jobs, messages)
     out += _errors_section(jobs, attempts)
