@@ -57,7 +57,7 @@ class Shape:
     repeats: int = 100
     criteria: int = 6
     messages: int = 10
-    error_every: int = 50  # one job in this many ends in error
+    error_every: int = 50  # one job in this many ends in error (0: none)
 
     @property
     def jobs(self) -> int:
@@ -87,7 +87,7 @@ def write_synthetic_run(run_dir: Path, shape: Shape, *, name: str | None = None)
     lang = case % shape.languages
     scen = (case // shape.languages) % shape.scenarios
     agent = case // (shape.languages * shape.scenarios)
-    error = (i * 7919) % shape.error_every == 0
+    error = (i * 7919 + 3) % shape.error_every == 0 if shape.error_every > 0 else pl.lit(False)
     base = pl.DataFrame({"i": pl.int_range(0, n, eager=True, dtype=pl.Int64)}).with_columns(
         _key(i).alias("job_key"),
         pl.format("agent_{}", agent).alias("agent_id"),
