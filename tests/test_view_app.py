@@ -10,46 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from view_helpers import job_row, snapshot, write_run
+from view_helpers import snapshot, xss_run
 
 from bench.view_data import Shape, write_synthetic_run
 from runner.view.app import allowed_hosts_for
 from runner.view.server import Viewer, viewer_process
-
-XSS = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
-
-
-def xss_run(root: Path) -> Path:
-    """A run whose every free-text field carries markup."""
-    return write_run(
-        root / "xss",
-        {
-            "jobs": [
-                job_row("k1", scenario_id="refund", transcript_summary=XSS),
-                job_row("k2", 1, repeat=1, status="error", error_kind="server_error",
-                        error_message=XSS, message_count=0),
-            ],
-            "messages": [
-                {"job_key": "k1", "index": 0, "role": "agent", "message": "Hello " + XSS,
-                 "arrival_secs": 0.4, "tool_calls": [], "tool_results": []},
-                {"job_key": "k1", "index": 1, "role": "user", "message": None,
-                 "arrival_secs": 0.9,
-                 "tool_calls": [{"request_id": "r1", "tool_name": "<b>lookup</b>",
-                                 "params_as_json": '{"q": "</pre><script>x()</script>"}'}],
-                 "tool_results": []},
-            ],
-            "criteria": [
-                {"job_key": "k1", "criterion_id": "no_invented_facts", "result": "failure",
-                 "rationale": "Judge says " + XSS},
-            ],
-            "data_collection": [
-                {"job_key": "k1", "data_collection_id": "email", "value": '"<i>x</i>"',
-                 "rationale": XSS},
-            ],
-            "attempts": [{"run_id": "s1", "job_key": "k2", "attempt": 1, "status": "error",
-                          "error_kind": "server_error", "error_message": XSS}],
-        },
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
