@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/example.yaml
 ARGS ?=
 
-.PHONY: venv run serve report soak test lint fmt bench clean
+.PHONY: venv run serve report view soak test lint fmt bench bench-view clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,12 @@ RUN ?= results/example
 report: $(STAMP)
 	$(BIN)/python -m runner report $(RUN) $(ARGS)
 
+# make view [RESULTS=results] [ARGS="--port 8710"]: browse the runs in a local web app
+# (read-only, 127.0.0.1 only unless ARGS has --host)
+RESULTS ?= results
+view: $(STAMP)
+	$(BIN)/python -m runner view $(RESULTS) $(ARGS)
+
 # make soak: a sweep against a local API with every fault on; prints lost/duplicated (must be 0)
 soak: $(STAMP)
 	$(BIN)/python -m runner.soak --json results/soak.json $(ARGS)
@@ -36,6 +42,11 @@ soak: $(STAMP)
 # table, writes results/bench/*.json (about 11 minutes on 2 cores; --full: the issue's sizes)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
+
+# make bench-view: the viewer's page times and RSS on a synthetic 100,000-job run
+# (prints a table, writes results/bench/view.json; about a minute)
+bench-view: $(STAMP)
+	$(BIN)/python -m bench.view $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check runner tests bench
