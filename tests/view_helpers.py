@@ -203,8 +203,11 @@ def xss_run(root: Path) -> Path:
                 {"job_key": "k1", "data_collection_id": "email", "value": '"<i>x</i>"',
                  "rationale": XSS},
             ],
-            "attempts": [{"run_id": "s1", "job_key": "k2", "attempt": 1, "status": "error",
-                          "error_kind": "server_error", "error_message": XSS}],
+            "attempts": [{"run_id": "s1", "job_key": "k1", "attempt": 1, "status": "ok",
+                          "started_at": T0, "duration_secs": 2.0, "concurrency_limit": 4},
+                         {"run_id": "s1", "job_key": "k2", "attempt": 1, "status": "error",
+                          "error_kind": "server_error", "error_message": XSS,
+                          "started_at": T0, "duration_secs": 0.1, "concurrency_limit": 4}],
         },
     )  # fmt: skip
 
