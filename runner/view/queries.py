@@ -210,11 +210,18 @@ class RunFigures:
 
 def run_figures(tables: Tables) -> RunFigures:
     jobs, criteria = tables["jobs"], tables["criteria"]
+    # one pass over the criteria: the heatmap's cells, then the coarser groups summed from them
     cells = analysis.pass_rates(criteria, jobs, by=["agent_label", "scenario_id", "criterion_id"])
-    by_criterion = analysis.pass_rates(criteria, jobs)
-    by_agent = analysis.pass_rates(criteria, jobs, by=["agent_label"])
-    cases = analysis.repeat_cases(criteria, jobs)
+    by_criterion = _pooled(cells, "criterion_id")
+    errors_by_agent = (
+        jobs.filter(pl.col("status") == "error")
+        .group_by("agent_label")
+        .agg(pl.len().cast(pl.UInt32).alias("errors"))
+        .collect()
+    )
+    by_agent = _pooled(cells, "agent_label", errors=errors_by_agent)
     case_cols = analysis.case_columns(jobs)
+    cases = case_outcomes(criteria, jobs, case_cols)
     flakiness = (
         cases.filter(pl.col("trials") >= 2)
         .group_by("criterion_id")
@@ -249,6 +256,63 @@ def run_figures(tables: Tables) -> RunFigures:
         criteria=sorted(crit_ids),
         matrix={c.removeprefix("matrix."): distinct[c][0].to_list() for c in mcols},
         error_kinds=[k for k in errors["error_kind"].to_list() if k is not None],
+    )
+
+
+def _pooled(cells: pl.DataFrame, key: str, errors: pl.DataFrame | None = None) -> pl.DataFrame:
+    """``pass_rates`` by ``key`` from the finer cells (the same counts, summed).
+
+    A job errored is charged to every criterion of its cell, so summing cells counts it once
+    per criterion (right by criterion); pooled over criteria it is counted from ``errors``."""
+    counts = ["success", "failure", "unknown", "errors"]
+    summed = cells.group_by(key).agg(pl.col(c).sum().cast(pl.UInt32) for c in counts)
+    if errors is not None:
+        summed = (
+            summed.drop("errors")
+            .join(errors, on=key, how="left", nulls_equal=True)
+            .with_columns(pl.col("errors").fill_null(0))
+        )
+    summed = summed.sort(key, nulls_last=True).select(key, *counts)
+    intervals = [
+        analysis.wilson_interval(int(s), int(s) + int(f))
+        for s, f in zip(summed["success"], summed["failure"], strict=True)
+    ]
+    return summed.with_columns(
+        pl.Series(
+            "pass_rate",
+            [
+                _rate(int(s), int(f))
+                for s, f in zip(summed["success"], summed["failure"], strict=True)
+            ],
+            dtype=pl.Float64,
+        ),
+        pl.Series("ci_low", [lo for lo, _ in intervals], dtype=pl.Float64),
+        pl.Series("ci_high", [hi for _, hi in intervals], dtype=pl.Float64),
+    )
+
+
+def case_outcomes(
+    criteria: pl.LazyFrame, jobs: pl.LazyFrame, case_cols: Sequence[str]
+) -> pl.DataFrame:
+    """Per case and criterion: decided ``trials`` (success + failure) and ``flaky`` (both
+    passed and failed), as ``analysis.repeat_cases`` defines them, without the outcome
+    sequence (whose sort held the whole criteria table in memory: 310 MB at 100,000 jobs)."""
+    result = pl.col("result")
+    decided = criteria.select("job_key", "criterion_id", "result").filter(
+        result.is_in(["success", "failure"])
+    )
+    return (
+        decided.join(jobs.select("job_key", *case_cols), on="job_key", how="inner")
+        .group_by([*case_cols, "criterion_id"])
+        .agg(
+            (result == "success").sum().cast(pl.UInt32).alias("success"),
+            (result == "failure").sum().cast(pl.UInt32).alias("failure"),
+        )
+        .with_columns(
+            (pl.col("success") + pl.col("failure")).alias("trials"),
+            ((pl.col("success") > 0) & (pl.col("failure") > 0)).alias("flaky"),
+        )
+        .collect()
     )
 
 
@@ -662,20 +726,29 @@ def case_repeats(tables: Tables, job: Mapping[str, Any]) -> list[dict[str, Any]]
 
 
 def _side(tables: Tables, case_cols: Sequence[str]) -> pl.LazyFrame:
-    """Per case and criterion of one run: its agent's label and success / failure / unknown /
-    error counts."""
-    frame = analysis.outcomes(tables["criteria"], tables["jobs"], by=[*case_cols, "agent_label"])
+    """Per case and criterion of one run: its agent's label, success / failure / unknown
+    counts, and the case's errored jobs (not judged, so the same for each criterion)."""
     result = pl.col("result")
-    return (
-        frame.filter(pl.col("criterion_id").is_not_null())
+    jobs = tables["jobs"].select("job_key", "status", "agent_label", *case_cols)
+    judged = (
+        tables["criteria"]
+        .select("job_key", "criterion_id", "result")
+        .join(jobs.drop("status"), on="job_key", how="inner")
         .group_by([*case_cols, "criterion_id"])
         .agg(
             pl.col("agent_label").first(),
             (result == "success").sum().cast(pl.UInt32).alias("success"),
             (result == "failure").sum().cast(pl.UInt32).alias("failure"),
             (result == "unknown").sum().cast(pl.UInt32).alias("unknown"),
-            (result == "error").sum().cast(pl.UInt32).alias("errors"),
         )
+    )
+    errors = (
+        jobs.filter(pl.col("status") == "error")
+        .group_by(case_cols)
+        .agg(pl.len().cast(pl.UInt32).alias("errors"))
+    )
+    return judged.join(errors, on=list(case_cols), how="left", nulls_equal=True).with_columns(
+        pl.col("errors").fill_null(0)
     )
 
 
