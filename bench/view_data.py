@@ -58,6 +58,7 @@ class Shape:
     criteria: int = 6
     messages: int = 10
     error_every: int = 50  # one job in this many ends in error (0: none)
+    seed: int = 0  # another seed, other draws (the same pass chances)
 
     @property
     def jobs(self) -> int:
@@ -210,7 +211,7 @@ def _write_messages(run_dir: Path, ok_rows: pl.DataFrame, shape: Shape) -> None:
         .then(None)
         .when(k == 1)
         .then(pl.format("My order is A-{}. {}", i, pl.col("_text")))
-        .otherwise(pl.col("_text"))
+        .otherwise(pl.format("{} (ref {}-{})", pl.col("_text"), i, k))
         .alias("message"),
         (k + 1).cast(pl.Int32).alias("time_in_call_secs"),
         (0.4 + k.cast(pl.Float64) * 0.8).alias("arrival_secs"),
@@ -243,7 +244,7 @@ def _write_criteria(run_dir: Path, ok_rows: pl.DataFrame, shape: Shape) -> None:
     # a fixed pass chance per (agent, scenario, criterion) from 10% to 99%, a pseudo-random
     # draw per repeat and language against it
     chance = 0.1 + 0.9 * ((scenario * 37 + c * 101 + agent * 13) % 100).cast(pl.Float64) / 100
-    draw = ((i * 2654435761 + c * 40503) % 1000).cast(pl.Float64) / 1000.0
+    draw = ((i * 2654435761 + c * 40503 + shape.seed * 7919) % 1000).cast(pl.Float64) / 1000.0
     result = (
         pl.when(draw > 0.985)
         .then(pl.lit("unknown"))
