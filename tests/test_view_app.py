@@ -47,6 +47,7 @@ def test_every_page_answers_and_carries_the_security_headers(client: httpx.Clien
         "/runs/syn/cases",
         "/runs/syn/cases?criterion=politeness&result=failure&flaky=1&sort=failed&desc=1",
         "/runs/syn/cases?m.language=es&q=order&status=ok",
+        "/runs/syn/cases?sort=first_frame&desc=1",
         "/runs/syn/jobs/k0000000001",
         "/compare",
         "/compare?a=syn&b=syn&all=1",

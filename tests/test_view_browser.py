@@ -239,6 +239,27 @@ def test_markup_in_a_transcript_shows_as_text(page: Any, viewer: Viewer) -> None
     assert page.evaluate("typeof window.__xss") == "undefined"
 
 
+def test_reading_needs_no_script(browser: Any, viewer: Viewer) -> None:
+    """With JavaScript off every page still reads and every link and filter still works."""
+    context = browser.new_context(java_script_enabled=False)
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        tab = context.new_page()
+        console = Console(tab)
+        tab.goto(viewer.base_url + "/")
+        tab.get_by_role("link", name="base", exact=True).click()
+        tab.locator("#heat td a").first.click()
+        expect(tab).to_have_url(re.compile(r"/runs/base/cases\?"))
+        tab.select_option("select[name=status]", "ok")
+        tab.get_by_role("button", name="apply").click()
+        expect(tab).to_have_url(re.compile(r"status=ok"))
+        tab.locator("#cases a.job-link").first.click()
+        expect(tab.locator(".chat .msg").first).to_be_visible()
+        assert console.errors == []
+    finally:
+        context.close()
+
+
 def test_names_outside_the_results_directory_answer_404(browser: Any, viewer: Viewer) -> None:
     context = browser.new_context()
     try:

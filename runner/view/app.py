@@ -223,6 +223,7 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
             figs=figs,
             heat=queries.heatmap(figs.cells, page=heat),
             report=(state.path / "report.html").is_file(),
+            latency_sorts=queries.LATENCY_SORTS,
             live_url=f"/api/version?run={seg(name)}" if state.running else "",
             version=state.version,
         )
@@ -243,6 +244,12 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
             page=page,
             q=page.query,
             sorts=list(queries.SORTS),
+            extra_column=(
+                queries.SORTS[page.query.sort]
+                if page.query.sort in queries.LATENCY_SORTS.values()
+                and page.query.sort != "duration"
+                else None
+            ),
             results=queries.RESULTS,
             live_url=f"/api/version?run={seg(name)}" if state.running else "",
             version=state.version,

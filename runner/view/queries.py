@@ -38,10 +38,23 @@ SORTS: dict[str, str] = {
     "attempts": "attempts",
     "messages": "message_count",
     "duration": "total_secs",
+    "first_frame": "time_to_first_frame_secs",
+    "analysis": "time_to_analysis_secs",
+    "frame_gap": "mean_frame_gap_secs",
+    "queue_wait": "queue_wait_secs",
     "price": "llm_price",
     "failed": "failed",
 }
 """``sort=`` values of the case list and the column each sorts by (``failed``: failed criteria)."""
+
+LATENCY_SORTS = {
+    "time_to_first_frame": "first_frame",
+    "time_to_analysis": "analysis",
+    "mean_frame_gap": "frame_gap",
+    "total": "duration",
+    "queue_wait": "queue_wait",
+}
+"""The run page's latency metrics and the case-list sort that puts their slowest jobs first."""
 
 CASE_LIST_COLUMNS = (
     "job_key",
@@ -54,6 +67,10 @@ CASE_LIST_COLUMNS = (
     "attempts",
     "message_count",
     "total_secs",
+    "time_to_first_frame_secs",
+    "time_to_analysis_secs",
+    "mean_frame_gap_secs",
+    "queue_wait_secs",
     "started_at",
     "finished_at",
     "llm_price",
