@@ -23,6 +23,9 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     xss_run(base)
     write_synthetic_run(base / "syn", Shape(agents=2, scenarios=3, repeats=3, error_every=7))
     (base / "syn" / "report.html").write_text("<!doctype html><p>report</p>")
+    secret = tmp_path_factory.mktemp("outside") / "secret.html"
+    secret.write_text("secret")
+    (base / "xss" / "report.html").symlink_to(secret)  # points out of the results directory
     return base
 
 
@@ -94,7 +97,7 @@ def test_names_outside_the_listing_answer_404(client: httpx.Client, root: Path) 
         "/compare?a=%2Fetc&b=syn",
         "/static/..%2Fapp.py",
         "/runs/nope/report.html",
-        "/runs/xss/report.html",  # a run without one
+        "/runs/xss/report.html",  # a symlink out of the results directory
     ):
         reply = client.get(path)
         assert reply.status_code == 404, path

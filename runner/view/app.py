@@ -267,7 +267,7 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
     def report_file(name: str) -> Response:
         state = state_of(name)
         path = state.path / "report.html"
-        if not path.is_file():
+        if not path.is_file() or not path.resolve().is_relative_to(root.resolve()):
             raise HTTPException(404, "this run has no report.html (python -m runner report)")
         response = FileResponse(path, media_type="text/html; charset=utf-8")
         response.headers["Content-Security-Policy"] = REPORT_CSP
