@@ -181,6 +181,15 @@ def test_run_figures_agree_with_the_analysis(results: Path) -> None:
     )
     expected = analysis.flaky_cases(crit, jobs)
     assert figs.flaky_cases.height == expected.height
+    assert figs.ks == [1, 3]
+    want = analysis.repeat_pass_rates(crit, jobs, ks=(1, 3)).filter(
+        pl.col("criterion_id").is_not_null()
+    )
+    for row in want.iter_rows(named=True):
+        got = next(r for r in figs.repeat_rates if r["criterion_id"] == row["criterion_id"])
+        cases, at, hat = got["rates"][row["k"]]
+        assert cases == row["cases"]
+        assert at == pytest.approx(row["pass_at_k"]) and hat == pytest.approx(row["pass_hat_k"])
     assert figs.errors.to_dicts() == [{"error_kind": "not_found", "jobs": 18}]
     assert figs.agents == ["ghost", "lite", "support"]
     assert figs.matrix == {"language": ["en", "es"]}

@@ -217,6 +217,9 @@ class RunFigures:
     flakiness: pl.DataFrame
     flaky_cases: pl.DataFrame
     """Case columns + criterion_id of every case that both passed and failed."""
+    repeat_rates: list[dict[str, Any]]
+    """Per criterion: pass@k and pass^k for each k in ``ks`` (see ``repeat_rates``)."""
+    ks: list[int]
     latency: pl.DataFrame
     agents: list[str]
     scenarios: list[str]
@@ -250,6 +253,8 @@ def run_figures(tables: Tables) -> RunFigures:
         .sort("criterion_id")
     )
     flaky_cases = cases.filter(pl.col("flaky")).select(*case_cols, "criterion_id")
+    sizes = jobs.group_by(case_cols).agg(pl.len().alias("n")).select(pl.col("n").max()).collect()
+    repeats = int(sizes.item() or 0) if sizes.height else 0
     errors = analysis.error_counts(jobs)
     latency = analysis.latency_percentiles(jobs)
     mcols = matrix_columns(jobs)
@@ -267,6 +272,8 @@ def run_figures(tables: Tables) -> RunFigures:
         errors=errors,
         flakiness=flakiness,
         flaky_cases=flaky_cases,
+        repeat_rates=repeat_rates(cases, sorted({1, repeats} - {0})),
+        ks=sorted({1, repeats} - {0}),
         latency=latency,
         agents=[a for a in distinct["agent_label"][0].to_list() if a is not None],
         scenarios=[s for s in distinct["scenario_id"][0].to_list() if s is not None],
@@ -331,6 +338,29 @@ def case_outcomes(
         )
         .collect()
     )
+
+
+def repeat_rates(cases: pl.DataFrame, ks: Sequence[int]) -> list[dict[str, Any]]:
+    """pass@k and pass^k per criterion from ``case_outcomes``: the unbiased per-case estimates
+    (``analysis.pass_at_k`` / ``pass_hat_k``) averaged over the cases with at least k decided
+    trials, as ``analysis.repeat_pass_rates`` computes them. One dict per criterion:
+    ``criterion_id`` and, per k, ``(cases, pass@k, pass^k)`` under ``rates[k]``."""
+    out = []
+    for (criterion,), group in cases.sort("criterion_id").group_by(
+        "criterion_id", maintain_order=True
+    ):
+        pairs = list(zip(group["trials"].to_list(), group["success"].to_list(), strict=True))
+        rates: dict[int, tuple[int, float | None, float | None]] = {}
+        for k in ks:
+            eligible = [(n, c) for n, c in pairs if n >= k]
+            if not eligible:
+                rates[k] = (0, None, None)
+                continue
+            at = sum(analysis.pass_at_k(n, c, k) for n, c in eligible) / len(eligible)
+            hat = sum(analysis.pass_hat_k(n, c, k) for n, c in eligible) / len(eligible)
+            rates[k] = (len(eligible), at, hat)
+        out.append({"criterion_id": criterion, "rates": rates})
+    return out
 
 
 @dataclass(frozen=True)
