@@ -23,6 +23,12 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     xss_run(base)
     write_synthetic_run(base / "syn", Shape(agents=2, scenarios=3, repeats=3, error_every=7))
     (base / "syn" / "report.html").write_text("<!doctype html><p>report</p>")
+    fresh = base / "fresh"  # a run that has just started: a manifest, no part yet
+    (fresh / "parts" / "jobs").mkdir(parents=True)
+    (fresh / "manifest.json").write_text(
+        '{"run_name": "fresh", "finalized": false, "matrix_axes": ["language"],'
+        ' "sessions": [{"planned": 12, "skipped": 0}]}'
+    )
     secret = tmp_path_factory.mktemp("outside") / "secret.html"
     secret.write_text("secret")
     (base / "xss" / "report.html").symlink_to(secret)  # points out of the results directory
@@ -59,6 +65,10 @@ def test_every_page_answers_and_carries_the_security_headers(client: httpx.Clien
         "/runs/xss",
         "/runs/xss/jobs/k1",
         "/runs/xss/jobs/k2",
+        "/runs/fresh",
+        "/runs/fresh/cases",
+        "/runs/fresh/cases?q=x&flaky=1&criterion=c&result=failure",
+        "/compare?a=syn&b=fresh",
     ]
     for path in pages:
         reply = client.get(path)
@@ -66,6 +76,8 @@ def test_every_page_answers_and_carries_the_security_headers(client: httpx.Clien
         csp = reply.headers["content-security-policy"]
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp
         assert reply.headers["x-content-type-options"] == "nosniff"
+    assert "0 job(s) match" in client.get("/runs/fresh/cases").text
+    assert "incomplete" in client.get("/").text  # nobody holds its lock
     assert client.get("/static/view.js").status_code == 200
     assert client.get("/static/view.css").headers["content-type"].startswith("text/css")
 
