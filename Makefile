@@ -44,7 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
 # make bench-view: the viewer's page times and RSS on a synthetic 100,000-job run
-# (prints a table, writes results/bench/view.json; about a minute)
+# (prints a table, writes results/bench/view.json; about 20 seconds)
 bench-view: $(STAMP)
 	$(BIN)/python -m bench.view $(ARGS)
 
