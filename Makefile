@@ -16,7 +16,7 @@ LOCK_ARGS ?=
 CONFIG ?= configs/example.yaml
 ARGS ?=
 
-.PHONY: venv lock schema run serve report soak test lint fmt bench clean
+.PHONY: venv lock schema run serve report view soak test lint fmt bench bench-view clean
 
 venv: $(STAMP)
 
@@ -60,6 +60,12 @@ RUN ?= results/example
 report: $(STAMP)
 	$(BIN)/python -m runner report $(RUN) $(ARGS)
 
+# make view [RESULTS=results] [ARGS="--port 8710"]: browse the runs in a local web app
+# (read-only, 127.0.0.1 only unless ARGS has --host)
+RESULTS ?= results
+view: $(STAMP)
+	$(BIN)/python -m runner view $(RESULTS) $(ARGS)
+
 # make soak: a sweep against a local API with every fault on; prints lost/duplicated (must be 0)
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak --json results/soak.json $(ARGS)
@@ -68,6 +74,11 @@ soak: $(STAMP)
 # table, writes results/bench/*.json (about 11 minutes on 2 cores; --full: the issue's sizes)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
+
+# make bench-view: the viewer's page times and RSS on a synthetic 100,000-job run
+# (prints a table, writes results/bench/view.json; about 20 seconds)
+bench-view: $(STAMP)
+	$(BIN)/python -m bench.view $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check runner tests bench

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         "schema", help="print the sweep config's JSON Schema (as in configs/config.schema.json)"
     )
     _add_analysis_commands(sub)
+    from runner.view import server as view_server
+
+    view_server.add_arguments(sub.add_parser("view", help="browse results in a local web app"))
     return parser
 
 
@@ -229,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     if args.command in ANALYSIS_COMMANDS:
         return ANALYSIS_COMMANDS[args.command](args)
+    if args.command == "view":
+        from runner.view import server as view_server
+
+        return view_server.main(args)
     parser.print_help(sys.stderr)
     return EXIT_USAGE
 

@@ -141,3 +141,13 @@ def test_ab_alternates_refs_and_reports_each_against_the_first(
     assert set(summary) == {"floor", "."}
     assert "1.00x floor" in summary["floor"]
     assert float(summary["."].split("median ")[1].split()[0]) > 0
+
+
+def test_the_viewer_benchmark_runs_at_a_toy_size(tmp_path: Path) -> None:
+    from bench.view import main as view_main
+
+    view_main(["--jobs", "240", "--requests", "1", "--out", str(tmp_path)])
+    figures = json.loads((tmp_path / "view.json").read_text())
+    assert figures["jobs"] == 240
+    assert {p["page"] for p in figures["pages"]} >= {"runs page", "run page", "job page"}
+    assert figures["rss_mb"]["peak"] > 0

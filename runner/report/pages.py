@@ -30,6 +30,7 @@ from runner.report.charts import (
     pct,
     secs,
 )
+from runner.report.failures import failures_section
 from runner.store import Run, load_run
 
 REPORT_FILE = "report.html"
@@ -206,6 +207,7 @@ def build_report(run: Run, *, generated_at: datetime | None = None, ks: Sequence
     ]
     out += _pass_rate_section(criteria, jobs, agents)
     out += _heatmap_section(criteria, jobs, agents)
+    out += failures_section(criteria, jobs, messages)
     out += _repeat_section(criteria, jobs, ks)
     out += _latency_section(jobs, messages)
     out += _errors_section(jobs, attempts)

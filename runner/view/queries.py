@@ -1,0 +1,935 @@
+"""What each page of the viewer shows, as pure functions over a run's lazy tables.
+
+Every function takes Polars LazyFrames (``tables``: name -> LazyFrame, as
+``runner.view.source.scan_tables`` gives them) and returns plain values or small frames; none
+reads a file itself, so a page reads only the columns and rows it shows. Statistics follow
+``runner.analysis`` (pass rate = success / (success + failure), unknown and job errors apart).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlencode
+
+import polars as pl
+
+from runner import analysis
+from runner.manifest import Manifest
+
+Tables = Mapping[str, pl.LazyFrame]
+
+RESULTS = ("success", "failure", "unknown")
+STATUSES = ("ok", "error")
+PER_PAGE = 50
+MAX_PER_PAGE = 200
+HEAT_ROWS = 40
+MAX_QUERY_CHARS = 200
+
+SORTS: dict[str, str] = {
+    "started": "started_at",
+    "finished": "finished_at",
+    "agent": "agent_label",
+    "scenario": "scenario_id",
+    "repeat": "repeat",
+    "status": "status",
+    "attempts": "attempts",
+    "messages": "message_count",
+    "duration": "total_secs",
+    "first_frame": "time_to_first_frame_secs",
+    "analysis": "time_to_analysis_secs",
+    "frame_gap": "mean_frame_gap_secs",
+    "queue_wait": "queue_wait_secs",
+    "price": "llm_price",
+    "failed": "failed",
+}
+"""``sort=`` values of the case list and the column each sorts by (``failed``: failed criteria)."""
+
+LATENCY_SORTS = {
+    "time_to_first_frame": "first_frame",
+    "time_to_analysis": "analysis",
+    "mean_frame_gap": "frame_gap",
+    "total": "duration",
+    "queue_wait": "queue_wait",
+}
+"""The run page's latency metrics and the case-list sort that puts their slowest jobs first."""
+
+CASE_LIST_COLUMNS = (
+    "job_key",
+    "agent_id",
+    "agent_label",
+    "scenario_id",
+    "repeat",
+    "status",
+    "error_kind",
+    "attempts",
+    "message_count",
+    "total_secs",
+    "time_to_first_frame_secs",
+    "time_to_analysis_secs",
+    "mean_frame_gap_secs",
+    "queue_wait_secs",
+    "started_at",
+    "finished_at",
+    "llm_price",
+    "call_successful",
+)
+
+
+def matrix_columns(frame: pl.LazyFrame) -> list[str]:
+    return [c for c in frame.collect_schema().names() if c.startswith("matrix.")]
+
+
+def _rate(success: int, failure: int) -> float | None:
+    return success / (success + failure) if success + failure else None
+
+
+# ------------------------------------------------------------------------------- runs
+
+
+@dataclass(frozen=True)
+class Totals:
+    jobs: int
+    ok: int
+    errors: int
+    success: int
+    failure: int
+    unknown: int
+    llm_price: float | None
+    credits: int | None
+    first_started: Any
+    last_finished: Any
+
+    @property
+    def pass_rate(self) -> float | None:
+        return _rate(self.success, self.failure)
+
+
+def run_totals(tables: Tables) -> Totals:
+    """Jobs, ok / errors, criteria outcomes and spend of a run (three column scans)."""
+    status = pl.col("status")
+    j = (
+        tables["jobs"]
+        .select(
+            pl.len().alias("jobs"),
+            (status == "ok").sum().alias("ok"),
+            (status == "error").sum().alias("errors"),
+            pl.col("llm_price").sum().alias("llm_price"),
+            pl.col("llm_price").is_not_null().any().alias("has_price"),
+            pl.col("credits_used").sum().alias("credits"),
+            pl.col("credits_used").is_not_null().any().alias("has_credits"),
+            pl.col("started_at").min().alias("first_started"),
+            pl.col("finished_at").max().alias("last_finished"),
+        )
+        .collect()
+        .row(0, named=True)
+    )
+    result = pl.col("result")
+    c = (
+        tables["criteria"]
+        .select(
+            (result == "success").sum().alias("success"),
+            (result == "failure").sum().alias("failure"),
+            (result == "unknown").sum().alias("unknown"),
+        )
+        .collect()
+        .row(0, named=True)
+    )
+    return Totals(
+        jobs=int(j["jobs"] or 0),
+        ok=int(j["ok"] or 0),
+        errors=int(j["errors"] or 0),
+        success=int(c["success"] or 0),
+        failure=int(c["failure"] or 0),
+        unknown=int(c["unknown"] or 0),
+        llm_price=float(j["llm_price"]) if j["has_price"] else None,
+        credits=int(j["credits"]) if j["has_credits"] else None,
+        first_started=j["first_started"],
+        last_finished=j["last_finished"],
+    )
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    planned: int
+
+    @property
+    def share(self) -> float | None:
+        return min(1.0, self.done / self.planned) if self.planned else None
+
+
+def run_progress(manifest: Manifest | None, done: int) -> Progress:
+    """Jobs done of those the latest session set out to have (planned + already done)."""
+    last = manifest.sessions[-1] if manifest and manifest.sessions else None
+    planned = last.planned + last.skipped if last else 0
+    return Progress(done=done, planned=max(planned, done))
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One line of the runs page."""
+
+    name: str
+    status: str
+    started: str
+    backend: str
+    target: str
+    sessions: int
+    totals: Totals
+    progress: Progress
+
+
+def run_row(name: str, status: str, manifest: Manifest | None, totals: Totals) -> RunRow:
+    started = manifest.created_at.isoformat() if manifest else ""
+    if not started and totals.first_started is not None:
+        started = totals.first_started.isoformat()
+    return RunRow(
+        name=name,
+        status=status,
+        started=started,
+        backend=manifest.target.backend if manifest else "?",
+        target=manifest.target.base_url if manifest else "?",
+        sessions=len(manifest.sessions) if manifest else 0,
+        totals=totals,
+        progress=run_progress(manifest, totals.jobs),
+    )
+
+
+# ---------------------------------------------------------------------------- a run
+
+
+@dataclass(frozen=True)
+class RunFigures:
+    """Everything a run's page shows, computed once per version of the run."""
+
+    totals: Totals
+    by_criterion: pl.DataFrame
+    by_agent: pl.DataFrame
+    cells: pl.DataFrame
+    """``pass_rates`` by agent_label, scenario_id, criterion_id: the heatmap's cells."""
+    errors: pl.DataFrame
+    flakiness: pl.DataFrame
+    flaky_cases: pl.DataFrame
+    """Case columns + criterion_id of every case that both passed and failed."""
+    repeat_rates: list[dict[str, Any]]
+    """Per criterion: pass@k and pass^k for each k in ``ks`` (see ``repeat_rates``)."""
+    ks: list[int]
+    latency: pl.DataFrame
+    agents: list[str]
+    scenarios: list[str]
+    criteria: list[str]
+    matrix: dict[str, list[str]]
+    error_kinds: list[str]
+
+
+def run_figures(tables: Tables) -> RunFigures:
+    jobs, criteria = tables["jobs"], tables["criteria"]
+    # one pass over the criteria: the heatmap's cells, then the coarser groups summed from them
+    cells = analysis.pass_rates(criteria, jobs, by=["agent_label", "scenario_id", "criterion_id"])
+    by_criterion = _pooled(cells, "criterion_id")
+    errors_by_agent = (
+        jobs.filter(pl.col("status") == "error")
+        .group_by("agent_label")
+        .agg(pl.len().cast(pl.UInt32).alias("errors"))
+        .collect()
+    )
+    by_agent = _pooled(cells, "agent_label", errors=errors_by_agent)
+    case_cols = analysis.case_columns(jobs)
+    cases = case_outcomes(criteria, jobs, case_cols)
+    flakiness = (
+        cases.filter(pl.col("trials") >= 2)
+        .group_by("criterion_id")
+        .agg(
+            pl.len().cast(pl.UInt32).alias("cases"),
+            pl.col("flaky").sum().cast(pl.UInt32).alias("flaky"),
+        )
+        .with_columns((pl.col("flaky") / pl.col("cases")).alias("flaky_share"))
+        .sort("criterion_id")
+    )
+    flaky_cases = cases.filter(pl.col("flaky")).select(*case_cols, "criterion_id")
+    sizes = jobs.group_by(case_cols).agg(pl.len().alias("n")).select(pl.col("n").max()).collect()
+    repeats = int(sizes.item() or 0) if sizes.height else 0
+    errors = analysis.error_counts(jobs)
+    latency = analysis.latency_percentiles(jobs)
+    mcols = matrix_columns(jobs)
+    distinct = jobs.select(
+        pl.col("agent_label").unique().sort().implode(),
+        pl.col("scenario_id").unique().sort().implode(),
+        *(pl.col(c).drop_nulls().unique().sort().implode() for c in mcols),
+    ).collect()
+    crit_ids = by_criterion["criterion_id"].drop_nulls().to_list()
+    return RunFigures(
+        totals=run_totals(tables),
+        by_criterion=by_criterion,
+        by_agent=by_agent,
+        cells=cells,
+        errors=errors,
+        flakiness=flakiness,
+        flaky_cases=flaky_cases,
+        repeat_rates=repeat_rates(cases, sorted({1, repeats} - {0})),
+        ks=sorted({1, repeats} - {0}),
+        latency=latency,
+        agents=[a for a in distinct["agent_label"][0].to_list() if a is not None],
+        scenarios=[s for s in distinct["scenario_id"][0].to_list() if s is not None],
+        criteria=sorted(crit_ids),
+        matrix={c.removeprefix("matrix."): distinct[c][0].to_list() for c in mcols},
+        error_kinds=[k for k in errors["error_kind"].to_list() if k is not None],
+    )
+
+
+def _pooled(cells: pl.DataFrame, key: str, errors: pl.DataFrame | None = None) -> pl.DataFrame:
+    """``pass_rates`` by ``key`` from the finer cells (the same counts, summed).
+
+    A job errored is charged to every criterion of its cell, so summing cells counts it once
+    per criterion (right by criterion); pooled over criteria it is counted from ``errors``."""
+    counts = ["success", "failure", "unknown", "errors"]
+    summed = cells.group_by(key).agg(pl.col(c).sum().cast(pl.UInt32) for c in counts)
+    if errors is not None:
+        summed = (
+            summed.drop("errors")
+            .join(errors, on=key, how="left", nulls_equal=True)
+            .with_columns(pl.col("errors").fill_null(0))
+        )
+    summed = summed.sort(key, nulls_last=True).select(key, *counts)
+    intervals = [
+        analysis.wilson_interval(int(s), int(s) + int(f))
+        for s, f in zip(summed["success"], summed["failure"], strict=True)
+    ]
+    return summed.with_columns(
+        pl.Series(
+            "pass_rate",
+            [
+                _rate(int(s), int(f))
+                for s, f in zip(summed["success"], summed["failure"], strict=True)
+            ],
+            dtype=pl.Float64,
+        ),
+        pl.Series("ci_low", [lo for lo, _ in intervals], dtype=pl.Float64),
+        pl.Series("ci_high", [hi for _, hi in intervals], dtype=pl.Float64),
+    )
+
+
+def case_outcomes(
+    criteria: pl.LazyFrame, jobs: pl.LazyFrame, case_cols: Sequence[str]
+) -> pl.DataFrame:
+    """Per case and criterion: decided ``trials`` (success + failure) and ``flaky`` (both
+    passed and failed), as ``analysis.repeat_cases`` defines them, without the outcome
+    sequence (whose sort held the whole criteria table in memory: 310 MB at 100,000 jobs)."""
+    result = pl.col("result")
+    decided = criteria.select("job_key", "criterion_id", "result").filter(
+        result.is_in(["success", "failure"])
+    )
+    return (
+        decided.join(jobs.select("job_key", *case_cols), on="job_key", how="inner")
+        .group_by([*case_cols, "criterion_id"])
+        .agg(
+            (result == "success").sum().cast(pl.UInt32).alias("success"),
+            (result == "failure").sum().cast(pl.UInt32).alias("failure"),
+        )
+        .with_columns(
+            (pl.col("success") + pl.col("failure")).alias("trials"),
+            ((pl.col("success") > 0) & (pl.col("failure") > 0)).alias("flaky"),
+        )
+        .collect()
+    )
+
+
+def repeat_rates(cases: pl.DataFrame, ks: Sequence[int]) -> list[dict[str, Any]]:
+    """pass@k and pass^k per criterion from ``case_outcomes``: the unbiased per-case estimates
+    (``analysis.pass_at_k`` / ``pass_hat_k``) averaged over the cases with at least k decided
+    trials, as ``analysis.repeat_pass_rates`` computes them. One dict per criterion:
+    ``criterion_id`` and, per k, ``(cases, pass@k, pass^k)`` under ``rates[k]``."""
+    out = []
+    for (criterion,), group in cases.sort("criterion_id").group_by(
+        "criterion_id", maintain_order=True
+    ):
+        pairs = list(zip(group["trials"].to_list(), group["success"].to_list(), strict=True))
+        rates: dict[int, tuple[int, float | None, float | None]] = {}
+        for k in ks:
+            eligible = [(n, c) for n, c in pairs if n >= k]
+            if not eligible:
+                rates[k] = (0, None, None)
+                continue
+            at = sum(analysis.pass_at_k(n, c, k) for n, c in eligible) / len(eligible)
+            hat = sum(analysis.pass_hat_k(n, c, k) for n, c in eligible) / len(eligible)
+            rates[k] = (len(eligible), at, hat)
+        out.append({"criterion_id": criterion, "rates": rates})
+    return out
+
+
+@dataclass(frozen=True)
+class HeatCell:
+    criterion: str
+    success: int
+    failure: int
+    unknown: int
+    errors: int
+
+    @property
+    def decided(self) -> int:
+        return self.success + self.failure
+
+    @property
+    def rate(self) -> float | None:
+        return _rate(self.success, self.failure)
+
+    @property
+    def shade(self) -> str:
+        """A CSS class: ``h0`` (0%, red) .. ``h10`` (100%, green); ``hn`` never decided."""
+        rate = self.rate
+        return "hn" if rate is None else f"h{round(rate * 10)}"
+
+
+@dataclass(frozen=True)
+class HeatRow:
+    agent: str | None
+    scenario: str
+    cells: tuple[HeatCell | None, ...]
+    worst: float | None
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    criteria: tuple[str, ...]
+    rows: tuple[HeatRow, ...]
+    total_rows: int
+    page: int
+    pages: int
+    multi_agent: bool
+
+
+def heatmap(cells: pl.DataFrame, *, page: int = 1, rows_per_page: int = HEAT_ROWS) -> Heatmap:
+    """Scenario (x agent) rows by criterion columns, the worst rows first, one page of them.
+
+    A row's rank is its lowest pass rate over its criteria (rows never decided last)."""
+    decided = cells.filter(pl.col("criterion_id").is_not_null())
+    criteria = tuple(sorted(set(decided["criterion_id"].to_list())))
+    multi = decided["agent_label"].n_unique() > 1
+    keys = ["agent_label", "scenario_id"]
+    ranked = (
+        decided.group_by(keys)
+        .agg(pl.col("pass_rate").min().alias("worst"))
+        .sort(["worst", *keys], nulls_last=True)
+    )
+    total = ranked.height
+    pages = max(1, math.ceil(total / rows_per_page))
+    page = min(max(1, page), pages)
+    shown = ranked.slice((page - 1) * rows_per_page, rows_per_page)
+    lookup: dict[tuple[Any, Any, Any], dict[str, Any]] = {
+        (r["agent_label"], r["scenario_id"], r["criterion_id"]): r
+        for r in decided.join(shown.select(keys), on=keys, how="semi", nulls_equal=True).iter_rows(
+            named=True
+        )
+    }
+    rows = []
+    for r in shown.iter_rows(named=True):
+        row_cells: list[HeatCell | None] = []
+        for criterion in criteria:
+            c = lookup.get((r["agent_label"], r["scenario_id"], criterion))
+            row_cells.append(
+                None
+                if c is None
+                else HeatCell(
+                    criterion,
+                    int(c["success"] or 0),
+                    int(c["failure"] or 0),
+                    int(c["unknown"] or 0),
+                    int(c["errors"] or 0),
+                )
+            )
+        rows.append(HeatRow(r["agent_label"], r["scenario_id"], tuple(row_cells), r["worst"]))
+    return Heatmap(criteria, tuple(rows), total, page, pages, multi)
+
+
+# ---------------------------------------------------------------------------- cases
+
+
+@dataclass(frozen=True)
+class CaseQuery:
+    """The case list's filters, sort and page: what its URL says (``params`` writes it back)."""
+
+    agent: str | None = None
+    scenario: str | None = None
+    matrix: tuple[tuple[str, str], ...] = ()
+    criterion: str | None = None
+    result: str | None = None
+    status: str | None = None
+    error_kind: str | None = None
+    flaky: bool = False
+    q: str | None = None
+    sort: str = "started"
+    desc: bool = False
+    page: int = 1
+    per_page: int = PER_PAGE
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> CaseQuery:
+        """Parse query parameters; unknown or malformed values raise ``ValueError``."""
+
+        def text(name: str) -> str | None:
+            value = (params.get(name) or "").strip()
+            return value or None
+
+        def number(name: str, default: int, low: int, high: int) -> int:
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ValueError(f"{name} must be a number") from None
+            return min(max(value, low), high)
+
+        result, status, sort = text("result"), text("status"), text("sort") or "started"
+        if result is not None and result not in RESULTS:
+            raise ValueError(f"result must be one of {', '.join(RESULTS)}")
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+        if sort not in SORTS:
+            raise ValueError(f"sort must be one of {', '.join(SORTS)}")
+        q = text("q")
+        if q is not None and len(q) > MAX_QUERY_CHARS:
+            raise ValueError(f"the search text is longer than {MAX_QUERY_CHARS} characters")
+        matrix = tuple(
+            sorted(
+                (k.removeprefix("m."), v.strip())
+                for k, v in params.items()
+                if k.startswith("m.") and v.strip()
+            )
+        )
+        return cls(
+            agent=text("agent"),
+            scenario=text("scenario"),
+            matrix=matrix,
+            criterion=text("criterion"),
+            result=result,
+            status=status,
+            error_kind=text("error_kind"),
+            flaky=text("flaky") in ("1", "true", "on", "yes"),
+            q=q,
+            sort=sort,
+            desc=text("desc") in ("1", "true", "on", "yes"),
+            page=number("page", 1, 1, 10**9),
+            per_page=number("per_page", PER_PAGE, 1, MAX_PER_PAGE),
+        )
+
+    def params(self, **changes: Any) -> str:
+        """This query (with ``changes``) as a URL query string, defaults left out."""
+        query = replace(self, **changes) if changes else self
+        pairs: list[tuple[str, str]] = []
+        for name in ("agent", "scenario"):
+            value = getattr(query, name)
+            if value:
+                pairs.append((name, value))
+        pairs += [(f"m.{axis}", value) for axis, value in query.matrix]
+        for name in ("criterion", "result", "status", "error_kind", "q"):
+            value = getattr(query, name)
+            if value:
+                pairs.append((name, value))
+        if query.flaky:
+            pairs.append(("flaky", "1"))
+        if query.sort != "started":
+            pairs.append(("sort", query.sort))
+        if query.desc:
+            pairs.append(("desc", "1"))
+        if query.per_page != PER_PAGE:
+            pairs.append(("per_page", str(query.per_page)))
+        if query.page != 1:
+            pairs.append(("page", str(query.page)))
+        return urlencode(pairs)
+
+
+@dataclass(frozen=True)
+class CasePage:
+    query: CaseQuery
+    rows: list[dict[str, Any]]
+    total: int
+    pages: int
+    matrix_axes: list[str]
+
+
+def search_pattern(text: str) -> str:
+    """A case-insensitive literal match of ``text`` as a (Rust) regex."""
+    return "(?i)" + re.escape(text)
+
+
+def _null_safe_eq(column: str, value: str | None) -> pl.Expr:
+    return pl.col(column).is_null() if value is None else pl.col(column) == value
+
+
+def _matching_keys(tables: Tables, query: CaseQuery) -> list[pl.LazyFrame]:
+    """Sets of job keys (one-column frames) the job must be in, one per filter that needs
+    another table than ``jobs``."""
+    sets: list[pl.LazyFrame] = []
+    if query.criterion is not None or query.result is not None:
+        crit = tables["criteria"]
+        if query.criterion is not None:
+            crit = crit.filter(pl.col("criterion_id") == query.criterion)
+        if query.result is not None:
+            crit = crit.filter(pl.col("result") == query.result)
+        sets.append(crit.select("job_key"))
+    if query.q:
+        pattern = search_pattern(query.q)
+        in_messages = (
+            tables["messages"].filter(pl.col("message").str.contains(pattern)).select("job_key")
+        )
+        in_rationales = (
+            tables["criteria"].filter(pl.col("rationale").str.contains(pattern)).select("job_key")
+        )
+        sets.append(pl.concat([in_messages, in_rationales], how="vertical"))
+    return sets
+
+
+def filter_cases(tables: Tables, query: CaseQuery, flaky_cases: pl.DataFrame) -> CasePage:
+    """The jobs matching ``query``, sorted, one page of them, each with its criteria outcomes.
+
+    ``flaky_cases`` is ``RunFigures.flaky_cases`` (case columns + criterion_id)."""
+    jobs = tables["jobs"]
+    mcols = matrix_columns(jobs)
+    frame = jobs.select(*CASE_LIST_COLUMNS, *mcols)
+    if query.agent is not None:
+        frame = frame.filter(
+            (pl.col("agent_label") == query.agent) | (pl.col("agent_id") == query.agent)
+        )
+    if query.scenario is not None:
+        frame = frame.filter(pl.col("scenario_id") == query.scenario)
+    for axis, value in query.matrix:
+        column = f"matrix.{axis}"
+        if column not in mcols:
+            raise ValueError(f"no matrix axis {axis!r} in this run")
+        frame = frame.filter(pl.col(column) == value)
+    if query.status is not None:
+        frame = frame.filter(pl.col("status") == query.status)
+    if query.error_kind is not None:
+        frame = frame.filter(pl.col("error_kind") == query.error_kind)
+    for keys in _matching_keys(tables, query):
+        frame = frame.join(keys.unique(), on="job_key", how="semi")
+    if query.flaky:
+        flaky = flaky_cases
+        if query.criterion is not None:
+            flaky = flaky.filter(pl.col("criterion_id") == query.criterion)
+        case_cols = [c for c in flaky.columns if c != "criterion_id"]
+        frame = frame.join(
+            flaky.select(case_cols).unique().lazy(), on=case_cols, how="semi", nulls_equal=True
+        )
+    if query.sort == "failed":
+        failed = (
+            tables["criteria"]
+            .filter(pl.col("result") == "failure")
+            .group_by("job_key")
+            .agg(pl.len().cast(pl.UInt32).alias("failed"))
+        )
+        frame = frame.join(failed, on="job_key", how="left").with_columns(
+            pl.col("failed").fill_null(0)
+        )
+    total = int(frame.select(pl.len()).collect().item())
+    pages = max(1, math.ceil(total / query.per_page))
+    page = min(query.page, pages)
+    sort_col = SORTS[query.sort]
+    ordered = frame.sort(
+        [sort_col, "started_at", "job_key"],
+        descending=[query.desc, False, False],
+        nulls_last=True,
+    )
+    rows_frame = ordered.slice((page - 1) * query.per_page, query.per_page).collect()
+    rows = _with_outcomes(tables, rows_frame, query)
+    return CasePage(
+        query=replace(query, page=page),
+        rows=rows,
+        total=total,
+        pages=pages,
+        matrix_axes=[c.removeprefix("matrix.") for c in mcols],
+    )
+
+
+def _with_outcomes(tables: Tables, rows: pl.DataFrame, query: CaseQuery) -> list[dict[str, Any]]:
+    """Each row with its criteria results (failed first) and, when searching, a snippet."""
+    keys = rows["job_key"]
+    outcomes = (
+        tables["criteria"]
+        .filter(pl.col("job_key").is_in(keys.implode()))
+        .select("job_key", "criterion_id", "result")
+        .collect()
+    )
+    by_job: dict[str, list[tuple[str, str]]] = {}
+    for r in outcomes.iter_rows(named=True):
+        by_job.setdefault(r["job_key"], []).append((r["criterion_id"], r["result"]))
+    snippets: dict[str, str] = {}
+    if query.q:
+        found = (
+            tables["messages"]
+            .filter(
+                pl.col("job_key").is_in(keys.implode())
+                & pl.col("message").str.contains(search_pattern(query.q))
+            )
+            .group_by("job_key")
+            .agg(pl.col("message").sort_by("index").first())
+            .collect()
+        )
+        snippets = {
+            r["job_key"]: snippet(r["message"], query.q) for r in found.iter_rows(named=True)
+        }
+    order = {"failure": 0, "unknown": 1, "success": 2}
+    out = []
+    for row in rows.iter_rows(named=True):
+        results = sorted(by_job.get(row["job_key"], []), key=lambda x: (order.get(x[1], 3), x[0]))
+        row["outcomes"] = results
+        row["failed"] = sum(1 for _, r in results if r == "failure")
+        row["matrix"] = {
+            k.removeprefix("matrix."): v for k, v in row.items() if k.startswith("matrix.")
+        }
+        row["snippet"] = snippets.get(row["job_key"])
+        out.append(row)
+    return out
+
+
+def snippet(text: str, needle: str, width: int = 70) -> str:
+    """The part of ``text`` around the first case-insensitive occurrence of ``needle``."""
+    at = text.lower().find(needle.lower())
+    if at < 0:
+        return text[: 2 * width]
+    start, end = max(0, at - width), min(len(text), at + len(needle) + width)
+    return ("…" if start else "") + text[start:end] + ("…" if end < len(text) else "")
+
+
+# ------------------------------------------------------------------------------ a job
+
+
+@dataclass(frozen=True)
+class JobDetail:
+    job: dict[str, Any]
+    matrix: dict[str, Any]
+    messages: list[dict[str, Any]]
+    criteria: list[dict[str, Any]]
+    data_collection: list[dict[str, Any]]
+    attempts: list[dict[str, Any]]
+    buckets: list[dict[str, Any]]
+    repeats: list[dict[str, Any]] = field(default_factory=list)
+
+
+def job_detail(tables: Tables, job_key: str) -> JobDetail | None:
+    """One job: its row, conversation, criteria, data collection, attempts, vendor buckets and
+    the other repeats of its case. None when the run has no such job."""
+    key = pl.col("job_key") == job_key
+    found = tables["jobs"].filter(key).collect()
+    if found.height == 0:
+        return None
+    job = found.row(0, named=True)
+    matrix = {k.removeprefix("matrix."): v for k, v in job.items() if k.startswith("matrix.")}
+    messages = tables["messages"].filter(key).sort("index").collect()
+    criteria = tables["criteria"].filter(key).collect()
+    order = {"failure": 0, "unknown": 1, "success": 2}
+    criteria_rows = sorted(
+        criteria.to_dicts(), key=lambda r: (order.get(r["result"], 3), r["criterion_id"] or "")
+    )
+    attempts = tables["attempts"].filter(key).sort("started_at", "attempt").collect()
+    return JobDetail(
+        job=job,
+        matrix=matrix,
+        messages=messages.to_dicts(),
+        criteria=criteria_rows,
+        data_collection=tables["data_collection"].filter(key).collect().to_dicts(),
+        attempts=attempts.to_dicts(),
+        buckets=tables["buckets"].filter(key).collect().to_dicts(),
+        repeats=case_repeats(tables, job),
+    )
+
+
+def case_repeats(tables: Tables, job: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every job of ``job``'s case (same agent, scenario and matrix cell), by repeat, with its
+    failed criteria."""
+    jobs = tables["jobs"]
+    cond = (pl.col("agent_id") == job["agent_id"]) & (pl.col("scenario_id") == job["scenario_id"])
+    for column in matrix_columns(jobs):
+        cond = cond & _null_safe_eq(column, job.get(column))
+    siblings = (
+        jobs.filter(cond)
+        .select("job_key", "repeat", "status", "error_kind", "started_at")
+        .sort("repeat", "started_at")
+        .collect()
+    )
+    failed = (
+        tables["criteria"]
+        .filter(pl.col("job_key").is_in(siblings["job_key"].implode()))
+        .filter(pl.col("result") == "failure")
+        .group_by("job_key")
+        .agg(pl.col("criterion_id").sort())
+        .collect()
+    )
+    failures = {r["job_key"]: r["criterion_id"] for r in failed.iter_rows(named=True)}
+    rows = siblings.to_dicts()
+    for r in rows:
+        r["failed"] = failures.get(r["job_key"], [])
+    return rows
+
+
+# ------------------------------------------------------------------------------ compare
+
+
+def _side(tables: Tables, case_cols: Sequence[str]) -> pl.LazyFrame:
+    """Per case and criterion of one run: its agent's label, success / failure / unknown
+    counts, and the case's errored jobs (not judged, so the same for each criterion)."""
+    result = pl.col("result")
+    jobs = tables["jobs"].select("job_key", "status", "agent_label", *case_cols)
+    judged = (
+        tables["criteria"]
+        .select("job_key", "criterion_id", "result")
+        .join(jobs.drop("status"), on="job_key", how="inner")
+        .group_by([*case_cols, "criterion_id"])
+        .agg(
+            pl.col("agent_label").first(),
+            (result == "success").sum().cast(pl.UInt32).alias("success"),
+            (result == "failure").sum().cast(pl.UInt32).alias("failure"),
+            (result == "unknown").sum().cast(pl.UInt32).alias("unknown"),
+        )
+    )
+    errors = (
+        jobs.filter(pl.col("status") == "error")
+        .group_by(case_cols)
+        .agg(pl.len().cast(pl.UInt32).alias("errors"))
+    )
+    return judged.join(errors, on=list(case_cols), how="left", nulls_equal=True).with_columns(
+        pl.col("errors").fill_null(0)
+    )
+
+
+def compare_case_columns(a: Tables, b: Tables) -> list[str]:
+    """What identifies a case in both runs: agent, scenario and the matrix axes they share."""
+    shared = set(matrix_columns(a["jobs"])) & set(matrix_columns(b["jobs"]))
+    return ["agent_id", "scenario_id", *sorted(shared)]
+
+
+def compare_cases(a: Tables, b: Tables) -> pl.DataFrame:
+    """Every case x criterion of either run with both sides' counts and pass rates, the ones
+    whose outcome changed first: those that got worse (most first), then those that got
+    better, then the unchanged. ``change`` is ``regressed``, ``improved``, ``same``, ``only
+    in A`` or ``only in B``."""
+    cols = compare_case_columns(a, b)
+    keys = [*cols, "criterion_id"]
+    counts = ["success", "failure", "unknown", "errors"]
+    left = _side(a, cols).rename({c: f"a_{c}" for c in [*counts, "agent_label"]})
+    right = _side(b, cols).rename({c: f"b_{c}" for c in [*counts, "agent_label"]})
+    joined = left.join(right, on=keys, how="full", coalesce=True, nulls_equal=True)
+    a_n = pl.col("a_success") + pl.col("a_failure")
+    b_n = pl.col("b_success") + pl.col("b_failure")
+    a_rate = pl.when(a_n > 0).then(pl.col("a_success") / a_n)
+    b_rate = pl.when(b_n > 0).then(pl.col("b_success") / b_n)
+    frame = (
+        joined.with_columns(a_rate.alias("a_pass_rate"), b_rate.alias("b_pass_rate"))
+        .with_columns((pl.col("b_pass_rate") - pl.col("a_pass_rate")).alias("diff"))
+        .with_columns(
+            pl.when(pl.col("a_success").is_null())
+            .then(pl.lit("only in B"))
+            .when(pl.col("b_success").is_null())
+            .then(pl.lit("only in A"))
+            .when(pl.col("diff") < 0)
+            .then(pl.lit("regressed"))
+            .when(pl.col("diff") > 0)
+            .then(pl.lit("improved"))
+            .otherwise(pl.lit("same"))
+            .alias("change"),
+            pl.coalesce("b_agent_label", "a_agent_label").alias("agent_label"),
+        )
+    )
+    rank = (
+        pl.col("change")
+        .replace_strict(
+            {"regressed": 0, "improved": 1, "only in A": 2, "only in B": 3, "same": 4},
+            return_dtype=pl.Int32,
+        )
+        .alias("_rank")
+    )
+    return (
+        frame.with_columns(rank)
+        .sort(["_rank", "diff", *keys], nulls_last=True)
+        .drop("_rank", "a_agent_label", "b_agent_label")
+        .collect()
+    )
+
+
+@dataclass(frozen=True)
+class CaseKey:
+    """One case x criterion, as the comparison links name it."""
+
+    agent_id: str
+    scenario_id: str
+    criterion_id: str
+    matrix: tuple[tuple[str, str | None], ...] = ()
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> CaseKey:
+        missing = [k for k in ("agent_id", "scenario_id", "criterion_id") if not params.get(k)]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+        matrix = tuple(
+            sorted(
+                (k.removeprefix("m."), v or None) for k, v in params.items() if k.startswith("m.")
+            )
+        )
+        return cls(params["agent_id"], params["scenario_id"], params["criterion_id"], matrix)
+
+    def params(self) -> str:
+        pairs = [
+            ("agent_id", self.agent_id),
+            ("scenario_id", self.scenario_id),
+            ("criterion_id", self.criterion_id),
+        ]
+        pairs += [(f"m.{k}", v or "") for k, v in self.matrix]
+        return urlencode(pairs)
+
+
+def case_key(row: Mapping[str, Any]) -> CaseKey:
+    """The ``CaseKey`` of a ``compare_cases`` row."""
+    matrix = tuple(
+        sorted((k.removeprefix("matrix."), v) for k, v in row.items() if k.startswith("matrix."))
+    )
+    return CaseKey(row["agent_id"], row["scenario_id"], row["criterion_id"], matrix)
+
+
+def case_jobs(tables: Tables, key: CaseKey) -> list[dict[str, Any]]:
+    """The jobs of a case in one run, by repeat, each with the criterion's result."""
+    jobs = tables["jobs"]
+    present = set(matrix_columns(jobs))
+    cond = (pl.col("agent_id") == key.agent_id) & (pl.col("scenario_id") == key.scenario_id)
+    for axis, value in key.matrix:
+        if f"matrix.{axis}" in present:
+            cond = cond & _null_safe_eq(f"matrix.{axis}", value)
+    rows = (
+        jobs.filter(cond)
+        .select("job_key", "repeat", "status", "error_kind")
+        .sort("repeat")
+        .collect()
+    )
+    results = (
+        tables["criteria"]
+        .filter(
+            pl.col("job_key").is_in(rows["job_key"].implode())
+            & (pl.col("criterion_id") == key.criterion_id)
+        )
+        .select("job_key", "result")
+        .collect()
+    )
+    by_key = dict(results.iter_rows())
+    out = rows.to_dicts()
+    for r in out:
+        r["result"] = by_key.get(r["job_key"], "error" if r["status"] == "error" else None)
+    return out
+
+
+def pick_pair(
+    a_jobs: Sequence[Mapping[str, Any]], b_jobs: Sequence[Mapping[str, Any]]
+) -> tuple[str | None, str | None]:
+    """The two transcripts to show side by side: a passing one of A and a failing one of B
+    when there are (the change at its clearest), else the first of each."""
+
+    def first(rows: Sequence[Mapping[str, Any]], wanted: str) -> str | None:
+        for r in rows:
+            if r["result"] == wanted:
+                return str(r["job_key"])
+        return str(rows[0]["job_key"]) if rows else None
+
+    return first(a_jobs, "success"), first(b_jobs, "failure")

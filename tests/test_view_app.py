@@ -1,0 +1,162 @@
+"""The viewer's routes over HTTP (a real viewer process, an httpx client): what each answers,
+escaping, path safety, headers. tests/test_view_browser.py drives the same pages in Chromium."""
+
+from __future__ import annotations
+
+import http.client
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from view_helpers import snapshot, xss_run
+
+from bench.view_data import Shape, write_synthetic_run
+from runner.view.app import allowed_hosts_for
+from runner.view.server import Viewer, viewer_process
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("results")
+    xss_run(base)
+    write_synthetic_run(base / "syn", Shape(agents=2, scenarios=3, repeats=3, error_every=7))
+    (base / "syn" / "report.html").write_text("<!doctype html><p>report</p>")
+    fresh = base / "fresh"  # a run that has just started: a manifest, no part yet
+    (fresh / "parts" / "jobs").mkdir(parents=True)
+    (fresh / "manifest.json").write_text(
+        '{"run_name": "fresh", "finalized": false, "matrix_axes": ["language"],'
+        ' "created_at": "2026-01-01T00:00:00Z", "config_path": "c.yaml", "config_hash": "0",'
+        ' "target": {"base_url": "local", "backend": "stream"},'
+        ' "sessions": [{"run_id": "s", "started_at": "2026-01-01T00:00:00Z",'
+        ' "config_hash": "0", "planned": 12, "skipped": 0}]}'
+    )
+    secret = tmp_path_factory.mktemp("outside") / "secret.html"
+    secret.write_text("secret")
+    (base / "xss" / "report.html").symlink_to(secret)  # points out of the results directory
+    return base
+
+
+@pytest.fixture(scope="module")
+def viewer(root: Path) -> Iterator[Viewer]:
+    with viewer_process(root) as running:
+        yield running
+    assert running.stderr_text() == ""  # no traceback, no warning
+
+
+@pytest.fixture(scope="module")
+def client(viewer: Viewer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=viewer.base_url, timeout=30) as c:
+        yield c
+
+
+def test_every_page_answers_and_carries_the_security_headers(client: httpx.Client) -> None:
+    pages = [
+        "/",
+        "/runs/syn",
+        "/runs/syn?heat=2",
+        "/runs/syn/cases",
+        "/runs/syn/cases?criterion=politeness&result=failure&flaky=1&sort=failed&desc=1",
+        "/runs/syn/cases?m.language=es&q=order&status=ok",
+        "/runs/syn/cases?sort=first_frame&desc=1",
+        "/runs/syn/jobs/k0000000001",
+        "/compare",
+        "/compare?a=syn&b=syn&all=1",
+        "/compare/case?a=syn&b=syn&agent_id=agent_0&scenario_id=scenario_000"
+        "&criterion_id=politeness&m.language=en",
+        "/runs/xss",
+        "/runs/xss/jobs/k1",
+        "/runs/xss/jobs/k2",
+        "/runs/fresh",
+        "/runs/fresh/cases",
+        "/runs/fresh/cases?q=x&flaky=1&criterion=c&result=failure",
+        "/compare?a=syn&b=fresh",
+    ]
+    for path in pages:
+        reply = client.get(path)
+        assert reply.status_code == 200, (path, reply.text[:500])
+        csp = reply.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert reply.headers["x-content-type-options"] == "nosniff"
+    assert "0 job(s) match" in client.get("/runs/fresh/cases").text
+    assert "incomplete" in client.get("/").text  # nobody holds its lock
+    assert client.get("/static/view.js").status_code == 200
+    assert client.get("/static/view.css").headers["content-type"].startswith("text/css")
+
+
+def test_untrusted_text_is_escaped_everywhere(client: httpx.Client) -> None:
+    for path in ("/runs/xss/jobs/k1", "/runs/xss/jobs/k2", "/runs/xss/cases?q=script"):
+        page = client.get(path).text
+        assert "<script>window.__xss" not in page and "<img src=x" not in page
+        assert "<b>lookup</b>" not in page and "<i>x</i>" not in page
+        # the only script is the viewer's own file
+        assert re.findall(r"<script\b[^>]*>", page) == ['<script src="/static/view.js" defer>']
+    job = client.get("/runs/xss/jobs/k1").text
+    assert "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in job  # shown, as text
+    assert "Judge says &lt;script&gt;" in job
+    assert "&lt;b&gt;lookup&lt;/b&gt;" in job
+    assert "&lt;/pre&gt;&lt;script&gt;x()&lt;/script&gt;" in job
+
+
+def test_names_outside_the_listing_answer_404(client: httpx.Client, root: Path) -> None:
+    for path in (
+        "/runs/nope",
+        "/runs/%2e%2e",
+        "/runs/..%2Fxss",
+        "/runs/%2Fetc%2Fpasswd",
+        "/runs/%2Fetc",
+        "/runs/syn/jobs/..%2F..%2Fmanifest.json",
+        "/runs/syn/jobs/missing",
+        "/compare?a=syn&b=..",
+        "/compare?a=%2Fetc&b=syn",
+        "/static/..%2Fapp.py",
+        "/runs/nope/report.html",
+        "/runs/xss/report.html",  # a symlink out of the results directory
+    ):
+        reply = client.get(path)
+        assert reply.status_code == 404, path
+        assert "<script>" not in reply.text
+    reply = client.get("/runs/%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+    assert reply.status_code == 404 and "<script>alert" not in reply.text
+
+
+def test_raw_dot_segments_answer_404(viewer: Viewer) -> None:
+    """What a client that does not normalise paths sends, over a socket."""
+    host, port = viewer.base_url.removeprefix("http://").split(":")
+    for path in ("/runs/..", "/runs/../", "/runs/../../etc/passwd", "/runs/syn/../..",
+                 "/static/../app.py", "//etc/passwd"):  # fmt: skip
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", path)
+        reply = conn.getresponse()
+        reply.read()
+        conn.close()
+        assert reply.status == 404, path
+
+
+def test_bad_parameters_answer_400_and_hosts_are_checked(client: httpx.Client) -> None:
+    assert client.get("/runs/syn/cases?result=maybe").status_code == 400
+    assert client.get("/runs/syn/cases?sort=__class__").status_code == 400
+    assert client.get("/runs/syn/cases?m.llm=x").status_code == 400
+    assert client.get("/compare/case?a=syn&b=syn").status_code == 400
+    assert client.get("/", headers={"host": "evil.example"}).status_code == 400
+    assert allowed_hosts_for("0.0.0.0") is None  # bound elsewhere on purpose: any host name
+
+
+def test_the_saved_report_is_served_without_script(client: httpx.Client) -> None:
+    reply = client.get("/runs/syn/report.html")
+    assert reply.status_code == 200 and "report" in reply.text
+    assert "script-src" not in reply.headers["content-security-policy"]  # default-src 'none'
+
+
+def test_version_api_and_read_only(client: httpx.Client, root: Path) -> None:
+    before = snapshot(root)
+    one = client.get("/api/version?run=syn").json()
+    assert one["running"] is False and one["version"]
+    assert client.get("/api/version").json()["running"] is False
+    assert client.get("/api/version?run=..").status_code == 404
+    for path in ("/", "/runs/syn", "/runs/syn/cases?q=a", "/compare?a=syn&b=xss"):
+        client.get(path)
+    for method in ("post", "put", "delete", "patch"):
+        assert getattr(client, method)("/runs/syn").status_code == 405
+    assert snapshot(root) == before
