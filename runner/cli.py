@@ -1,8 +1,10 @@
 """Command line: argument parsing and printing only; the work lives in the modules it calls.
 
-Exit codes: 0 the run completed (job errors are results, not a failed run); 1 the run was
-aborted (e.g. the API key was rejected); 2 bad input (config, arguments, missing key), nothing
-sent; 130 interrupted.
+Exit codes of ``run``: 0 the run completed (job errors are results, not a failed run); 1 the
+run was aborted (the API key was rejected, the circuit breaker tripped, results could not be
+written mid-run, an unexpected error); 2 bad input (config, arguments, missing key, results
+directory not writable), nothing sent; 130 interrupted (Ctrl-C, SIGTERM). Every ending prints
+one last line on stderr saying what happened and what to do; finished jobs are always saved.
 
 ``report`` and ``compare``: 0 done; 2 bad input (no run directory, unknown column or agent);
 ``compare --fail-on-regression`` exits 1 when any group is a significant regression.
@@ -134,9 +136,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     from runner.report.terminal import print_summary
-    from runner.store import StoreError
-    from runner.sweep import WriteFailed, run
-    from runner.target import SetupError
+    from runner.sweep import run
 
     try:
         report = run(
@@ -148,15 +148,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             fresh=args.fresh,
             handle_signals=True,
         )
-    except WriteFailed as exc:
-        _err(str(exc))
-        return EXIT_ABORTED
-    except (SetupError, StoreError) as exc:
-        _err(str(exc))
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        _err(f"interrupted; finished jobs are saved. To resume: {_resume_command(args)}")
-        return EXIT_INTERRUPTED
+    except BaseException as exc:  # every way out is one line and a documented code
+        return _run_failed(exc, args)
     c = report.counters
     headline = (
         f"\n[bold]{report.run_dir}[/]  this session: {c.done} job(s) run"
@@ -172,9 +165,66 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         return EXIT_INTERRUPTED
     if report.aborted is not None:
-        _err(f"run aborted: {report.aborted.message}")
+        _err(f"run aborted: {report.aborted.message}{_abort_advice(report.aborted, cfg, args)}")
         return EXIT_ABORTED
+    done = f", {c.skipped} done before" if c.skipped else ""
+    print(
+        f"completed: {c.ok} job(s) ok, {c.errors} in error{done}; results in {report.run_dir}"
+        f" (python -m runner report {report.run_dir})",
+        file=sys.stderr,
+    )
     return EXIT_OK
+
+
+def _abort_advice(failure: Any, cfg: Any, args: argparse.Namespace) -> str:
+    """What to do after an abort, by its cause; finished jobs are always saved."""
+    from runner.errors import ErrorKind
+
+    resume = f"run the same command to resume: {_resume_command(args)}"
+    if failure.kind is ErrorKind.AUTH:
+        return (
+            f"; the API key in ${cfg.target.api_key_env} was rejected: set a valid key, then "
+            + resume
+        )
+    if failure.message.startswith("circuit breaker"):
+        where = "the local API" if cfg.target.is_local else cfg.target.base_url
+        return f"; check that {where} works, then {resume}"
+    return f"; finished jobs are saved, {resume}"
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) single-member exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _run_failed(exc: BaseException, args: argparse.Namespace) -> int:
+    """A run that raised: one line saying what happened and what to do, and its exit code."""
+    import os
+
+    from runner.store import StoreError
+    from runner.sweep import WriteFailed
+    from runner.target import SetupError
+
+    exc = _leaf(exc)
+    if isinstance(exc, WriteFailed):
+        _err(str(exc))
+        return EXIT_ABORTED
+    if isinstance(exc, SetupError | StoreError):
+        _err(str(exc))
+        return EXIT_USAGE
+    if isinstance(exc, KeyboardInterrupt):
+        _err(f"interrupted; finished jobs are saved. To resume: {_resume_command(args)}")
+        return EXIT_INTERRUPTED
+    if os.environ.get("RUNNER_DEBUG") == "1" or not isinstance(exc, Exception):
+        raise exc
+    _err(
+        f"the run stopped on an unexpected {type(exc).__name__}: {exc}. Finished jobs are "
+        f"saved; run the same command to resume ({_resume_command(args)}), and please report "
+        "this with the traceback that RUNNER_DEBUG=1 shows"
+    )
+    return EXIT_ABORTED
 
 
 def _add_tests_command(sub: Any) -> None:

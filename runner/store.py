@@ -177,7 +177,10 @@ class PartWriter:
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as exc:
-            raise StoreError(f"cannot write results to {self.run_dir}: {exc.strerror}") from exc
+            raise StoreError(
+                f"cannot write results to {self.run_dir}: {exc.strerror}; nothing was sent: "
+                "make the results directory writable or choose another"
+            ) from exc
 
     def write(self, batch: Batch, seq: int | None = None) -> None:
         """One flush: child tables first, ``jobs`` last (the commit record). ``seq`` names the

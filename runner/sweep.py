@@ -183,7 +183,10 @@ async def run_sweep(
     try:
         lock.acquire()
     except OSError as exc:
-        raise StoreError(f"cannot write results to {run_dir}: {exc.strerror}") from exc
+        raise StoreError(
+            f"cannot write results to {run_dir}: {exc.strerror}; nothing was sent: make the "
+            "results directory writable or choose another"
+        ) from exc
     try:
         opened = open_session(cfg, run_dir, run_id, limit=limit, retry_errors=retry_errors)
         result = RunResult(run_dir=run_dir, run_id=run_id, counters=Counters(), wall_secs=0.0)
@@ -264,8 +267,13 @@ def open_session(
         counts=earlier.counts if earlier else {},
         sessions=[*(earlier.sessions if earlier else []), session],
     )
-    write_manifest(run_dir, manifest)
-    write_json(run_dir / RESOLVED_CONFIG, resolved_config(cfg))
+    try:
+        write_manifest(run_dir, manifest)
+        write_json(run_dir / RESOLVED_CONFIG, resolved_config(cfg))
+    except OSError as exc:
+        raise StoreError(
+            f"cannot write results to {run_dir}: {exc.strerror or exc}; nothing was sent"
+        ) from exc
     return OpenSession(run_dir, manifest, session, writer, axes, done, recovered)
 
 

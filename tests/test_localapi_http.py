@@ -11,11 +11,15 @@ import asyncio
 import json
 import math
 import random
+import re
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,6 +35,8 @@ from runner.localapi.faults import (
 from runner.localapi.server import LocalAPI, start_local_api
 from runner.localapi.stats import ServerStats
 from runner.wire.simulate import ErrorBody, SimulationResponse, StreamFrame, TranscriptMessage
+
+ROOT = Path(__file__).resolve().parents[1]
 
 LocalAPIFactory = Callable[..., LocalAPI]
 
@@ -299,6 +305,25 @@ def test_api_key_absent_from_debug_log(local_api_factory: LocalAPIFactory) -> No
     log = api.stderr_tail(max_chars=1_000_000)
     assert "simulate-conversation" in log, "the access log should have logged the requests"
     assert key not in log
+
+
+def test_access_log_logs_at_the_default_log_level() -> None:
+    """``serve --access-log`` logs every request (uvicorn's way: on stdout) at the default
+    ``--log-level warning``, which would otherwise drop uvicorn's INFO access lines."""
+    command = [sys.executable, "-m", "runner", "serve", "--port", "0", "--access-log"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT
+    ) as server:
+        assert server.stdout is not None
+        try:
+            ready = server.stdout.readline()
+            base_url = re.search(r"(http://\S+)", ready)
+            assert base_url is not None, ready
+            httpx.get(f"{base_url.group(1)}/v1/convai/agents", timeout=10)
+            logged = server.stdout.readline()
+            assert '"GET /v1/convai/agents HTTP/1.1" 200' in logged
+        finally:
+            server.terminate()
 
 
 def test_every_simulate_reply_carries_concurrency_headers(local_api: LocalAPI) -> None:

@@ -102,6 +102,8 @@ def resume_and_check(config: Path, results: Path, api: LocalAPI) -> None:
     assert run.manifest is not None
     recovered = run.manifest.sessions[-1].recovered  # finished, journaled, not yet in a part
     assert sent == JOBS - len(done_before) - recovered  # finished work was not sent again
+    if recovered:  # the resume says so
+        assert f"recovered {recovered} finished job(s) from the journal" in done.stderr
 
 
 def test_kill_9_before_the_first_flush_then_resume(tmp_path: Path, api: LocalAPI) -> None:

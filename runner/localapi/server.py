@@ -247,6 +247,8 @@ def main(args: argparse.Namespace) -> int:
         # Faults find a request's connection by its peer address: keep the real one in scope.
         proxy_headers=False,
     )
+    if args.access_log:  # uvicorn logs requests at INFO: shown whatever --log-level says
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:

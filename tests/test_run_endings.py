@@ -1,0 +1,269 @@
+"""Every way a run ends prints one line saying what happened and what to do, with the
+documented exit code, and never a traceback: through the CLI as a subprocess, for every target
+form (``local``, a URL on loopback, a remote URL), with and without the progress display, and
+for every backend.
+
+The remote URL is ``http://api.elevenlabs.invalid``, reached through an HTTP proxy on
+127.0.0.1 (the local API, which takes absolute-form requests): the runner treats it as remote
+(a key is required) while every byte stays on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from runner.localapi.server import local_api_process
+
+ROOT = Path(__file__).resolve().parents[1]
+REMOTE = "http://api.elevenlabs.invalid"
+KEY_ENV = "ENDINGS_TEST_KEY"
+RESUME = r"python -m runner run \S+config\.yaml"
+
+
+@dataclass(frozen=True)
+class Case:
+    server: tuple[str, ...] = ()
+    run: dict[str, Any] = field(default_factory=dict)
+    key: str = "the-key"
+    jobs: int = 4
+    signals: tuple[int, ...] = ()
+    file_limit: int | None = None
+    unwritable: bool = False
+    code: int = 0
+    line: str = ""
+
+
+CASES = {
+    "completed": Case(code=0, line=r"^completed: 4 job\(s\) ok, 0 in error; results in \S+"),
+    "key rejected": Case(
+        server=("--api-key", "right-key"),
+        key="wrong-key",
+        code=1,
+        line=r"^error: run aborted: HTTP 401 invalid_api_key: .*the API key in \$"
+        + KEY_ENV
+        + r" was rejected.*"
+        + RESUME,
+    ),
+    "circuit breaker": Case(
+        server=("--fault-http-503", "1"),
+        run={"circuit_breaker": 3, "retry": {"max_attempts": 2, "backoff_base": 0.01}},
+        jobs=8,
+        code=1,
+        line=r"^error: run aborted: circuit breaker: the last 3 attempts all failed with "
+        r"server_error.*check that .+ works.*" + RESUME,
+    ),
+    "results not writable": Case(
+        unwritable=True, code=2, line=r"^error: cannot write results to \S+: Not a directory"
+    ),
+    "disk full": Case(
+        jobs=40,
+        file_limit=48_000,
+        code=1,
+        line=r"^error: cannot write results.*File too large; stopped the run.*free space and "
+        r"run the same command to resume",
+    ),
+    "ctrl-c": Case(
+        jobs=40,
+        signals=(signal.SIGINT,),
+        code=130,
+        line=r"^error: interrupted: \d+ job\(s\) finished this session are saved in \S+\. "
+        r"To resume: " + RESUME,
+    ),
+    "sigterm": Case(
+        jobs=40,
+        signals=(signal.SIGTERM,),
+        code=130,
+        line=r"^error: interrupted: \d+ job\(s\) finished .* To resume: " + RESUME,
+    ),
+    "second ctrl-c": Case(
+        jobs=40,
+        signals=(signal.SIGINT, signal.SIGINT),
+        code=130,
+        line=r"^error: interrupted: \d+ job\(s\) finished .* To resume: " + RESUME,
+    ),
+}
+
+
+@contextmanager
+def target(form: str, case: Case) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
+    """The config's ``target`` section and the environment for one target form."""
+    time_scale = "0.3" if case.signals else "0.01"
+    server = ["--time-scale", time_scale, "--seed", "3", *case.server]
+    if form == "local":
+        yield (
+            {"base_url": "local", "local": {"args": server[4:], "time_scale": float(time_scale)}},
+            {},
+        )
+        return
+    with local_api_process(server) as api:
+        if form == "loopback":
+            yield {"base_url": api.base_url}, {}
+        else:
+            env = {"HTTP_PROXY": api.base_url, "http_proxy": api.base_url, "NO_PROXY": ""}
+            yield {"base_url": REMOTE}, env
+
+
+def write_config(tmp_path: Path, case: Case, target_section: dict[str, Any], backend: str) -> Path:
+    scenarios = [{"id": f"s{i}", "prompt": f"You are customer {i}."} for i in range(case.jobs)]
+    config = {
+        "target": {
+            **target_section,
+            "backend": backend,
+            "api_key_env": KEY_ENV,
+            "agent_testing": {"poll_interval": 0.05, "poll_interval_max": 0.2},
+        },
+        "run": {
+            "name": "endings",
+            "concurrency": 2,
+            "new_turns_limit": 4,
+            "shutdown_grace": 0.5,
+            **case.run,
+        },
+        "agents": [{"id": "agent_support"}],
+        "scenarios": scenarios,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def run_cli(
+    tmp_path: Path, case: Case, form: str, progress: bool, backend: str = "stream"
+) -> tuple[int, str]:
+    """The exit code and everything printed (stdout and stderr)."""
+    results = tmp_path / "results"
+    if case.unwritable:
+        results.parent.mkdir(exist_ok=True)
+        (tmp_path / "a-file").write_text("x")
+        results = tmp_path / "a-file" / "results"
+    with target(form, case) as (target_section, env):
+        config = write_config(tmp_path, case, target_section, backend)
+        command = [sys.executable, "-m", "runner", "run", str(config), "--results", str(results)]
+        if not progress:
+            command.append("--no-progress")
+        limit = case.file_limit
+        preexec: Callable[[], None] | None = None
+        if limit is not None:
+
+            def preexec() -> None:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        full_env = {**os.environ, **env, KEY_ENV: case.key, "PYTHONUNBUFFERED": "1"}
+        # with the progress display: stderr is a terminal, so rich draws its live display
+        master, slave = pty.openpty() if progress else (None, None)
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=slave if slave is not None else subprocess.PIPE,
+            preexec_fn=preexec,
+        )
+        if slave is not None:
+            os.close(slave)
+        try:
+            if case.signals:
+                wait_until_running(results / "endings")
+                for signum in case.signals:
+                    process.send_signal(signum)
+                    time.sleep(0.3)
+            out, err = communicate(process, master)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            if master is not None:
+                os.close(master)
+    return process.returncode, out + err
+
+
+def wait_until_running(run_dir: Path) -> None:
+    deadline = time.monotonic() + 30
+    while not (run_dir / "journal").exists():  # the first job has finished
+        assert time.monotonic() < deadline, "the run never got going"
+        time.sleep(0.05)
+
+
+def communicate(process: subprocess.Popen[bytes], master: int | None) -> tuple[str, str]:
+    if master is None:
+        out, err = process.communicate(timeout=120)
+        return out.decode(), err.decode()
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert process.stdout is not None
+    with process.stdout:
+        out = process.stdout.read()
+    process.wait(120)
+    return out.decode(), b"".join(chunks).decode(errors="replace")
+
+
+def last_line(text: str) -> str:
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).replace("\r", "\n")
+    return [line for line in plain.splitlines() if line.strip()][-1].strip()
+
+
+def check(code: int, output: str, case: Case) -> None:
+    assert "Traceback" not in output and "ExceptionGroup" not in output, output[-3000:]
+    assert code == case.code, output[-3000:]
+    assert re.search(case.line, last_line(output)), last_line(output)
+    assert "the-key" not in output and "wrong-key" not in output  # a key is never printed
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("progress", [False, True], ids=["plain", "progress"])
+@pytest.mark.parametrize("form", ["local", "loopback", "remote"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_every_ending_is_one_line_with_its_exit_code(
+    tmp_path: Path, name: str, form: str, progress: bool
+) -> None:
+    case = CASES[name]
+    check(*run_cli(tmp_path, case, form, progress), case)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("backend", ["buffered", "agent-testing"])
+@pytest.mark.parametrize("name", ["completed", "key rejected", "ctrl-c"])
+def test_every_backend_ends_the_same_way(tmp_path: Path, name: str, backend: str) -> None:
+    case = CASES[name]
+    check(*run_cli(tmp_path, case, "loopback", False, backend), case)
+
+
+def test_a_missing_key_for_a_remote_target_is_one_line_and_nothing_is_sent(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path, Case(), {"base_url": REMOTE}, "stream")
+    env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", "run", str(config), "--results", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert last_line(done.stderr).startswith(f"error: environment variable {KEY_ENV} is not set")
+    assert not (tmp_path / "endings").exists()
