@@ -19,7 +19,6 @@ the default) syncs every line: see README, "Crash safety and resume", for what i
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import polars as pl
 
 from runner.outcome import MATRIX_CELLS, Batch, JobOutcome
@@ -42,22 +42,16 @@ _DATETIME_COLUMNS = {
 }
 
 
-def _encode(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot journal {type(value).__name__}")
-
-
 def encode_rows(rows: dict[str, dict[str, list[Any]]]) -> bytes:
-    """One job's rows (``Batch.since``) as one journal line."""
-    return (
-        json.dumps(rows, default=_encode, ensure_ascii=False, separators=(",", ":")) + "\n"
-    ).encode()
+    """One job's rows (``Batch.since``) as one journal line. orjson: about 60 µs per 21-message
+    job with the standard library's encoder, which is on the event loop for every job; a few
+    µs with orjson (datetimes as RFC 3339, tuples as lists)."""
+    return orjson.dumps(rows, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def decode_rows(line: bytes) -> dict[str, dict[str, list[Any]]]:
     """A journal line back into a job's rows: datetimes and matrix cells as the batch has them."""
-    rows: dict[str, dict[str, list[Any]]] = json.loads(line)
+    rows: dict[str, dict[str, list[Any]]] = orjson.loads(line)
     for table, columns in rows.items():
         for name in _DATETIME_COLUMNS.get(table, ()):
             if name in columns:
@@ -102,7 +96,7 @@ class JournaledParts:
         self._segment = self.dir / f"{self.writer.session_id}-{self._seq:06d}.jsonl"
         fd = os.open(self._segment, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         header = {"axes": list(self.writer.axes)}
-        os.write(fd, json.dumps(header).encode() + b"\n")
+        os.write(fd, orjson.dumps(header, option=orjson.OPT_APPEND_NEWLINE))
         self._fd = fd
         return fd
 
@@ -149,10 +143,10 @@ def read_segment(path: Path) -> tuple[tuple[str, ...], Batch]:
             continue
         try:
             if number == 0:
-                axes = tuple(json.loads(line)["axes"])
+                axes = tuple(orjson.loads(line)["axes"])
                 continue
             batch.extend(decode_rows(line))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
             if number == len(lines) - 1:  # the partial last line of a killed writer
                 break
             raise StoreError(f"damaged journal {path} (line {number + 1}): {exc}") from exc
