@@ -278,6 +278,7 @@ def run_result(
         analysis=analysis,
         timings=Timings(total=total_secs, frames=None),
         credits_used=None if run.credits_used is None else round(run.credits_used),
+        charging=run.charging,
         criterion_names={CONDITIONS_ID: criterion_name},
         buckets=buckets,
     )
