@@ -2,7 +2,8 @@
 
 Exit codes: 0 the run completed (job errors are results, not a failed run); 1 the run was
 aborted (e.g. the API key was rejected); 2 bad input (config, arguments, missing key), nothing
-sent; 130 interrupted.
+sent; 3 ``run.budget`` stopped the run (the jobs in flight finished and are saved; the same
+command with a larger budget resumes); 130 interrupted.
 
 ``report`` and ``compare``: 0 done; 2 bad input (no run directory, unknown column or agent);
 ``compare --fail-on-regression`` exits 1 when any group is a significant regression.
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_ABORTED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BUDGET = 3  # run: run.budget stopped dispatching
 EXIT_REGRESSION = 1  # compare --fail-on-regression; check's codes live in runner.gate
 
 
@@ -52,6 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="when resuming, re-run jobs that ended in error (default: yes); jobs already ok "
         "are never re-run",
+    )
+    run.add_argument(
+        "--budget-usd",
+        type=float,
+        metavar="USD",
+        help="override run.budget.usd: stop dispatching before the run's spend would pass it",
+    )
+    run.add_argument(
+        "--budget-credits",
+        type=float,
+        metavar="CREDITS",
+        help="override run.budget.credits (agent-testing bills credits)",
     )
     run.add_argument(
         "--fresh",
@@ -96,6 +110,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides["run.concurrency"] = args.concurrency
     if args.name is not None:
         overrides["run.name"] = args.name
+    if args.budget_usd is not None:
+        overrides["run.budget.usd"] = args.budget_usd
+    if args.budget_credits is not None:
+        overrides["run.budget.credits"] = args.budget_credits
     if args.limit is not None and args.limit < 1:
         _err("--limit must be at least 1")
         return EXIT_USAGE
@@ -110,6 +128,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.limit is not None:
             total = min(total, args.limit)
         print(f"{args.config}: valid; {total} job(s)")
+        _print_estimate(cfg, args)
         for job in itertools.islice(iter_jobs(cfg), min(3, total)):
             print(
                 f"\n# job {job.key}  agent={job.agent_id} scenario={job.scenario_id}"
@@ -174,7 +193,49 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if report.aborted is not None:
         _err(f"run aborted: {report.aborted.message}")
         return EXIT_ABORTED
+    if report.budget_stopped:
+        _err(_budget_line(report, args))
+        return EXIT_BUDGET
     return EXIT_OK
+
+
+def _budget_line(report: Any, args: argparse.Namespace) -> str:
+    """The one line a run stopped by its budget ends with, and the command that resumes it."""
+    import math
+
+    from runner.estimate import money
+
+    limit = report.budget.stopped if report.budget is not None else None
+    if limit is None:  # cannot happen: a budget stop names the limit that stopped it
+        return f"budget reached ({report.not_run} job(s) not run)"
+    unit = limit.unit
+    # enough for the jobs left at the spend per job seen so far, rounded up
+    wanted = limit.spent + report.not_run * limit.expected
+    step = 0.01 if unit == "usd" else 1.0
+    larger = max(math.ceil(wanted / step) * step, limit.limit + step)
+    flag = "--budget-usd" if unit == "usd" else "--budget-credits"
+    amount = f"{larger:.2f}" if unit == "usd" else f"{larger:.0f}"
+    return (
+        f"budget reached: spent {money(limit.spent, unit)} of {money(limit.limit, unit)} "
+        f"({report.not_run} job(s) not run). To resume with a larger budget: "
+        f"{_resume_command(args)} {flag} {amount}"
+    )
+
+
+def _print_estimate(cfg: Any, args: argparse.Namespace) -> None:
+    """--dry-run: the expected cost of the jobs still to run (asks the calculate endpoint,
+    which sends no simulation and costs nothing)."""
+    from runner.sweep import dry_run_estimate
+
+    try:
+        estimates = dry_run_estimate(cfg, limit=args.limit, results_root=args.results)
+    except Exception as exc:  # an estimate is advice: the dry run still validated the config
+        print(f"expected cost: not estimated ({str(exc).splitlines()[0][:200]})")
+        return
+    if not estimates:
+        print("expected cost: not estimated (no prices from the target, no earlier sessions)")
+    for estimate in estimates:
+        print(estimate.describe())
 
 
 def _add_tests_command(sub: Any) -> None:
