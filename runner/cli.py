@@ -9,9 +9,10 @@ command with a larger budget resumes); 130 interrupted.
 ``compare --fail-on-regression`` exits 1 when any group is a significant regression.
 
 ``check`` (the CI gate): 0 every gate holds; 1 a gate failed (a pass rate under
-``--min-pass-rate``, or an error rate over ``--max-error-rate``); 2 bad input (arguments, no run
-directory, a ``--criterion`` the run does not have); 3 no gate failed but one could not be
-judged (a criterion with no decided outcome: all ``unknown`` or job errors, or no results).
+``--min-pass-rate``, an error rate over ``--max-error-rate``, or a spend over ``--max-cost`` /
+``--max-credits``); 2 bad input (arguments, no run directory, a ``--criterion`` the run does
+not have); 3 no gate failed but one could not be judged (a criterion with no decided outcome:
+all ``unknown`` or job errors, or no results; a cost gate on a run with no cost data).
 """
 
 from __future__ import annotations
@@ -340,7 +341,9 @@ def _add_analysis_commands(sub: Any) -> None:
         help="exit 1 when any group is a significant regression",
     )
 
-    check = sub.add_parser("check", help="CI gate: exit non-zero when pass or error rates miss")
+    check = sub.add_parser(
+        "check", help="CI gate: exit non-zero when pass rates, error rates or spend miss"
+    )
     check.add_argument("run_dir", type=Path, help="a results/<run>/ directory")
     check.add_argument("--min-pass-rate", type=float, help="minimum pass rate per criterion")
     check.add_argument(
@@ -364,6 +367,18 @@ def _add_analysis_commands(sub: Any) -> None:
         default=[],
         metavar="COL",
         help="gate each criterion per scenario, agent or any jobs column (repeatable)",
+    )
+    check.add_argument(
+        "--max-cost",
+        type=float,
+        metavar="USD",
+        help="maximum total spend of the run in USD (jobs.cost_usd, every session)",
+    )
+    check.add_argument(
+        "--max-credits",
+        type=float,
+        metavar="CREDITS",
+        help="maximum total credits billed (jobs.credits_used; agent-testing)",
     )
     check.add_argument("--junit", type=Path, help="write JUnit XML here")
 
@@ -418,9 +433,10 @@ def _agent_slice(run: Any, agent: str | None) -> tuple[Any, Any]:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from runner.analysis import VERDICTS, compare_runs
+    from runner.analysis import VERDICTS, compare_runs, compare_spend
     from runner.gate import resolve_by
     from runner.report import build_compare_page
+    from runner.report.pages import spend_diff_frame
     from runner.report.terminal import frame_table
 
     try:
@@ -429,6 +445,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         b_criteria, b_jobs = _agent_slice(run_b, args.agent_b)
         by = [*resolve_by(args.by), "criterion_id"]
         table = compare_runs(a_criteria, a_jobs, b_criteria, b_jobs, by=by)
+        costs = compare_spend(a_criteria, a_jobs, b_criteria, b_jobs)
     except (FileNotFoundError, ValueError) as exc:
         _err(str(exc))
         return EXIT_USAGE
@@ -442,9 +459,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     counts = dict(table["verdict"].value_counts().iter_rows())
     summary = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts)
     console.print(f"verdicts: {summary}", markup=False)
+    console.print(
+        frame_table(spend_diff_frame(costs), "what each side cost (as the vendor billed it)"),
+        markup=False,
+    )
     if args.html:
         page = build_compare_page(
-            run_a, run_b, table, by, a_label=args.agent_a, b_label=args.agent_b
+            run_a, run_b, table, by, a_label=args.agent_a, b_label=args.agent_b, costs=costs
         )
         args.html.write_text(page, encoding="utf-8")
         console.print(f"wrote {args.html}", markup=False)
@@ -469,6 +490,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
             use_lower_bound=args.use_lower_bound,
             max_error_rate=args.max_error_rate,
             by=args.by,
+            max_cost=args.max_cost,
+            max_credits=args.max_credits,
         )
     except (FileNotFoundError, GateError) as exc:
         _err(str(exc))

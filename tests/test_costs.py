@@ -3,6 +3,7 @@ estimate (end to end over a real socket), and the pure pieces behind them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -246,3 +247,128 @@ def test_estimate_from_prices_and_from_history() -> None:
 def test_jobs_carry_the_turn_limit_the_estimate_reads(tmp_path: Path) -> None:
     cfg = load_config(write_config(tmp_path / "c.yaml", "http://127.0.0.1:9", backend="stream"))
     assert {job.body["new_turns_limit"] for job in iter_jobs(cfg)} == {8}
+
+
+# ---------------------------------------------------------------------------- analysis, views
+
+
+@pytest.fixture(scope="module")
+def priced_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 24-job stream run with a matrix axis, against its own local API."""
+    from runner.localapi.server import local_api_process
+
+    root = tmp_path_factory.mktemp("priced")
+    with local_api_process(list(SEEDED)) as api:
+        cfg = load_config(write_config(root / "c.yaml", api.base_url, backend="stream"))
+        return Path(sweep(cfg, root / "results").run_dir)
+
+
+def _frames(path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    run = load_run(path)
+    assert isinstance(run.jobs, pl.DataFrame) and isinstance(run.criteria, pl.DataFrame)
+    return run.jobs, run.criteria
+
+
+def test_spend_per_agent_cell_and_passed_conversation(priced_run: Path) -> None:
+    from runner import analysis
+
+    jobs, criteria = _frames(priced_run)
+    total = analysis.spend(jobs, criteria).row(0, named=True)
+    assert total["jobs"] == total["priced"] == 24
+    assert total["usd"] == pytest.approx(jobs["cost_usd"].sum())
+    assert total["credits"] is None  # billed in USD only: no credits, not zero credits
+    failing = criteria.filter(pl.col("result") != "success")["job_key"].unique()
+    passed = criteria.filter(~pl.col("job_key").is_in(failing.implode()))["job_key"].n_unique()
+    assert total["passed"] == passed
+    if passed:
+        assert total["usd_per_pass"] == pytest.approx(total["usd"] / passed)
+    per_agent = analysis.spend(jobs, criteria, by=["agent_label"])
+    assert per_agent["usd"].sum() == pytest.approx(total["usd"])
+    per_cell = analysis.spend(jobs, criteria, by=["matrix.language"])
+    assert sorted(per_cell["matrix.language"]) == ["en", "es"]
+    assert per_cell["usd"].sum() == pytest.approx(total["usd"])
+    over_time = analysis.spend_over_time(jobs)
+    assert over_time.height == 24 and over_time["t_secs"].is_sorted()
+    assert over_time["usd"].is_sorted() and over_time["usd"][-1] == pytest.approx(total["usd"])
+    unpriced = jobs.with_columns(pl.lit(None, dtype=pl.Float64).alias("cost_usd"))
+    none = analysis.spend(unpriced, criteria).row(0, named=True)
+    assert none["priced"] == 0 and none["usd"] is None and none["usd_per_pass"] is None
+    assert analysis.spend_over_time(unpriced).height == 0
+
+
+def test_compare_gives_the_cost_difference(priced_run: Path) -> None:
+    from runner import analysis
+
+    jobs, criteria = _frames(priced_run)
+    support = jobs.filter(pl.col("agent_id") == "agent_support")
+    booking = jobs.filter(pl.col("agent_id") == "agent_booking")
+    table = analysis.compare_spend(criteria, support, criteria, booking)
+    usd = table.filter(pl.col("measure") == "usd").row(0, named=True)
+    assert usd["a"] == pytest.approx(support["cost_usd"].sum())
+    assert usd["diff"] == pytest.approx(booking["cost_usd"].sum() - support["cost_usd"].sum())
+    assert usd["ratio"] == pytest.approx(booking["cost_usd"].sum() / support["cost_usd"].sum())
+
+
+def test_compare_cli_prints_the_cost_beside_the_pass_rates(
+    priced_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runner.cli import main
+
+    page = tmp_path / "compare.html"
+    assert main(["compare", str(priced_run), str(priced_run), "--html", str(page)]) == 0
+    printed = capsys.readouterr().out
+    assert "what each side cost" in printed and "usd_per_pass" in printed
+    assert "What each side cost" in page.read_text()
+
+
+def test_report_has_a_cost_section_with_and_without_cost_data(
+    priced_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runner.cli import main
+    from runner.estimate import money
+    from runner.report import build_report
+
+    assert main(["report", str(priced_run), "--out", str(tmp_path / "r.html")]) == 0
+    printed = capsys.readouterr().out
+    jobs, _ = _frames(priced_run)
+    assert f"spend: {money(jobs['cost_usd'].sum())} for 24 priced job(s)" in printed
+    assert "spend by agent_label" in printed and "spend by matrix.language" in printed
+    page = (tmp_path / "r.html").read_text()
+    assert 'id="spend"' in page and "cumulative spend (USD)" in page
+    assert "per passed conversation" in page and "Per matrix cell" in page
+    assert money(jobs["cost_usd"].sum()) in page
+
+    run = load_run(priced_run)
+    nothing = pl.lit(None, dtype=pl.Float64)
+    bare = dataclasses.replace(
+        run,
+        jobs=jobs.with_columns(nothing.alias("cost_usd"), nothing.alias("llm_price")),
+    )
+    page = build_report(bare)
+    assert 'id="spend"' in page and "No cost data" in page
+    assert "cumulative spend" not in page
+
+
+def test_check_max_cost_exit_codes_and_junit(
+    priced_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import xml.etree.ElementTree as ET
+
+    from runner.cli import main
+    from runner.gate import evaluate
+
+    jobs, criteria = _frames(priced_run)
+    spent = jobs["cost_usd"].sum()
+    junit = tmp_path / "j.xml"
+    base = ["check", str(priced_run), "--junit", str(junit)]
+    assert main([*base, "--max-cost", str(spent * 2)]) == 0
+    assert main([*base, "--max-cost", str(spent / 2)]) == 1
+    root = ET.parse(junit).getroot()
+    (case,) = root.iter("testcase")
+    assert case.get("name") == "total spend (USD)" and case.find("failure") is not None
+    assert main([*base, "--max-credits", "5"]) == 3  # billed in USD: credits cannot be judged
+    assert ET.parse(junit).getroot().find(".//skipped") is not None
+    assert main(["check", str(priced_run), "--max-cost", "-1"]) == 2
+    capsys.readouterr()
+    unpriced = jobs.with_columns(pl.lit(None, dtype=pl.Float64).alias("cost_usd"))
+    assert evaluate(criteria, unpriced, max_cost=1.0).exit_code == 3
