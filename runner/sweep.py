@@ -34,7 +34,7 @@ from runner.backends.simulate import BufferedBackend, StreamBackend
 from runner.budget import BudgetTracker
 from runner.config import Config, config_hash, resolved_config
 from runner.engine import Counters, Engine, RunAborted
-from runner.errors import AttemptError, Failure
+from runner.errors import Action, AttemptError, Failure
 from runner.estimate import AgentPrices, Estimate, from_history, from_prices
 from runner.http import make_http_client, request_json
 from runner.jobs import Job, count_jobs, iter_jobs
@@ -175,8 +175,9 @@ def _agent_llm(agent: Any) -> str | None:
 
 
 async def fetch_prices(client: httpx.AsyncClient, agent_ids: set[str]) -> dict[str, AgentPrices]:
-    """Each agent's quote from the calculate endpoint, and its LLM from its config. An agent
-    whose quote cannot be had is left out (its failure is not the run's)."""
+    """Each agent's quote from the calculate endpoint, and its LLM from its config. The first
+    call that fails ends the asking (an estimate is advice, not worth hammering a target for);
+    a rejected key is raised, as it would stop the run at its first simulation anyway."""
     out: dict[str, AgentPrices] = {}
     for agent_id in sorted(agent_ids):
         try:
@@ -184,13 +185,15 @@ async def fetch_prices(client: httpx.AsyncClient, agent_ids: set[str]) -> dict[s
                 client, "POST", CALCULATE_PATH.format(agent_id=agent_id), json_body={}
             )
             quote = LLMUsageCalculation.model_validate(reply)
-        except (AttemptError, ValueError):
-            continue
-        try:
-            llm = _agent_llm(await request_json(client, "GET", f"/v1/convai/agents/{agent_id}"))
-        except AttemptError:
-            llm = None
-        out[agent_id] = AgentPrices({p.llm: p.price_per_message for p in quote.llm_prices}, llm)
+            agent = await request_json(client, "GET", f"/v1/convai/agents/{agent_id}")
+        except AttemptError as exc:
+            if exc.failure.action is Action.ABORT_RUN:
+                raise
+            break
+        except ValueError:
+            break
+        prices = {p.llm: p.price_per_message for p in quote.llm_prices}
+        out[agent_id] = AgentPrices(prices, _agent_llm(agent))
     return out
 
 
@@ -412,17 +415,23 @@ async def execute(
     local = base_url is None and total > 0
     with target_url(cfg) if local else contextlib.nullcontext(base_url or "") as url:
         if total:
-            async with make_http_client(url, api_key, cfg.target.timeouts, 2) as client:
-                result.estimate = await estimate_cost(
-                    cfg,
-                    select_jobs(cfg, limit, opened.done),
-                    total,
-                    opened.earlier_usd,
-                    opened.earlier_credits,
-                    client,
-                )
+            try:
+                async with make_http_client(url, api_key, cfg.target.timeouts, 2) as client:
+                    result.estimate = await estimate_cost(
+                        cfg,
+                        select_jobs(cfg, limit, opened.done),
+                        total,
+                        opened.earlier_usd,
+                        opened.earlier_credits,
+                        client,
+                    )
+            except AttemptError as exc:  # the key was rejected: stop before any simulation
+                result.aborted = exc.failure
+                return
             for estimate in result.estimate:
                 print(estimate.describe(), file=sys.stderr)
+            if not result.estimate:
+                print("expected cost: not estimated (the target quoted no prices)", file=sys.stderr)
         if result.estimate:
             e = result.estimate[0]
             session.estimate = {
