@@ -210,8 +210,9 @@ async def estimate_cost(
     out = []
     usd = from_history(total, earlier_usd, "usd")
     if usd is None and client is not None and total:
-        pairs = [(job.agent_id, int(job.body.get("new_turns_limit") or 1)) for job in jobs]
-        prices = await fetch_prices(client, {agent for agent, _ in pairs})
+        prices = await fetch_prices(client, {agent.id for agent in cfg.agents})
+        # streamed: a 100,000-job sweep is never held in memory for its estimate
+        pairs = ((job.agent_id, int(job.body.get("new_turns_limit") or 1)) for job in jobs)
         usd = from_prices(pairs, prices)
     if usd is not None:
         out.append(usd)

@@ -66,6 +66,25 @@ def test_spend_in_the_tables_is_what_the_local_api_billed(
     assert session.spent_usd == pytest.approx(billed["usd"], rel=1e-9)
 
 
+def test_retried_attempts_are_not_billed_twice_and_the_tables_still_add_up(
+    tmp_path: Path, local_api_factory: LocalAPIFactory
+) -> None:
+    faults = ["--fault-disconnect", "0.15", "--fault-malformed", "0.1", "--fault-http-503", "0.1"]
+    api = local_api_factory([*SEEDED, *faults])
+    cfg = load_config(write_config(tmp_path / "c.yaml", api.base_url, backend="stream"))
+    result = sweep(cfg, tmp_path / "results")
+    run = load_run(result.run_dir)
+    stats = api.stats()
+    assert result.counters.retries > 0 and stats["streams_broken"]["disconnect"] > 0
+    ok = run.jobs.filter(pl.col("status") == "ok")
+    # a conversation the client never received whole was not billed: one bill per ok job
+    assert stats["billing"]["conversations"] == ok.height
+    assert run.jobs["cost_usd"].sum() == pytest.approx(stats["billing"]["usd"], rel=1e-9)
+    assert run.jobs.filter(pl.col("status") == "error")["cost_usd"].null_count() == (
+        run.jobs.height - ok.height
+    )
+
+
 def test_agent_testing_spend_and_credits_are_what_the_local_api_billed(
     tmp_path: Path, local_api_factory: LocalAPIFactory
 ) -> None:
