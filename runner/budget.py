@@ -14,8 +14,8 @@ priced; before any was, the prior the run shell gives (earlier sessions' mean, o
 estimate's geometric middle per job). A job stays in flight through all its retries, so a retried
 job is counted once until it ends, and its spend (when the vendor priced it) is counted when
 it ends. Earlier sessions' spend is the starting point: a resume counts what was paid before.
-Without any figure to expect from (no prior, nothing priced yet), a job is expected to cost
-nothing: the first wave is admitted, and the limit applies from the first priced result on.
+Without any figure to expect from (no prior, nothing priced yet), one job at a time is sent
+until the first is priced: what a job costs is unknown, so only one is risked.
 """
 
 from __future__ import annotations
@@ -47,11 +47,18 @@ class Limit:
 
     @property
     def expected(self) -> float:
+        """The expected cost of a job (0 while nothing is known: see ``known``)."""
         if self.recent:
             return sum(self.recent) / len(self.recent)
         return self.prior or 0.0
 
+    @property
+    def known(self) -> bool:
+        return bool(self.recent) or self.prior is not None
+
     def would_exceed(self, jobs_in_flight: int) -> bool:
+        if not self.known and jobs_in_flight > 0:
+            return True  # nothing to expect from yet: one job at a time
         return self.spent + (jobs_in_flight + 1) * self.expected > self.limit + 1e-12
 
 

@@ -169,6 +169,35 @@ def test_a_budget_stops_within_the_in_flight_margin_and_a_larger_one_finishes_it
     assert sessions[-1].run_spent_usd == pytest.approx(billed["usd"], rel=1e-9)
     # the second session started from the first one's spend
     assert sessions[-1].spent_usd == pytest.approx(billed["usd"] - spent, rel=1e-9)
+    # and expected the rest to cost what the first one's jobs did
+    (estimate,) = second.estimate
+    assert "earlier sessions" in estimate.how and estimate.jobs == 24 - jobs.height
+    assert estimate.low <= billed["usd"] - spent <= estimate.high
+
+
+def test_a_credits_budget_holds_for_agent_testing_and_a_resume_reattaches(
+    tmp_path: Path, local_api_factory: LocalAPIFactory
+) -> None:
+    api = local_api_factory(SEEDED)
+    path = write_config(tmp_path / "c.yaml", api.base_url, prefix="budget")
+    first = sweep(load_config(path, {"run.budget.credits": 150}), tmp_path / "results")
+    assert first.budget_stopped
+    jobs = load_run(first.run_dir).jobs
+    billed = billing(api)
+    assert jobs["credits_used"].sum() <= billed["credits"]  # a group's other runs are paid too
+    cfg = load_config(path)
+    dearest = jobs["credits_used"].max()
+    concurrency = cfg.run.concurrency
+    assert isinstance(concurrency, int)
+    # at most the groups in flight (each runs all its repeats) over the budget
+    assert billed["credits"] <= 150 + concurrency * cfg.run.repeats * dearest
+    second = sweep(load_config(path, {"run.budget.credits": 100_000}), tmp_path / "results")
+    assert not second.budget_stopped
+    run = load_run(second.run_dir)
+    assert run.jobs.height == 24 and (run.jobs["status"] == "ok").all()
+    after = billing(api)
+    assert after["conversations"] == 24  # re-attached to the groups already started
+    assert run.jobs["credits_used"].sum() == after["credits"]
 
 
 def test_the_cli_ends_a_budget_stop_with_one_line_and_exit_3(
@@ -391,3 +420,11 @@ def test_check_max_cost_exit_codes_and_junit(
     capsys.readouterr()
     unpriced = jobs.with_columns(pl.lit(None, dtype=pl.Float64).alias("cost_usd"))
     assert evaluate(criteria, unpriced, max_cost=1.0).exit_code == 3
+
+
+def test_budget_without_any_figure_risks_one_job_at_a_time() -> None:
+    tracker = BudgetTracker(credits=100)
+    assert tracker.verdict(0) is Verdict.ADMIT
+    assert tracker.verdict(1) is Verdict.WAIT  # nothing priced yet: one at a time
+    tracker.record(None, 10)
+    assert tracker.verdict(5) is Verdict.ADMIT  # 10 + 6 x 10 <= 100
