@@ -121,6 +121,7 @@ def job_row(outcome: JobOutcome, usage: tuple[int, int, float] | None) -> dict[s
         "call_charge": _credits(charging.call_charge) if charging else None,
         "platform_charge": _credits(charging.platform_charge) if charging else None,
         "charging_llm_price": charging.llm_price if charging else None,
+        "invocation_total_price": result.invocation_total_price if result else None,
         "cost_usd": job_cost(result, price),
     }
 

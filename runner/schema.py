@@ -96,6 +96,12 @@ JOBS = Table(
         ("platform_charge", pl.Int64(), "credits: the test run's `charging.platform_charge`"),
         ("charging_llm_price", pl.Float64(), "USD: the test run's `charging.llm_price`"),
         (
+            "invocation_total_price",
+            pl.Float64(),
+            "USD: the `total_price` of the whole test invocation the run belongs to, the same"
+            " on each of its jobs (sum it once per invocation, never over jobs)",
+        ),
+        (
             "cost_usd",
             pl.Float64(),
             "USD: the job's spend as the vendor reported it: the test run's `charging.llm_price`"

@@ -106,6 +106,15 @@ def test_agent_testing_spend_and_credits_are_what_the_local_api_billed(
     summaries = listed.json()["results"]
     assert sum(s["total_price"] for s in summaries) == pytest.approx(billed["usd"], rel=1e-9)
     assert sum(s["credits_used"] for s in summaries) == billed["credits"]
+    # and the jobs carry their invocation's total_price (one figure per invocation)
+    assert jobs["invocation_total_price"].null_count() == 0
+    per_invocation = {s["id"]: s["total_price"] for s in summaries}
+    buckets = load_run(result.run_dir).buckets
+    assert isinstance(buckets, pl.DataFrame)
+    joined = jobs.join(buckets.select("job_key", "invocation_id").unique(), on="job_key")
+    assert joined.height == 24
+    for row in joined.iter_rows(named=True):
+        assert row["invocation_total_price"] == pytest.approx(per_invocation[row["invocation_id"]])
 
 
 def test_the_calculate_endpoint_quotes_every_llm_for_an_agent(

@@ -71,6 +71,8 @@ class SimulationResult:
     """Credits the vendor billed for the run (agent-testing)."""
     charging: Charging | None = None
     """The test run's charging breakdown, when the vendor sent one (agent-testing)."""
+    invocation_total_price: float | None = None
+    """USD billed for the whole test invocation the run belongs to (agent-testing)."""
     criterion_names: dict[str, str] = field(default_factory=dict)
     """Names of criteria the backend itself sent (e.g. agent-testing's merged conditions):
     recorded like the config's extra criteria."""
