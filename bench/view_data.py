@@ -173,7 +173,12 @@ def _write_jobs(run_dir: Path, base: pl.DataFrame, shape: Shape, t0: datetime) -
         pl.when(ok).then(40 + i % 50).alias("output_tokens"),
         pl.when(ok).then(0.0002 + (i % 10) / 100_000).alias("llm_price"),
         pl.lit(None, dtype=pl.Int64).alias("credits_used"),
-    )
+        pl.lit(None, dtype=pl.Int64).alias("llm_charge"),
+        pl.lit(None, dtype=pl.Int64).alias("call_charge"),
+        pl.lit(None, dtype=pl.Int64).alias("platform_charge"),
+        pl.lit(None, dtype=pl.Float64).alias("charging_llm_price"),
+        pl.lit(None, dtype=pl.Float64).alias("invocation_total_price"),
+    ).with_columns(pl.col("llm_price").alias("cost_usd"))
     schema = jobs_schema(["language"])
     _sink(frame.select([pl.col(c).cast(t) for c, t in schema.items()]), run_dir / "jobs.parquet")
 
@@ -220,6 +225,7 @@ def _write_messages(run_dir: Path, ok_rows: pl.DataFrame, shape: Shape) -> None:
         (k == m - 2).alias("interrupted"),
         pl.when(k % 2 == 0).then(1000 + i % 200).alias("input_tokens"),
         pl.when(k % 2 == 0).then(15 + i % 20).alias("output_tokens"),
+        pl.when(k % 2 == 0).then(0.0001 + (i % 10) / 100_000).alias("llm_price"),
     )
     schema = MESSAGES.schema
     _sink(frame.select([pl.col(c).cast(t) for c, t in schema.items()]), run_dir / MESSAGES.file)

@@ -3,16 +3,19 @@
 Exit codes of ``run``: 0 the run completed (job errors are results, not a failed run); 1 the
 run was aborted (the API key was rejected, the circuit breaker tripped, results could not be
 written mid-run, an unexpected error); 2 bad input (config, arguments, missing key, results
-directory not writable), nothing sent; 130 interrupted (Ctrl-C, SIGTERM). Every ending prints
-one last line on stderr saying what happened and what to do; finished jobs are always saved.
+directory not writable), nothing sent; 3 ``run.budget`` stopped the run (the jobs in flight
+finished and are saved; the same command with a larger budget resumes); 130 interrupted
+(Ctrl-C, SIGTERM). Every ending prints one last line on stderr saying what happened and what to
+do; finished jobs are always saved.
 
 ``report`` and ``compare``: 0 done; 2 bad input (no run directory, unknown column or agent);
 ``compare --fail-on-regression`` exits 1 when any group is a significant regression.
 
 ``check`` (the CI gate): 0 every gate holds; 1 a gate failed (a pass rate under
-``--min-pass-rate``, or an error rate over ``--max-error-rate``); 2 bad input (arguments, no run
-directory, a ``--criterion`` the run does not have); 3 no gate failed but one could not be
-judged (a criterion with no decided outcome: all ``unknown`` or job errors, or no results).
+``--min-pass-rate``, an error rate over ``--max-error-rate``, or a spend over ``--max-cost`` /
+``--max-credits``); 2 bad input (arguments, no run directory, a ``--criterion`` the run does
+not have); 3 no gate failed but one could not be judged (a criterion with no decided outcome:
+all ``unknown`` or job errors, or no results; a cost gate on a run with no cost data).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_ABORTED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BUDGET = 3  # run: run.budget stopped dispatching
 EXIT_REGRESSION = 1  # compare --fail-on-regression; check's codes live in runner.gate
 
 
@@ -54,6 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="when resuming, re-run jobs that ended in error (default: yes); jobs already ok "
         "are never re-run",
+    )
+    run.add_argument(
+        "--budget-usd",
+        type=float,
+        metavar="USD",
+        help="override run.budget.usd: stop dispatching before the run's spend would pass it",
+    )
+    run.add_argument(
+        "--budget-credits",
+        type=float,
+        metavar="CREDITS",
+        help="override run.budget.credits (agent-testing bills credits)",
     )
     run.add_argument(
         "--fresh",
@@ -98,6 +114,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides["run.concurrency"] = args.concurrency
     if args.name is not None:
         overrides["run.name"] = args.name
+    if args.budget_usd is not None:
+        overrides["run.budget.usd"] = args.budget_usd
+    if args.budget_credits is not None:
+        overrides["run.budget.credits"] = args.budget_credits
     if args.limit is not None and args.limit < 1:
         _err("--limit must be at least 1")
         return EXIT_USAGE
@@ -112,6 +132,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.limit is not None:
             total = min(total, args.limit)
         print(f"{args.config}: valid; {total} job(s)")
+        _print_estimate(cfg, args)
         for job in itertools.islice(iter_jobs(cfg), min(3, total)):
             print(
                 f"\n# job {job.key}  agent={job.agent_id} scenario={job.scenario_id}"
@@ -167,6 +188,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if report.aborted is not None:
         _err(f"run aborted: {report.aborted.message}{_abort_advice(report.aborted, cfg, args)}")
         return EXIT_ABORTED
+    if report.budget_stopped:
+        _err(_budget_line(report, args))
+        return EXIT_BUDGET
     done = f", {c.skipped} done before" if c.skipped else ""
     print(
         f"completed: {c.ok} job(s) ok, {c.errors} in error{done}; results in {report.run_dir}"
@@ -225,6 +249,45 @@ def _run_failed(exc: BaseException, args: argparse.Namespace) -> int:
         "this with the traceback that RUNNER_DEBUG=1 shows"
     )
     return EXIT_ABORTED
+
+
+def _budget_line(report: Any, args: argparse.Namespace) -> str:
+    """The one line a run stopped by its budget ends with, and the command that resumes it."""
+    import math
+
+    from runner.estimate import money
+
+    limit = report.budget.stopped if report.budget is not None else None
+    if limit is None:  # cannot happen: a budget stop names the limit that stopped it
+        return f"budget reached ({report.not_run} job(s) not run)"
+    unit = limit.unit
+    # enough for the jobs left at the spend per job seen so far, rounded up
+    wanted = limit.spent + report.not_run * limit.expected
+    step = 0.01 if unit == "usd" else 1.0
+    larger = max(math.ceil(wanted / step) * step, limit.limit + step)
+    flag = "--budget-usd" if unit == "usd" else "--budget-credits"
+    amount = f"{larger:.2f}" if unit == "usd" else f"{larger:.0f}"
+    return (
+        f"budget reached: spent {money(limit.spent, unit)} of {money(limit.limit, unit)} "
+        f"({report.not_run} job(s) not run). To resume with a larger budget: "
+        f"{_resume_command(args)} {flag} {amount}"
+    )
+
+
+def _print_estimate(cfg: Any, args: argparse.Namespace) -> None:
+    """--dry-run: the expected cost of the jobs still to run (asks the calculate endpoint,
+    which sends no simulation and costs nothing)."""
+    from runner.sweep import dry_run_estimate
+
+    try:
+        estimates = dry_run_estimate(cfg, limit=args.limit, results_root=args.results)
+    except Exception as exc:  # an estimate is advice: the dry run still validated the config
+        print(f"expected cost: not estimated ({str(exc).splitlines()[0][:200]})")
+        return
+    if not estimates:
+        print("expected cost: not estimated (no prices from the target, no earlier sessions)")
+    for estimate in estimates:
+        print(estimate.describe())
 
 
 def _add_tests_command(sub: Any) -> None:
@@ -329,7 +392,9 @@ def _add_analysis_commands(sub: Any) -> None:
         help="exit 1 when any group is a significant regression",
     )
 
-    check = sub.add_parser("check", help="CI gate: exit non-zero when pass or error rates miss")
+    check = sub.add_parser(
+        "check", help="CI gate: exit non-zero when pass rates, error rates or spend miss"
+    )
     check.add_argument("run_dir", type=Path, help="a results/<run>/ directory")
     check.add_argument("--min-pass-rate", type=float, help="minimum pass rate per criterion")
     check.add_argument(
@@ -353,6 +418,18 @@ def _add_analysis_commands(sub: Any) -> None:
         default=[],
         metavar="COL",
         help="gate each criterion per scenario, agent or any jobs column (repeatable)",
+    )
+    check.add_argument(
+        "--max-cost",
+        type=float,
+        metavar="USD",
+        help="maximum total spend of the run in USD (jobs.cost_usd, every session)",
+    )
+    check.add_argument(
+        "--max-credits",
+        type=float,
+        metavar="CREDITS",
+        help="maximum total credits billed (jobs.credits_used; agent-testing)",
     )
     check.add_argument("--junit", type=Path, help="write JUnit XML here")
 
@@ -407,9 +484,10 @@ def _agent_slice(run: Any, agent: str | None) -> tuple[Any, Any]:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from runner.analysis import VERDICTS, compare_runs
+    from runner.analysis import VERDICTS, compare_runs, compare_spend
     from runner.gate import resolve_by
     from runner.report import build_compare_page
+    from runner.report.pages import spend_diff_frame
     from runner.report.terminal import frame_table
 
     try:
@@ -418,6 +496,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         b_criteria, b_jobs = _agent_slice(run_b, args.agent_b)
         by = [*resolve_by(args.by), "criterion_id"]
         table = compare_runs(a_criteria, a_jobs, b_criteria, b_jobs, by=by)
+        costs = compare_spend(a_criteria, a_jobs, b_criteria, b_jobs)
     except (FileNotFoundError, ValueError) as exc:
         _err(str(exc))
         return EXIT_USAGE
@@ -431,9 +510,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     counts = dict(table["verdict"].value_counts().iter_rows())
     summary = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts)
     console.print(f"verdicts: {summary}", markup=False)
+    console.print(
+        frame_table(spend_diff_frame(costs), "what each side cost (as the vendor billed it)"),
+        markup=False,
+    )
     if args.html:
         page = build_compare_page(
-            run_a, run_b, table, by, a_label=args.agent_a, b_label=args.agent_b
+            run_a, run_b, table, by, a_label=args.agent_a, b_label=args.agent_b, costs=costs
         )
         args.html.write_text(page, encoding="utf-8")
         console.print(f"wrote {args.html}", markup=False)
@@ -458,6 +541,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
             use_lower_bound=args.use_lower_bound,
             max_error_rate=args.max_error_rate,
             by=args.by,
+            max_cost=args.max_cost,
+            max_credits=args.max_credits,
         )
     except (FileNotFoundError, GateError) as exc:
         _err(str(exc))

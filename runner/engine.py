@@ -26,11 +26,12 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from runner.adaptive import ConcurrencyController, Signal, SignalKind
 from runner.backends.base import Backend
+from runner.budget import BudgetTracker, Verdict
 from runner.config.models import RetryPolicy
 from runner.errors import Action, AttemptError, ErrorKind, Failure
 from runner.gctune import fewer_collections
 from runner.jobs import Job
-from runner.outcome import AttemptRecord, Batch, JobOutcome
+from runner.outcome import AttemptRecord, Batch, JobOutcome, outcome_spend
 from runner.ratelimit import TokenBucket
 
 MAX_RETRY_AFTER = 900.0
@@ -115,6 +116,8 @@ class Counters:
     concurrency_auto: bool = False  # the limit adapts (``run.concurrency: auto``)
     limit_changes: int = 0
     server_quota: int | None = None  # the last ``maximum-concurrent-requests`` the server sent
+    active_jobs: int = 0  # jobs dispatched and not finished (retries included): the budget's
+    budget_stopped: bool = False  # ``run.budget`` stopped dispatching (in-flight jobs finished)
 
 
 @dataclass
@@ -157,9 +160,12 @@ class Engine:
         requests_per_minute: float | None = None,
         seed: int = 0,
         circuit_breaker: int = 0,
+        budget: BudgetTracker | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self.backend = backend
+        self.budget = budget if budget is not None and budget.active else None
+        self._job_ended = anyio.Event()  # set (and replaced) as each job ends, for the budget
         self.retry = retry
         self.run_id = run_id
         if isinstance(concurrency, int):
@@ -205,6 +211,26 @@ class Engine:
             scope.cancel()
         if self._tg is not None:
             self._tg.start_soon(self._cancel_after, grace)
+
+    async def _budget_admits(self, budget: BudgetTracker) -> bool:
+        """Wait until the budget admits one more job (a job in flight ending may make room,
+        or sharpen what a job is expected to cost); False once it never will."""
+        while True:
+            verdict = budget.verdict(self.counters.active_jobs)
+            if verdict is Verdict.ADMIT:
+                return True
+            if verdict is Verdict.STOP:
+                self._stop_for_budget()
+                return False
+            await self._job_ended.wait()
+            if self.stopping.is_set():
+                return False
+
+    def _stop_for_budget(self) -> None:
+        """The budget would be passed: dispatch nothing more; jobs in flight (their retries
+        included) finish and are saved as usual."""
+        self.counters.budget_stopped = True
+        self._dispatch_scope.cancel()
 
     def hard_stop(self) -> None:
         """Stop now: in-flight attempts are abandoned; what finished is still flushed."""
@@ -480,8 +506,19 @@ class Engine:
                     job = await recv.receive()
                 if self.stopping.is_set():
                     return
-                outcome = await self.run_job(job)
                 c = self.counters
+                budget = self.budget
+                if budget is not None and not await self._budget_admits(budget):
+                    return
+                c.active_jobs += 1
+                try:
+                    outcome = await self.run_job(job)
+                finally:
+                    c.active_jobs -= 1
+                if budget is not None:
+                    budget.record(*outcome_spend(outcome))
+                    ended, self._job_ended = self._job_ended, anyio.Event()
+                    ended.set()
                 c.done += 1
                 if outcome.ok:
                     c.ok += 1

@@ -18,12 +18,13 @@ from typing import Any
 
 import polars as pl
 
-from runner.analysis import Frame, error_rates, pass_rates
+from runner.analysis import Frame, error_rates, pass_rates, spend
 
 EXIT_PASSED = 0
 """Every gate holds."""
 EXIT_FAILED = 1
-"""At least one gate does not hold (a pass rate below the minimum, or too many errors)."""
+"""At least one gate does not hold (a pass rate below the minimum, too many errors, or a
+spend over the maximum)."""
 EXIT_NOT_JUDGED = 3
 """No gate failed, but at least one group had no decided outcome to judge."""
 # 2 (bad input: arguments, no run directory, unknown criterion) is the command line's.
@@ -87,15 +88,26 @@ def evaluate(
     use_lower_bound: bool = False,
     max_error_rate: float | None = None,
     by: Sequence[str] = (),
+    max_cost: float | None = None,
+    max_credits: float | None = None,
 ) -> GateResult:
     """Judge a run: one case per criterion (x each ``by`` group) and one for the error rate.
 
     A criterion case passes when its pass rate (or, with ``use_lower_bound``, the lower end
     of its 95% Wilson interval) is at least ``min_pass_rate``. The error-rate case passes
-    when the share of jobs that ended in error is at most ``max_error_rate``.
+    when the share of jobs that ended in error is at most ``max_error_rate``. The cost cases
+    pass when the run's spend (``jobs.cost_usd`` in USD, ``credits_used`` in credits, every
+    session's jobs) is at most ``max_cost`` / ``max_credits``; a run the vendor priced
+    nothing of cannot be judged.
     """
-    if min_pass_rate is None and max_error_rate is None:
-        raise GateError("nothing to check: give a minimum pass rate and/or a maximum error rate")
+    limits = (min_pass_rate, max_error_rate, max_cost, max_credits)
+    if all(v is None for v in limits):
+        raise GateError(
+            "nothing to check: give a minimum pass rate, a maximum error rate and/or a maximum cost"
+        )
+    for name, value in (("max_cost", max_cost), ("max_credits", max_credits)):
+        if value is not None and not (value >= 0 and math.isfinite(value)):
+            raise GateError(f"{name} must be a number >= 0, got {value}")
     for name, value in (("min_pass_rate", min_pass_rate), ("max_error_rate", max_error_rate)):
         if value is not None and not (0.0 <= value <= 1.0 and math.isfinite(value)):
             raise GateError(f"{name} must be between 0 and 1, got {value}")
@@ -135,7 +147,44 @@ def evaluate(
     if max_error_rate is not None:
         for row in error_rates(jobs).iter_rows(named=True):
             cases.append(_error_case(row, max_error_rate))
+    if max_cost is not None or max_credits is not None:
+        total = spend(jobs).row(0, named=True)
+        if max_cost is not None:
+            cases.append(_cost_case(total, "usd", max_cost))
+        if max_credits is not None:
+            cases.append(_cost_case(total, "credits", max_credits))
     return GateResult(tuple(cases))
+
+
+def _money(value: float, unit: str) -> str:
+    return f"${value:,.4f}" if unit == "usd" else f"{value:,.0f} credits"
+
+
+def _cost_case(total: dict[str, Any], unit: str, maximum: float) -> GateCase:
+    name = "total spend (USD)" if unit == "usd" else "total spend (credits)"
+    spent = total[unit]
+    jobs = int(total["jobs"])
+    counts = {"jobs": jobs, "priced": int(total["priced"])}
+    if spent is None:
+        return GateCase(
+            "cost",
+            name,
+            "not_judged",
+            f"no cost data: the vendor priced none of the {jobs} job(s) in {unit}",
+            None,
+            maximum,
+            counts,
+        )
+    detail = f"spent {_money(spent, unit)} over {jobs} job(s)"
+    if unit == "usd" and total["priced"] < jobs:
+        detail += f" ({jobs - total['priced']} unpriced)"
+    if spent <= maximum:
+        return GateCase(
+            "cost", name, "passed", f"{detail} <= {_money(maximum, unit)}", spent, maximum, counts
+        )
+    return GateCase(
+        "cost", name, "failed", f"{detail} > {_money(maximum, unit)}", spent, maximum, counts
+    )
 
 
 def _criterion_case(

@@ -7,12 +7,13 @@ viewer show it. Unknown keys are kept, so a manifest written by a newer runner s
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SessionEnd = Literal["running", "completed", "aborted", "interrupted", "write_failed"]
-"""How a session ended; ``running`` while it runs (and after a kill -9, for good)."""
+SessionEnd = Literal["running", "completed", "aborted", "interrupted", "write_failed", "budget"]
+"""How a session ended; ``running`` while it runs (and after a kill -9, for good); ``budget``:
+``run.budget`` stopped dispatching (the jobs in flight finished and were saved)."""
 
 
 class _Model(BaseModel):
@@ -45,6 +46,20 @@ class Session(_Model):
     peak_in_flight: int | None = None
     server_quota: int | None = None
     abort_reason: str | None = None
+    spent_usd: float | None = None
+    """USD the jobs of this session cost, as the vendor priced them (null: nothing priced)."""
+    spent_credits: float | None = None
+    """Credits the jobs of this session were billed (null: nothing billed in credits)."""
+    budget_usd: float | None = None
+    """``run.budget.usd`` in force for this session."""
+    budget_credits: float | None = None
+    run_spent_usd: float | None = None
+    """USD spent by the run so far, this session and every earlier one (budgeted runs)."""
+    run_spent_credits: float | None = None
+    not_run: int | None = None
+    """Jobs left unsent when the budget stopped the session."""
+    estimate: dict[str, Any] | None = None
+    """The expected cost printed at the start: ``low``, ``high``, ``unit``, ``jobs``, ``how``."""
 
 
 class Target(_Model):

@@ -49,15 +49,42 @@ class JobOutcome:
         return "ok" if self.ok else "error"
 
 
+def _credits(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+def job_cost(result: SimulationResult | None, llm_price: float | None) -> float | None:
+    """USD the job cost as the vendor reported it: a test run's ``charging`` (LLM plus
+    platform price) when it sent one, else the messages' ``llm_usage`` prices (``llm_price``);
+    None when the vendor sent no price at all (never a guess)."""
+    if result is not None and result.charging is not None:
+        charging = result.charging
+        if charging.llm_price is not None or charging.platform_price is not None:
+            return (charging.llm_price or 0.0) + (charging.platform_price or 0.0)
+    return llm_price
+
+
+def outcome_spend(outcome: JobOutcome) -> tuple[float | None, int | None]:
+    """(USD, credits) one finished job cost, for the budget (the same figures as its row)."""
+    result = outcome.result
+    if result is None:
+        return None, None
+    usage = [usage_totals(m.llm_usage) for m in result.messages if m.llm_usage]
+    price = sum((u[2] for u in usage), 0.0) if usage else None
+    return job_cost(result, price), result.credits_used
+
+
 def job_row(outcome: JobOutcome, usage: tuple[int, int, float] | None) -> dict[str, Any]:
     """The job's row without its matrix columns (``Batch`` spreads those per axis).
-    ``usage``: the conversation's token and price totals (None without a result)."""
+    ``usage``: the conversation's token and price totals (None without a result, or when no
+    message carried ``llm_usage``)."""
     job = outcome.job
     last = outcome.attempts[-1] if outcome.attempts else None
     result = outcome.result
     timings = result.timings if result else Timings()
     analysis = result.analysis if result else None
     tokens_in, tokens_out, price = usage or (None, None, None)
+    charging = result.charging if result else None
     return {
         "run_id": outcome.run_id,
         "job_key": job.key,
@@ -90,6 +117,12 @@ def job_row(outcome: JobOutcome, usage: tuple[int, int, float] | None) -> dict[s
         "output_tokens": tokens_out,
         "llm_price": price,
         "credits_used": result.credits_used if result else None,
+        "llm_charge": _credits(charging.llm_charge) if charging else None,
+        "call_charge": _credits(charging.call_charge) if charging else None,
+        "platform_charge": _credits(charging.platform_charge) if charging else None,
+        "charging_llm_price": charging.llm_price if charging else None,
+        "invocation_total_price": result.invocation_total_price if result else None,
+        "cost_usd": job_cost(result, price),
     }
 
 
@@ -255,7 +288,10 @@ class Batch:
         usage = [usage_totals(m.llm_usage) if m.llm_usage else None for m in messages]
         c["input_tokens"].extend([u[0] if u else None for u in usage])
         c["output_tokens"].extend([u[1] if u else None for u in usage])
+        c["llm_price"].extend([u[2] if u else None for u in usage])
         counted = [u for u in usage if u]
+        if not counted:
+            return None
         return (
             sum(u[0] for u in counted),
             sum(u[1] for u in counted),

@@ -75,10 +75,38 @@ JOBS = Table(
         ("call_success_score", pl.Float64(), "analysis score when the API sends one"),
         ("transcript_summary", pl.String(), "analysis summary"),
         ("call_summary_title", pl.String(), "analysis title when the API sends one"),
-        ("input_tokens", pl.Int64(), "sum of `llm_usage` input tokens over messages"),
+        (
+            "input_tokens",
+            pl.Int64(),
+            "sum of `llm_usage` input tokens over messages (null: no message carried usage)",
+        ),
         ("output_tokens", pl.Int64(), "sum of `llm_usage` output tokens over messages"),
-        ("llm_price", pl.Float64(), "sum of `llm_usage` prices over messages"),
-        ("credits_used", pl.Int64(), "credits billed for the test run (`agent-testing` only)"),
+        (
+            "llm_price",
+            pl.Float64(),
+            "USD: sum of `llm_usage` prices over messages (null: no message carried usage)",
+        ),
+        (
+            "credits_used",
+            pl.Int64(),
+            "credits: billed for the test run (`agent-testing`; null when not sent)",
+        ),
+        ("llm_charge", pl.Int64(), "credits: the test run's `charging.llm_charge`"),
+        ("call_charge", pl.Int64(), "credits: the test run's `charging.call_charge`"),
+        ("platform_charge", pl.Int64(), "credits: the test run's `charging.platform_charge`"),
+        ("charging_llm_price", pl.Float64(), "USD: the test run's `charging.llm_price`"),
+        (
+            "invocation_total_price",
+            pl.Float64(),
+            "USD: the `total_price` of the whole test invocation the run belongs to, the same"
+            " on each of its jobs (sum it once per invocation, never over jobs)",
+        ),
+        (
+            "cost_usd",
+            pl.Float64(),
+            "USD: the job's spend as the vendor reported it: the test run's `charging.llm_price`"
+            " + `platform_price` when sent, else `llm_price`; null when no price was sent",
+        ),
     ),
 )
 
@@ -101,6 +129,7 @@ MESSAGES = Table(
         ("interrupted", pl.Boolean(), "the message was interrupted"),
         ("input_tokens", pl.Int64(), "`llm_usage` input tokens of this message"),
         ("output_tokens", pl.Int64(), "`llm_usage` output tokens of this message"),
+        ("llm_price", pl.Float64(), "USD: `llm_usage` price of this message (null: none sent)"),
     ),
 )
 

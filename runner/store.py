@@ -318,6 +318,42 @@ def done_job_keys(run_dir: Path, *, include_errors: bool = False) -> set[str]:
     return set(keys["job_key"].to_list())
 
 
+def earlier_spend(run_dir: Path) -> tuple[list[float], list[float]]:
+    """What every job row in the parts cost: (USD of each priced job, credits of each job
+    billed in credits). Every row counts, errors re-run later included: each is a session's
+    attempt at a job, paid for as the vendor priced it (an ok job is never run twice)."""
+    paths = _readable_parts(run_dir, "jobs")
+    if not paths:
+        return [], []
+    frame = _scan(paths, jobs_schema([])).select("cost_usd", "credits_used").collect()
+    usd = frame["cost_usd"].drop_nulls().to_list()
+    credits = [float(c) for c in frame["credits_used"].drop_nulls().to_list()]
+    return usd, credits
+
+
+def session_spend(run_dir: Path, run_id: str) -> tuple[float | None, float | None]:
+    """(USD, credits) the jobs of one session cost (None: none of them was priced so)."""
+    paths = _readable_parts(run_dir, "jobs")
+    if not paths:
+        return None, None
+    row = (
+        _scan(paths, jobs_schema([]))
+        .filter(pl.col("run_id") == run_id)
+        .select(
+            pl.col("cost_usd").sum().alias("usd"),
+            pl.col("cost_usd").count().alias("n_usd"),
+            pl.col("credits_used").sum().alias("credits"),
+            pl.col("credits_used").count().alias("n_credits"),
+        )
+        .collect()
+        .row(0, named=True)
+    )
+    return (
+        float(row["usd"]) if row["n_usd"] else None,
+        float(row["credits"]) if row["n_credits"] else None,
+    )
+
+
 LOCK = ".lock"
 
 

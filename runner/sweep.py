@@ -31,10 +31,12 @@ from runner.adaptive import DEFAULT_CAP, AdaptiveLimit, ConcurrencyController
 from runner.backends.agent_testing import AgentTestingBackend
 from runner.backends.base import Backend
 from runner.backends.simulate import BufferedBackend, StreamBackend
+from runner.budget import BudgetTracker
 from runner.config import Config, config_hash, resolved_config
 from runner.engine import Counters, Engine, RunAborted
-from runner.errors import Failure
-from runner.http import make_http_client
+from runner.errors import Action, AttemptError, Failure
+from runner.estimate import AgentPrices, Estimate, from_history, from_prices
+from runner.http import make_http_client, request_json
 from runner.jobs import Job, count_jobs, iter_jobs
 from runner.journal import JournaledParts, recover
 from runner.manifest import Manifest, Session, Target
@@ -46,13 +48,16 @@ from runner.store import (
     StoreError,
     compact,
     done_job_keys,
+    earlier_spend,
     job_totals,
     read_manifest,
+    session_spend,
     set_aside,
     write_json,
     write_manifest,
 )
 from runner.target import read_api_key, target_url
+from runner.wire.pricing import CALCULATE_PATH, LLMUsageCalculation
 
 DEFAULT_RESULTS = Path("results")
 
@@ -72,6 +77,12 @@ class RunResult:
     aborted: Failure | None = None
     interrupted: bool = False
     table_counts: dict[str, int] = field(default_factory=dict)
+    budget: BudgetTracker | None = None
+    """The run's budget (``run.budget``), with the spend it counted."""
+    budget_stopped: bool = False
+    """The budget stopped dispatching; ``not_run`` jobs were left for a resume."""
+    not_run: int = 0
+    estimate: list[Estimate] = field(default_factory=list)
 
 
 RunReport = RunResult
@@ -152,6 +163,117 @@ async def _watch_signals(engine: Engine, grace: float, out: TextIO) -> None:
                 engine.hard_stop()
 
 
+# ---------------------------------------------------------------------------- cost
+
+
+def _agent_llm(agent: Any) -> str | None:
+    try:
+        llm = agent["conversation_config"]["agent"]["prompt"]["llm"]
+    except (KeyError, TypeError):
+        return None
+    return llm if isinstance(llm, str) else None
+
+
+async def fetch_prices(client: httpx.AsyncClient, agent_ids: set[str]) -> dict[str, AgentPrices]:
+    """Each agent's quote from the calculate endpoint, and its LLM from its config. The first
+    call that fails ends the asking (an estimate is advice, not worth hammering a target for);
+    a rejected key is raised, as it would stop the run at its first simulation anyway."""
+    out: dict[str, AgentPrices] = {}
+    for agent_id in sorted(agent_ids):
+        try:
+            reply = await request_json(
+                client, "POST", CALCULATE_PATH.format(agent_id=agent_id), json_body={}
+            )
+            quote = LLMUsageCalculation.model_validate(reply)
+            agent = await request_json(client, "GET", f"/v1/convai/agents/{agent_id}")
+        except AttemptError as exc:
+            if exc.failure.action is Action.ABORT_RUN:
+                raise
+            break
+        except ValueError:
+            break
+        prices = {p.llm: p.price_per_message for p in quote.llm_prices}
+        out[agent_id] = AgentPrices(prices, _agent_llm(agent))
+    return out
+
+
+async def estimate_cost(
+    cfg: Config,
+    jobs: Iterator[Job],
+    total: int,
+    earlier_usd: list[float],
+    earlier_credits: list[float],
+    client: httpx.AsyncClient | None,
+) -> list[Estimate]:
+    """The expected cost of ``total`` jobs still to run: from earlier sessions' spend per job
+    when some were priced, else from the calculate endpoint's prices (``client``)."""
+    out = []
+    usd = from_history(total, earlier_usd, "usd")
+    if usd is None and client is not None and total:
+        prices = await fetch_prices(client, {agent.id for agent in cfg.agents})
+        # streamed: a 100,000-job sweep is never held in memory for its estimate
+        pairs = ((job.agent_id, int(job.body.get("new_turns_limit") or 1)) for job in jobs)
+        usd = from_prices(pairs, prices)
+    if usd is not None:
+        out.append(usd)
+    credits = from_history(total, earlier_credits, "credits")
+    if credits is not None:
+        out.append(credits)
+    return out
+
+
+def dry_run_estimate(
+    cfg: Config, *, limit: int | None = None, results_root: Path = DEFAULT_RESULTS
+) -> list[Estimate]:
+    """``--dry-run``'s estimate: what the jobs a run would send still cost (earlier sessions
+    of ``results_root/<name>/`` read, not locked). Asks the calculate endpoint (starting the
+    local API for it when the target is local), which sends no simulation."""
+    run_dir = results_root / run_name(cfg)
+    done = done_job_keys(run_dir) if run_dir.exists() else set()
+    earlier_usd, earlier_credits = earlier_spend(run_dir) if run_dir.exists() else ([], [])
+    total, _ = planned_total(cfg, limit, done)
+    if total and from_history(total, earlier_usd) is not None:
+        return anyio.run(estimate_cost, cfg, iter(()), total, earlier_usd, earlier_credits, None)
+    api_key = read_api_key(cfg)
+
+    async def ask(url: str) -> list[Estimate]:
+        async with make_http_client(url, api_key, cfg.target.timeouts, 2) as client:
+            jobs = select_jobs(cfg, limit, done)
+            return await estimate_cost(cfg, jobs, total, earlier_usd, earlier_credits, client)
+
+    if not total:
+        return []
+    local = cfg.target.base_url == "local"
+    with target_url(cfg) if local else contextlib.nullcontext(cfg.target.base_url) as url:
+        return anyio.run(ask, url)
+
+
+def make_budget(
+    cfg: Config, earlier_usd: list[float], earlier_credits: list[float], estimates: list[Estimate]
+) -> BudgetTracker | None:
+    """``run.budget`` as the engine consults it: earlier sessions' spend counted, and the
+    expected cost of a job before this session priced one (earlier sessions' mean, else the
+    estimate's geometric middle per job)."""
+    budget = cfg.run.budget
+    if budget is None or (budget.usd is None and budget.credits is None):
+        return None
+
+    def prior(earlier: list[float], unit: str) -> float | None:
+        if earlier:
+            return sum(earlier) / len(earlier)
+        found = next((e for e in estimates if e.unit == unit and e.jobs), None)
+        return found.per_job if found else None
+
+    return BudgetTracker(
+        usd=budget.usd,
+        credits=budget.credits,
+        spent_usd=sum(earlier_usd),
+        spent_credits=sum(earlier_credits),
+        prior_usd=prior(earlier_usd, "usd"),
+        prior_credits=prior(earlier_credits, "credits"),
+    )
+
+
 async def run_sweep(
     cfg: Config,
     *,
@@ -228,6 +350,9 @@ class OpenSession:
     done: set[str]
     recovered: int
     """Finished jobs of earlier sessions recovered from the journal."""
+    earlier_usd: list[float] = field(default_factory=list)
+    """USD of each job earlier sessions paid for (``store.earlier_spend``)."""
+    earlier_credits: list[float] = field(default_factory=list)
 
 
 def open_session(
@@ -244,6 +369,7 @@ def open_session(
             file=sys.stderr,
         )
     done = done_job_keys(run_dir, include_errors=not retry_errors)
+    earlier_usd, earlier_credits = earlier_spend(run_dir)
     total, skipped = planned_total(cfg, limit, done)
     started = datetime.now(UTC)
     session = Session(
@@ -274,7 +400,9 @@ def open_session(
         raise StoreError(
             f"cannot write results to {run_dir}: {exc.strerror or exc}; nothing was sent"
         ) from exc
-    return OpenSession(run_dir, manifest, session, writer, axes, done, recovered)
+    return OpenSession(
+        run_dir, manifest, session, writer, axes, done, recovered, earlier_usd, earlier_credits
+    )
 
 
 async def execute(
@@ -295,6 +423,36 @@ async def execute(
     pool = concurrency if isinstance(concurrency, int) else concurrency.cap
     local = base_url is None and total > 0
     with target_url(cfg) if local else contextlib.nullcontext(base_url or "") as url:
+        if total:
+            try:
+                async with make_http_client(url, api_key, cfg.target.timeouts, 2) as client:
+                    result.estimate = await estimate_cost(
+                        cfg,
+                        select_jobs(cfg, limit, opened.done),
+                        total,
+                        opened.earlier_usd,
+                        opened.earlier_credits,
+                        client,
+                    )
+            except AttemptError as exc:  # the key was rejected: stop before any simulation
+                result.aborted = exc.failure
+                return
+            for estimate in result.estimate:
+                print(estimate.describe(), file=sys.stderr)
+            if not result.estimate:
+                print("expected cost: not estimated (the target quoted no prices)", file=sys.stderr)
+        if result.estimate:
+            e = result.estimate[0]
+            session.estimate = {
+                "low": e.low,
+                "high": e.high,
+                "unit": e.unit,
+                "jobs": e.jobs,
+                "how": e.how,
+            }
+        result.budget = make_budget(
+            cfg, opened.earlier_usd, opened.earlier_credits, result.estimate
+        )
         backend = make_backend(cfg, url, api_key, pool, run_dir=run_dir)
         engine = Engine(
             backend,
@@ -304,6 +462,7 @@ async def execute(
             requests_per_minute=cfg.run.requests_per_minute,
             seed=cfg.run.seed,
             circuit_breaker=cfg.run.circuit_breaker,
+            budget=result.budget,
         )
         engine.counters.total = total
         engine.counters.skipped = session.skipped
@@ -326,6 +485,9 @@ async def execute(
         finally:
             sink.close()
             result.interrupted = engine.stopping.is_set() and result.aborted is None
+            result.budget_stopped = engine.counters.budget_stopped and not result.interrupted
+            if result.budget_stopped:
+                result.not_run = max(total - engine.counters.done, 0)
             with anyio.CancelScope(shield=True):
                 await backend.aclose()
         if engine.write_error is not None:
@@ -350,7 +512,13 @@ async def finalize(opened: OpenSession, result: RunResult) -> None:
     c = result.counters
     if session.ended == "running":
         session.ended = (
-            "aborted" if result.aborted else "interrupted" if result.interrupted else "completed"
+            "aborted"
+            if result.aborted
+            else "interrupted"
+            if result.interrupted
+            else "budget"
+            if result.budget_stopped
+            else "completed"
         )
     session.ended_at = datetime.now(UTC)
     session.wall_secs = round(result.wall_secs, 3)
@@ -361,7 +529,10 @@ async def finalize(opened: OpenSession, result: RunResult) -> None:
     session.server_quota = c.server_quota
     if result.aborted:
         session.abort_reason = result.aborted.message
+    _record_spend(session, result)
     try:
+        spend = await anyio.to_thread.run_sync(session_spend, run_dir, session.run_id)
+        session.spent_usd, session.spent_credits = spend
         result.table_counts = await anyio.to_thread.run_sync(compact, run_dir, opened.axes)
         totals = await anyio.to_thread.run_sync(job_totals, run_dir)
         manifest.counts = {**result.table_counts, **totals}
@@ -372,6 +543,18 @@ async def finalize(opened: OpenSession, result: RunResult) -> None:
             f"warning: could not rebuild the tables in {run_dir}: {exc.strerror or exc}",
             file=sys.stderr,
         )
+
+
+def _record_spend(session: Session, result: RunResult) -> None:
+    budget = result.budget
+    if budget is not None:
+        usd, credits = budget.limit_of("usd"), budget.limit_of("credits")
+        session.budget_usd = usd.limit if usd else None
+        session.budget_credits = credits.limit if credits else None
+        session.run_spent_usd = usd.spent if usd else None
+        session.run_spent_credits = credits.spent if credits else None
+    if result.budget_stopped:
+        session.not_run = result.not_run
 
 
 def run(config: Config | str | Path, **kwargs: Any) -> RunResult:

@@ -87,6 +87,12 @@ class StandIn:
                     if name.strip().lower() == b"content-length":
                         length = int(value)
                 body = await reader.readexactly(length)
+                if not head.split(b" ", 2)[1].endswith(b"/simulate-conversation/stream"):
+                    # anything else (the runner's cost estimate asks the calculate endpoint)
+                    # is not a simulation: this stand-in does not know it
+                    writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                    await writer.drain()
+                    continue
                 await self._simulate(hashlib.sha256(body).hexdigest(), writer)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass

@@ -77,6 +77,13 @@ CASES = {
         line=r"^error: cannot write results.*File too large; stopped the run.*free space and "
         r"run the same command to resume",
     ),
+    "budget reached": Case(
+        jobs=40,
+        run={"budget": {"usd": 0.003}},
+        code=3,
+        line=r"^error: budget reached: spent \$\S+ of \$\S+ \(\d+ job\(s\) not run\)\. To "
+        r"resume with a larger budget: " + RESUME + r".* --budget-usd \S+$",
+    ),
     "ctrl-c": Case(
         jobs=40,
         signals=(signal.SIGINT,),

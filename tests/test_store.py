@@ -269,6 +269,7 @@ def test_table_frame_builds_tool_lists_like_polars_row_constructor(tool_calls: l
             "interrupted": False,
             "input_tokens": None,
             "output_tokens": 3,
+            "llm_price": None,
         }
         for i, calls in enumerate(tool_calls)
     ]

@@ -74,6 +74,7 @@ from runner.wire.agent_testing import (
     TestsPage,
     TestSummary,
 )
+from runner.wire.pricing import INVOCATIONS_PATH, InvocationSummary
 from runner.wire.simulate import Analysis, CriterionResult, Result, WireModel
 
 __all__ = [
@@ -95,6 +96,8 @@ INVOCATIONS_FILE = "invocations.jsonl"
 _HASH_LEN = 16
 _LABEL_MAX = 100
 _BACKOFF = 1.5
+_PRICE_PAGES = 3
+"""Pages of the invocations list searched for an invocation's ``total_price``."""
 
 
 # ---------------------------------------------------------------------------- job -> test
@@ -278,6 +281,7 @@ def run_result(
         analysis=analysis,
         timings=Timings(total=total_secs, frames=None),
         credits_used=None if run.credits_used is None else round(run.credits_used),
+        charging=run.charging,
         criterion_names={CONDITIONS_ID: criterion_name},
         buckets=buckets,
     )
@@ -367,6 +371,8 @@ class _Group:
     runs_done_at: float | None = None
     seen_done: dict[str, float] = field(default_factory=dict)
     final: TestInvocation | None = None
+    total_price: float | None = None
+    """USD the vendor billed for the whole invocation (its summary's ``total_price``)."""
 
 
 class AgentTestingBackend:
@@ -508,6 +514,7 @@ class AgentTestingBackend:
                 runs_done_at = group.runs_done_at = group.runs_done_at or now
                 bucketing = invocation.bucketing_status == "pending" and not invocation.cancelled
                 if not bucketing or now >= min(deadline, runs_done_at + o.bucketing_wait):
+                    group.total_price = await self._total_price(group.key[0], invocation.id)
                     group.final = invocation
                     return
             elif now >= deadline:
@@ -521,6 +528,29 @@ class AgentTestingBackend:
                 )
             await self._sleep(min(delay, max(0.0, deadline - now)))
             delay = min(delay * _BACKOFF, o.poll_interval_max)
+
+    async def _total_price(self, agent_id: str, invocation_id: str) -> float | None:
+        """The invocation's ``total_price`` from its summary in the invocations list (newest
+        first; the first pages only). Best effort: the price is also in each run's
+        ``charging``, so a failed lookup leaves this figure null and fails no job."""
+        params: dict[str, Any] = {"agent_id": agent_id, "page_size": 100}
+        for _ in range(_PRICE_PAGES):
+            try:
+                page = await request_json(self.client, "GET", INVOCATIONS_PATH, params=params)
+            except AttemptError:
+                return None
+            if not isinstance(page, dict):
+                return None
+            for item in page.get("results") or []:
+                if isinstance(item, dict) and item.get("id") == invocation_id:
+                    try:
+                        return InvocationSummary.model_validate(item).total_price
+                    except ValueError:
+                        return None
+            if not page.get("has_more") or not page.get("next_cursor"):
+                return None
+            params["cursor"] = page["next_cursor"]
+        return None
 
     def _take(self, group: _Group, spec: TestSpec, index: int, count: int) -> SimulationResult:
         """The job's run (its repeat index among the runs sorted by id) as a result."""
@@ -545,12 +575,14 @@ class AgentTestingBackend:
             total = group.seen_done[run.test_run_id] - group.sent_at
         elif run.last_updated_at_unix is not None and invocation.created_at is not None:
             total = float(max(0, run.last_updated_at_unix - invocation.created_at))
-        return run_result(
+        result = run_result(
             run,
             criterion_name=spec.criterion_name,
             buckets=run_buckets(invocation, run),
             total_secs=total,
         )
+        result.invocation_total_price = group.total_price
+        return result
 
 
 # ---------------------------------------------------------------------------- the record

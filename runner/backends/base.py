@@ -15,6 +15,7 @@ from typing import Protocol
 
 from runner.adaptive import SignalKind
 from runner.jobs import Job
+from runner.wire.pricing import Charging
 from runner.wire.simulate import Analysis, TranscriptMessage
 
 ReplyListener = Callable[[SignalKind, int | None, int | None], None]
@@ -67,6 +68,11 @@ class SimulationResult:
     analysis: Analysis
     timings: Timings
     credits_used: int | None = None
+    """Credits the vendor billed for the run (agent-testing)."""
+    charging: Charging | None = None
+    """The test run's charging breakdown, when the vendor sent one (agent-testing)."""
+    invocation_total_price: float | None = None
+    """USD billed for the whole test invocation the run belongs to (agent-testing)."""
     criterion_names: dict[str, str] = field(default_factory=dict)
     """Names of criteria the backend itself sent (e.g. agent-testing's merged conditions):
     recorded like the config's extra criteria."""

@@ -234,6 +234,15 @@ def _concurrency_value(value: Any) -> int | Literal["auto"]:
         raise PydanticKnownError(error["type"], error.get("ctx")) from None  # type: ignore[arg-type]
 
 
+class Budget(Strict):
+    """``run.budget``: stop dispatching before the run's spend would pass either limit."""
+
+    usd: Float | None = Field(default=None, gt=0)
+    """US dollars, as the vendor prices jobs (``jobs.cost_usd``)."""
+    credits: Float | None = Field(default=None, gt=0)
+    """Credits, as the vendor bills test runs (``jobs.credits_used``; agent-testing)."""
+
+
 class RunConfig(Strict):
     name: str | None = None
     """Results go to ``results/<name>/``; ``load_config`` fills in the config file's stem."""
@@ -251,6 +260,8 @@ class RunConfig(Strict):
     """Seconds in-flight simulations get to finish after Ctrl-C / SIGTERM."""
     circuit_breaker: Int = Field(default=50, ge=0)
     """Stop the run when this many attempts in a row failed the same way (0: never)."""
+    budget: Budget | None = None
+    """Spend limit of the whole run (every session); none: no limit."""
 
     @field_validator("name")
     @classmethod

@@ -25,9 +25,10 @@ the runner writes for the first message, the language and the user's facts (see
 ``raise_error``; ``chat_history`` and ``dynamic_variables`` pass through.
 
 The merged result is the judge's call outcome over the conditions (failure if any failed,
-success if one succeeded, else unknown); a run ``passed`` only on success. ``credits_used`` is a
-local figure: one credit per 10 tokens of the conversation's ``llm_usage``. Runs queue behind
-``--max-concurrency`` rather than being refused, and count as simulations in ``/_local/stats``.
+success if one succeeded, else unknown); a run ``passed`` only on success. ``credits_used``,
+``charging`` and an invocation summary's ``total_price`` are priced by ``localapi.pricing``.
+Runs queue behind ``--max-concurrency`` rather than being refused, and count as simulations
+in ``/_local/stats``.
 Every request draws a fault like a simulate request: a POST that draws an error, a dropped
 connection or a malformed reply does nothing (the server never processed it); a stall delays
 the reply; a GET's malformed reply is its body cut in half. State lives in memory: a restarted
@@ -63,6 +64,7 @@ from runner.localapi.faults import (
     error_reply,
 )
 from runner.localapi.judge import call_outcome
+from runner.localapi.pricing import charging, conversation_cost
 from runner.localapi.state import LocalAPIState
 from runner.wire.agent_testing import (
     FACTS_LABEL,
@@ -80,7 +82,6 @@ from runner.wire.simulate import (
     SimulationSpecification,
     ToolMockConfig,
     WireModel,
-    usage_totals,
 )
 
 __all__ = ["AgentTestingEmulator", "parse_scenario", "simulation_request"]
@@ -230,6 +231,8 @@ class _Run:
     responses: list[dict[str, Any]] | None = None
     condition: dict[str, Any] | None = None
     credits: int | None = None
+    price: float | None = None
+    """USD of the conversation's LLM usage (``charging.llm_price``)."""
     title: str | None = None
     updated_at: int = field(default_factory=_now)
 
@@ -391,6 +394,7 @@ class AgentTestingEmulator:
         }
         if run.credits is not None:
             data["credits_used"] = run.credits
+            data["charging"] = charging(run.price or 0.0, run.credits)
         return data
 
     def invocation_json(self, invocation: _Invocation) -> dict[str, Any]:
@@ -422,7 +426,10 @@ class AgentTestingEmulator:
             "passed_count": statuses["passed"],
             "failed_count": statuses["failed"],
             "pending_count": statuses["pending"],
+            "cancelled_count": statuses["cancelled"],
             "title": invocation.name or f"{len(invocation.runs)} test run(s)",
+            "credits_used": sum(run.credits or 0 for run in invocation.runs),
+            "total_price": round(sum(run.price or 0.0 for run in invocation.runs), 10),
         }
 
     # -------------------------------------------------------------- running
@@ -449,10 +456,7 @@ class AgentTestingEmulator:
         ]
         merged = call_outcome(results)
         met = sum(r.result == "success" for r in results)
-        tokens = 0
-        for planned in plan.messages:
-            tokens_in, tokens_out, _ = usage_totals(planned.message.llm_usage)
-            tokens += tokens_in + tokens_out
+        usd, _, credits = conversation_cost(m.message.llm_usage for m in plan.messages)
         run.status = "passed" if merged == "success" else "failed"
         run.responses = [message_json(m.message) for m in plan.messages]
         run.condition = {
@@ -463,7 +467,9 @@ class AgentTestingEmulator:
                 + analysis.transcript_summary,
             },
         }
-        run.credits = max(1, round(tokens / 10))
+        run.credits = credits
+        run.price = usd
+        self.state.stats.bill(usd, credits)
         run.title = analysis.call_summary_title
         run.updated_at = _now()
         self.state.stats.messages_sent += len(plan.messages)

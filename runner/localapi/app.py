@@ -42,6 +42,7 @@ from runner.localapi.faults import (
     error_reply,
     fault_frame_index,
 )
+from runner.localapi.pricing import calculate, conversation_cost
 from runner.localapi.state import (
     DEFAULT_MAX_CONCURRENCY_HEADER,
     LocalAPIState,
@@ -51,6 +52,7 @@ from runner.localapi.state import (
     Send,
     ServerSettings,
 )
+from runner.wire.pricing import CALCULATE_ANY_PATH, CALCULATE_PATH, CalculateRequest
 from runner.wire.simulate import Analysis, SimulationRequest
 
 logger = logging.getLogger("runner.localapi")
@@ -184,6 +186,7 @@ class SimulationReply(Response):
         self.stream = stream
         self.dropped = False
         self._ended = False
+        self.plan: ConversationPlan | None = None
 
     def _finish(self, completed: bool) -> None:
         """Free the simulation's slot once, as its last byte is handed over: a client reusing
@@ -192,6 +195,9 @@ class SimulationReply(Response):
         if not self._ended:
             self._ended = True
             self.state.stats.simulation_ended(completed=completed)
+            if completed and self.plan is not None:
+                usd, _, credits = conversation_cost(m.message.llm_usage for m in self.plan.messages)
+                self.state.stats.bill(usd, credits)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
         state = self.state
@@ -218,7 +224,7 @@ class SimulationReply(Response):
             stats.stream_broken("reset")
             await self._drop_connection(scope, lambda: _await_disconnect(receive), reset=True)
             return
-        plan = state.plan(self.agent, self.request)
+        plan = self.plan = state.plan(self.agent, self.request)
         stats.simulation_started()
         completed = replied = client_gone = False
         try:
@@ -432,6 +438,22 @@ def create_app(settings: ServerSettings) -> FastAPI:
         if reply is None:
             return _agent_not_found(agent_id)
         return Response(reply, media_type="application/json")
+
+    @app.post(CALCULATE_PATH)
+    async def calculate_agent_llm_usage(
+        agent_id: str, body: CalculateRequest | None = None
+    ) -> Response:
+        agent = state.agents.get(agent_id)
+        if agent is None:
+            return _agent_not_found(agent_id)
+        given = body.prompt_length if body is not None else None
+        prompt = len(agent.model_dump_json()) if given is None else given
+        return JSONResponse(calculate(prompt).model_dump(mode="json"))
+
+    @app.post(CALCULATE_ANY_PATH)
+    async def calculate_llm_usage(body: CalculateRequest | None = None) -> dict[str, Any]:
+        prompt = body.prompt_length if body is not None and body.prompt_length else 0
+        return calculate(prompt).model_dump(mode="json")
 
     @app.post("/v1/convai/agents/{agent_id}/simulate-conversation/stream")
     async def simulate_conversation_stream(agent_id: str, body: SimulationRequest) -> Response:

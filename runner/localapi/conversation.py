@@ -64,12 +64,11 @@ from runner.localapi.judge import (
     keyword_hits,
     match_intent,
 )
+from runner.localapi.pricing import message_usage
 from runner.wire.simulate import (
     Analysis,
     LLMUsage,
-    ModelUsage,
     SimulationRequest,
-    TokenCategoryUsage,
     ToolCall,
     ToolResult,
     TranscriptMessage,
@@ -81,19 +80,6 @@ MAX_NEW_MESSAGES = 60
 MAX_GOALS = 6
 """A persona with more request sentences than this is truncated: a call covers a few topics."""
 
-PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
-    "gemini-2.5-flash": (0.30, 2.50),
-    "gemini-2.5-flash-lite": (0.10, 0.40),
-    "gemini-2.0-flash": (0.10, 0.40),
-    "gemini-2.0-flash-lite": (0.075, 0.30),
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "claude-haiku-4-5": (1.00, 5.00),
-    "claude-sonnet-4-5": (3.00, 15.00),
-}
-"""USD per million (input, output) tokens; other models cost the default below."""
-DEFAULT_PRICE_PER_MILLION = (0.50, 2.00)
 
 LANGUAGE_NAMES = {
     "de": "German",
@@ -439,21 +425,7 @@ class _Simulation:
         """Tokens from text lengths (~4 characters a token): the prompt is the agent's
         definition plus the transcript so far, the output is this message."""
         context = self.prompt_chars + sum(len(m.message or "") + 40 for m in self.transcript)
-        tokens_in = max(1, context // 4)
-        tokens_out = max(1, len(output) // 4)
-        price_in, price_out = PRICES_PER_MILLION.get(self.agent.llm, DEFAULT_PRICE_PER_MILLION)
-        return LLMUsage(
-            model_usage={
-                self.agent.llm: ModelUsage(
-                    input=TokenCategoryUsage(
-                        tokens=tokens_in, price=round(tokens_in * price_in / 1e6, 8)
-                    ),
-                    output_total=TokenCategoryUsage(
-                        tokens=tokens_out, price=round(tokens_out * price_out / 1e6, 8)
-                    ),
-                )
-            }
-        )
+        return message_usage(self.agent.llm, context, len(output))
 
     def _agent_says(self, text: str, act: str) -> None:
         text = substitute(text, {**self.agent_vars, **self.collected}).strip()

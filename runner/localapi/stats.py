@@ -39,6 +39,15 @@ class ServerStats:
     peak_in_flight: int = 0
     messages_sent: int = 0
     frames_sent: int = 0
+    billed_conversations: int = 0
+    """Conversations billed: replies sent in full, test runs finished (``localapi.pricing``)."""
+    billed_usd: float = 0.0
+    billed_credits: int = 0
+
+    def bill(self, usd: float, credits: int) -> None:
+        self.billed_conversations += 1
+        self.billed_usd += usd
+        self.billed_credits += credits
 
     def request_seen(self) -> None:
         self.requests_total += 1
@@ -83,4 +92,9 @@ class ServerStats:
             "peak_in_flight": self.peak_in_flight,
             "messages_sent": self.messages_sent,
             "frames_sent": self.frames_sent,
+            "billing": {
+                "conversations": self.billed_conversations,
+                "usd": self.billed_usd,
+                "credits": self.billed_credits,
+            },
         }

@@ -447,6 +447,34 @@ def in_flight_chart(steps: pl.DataFrame, title: str) -> str:
     return _svg(width, height, body, title)
 
 
+def cumulative_chart(points: pl.DataFrame, column: str, title: str, unit_label: str) -> str:
+    """A running total over time (``t_secs`` and ``column``, rows in time order) as a rising
+    step line: what a run had spent when each job finished."""
+    rows = [r for r in points.iter_rows(named=True) if r[column] is not None]
+    if not rows:
+        return '<p class="note">Nothing priced: no spend to chart.</p>'
+    width, height, left, top, bottom = WIDTH, 220, 64, 30, 30
+    plot_w, plot_h = width - left - 16, height - top - bottom
+    span = max(max(r["t_secs"] for r in rows), 1e-3)
+    high = max(max(r[column] for r in rows), 1e-12)
+    body = _legend([(f"spent ({unit_label})", "#2ca02c")], left, 14)
+    for tick in _ticks(0, high, 4):
+        y = top + plot_h - tick / high * plot_h
+        body.append(_line(left, y, left + plot_w, y, "#eee"))
+        body.append(_text(left - 6, y + 4, f"{tick:.4g}", 10, "end", fill="#555"))
+    line = [f"{num(left)},{num(top + plot_h)}"]
+    previous = 0.0
+    for r in rows:
+        x = left + r["t_secs"] / span * plot_w
+        line.append(f"{num(x)},{num(top + plot_h - previous / high * plot_h)}")
+        previous = r[column]
+        line.append(f"{num(x)},{num(top + plot_h - previous / high * plot_h)}")
+    body.append(f'<polyline points="{" ".join(line)}" fill="none" stroke="#2ca02c"/>')
+    body.append(_text(left + plot_w, top + 8, f"{previous:.4g} {unit_label}", 10, "end"))
+    _time_axis(body, left, top, plot_w, plot_h, span)
+    return _svg(width, height, body, title)
+
+
 def forest_plot(table: pl.DataFrame, label_cols: Sequence[str], title: str) -> str:
     """Change in pass rate (B - A) with its 95% interval, one line per group, 0 marked."""
     rows = table.filter(pl.col("diff").is_not_null())

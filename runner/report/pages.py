@@ -17,9 +17,11 @@ from typing import Any
 import polars as pl
 
 from runner import analysis
+from runner.estimate import money
 from runner.report.charts import (
     IntervalRow,
     attempts_chart,
+    cumulative_chart,
     esc,
     forest_plot,
     heatmap,
@@ -190,7 +192,7 @@ def build_report(run: Run, *, generated_at: datetime | None = None, ks: Sequence
         '<nav><a href="#pass-rates">pass rates</a><a href="#heatmap">outcomes</a>'
         '<a href="#repeats">repeats &amp; flakiness</a><a href="#latency">latency</a>'
         '<a href="#errors">errors &amp; retries</a><a href="#concurrency">concurrency</a>'
-        '<a href="#reading">how to read</a></nav>',
+        '<a href="#spend">spend</a><a href="#reading">how to read</a></nav>',
         _cards(
             [
                 ("jobs", str(errors["jobs"])),
@@ -211,8 +213,106 @@ def build_report(run: Run, *, generated_at: datetime | None = None, ks: Sequence
     out += _repeat_section(criteria, jobs, ks)
     out += _latency_section(jobs, messages)
     out += _errors_section(jobs, attempts)
+    out += spend_section(jobs, criteria)
     out.append(CONVENTIONS)
     return _page(f"Run {name}", out)
+
+
+def money_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    """Money columns as text (``$0.0123``, ``1,234 credits``; ``-`` when not priced); a
+    money column with no figure at all (credits of a run billed in USD only) is left out."""
+    out = frame
+    for column in frame.columns:
+        if column in analysis.SPEND_COLUMNS and frame[column].null_count() == frame.height:
+            out = out.drop(column)
+            continue
+        unit = "credits" if column.startswith("credits") else "usd"
+        if column in analysis.SPEND_COLUMNS and frame[column].dtype != pl.String:
+            out = out.with_columns(
+                pl.Series(
+                    column,
+                    ["-" if v is None else money(v, unit) for v in frame[column].to_list()],
+                    dtype=pl.String,
+                )
+            )
+    return out
+
+
+def spend_diff_frame(table: pl.DataFrame) -> pl.DataFrame:
+    """``analysis.compare_spend`` with its figures as text, each in its row's unit."""
+    rows = []
+    for row in table.iter_rows(named=True):
+        if row["a"] is None and row["b"] is None:
+            continue  # neither side was priced so (credits of a USD-billed run)
+        unit = "credits" if row["measure"].startswith("credits") else "usd"
+
+        def fmt(value: float | None, unit: str = unit) -> str:
+            return "-" if value is None else money(value, unit)
+
+        diff = row["diff"]
+        sign = "+" if diff is not None and diff > 0 else ""
+        rows.append(
+            {
+                "measure": row["measure"],
+                "a": fmt(row["a"]),
+                "b": fmt(row["b"]),
+                "b - a": "-" if diff is None else sign + fmt(diff),
+                "b / a": "-" if row["ratio"] is None else f"{row['ratio']:.2f}x",
+            }
+        )
+    return pl.DataFrame(
+        rows, schema=dict.fromkeys(("measure", "a", "b", "b - a", "b / a"), pl.String)
+    )
+
+
+def spend_section(jobs: pl.DataFrame, criteria: pl.DataFrame) -> list[str]:
+    """Total spend, spend per agent and per matrix cell, cost per passed conversation, and
+    cumulative spend over time; says so plainly when the vendor priced nothing."""
+    out = ['<h2 id="spend">Spend</h2>']
+    total = analysis.spend(jobs, criteria).row(0, named=True)
+    if not total["priced"] and total["credits"] is None:
+        out.append(
+            '<p class="note">No cost data: the target priced none of these jobs (no'
+            " <code>llm_usage</code> prices, no <code>charging</code> or credits), so no spend"
+            " is shown rather than a guess.</p>"
+        )
+        return out
+    cards = [
+        ("total spend", money(total["usd"]) if total["usd"] is not None else "-"),
+        ("per job", money(total["usd_per_job"]) if total["usd_per_job"] is not None else "-"),
+        (
+            "per passed conversation",
+            money(total["usd_per_pass"]) if total["usd_per_pass"] is not None else "-",
+        ),
+        ("jobs priced", f"{total['priced']} of {total['jobs']}"),
+    ]
+    if total["credits"] is not None:
+        cards.append(("credits", money(total["credits"], "credits")))
+    out.append(_cards(cards))
+    out.append(
+        "<h3>Per agent</h3>"
+        + frame_html(money_frame(analysis.spend(jobs, criteria, by=["agent_label"])))
+    )
+    cells = [c for c in jobs.columns if c.startswith("matrix.")]
+    if cells:
+        out.append(
+            "<h3>Per matrix cell</h3>"
+            + frame_html(money_frame(analysis.spend(jobs, criteria, by=cells)))
+        )
+    over_time = analysis.spend_over_time(jobs)
+    if total["usd"] is not None:
+        out.append(cumulative_chart(over_time, "usd", "cumulative spend (USD)", "USD"))
+    if total["credits"] is not None:
+        out.append(cumulative_chart(over_time, "credits", "cumulative spend (credits)", "credits"))
+    out.append(
+        '<p class="note">Spend is what the vendor billed, as it reported it: <code>cost_usd</code>'
+        " (a test run's <code>charging</code>, else the messages' <code>llm_usage</code> prices)"
+        " and <code>credits_used</code>; jobs it priced nothing for count as unpriced, never as"
+        " free. A <b>passed conversation</b> is a job whose every criterion succeeded; cost per"
+        " passed conversation is the whole spend, failures and errors included, over them."
+        " Time is seconds after the first job started; resumed sessions follow on.</p>"
+    )
+    return out
 
 
 def _pass_rate_section(criteria: pl.DataFrame, jobs: pl.DataFrame, agents: list[str]) -> list[str]:
@@ -394,6 +494,7 @@ def build_compare_page(
     a_label: str | None = None,
     b_label: str | None = None,
     generated_at: datetime | None = None,
+    costs: pl.DataFrame | None = None,
 ) -> str:
     """The comparison page: a forest plot of the changes and the table.
 
@@ -416,4 +517,12 @@ def build_compare_page(
         " each is judged at 95% on its own, so with many groups about one in twenty may be"
         " flagged by chance. Pass rates exclude unknown outcomes and job errors.</p>",
     ]
+    if costs is not None:
+        out += [
+            "<h2>What each side cost</h2>",
+            frame_html(spend_diff_frame(costs)),
+            '<p class="note">Spend as the vendor billed it (null where it priced nothing);'
+            " per pass: the whole spend over the jobs whose every criterion succeeded. Read it"
+            " beside the change in pass rate: is B better, and at what price?</p>",
+        ]
     return _page(f"{name_a} vs {name_b}", out)

@@ -21,8 +21,11 @@ from runner.analysis import (
     latency_percentiles,
     pass_rates,
     repeat_pass_rates,
+    spend,
 )
+from runner.estimate import money
 from runner.report.pages import RATE_COLUMNS as _PAGE_RATES
+from runner.report.pages import money_frame
 from runner.store import Run, load_run
 
 RATE_COLUMNS = frozenset(_PAGE_RATES)
@@ -84,6 +87,38 @@ def print_run_tables(
     latency = latency_percentiles(jobs, messages=run.messages)
     if latency.height and latency["n"].sum():
         console.print(frame_table(latency, "latency of ok jobs (seconds)"))
+    print_spend(run, console)
+
+
+def print_spend(run: Run, console: Console) -> None:
+    """Total spend, per agent, per matrix cell and per passed conversation (or that the
+    target priced nothing)."""
+    total = spend(run.jobs, run.criteria).row(0, named=True)
+    if not total["priced"] and total["credits"] is None:
+        console.print(
+            "spend: not priced (the target sent no llm_usage prices, charging or credits)"
+        )
+        return
+    parts = []
+    if total["usd"] is not None:
+        per_pass = total["usd_per_pass"]
+        parts.append(
+            f"{money(total['usd'])} for {total['priced']} priced job(s)"
+            f" ({money(total['usd_per_job'])} a job"
+            + (f", {money(per_pass)} per passed conversation" if per_pass is not None else "")
+            + ")"
+        )
+    if total["credits"] is not None:
+        parts.append(money(total["credits"], "credits"))
+    console.print("spend: " + "; ".join(parts), markup=False)
+    groupings = [["agent_label"]]
+    names = run.jobs.collect_schema().names()
+    cells = [c for c in names if c.startswith("matrix.")]
+    if cells:
+        groupings.append(cells)
+    for grouping in groupings:
+        table = money_frame(spend(run.jobs, run.criteria, by=grouping))
+        console.print(frame_table(table, f"spend by {', '.join(grouping)}"))
 
 
 def _print_repeats(run: Run, console: Console) -> None:

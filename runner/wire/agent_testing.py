@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from runner.wire.pricing import Charging
 from runner.wire.simulate import Result, TranscriptMessage, WireModel
 
 CREATE_PATH = "/v1/convai/agent-testing/create"
@@ -117,6 +118,7 @@ class TestRun(WireModel):
     condition_result: ConditionResult | None = None
     last_updated_at_unix: int | None = None
     credits_used: float | None = None
+    charging: Charging | None = None
 
 
 class ResultBucket(WireModel):

@@ -1,0 +1,128 @@
+"""What the jobs still to run are expected to cost, as a (low, high) range (pure).
+
+Two ways, in this order of preference:
+
+* **From earlier sessions of the same run** (``from_history``): n jobs x the mean spend of the
+  jobs earlier sessions priced, give or take two standard errors of a sum of n
+  (``2 x sqrt(n) x sd``), never below n x the cheapest job seen nor above n x the dearest.
+* **From the vendor's prices** (``from_prices``): the "Calculate expected LLM usage" endpoint
+  gives, per agent, a price per message for each LLM. A job costs at least one agent message
+  and at most ``new_turns_limit`` agent messages, each at ``HIGH_FACTOR`` x the quoted price
+  (a message's input grows with the transcript, so late messages cost more than the quote).
+  The agent's own LLM is used when known, else the cheapest and dearest LLM quoted.
+
+Either way the range is a guess about the future, printed with how it was made; the tables only
+ever hold what the vendor billed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+HIGH_FACTOR = 2.0
+"""Upper bound's allowance for a message's input growing with the transcript."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    low: float
+    high: float
+    unit: str
+    """``usd`` or ``credits``."""
+    jobs: int
+    how: str
+    """One line: what the range was made from."""
+
+    @property
+    def per_job(self) -> float | None:
+        """A point figure per job: the geometric mean of the range's ends (the range spans an
+        order of magnitude or so; the budget expects this before anything is priced)."""
+        if not self.jobs:
+            return None
+        return math.sqrt(max(self.low, 0.0) * max(self.high, 0.0)) / self.jobs
+
+    def describe(self) -> str:
+        return (
+            f"expected cost of {self.jobs} job(s) to run: {money(self.low, self.unit)} to "
+            f"{money(self.high, self.unit)} ({self.how})"
+        )
+
+
+def money(value: float, unit: str = "usd") -> str:
+    if unit == "credits":
+        return f"{value:,.0f} credits"
+    if value == 0:
+        return "$0"
+    if abs(value) < 0.0001:
+        return f"${value:.2g}"
+    return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4f}"
+
+
+def from_history(jobs: int, earlier: Sequence[float], unit: str = "usd") -> Estimate | None:
+    """From the spend of the jobs earlier sessions of this run priced (None: none priced)."""
+    if not earlier:
+        return None
+    k = len(earlier)
+    mean = sum(earlier) / k
+    sd = math.sqrt(sum((x - mean) ** 2 for x in earlier) / (k - 1)) if k > 1 else 0.0
+    margin = 2 * math.sqrt(jobs) * sd
+    low = max(jobs * min(earlier), jobs * mean - margin)
+    high = min(jobs * max(earlier), jobs * mean + margin)
+    return Estimate(
+        low,
+        high,
+        unit,
+        jobs,
+        f"the mean spend of the {k} job(s) earlier sessions of this run paid for, "
+        f"{money(mean, unit)} a job, +/- 2 standard errors",
+    )
+
+
+@dataclass(frozen=True)
+class AgentPrices:
+    """What the calculate endpoint quoted for one agent."""
+
+    per_message: Mapping[str, float]
+    """LLM -> USD per message."""
+    llm: str | None = None
+    """The agent's own LLM, when known."""
+
+    def bounds(self) -> tuple[float, float] | None:
+        if self.llm is not None and self.llm in self.per_message:
+            price = self.per_message[self.llm]
+            return price, price
+        if not self.per_message:
+            return None
+        return min(self.per_message.values()), max(self.per_message.values())
+
+
+def from_prices(
+    jobs: Iterable[tuple[str, int]], prices: Mapping[str, AgentPrices]
+) -> Estimate | None:
+    """``jobs``: (agent id, ``new_turns_limit``) of each job to run. None when an agent has no
+    quote (the range would leave its jobs out)."""
+    low = high = 0.0
+    n = 0
+    own = True
+    for agent_id, turns in jobs:
+        quote = prices.get(agent_id)
+        bounds = quote.bounds() if quote is not None else None
+        if bounds is None:
+            return None
+        own = own and quote is not None and quote.llm in quote.per_message
+        n += 1
+        low += bounds[0]
+        high += max(turns, 1) * bounds[1] * HIGH_FACTOR
+    if n == 0:
+        return Estimate(0.0, 0.0, "usd", 0, "nothing to run")
+    which = "the agent's LLM" if own else "the cheapest to the dearest LLM quoted"
+    return Estimate(
+        low,
+        high,
+        "usd",
+        n,
+        f"the vendor's price per message for {which} (llm-usage/calculate): from 1 agent "
+        f"message a job to new_turns_limit messages at {HIGH_FACTOR:g}x the quote",
+    )
