@@ -310,7 +310,7 @@ class Engine:
     async def _back_off(self, seconds: float, state: _JobState) -> None:
         """Sleep before a retry; a graceful stop cuts the sleep short."""
         self.counters.retries += 1
-        state.last_sleep = seconds
+        state.last_sleep = float(seconds)  # tenacity passes a float subclass (DoSleep)
         with anyio.CancelScope() as scope:
             self._backoffs.add(scope)
             try:
