@@ -169,10 +169,13 @@ def _tool_mocks(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _label(job: Job) -> str:
+def _label(job: Job, *, agent_axes: bool = False) -> str:
+    """Scenario and cell; a test's name leaves the agent axes out (one test serves every agent
+    variant), an invocation's name keeps them."""
     label = job.scenario_id
-    if job.matrix:
-        label += " " + ",".join(f"{axis}={value}" for axis, value in job.matrix)
+    cell = [(a, v) for a, v in job.matrix if agent_axes or not a.startswith("agent.")]
+    if cell:
+        label += " " + ",".join(f"{axis}={value}" for axis, value in cell)
     label = " ".join(label.replace("[", "(").replace("]", ")").split())
     return label if len(label) <= _LABEL_MAX else label[: _LABEL_MAX - 1] + "…"
 
@@ -349,8 +352,16 @@ async def list_tests(
 # ---------------------------------------------------------------------------- the backend
 
 
-GroupKey = tuple[str, str, int, int]
-"""(agent id, test hash, first repeat, repeat_count): one invocation."""
+GroupKey = tuple[str, str, int, int, str]
+"""(agent id, test hash, first repeat, repeat_count, variant): one invocation. ``variant`` is
+"" for the agent's main branch without override, else a hash of its branch and override."""
+
+
+def variant_hash(job: Job) -> str:
+    if job.branch_id is None and not job.agent_override:
+        return ""
+    text = canonical_json({"branch_id": job.branch_id, "override": job.agent_override})
+    return hashlib.sha256(text.encode()).hexdigest()[:_HASH_LEN]
 
 
 @dataclass
@@ -409,7 +420,7 @@ class AgentTestingBackend:
         spec = test_spec(job, self.options)
         test_id = await self._test_id(spec)
         start, count = repeat_window(job.repeat, self.repeats)
-        key: GroupKey = (job.agent_id, spec.hash, start, count)
+        key: GroupKey = (job.agent_id, spec.hash, start, count, variant_hash(job))
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = _Group(key)
@@ -443,11 +454,15 @@ class AgentTestingBackend:
     # -------------------------------------------------------------- invocations
 
     async def _start(self, group: _Group, job: Job, test_id: str, count: int) -> None:
-        body = {
+        body: dict[str, Any] = {
             "tests": [{"test_id": test_id}],
             "repeat_count": count,
-            "name": f"{self.prefix} {_label(job)}"[:200],
+            "name": f"{self.prefix} {_label(job, agent_axes=True)}"[:200],
         }
+        if job.branch_id is not None:
+            body["branch_id"] = job.branch_id
+        if job.agent_override:
+            body["agent_config_override"] = job.agent_override
         sent = self._clock()
         reply = await request_json(
             self.client, "POST", RUN_PATH.format(agent_id=job.agent_id), json_body=body
@@ -463,6 +478,7 @@ class AgentTestingBackend:
                 "test_hash": group.key[1],
                 "first_repeat": group.key[2],
                 "repeat_count": group.key[3],
+                "variant": group.key[4],
                 "test_id": test_id,
                 "invocation_id": invocation.id,
             }
@@ -577,6 +593,7 @@ def read_records(path: Path | None) -> Iterator[tuple[GroupKey, str]]:
                 str(row["test_hash"]),
                 int(row["first_repeat"]),
                 int(row["repeat_count"]),
+                str(row.get("variant", "")),
             )
             yield key, str(row["invocation_id"])
         except (ValueError, KeyError, TypeError):

@@ -39,6 +39,9 @@ SCENARIO_FILE_SUFFIXES = (".jsonl", ".csv", ".yaml", ".yml")
 MATRIX_AXES = ("language", "llm", "temperature", "first_message", "new_turns_limit")
 """Scalar matrix axes; ``dynamic_variables.<name>`` and ``user_dynamic_variables.<name>`` too."""
 DICT_AXES = ("dynamic_variables", "user_dynamic_variables")
+AGENT_AXES = ("agent.llm", "agent.temperature", "agent.prompt", "agent.first_message")
+"""Agent-side axes: sent as the run's ``agent_config_override`` (agent-testing backend only),
+so a sweep can A/B agent configurations without creating agents."""
 _ID_RE = re.compile(r"[A-Za-z0-9_-]+")
 _SCENARIO_ID_RE = re.compile(r"[A-Za-z0-9_.:-]+")
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
@@ -277,6 +280,8 @@ class AgentRef(Strict):
     id: str
     label: str | None = None
     """Short name for tables and reports; defaults to the id."""
+    branch_id: str | None = Field(default=None, min_length=1)
+    """Run against this branch of the agent (agent-testing backend; default: the main one)."""
 
     @field_validator("id")
     @classmethod
@@ -284,8 +289,13 @@ class AgentRef(Strict):
         return _check_id(value, _ID_RE, "letters, digits, '_' and '-'")
 
     @property
+    def variant_name(self) -> str:
+        """``id``, or ``id@branch_id``: one agent may be listed once per branch."""
+        return self.id if self.branch_id is None else f"{self.id}@{self.branch_id}"
+
+    @property
     def display(self) -> str:
-        return self.label or self.id
+        return self.label or self.variant_name
 
 
 class CriterionSpec(EvaluationCriterion):
