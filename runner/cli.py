@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
     run.add_argument(
+        "--no-preflight",
+        action="store_true",
+        help="skip the free pre-flight checks (key, agents, branches, endpoint) before the run",
+    )
+    run.add_argument(
         "--retry-errors",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -131,8 +136,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 + ("/stream" if cfg.target.backend == "stream" else "")
             )
             print(json.dumps(job.body, indent=2, ensure_ascii=False))
+        if args.no_preflight:
+            return EXIT_OK
+        from runner.sweep import preflight_only
+        from runner.target import SetupError
+
+        try:
+            problems = preflight_only(cfg)
+        except SetupError as exc:
+            _err(str(exc))
+            return EXIT_USAGE
+        for problem in problems:
+            _err(problem)
+        if problems:
+            return EXIT_USAGE
+        print("\npre-flight: the key, every agent and branch, and the endpoint answered")
         return EXIT_OK
 
+    from runner.preflight import PreflightFailed
     from runner.report.terminal import print_summary
     from runner.store import StoreError
     from runner.sweep import WriteFailed, run
@@ -147,10 +168,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
             retry_errors=args.retry_errors,
             fresh=args.fresh,
             handle_signals=True,
+            preflight=not args.no_preflight,
         )
     except WriteFailed as exc:
         _err(str(exc))
         return EXIT_ABORTED
+    except PreflightFailed as exc:
+        for problem in exc.problems:
+            _err(f"pre-flight: {problem}")
+        _err("nothing was sent that costs money")
+        return EXIT_USAGE
     except (SetupError, StoreError) as exc:
         _err(str(exc))
         return EXIT_USAGE

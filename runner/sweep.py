@@ -38,6 +38,7 @@ from runner.http import make_http_client
 from runner.jobs import Job, count_jobs, iter_jobs
 from runner.journal import JournaledParts, recover
 from runner.manifest import Manifest, Session, Target
+from runner.preflight import PreflightFailed, check_target
 from runner.progress import show_progress
 from runner.store import (
     RESOLVED_CONFIG,
@@ -163,13 +164,16 @@ async def run_sweep(
     retry_errors: bool = True,
     fresh: bool = False,
     handle_signals: bool = False,
+    preflight: bool = True,
 ) -> RunResult:
     """Run a sweep into ``results_root/<name>/``, resuming what is there.
 
     Jobs already ``ok`` in the run directory are never sent again; jobs that ended in error are
     re-run unless ``retry_errors`` is false. ``fresh`` sets an existing run directory aside and
     starts anew. ``base_url`` overrides the config's target (tests point it at a server).
-    ``handle_signals`` (the CLI) turns Ctrl-C / SIGTERM into a graceful stop.
+    ``handle_signals`` (the CLI) turns Ctrl-C / SIGTERM into a graceful stop. ``preflight``
+    (default) checks the key, the agents and the endpoint for free before the first paid
+    request (``runner.preflight``) and raises ``PreflightFailed`` with one line per problem.
     """
     api_key = read_api_key(cfg, base_url)
     run_dir = results_root / run_name(cfg, name)
@@ -198,6 +202,7 @@ async def run_sweep(
                 progress=progress,
                 base_url=base_url,
                 handle_signals=handle_signals,
+                preflight=preflight,
             )
         except BaseException:
             if opened.session.ended == "running":  # not already "write_failed"
@@ -279,6 +284,7 @@ async def execute(
     progress: bool,
     base_url: str | None,
     handle_signals: bool,
+    preflight: bool = True,
 ) -> None:
     """Run the session's jobs against the target; ``result`` is filled in as it goes."""
     session, run_dir = opened.session, opened.run_dir
@@ -287,6 +293,12 @@ async def execute(
     pool = concurrency if isinstance(concurrency, int) else concurrency.cap
     local = base_url is None and total > 0
     with target_url(cfg) if local else contextlib.nullcontext(base_url or "") as url:
+        if preflight and total > 0:
+            problems = await check_target(cfg, url, api_key)
+            if problems:
+                session.ended = "aborted"
+                session.abort_reason = problems[0]
+                raise PreflightFailed(problems)
         backend = make_backend(cfg, url, api_key, pool, run_dir=run_dir)
         engine = Engine(
             backend,
@@ -364,6 +376,18 @@ async def finalize(opened: OpenSession, result: RunResult) -> None:
             f"warning: could not rebuild the tables in {run_dir}: {exc.strerror or exc}",
             file=sys.stderr,
         )
+
+
+def preflight_only(cfg: Config, base_url: str | None = None) -> list[str]:
+    """The pre-flight problems of a config's target (``--dry-run``): the key is read and a
+    local target is started as for a run; only free requests are sent."""
+    api_key = read_api_key(cfg, base_url)
+
+    async def check() -> list[str]:
+        with target_url(cfg) if base_url is None else contextlib.nullcontext(base_url) as url:
+            return await check_target(cfg, url, api_key)
+
+    return anyio.run(check)
 
 
 def run(config: Config | str | Path, **kwargs: Any) -> RunResult:

@@ -229,7 +229,7 @@ def parse_config(
     _check_unique(
         ((f"agents[{i}].id", a.variant_name) for i, a in enumerate(cfg.agents)),
         where,
-        "agent (id and branch)",
+        "agent id",
     )
     _check_unique(
         ((f"criteria[{i}].id", c.id) for i, c in enumerate(cfg.criteria)), where, "criterion id"
@@ -288,8 +288,10 @@ def resolved_config(cfg: Config) -> dict[str, Any]:
         else:
             scenarios.append(entry.model_dump(mode="json"))
     out["scenarios"] = scenarios
-    for agent in out["agents"]:
-        agent["label"] = agent["label"] or agent["id"]
+    for agent, ref in zip(out["agents"], cfg.agents, strict=True):
+        agent["label"] = ref.display
+        if agent.get("branch_id") is None:
+            agent.pop("branch_id", None)  # as before branches existed: the hash stays
     return out
 
 

@@ -19,6 +19,8 @@ TESTS_PATH = "/v1/convai/agent-testing"
 TEST_PATH = "/v1/convai/agent-testing/{test_id}"
 RUN_PATH = "/v1/convai/agents/{agent_id}/run-tests"
 INVOCATION_PATH = "/v1/convai/test-invocations/{invocation_id}"
+INVOCATIONS_PATH = "/v1/convai/test-invocations"
+CANCEL_PATH = "/v1/convai/test-invocations/{invocation_id}/cancel"
 
 MAX_REPEAT_COUNT = 50
 """The largest ``repeat_count`` of one run-tests call."""
