@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
     run.add_argument(
+        "--keep-remote",
+        action="store_true",
+        help="agent-testing: on Ctrl-C / SIGTERM leave the test invocations this session "
+        "started running (default: cancel them)",
+    )
+    run.add_argument(
         "--no-preflight",
         action="store_true",
         help="skip the free pre-flight checks (key, agents, branches, endpoint) before the run",
@@ -169,6 +175,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             fresh=args.fresh,
             handle_signals=True,
             preflight=not args.no_preflight,
+            keep_remote=args.keep_remote,
         )
     except WriteFailed as exc:
         _err(str(exc))

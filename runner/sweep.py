@@ -123,6 +123,8 @@ def make_backend(
     concurrency: int,
     transport: httpx.AsyncBaseTransport | None = None,
     run_dir: Path | None = None,
+    session_id: str | None = None,
+    run_key: str = "",
 ) -> Backend:
     """The config's backend over one shared client. ``run_dir`` is where the agent-testing
     backend records its invocations, to re-attach to them after a crash."""
@@ -131,7 +133,12 @@ def make_backend(
         return BufferedBackend(client, cfg.target.timeouts)
     if cfg.target.backend == "agent-testing":
         return AgentTestingBackend(
-            client, cfg.target.agent_testing, repeats=cfg.run.repeats, run_dir=run_dir
+            client,
+            cfg.target.agent_testing,
+            repeats=cfg.run.repeats,
+            run_dir=run_dir,
+            session_id=session_id,
+            run_key=run_key,
         )
     return StreamBackend(client, cfg.target.timeouts)
 
@@ -165,6 +172,7 @@ async def run_sweep(
     fresh: bool = False,
     handle_signals: bool = False,
     preflight: bool = True,
+    keep_remote: bool = False,
 ) -> RunResult:
     """Run a sweep into ``results_root/<name>/``, resuming what is there.
 
@@ -174,6 +182,8 @@ async def run_sweep(
     ``handle_signals`` (the CLI) turns Ctrl-C / SIGTERM into a graceful stop. ``preflight``
     (default) checks the key, the agents and the endpoint for free before the first paid
     request (``runner.preflight``) and raises ``PreflightFailed`` with one line per problem.
+    An interrupted agent-testing run cancels the invocations this session started and left
+    unfinished, unless ``keep_remote``.
     """
     api_key = read_api_key(cfg, base_url)
     run_dir = results_root / run_name(cfg, name)
@@ -203,6 +213,7 @@ async def run_sweep(
                 base_url=base_url,
                 handle_signals=handle_signals,
                 preflight=preflight,
+                keep_remote=keep_remote,
             )
         except BaseException:
             if opened.session.ended == "running":  # not already "write_failed"
@@ -285,6 +296,7 @@ async def execute(
     base_url: str | None,
     handle_signals: bool,
     preflight: bool = True,
+    keep_remote: bool = False,
 ) -> None:
     """Run the session's jobs against the target; ``result`` is filled in as it goes."""
     session, run_dir = opened.session, opened.run_dir
@@ -299,7 +311,15 @@ async def execute(
                 session.ended = "aborted"
                 session.abort_reason = problems[0]
                 raise PreflightFailed(problems)
-        backend = make_backend(cfg, url, api_key, pool, run_dir=run_dir)
+        backend = make_backend(
+            cfg,
+            url,
+            api_key,
+            pool,
+            run_dir=run_dir,
+            session_id=result.run_id,
+            run_key=opened.manifest.created_at.isoformat(),
+        )
         engine = Engine(
             backend,
             concurrency=concurrency,
@@ -331,6 +351,8 @@ async def execute(
             sink.close()
             result.interrupted = engine.stopping.is_set() and result.aborted is None
             with anyio.CancelScope(shield=True):
+                if result.interrupted and isinstance(backend, AgentTestingBackend):
+                    await _cancel_remote(backend, keep_remote)
                 await backend.aclose()
         if engine.write_error is not None:
             session.ended = "write_failed"
@@ -339,6 +361,25 @@ async def execute(
             raise WriteFailed(
                 f"{reason}; stopped the run. Jobs finished before are kept in "
                 f"{run_dir}; free space and run the same command to resume"
+            )
+
+
+async def _cancel_remote(backend: AgentTestingBackend, keep: bool) -> None:
+    """Ctrl-C / SIGTERM: the invocations this session started stop costing money."""
+    if keep:
+        print(
+            "--keep-remote: the test invocations this session started keep running; a resume "
+            "re-attaches to them",
+            file=sys.stderr,
+        )
+        return
+    with anyio.move_on_after(30):
+        cancelled = await backend.cancel_started()
+        if cancelled:
+            print(
+                f"cancelled {len(cancelled)} unfinished test invocation(s) this session started "
+                "(--keep-remote leaves them running)",
+                file=sys.stderr,
             )
 
 

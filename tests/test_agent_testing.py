@@ -463,9 +463,12 @@ def test_cancelled_runs_are_recorded_as_cancelled(tmp_path: Path, slow_api: Loca
     cancelled_kinds = [kinds for kinds in by_scenario.values() if kinds[0] is not None]
     assert cancelled_kinds == [[ErrorKind.CANCELLED.value] * 2]
     assert jobs.filter(pl.col("status") == "ok").height == 2
-    errors = jobs.filter(pl.col("status") == "error")
-    assert errors["attempts"].to_list() == [1, 1]
-    assert all(cancelled[0] in m for m in errors["error_message"])
+    # a cancelled run is its own status, never an error (nor a failure)
+    assert jobs.filter(pl.col("status") == "error").height == 0
+    gone = jobs.filter(pl.col("status") == "cancelled")
+    assert gone["attempts"].to_list() == [1, 1]
+    assert all(cancelled[0] in m for m in gone["error_message"])
+    assert report.counters.cancelled == 2 and report.counters.errors == 0
 
 
 # ---------------------------------------------------------------------------- outside truth

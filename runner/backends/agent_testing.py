@@ -58,10 +58,12 @@ from runner.errors import Action, AttemptError, ErrorKind, Failure
 from runner.http import request_json
 from runner.jobs import Job
 from runner.wire.agent_testing import (
+    CANCEL_PATH,
     CREATE_PATH,
     FACTS_LABEL,
     FIRST_MESSAGE_LABEL,
     INVOCATION_PATH,
+    INVOCATIONS_PATH,
     LANGUAGE_LABEL,
     MAX_REPEAT_COUNT,
     MAX_TURNS,
@@ -69,6 +71,7 @@ from runner.wire.agent_testing import (
     TESTS_PATH,
     ConditionResult,
     CreatedTest,
+    InvocationsPage,
     TestInvocation,
     TestRun,
     TestsPage,
@@ -378,6 +381,9 @@ class _Group:
     runs_done_at: float | None = None
     seen_done: dict[str, float] = field(default_factory=dict)
     final: TestInvocation | None = None
+    start_unsure: bool = False
+    """A run-tests call failed without a clear refusal: the server may have started it (its
+    reply lost in transit), so look for it by name before starting another."""
 
 
 class AgentTestingBackend:
@@ -390,6 +396,8 @@ class AgentTestingBackend:
         *,
         repeats: int,
         run_dir: Path | None = None,
+        session_id: str | None = None,
+        run_key: str = "",
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
@@ -406,10 +414,21 @@ class AgentTestingBackend:
         self._index_lock = anyio.Lock()
         self._test_locks: dict[str, anyio.Lock] = {}
         self._groups: dict[GroupKey, _Group] = {}
-        self._recorded: dict[GroupKey, str] = dict(read_records(self.record_path))
+        recorded = dict(read_records(self.record_path))
+        self._recorded: dict[GroupKey, str] = {k: v for k, v in recorded.items() if v}
+        self.run_name = run_dir.name if run_dir is not None else "run"
+        identity = f"{self.prefix}\0{self.run_name}\0{run_key}"
+        self.run_token = "r" + hashlib.sha256(identity.encode()).hexdigest()[:10]
+        """In every invocation name of this run (its prefix, name and ``run_key``, the run's
+        creation time: the same for every session, new after ``--fresh``): the list
+        endpoint's ``search`` finds them."""
+        self.session_id = session_id or "-"
+        self._listed: dict[str, dict[str, str]] = {}  # agent id -> group tag -> invocation id
+        self._list_lock = anyio.Lock()
         self.tests_created = 0
         self.invocations_started = 0
         self.reattached = 0
+        self.found_by_list = 0
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -453,25 +472,50 @@ class AgentTestingBackend:
 
     # -------------------------------------------------------------- invocations
 
-    async def _start(self, group: _Group, job: Job, test_id: str, count: int) -> None:
-        body: dict[str, Any] = {
-            "tests": [{"test_id": test_id}],
-            "repeat_count": count,
-            "name": f"{self.prefix} {_label(job, agent_axes=True)}"[:200],
-        }
-        if job.branch_id is not None:
-            body["branch_id"] = job.branch_id
-        if job.agent_override:
-            body["agent_config_override"] = job.agent_override
-        sent = self._clock()
-        reply = await request_json(
-            self.client, "POST", RUN_PATH.format(agent_id=job.agent_id), json_body=body
-        )
-        invocation = _parse(TestInvocation, reply, "run tests")
-        group.invocation_id, group.attached, group.sent_at = invocation.id, False, sent
-        group.deadline_at = sent + self.options.deadline
-        self._recorded[group.key] = invocation.id
-        self.invocations_started += 1
+    def group_tag(self, key: GroupKey) -> str:
+        """``<run token>.<hash of the group>``: names the run and the invocation's group."""
+        digest = hashlib.sha256(canonical_json(list(key)).encode()).hexdigest()[:12]
+        return f"{self.run_token}.{digest}"
+
+    def invocation_name(self, key: GroupKey, job: Job) -> str:
+        """``<prefix> <run token>.<group hash> <run name> session <id>: <label>``: the vendor's
+        list shows which run and session started it, and a lost journal finds it again."""
+        head = f"{self.prefix} {self.group_tag(key)} {self.run_name} session {self.session_id}: "
+        return (head + _label(job, agent_axes=True))[:200]
+
+    async def _list_invocations(self, agent_id: str, search: str) -> dict[str, str]:
+        """group tag -> id of the newest not-cancelled invocation named so (every page)."""
+        found: dict[str, str] = {}
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"agent_id": agent_id, "search": search, "page_size": 100}
+            if cursor:
+                params["cursor"] = cursor
+            reply = await request_json(self.client, "GET", INVOCATIONS_PATH, params=params)
+            page = _parse(InvocationsPage, reply, "list test invocations")
+            for item in page.results:  # newest first
+                tag = (item.name or "").removeprefix(self.prefix + " ").split(" ", 1)[0]
+                if not tag.startswith(self.run_token + ".") or item.cancelled:
+                    continue
+                found.setdefault(tag, item.id)
+            if not page.has_more or not page.next_cursor or page.next_cursor == cursor:
+                return found
+            cursor = page.next_cursor
+
+    async def _find_listed(self, group: _Group, *, fresh: bool) -> str | None:
+        """The invocation of this group the vendor lists (an earlier session's whose journal
+        line is lost, or this session's whose run-tests reply was lost), else None.
+        ``fresh``: ask again (else one listing per agent and session serves every group)."""
+        agent_id, tag = group.key[0], self.group_tag(group.key)
+        if fresh:
+            return (await self._list_invocations(agent_id, tag)).get(tag)
+        async with self._list_lock:
+            if agent_id not in self._listed:
+                self._listed[agent_id] = await self._list_invocations(agent_id, self.run_token)
+        return self._listed[agent_id].get(tag)
+
+    async def _record(self, group: _Group, test_id: str, invocation_id: str) -> None:
+        self._recorded[group.key] = invocation_id
         if self.record_path is not None:
             line = {
                 "agent_id": group.key[0],
@@ -480,17 +524,49 @@ class AgentTestingBackend:
                 "repeat_count": group.key[3],
                 "variant": group.key[4],
                 "test_id": test_id,
-                "invocation_id": invocation.id,
+                "invocation_id": invocation_id,
             }
             await anyio.to_thread.run_sync(append_record, self.record_path, line)
+
+    async def _start(self, group: _Group, job: Job, test_id: str, count: int) -> None:
+        body: dict[str, Any] = {
+            "tests": [{"test_id": test_id}],
+            "repeat_count": count,
+            "name": self.invocation_name(group.key, job),
+        }
+        if job.branch_id is not None:
+            body["branch_id"] = job.branch_id
+        if job.agent_override:
+            body["agent_config_override"] = job.agent_override
+        sent = self._clock()
+        try:
+            reply = await request_json(
+                self.client, "POST", RUN_PATH.format(agent_id=job.agent_id), json_body=body
+            )
+        except AttemptError as exc:
+            # a refusal (4xx) started nothing; anything else may have started it
+            group.start_unsure = exc.failure.status is None or exc.failure.status >= 500
+            raise
+        invocation = _parse(TestInvocation, reply, "run tests")
+        group.invocation_id, group.attached, group.sent_at = invocation.id, False, sent
+        group.deadline_at = sent + self.options.deadline
+        group.start_unsure = False
+        self.invocations_started += 1
+        await self._record(group, test_id, invocation.id)
 
     async def _drive(self, group: _Group, job: Job, test_id: str, count: int) -> None:
         """Start or re-attach, then poll until finished (or raise what went wrong)."""
         o = self.options
         if group.invocation_id is None:
             recorded = self._recorded.get(group.key)
+            if recorded is None:
+                recorded = await self._find_listed(group, fresh=group.start_unsure)
+                if recorded is not None:
+                    self.found_by_list += 1
+                    await self._record(group, test_id, recorded)
             if recorded is not None:
                 group.invocation_id, group.attached = recorded, True
+                group.start_unsure = False
                 self.reattached += 1
             else:
                 await self._start(group, job, test_id, count)
@@ -538,6 +614,34 @@ class AgentTestingBackend:
             await self._sleep(min(delay, max(0.0, deadline - now)))
             delay = min(delay * _BACKOFF, o.poll_interval_max)
 
+    async def cancel_started(self) -> list[str]:
+        """Cancel the invocations this session started that are not finished (Ctrl-C /
+        SIGTERM), and forget them in the journal, so a resume starts them again rather than
+        re-attaching to a cancelled run. Returns the ids cancelled."""
+        cancelled: list[str] = []
+        for group in self._groups.values():
+            if group.invocation_id is None or group.attached or group.final is not None:
+                continue
+            path = CANCEL_PATH.format(invocation_id=group.invocation_id)
+            try:
+                await request_json(self.client, "POST", path)
+            except AttemptError:
+                continue  # best effort: it may have finished meanwhile
+            cancelled.append(group.invocation_id)
+            self._recorded.pop(group.key, None)
+            if self.record_path is not None:
+                line = {
+                    "agent_id": group.key[0],
+                    "test_hash": group.key[1],
+                    "first_repeat": group.key[2],
+                    "repeat_count": group.key[3],
+                    "variant": group.key[4],
+                    "invocation_id": "",
+                    "cancelled": group.invocation_id,
+                }
+                await anyio.to_thread.run_sync(append_record, self.record_path, line)
+        return cancelled
+
     def _take(self, group: _Group, spec: TestSpec, index: int, count: int) -> SimulationResult:
         """The job's run (its repeat index among the runs sorted by id) as a result."""
         invocation = group.final
@@ -581,8 +685,8 @@ def append_record(path: Path, line: dict[str, Any]) -> None:
 
 
 def read_records(path: Path | None) -> Iterator[tuple[GroupKey, str]]:
-    """Recorded invocations, oldest first (a later line for the same group wins); a line cut
-    short by a crash is skipped."""
+    """Recorded invocations, oldest first (a later line for the same group wins; an empty id
+    means forgotten: cancelled by the runner); a line cut short by a crash is skipped."""
     if path is None or not path.exists():
         return
     for text in path.read_text(encoding="utf-8").splitlines():

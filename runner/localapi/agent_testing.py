@@ -309,6 +309,7 @@ class AgentTestingEmulator:
             "runs_completed",
             "runs_cancelled",
             "invocation_polls",
+            "run_replies_lost",
         )
         return {k: self.counts[k] for k in keys} | {"tests": len(self.tests)}
 
@@ -666,6 +667,9 @@ class AgentTestingEmulator:
             variant = with_override(agent, branch, body.agent_config_override)
             for run in invocation.runs:
                 invocation.tasks[run.id] = self._spawn(self._execute(invocation, run, variant))
+            if self.counts["run_replies_lost"] < state.settings.lose_run_replies:
+                self.counts["run_replies_lost"] += 1
+                return _DropConnection(state, reset=True)
             return self._json(self.invocation_json(invocation))
 
         @router.get("/v1/convai/test-invocations")

@@ -145,6 +145,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="send Retry-After on 429s (off by default: the real API does not document it)",
     )
     parser.add_argument(
+        "--lose-run-replies",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the first N run-tests calls start their invocation, then drop the connection "
+        "instead of replying (a reply lost in transit)",
+    )
+    parser.add_argument(
         "--simulate-endpoints",
         choices=["on", "off", "gone"],
         default="on",
@@ -193,6 +201,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         faults=faults,
         retry_after=args.retry_after,
         simulate_endpoints=args.simulate_endpoints,
+        lose_run_replies=args.lose_run_replies,
     )
 
 

@@ -52,6 +52,9 @@ class ServerSettings:
     faults: FaultSettings = field(default_factory=FaultSettings)
     retry_after: float | None = None
     """Seconds sent as ``Retry-After`` on 429s; None (default) sends no such header."""
+    lose_run_replies: int = 0
+    """The first N run-tests calls start their invocation and then drop the connection
+    instead of replying (a reply lost in transit: the client cannot know it was started)."""
     simulate_endpoints: Literal["on", "off", "gone"] = "on"
     """``off``: both simulate endpoints answer 404, ``gone``: 410 (as if the vendor removed
     them), in the vendor's error shape; nothing is simulated."""

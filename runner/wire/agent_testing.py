@@ -147,3 +147,25 @@ class TestInvocation(WireModel):
     bucketing_status: str | None = None
     result_groups: list[ResultGroup] | None = None
     test_runs: list[TestRun]
+
+
+class InvocationSummary(WireModel):
+    """``TestInvocationSummaryResponseModel`` (items of the invocations list)."""
+
+    id: str
+    name: str | None = None
+    agent_id: str | None = None
+    branch_id: str | None = None
+    created_at_unix_secs: int | None = None
+    cancelled: bool | None = None
+    test_run_count: int | None = None
+    pending_count: int | None = None
+    cancelled_count: int | None = None
+
+
+class InvocationsPage(WireModel):
+    """``GetTestInvocationsPageResponseModel``."""
+
+    results: list[InvocationSummary]
+    has_more: bool = False
+    next_cursor: str | None = None
