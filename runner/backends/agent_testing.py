@@ -213,6 +213,8 @@ def test_spec(job: Job, options: AgentTestingConfig) -> TestSpec:
         test["simulated_user_model"] = llm
     if options.evaluation_model:
         test["evaluation_model"] = options.evaluation_model
+    if options.environment:
+        test["environment"] = options.environment
     if options.folder_id:
         test["parent_folder_id"] = options.folder_id
     digest = hashlib.sha256(canonical_json({"body": body, "test": test}).encode()).hexdigest()

@@ -131,6 +131,9 @@ class AgentTestingConfig(Strict):
     """Create (and look for) the tests in this folder (``parent_folder_id``)."""
     evaluation_model: str | None = None
     """LLM that judges the success conditions (the vendor's default when unset)."""
+    environment: str | None = Field(default=None, min_length=1)
+    """The test's ``environment`` (the vendor's environment name to run against; its default
+    when unset)."""
     default_success_condition: str = Field(
         default="The agent understood the user's requests and handled them correctly.",
         min_length=1,

@@ -67,6 +67,7 @@ class SimulationTest(WireModel):
     tool_mock_overrides: dict[str, list[ToolResponseMock]] = Field(default_factory=dict)
     evaluation_model: str | None = None
     simulated_user_model: str | None = None
+    environment: str | None = None
     parent_folder_id: str | None = None
 
 
