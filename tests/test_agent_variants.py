@@ -38,13 +38,13 @@ def write(path: Path, base_url: str, **extra: Any) -> Path:
             "backend": "agent-testing",
             "agent_testing": {"name_prefix": path.stem, **FAST_POLL},
         },
-        "run": {"name": path.stem, "concurrency": 8, "repeats": 30, "new_turns_limit": 8},
+        "run": {"name": path.stem, "concurrency": 16, "repeats": 50, "new_turns_limit": 8},
         "agents": [{"id": "agent_support"}],
         "scenarios": [
             {
-                "id": "late",
-                "first_message": "Where is my order A-1042? It is late.",
-                "prompt": "Your order A-1042 is late; you want to know when it arrives.",
+                "id": f"late{i}",
+                "first_message": f"Where is my order A-104{i}? It is late.",
+                "prompt": f"Your order A-104{i} is late; you want to know when it arrives.",
                 "criteria": [
                     {
                         "id": "resolved",
@@ -53,6 +53,7 @@ def write(path: Path, base_url: str, **extra: Any) -> Path:
                     }
                 ],
             }
+            for i in range(2)
         ],
     }
     for key, value in extra.items():
@@ -69,7 +70,7 @@ def test_agent_axes_are_columns_keys_and_the_override(tmp_path: Path) -> None:
             matrix={"agent.llm": ["gemini-2.5-flash", "gemini-2.0-flash-lite"]},
         )
     )
-    jobs = [j for j in iter_jobs(cfg) if j.repeat == 0]
+    jobs = [j for j in iter_jobs(cfg) if j.repeat == 0 and j.scenario_id == "late0"]
     assert [dict(j.matrix)["agent.llm"] for j in jobs] == [
         "gemini-2.5-flash",
         "gemini-2.0-flash-lite",
@@ -120,7 +121,7 @@ def test_an_llm_override_sweep_changes_pass_rates_and_compare_shows_it(
         report = anyio.run(lambda cfg=cfg: run_sweep(cfg, results_root=results, progress=False))
         runs[name] = report.run_dir
         run = load_run(report.run_dir)
-        assert set(run.jobs["status"]) == {"ok"} and run.jobs.height == 30
+        assert set(run.jobs["status"]) == {"ok"} and run.jobs.height == 100
         assert set(run.jobs["matrix.agent.llm"]) == {llm}
     rates = {
         name: runner.pass_rates(load_run(d).criteria, load_run(d).jobs, by=["criterion_id"])
@@ -128,7 +129,7 @@ def test_an_llm_override_sweep_changes_pass_rates_and_compare_shows_it(
     }
     strong = rates["strong"]["pass_rate"][0]
     weak = rates["weak"]["pass_rate"][0]
-    assert strong - weak > 0.2, (strong, weak)
+    assert strong - weak > 0.15, (strong, weak)
     # compare A -> B flags it
     code = cli_main(["compare", str(runs["strong"]), str(runs["weak"])])
     out = capsys.readouterr().out
@@ -148,10 +149,10 @@ def test_one_run_with_both_llms_reports_by_the_axis_and_checks_by_it(
     )
     report = anyio.run(lambda: run_sweep(cfg, results_root=tmp_path / "r", progress=False))
     run = load_run(report.run_dir)
-    assert run.jobs.height == 60 and set(run.jobs["status"]) == {"ok"}
+    assert run.jobs.height == 200 and set(run.jobs["status"]) == {"ok"}
     by = runner.pass_rates(run.criteria, run.jobs, by=["matrix.agent.llm"])
     rate = dict(zip(by["matrix.agent.llm"], by["pass_rate"], strict=True))
-    assert rate["gemini-2.5-flash"] - rate["gemini-2.0-flash-lite"] > 0.2
+    assert rate["gemini-2.5-flash"] - rate["gemini-2.0-flash-lite"] > 0.15
     # report --by and check --by take the axis
     assert cli_main(["report", str(report.run_dir), "--by", "matrix.agent.llm"]) == 0
     assert "gemini-2.0-flash-lite" in capsys.readouterr().out
@@ -174,15 +175,15 @@ def test_a_branch_runs_on_the_branch(tmp_path: Path, api: LocalAPI) -> None:
     )
     report = anyio.run(lambda: run_sweep(cfg, results_root=tmp_path / "r", progress=False))
     run = load_run(report.run_dir)
-    assert run.jobs.height == 60 and set(run.jobs["status"]) == {"ok"}
+    assert run.jobs.height == 200 and set(run.jobs["status"]) == {"ok"}
     by = runner.pass_rates(run.criteria, run.jobs, by=["agent_label"])
     rate = dict(zip(by["agent_label"], by["pass_rate"], strict=True))
-    assert rate["main"] - rate["br"] > 0.2, rate
+    assert rate["main"] - rate["br"] > 0.15, rate
     # the server saw the branch on the invocations it ran
     records = [
         json.loads(line) for line in (report.run_dir / "invocations.jsonl").read_text().splitlines()
     ]
-    assert len(records) == 2 and len({r["variant"] for r in records}) == 2
+    assert len(records) == 4 and len({r["variant"] for r in records}) == 2
     import httpx
 
     listed = httpx.get(

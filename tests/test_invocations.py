@@ -87,11 +87,12 @@ def test_invocation_names_identify_the_run_and_session(tmp_path: Path) -> None:
     with local_api_process(["--time-scale", "0.001"]) as api:
         report = sweep(write(tmp_path / "c.yaml", api.base_url, "named"), tmp_path / "res")
         found = listed(api, "named ")
-    assert len(found) == 2
-    for item in found:
-        assert item["name"].startswith("named r")
-        assert f" r session {report.run_id}: s" in item["name"]
-        assert item["passed_count"] + item["failed_count"] == 2
+    # both tests of the agent shared one run-tests call, named after the run and session
+    assert len(found) == 1
+    item = found[0]
+    assert item["name"].startswith("named r")
+    assert item["name"].endswith(f" r session {report.run_id}: 2 tests")
+    assert item["test_run_count"] == item["passed_count"] + item["failed_count"] == 4
 
 
 def test_a_resume_without_the_journal_reattaches_and_starts_nothing_new(
@@ -103,7 +104,7 @@ def test_a_resume_without_the_journal_reattaches_and_starts_nothing_new(
     first = load_run(sweep(path, results).run_dir)  # gives up waiting: total_timeout
     assert set(first.jobs["error_kind"]) == {"total_timeout"}
     started = counts(slow_api)
-    assert started["invocations_created"] - before["invocations_created"] == 2
+    assert started["invocations_created"] - before["invocations_created"] == 1
     (results / "r" / at.INVOCATIONS_FILE).unlink()  # the journal is lost
 
     path = write(tmp_path / "c.yaml", slow_api.base_url, "lostjournal")
@@ -113,17 +114,17 @@ def test_a_resume_without_the_journal_reattaches_and_starts_nothing_new(
     assert after["invocations_created"] == started["invocations_created"]  # found by name
     assert after["runs_started"] - before["runs_started"] == 4  # nothing ran twice
     # and the journal has them again
-    assert len((results / "r" / at.INVOCATIONS_FILE).read_text().splitlines()) == 2
+    assert len((results / "r" / at.INVOCATIONS_FILE).read_text().splitlines()) == 2  # 2 tests
 
 
 def test_a_lost_run_tests_reply_starts_no_duplicate(tmp_path: Path) -> None:
-    with local_api_process(["--time-scale", "0.002", "--lose-run-replies", "2"]) as api:
+    with local_api_process(["--time-scale", "0.002", "--lose-run-replies", "1"]) as api:
         report = sweep(write(tmp_path / "c.yaml", api.base_url, "lostreply"), tmp_path / "res")
         stats = counts(api)
     run = load_run(report.run_dir)
     assert run.jobs["status"].to_list() == ["ok"] * 4
-    assert stats["run_replies_lost"] == 2
-    assert stats["invocations_created"] == 2  # one per (agent, test): no duplicate
+    assert stats["run_replies_lost"] == 1
+    assert stats["invocations_created"] == 1  # both tests in one call: no duplicate
     assert stats["runs_started"] == 4
     assert set(run.attempts.filter(pl.col("status") == "error")["error_kind"]) <= {
         "connect",
@@ -156,7 +157,7 @@ def _interrupt(path: Path, results: Path, api: LocalAPI, *extra: str) -> tuple[s
         while time.monotonic() < deadline:
             now = counts(api)
             if (
-                now["invocations_created"] - before["invocations_created"] == 2
+                now["invocations_created"] - before["invocations_created"] == 1
                 and now["invocation_polls"] > before["invocation_polls"]
             ):
                 break
@@ -176,15 +177,17 @@ def test_ctrl_c_cancels_the_invocations_this_session_started(
     results = tmp_path / "res"
     path = write(tmp_path / "c.yaml", slow_api.base_url, "ctrlc")
     stderr, before = _interrupt(path, results, slow_api)
-    assert "cancelled 2 unfinished test invocation(s)" in stderr, stderr
+    assert "cancelled 1 unfinished test invocation(s)" in stderr, stderr
     mine = listed(slow_api, "ctrlc ")
-    assert len(mine) == 2 and all(i["cancelled"] for i in mine)
+    assert len(mine) == 1 and all(i["cancelled"] for i in mine)
     assert sum(i["cancelled_count"] for i in mine) == 4
     # a resume starts them again (not re-attached to the cancelled ones) and finishes
     second = load_run(sweep(path, results).run_dir)
     assert second.jobs["status"].to_list() == ["ok"] * 4
     after = counts(slow_api)
-    assert after["invocations_created"] - before["invocations_created"] == 4
+    assert (
+        after["invocations_created"] - before["invocations_created"] == 2
+    )  # the cancelled one, and one new
 
 
 def test_keep_remote_leaves_them_running_and_a_resume_reattaches(
@@ -198,4 +201,4 @@ def test_keep_remote_leaves_them_running_and_a_resume_reattaches(
     second = load_run(sweep(path, results).run_dir)
     assert second.jobs["status"].to_list() == ["ok"] * 4
     after = counts(slow_api)
-    assert after["invocations_created"] - before["invocations_created"] == 2
+    assert after["invocations_created"] - before["invocations_created"] == 1

@@ -43,6 +43,7 @@ import json
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,7 @@ from runner.wire.agent_testing import (
     ConditionResult,
     CreatedTest,
     InvocationsPage,
+    InvocationSummary,
     TestInvocation,
     TestRun,
     TestsPage,
@@ -369,23 +371,51 @@ def variant_hash(job: Job) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:_HASH_LEN]
 
 
-@dataclass
-class _Group:
-    """The invocation that runs the repeats of one (agent, test), shared by their jobs."""
+BatchKey = tuple[str, str, int, int]
+"""(agent id, variant, first repeat, repeat_count): groups that may share one run-tests call."""
 
-    key: GroupKey
+
+def batch_key(key: GroupKey) -> BatchKey:
+    return (key[0], key[4], key[2], key[3])
+
+
+@dataclass
+class _Poll:
+    """One invocation, polled once for every group it runs (shared by their jobs)."""
+
+    id: str
     lock: anyio.Lock = field(default_factory=anyio.Lock)
-    invocation_id: str | None = None
     attached: bool = False
-    """Re-attached to an id recorded by an earlier session (not started by this one)."""
+    """Re-attached (recorded by an earlier session, or found by the list): not started here."""
     sent_at: float | None = None
     deadline_at: float | None = None
     runs_done_at: float | None = None
     seen_done: dict[str, float] = field(default_factory=dict)
     final: TestInvocation | None = None
+    groups: list[GroupKey] = field(default_factory=list)
+
+
+@dataclass
+class _Group:
+    """The repeats of one (agent, test) in one invocation, shared by their jobs."""
+
+    key: GroupKey
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    poll: _Poll | None = None
+    test_id: str | None = None
     start_unsure: bool = False
     """A run-tests call failed without a clear refusal: the server may have started it (its
     reply lost in transit), so look for it by name before starting another."""
+
+
+@dataclass
+class _Batch:
+    """Groups of one agent variant and repeat window waiting to be started by one call."""
+
+    key: BatchKey
+    members: list[tuple[_Group, Job, str]] = field(default_factory=list)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    error: AttemptError | None = None
 
 
 class AgentTestingBackend:
@@ -416,6 +446,8 @@ class AgentTestingBackend:
         self._index_lock = anyio.Lock()
         self._test_locks: dict[str, anyio.Lock] = {}
         self._groups: dict[GroupKey, _Group] = {}
+        self._polls: dict[str, _Poll] = {}
+        self._batches: dict[BatchKey, _Batch] = {}
         recorded = dict(read_records(self.record_path))
         self._recorded: dict[GroupKey, str] = {k: v for k, v in recorded.items() if v}
         self.run_name = run_dir.name if run_dir is not None else "run"
@@ -425,15 +457,22 @@ class AgentTestingBackend:
         creation time: the same for every session, new after ``--fresh``): the list
         endpoint's ``search`` finds them."""
         self.session_id = session_id or "-"
-        self._listed: dict[str, dict[str, str]] = {}  # agent id -> group tag -> invocation id
+        # agent id -> (batch tag, test id) -> invocation id, from one listing per agent
+        self._listed: dict[str, dict[tuple[str, str], str]] = {}
         self._list_lock = anyio.Lock()
         self.tests_created = 0
         self.invocations_started = 0
         self.reattached = 0
         self.found_by_list = 0
+        self.requests = Counter[str]()
+        """Requests made, by kind (create, list, run, poll, cancel): for the benchmark."""
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+    async def _call(self, kind: str, method: str, path: str, **kwargs: Any) -> Any:
+        self.requests[kind] += 1
+        return await request_json(self.client, method, path, **kwargs)
 
     async def simulate(self, job: Job, on_reply: ReplyListener) -> SimulationResult:
         """``on_reply`` is left uncalled: a run-tests reply says nothing of the quota of the
@@ -445,17 +484,23 @@ class AgentTestingBackend:
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = _Group(key)
-        async with group.lock:
-            if group.final is None:
-                await self._drive(group, job, test_id, count)
-        assert group.final is not None and group.invocation_id is not None
-        return self._take(group, spec, job.repeat - start, count)
+        while True:
+            async with group.lock:
+                if group.poll is None:
+                    await self._attach_or_start(group, job, test_id)
+            poll = group.poll
+            assert poll is not None
+            async with poll.lock:
+                if poll.final is None and not await self._drive(poll):
+                    continue  # the re-attached invocation is gone: find or start another
+            return self._take(poll, spec, test_id, job.repeat - start, count)
 
     # -------------------------------------------------------------- tests
 
     async def _test_id(self, spec: TestSpec) -> str:
         async with self._index_lock:
             if self._tests is None:
+                self.requests["list"] += 1
                 listed = await list_tests(self.client, self.prefix, self.options.folder_id)
                 index: dict[str, str] = {}
                 for test in sorted(listed, key=lambda t: t.id):
@@ -467,143 +512,212 @@ class AgentTestingBackend:
         lock = self._test_locks.setdefault(spec.hash, anyio.Lock())
         async with lock:
             if spec.hash not in tests:
-                reply = await request_json(self.client, "POST", CREATE_PATH, json_body=spec.body)
+                reply = await self._call("create", "POST", CREATE_PATH, json_body=spec.body)
                 tests[spec.hash] = _parse(CreatedTest, reply, "create test").id
                 self.tests_created += 1
         return tests[spec.hash]
 
     # -------------------------------------------------------------- invocations
 
-    def group_tag(self, key: GroupKey) -> str:
-        """``<run token>.<hash of the group>``: names the run and the invocation's group."""
-        digest = hashlib.sha256(canonical_json(list(key)).encode()).hexdigest()[:12]
-        return f"{self.run_token}.{digest}"
+    def batch_tag(self, key: GroupKey) -> str:
+        """``<run token>.<variant>.<first repeat>-<count>``: names the run and which groups an
+        invocation may hold (its tests say which)."""
+        return f"{self.run_token}.{key[4] or 'main'}.{key[2]}-{key[3]}"
 
-    def invocation_name(self, key: GroupKey, job: Job) -> str:
-        """``<prefix> <run token>.<group hash> <run name> session <id>: <label>``: the vendor's
-        list shows which run and session started it, and a lost journal finds it again."""
-        head = f"{self.prefix} {self.group_tag(key)} {self.run_name} session {self.session_id}: "
-        return (head + _label(job, agent_axes=True))[:200]
+    def invocation_name(self, key: GroupKey, label: str) -> str:
+        """``<prefix> <batch tag> <run name> session <id>: <label>``: the vendor's list shows
+        which run and session started it, and a lost journal finds it again."""
+        head = f"{self.prefix} {self.batch_tag(key)} {self.run_name} session {self.session_id}: "
+        return (head + label)[:200]
 
-    async def _list_invocations(self, agent_id: str, search: str) -> dict[str, str]:
-        """group tag -> id of the newest not-cancelled invocation named so (every page)."""
-        found: dict[str, str] = {}
+    def _tag_of(self, name: str | None) -> str:
+        return (name or "").removeprefix(self.prefix + " ").split(" ", 1)[0]
+
+    async def _list_invocations(
+        self, agent_id: str, search: str, test_id: str | None = None
+    ) -> list[InvocationSummary]:
+        """This run's not-cancelled invocations named so, newest first (every page)."""
+        found: list[InvocationSummary] = []
         cursor: str | None = None
         while True:
             params: dict[str, Any] = {"agent_id": agent_id, "search": search, "page_size": 100}
+            if test_id:
+                params["test_id"] = test_id
             if cursor:
                 params["cursor"] = cursor
-            reply = await request_json(self.client, "GET", INVOCATIONS_PATH, params=params)
+            reply = await self._call("list", "GET", INVOCATIONS_PATH, params=params)
             page = _parse(InvocationsPage, reply, "list test invocations")
-            for item in page.results:  # newest first
-                tag = (item.name or "").removeprefix(self.prefix + " ").split(" ", 1)[0]
-                if not tag.startswith(self.run_token + ".") or item.cancelled:
-                    continue
-                found.setdefault(tag, item.id)
+            found += [
+                item
+                for item in page.results
+                if self._tag_of(item.name).startswith(self.run_token + ".") and not item.cancelled
+            ]
             if not page.has_more or not page.next_cursor or page.next_cursor == cursor:
                 return found
             cursor = page.next_cursor
 
-    async def _find_listed(self, group: _Group, *, fresh: bool) -> str | None:
+    async def _find_listed(self, group: _Group, test_id: str) -> str | None:
         """The invocation of this group the vendor lists (an earlier session's whose journal
-        line is lost, or this session's whose run-tests reply was lost), else None.
-        ``fresh``: ask again (else one listing per agent and session serves every group)."""
-        agent_id, tag = group.key[0], self.group_tag(group.key)
-        if fresh:
-            return (await self._list_invocations(agent_id, tag)).get(tag)
+        line is lost, or this session's whose run-tests reply was lost), else None. One
+        listing per agent and session serves every group (a fresh run's is empty); after an
+        unsure start, the group is looked up on its own."""
+        agent_id, tag = group.key[0], self.batch_tag(group.key)
+        if group.start_unsure:
+            found = await self._list_invocations(agent_id, tag, test_id)
+            return next((i.id for i in found if self._tag_of(i.name) == tag), None)
         async with self._list_lock:
             if agent_id not in self._listed:
-                self._listed[agent_id] = await self._list_invocations(agent_id, self.run_token)
-        return self._listed[agent_id].get(tag)
+                index: dict[tuple[str, str], str] = {}
+                for item in await self._list_invocations(agent_id, self.run_token):
+                    reply = await self._call(
+                        "poll", "GET", INVOCATION_PATH.format(invocation_id=item.id)
+                    )
+                    invocation = _parse(TestInvocation, reply, f"test invocation {item.id}")
+                    for run in invocation.test_runs:
+                        index.setdefault((self._tag_of(item.name), run.test_id), item.id)
+                self._listed[agent_id] = index
+        return self._listed[agent_id].get((tag, test_id))
 
-    async def _record(self, group: _Group, test_id: str, invocation_id: str) -> None:
-        self._recorded[group.key] = invocation_id
+    async def _record(self, key: GroupKey, test_id: str, invocation_id: str, **extra: Any) -> None:
+        if invocation_id:
+            self._recorded[key] = invocation_id
+        else:
+            self._recorded.pop(key, None)
         if self.record_path is not None:
             line = {
-                "agent_id": group.key[0],
-                "test_hash": group.key[1],
-                "first_repeat": group.key[2],
-                "repeat_count": group.key[3],
-                "variant": group.key[4],
+                "agent_id": key[0],
+                "test_hash": key[1],
+                "first_repeat": key[2],
+                "repeat_count": key[3],
+                "variant": key[4],
                 "test_id": test_id,
                 "invocation_id": invocation_id,
+                **extra,
             }
             await anyio.to_thread.run_sync(append_record, self.record_path, line)
 
-    async def _start(self, group: _Group, job: Job, test_id: str, count: int) -> None:
+    def _poll_for(self, invocation_id: str, *, attached: bool) -> _Poll:
+        poll = self._polls.get(invocation_id)
+        if poll is None:
+            poll = self._polls[invocation_id] = _Poll(invocation_id, attached=attached)
+        return poll
+
+    async def _attach_or_start(self, group: _Group, job: Job, test_id: str) -> None:
+        """Find the group's invocation (recorded, or listed by the vendor), else start it in
+        a batch with the other groups of the same agent variant arriving meanwhile."""
+        group.test_id = test_id
+        recorded = self._recorded.get(group.key)
+        if recorded is None:
+            recorded = await self._find_listed(group, test_id)
+            if recorded is not None:
+                self.found_by_list += 1
+                await self._record(group.key, test_id, recorded)
+        if recorded is not None:
+            group.poll = self._poll_for(recorded, attached=True)
+            group.poll.groups.append(group.key)
+            group.start_unsure = False
+            self.reattached += 1
+            return
+        await self._join_batch(group, job, test_id)
+
+    async def _join_batch(self, group: _Group, job: Job, test_id: str) -> None:
+        bkey = batch_key(group.key)
+        batch = self._batches.get(bkey)
+        if batch is None or len(batch.members) >= self.options.batch_max_tests:
+            batch = self._batches[bkey] = _Batch(bkey)
+            batch.members.append((group, job, test_id))
+            await self._sleep(self.options.batch_wait)
+            if self._batches.get(bkey) is batch:
+                del self._batches[bkey]
+            try:
+                await self._start(batch)
+            except AttemptError as exc:
+                batch.error = exc
+            finally:
+                batch.done.set()
+        else:
+            batch.members.append((group, job, test_id))
+            await batch.done.wait()
+        if group.poll is None:
+            assert batch.error is not None
+            raise AttemptError(batch.error.failure)
+
+    async def _start(self, batch: _Batch) -> None:
+        members = batch.members
+        first_group, first_job, _ = members[0]
+        count = first_group.key[3]
+        label = _label(first_job, agent_axes=True) if len(members) == 1 else f"{len(members)} tests"
         body: dict[str, Any] = {
-            "tests": [{"test_id": test_id}],
+            "tests": [{"test_id": test_id} for _, _, test_id in members],
             "repeat_count": count,
-            "name": self.invocation_name(group.key, job),
+            "name": self.invocation_name(first_group.key, label),
         }
-        if job.branch_id is not None:
-            body["branch_id"] = job.branch_id
-        if job.agent_override:
-            body["agent_config_override"] = job.agent_override
+        if first_job.branch_id is not None:
+            body["branch_id"] = first_job.branch_id
+        if first_job.agent_override:
+            body["agent_config_override"] = first_job.agent_override
         sent = self._clock()
         try:
-            reply = await request_json(
-                self.client, "POST", RUN_PATH.format(agent_id=job.agent_id), json_body=body
+            reply = await self._call(
+                "run", "POST", RUN_PATH.format(agent_id=first_job.agent_id), json_body=body
             )
         except AttemptError as exc:
             # a refusal (4xx) started nothing; anything else may have started it
-            group.start_unsure = exc.failure.status is None or exc.failure.status >= 500
+            unsure = exc.failure.status is None or exc.failure.status >= 500
+            for group, _, _ in members:
+                group.start_unsure = unsure
             raise
         invocation = _parse(TestInvocation, reply, "run tests")
-        group.invocation_id, group.attached, group.sent_at = invocation.id, False, sent
-        group.deadline_at = sent + self.options.deadline
-        group.start_unsure = False
+        poll = self._poll_for(invocation.id, attached=False)
+        poll.sent_at = sent
+        poll.deadline_at = sent + self.options.deadline
         self.invocations_started += 1
-        await self._record(group, test_id, invocation.id)
+        for group, _, test_id in members:
+            group.poll = poll
+            group.start_unsure = False
+            poll.groups.append(group.key)
+            await self._record(group.key, test_id, invocation.id)
 
-    async def _drive(self, group: _Group, job: Job, test_id: str, count: int) -> None:
-        """Start or re-attach, then poll until finished (or raise what went wrong)."""
+    async def _drive(self, poll: _Poll) -> bool:
+        """Poll until finished (True), or raise what went wrong. False: a re-attached
+        invocation the server no longer knows (e.g. a restarted local API), forgotten for
+        every group that waited on it."""
         o = self.options
-        if group.invocation_id is None:
-            recorded = self._recorded.get(group.key)
-            if recorded is None:
-                recorded = await self._find_listed(group, fresh=group.start_unsure)
-                if recorded is not None:
-                    self.found_by_list += 1
-                    await self._record(group, test_id, recorded)
-            if recorded is not None:
-                group.invocation_id, group.attached = recorded, True
-                group.start_unsure = False
-                self.reattached += 1
-            else:
-                await self._start(group, job, test_id, count)
-        if group.deadline_at is None:
-            group.deadline_at = self._clock() + o.deadline
+        if poll.deadline_at is None:
+            poll.deadline_at = self._clock() + o.deadline
         delay = o.poll_interval
         while True:
-            deadline = group.deadline_at
-            assert group.invocation_id is not None and deadline is not None
-            path = INVOCATION_PATH.format(invocation_id=group.invocation_id)
+            deadline = poll.deadline_at
+            assert deadline is not None
+            path = INVOCATION_PATH.format(invocation_id=poll.id)
             try:
-                reply = await request_json(self.client, "GET", path)
+                reply = await self._call("poll", "GET", path)
             except AttemptError as exc:
-                if exc.failure.kind is ErrorKind.NOT_FOUND and group.attached:
+                if exc.failure.kind is ErrorKind.NOT_FOUND and poll.attached:
                     # The recorded invocation is gone (e.g. a restarted local API): the only
-                    # way to a result is a new one.
-                    self._recorded.pop(group.key, None)
-                    group.invocation_id = None
-                    await self._start(group, job, test_id, count)
-                    continue
+                    # way to a result is a new one, for every group that waits on it.
+                    for key in poll.groups:
+                        self._recorded.pop(key, None)
+                        stale = self._groups.get(key)
+                        if stale is not None:
+                            stale.poll = None
+                    self._polls.pop(poll.id, None)
+                    return False
                 raise
-            invocation = _parse(TestInvocation, reply, f"test invocation {group.invocation_id}")
+            invocation = _parse(TestInvocation, reply, f"test invocation {poll.id}")
             now = self._clock()
             for run in invocation.test_runs:
                 if run.status != "pending":
-                    group.seen_done.setdefault(run.test_run_id, now)
+                    poll.seen_done.setdefault(run.test_run_id, now)
             pending = not invocation.test_runs or any(
                 r.status == "pending" for r in invocation.test_runs
             )
             if invocation.cancelled or not pending:
-                runs_done_at = group.runs_done_at = group.runs_done_at or now
+                runs_done_at = poll.runs_done_at = poll.runs_done_at or now
                 bucketing = invocation.bucketing_status == "pending" and not invocation.cancelled
                 if not bucketing or now >= min(deadline, runs_done_at + o.bucketing_wait):
-                    group.final = invocation
-                    return
+                    poll.final = invocation
+                    return True
             elif now >= deadline:
                 raise AttemptError(
                     Failure(
@@ -621,34 +735,31 @@ class AgentTestingBackend:
         SIGTERM), and forget them in the journal, so a resume starts them again rather than
         re-attaching to a cancelled run. Returns the ids cancelled."""
         cancelled: list[str] = []
-        for group in self._groups.values():
-            if group.invocation_id is None or group.attached or group.final is not None:
+        for poll in list(self._polls.values()):
+            if poll.attached or poll.final is not None:
                 continue
-            path = CANCEL_PATH.format(invocation_id=group.invocation_id)
+            path = CANCEL_PATH.format(invocation_id=poll.id)
             try:
-                await request_json(self.client, "POST", path)
+                await self._call("cancel", "POST", path)
             except AttemptError:
                 continue  # best effort: it may have finished meanwhile
-            cancelled.append(group.invocation_id)
-            self._recorded.pop(group.key, None)
-            if self.record_path is not None:
-                line = {
-                    "agent_id": group.key[0],
-                    "test_hash": group.key[1],
-                    "first_repeat": group.key[2],
-                    "repeat_count": group.key[3],
-                    "variant": group.key[4],
-                    "invocation_id": "",
-                    "cancelled": group.invocation_id,
-                }
-                await anyio.to_thread.run_sync(append_record, self.record_path, line)
+            cancelled.append(poll.id)
+            for key in poll.groups:
+                group = self._groups.get(key)
+                test_id = group.test_id if group is not None and group.test_id else ""
+                await self._record(key, test_id, "", cancelled=poll.id)
         return cancelled
 
-    def _take(self, group: _Group, spec: TestSpec, index: int, count: int) -> SimulationResult:
-        """The job's run (its repeat index among the runs sorted by id) as a result."""
-        invocation = group.final
+    def _take(
+        self, poll: _Poll, spec: TestSpec, test_id: str, index: int, count: int
+    ) -> SimulationResult:
+        """The job's run (its repeat index among the test's runs sorted by id) as a result."""
+        invocation = poll.final
         assert invocation is not None
-        runs = sorted(invocation.test_runs, key=lambda r: r.test_run_id)
+        runs = sorted(
+            (r for r in invocation.test_runs if r.test_id == test_id),
+            key=lambda r: r.test_run_id,
+        )
         if index >= len(runs):
             if invocation.cancelled:
                 raise _cancelled(invocation.id, None)
@@ -656,15 +767,16 @@ class AgentTestingBackend:
                 Failure(
                     ErrorKind.MALFORMED,
                     Action.FAIL_JOB,
-                    f"test invocation {invocation.id} has {len(runs)} run(s), expected {count}",
+                    f"test invocation {invocation.id} has {len(runs)} run(s) of test "
+                    f"{test_id}, expected {count}",
                 )
             )
         run = runs[index]
         if run.status in ("cancelled", "pending"):  # pending here: the invocation was cancelled
             raise _cancelled(invocation.id, run.test_run_id)
         total: float | None = None
-        if group.sent_at is not None and run.test_run_id in group.seen_done:
-            total = group.seen_done[run.test_run_id] - group.sent_at
+        if poll.sent_at is not None and run.test_run_id in poll.seen_done:
+            total = poll.seen_done[run.test_run_id] - poll.sent_at
         elif run.last_updated_at_unix is not None and invocation.created_at is not None:
             total = float(max(0, run.last_updated_at_unix - invocation.created_at))
         return run_result(

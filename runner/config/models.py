@@ -122,6 +122,11 @@ class AgentTestingConfig(Strict):
     deadline: Float = Field(default=3600.0, gt=0)
     """From starting (or re-attaching to) an invocation until its jobs fail ``total_timeout``;
     a later run re-attaches to it."""
+    batch_wait: Float = Field(default=0.5, ge=0)
+    """How long the first test of an agent (variant) waits for others to share its run-tests
+    call: one call and one poll serve them all."""
+    batch_max_tests: Int = Field(default=100, ge=1, le=1000)
+    """At most this many tests in one run-tests call."""
     bucketing_wait: Float = Field(default=120.0, ge=0)
     """Once every run is done, how long to wait for the vendor's result buckets."""
     name_prefix: str | None = Field(default=None, min_length=1, max_length=80)
