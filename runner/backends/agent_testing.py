@@ -96,6 +96,9 @@ __all__ = [
 CONDITIONS_ID = "success_conditions"
 """Criterion id of the merged condition result in the criteria table."""
 INVOCATIONS_FILE = "invocations.jsonl"
+TIMING_FILE = ".agent_testing_timing.json"
+"""In the results root: per test name prefix, the shortest run-tests -> finished run seen (a
+later session's invocations sleep until about then before their first poll)."""
 """In the run directory: one line per invocation started, written (and fsync'd) at once."""
 _HASH_LEN = 16
 _LABEL_MAX = 100
@@ -384,7 +387,9 @@ class _Poll:
     """One invocation, polled once for every group it runs (shared by their jobs)."""
 
     id: str
-    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    polling: bool = False
+    """One job polls for every job of the invocation; the others wait for ``updated``."""
+    updated: anyio.Event = field(default_factory=anyio.Event)
     attached: bool = False
     """Re-attached (recorded by an earlier session, or found by the list): not started here."""
     sent_at: float | None = None
@@ -392,6 +397,12 @@ class _Poll:
     runs_done_at: float | None = None
     seen_done: dict[str, float] = field(default_factory=dict)
     final: TestInvocation | None = None
+    """The invocation once no run of it is pending (or it was cancelled)."""
+    latest: TestInvocation | None = None
+    """The last poll's reply."""
+    delay: float | None = None
+    next_at: float | None = None
+    """When the next poll is due (one schedule for every test of the invocation)."""
     groups: list[GroupKey] = field(default_factory=list)
 
 
@@ -448,6 +459,9 @@ class AgentTestingBackend:
         self._groups: dict[GroupKey, _Group] = {}
         self._polls: dict[str, _Poll] = {}
         self._batches: dict[BatchKey, _Batch] = {}
+        self.timing_path = run_dir.parent / TIMING_FILE if run_dir is not None else None
+        self.shortest: float | None = read_shortest(self.timing_path, self.prefix)
+        self._learned_dirty = False
         recorded = dict(read_records(self.record_path))
         self._recorded: dict[GroupKey, str] = {k: v for k, v in recorded.items() if v}
         self.run_name = run_dir.name if run_dir is not None else "run"
@@ -468,6 +482,10 @@ class AgentTestingBackend:
         """Requests made, by kind (create, list, run, poll, cancel): for the benchmark."""
 
     async def aclose(self) -> None:
+        if self._learned_dirty and self.shortest is not None and self.timing_path is not None:
+            await anyio.to_thread.run_sync(
+                write_shortest, self.timing_path, self.prefix, self.shortest
+            )
         await self.client.aclose()
 
     async def _call(self, kind: str, method: str, path: str, **kwargs: Any) -> Any:
@@ -490,10 +508,10 @@ class AgentTestingBackend:
                     await self._attach_or_start(group, job, test_id)
             poll = group.poll
             assert poll is not None
-            async with poll.lock:
-                if poll.final is None and not await self._drive(poll):
-                    continue  # the re-attached invocation is gone: find or start another
-            return self._take(poll, spec, test_id, job.repeat - start, count)
+            invocation = await self._drive(poll, test_id)
+            if invocation is None:
+                continue  # the re-attached invocation is gone: find or start another
+            return self._take(poll, invocation, spec, test_id, job.repeat - start, count)
 
     # -------------------------------------------------------------- tests
 
@@ -678,57 +696,133 @@ class AgentTestingBackend:
             poll.groups.append(group.key)
             await self._record(group.key, test_id, invocation.id)
 
-    async def _drive(self, poll: _Poll) -> bool:
-        """Poll until finished (True), or raise what went wrong. False: a re-attached
-        invocation the server no longer knows (e.g. a restarted local API), forgotten for
-        every group that waited on it."""
+    def _learn(self, secs: float) -> None:
+        """The shortest time from run-tests to a finished run seen so far (this run's
+        sessions included: kept in the journal), so later invocations sleep until then."""
+        if secs > 0 and (self.shortest is None or secs < self.shortest):
+            self.shortest = secs
+            self._learned_dirty = True
+
+    def _next_delay(self, poll: _Poll, now: float) -> float:
+        """Runs finishing: every ``poll_interval``. Nothing finished yet: sleep until 90% of
+        the shortest run seen (when known), else back off x1.5 up to ``poll_interval_max``."""
+        o = self.options
+        if poll.seen_done:
+            return o.poll_interval
+        if self.shortest is not None and poll.sent_at is not None:
+            expected = poll.sent_at + 0.9 * self.shortest
+            return max(o.poll_interval, expected - now)
+        if poll.delay is None:
+            return o.poll_interval
+        return min(poll.delay * _BACKOFF, o.poll_interval_max)
+
+    def _ready(self, poll: _Poll, test_id: str, now: float) -> TestInvocation | None:
+        """The last polled invocation when it holds this test's result: its runs are done
+        (or the invocation was cancelled) and, with repeats, the buckets are in or waited
+        for long enough. Other tests of the same invocation may still be running."""
+        invocation = poll.latest
+        if invocation is None:
+            return None
+        runs = [r for r in invocation.test_runs if r.test_id == test_id]
+        if not invocation.cancelled and (not runs or any(r.status == "pending" for r in runs)):
+            return None
+        if (invocation.repeat_count or 1) > 1 and not invocation.cancelled:
+            # repeats are bucketed once every run of the invocation is done: wait for that
+            if poll.final is None:
+                return None
+            done_at = poll.runs_done_at = poll.runs_done_at or now
+            deadline = poll.deadline_at if poll.deadline_at is not None else now
+            bucketing = invocation.bucketing_status == "pending"
+            if bucketing and now < min(deadline, done_at + self.options.bucketing_wait):
+                return None
+        return invocation
+
+    async def _drive(self, poll: _Poll, test_id: str) -> TestInvocation | None:
+        """Poll until this test's result is in (the invocation), or raise what went wrong.
+        None: a re-attached invocation the server no longer knows (e.g. a restarted local
+        API), forgotten for every group that waited on it.
+
+        One poll serves every test of the invocation: polls back off (x1.5 from
+        ``poll_interval`` up to ``poll_interval_max``) while nothing has finished, then come
+        every ``poll_interval`` while runs finish, so each result is in the store within one
+        poll interval of the poll that could first see it."""
         o = self.options
         if poll.deadline_at is None:
             poll.deadline_at = self._clock() + o.deadline
-        delay = o.poll_interval
+        deadline = poll.deadline_at
         while True:
-            deadline = poll.deadline_at
-            assert deadline is not None
-            path = INVOCATION_PATH.format(invocation_id=poll.id)
-            try:
-                reply = await self._call("poll", "GET", path)
-            except AttemptError as exc:
-                if exc.failure.kind is ErrorKind.NOT_FOUND and poll.attached:
-                    # The recorded invocation is gone (e.g. a restarted local API): the only
-                    # way to a result is a new one, for every group that waits on it.
-                    for key in poll.groups:
-                        self._recorded.pop(key, None)
-                        stale = self._groups.get(key)
-                        if stale is not None:
-                            stale.poll = None
-                    self._polls.pop(poll.id, None)
-                    return False
-                raise
-            invocation = _parse(TestInvocation, reply, f"test invocation {poll.id}")
             now = self._clock()
-            for run in invocation.test_runs:
-                if run.status != "pending":
-                    poll.seen_done.setdefault(run.test_run_id, now)
-            pending = not invocation.test_runs or any(
-                r.status == "pending" for r in invocation.test_runs
-            )
-            if invocation.cancelled or not pending:
-                runs_done_at = poll.runs_done_at = poll.runs_done_at or now
-                bucketing = invocation.bucketing_status == "pending" and not invocation.cancelled
-                if not bucketing or now >= min(deadline, runs_done_at + o.bucketing_wait):
-                    poll.final = invocation
-                    return True
-            elif now >= deadline:
+            ready = self._ready(poll, test_id, now)
+            if ready is not None:
+                return ready
+            if poll.latest is not None and now >= deadline:
                 raise AttemptError(
                     Failure(
                         ErrorKind.TOTAL_TIMEOUT,
                         Action.FAIL_JOB,
-                        f"test invocation {invocation.id}: runs still pending after "
+                        f"test invocation {poll.id}: runs still pending after "
                         f"{o.deadline:g}s (agent_testing.deadline); run again to re-attach",
                     )
                 )
-            await self._sleep(min(delay, max(0.0, deadline - now)))
-            delay = min(delay * _BACKOFF, o.poll_interval_max)
+            if poll.polling:  # another job polls for all of them: wait for its reply
+                await poll.updated.wait()
+                continue
+            poll.polling = True
+            try:
+                if poll.latest is not None:
+                    due = poll.next_at if poll.next_at is not None else now
+                    if due > now:
+                        await self._sleep(min(due, deadline) - now)
+                if not await self._poll_once(poll):
+                    return None
+            finally:
+                poll.polling = False
+                woken, poll.updated = poll.updated, anyio.Event()
+                woken.set()
+
+    async def _poll_once(self, poll: _Poll) -> bool:
+        """One GET of the invocation into ``poll.latest``; False: a re-attached invocation
+        the server no longer knows, forgotten for every group that waited on it."""
+        path = INVOCATION_PATH.format(invocation_id=poll.id)
+        try:
+            reply = await self._call("poll", "GET", path)
+        except AttemptError as exc:
+            if exc.failure.kind is ErrorKind.NOT_FOUND and poll.attached:
+                # The recorded invocation is gone (e.g. a restarted local API): the only
+                # way to a result is a new one, for every group that waits on it.
+                for key in poll.groups:
+                    self._recorded.pop(key, None)
+                    stale = self._groups.get(key)
+                    if stale is not None and stale.poll is poll:
+                        stale.poll = None
+                self._polls.pop(poll.id, None)
+                return False
+            raise
+        invocation = _parse(TestInvocation, reply, f"test invocation {poll.id}")
+        now = self._clock()
+        poll.latest = invocation
+        for run in invocation.test_runs:
+            if run.status != "pending":
+                poll.seen_done.setdefault(run.test_run_id, now)
+        pending = not invocation.test_runs or any(
+            r.status == "pending" for r in invocation.test_runs
+        )
+        if invocation.cancelled or not pending:
+            poll.final = invocation
+        if poll.seen_done and poll.sent_at is not None:
+            # the vendor's own timestamps when it sends them (a poll sees a run finish late)
+            stamped = [
+                r.last_updated_at_unix - invocation.created_at
+                for r in invocation.test_runs
+                if r.status in ("passed", "failed")
+                and r.last_updated_at_unix is not None
+                and invocation.created_at is not None
+            ]
+            seen = min(poll.seen_done.values()) - poll.sent_at
+            self._learn(min(seen, float(min(stamped))) if stamped else seen)
+        poll.delay = self._next_delay(poll, now)
+        poll.next_at = now + poll.delay
+        return True
 
     async def cancel_started(self) -> list[str]:
         """Cancel the invocations this session started that are not finished (Ctrl-C /
@@ -751,11 +845,15 @@ class AgentTestingBackend:
         return cancelled
 
     def _take(
-        self, poll: _Poll, spec: TestSpec, test_id: str, index: int, count: int
+        self,
+        poll: _Poll,
+        invocation: TestInvocation,
+        spec: TestSpec,
+        test_id: str,
+        index: int,
+        count: int,
     ) -> SimulationResult:
         """The job's run (its repeat index among the test's runs sorted by id) as a result."""
-        invocation = poll.final
-        assert invocation is not None
         runs = sorted(
             (r for r in invocation.test_runs if r.test_id == test_id),
             key=lambda r: r.test_run_id,
@@ -796,6 +894,30 @@ def append_record(path: Path, line: dict[str, Any]) -> None:
         f.write(json.dumps(line, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_shortest(path: Path | None, prefix: str) -> float | None:
+    """The shortest run-tests -> finished run an earlier session with this prefix saw."""
+    if path is None:
+        return None
+    try:
+        return float(json.loads(path.read_text(encoding="utf-8"))[prefix])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_shortest(path: Path, prefix: str, secs: float) -> None:
+    """Record it for the prefix (replacing the file, so a reader never sees half of it)."""
+    try:
+        known = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(known, dict):
+            known = {}
+    except (OSError, ValueError):
+        known = {}
+    known[prefix] = round(secs, 3)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(known, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def read_records(path: Path | None) -> Iterator[tuple[GroupKey, str]]:

@@ -292,6 +292,9 @@ class AgentTestingEmulator:
         self.counts: Counter[str] = Counter()
         self.run_counts: dict[bytes, int] = {}
         self._serial = 0
+        self.finished: list[dict[str, Any]] = []
+        """Every run that finished: its ids, test name and wall-clock end (the benchmark
+        measures how long after this the client has the result)."""
         self._slots: asyncio.Semaphore | None = None
         self._background: set[asyncio.Task[None]] = set()
 
@@ -478,6 +481,14 @@ class AgentTestingEmulator:
         run.credits = max(1, round(tokens / 10))
         run.title = analysis.call_summary_title
         run.updated_at = _now()
+        self.finished.append(
+            {
+                "test_run_id": run.id,
+                "test_id": run.test.id,
+                "test_name": run.test.body.name,
+                "finished_at": time.time(),
+            }
+        )
         self.state.stats.messages_sent += len(plan.messages)
 
     async def _execute(self, invocation: _Invocation, run: _Run, agent: AgentDef) -> None:
@@ -572,6 +583,10 @@ class AgentTestingEmulator:
     def router(self) -> APIRouter:
         router = APIRouter()
         state = self.state
+
+        @router.get("/_local/agent-testing/finished", include_in_schema=False)
+        async def finished_runs() -> Response:
+            return self._json({"runs": self.finished})
 
         @router.post("/v1/convai/agent-testing/create")
         async def create_test(body: CreateSimulationTestBody) -> Response:
