@@ -38,6 +38,7 @@ invocation id, so a retry polls again and never starts a second invocation.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -479,13 +480,14 @@ class AgentTestingBackend:
         self.reattached = 0
         self.found_by_list = 0
         self.requests = Counter[str]()
-        """Requests made, by kind (create, list, run, poll, cancel): for the benchmark."""
+        """Requests made, by kind (create, list, run, poll, cancel)."""
 
     async def aclose(self) -> None:
         if self._learned_dirty and self.shortest is not None and self.timing_path is not None:
-            await anyio.to_thread.run_sync(
-                write_shortest, self.timing_path, self.prefix, self.shortest
-            )
+            with contextlib.suppress(OSError):  # only a hint for the next session
+                await anyio.to_thread.run_sync(
+                    write_shortest, self.timing_path, self.prefix, self.shortest
+                )
         await self.client.aclose()
 
     async def _call(self, kind: str, method: str, path: str, **kwargs: Any) -> Any:
@@ -586,7 +588,10 @@ class AgentTestingBackend:
         async with self._list_lock:
             if agent_id not in self._listed:
                 index: dict[tuple[str, str], str] = {}
+                known = set(self._recorded.values())
                 for item in await self._list_invocations(agent_id, self.run_token):
+                    if item.id in known:
+                        continue  # in the journal already: its groups are recorded
                     reply = await self._call(
                         "poll", "GET", INVOCATION_PATH.format(invocation_id=item.id)
                     )
