@@ -196,3 +196,21 @@ def test_simulate_endpoints_switched_off(local_api_factory: Any, mode: str, stat
             assert set(reply.json()["detail"]) == {"status", "message"}
         # the rest of the API still answers
         assert c.get("/v1/convai/agents/agent_support").status_code == 200
+
+
+def test_simulate_replies_validate_strictly(api: LocalAPI) -> None:
+    """The buffered simulate reply (and a 422) as the SDK models them; the stream's frames hold
+    the same messages and analysis (checked piece by piece in test_localapi_vendor.py)."""
+    body = {
+        "simulation_specification": {
+            "simulated_user_config": {"first_message": "Where is my order A-1042?"}
+        },
+        "new_turns_limit": 6,
+    }
+    with httpx.Client(base_url=api.base_url, timeout=30) as c:
+        reply = c.post("/v1/convai/agents/agent_support/simulate-conversation", json=body)
+        assert reply.status_code == 200, reply.text
+        strict(sdk.AgentSimulatedChatTestResponseModel, reply.json())
+        bad = c.post("/v1/convai/agents/agent_support/simulate-conversation", json={})
+        assert bad.status_code == 422
+        strict(sdk.HttpValidationError, bad.json())
