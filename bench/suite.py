@@ -37,7 +37,7 @@ from typing import Any
 
 from runner.localapi.server import LocalAPI, local_api_process
 
-SECTIONS = ("saturation", "overhead", "scale", "memory")
+SECTIONS = ("saturation", "overhead", "scale", "memory", "agent-testing")
 QUOTA = 20
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,10 +57,14 @@ class Sizes:
     scale_jobs: int
     scale_time_scale: float
     memory_jobs: tuple[int, int]
+    agent_testing_sims: int = 100
+    agent_testing_scale: float = 0.5  # runs of a simulated 30-60 s take 15-30 s here
 
 
 PRESETS: dict[str, Sizes] = {
-    "quick": Sizes(40, 0.005, (30, 60), (10, 20), (0.01, 0.01), 50, 150, 0.005, (100, 300)),
+    "quick": Sizes(
+        40, 0.005, (30, 60), (10, 20), (0.01, 0.01), 50, 150, 0.005, (100, 300), 20, 0.05
+    ),
     "default": Sizes(
         700, 0.05, (3000, 3000), (100, 500), (0.05, 0.25), 1000, 10_000, 0.5, (10_000, 30_000)
     ),
@@ -282,11 +286,34 @@ def memory(sizes: Sizes) -> list[Row]:
     return rows
 
 
+def agent_testing(sizes: Sizes) -> list[Row]:
+    """Vendor requests per finished simulation and result lag, runner beside a naive client
+    (``bench.agent_testing``)."""
+    from bench import agent_testing as at
+
+    rows = []
+    for found in at.run(sizes.agent_testing_sims, sizes.agent_testing_scale):
+        runner_row = found["client"].startswith("runner")
+        rows.append(
+            {
+                "section": "agent-testing",
+                "setup": found["client"],
+                "sims": found["sims"],
+                "requests_per_sim": found["requests_per_sim"],
+                "lag_p50": found["lag_p50"],
+                "lag_p95": found["lag_p95"],
+                "target": "<= 0.2 req/sim, lag <= 2 s" if runner_row else None,
+            }
+        )
+    return rows
+
+
 RUNS: dict[str, Callable[[Sizes], list[Row]]] = {
     "saturation": saturation,
     "overhead": overhead,
     "scale": scale,
     "memory": memory,
+    "agent-testing": agent_testing,
 }
 
 
@@ -306,6 +333,9 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("peak_rss_mb", "RSS peak MB", "{:.0f}"),
     ("server_cpu_share", "server cpu", "{:.0%}"),
     ("wall_secs", "wall s", "{:.1f}"),
+    ("requests_per_sim", "vendor req/sim", "{:.3f}"),
+    ("lag_p50", "result lag p50 s", "{:.1f}"),
+    ("lag_p95", "p95 s", "{:.1f}"),
     ("target", "target", "{}"),
 )
 

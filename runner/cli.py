@@ -53,6 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
     run.add_argument(
+        "--keep-remote",
+        action="store_true",
+        help="agent-testing: on Ctrl-C / SIGTERM leave the test invocations this session "
+        "started running (default: cancel them)",
+    )
+    run.add_argument(
+        "--no-preflight",
+        action="store_true",
+        help="skip the free pre-flight checks (key, agents, branches, endpoint) before the run",
+    )
+    run.add_argument(
         "--retry-errors",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -154,6 +165,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 + ("/stream" if cfg.target.backend == "stream" else "")
             )
             print(json.dumps(job.body, indent=2, ensure_ascii=False))
+        if args.no_preflight:
+            return EXIT_OK
+        from runner.sweep import preflight_only
+        from runner.target import SetupError
+
+        try:
+            problems = preflight_only(cfg)
+        except SetupError as exc:
+            _err(str(exc))
+            return EXIT_USAGE
+        for problem in problems:
+            _err(problem)
+        if problems:
+            return EXIT_USAGE
+        print("\npre-flight: the key, every agent and branch, and the endpoint answered")
         return EXIT_OK
 
     from runner.report.terminal import print_summary
@@ -168,6 +194,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             retry_errors=args.retry_errors,
             fresh=args.fresh,
             handle_signals=True,
+            preflight=not args.no_preflight,
+            keep_remote=args.keep_remote,
         )
     except BaseException as exc:  # every way out is one line and a documented code
         return _run_failed(exc, args)
@@ -210,6 +238,8 @@ def _abort_advice(failure: Any, cfg: Any, args: argparse.Namespace) -> str:
             f"; the API key in ${cfg.target.api_key_env} was rejected: set a valid key, then "
             + resume
         )
+    if failure.kind is ErrorKind.ENDPOINT_GONE:  # its message says what to do
+        return f" (finished jobs are saved in the run directory; {_resume_command(args)} resumes)"
     if failure.message.startswith("circuit breaker"):
         where = "the local API" if cfg.target.is_local else cfg.target.base_url
         return f"; check that {where} works, then {resume}"
@@ -227,11 +257,20 @@ def _run_failed(exc: BaseException, args: argparse.Namespace) -> int:
     """A run that raised: one line saying what happened and what to do, and its exit code."""
     import os
 
+    from runner.preflight import PreflightFailed
     from runner.store import StoreError
     from runner.sweep import WriteFailed
     from runner.target import SetupError
 
     exc = _leaf(exc)
+    if isinstance(exc, PreflightFailed):
+        for problem in exc.problems:
+            _err(f"pre-flight: {problem}")
+        _err(
+            f"pre-flight: {len(exc.problems)} problem(s) above; nothing was sent that costs "
+            f"money. Fix them and run the same command: {_resume_command(args)}"
+        )
+        return EXIT_USAGE
     if isinstance(exc, WriteFailed):
         _err(str(exc))
         return EXIT_ABORTED

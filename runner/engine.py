@@ -110,6 +110,7 @@ class Counters:
     peak_in_flight: int = 0
     attempts: int = 0
     interrupted: int = 0  # jobs cut short by a graceful stop (recorded as errors, re-run later)
+    cancelled: int = 0  # agent-testing runs cancelled (status ``cancelled``: not an error)
     errors_by_kind: Counter[str] = field(default_factory=Counter)
     failures_by_kind: Counter[str] = field(default_factory=Counter)
     concurrency_limit: int = 0
@@ -522,6 +523,8 @@ class Engine:
                 c.done += 1
                 if outcome.ok:
                     c.ok += 1
+                elif outcome.status == "cancelled":
+                    c.cancelled += 1
                 else:
                     c.errors += 1
                     if outcome.failure is not None:

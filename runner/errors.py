@@ -33,7 +33,8 @@ class ErrorKind(StrEnum):
     TOTAL_TIMEOUT = "total_timeout"  # the whole simulation took too long
     STREAM_BROKEN = "stream_broken"  # the stream ended or failed before the analysis
     MALFORMED = "malformed"  # a frame or reply that does not decode
-    CANCELLED = "cancelled"  # agent-testing: the test run was cancelled on the vendor's side
+    CANCELLED = "cancelled"  # agent-testing: the test run was cancelled (vendor or Ctrl-C)
+    ENDPOINT_GONE = "endpoint_gone"  # 404 / 405 / 410 not about an agent: the endpoint is gone
 
 
 class Action(StrEnum):
@@ -146,6 +147,48 @@ def classify_response(
     if status >= 500:
         return Failure(ErrorKind.SERVER_ERROR, Action.RETRY, text, status, retry_after)
     return Failure(ErrorKind.INVALID_REQUEST, Action.FAIL_JOB, text, status)
+
+
+GONE_STATUSES = (404, 405, 410)
+
+
+def is_about_agent(body: bytes, agent_id: str) -> bool:
+    """Whether an error reply is about the agent (an unknown agent, per job) rather than the
+    endpoint: its status word names an agent, or its message names the agent's id."""
+    word, message = _detail(body)
+    if word:
+        return "agent" in word.lower()
+    # the id inside a path ("POST /v1/convai/agents/<id>/simulate-conversation has been
+    # removed") names the endpoint, not the agent
+    return bool(agent_id) and agent_id in message.replace(f"/{agent_id}/", "/")
+
+
+def endpoint_gone(status: int, endpoint: str) -> Failure:
+    """The simulate endpoint answered as a removed route: the whole run stops with this one
+    line (the CLI prints it after ``run aborted:``)."""
+    return Failure(
+        ErrorKind.ENDPOINT_GONE,
+        Action.ABORT_RUN,
+        f"{endpoint} answered HTTP {status}: the vendor has removed this simulate-conversation "
+        "endpoint; set target.backend: agent-testing in the config to run the same sweep "
+        "through the agent-testing API",
+        status,
+    )
+
+
+def classify_endpoint_reply(
+    status: int,
+    body: bytes,
+    headers: httpx.Headers | dict[str, str] | None,
+    *,
+    endpoint: str,
+    agent_id: str,
+) -> Failure:
+    """``classify_response`` for a call to ``endpoint`` about ``agent_id``: a 404 / 405 / 410
+    that is not about the agent means the endpoint itself is gone (``endpoint_gone``)."""
+    if status in GONE_STATUSES and not is_about_agent(body, agent_id):
+        return endpoint_gone(status, endpoint)
+    return classify_response(status, body, headers)
 
 
 def classify_exception(exc: BaseException, phase: Phase) -> Failure:

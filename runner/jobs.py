@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runner.config.body import build_body, canonical_json, encode_body
+from runner.config.body import agent_override, build_body, canonical_json, encode_body
 from runner.config.models import Config
 from runner.config.scenarios import iter_scenarios, scenario_count
 
@@ -36,15 +36,36 @@ class Job:
     repeat: int
     body: dict[str, Any]
     content: bytes = b""
+    branch_id: str | None = None
+    """The agent's branch (agent-testing; None: the main branch)."""
+    agent_override: dict[str, Any] | None = None
+    """``agent_config_override`` from the cell's agent axes (agent-testing only)."""
 
     def __post_init__(self) -> None:
         if not self.content:  # a job built by hand: encode its body here, once
             object.__setattr__(self, "content", encode_body(self.body))
 
 
-def job_key(agent_id: str, body: Mapping[str, Any], repeat: int) -> str:
-    """A job's stable identity: what is sent, to whom, and which repeat (resume relies on it)."""
-    return key_hasher(agent_id, canonical_json(body))(repeat)
+def job_key(
+    agent_id: str,
+    body: Mapping[str, Any],
+    repeat: int,
+    *,
+    branch_id: str | None = None,
+    override: Mapping[str, Any] | None = None,
+) -> str:
+    """A job's stable identity: what is sent, to whom, and which repeat (resume relies on it).
+    A branch or an agent override is part of "to whom"; without them the key is as before."""
+    return key_hasher(variant_identity(agent_id, branch_id, override), canonical_json(body))(repeat)
+
+
+def variant_identity(
+    agent_id: str, branch_id: str | None, override: Mapping[str, Any] | None
+) -> str:
+    """The agent as the key sees it: its id, plus its branch and override when there are."""
+    if branch_id is None and not override:
+        return agent_id
+    return agent_id + "\0" + canonical_json({"branch_id": branch_id, "override": override})
 
 
 def key_hasher(agent_id: str, canonical_body: str) -> Callable[[int], str]:
@@ -81,6 +102,7 @@ class _Cell:
     body: dict[str, Any]
     content: bytes
     keys: tuple[Callable[[int], str], ...]  # per agent: repeat -> job key
+    override: dict[str, Any] | None
 
 
 def _iter_cells(cfg: Config) -> Iterator[_Cell]:
@@ -88,12 +110,17 @@ def _iter_cells(cfg: Config) -> Iterator[_Cell]:
         for cell in cfg.matrix_cells():
             body = build_body(cfg, spec, cell)
             canonical = canonical_json(body)
+            override = agent_override(cell)
             yield _Cell(
                 scenario_id=spec.id,
                 labels=tuple(sorted((axis, cell_text(value)) for axis, value in cell)),
                 body=body,
                 content=encode_body(body),
-                keys=tuple(key_hasher(agent.id, canonical) for agent in cfg.agents),
+                keys=tuple(
+                    key_hasher(variant_identity(agent.id, agent.branch_id, override), canonical)
+                    for agent in cfg.agents
+                ),
+                override=override,
             )
 
 
@@ -121,6 +148,8 @@ def iter_jobs(cfg: Config) -> Iterator[Job]:
                     repeat=repeat,
                     body=c.body,
                     content=c.content,
+                    branch_id=agent.branch_id,
+                    agent_override=c.override,
                 )
 
 

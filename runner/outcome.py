@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from runner.backends.base import SimulationResult, Timings
-from runner.errors import Failure
+from runner.errors import ErrorKind, Failure
 from runner.jobs import Job
 from runner.schema import MATRIX_PREFIX, TABLES
 from runner.wire.simulate import TranscriptMessage, usage_totals
@@ -46,7 +46,13 @@ class JobOutcome:
 
     @property
     def status(self) -> str:
-        return "ok" if self.ok else "error"
+        """``ok``, ``cancelled`` (an agent-testing run cancelled: never a failure) or
+        ``error``."""
+        if self.ok:
+            return "ok"
+        if self.failure is not None and self.failure.kind is ErrorKind.CANCELLED:
+            return "cancelled"
+        return "error"
 
 
 def _credits(value: float | None) -> int | None:

@@ -54,7 +54,11 @@ JOBS = Table(
         ("agent_label", pl.String(), "label from the config (default: the id)"),
         ("scenario_id", pl.String(), "scenario id from the config"),
         ("repeat", pl.Int32(), "0-based repeat index"),
-        ("status", pl.String(), "`ok` (analysis received) or `error`"),
+        (
+            "status",
+            pl.String(),
+            "`ok` (analysis received), `error`, or `cancelled` (agent-testing: not a failure)",
+        ),
         ("error_kind", pl.String(), "error taxonomy kind of the last failed attempt (errors only)"),
         ("error_message", pl.String(), "one-line message of that failure"),
         ("attempts", pl.Int32(), "attempts made, including the last"),

@@ -40,6 +40,7 @@ from runner.http import make_http_client, request_json
 from runner.jobs import Job, count_jobs, iter_jobs
 from runner.journal import JournaledParts, recover
 from runner.manifest import Manifest, Session, Target
+from runner.preflight import PreflightFailed, check_target
 from runner.progress import show_progress
 from runner.store import (
     RESOLVED_CONFIG,
@@ -133,6 +134,8 @@ def make_backend(
     concurrency: int,
     transport: httpx.AsyncBaseTransport | None = None,
     run_dir: Path | None = None,
+    session_id: str | None = None,
+    run_key: str = "",
 ) -> Backend:
     """The config's backend over one shared client. ``run_dir`` is where the agent-testing
     backend records its invocations, to re-attach to them after a crash."""
@@ -141,7 +144,12 @@ def make_backend(
         return BufferedBackend(client, cfg.target.timeouts)
     if cfg.target.backend == "agent-testing":
         return AgentTestingBackend(
-            client, cfg.target.agent_testing, repeats=cfg.run.repeats, run_dir=run_dir
+            client,
+            cfg.target.agent_testing,
+            repeats=cfg.run.repeats,
+            run_dir=run_dir,
+            session_id=session_id,
+            run_key=run_key,
         )
     return StreamBackend(client, cfg.target.timeouts)
 
@@ -285,13 +293,19 @@ async def run_sweep(
     retry_errors: bool = True,
     fresh: bool = False,
     handle_signals: bool = False,
+    preflight: bool = True,
+    keep_remote: bool = False,
 ) -> RunResult:
     """Run a sweep into ``results_root/<name>/``, resuming what is there.
 
     Jobs already ``ok`` in the run directory are never sent again; jobs that ended in error are
     re-run unless ``retry_errors`` is false. ``fresh`` sets an existing run directory aside and
     starts anew. ``base_url`` overrides the config's target (tests point it at a server).
-    ``handle_signals`` (the CLI) turns Ctrl-C / SIGTERM into a graceful stop.
+    ``handle_signals`` (the CLI) turns Ctrl-C / SIGTERM into a graceful stop. ``preflight``
+    (default) checks the key, the agents and the endpoint for free before the first paid
+    request (``runner.preflight``) and raises ``PreflightFailed`` with one line per problem.
+    An interrupted agent-testing run cancels the invocations this session started and left
+    unfinished, unless ``keep_remote``.
     """
     api_key = read_api_key(cfg, base_url)
     run_dir = results_root / run_name(cfg, name)
@@ -323,6 +337,8 @@ async def run_sweep(
                 progress=progress,
                 base_url=base_url,
                 handle_signals=handle_signals,
+                preflight=preflight,
+                keep_remote=keep_remote,
             )
         except BaseException:
             if opened.session.ended == "running":  # not already "write_failed"
@@ -415,6 +431,8 @@ async def execute(
     progress: bool,
     base_url: str | None,
     handle_signals: bool,
+    preflight: bool = True,
+    keep_remote: bool = False,
 ) -> None:
     """Run the session's jobs against the target; ``result`` is filled in as it goes."""
     session, run_dir = opened.session, opened.run_dir
@@ -423,6 +441,12 @@ async def execute(
     pool = concurrency if isinstance(concurrency, int) else concurrency.cap
     local = base_url is None and total > 0
     with target_url(cfg) if local else contextlib.nullcontext(base_url or "") as url:
+        if preflight and total > 0:
+            problems = await check_target(cfg, url, api_key)
+            if problems:
+                session.ended = "aborted"
+                session.abort_reason = problems[0]
+                raise PreflightFailed(problems)
         if total:
             try:
                 async with make_http_client(url, api_key, cfg.target.timeouts, 2) as client:
@@ -453,7 +477,15 @@ async def execute(
         result.budget = make_budget(
             cfg, opened.earlier_usd, opened.earlier_credits, result.estimate
         )
-        backend = make_backend(cfg, url, api_key, pool, run_dir=run_dir)
+        backend = make_backend(
+            cfg,
+            url,
+            api_key,
+            pool,
+            run_dir=run_dir,
+            session_id=result.run_id,
+            run_key=opened.manifest.created_at.isoformat(),
+        )
         engine = Engine(
             backend,
             concurrency=concurrency,
@@ -489,6 +521,8 @@ async def execute(
             if result.budget_stopped:
                 result.not_run = max(total - engine.counters.done, 0)
             with anyio.CancelScope(shield=True):
+                if result.interrupted and isinstance(backend, AgentTestingBackend):
+                    await _cancel_remote(backend, keep_remote)
                 await backend.aclose()
         if engine.write_error is not None:
             session.ended = "write_failed"
@@ -497,6 +531,25 @@ async def execute(
             raise WriteFailed(
                 f"{reason}; stopped the run. Jobs finished before are kept in "
                 f"{run_dir}; free space and run the same command to resume"
+            )
+
+
+async def _cancel_remote(backend: AgentTestingBackend, keep: bool) -> None:
+    """Ctrl-C / SIGTERM: the invocations this session started stop costing money."""
+    if keep:
+        print(
+            "--keep-remote: the test invocations this session started keep running; a resume "
+            "re-attaches to them",
+            file=sys.stderr,
+        )
+        return
+    with anyio.move_on_after(30):
+        cancelled = await backend.cancel_started()
+        if cancelled:
+            print(
+                f"cancelled {len(cancelled)} unfinished test invocation(s) this session started "
+                "(--keep-remote leaves them running)",
+                file=sys.stderr,
             )
 
 
@@ -555,6 +608,18 @@ def _record_spend(session: Session, result: RunResult) -> None:
         session.run_spent_credits = credits.spent if credits else None
     if result.budget_stopped:
         session.not_run = result.not_run
+
+
+def preflight_only(cfg: Config, base_url: str | None = None) -> list[str]:
+    """The pre-flight problems of a config's target (``--dry-run``): the key is read and a
+    local target is started as for a run; only free requests are sent."""
+    api_key = read_api_key(cfg, base_url)
+
+    async def check() -> list[str]:
+        with target_url(cfg) if base_url is None else contextlib.nullcontext(base_url) as url:
+            return await check_target(cfg, url, api_key)
+
+    return anyio.run(check)
 
 
 def run(config: Config | str | Path, **kwargs: Any) -> RunResult:

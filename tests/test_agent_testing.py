@@ -7,6 +7,7 @@ the outside truth for the emulated replies.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -243,7 +244,8 @@ def test_the_invocation_record_survives_a_torn_last_line(tmp_path: Path) -> None
     at.append_record(path, {**line, "invocation_id": "inv2", "test_id": "t"})
     with open(path, "a") as f:
         f.write('{"agent_id": "a", "test_ha')  # kill -9 mid-write
-    assert dict(at.read_records(path)) == {("a", "h", 0, 2): "inv2"}
+    # a line written before agent variants existed is the main branch without override ("")
+    assert dict(at.read_records(path)) == {("a", "h", 0, 2, ""): "inv2"}
 
 
 # ---------------------------------------------------------------------------- end to end
@@ -271,11 +273,17 @@ def test_same_jobs_and_table_schemas_as_stream_and_no_new_tests_on_rerun(
     assert a.jobs.schema == b.jobs.schema == jobs_schema(["language"])
     for table in TABLES:
         assert getattr(a, table.name).schema == getattr(b, table.name).schema, table.name
-    # one test per scenario x cell, one invocation per (agent, test), one run per job
+    # one test per scenario x cell; the tests of one agent share run-tests calls (at most
+    # one invocation per (agent, test), at least one per agent); one run per job
     assert after["tests_created"] - before["tests_created"] == 6
-    assert after["invocations_created"] - before["invocations_created"] == 12
+    invocations = after["invocations_created"] - before["invocations_created"]
+    assert 2 <= invocations < 12
     assert after["runs_completed"] - before["runs_completed"] == 24
-    assert len((report.run_dir / at.INVOCATIONS_FILE).read_text().splitlines()) == 12
+    records = [
+        json.loads(line) for line in (report.run_dir / at.INVOCATIONS_FILE).read_text().splitlines()
+    ]
+    assert len(records) == 12  # one line per (agent, test) group
+    assert len({r["invocation_id"] for r in records}) == invocations
     # the rows: messages and one merged criterion per job, credits, buckets (repeats = 2)
     assert set(b.messages["job_key"]) == expected
     crit = b.criteria
@@ -287,14 +295,15 @@ def test_same_jobs_and_table_schemas_as_stream_and_no_new_tests_on_rerun(
     assert set(b.buckets["job_key"]) == expected and set(b.buckets["runs"]) <= {1, 2}
     assert a.buckets.height == 0
     runs_per_invocation = b.buckets.group_by("invocation_id").agg(pl.col("job_key").n_unique())
-    assert runs_per_invocation["job_key"].to_list() == [2] * 12
+    assert runs_per_invocation.height == invocations
+    assert runs_per_invocation["job_key"].sum() == 24
 
     # a second run (fresh results) finds every test again: no new one, only new invocations
     again = sweep(testing_cfg, tmp_path / "c")
     assert load_run(again.run_dir).jobs["status"].to_list() == ["ok"] * 24
     final = at_stats(fast_api)
     assert final["tests_created"] == after["tests_created"]
-    assert final["invocations_created"] - after["invocations_created"] == 12
+    assert 2 <= final["invocations_created"] - after["invocations_created"] < 12
 
     # and the analysis commands read it like any run
     assert cli_main(["report", str(report.run_dir), "--out", str(tmp_path / "r.html")]) == 0
@@ -376,7 +385,8 @@ def test_kill_9_while_polling_then_resume_reattaches_without_new_runs(
         repeats=3,
         agents=("agent_support",),
         matrix={},
-        agent_testing={"poll_interval": 0.05, "poll_interval_max": 0.1},
+        # one invocation per test here (no shared run-tests call): two to re-attach to
+        agent_testing={"poll_interval": 0.05, "poll_interval_max": 0.1, "batch_max_tests": 1},
     )
     results = tmp_path / "results"
     record = results / "r" / at.INVOCATIONS_FILE
@@ -433,6 +443,7 @@ def test_deadline_fails_the_jobs_and_a_later_run_reattaches(
 
 def test_cancelled_runs_are_recorded_as_cancelled(tmp_path: Path, slow_api: LocalAPI) -> None:
     options = dict(prefix="cancel", scenarios=2, repeats=2, agents=("agent_booking",), matrix={})
+    options["agent_testing"] = {"batch_max_tests": 1}  # one invocation per test: cancel one
     cfg = load_config(write_config(tmp_path / "c.yaml", slow_api.base_url, **options))
     url = slow_api.base_url
     before = {i["id"] for i in httpx.get(f"{url}/v1/convai/test-invocations").json()["results"]}
@@ -462,9 +473,12 @@ def test_cancelled_runs_are_recorded_as_cancelled(tmp_path: Path, slow_api: Loca
     cancelled_kinds = [kinds for kinds in by_scenario.values() if kinds[0] is not None]
     assert cancelled_kinds == [[ErrorKind.CANCELLED.value] * 2]
     assert jobs.filter(pl.col("status") == "ok").height == 2
-    errors = jobs.filter(pl.col("status") == "error")
-    assert errors["attempts"].to_list() == [1, 1]
-    assert all(cancelled[0] in m for m in errors["error_message"])
+    # a cancelled run is its own status, never an error (nor a failure)
+    assert jobs.filter(pl.col("status") == "error").height == 0
+    gone = jobs.filter(pl.col("status") == "cancelled")
+    assert gone["attempts"].to_list() == [1, 1]
+    assert all(cancelled[0] in m for m in gone["error_message"])
+    assert report.counters.cancelled == 2 and report.counters.errors == 0
 
 
 # ---------------------------------------------------------------------------- outside truth

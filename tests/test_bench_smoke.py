@@ -151,3 +151,15 @@ def test_the_viewer_benchmark_runs_at_a_toy_size(tmp_path: Path) -> None:
     assert figures["jobs"] == 240
     assert {p["page"] for p in figures["pages"]} >= {"runs page", "run page", "job page"}
     assert figures["rss_mb"]["peak"] > 0
+
+
+def test_agent_testing_section_measures_both_clients_against_one_server() -> None:
+    """The bench's agent-testing section at smoke size: the runner asks the vendor far less
+    than the naive client (one invocation per job, fixed polls) for the same simulations."""
+    from bench import agent_testing
+
+    runner_row, naive_row = agent_testing.run(sims=20, scale=0.05)
+    assert runner_row["sims"] == naive_row["sims"] == 20
+    assert runner_row["requests_per_sim"] < naive_row["requests_per_sim"] / 3
+    assert runner_row["lag_p50"] == runner_row["lag_p50"]  # measured (not NaN)
+    assert naive_row["requests_per_sim"] > 2  # at least a run call and a poll per job

@@ -79,7 +79,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory, server: LocalAPI) -> dict[str
     out = {}
     for name, config in (("base", base), ("cand", cand)):
         report = runner.run(
-            config, name=name, results_root=root, progress=False, base_url=server.base_url
+            config,
+            name=name,
+            results_root=root,
+            progress=False,
+            base_url=server.base_url,
+            preflight=False,  # its ghost agent is meant to end in errors
         )
         out[name] = report.run_dir
     return out

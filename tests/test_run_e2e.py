@@ -209,6 +209,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 def test_a_rejected_key_stops_the_run_at_the_first_401(tmp_path: Path) -> None:
+    """Without pre-flight (which catches it before any job: tests/test_preflight.py)."""
     with local_api_process(["--time-scale", "0.001"], api_key="the-right-key") as server:
         config = sweep_config(tmp_path, server.base_url)
         done = _cli(
@@ -217,6 +218,7 @@ def test_a_rejected_key_stops_the_run_at_the_first_401(tmp_path: Path) -> None:
             "--results",
             str(tmp_path / "r"),
             "--no-progress",
+            "--no-preflight",
             env={"E2E_TEST_KEY": "sk_wrong_key_0123456789"},
         )
         stats = server.stats()
@@ -255,7 +257,8 @@ def test_a_missing_key_for_a_remote_target_is_a_clear_error(tmp_path: Path) -> N
 
 def test_dry_run_prints_the_count_and_requests_and_sends_nothing(tmp_path: Path) -> None:
     config = sweep_config(tmp_path, "http://127.0.0.1:9")
-    done = _cli("run", str(config), "--dry-run", "--concurrency", "auto")
+    # (pre-flight, on by default in --dry-run, is tested in tests/test_preflight.py)
+    done = _cli("run", str(config), "--dry-run", "--concurrency", "auto", "--no-preflight")
     assert done.returncode == 0, done.stderr
     assert "24 job(s)" in done.stdout
     assert '"simulation_specification"' in done.stdout

@@ -38,6 +38,7 @@ RESUME = r"python -m runner run \S+config\.yaml"
 @dataclass(frozen=True)
 class Case:
     server: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
     run: dict[str, Any] = field(default_factory=dict)
     key: str = "the-key"
     jobs: int = 4
@@ -53,11 +54,30 @@ CASES = {
     "key rejected": Case(
         server=("--api-key", "right-key"),
         key="wrong-key",
+        code=2,
+        line=r"^error: pre-flight: 1 problem\(s\) above; nothing was sent that costs money\. "
+        r"Fix them and run the same command: " + RESUME,
+    ),
+    "key rejected mid-run": Case(
+        server=("--api-key", "right-key"),
+        args=("--no-preflight",),
+        key="wrong-key",
         code=1,
         line=r"^error: run aborted: HTTP 401 invalid_api_key: .*the API key in \$"
         + KEY_ENV
         + r" was rejected.*"
         + RESUME,
+    ),
+    "endpoint gone": Case(
+        server=("--simulate-endpoints", "gone"),
+        args=("--no-preflight",),
+        code=1,
+        line=r"^error: run aborted: .*simulate-conversation.*set target\.backend: agent-testing",
+    ),
+    "endpoint gone, pre-flight": Case(
+        server=("--simulate-endpoints", "gone"),
+        code=2,
+        line=r"^error: pre-flight: 1 problem\(s\) above; nothing was sent that costs money",
     ),
     "circuit breaker": Case(
         server=("--fault-http-503", "1"),
@@ -163,6 +183,7 @@ def run_cli(
         command = [sys.executable, "-m", "runner", "run", str(config), "--results", str(results)]
         if not progress:
             command.append("--no-progress")
+        command += case.args
         limit = case.file_limit
         preexec: Callable[[], None] | None = None
         if limit is not None:
@@ -252,7 +273,7 @@ def test_every_ending_is_one_line_with_its_exit_code(
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("backend", ["buffered", "agent-testing"])
-@pytest.mark.parametrize("name", ["completed", "key rejected", "ctrl-c"])
+@pytest.mark.parametrize("name", ["completed", "key rejected", "key rejected mid-run", "ctrl-c"])
 def test_every_backend_ends_the_same_way(tmp_path: Path, name: str, backend: str) -> None:
     case = CASES[name]
     check(*run_cli(tmp_path, case, "loopback", False, backend), case)

@@ -67,7 +67,14 @@ def results(tmp_path_factory: pytest.TempPathFactory, server: LocalAPI) -> Path:
     )
     cand = sweep(configs / "cand.yaml", [{"id": "agent_support_lite", "label": "lite"}])
     for name, config in (("base", base), ("cand", cand)):
-        runner.run(config, name=name, results_root=root, progress=False, base_url=server.base_url)
+        runner.run(
+            config,
+            name=name,
+            results_root=root,
+            progress=False,
+            base_url=server.base_url,
+            preflight=False,  # its ghost agent is meant to end in errors
+        )
     write_synthetic_run(root / "synthetic", Shape(agents=2, scenarios=3, repeats=4, error_every=9))
     (root / "bench").mkdir()
     (root / "bench" / "latest.json").write_text("{}")

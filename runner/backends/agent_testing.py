@@ -38,11 +38,13 @@ invocation id, so a retry polls again and never starts a second invocation.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,10 +60,12 @@ from runner.errors import Action, AttemptError, ErrorKind, Failure
 from runner.http import request_json
 from runner.jobs import Job
 from runner.wire.agent_testing import (
+    CANCEL_PATH,
     CREATE_PATH,
     FACTS_LABEL,
     FIRST_MESSAGE_LABEL,
     INVOCATION_PATH,
+    INVOCATIONS_PATH,
     LANGUAGE_LABEL,
     MAX_REPEAT_COUNT,
     MAX_TURNS,
@@ -69,12 +73,13 @@ from runner.wire.agent_testing import (
     TESTS_PATH,
     ConditionResult,
     CreatedTest,
+    InvocationsPage,
+    InvocationSummary,
     TestInvocation,
     TestRun,
     TestsPage,
     TestSummary,
 )
-from runner.wire.pricing import INVOCATIONS_PATH, InvocationSummary
 from runner.wire.simulate import Analysis, CriterionResult, Result, WireModel
 
 __all__ = [
@@ -92,6 +97,9 @@ __all__ = [
 CONDITIONS_ID = "success_conditions"
 """Criterion id of the merged condition result in the criteria table."""
 INVOCATIONS_FILE = "invocations.jsonl"
+TIMING_FILE = ".agent_testing_timing.json"
+"""In the results root: per test name prefix, the shortest run-tests -> finished run seen (a
+later session's invocations sleep until about then before their first poll)."""
 """In the run directory: one line per invocation started, written (and fsync'd) at once."""
 _HASH_LEN = 16
 _LABEL_MAX = 100
@@ -172,10 +180,13 @@ def _tool_mocks(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _label(job: Job) -> str:
+def _label(job: Job, *, agent_axes: bool = False) -> str:
+    """Scenario and cell; a test's name leaves the agent axes out (one test serves every agent
+    variant), an invocation's name keeps them."""
     label = job.scenario_id
-    if job.matrix:
-        label += " " + ",".join(f"{axis}={value}" for axis, value in job.matrix)
+    cell = [(a, v) for a, v in job.matrix if agent_axes or not a.startswith("agent.")]
+    if cell:
+        label += " " + ",".join(f"{axis}={value}" for axis, value in cell)
     label = " ".join(label.replace("[", "(").replace("]", ")").split())
     return label if len(label) <= _LABEL_MAX else label[: _LABEL_MAX - 1] + "…"
 
@@ -210,6 +221,8 @@ def test_spec(job: Job, options: AgentTestingConfig) -> TestSpec:
         test["simulated_user_model"] = llm
     if options.evaluation_model:
         test["evaluation_model"] = options.evaluation_model
+    if options.environment:
+        test["environment"] = options.environment
     if options.folder_id:
         test["parent_folder_id"] = options.folder_id
     digest = hashlib.sha256(canonical_json({"body": body, "test": test}).encode()).hexdigest()
@@ -353,26 +366,73 @@ async def list_tests(
 # ---------------------------------------------------------------------------- the backend
 
 
-GroupKey = tuple[str, str, int, int]
-"""(agent id, test hash, first repeat, repeat_count): one invocation."""
+GroupKey = tuple[str, str, int, int, str]
+"""(agent id, test hash, first repeat, repeat_count, variant): one invocation. ``variant`` is
+"" for the agent's main branch without override, else a hash of its branch and override."""
+
+
+def variant_hash(job: Job) -> str:
+    if job.branch_id is None and not job.agent_override:
+        return ""
+    text = canonical_json({"branch_id": job.branch_id, "override": job.agent_override})
+    return hashlib.sha256(text.encode()).hexdigest()[:_HASH_LEN]
+
+
+BatchKey = tuple[str, str, int, int]
+"""(agent id, variant, first repeat, repeat_count): groups that may share one run-tests call."""
+
+
+def batch_key(key: GroupKey) -> BatchKey:
+    return (key[0], key[4], key[2], key[3])
 
 
 @dataclass
-class _Group:
-    """The invocation that runs the repeats of one (agent, test), shared by their jobs."""
+class _Poll:
+    """One invocation, polled once for every group it runs (shared by their jobs)."""
 
-    key: GroupKey
-    lock: anyio.Lock = field(default_factory=anyio.Lock)
-    invocation_id: str | None = None
+    id: str
+    polling: bool = False
+    """One job polls for every job of the invocation; the others wait for ``updated``."""
+    updated: anyio.Event = field(default_factory=anyio.Event)
     attached: bool = False
-    """Re-attached to an id recorded by an earlier session (not started by this one)."""
+    """Re-attached (recorded by an earlier session, or found by the list): not started here."""
     sent_at: float | None = None
     deadline_at: float | None = None
     runs_done_at: float | None = None
     seen_done: dict[str, float] = field(default_factory=dict)
     final: TestInvocation | None = None
+    """The invocation once no run of it is pending (or it was cancelled)."""
     total_price: float | None = None
     """USD the vendor billed for the whole invocation (its summary's ``total_price``)."""
+    latest: TestInvocation | None = None
+    """The last poll's reply."""
+    delay: float | None = None
+    next_at: float | None = None
+    """When the next poll is due (one schedule for every test of the invocation)."""
+    groups: list[GroupKey] = field(default_factory=list)
+
+
+@dataclass
+class _Group:
+    """The repeats of one (agent, test) in one invocation, shared by their jobs."""
+
+    key: GroupKey
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    poll: _Poll | None = None
+    test_id: str | None = None
+    start_unsure: bool = False
+    """A run-tests call failed without a clear refusal: the server may have started it (its
+    reply lost in transit), so look for it by name before starting another."""
+
+
+@dataclass
+class _Batch:
+    """Groups of one agent variant and repeat window waiting to be started by one call."""
+
+    key: BatchKey
+    members: list[tuple[_Group, Job, str]] = field(default_factory=list)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    error: AttemptError | None = None
 
 
 class AgentTestingBackend:
@@ -385,6 +445,8 @@ class AgentTestingBackend:
         *,
         repeats: int,
         run_dir: Path | None = None,
+        session_id: str | None = None,
+        run_key: str = "",
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
@@ -401,13 +463,41 @@ class AgentTestingBackend:
         self._index_lock = anyio.Lock()
         self._test_locks: dict[str, anyio.Lock] = {}
         self._groups: dict[GroupKey, _Group] = {}
-        self._recorded: dict[GroupKey, str] = dict(read_records(self.record_path))
+        self._polls: dict[str, _Poll] = {}
+        self._batches: dict[BatchKey, _Batch] = {}
+        self.timing_path = run_dir.parent / TIMING_FILE if run_dir is not None else None
+        self.shortest: float | None = read_shortest(self.timing_path, self.prefix)
+        self._learned_dirty = False
+        recorded = dict(read_records(self.record_path))
+        self._recorded: dict[GroupKey, str] = {k: v for k, v in recorded.items() if v}
+        self.run_name = run_dir.name if run_dir is not None else "run"
+        identity = f"{self.prefix}\0{self.run_name}\0{run_key}"
+        self.run_token = "r" + hashlib.sha256(identity.encode()).hexdigest()[:10]
+        """In every invocation name of this run (its prefix, name and ``run_key``, the run's
+        creation time: the same for every session, new after ``--fresh``): the list
+        endpoint's ``search`` finds them."""
+        self.session_id = session_id or "-"
+        # agent id -> (batch tag, test id) -> invocation id, from one listing per agent
+        self._listed: dict[str, dict[tuple[str, str], str]] = {}
+        self._list_lock = anyio.Lock()
         self.tests_created = 0
         self.invocations_started = 0
         self.reattached = 0
+        self.found_by_list = 0
+        self.requests = Counter[str]()
+        """Requests made, by kind (create, list, run, poll, cancel)."""
 
     async def aclose(self) -> None:
+        if self._learned_dirty and self.shortest is not None and self.timing_path is not None:
+            with contextlib.suppress(OSError):  # only a hint for the next session
+                await anyio.to_thread.run_sync(
+                    write_shortest, self.timing_path, self.prefix, self.shortest
+                )
         await self.client.aclose()
+
+    async def _call(self, kind: str, method: str, path: str, **kwargs: Any) -> Any:
+        self.requests[kind] += 1
+        return await request_json(self.client, method, path, **kwargs)
 
     async def simulate(self, job: Job, on_reply: ReplyListener) -> SimulationResult:
         """``on_reply`` is left uncalled: a run-tests reply says nothing of the quota of the
@@ -415,21 +505,27 @@ class AgentTestingBackend:
         spec = test_spec(job, self.options)
         test_id = await self._test_id(spec)
         start, count = repeat_window(job.repeat, self.repeats)
-        key: GroupKey = (job.agent_id, spec.hash, start, count)
+        key: GroupKey = (job.agent_id, spec.hash, start, count, variant_hash(job))
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = _Group(key)
-        async with group.lock:
-            if group.final is None:
-                await self._drive(group, job, test_id, count)
-        assert group.final is not None and group.invocation_id is not None
-        return self._take(group, spec, job.repeat - start, count)
+        while True:
+            async with group.lock:
+                if group.poll is None:
+                    await self._attach_or_start(group, job, test_id)
+            poll = group.poll
+            assert poll is not None
+            invocation = await self._drive(poll, test_id)
+            if invocation is None:
+                continue  # the re-attached invocation is gone: find or start another
+            return self._take(poll, invocation, spec, test_id, job.repeat - start, count)
 
     # -------------------------------------------------------------- tests
 
     async def _test_id(self, spec: TestSpec) -> str:
         async with self._index_lock:
             if self._tests is None:
+                self.requests["list"] += 1
                 listed = await list_tests(self.client, self.prefix, self.options.folder_id)
                 index: dict[str, str] = {}
                 for test in sorted(listed, key=lambda t: t.id):
@@ -441,122 +537,340 @@ class AgentTestingBackend:
         lock = self._test_locks.setdefault(spec.hash, anyio.Lock())
         async with lock:
             if spec.hash not in tests:
-                reply = await request_json(self.client, "POST", CREATE_PATH, json_body=spec.body)
+                reply = await self._call("create", "POST", CREATE_PATH, json_body=spec.body)
                 tests[spec.hash] = _parse(CreatedTest, reply, "create test").id
                 self.tests_created += 1
         return tests[spec.hash]
 
     # -------------------------------------------------------------- invocations
 
-    async def _start(self, group: _Group, job: Job, test_id: str, count: int) -> None:
-        body = {
-            "tests": [{"test_id": test_id}],
-            "repeat_count": count,
-            "name": f"{self.prefix} {_label(job)}"[:200],
-        }
-        sent = self._clock()
-        reply = await request_json(
-            self.client, "POST", RUN_PATH.format(agent_id=job.agent_id), json_body=body
-        )
-        invocation = _parse(TestInvocation, reply, "run tests")
-        group.invocation_id, group.attached, group.sent_at = invocation.id, False, sent
-        group.deadline_at = sent + self.options.deadline
-        self._recorded[group.key] = invocation.id
-        self.invocations_started += 1
+    def batch_tag(self, key: GroupKey) -> str:
+        """``<run token>.<variant>.<first repeat>-<count>``: names the run and which groups an
+        invocation may hold (its tests say which)."""
+        return f"{self.run_token}.{key[4] or 'main'}.{key[2]}-{key[3]}"
+
+    def invocation_name(self, key: GroupKey, label: str) -> str:
+        """``<prefix> <batch tag> <run name> session <id>: <label>``: the vendor's list shows
+        which run and session started it, and a lost journal finds it again."""
+        head = f"{self.prefix} {self.batch_tag(key)} {self.run_name} session {self.session_id}: "
+        return (head + label)[:200]
+
+    def _tag_of(self, name: str | None) -> str:
+        return (name or "").removeprefix(self.prefix + " ").split(" ", 1)[0]
+
+    async def _list_invocations(
+        self, agent_id: str, search: str, test_id: str | None = None
+    ) -> list[InvocationSummary]:
+        """This run's not-cancelled invocations named so, newest first (every page)."""
+        found: list[InvocationSummary] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"agent_id": agent_id, "search": search, "page_size": 100}
+            if test_id:
+                params["test_id"] = test_id
+            if cursor:
+                params["cursor"] = cursor
+            reply = await self._call("list", "GET", INVOCATIONS_PATH, params=params)
+            page = _parse(InvocationsPage, reply, "list test invocations")
+            found += [
+                item
+                for item in page.results
+                if self._tag_of(item.name).startswith(self.run_token + ".") and not item.cancelled
+            ]
+            if not page.has_more or not page.next_cursor or page.next_cursor == cursor:
+                return found
+            cursor = page.next_cursor
+
+    async def _find_listed(self, group: _Group, test_id: str) -> str | None:
+        """The invocation of this group the vendor lists (an earlier session's whose journal
+        line is lost, or this session's whose run-tests reply was lost), else None. One
+        listing per agent and session serves every group (a fresh run's is empty); after an
+        unsure start, the group is looked up on its own."""
+        agent_id, tag = group.key[0], self.batch_tag(group.key)
+        if group.start_unsure:
+            found = await self._list_invocations(agent_id, tag, test_id)
+            return next((i.id for i in found if self._tag_of(i.name) == tag), None)
+        async with self._list_lock:
+            if agent_id not in self._listed:
+                index: dict[tuple[str, str], str] = {}
+                known = set(self._recorded.values())
+                for item in await self._list_invocations(agent_id, self.run_token):
+                    if item.id in known:
+                        continue  # in the journal already: its groups are recorded
+                    reply = await self._call(
+                        "poll", "GET", INVOCATION_PATH.format(invocation_id=item.id)
+                    )
+                    invocation = _parse(TestInvocation, reply, f"test invocation {item.id}")
+                    for run in invocation.test_runs:
+                        index.setdefault((self._tag_of(item.name), run.test_id), item.id)
+                self._listed[agent_id] = index
+        return self._listed[agent_id].get((tag, test_id))
+
+    async def _record(self, key: GroupKey, test_id: str, invocation_id: str, **extra: Any) -> None:
+        if invocation_id:
+            self._recorded[key] = invocation_id
+        else:
+            self._recorded.pop(key, None)
         if self.record_path is not None:
             line = {
-                "agent_id": group.key[0],
-                "test_hash": group.key[1],
-                "first_repeat": group.key[2],
-                "repeat_count": group.key[3],
+                "agent_id": key[0],
+                "test_hash": key[1],
+                "first_repeat": key[2],
+                "repeat_count": key[3],
+                "variant": key[4],
                 "test_id": test_id,
-                "invocation_id": invocation.id,
+                "invocation_id": invocation_id,
+                **extra,
             }
             await anyio.to_thread.run_sync(append_record, self.record_path, line)
 
-    async def _drive(self, group: _Group, job: Job, test_id: str, count: int) -> None:
-        """Start or re-attach, then poll until finished (or raise what went wrong)."""
-        o = self.options
-        if group.invocation_id is None:
-            recorded = self._recorded.get(group.key)
+    def _poll_for(self, invocation_id: str, *, attached: bool) -> _Poll:
+        poll = self._polls.get(invocation_id)
+        if poll is None:
+            poll = self._polls[invocation_id] = _Poll(invocation_id, attached=attached)
+        return poll
+
+    async def _attach_or_start(self, group: _Group, job: Job, test_id: str) -> None:
+        """Find the group's invocation (recorded, or listed by the vendor), else start it in
+        a batch with the other groups of the same agent variant arriving meanwhile."""
+        group.test_id = test_id
+        recorded = self._recorded.get(group.key)
+        if recorded is None:
+            recorded = await self._find_listed(group, test_id)
             if recorded is not None:
-                group.invocation_id, group.attached = recorded, True
-                self.reattached += 1
-            else:
-                await self._start(group, job, test_id, count)
-        if group.deadline_at is None:
-            group.deadline_at = self._clock() + o.deadline
-        delay = o.poll_interval
-        while True:
-            deadline = group.deadline_at
-            assert group.invocation_id is not None and deadline is not None
-            path = INVOCATION_PATH.format(invocation_id=group.invocation_id)
+                self.found_by_list += 1
+                await self._record(group.key, test_id, recorded)
+        if recorded is not None:
+            group.poll = self._poll_for(recorded, attached=True)
+            group.poll.groups.append(group.key)
+            group.start_unsure = False
+            self.reattached += 1
+            return
+        await self._join_batch(group, job, test_id)
+
+    async def _join_batch(self, group: _Group, job: Job, test_id: str) -> None:
+        bkey = batch_key(group.key)
+        batch = self._batches.get(bkey)
+        if batch is None or len(batch.members) >= self.options.batch_max_tests:
+            batch = self._batches[bkey] = _Batch(bkey)
+            batch.members.append((group, job, test_id))
+            await self._sleep(self.options.batch_wait)
+            if self._batches.get(bkey) is batch:
+                del self._batches[bkey]
             try:
-                reply = await request_json(self.client, "GET", path)
+                await self._start(batch)
             except AttemptError as exc:
-                if exc.failure.kind is ErrorKind.NOT_FOUND and group.attached:
-                    # The recorded invocation is gone (e.g. a restarted local API): the only
-                    # way to a result is a new one.
-                    self._recorded.pop(group.key, None)
-                    group.invocation_id = None
-                    await self._start(group, job, test_id, count)
-                    continue
-                raise
-            invocation = _parse(TestInvocation, reply, f"test invocation {group.invocation_id}")
-            now = self._clock()
-            for run in invocation.test_runs:
-                if run.status != "pending":
-                    group.seen_done.setdefault(run.test_run_id, now)
-            pending = not invocation.test_runs or any(
-                r.status == "pending" for r in invocation.test_runs
+                batch.error = exc
+            finally:
+                batch.done.set()
+        else:
+            batch.members.append((group, job, test_id))
+            await batch.done.wait()
+        if group.poll is None:
+            assert batch.error is not None
+            raise AttemptError(batch.error.failure)
+
+    async def _start(self, batch: _Batch) -> None:
+        members = batch.members
+        first_group, first_job, _ = members[0]
+        count = first_group.key[3]
+        label = _label(first_job, agent_axes=True) if len(members) == 1 else f"{len(members)} tests"
+        body: dict[str, Any] = {
+            "tests": [{"test_id": test_id} for _, _, test_id in members],
+            "repeat_count": count,
+            "name": self.invocation_name(first_group.key, label),
+        }
+        if first_job.branch_id is not None:
+            body["branch_id"] = first_job.branch_id
+        if first_job.agent_override:
+            body["agent_config_override"] = first_job.agent_override
+        sent = self._clock()
+        try:
+            reply = await self._call(
+                "run", "POST", RUN_PATH.format(agent_id=first_job.agent_id), json_body=body
             )
-            if invocation.cancelled or not pending:
-                runs_done_at = group.runs_done_at = group.runs_done_at or now
-                bucketing = invocation.bucketing_status == "pending" and not invocation.cancelled
-                if not bucketing or now >= min(deadline, runs_done_at + o.bucketing_wait):
-                    group.total_price = await self._total_price(group.key[0], invocation.id)
-                    group.final = invocation
-                    return
-            elif now >= deadline:
+        except AttemptError as exc:
+            # a refusal (4xx) started nothing; anything else may have started it
+            unsure = exc.failure.status is None or exc.failure.status >= 500
+            for group, _, _ in members:
+                group.start_unsure = unsure
+            raise
+        invocation = _parse(TestInvocation, reply, "run tests")
+        poll = self._poll_for(invocation.id, attached=False)
+        poll.sent_at = sent
+        poll.deadline_at = sent + self.options.deadline
+        self.invocations_started += 1
+        for group, _, test_id in members:
+            group.poll = poll
+            group.start_unsure = False
+            poll.groups.append(group.key)
+            await self._record(group.key, test_id, invocation.id)
+
+    def _learn(self, secs: float) -> None:
+        """The shortest time from run-tests to a finished run seen so far (this run's
+        sessions included: kept in the journal), so later invocations sleep until then."""
+        if secs > 0 and (self.shortest is None or secs < self.shortest):
+            self.shortest = secs
+            self._learned_dirty = True
+
+    def _next_delay(self, poll: _Poll, now: float) -> float:
+        """Runs finishing: every ``poll_interval``. Nothing finished yet: sleep until 90% of
+        the shortest run seen (when known), else back off x1.5 up to ``poll_interval_max``."""
+        o = self.options
+        if poll.seen_done:
+            return o.poll_interval
+        if self.shortest is not None and poll.sent_at is not None:
+            expected = poll.sent_at + 0.9 * self.shortest
+            return max(o.poll_interval, expected - now)
+        if poll.delay is None:
+            return o.poll_interval
+        return min(poll.delay * _BACKOFF, o.poll_interval_max)
+
+    def _ready(self, poll: _Poll, test_id: str, now: float) -> TestInvocation | None:
+        """The last polled invocation when it holds this test's result: its runs are done
+        (or the invocation was cancelled) and, with repeats, the buckets are in or waited
+        for long enough. Other tests of the same invocation may still be running."""
+        invocation = poll.latest
+        if invocation is None:
+            return None
+        runs = [r for r in invocation.test_runs if r.test_id == test_id]
+        if not invocation.cancelled and (not runs or any(r.status == "pending" for r in runs)):
+            return None
+        if (invocation.repeat_count or 1) > 1 and not invocation.cancelled:
+            # repeats are bucketed once every run of the invocation is done: wait for that
+            if poll.final is None:
+                return None
+            done_at = poll.runs_done_at = poll.runs_done_at or now
+            deadline = poll.deadline_at if poll.deadline_at is not None else now
+            bucketing = invocation.bucketing_status == "pending"
+            if bucketing and now < min(deadline, done_at + self.options.bucketing_wait):
+                return None
+        return invocation
+
+    async def _drive(self, poll: _Poll, test_id: str) -> TestInvocation | None:
+        """Poll until this test's result is in (the invocation), or raise what went wrong.
+        None: a re-attached invocation the server no longer knows (e.g. a restarted local
+        API), forgotten for every group that waited on it.
+
+        One poll serves every test of the invocation: polls back off (x1.5 from
+        ``poll_interval`` up to ``poll_interval_max``) while nothing has finished, then come
+        every ``poll_interval`` while runs finish, so each result is in the store within one
+        poll interval of the poll that could first see it."""
+        o = self.options
+        if poll.deadline_at is None:
+            poll.deadline_at = self._clock() + o.deadline
+        deadline = poll.deadline_at
+        while True:
+            now = self._clock()
+            ready = self._ready(poll, test_id, now)
+            if ready is not None:
+                return ready
+            if poll.latest is not None and now >= deadline:
                 raise AttemptError(
                     Failure(
                         ErrorKind.TOTAL_TIMEOUT,
                         Action.FAIL_JOB,
-                        f"test invocation {invocation.id}: runs still pending after "
+                        f"test invocation {poll.id}: runs still pending after "
                         f"{o.deadline:g}s (agent_testing.deadline); run again to re-attach",
                     )
                 )
-            await self._sleep(min(delay, max(0.0, deadline - now)))
-            delay = min(delay * _BACKOFF, o.poll_interval_max)
-
-    async def _total_price(self, agent_id: str, invocation_id: str) -> float | None:
-        """The invocation's ``total_price`` from its summary in the invocations list (newest
-        first; the first pages only). Best effort: the price is also in each run's
-        ``charging``, so a failed lookup leaves this figure null and fails no job."""
-        params: dict[str, Any] = {"agent_id": agent_id, "page_size": 100}
-        for _ in range(_PRICE_PAGES):
+            if poll.polling:  # another job polls for all of them: wait for its reply
+                await poll.updated.wait()
+                continue
+            poll.polling = True
             try:
-                page = await request_json(self.client, "GET", INVOCATIONS_PATH, params=params)
-            except AttemptError:
-                return None
-            if not isinstance(page, dict):
-                return None
-            for item in page.get("results") or []:
-                if isinstance(item, dict) and item.get("id") == invocation_id:
-                    try:
-                        return InvocationSummary.model_validate(item).total_price
-                    except ValueError:
-                        return None
-            if not page.get("has_more") or not page.get("next_cursor"):
-                return None
-            params["cursor"] = page["next_cursor"]
-        return None
+                if poll.latest is not None:
+                    due = poll.next_at if poll.next_at is not None else now
+                    if due > now:
+                        await self._sleep(min(due, deadline) - now)
+                if not await self._poll_once(poll):
+                    return None
+            finally:
+                poll.polling = False
+                woken, poll.updated = poll.updated, anyio.Event()
+                woken.set()
 
-    def _take(self, group: _Group, spec: TestSpec, index: int, count: int) -> SimulationResult:
-        """The job's run (its repeat index among the runs sorted by id) as a result."""
-        invocation = group.final
-        assert invocation is not None
-        runs = sorted(invocation.test_runs, key=lambda r: r.test_run_id)
+    async def _poll_once(self, poll: _Poll) -> bool:
+        """One GET of the invocation into ``poll.latest``; False: a re-attached invocation
+        the server no longer knows, forgotten for every group that waited on it."""
+        path = INVOCATION_PATH.format(invocation_id=poll.id)
+        try:
+            reply = await self._call("poll", "GET", path)
+        except AttemptError as exc:
+            if exc.failure.kind is ErrorKind.NOT_FOUND and poll.attached:
+                # The recorded invocation is gone (e.g. a restarted local API): the only
+                # way to a result is a new one, for every group that waits on it.
+                for key in poll.groups:
+                    self._recorded.pop(key, None)
+                    stale = self._groups.get(key)
+                    if stale is not None and stale.poll is poll:
+                        stale.poll = None
+                self._polls.pop(poll.id, None)
+                return False
+            raise
+        invocation = _parse(TestInvocation, reply, f"test invocation {poll.id}")
+        now = self._clock()
+        poll.latest = invocation
+        for run in invocation.test_runs:
+            if run.status != "pending":
+                poll.seen_done.setdefault(run.test_run_id, now)
+        pending = not invocation.test_runs or any(
+            r.status == "pending" for r in invocation.test_runs
+        )
+        if invocation.cancelled or not pending:
+            agent_id = invocation.agent_id or (poll.groups[0][0] if poll.groups else None)
+            if agent_id is not None:
+                poll.total_price = await self._total_price(agent_id, invocation.id)
+            poll.final = invocation
+        if poll.seen_done and poll.sent_at is not None:
+            # the vendor's own timestamps when it sends them (a poll sees a run finish late)
+            stamped = [
+                r.last_updated_at_unix - invocation.created_at
+                for r in invocation.test_runs
+                if r.status in ("passed", "failed")
+                and r.last_updated_at_unix is not None
+                and invocation.created_at is not None
+            ]
+            seen = min(poll.seen_done.values()) - poll.sent_at
+            self._learn(min(seen, float(min(stamped))) if stamped else seen)
+        poll.delay = self._next_delay(poll, now)
+        poll.next_at = now + poll.delay
+        return True
+
+    async def cancel_started(self) -> list[str]:
+        """Cancel the invocations this session started that are not finished (Ctrl-C /
+        SIGTERM), and forget them in the journal, so a resume starts them again rather than
+        re-attaching to a cancelled run. Returns the ids cancelled."""
+        cancelled: list[str] = []
+        for poll in list(self._polls.values()):
+            if poll.attached or poll.final is not None:
+                continue
+            path = CANCEL_PATH.format(invocation_id=poll.id)
+            try:
+                await self._call("cancel", "POST", path)
+            except AttemptError:
+                continue  # best effort: it may have finished meanwhile
+            cancelled.append(poll.id)
+            for key in poll.groups:
+                group = self._groups.get(key)
+                test_id = group.test_id if group is not None and group.test_id else ""
+                await self._record(key, test_id, "", cancelled=poll.id)
+        return cancelled
+
+    def _take(
+        self,
+        poll: _Poll,
+        invocation: TestInvocation,
+        spec: TestSpec,
+        test_id: str,
+        index: int,
+        count: int,
+    ) -> SimulationResult:
+        """The job's run (its repeat index among the test's runs sorted by id) as a result."""
+        runs = sorted(
+            (r for r in invocation.test_runs if r.test_id == test_id),
+            key=lambda r: r.test_run_id,
+        )
         if index >= len(runs):
             if invocation.cancelled:
                 raise _cancelled(invocation.id, None)
@@ -564,15 +878,16 @@ class AgentTestingBackend:
                 Failure(
                     ErrorKind.MALFORMED,
                     Action.FAIL_JOB,
-                    f"test invocation {invocation.id} has {len(runs)} run(s), expected {count}",
+                    f"test invocation {invocation.id} has {len(runs)} run(s) of test "
+                    f"{test_id}, expected {count}",
                 )
             )
         run = runs[index]
         if run.status in ("cancelled", "pending"):  # pending here: the invocation was cancelled
             raise _cancelled(invocation.id, run.test_run_id)
         total: float | None = None
-        if group.sent_at is not None and run.test_run_id in group.seen_done:
-            total = group.seen_done[run.test_run_id] - group.sent_at
+        if poll.sent_at is not None and run.test_run_id in poll.seen_done:
+            total = poll.seen_done[run.test_run_id] - poll.sent_at
         elif run.last_updated_at_unix is not None and invocation.created_at is not None:
             total = float(max(0, run.last_updated_at_unix - invocation.created_at))
         result = run_result(
@@ -581,8 +896,27 @@ class AgentTestingBackend:
             buckets=run_buckets(invocation, run),
             total_secs=total,
         )
-        result.invocation_total_price = group.total_price
+        result.invocation_total_price = poll.total_price
         return result
+
+    async def _total_price(self, agent_id: str, invocation_id: str) -> float | None:
+        """The invocation's ``total_price`` from its summary in the invocations list (newest
+        first; the first pages only). Best effort: the price is also in each run's
+        ``charging``, so a failed lookup leaves this figure null and fails no job."""
+        params: dict[str, Any] = {"agent_id": agent_id, "page_size": 100}
+        for _ in range(_PRICE_PAGES):
+            try:
+                reply = await self._call("list", "GET", INVOCATIONS_PATH, params=params)
+                page = _parse(InvocationsPage, reply, "list test invocations")
+            except AttemptError:
+                return None
+            for item in page.results:
+                if item.id == invocation_id:
+                    return item.total_price
+            if not page.has_more or not page.next_cursor:
+                return None
+            params["cursor"] = page.next_cursor
+        return None
 
 
 # ---------------------------------------------------------------------------- the record
@@ -596,9 +930,33 @@ def append_record(path: Path, line: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+def read_shortest(path: Path | None, prefix: str) -> float | None:
+    """The shortest run-tests -> finished run an earlier session with this prefix saw."""
+    if path is None:
+        return None
+    try:
+        return float(json.loads(path.read_text(encoding="utf-8"))[prefix])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_shortest(path: Path, prefix: str, secs: float) -> None:
+    """Record it for the prefix (replacing the file, so a reader never sees half of it)."""
+    try:
+        known = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(known, dict):
+            known = {}
+    except (OSError, ValueError):
+        known = {}
+    known[prefix] = round(secs, 3)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(known, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def read_records(path: Path | None) -> Iterator[tuple[GroupKey, str]]:
-    """Recorded invocations, oldest first (a later line for the same group wins); a line cut
-    short by a crash is skipped."""
+    """Recorded invocations, oldest first (a later line for the same group wins; an empty id
+    means forgotten: cancelled by the runner); a line cut short by a crash is skipped."""
     if path is None or not path.exists():
         return
     for text in path.read_text(encoding="utf-8").splitlines():
@@ -609,6 +967,7 @@ def read_records(path: Path | None) -> Iterator[tuple[GroupKey, str]]:
                 str(row["test_hash"]),
                 int(row["first_repeat"]),
                 int(row["repeat_count"]),
+                str(row.get("variant", "")),
             )
             yield key, str(row["invocation_id"])
         except (ValueError, KeyError, TypeError):

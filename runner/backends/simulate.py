@@ -23,8 +23,8 @@ from runner.errors import (
     ErrorKind,
     Failure,
     Phase,
+    classify_endpoint_reply,
     classify_exception,
-    classify_response,
     stream_ended_without_analysis,
     timeout_failure,
 )
@@ -35,14 +35,23 @@ from runner.wire.simulate import BUFFERED_PATH, STREAM_PATH, SimulationResponse
 
 
 async def _raise_for_status(
-    response: httpx.Response, maximum: int | None, current: int | None, on_reply: ReplyListener
+    response: httpx.Response,
+    maximum: int | None,
+    current: int | None,
+    on_reply: ReplyListener,
+    *,
+    path: str,
+    agent_id: str,
 ) -> None:
-    """Report the reply to the engine; raise the classified failure of an error reply."""
+    """Report the reply to the engine; raise the classified failure of an error reply (a
+    404 / 405 / 410 not about the agent: the endpoint is gone, which stops the run)."""
     if response.status_code < 300:
         on_reply(SignalKind.ADMITTED, maximum, current)
         return
     body = await read_error_body(response)
-    failure = classify_response(response.status_code, body, response.headers)
+    failure = classify_endpoint_reply(
+        response.status_code, body, response.headers, endpoint=f"POST {path}", agent_id=agent_id
+    )
     if maximum is not None or current is not None:
         failure = dataclasses.replace(failure, max_concurrent=maximum, current_concurrent=current)
     rejected = failure.kind is ErrorKind.CONCURRENCY_LIMIT
@@ -187,7 +196,9 @@ class StreamBackend(_SimulateBackend):
                 try:
                     timings.headers = time.perf_counter() - start
                     maximum, current = concurrency_headers(response.headers)
-                    await _raise_for_status(response, maximum, current, on_reply)
+                    await _raise_for_status(
+                        response, maximum, current, on_reply, path=self.path, agent_id=job.agent_id
+                    )
                     phase = "body"
                     decoder = FrameDecoder()
                     body = response.stream
@@ -249,7 +260,9 @@ class BufferedBackend(_SimulateBackend):
                 try:
                     headers_at = time.perf_counter() - start
                     maximum, current = concurrency_headers(response.headers)
-                    await _raise_for_status(response, maximum, current, on_reply)
+                    await _raise_for_status(
+                        response, maximum, current, on_reply, path=self.path, agent_id=job.agent_id
+                    )
                     phase = "body"
                     body = await response.aread()
                 finally:

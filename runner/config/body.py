@@ -43,6 +43,8 @@ def build_body(
     placeholders = dict(spec.user_dynamic_variables)
     for axis, value in cell:
         head, dot, rest = axis.partition(".")
+        if head == "agent":
+            continue  # the agent's side: ``agent_override``, not the request body
         if head == "dynamic_variables" and dot:
             dynamic[rest] = value
         elif head == "user_dynamic_variables" and dot:
@@ -82,3 +84,26 @@ def build_body(
         new_turns_limit=fields["new_turns_limit"],
     )
     return request.to_json_body()
+
+
+def agent_override(cell: tuple[tuple[str, Any], ...]) -> dict[str, Any] | None:
+    """The ``agent_config_override`` (``AdhocAgentConfigOverrideForTestRequestModel``) the
+    cell's agent axes describe, or None: ``agent.llm``, ``agent.temperature`` and
+    ``agent.prompt`` go to ``conversation_config.agent.prompt``, ``agent.first_message`` to
+    ``conversation_config.agent``."""
+    prompt: dict[str, Any] = {}
+    agent: dict[str, Any] = {}
+    for axis, value in cell:
+        if axis == "agent.llm":
+            prompt["llm"] = value
+        elif axis == "agent.temperature":
+            prompt["temperature"] = float(value)
+        elif axis == "agent.prompt":
+            prompt["prompt"] = value
+        elif axis == "agent.first_message":
+            agent["first_message"] = value
+    if prompt:
+        agent["prompt"] = prompt
+    if not agent:
+        return None
+    return {"conversation_config": {"agent": agent}, "platform_settings": {}}

@@ -27,14 +27,14 @@ from runner.config.errors import (
     from_validation,
     yaml_error,
 )
-from runner.config.models import DICT_AXES, MATRIX_AXES, Config, ScenarioFileRef
+from runner.config.models import AGENT_AXES, DICT_AXES, MATRIX_AXES, Config, ScenarioFileRef
 from runner.config.scenarios import UniqueKeyLoader, decode, file_stats, iter_located, read_bytes
 
 # ---------------------------------------------------------------------------- validation
 
 
 def _axis_kind(axis: str) -> str | None:
-    if axis in MATRIX_AXES:
+    if axis in MATRIX_AXES or axis in AGENT_AXES:
         return axis
     head, dot, rest = axis.partition(".")
     if dot and head in DICT_AXES and rest:
@@ -47,7 +47,7 @@ def _check_matrix(cfg: Config, where: str) -> None:
         field = f"matrix.{axis}"
         kind = _axis_kind(axis)
         if kind is None:
-            options = [*MATRIX_AXES, *(f"{d}.<name>" for d in DICT_AXES)]
+            options = [*MATRIX_AXES, *AGENT_AXES, *(f"{d}.<name>" for d in DICT_AXES)]
             raise ConfigError(f"{where}: {field}: unknown matrix axis{did_you_mean(axis, options)}")
         if not values:
             raise ConfigError(f"{where}: {field}: must list at least one value")
@@ -63,21 +63,47 @@ def _check_matrix(cfg: Config, where: str) -> None:
                 "new_turns_limit": isinstance(value, int)
                 and not isinstance(value, bool)
                 and value >= 1,
+                "agent.llm": isinstance(value, str) and value != "",
+                "agent.prompt": isinstance(value, str),
+                "agent.first_message": isinstance(value, str),
+                "agent.temperature": isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and value >= 0,
             }.get(kind, True)
             if not ok:
                 want = {
                     "temperature": "a number >= 0",
+                    "agent.temperature": "a number >= 0",
+                    "agent.prompt": "a string",
                     "new_turns_limit": "an integer >= 1",
                     "first_message": "a string",
                 }.get(kind, "a non-empty string")
                 raise ConfigError(f"{where}: {field}[{i}]: must be {want} (got {describe(value)})")
-            text = canonical_json(float(value) if kind == "temperature" else value)
+            numeric = kind in ("temperature", "agent.temperature")
+            text = canonical_json(float(value) if numeric else value)
             if text in seen:
                 raise ConfigError(
                     f"{where}: {field}[{i}]: duplicate value {describe(value)} "
                     f"(same as [{seen[text]}])"
                 )
             seen[text] = i
+
+
+def _check_agent_variants(cfg: Config, where: str) -> None:
+    """Branches and agent axes need a backend that can send them: the simulate endpoints take
+    no agent configuration, so such a config is refused before any request."""
+    if cfg.target.backend == "agent-testing":
+        return
+    why = (
+        f"the {cfg.target.backend} backend cannot express it (the simulate-conversation "
+        "endpoints take no agent override or branch); use target.backend: agent-testing"
+    )
+    for axis in cfg.matrix:
+        if axis in AGENT_AXES:
+            raise ConfigError(f"{where}: matrix.{axis}: {why}")
+    for i, agent in enumerate(cfg.agents):
+        if agent.branch_id is not None:
+            raise ConfigError(f"{where}: agents[{i}].branch_id: {why}")
 
 
 def _check_unique(items: Iterable[tuple[str, str]], where: str, what: str) -> None:
@@ -200,11 +226,16 @@ def parse_config(
         cfg = Config.model_validate({**raw, "source_path": source})
     except ValidationError as exc:
         raise from_validation(where, exc, Config, overridden=list(overrides or {})) from None
-    _check_unique(((f"agents[{i}].id", a.id) for i, a in enumerate(cfg.agents)), where, "agent id")
+    _check_unique(
+        ((f"agents[{i}].id", a.variant_name) for i, a in enumerate(cfg.agents)),
+        where,
+        "agent id",
+    )
     _check_unique(
         ((f"criteria[{i}].id", c.id) for i, c in enumerate(cfg.criteria)), where, "criterion id"
     )
     _check_matrix(cfg, where)
+    _check_agent_variants(cfg, where)
     if cfg.run.name is None:
         cfg.run.name = _default_name(source)
     if cfg.target.local.seed is None:
@@ -257,8 +288,10 @@ def resolved_config(cfg: Config) -> dict[str, Any]:
         else:
             scenarios.append(entry.model_dump(mode="json"))
     out["scenarios"] = scenarios
-    for agent in out["agents"]:
-        agent["label"] = agent["label"] or agent["id"]
+    for agent, ref in zip(out["agents"], cfg.agents, strict=True):
+        agent["label"] = ref.display
+        if agent.get("branch_id") is None:
+            agent.pop("branch_id", None)  # as before branches existed: the hash stays
     return out
 
 

@@ -39,6 +39,9 @@ SCENARIO_FILE_SUFFIXES = (".jsonl", ".csv", ".yaml", ".yml")
 MATRIX_AXES = ("language", "llm", "temperature", "first_message", "new_turns_limit")
 """Scalar matrix axes; ``dynamic_variables.<name>`` and ``user_dynamic_variables.<name>`` too."""
 DICT_AXES = ("dynamic_variables", "user_dynamic_variables")
+AGENT_AXES = ("agent.llm", "agent.temperature", "agent.prompt", "agent.first_message")
+"""Agent-side axes: sent as the run's ``agent_config_override`` (agent-testing backend only),
+so a sweep can A/B agent configurations without creating agents."""
 _ID_RE = re.compile(r"[A-Za-z0-9_-]+")
 _SCENARIO_ID_RE = re.compile(r"[A-Za-z0-9_.:-]+")
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
@@ -119,6 +122,11 @@ class AgentTestingConfig(Strict):
     deadline: Float = Field(default=3600.0, gt=0)
     """From starting (or re-attaching to) an invocation until its jobs fail ``total_timeout``;
     a later run re-attaches to it."""
+    batch_wait: Float = Field(default=0.5, ge=0)
+    """How long the first test of an agent (variant) waits for others to share its run-tests
+    call: one call and one poll serve them all."""
+    batch_max_tests: Int = Field(default=100, ge=1, le=1000)
+    """At most this many tests in one run-tests call."""
     bucketing_wait: Float = Field(default=120.0, ge=0)
     """Once every run is done, how long to wait for the vendor's result buckets."""
     name_prefix: str | None = Field(default=None, min_length=1, max_length=80)
@@ -128,6 +136,9 @@ class AgentTestingConfig(Strict):
     """Create (and look for) the tests in this folder (``parent_folder_id``)."""
     evaluation_model: str | None = None
     """LLM that judges the success conditions (the vendor's default when unset)."""
+    environment: str | None = Field(default=None, min_length=1)
+    """The test's ``environment`` (the vendor's environment name to run against; its default
+    when unset)."""
     default_success_condition: str = Field(
         default="The agent understood the user's requests and handled them correctly.",
         min_length=1,
@@ -288,6 +299,8 @@ class AgentRef(Strict):
     id: str
     label: str | None = None
     """Short name for tables and reports; defaults to the id."""
+    branch_id: str | None = Field(default=None, min_length=1)
+    """Run against this branch of the agent (agent-testing backend; default: the main one)."""
 
     @field_validator("id")
     @classmethod
@@ -295,8 +308,13 @@ class AgentRef(Strict):
         return _check_id(value, _ID_RE, "letters, digits, '_' and '-'")
 
     @property
+    def variant_name(self) -> str:
+        """``id``, or ``id@branch_id``: one agent may be listed once per branch."""
+        return self.id if self.branch_id is None else f"{self.id}@{self.branch_id}"
+
+    @property
     def display(self) -> str:
-        return self.label or self.id
+        return self.label or self.variant_name
 
 
 class CriterionSpec(EvaluationCriterion):

@@ -55,7 +55,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field, model_validator
 
-from runner.localapi.agents import AgentDef
+from runner.localapi.agents import AgentDef, with_override
 from runner.localapi.conversation import ConversationPlan, message_json, plan_conversation
 from runner.localapi.faults import (
     ERROR_REPLY_KINDS,
@@ -245,6 +245,8 @@ class _Invocation:
     repeat_count: int
     name: str | None
     runs: list[_Run]
+    branch_id: str | None = None
+    override: dict[str, Any] | None = None
     cancelled: bool = False
     bucketing_status: str | None = None
     result_groups: list[dict[str, Any]] = field(default_factory=list)
@@ -293,6 +295,9 @@ class AgentTestingEmulator:
         self.counts: Counter[str] = Counter()
         self.run_counts: dict[bytes, int] = {}
         self._serial = 0
+        self.finished: list[dict[str, Any]] = []
+        """Every run that finished: its ids, test name and wall-clock end (the benchmark
+        measures how long after this the client has the result)."""
         self._slots: asyncio.Semaphore | None = None
         self._background: set[asyncio.Task[None]] = set()
 
@@ -310,6 +315,7 @@ class AgentTestingEmulator:
             "runs_completed",
             "runs_cancelled",
             "invocation_polls",
+            "run_replies_lost",
         )
         return {k: self.counts[k] for k in keys} | {"tests": len(self.tests)}
 
@@ -402,6 +408,8 @@ class AgentTestingEmulator:
         data: dict[str, Any] = {
             "id": invocation.id,
             "agent_id": invocation.agent_id,
+            "branch_id": invocation.branch_id,
+            "ran_against_draft": False,
             "created_at": invocation.created_at,
             "repeat_count": invocation.repeat_count,
             "cancelled": invocation.cancelled,
@@ -417,11 +425,14 @@ class AgentTestingEmulator:
     def invocation_summary(invocation: _Invocation) -> dict[str, Any]:
         """``TestInvocationSummaryResponseModel``."""
         statuses = Counter(run.status for run in invocation.runs)
-        return {
+        data: dict[str, Any] = {
             "id": invocation.id,
             "agent_id": invocation.agent_id,
+            "branch_id": invocation.branch_id,
+            "ran_against_draft": False,
             "created_at_unix_secs": invocation.created_at,
             "repeat_count": invocation.repeat_count,
+            "cancelled": invocation.cancelled,
             "test_run_count": len(invocation.runs),
             "passed_count": statuses["passed"],
             "failed_count": statuses["failed"],
@@ -431,6 +442,9 @@ class AgentTestingEmulator:
             "credits_used": sum(run.credits or 0 for run in invocation.runs),
             "total_price": round(sum(run.price or 0.0 for run in invocation.runs), 10),
         }
+        if invocation.name is not None:
+            data["name"] = invocation.name
+        return data
 
     # -------------------------------------------------------------- running
 
@@ -472,6 +486,14 @@ class AgentTestingEmulator:
         self.state.stats.bill(usd, credits)
         run.title = analysis.call_summary_title
         run.updated_at = _now()
+        self.finished.append(
+            {
+                "test_run_id": run.id,
+                "test_id": run.test.id,
+                "test_name": run.test.body.name,
+                "finished_at": time.time(),
+            }
+        )
         self.state.stats.messages_sent += len(plan.messages)
 
     async def _execute(self, invocation: _Invocation, run: _Run, agent: AgentDef) -> None:
@@ -567,6 +589,10 @@ class AgentTestingEmulator:
         router = APIRouter()
         state = self.state
 
+        @router.get("/_local/agent-testing/finished", include_in_schema=False)
+        async def finished_runs() -> Response:
+            return self._json({"runs": self.finished})
+
         @router.post("/v1/convai/agent-testing/create")
         async def create_test(body: CreateSimulationTestBody) -> Response:
             fault, _ = await self._fault(mutating=True)
@@ -628,6 +654,14 @@ class AgentTestingEmulator:
             agent = state.agents.get(agent_id)
             if agent is None:
                 return _error(404, "agent_not_found", f"Agent with id {agent_id!r} was not found.")
+            try:
+                branch = agent.branch(body.branch_id)
+            except KeyError:
+                return _error(
+                    404,
+                    "branch_not_found",
+                    f"Branch {body.branch_id!r} of agent {agent_id!r} was not found.",
+                )
             missing = [t.test_id for t in body.tests if t.test_id not in self.tests]
             if missing:
                 return _test_not_found(missing[0])
@@ -640,6 +674,8 @@ class AgentTestingEmulator:
                 created_at=_now(),
                 repeat_count=body.repeat_count,
                 name=body.name,
+                branch_id=body.branch_id or agent.main_branch_id,
+                override=body.agent_config_override,
                 runs=[
                     _Run(self._id("trun"), self.tests[t.test_id])
                     for t in body.tests
@@ -648,24 +684,47 @@ class AgentTestingEmulator:
             )
             self.invocations[invocation.id] = invocation
             self.counts["invocations_created"] += 1
+            variant = with_override(agent, branch, body.agent_config_override)
             for run in invocation.runs:
-                invocation.tasks[run.id] = self._spawn(self._execute(invocation, run, agent))
+                invocation.tasks[run.id] = self._spawn(self._execute(invocation, run, variant))
+            if self.counts["run_replies_lost"] < state.settings.lose_run_replies:
+                self.counts["run_replies_lost"] += 1
+                return _DropConnection(state, reset=True)
             return self._json(self.invocation_json(invocation))
 
         @router.get("/v1/convai/test-invocations")
         async def list_invocations(
             agent_id: str | None = None,
+            branch_id: str | None = None,
+            test_id: str | None = None,
+            search: str | None = None,
+            start_time: int | None = None,
+            end_time: int | None = None,
+            created_by_user_id: str | None = None,
+            version_id: str | None = None,
             page_size: Annotated[int, Query(ge=1, le=100)] = 30,
             cursor: str | None = None,
         ) -> Response:
+            """Newest first; filters as the vendor's (``search``: in the name; the times are
+            unix seconds of creation; every local invocation is the one user's, on no
+            version)."""
             fault, truncate = await self._fault(mutating=False)
             if fault is not None:
                 return fault
-            found = [
-                i
-                for i in reversed(self.invocations.values())
-                if agent_id is None or i.agent_id == agent_id
-            ]
+            needle = search.lower() if search else None
+
+            def wanted(i: _Invocation) -> bool:
+                return (
+                    (agent_id is None or i.agent_id == agent_id)
+                    and (branch_id is None or i.branch_id == branch_id)
+                    and (test_id is None or any(r.test.id == test_id for r in i.runs))
+                    and (needle is None or needle in (i.name or "").lower())
+                    and (start_time is None or i.created_at >= start_time)
+                    and (end_time is None or i.created_at <= end_time)
+                    and version_id is None
+                )
+
+            found = [i for i in reversed(self.invocations.values()) if wanted(i)]
             start = int(cursor) if cursor is not None and cursor.isdigit() else 0
             more = start + page_size < len(found)
             page = {

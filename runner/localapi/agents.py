@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -128,6 +128,17 @@ class QualityKnobs(StrictModel):
     """Skill for criteria without their own (including the request's extra criteria)."""
 
 
+class BranchDef(StrictModel):
+    """A branch of an agent (the vendor's agent versioning): another configuration under the
+    same agent id, chosen by ``branch_id`` on run-tests and agent reads."""
+
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    llm: str | None = None
+    """The branch's LLM (default: the agent's); a weaker one scores lower (``with_override``)."""
+    first_message: str | None = None
+
+
 class AgentDef(StrictModel):
     """One agent of the local API."""
 
@@ -153,6 +164,21 @@ class AgentDef(StrictModel):
     evaluation_criteria: list[CriterionDef] = Field(default_factory=list)
     data_collection: list[DataFieldDef] = Field(default_factory=list)
     quality: QualityKnobs = Field(default_factory=QualityKnobs)
+    branches: list[BranchDef] = Field(default_factory=list)
+    """Branches besides the main one (``main_branch_id``)."""
+
+    @property
+    def main_branch_id(self) -> str:
+        return f"agtbrch_{self.agent_id}_main"
+
+    def branch(self, branch_id: str | None) -> BranchDef | None:
+        """The branch by id (None or the main branch's id: the agent itself); KeyError if none."""
+        if branch_id is None or branch_id == self.main_branch_id:
+            return None
+        for branch in self.branches:
+            if branch.id == branch_id:
+                return branch
+        raise KeyError(branch_id)
 
     @model_validator(mode="after")
     def _consistent(self) -> AgentDef:
@@ -216,3 +242,99 @@ def load_agents(path: Path | None = None) -> dict[str, AgentDef]:
             raise ValueError(f"{path}: agents[{i}].agent_id: duplicate id {agent.agent_id!r}")
         agents[agent.agent_id] = agent
     return agents
+
+
+# ---------------------------------------------------------------------------- variants
+
+LLM_STRENGTH: dict[str, float] = {
+    "gpt-4o": 1.0,
+    "gpt-4.1": 1.0,
+    "gpt-5": 1.0,
+    "claude-sonnet-4": 1.0,
+    "gemini-2.5-pro": 1.0,
+    "gemini-2.5-flash": 0.97,
+    "gemini-2.0-flash": 0.92,
+    "gpt-4o-mini": 0.85,
+    "gpt-4.1-mini": 0.85,
+    "claude-3-5-haiku": 0.85,
+    "gemini-2.5-flash-lite": 0.78,
+    "gemini-2.0-flash-lite": 0.72,
+    "gpt-4.1-nano": 0.7,
+}
+"""How capable the local API takes each LLM to be, relative to the best (1.0). Unknown names
+guess from their suffix (``-lite`` / ``-nano`` 0.72, ``-mini`` / ``haiku`` 0.85, else 0.95)."""
+
+
+def llm_strength(llm: str) -> float:
+    name = llm.lower()
+    if name in LLM_STRENGTH:
+        return LLM_STRENGTH[name]
+    if "lite" in name or "nano" in name:
+        return 0.72
+    if "mini" in name or "haiku" in name:
+        return 0.85
+    return 0.95
+
+
+def _override_value(override: dict[str, Any] | None, *path: str) -> Any:
+    node: Any = override
+    for key in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def with_override(
+    agent: AgentDef, branch: BranchDef | None, override: dict[str, Any] | None
+) -> AgentDef:
+    """The agent as a branch and an ``agent_config_override`` make it.
+
+    Read from the override's ``conversation_config.agent``: ``prompt.llm`` (a weaker LLM scales
+    down understanding and every criterion's skill by ``llm_strength`` new / old, and raises
+    the hang-up rate), ``prompt.temperature`` (above 1 the agent understands less),
+    ``prompt.prompt`` (the description) and ``first_message``. A branch's ``llm`` and
+    ``first_message`` apply first. Without either, the agent itself.
+    """
+    if branch is None and not override:
+        return agent
+    llm = agent.llm
+    first = agent.first_message
+    description = agent.description
+    if branch is not None:
+        llm = branch.llm or llm
+        first = branch.first_message if branch.first_message is not None else first
+    conf = _override_value(override, "conversation_config", "agent") or {}
+    prompt = conf.get("prompt") if isinstance(conf, dict) else None
+    prompt = prompt if isinstance(prompt, dict) else {}
+    if isinstance(prompt.get("llm"), str) and prompt["llm"]:
+        llm = prompt["llm"]
+    if isinstance(prompt.get("prompt"), str):
+        description = prompt["prompt"]
+    if isinstance(conf, dict) and isinstance(conf.get("first_message"), str):
+        first = conf["first_message"]
+    temperature = prompt.get("temperature")
+    ratio = min(1.0, llm_strength(llm) / llm_strength(agent.llm))
+    understanding = agent.quality.understanding * ratio
+    if isinstance(temperature, int | float) and not isinstance(temperature, bool):
+        understanding *= 1.0 - 0.25 * max(0.0, min(float(temperature), 2.0) - 1.0)
+    quality = agent.quality.model_copy(
+        update={
+            "understanding": understanding,
+            "default_skill": agent.quality.default_skill * ratio,
+            "hangup_rate": min(1.0, agent.quality.hangup_rate + 0.1 * (1.0 - ratio)),
+        }
+    )
+    criteria = [
+        c.model_copy(update={"skill": None if c.skill is None else c.skill * ratio})
+        for c in agent.evaluation_criteria
+    ]
+    return agent.model_copy(
+        update={
+            "llm": llm,
+            "first_message": first,
+            "description": description,
+            "quality": quality,
+            "evaluation_criteria": criteria,
+        }
+    )

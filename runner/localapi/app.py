@@ -28,6 +28,8 @@ from typing import Annotated, Any, Literal
 import anyio
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
 
 from runner.localapi.agent_testing import AgentTestingEmulator
 from runner.localapi.agents import AgentDef
@@ -51,6 +53,8 @@ from runner.localapi.state import (
     Scope,
     Send,
     ServerSettings,
+    agent_branches_json,
+    branch_json,
 )
 from runner.wire.pricing import CALCULATE_ANY_PATH, CALCULATE_PATH, CalculateRequest
 from runner.wire.simulate import Analysis, SimulationRequest
@@ -148,6 +152,11 @@ class EdgeMiddleware:
             if denied is not None:
                 await send_json(counted_send, 401, denied)
                 return
+        if simulate and self.state.settings.simulate_endpoints != "on":
+            # switched off: answered like a removed route, before the body is looked at
+            status, body = _simulate_removed(self.state, path)
+            await send_json(counted_send, status, body)
+            return
         await self.app(scope, receive, counted_send)
 
     def _auth_error(self, scope: Scope) -> dict[str, Any] | None:
@@ -377,6 +386,27 @@ def _agent_not_found(agent_id: str) -> JSONResponse:
     )
 
 
+def _branch_not_found(agent_id: str, branch_id: str) -> JSONResponse:
+    return JSONResponse(
+        error_body(
+            "branch_not_found", f"Branch {branch_id!r} of agent {agent_id!r} was not found."
+        ),
+        status_code=404,
+    )
+
+
+def _simulate_removed(state: LocalAPIState, path: str) -> tuple[int, dict[str, Any]]:
+    """The reply of a simulate endpoint switched off (``--simulate-endpoints off|gone``)."""
+    state.stats.simulate_requests += 1
+    if state.settings.simulate_endpoints == "gone":
+        return 410, error_body(
+            "endpoint_removed",
+            f"POST {path} has been removed; use the agent-testing API "
+            "(/v1/convai/agent-testing/create and /v1/convai/agents/:agent_id/run-tests).",
+        )
+    return 404, error_body("not_found", "Not Found")
+
+
 def create_app(settings: ServerSettings) -> FastAPI:
     """The local API for ``settings``: agents are loaded (and replies pre-rendered) here."""
     state = LocalAPIState(settings)
@@ -390,6 +420,24 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.add_middleware(EdgeMiddleware, state=state)
     testing = AgentTestingEmulator(state)
     app.include_router(testing.router())
+
+    @app.exception_handler(StarletteHTTPException)
+    async def not_emulated(request: Request, exc: StarletteHTTPException) -> Response:
+        """Routing misses (404 no such path, 405 no such method) in the vendor's error shape,
+        saying that the local API does not emulate the endpoint."""
+        if exc.status_code in (404, 405):
+            what = f"{request.method} {request.url.path}"
+            status = "not_found" if exc.status_code == 404 else "method_not_allowed"
+            return JSONResponse(
+                error_body(
+                    status,
+                    f"{what}: the local API does not emulate this endpoint "
+                    "(see runner/localapi in the convsim-runner project)",
+                ),
+                status_code=exc.status_code,
+                headers=getattr(exc, "headers", None),
+            )
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
     @app.get("/_local/health", include_in_schema=False)
     async def health() -> dict[str, str]:
@@ -437,6 +485,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
         reply = state.agent_replies.get(agent_id)
         if reply is None:
             return _agent_not_found(agent_id)
+        try:
+            state.agents[agent_id].branch(branch_id)
+        except KeyError:
+            return _branch_not_found(agent_id, branch_id or "")
         return Response(reply, media_type="application/json")
 
     @app.post(CALCULATE_PATH)
@@ -454,6 +506,28 @@ def create_app(settings: ServerSettings) -> FastAPI:
     async def calculate_llm_usage(body: CalculateRequest | None = None) -> dict[str, Any]:
         prompt = body.prompt_length if body is not None and body.prompt_length else 0
         return calculate(prompt).model_dump(mode="json")
+
+    @app.get("/v1/convai/agents/{agent_id}/branches")
+    async def list_branches(agent_id: str) -> Response:
+        agent = state.agents.get(agent_id)
+        if agent is None:
+            return _agent_not_found(agent_id)
+        branches = agent_branches_json(agent)
+        return JSONResponse(
+            {"meta": {"total": len(branches), "page": 0, "page_size": 100}, "results": branches}
+        )
+
+    @app.get("/v1/convai/agents/{agent_id}/branches/{branch_id}")
+    async def get_branch(agent_id: str, branch_id: str) -> Response:
+        agent = state.agents.get(agent_id)
+        if agent is None:
+            return _agent_not_found(agent_id)
+        try:
+            branch = agent.branch(branch_id)
+        except KeyError:
+            return _branch_not_found(agent_id, branch_id)
+        name = "Main" if branch is None else branch.name
+        return JSONResponse(branch_json(agent, branch_id, name))
 
     @app.post("/v1/convai/agents/{agent_id}/simulate-conversation/stream")
     async def simulate_conversation_stream(agent_id: str, body: SimulationRequest) -> Response:

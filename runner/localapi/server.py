@@ -145,6 +145,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="send Retry-After on 429s (off by default: the real API does not document it)",
     )
     parser.add_argument(
+        "--lose-run-replies",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the first N run-tests calls start their invocation, then drop the connection "
+        "instead of replying (a reply lost in transit)",
+    )
+    parser.add_argument(
+        "--simulate-endpoints",
+        choices=["on", "off", "gone"],
+        default="on",
+        help="off: both simulate-conversation endpoints answer 404, gone: 410, in the vendor's "
+        "error shape (as if the vendor removed them); on (default): they simulate",
+    )
+    parser.add_argument(
         "--log-level",
         default="warning",
         choices=["critical", "error", "warning", "info", "debug", "trace"],
@@ -185,6 +200,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         timing=TimingModel(**timing_overrides),
         faults=faults,
         retry_after=args.retry_after,
+        simulate_endpoints=args.simulate_endpoints,
+        lose_run_replies=args.lose_run_replies,
     )
 
 

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from runner.localapi.agents import AgentDef, load_agents
 from runner.localapi.conversation import ConversationPlan, TimingModel, plan_conversation
@@ -29,6 +29,8 @@ Send = Callable[[Message], Awaitable[None]]
 DEFAULT_MAX_CONCURRENCY_HEADER = 1000
 """``maximum-concurrent-requests`` advertised when no ``--max-concurrency`` cap is set."""
 
+LOCAL_VOICE_ID = "local-voice"
+"""The voice every local agent reports (the vendor's agent summaries require one)."""
 AGENT_CREATED_AT_UNIX = 1_767_225_600
 """Fixed creation time (2026-01-01) of every local agent: replies stay reproducible."""
 
@@ -50,6 +52,12 @@ class ServerSettings:
     faults: FaultSettings = field(default_factory=FaultSettings)
     retry_after: float | None = None
     """Seconds sent as ``Retry-After`` on 429s; None (default) sends no such header."""
+    lose_run_replies: int = 0
+    """The first N run-tests calls start their invocation and then drop the connection
+    instead of replying (a reply lost in transit: the client cannot know it was started)."""
+    simulate_endpoints: Literal["on", "off", "gone"] = "on"
+    """``off``: both simulate endpoints answer 404, ``gone``: 410 (as if the vendor removed
+    them), in the vendor's error shape; nothing is simulated."""
 
     def __post_init__(self) -> None:
         if not (self.time_scale >= 0 and math.isfinite(self.time_scale)):
@@ -95,6 +103,24 @@ def agent_json(agent: AgentDef) -> dict[str, Any]:
     }
 
 
+def branch_json(agent: AgentDef, branch_id: str, name: str) -> dict[str, Any]:
+    """``AgentBranchResponse`` / ``AgentBranchSummary``: the required fields."""
+    return {
+        "id": branch_id,
+        "name": name,
+        "agent_id": agent.agent_id,
+        "description": "",
+        "created_at": AGENT_CREATED_AT_UNIX,
+        "last_committed_at": AGENT_CREATED_AT_UNIX,
+        "is_archived": False,
+    }
+
+
+def agent_branches_json(agent: AgentDef) -> list[dict[str, Any]]:
+    main = [branch_json(agent, agent.main_branch_id, "Main")]
+    return main + [branch_json(agent, b.id, b.name) for b in agent.branches]
+
+
 def agent_summary_json(agent: AgentDef) -> dict[str, Any]:
     """``AgentSummaryResponseModel``."""
     return {
@@ -102,6 +128,8 @@ def agent_summary_json(agent: AgentDef) -> dict[str, Any]:
         "name": agent.name,
         "tags": [],
         "created_at_unix_secs": AGENT_CREATED_AT_UNIX,
+        "updated_at_unix_secs": AGENT_CREATED_AT_UNIX,
+        "voice_id": LOCAL_VOICE_ID,
         "archived": False,
         "access_info": {
             "is_creator": True,

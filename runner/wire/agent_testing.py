@@ -20,6 +20,8 @@ TESTS_PATH = "/v1/convai/agent-testing"
 TEST_PATH = "/v1/convai/agent-testing/{test_id}"
 RUN_PATH = "/v1/convai/agents/{agent_id}/run-tests"
 INVOCATION_PATH = "/v1/convai/test-invocations/{invocation_id}"
+INVOCATIONS_PATH = "/v1/convai/test-invocations"
+CANCEL_PATH = "/v1/convai/test-invocations/{invocation_id}/cancel"
 
 MAX_REPEAT_COUNT = 50
 """The largest ``repeat_count`` of one run-tests call."""
@@ -66,6 +68,7 @@ class SimulationTest(WireModel):
     tool_mock_overrides: dict[str, list[ToolResponseMock]] = Field(default_factory=dict)
     evaluation_model: str | None = None
     simulated_user_model: str | None = None
+    environment: str | None = None
     parent_folder_id: str | None = None
 
 
@@ -147,3 +150,28 @@ class TestInvocation(WireModel):
     bucketing_status: str | None = None
     result_groups: list[ResultGroup] | None = None
     test_runs: list[TestRun]
+
+
+class InvocationSummary(WireModel):
+    """``TestInvocationSummaryResponseModel`` (items of the invocations list)."""
+
+    id: str
+    name: str | None = None
+    agent_id: str | None = None
+    branch_id: str | None = None
+    created_at_unix_secs: int | None = None
+    cancelled: bool | None = None
+    test_run_count: int | None = None
+    pending_count: int | None = None
+    cancelled_count: int | None = None
+    credits_used: float | None = None
+    total_price: float | None = None
+    """USD billed for the whole invocation."""
+
+
+class InvocationsPage(WireModel):
+    """``GetTestInvocationsPageResponseModel``."""
+
+    results: list[InvocationSummary]
+    has_more: bool = False
+    next_cursor: str | None = None

@@ -16,7 +16,6 @@ CALCULATE_PATH = "/v1/convai/agent/{agent_id}/llm-usage/calculate"
 """``POST``: expected LLM prices for one agent (its prompt length, knowledge base)."""
 CALCULATE_ANY_PATH = "/v1/convai/llm-usage/calculate"
 """``POST``: the same without an agent (the body gives the prompt length)."""
-INVOCATIONS_PATH = "/v1/convai/test-invocations"
 
 
 class Charging(WireModel):
@@ -57,13 +56,3 @@ class LLMUsageCalculation(WireModel):
     """``LLMUsageCalculatorResponseModel``."""
 
     llm_prices: list[LLMPrice] = Field(default_factory=list)
-
-
-class InvocationSummary(WireModel):
-    """``TestInvocationSummaryResponseModel`` (items of ``GET /v1/convai/test-invocations``):
-    the invocation's spend."""
-
-    id: str
-    credits_used: float | None = None
-    total_price: float | None = None
-    """USD billed for the whole invocation."""

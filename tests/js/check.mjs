@@ -1,0 +1,53 @@
+// The official JS SDK (pinned in package-lock.json) against a local API: it validates every
+// reply itself and throws on a missing required field. Run by tests/test_js_sdk.py:
+//   node check.mjs http://127.0.0.1:PORT
+// Prints one JSON line of what it read; exits non-zero on any error.
+import { ElevenLabsClient } from "@elevenlabs/elevenlabs-js";
+
+const baseUrl = process.argv[2];
+const client = new ElevenLabsClient({ baseUrl, apiKey: "local", maxRetries: 0 });
+const ai = client.conversationalAi;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const agents = await ai.agents.list();
+const agent = await ai.agents.get("agent_support");
+const branch = await ai.agents.branches.get("agent_support", "agtbrch_support_lite_llm");
+const created = await ai.tests.create({
+  type: "simulation",
+  name: "js sdk check",
+  simulationScenario: "You want to know where your order A-1042 is.",
+  successConditions: ["The agent told the user where the order is."],
+  simulationMaxTurns: 4,
+});
+const test = await ai.tests.get(created.id);
+const tests = await ai.tests.list();
+const run = await ai.agents.runTests("agent_support", {
+  tests: [{ testId: created.id }],
+  repeatCount: 2,
+  name: "js sdk run",
+  branchId: "agtbrch_support_lite_llm",
+});
+let invocation = run;
+for (let i = 0; i < 400 && invocation.bucketingStatus !== "completed"; i++) {
+  await sleep(25);
+  invocation = await ai.tests.invocations.get(run.id);
+}
+const toCancel = await ai.agents.runTests("agent_support", {
+  tests: [{ testId: created.id }],
+  name: "js sdk cancel",
+});
+await ai.tests.invocations.cancel(toCancel.id);
+const cancelled = await ai.tests.invocations.get(toCancel.id);
+const page = await ai.tests.invocations.list({ agentId: "agent_support", pageSize: 100 });
+console.log(
+  JSON.stringify({
+    agents: agents.agents.map((a) => a.agentId),
+    agent: agent.agentId,
+    branch: branch.id,
+    test: test.name,
+    tests: tests.tests.length,
+    statuses: invocation.testRuns.map((r) => r.status),
+    cancelledStatuses: cancelled.testRuns.map((r) => r.status),
+    listed: page.results.map((r) => [r.name, r.testRunCount, r.cancelledCount]),
+  }),
+);
