@@ -143,6 +143,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.limit is not None:
             total = min(total, args.limit)
         print(f"{args.config}: valid; {total} job(s)")
+        if not args.no_preflight:  # first: a rejected key or unknown agent needs no estimate
+            from runner.sweep import preflight_only
+            from runner.target import SetupError
+
+            try:
+                problems = preflight_only(cfg)
+            except SetupError as exc:
+                _err(str(exc))
+                return EXIT_USAGE
+            for problem in problems:
+                _err(problem)
+            if problems:
+                return EXIT_USAGE
+            print("pre-flight: the key, every agent and branch, and the endpoint answered")
         _print_estimate(cfg, args)
         for job in itertools.islice(iter_jobs(cfg), min(3, total)):
             print(
@@ -165,21 +179,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 + ("/stream" if cfg.target.backend == "stream" else "")
             )
             print(json.dumps(job.body, indent=2, ensure_ascii=False))
-        if args.no_preflight:
-            return EXIT_OK
-        from runner.sweep import preflight_only
-        from runner.target import SetupError
-
-        try:
-            problems = preflight_only(cfg)
-        except SetupError as exc:
-            _err(str(exc))
-            return EXIT_USAGE
-        for problem in problems:
-            _err(problem)
-        if problems:
-            return EXIT_USAGE
-        print("\npre-flight: the key, every agent and branch, and the endpoint answered")
         return EXIT_OK
 
     from runner.report.terminal import print_summary

@@ -157,6 +157,7 @@ def test_kill_9_at_random_instants_pays_for_nothing_twice(
     command = [
         sys.executable,
         *("-m", "runner", "run", str(config), "--results", str(tmp_path), "--no-progress"),
+        "--no-preflight",  # the stand-in serves the simulate endpoint only
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     rng = random.Random(19)

@@ -129,7 +129,12 @@ def test_preflight_catches_an_unknown_agent_and_branch(tmp_path: Path, guarded: 
     )
     done = cli("run", str(config), "--results", str(tmp_path / "r"), "--no-progress")
     assert done.returncode == 2, done.stderr
-    problems = [line for line in done.stderr.splitlines() if line.startswith("error: pre-flight")]
+    problems = [
+        line
+        for line in done.stderr.splitlines()
+        if line.startswith("error: pre-flight") and "problem(s) above" not in line
+    ]
+    assert done.stderr.splitlines()[-1].startswith("error: pre-flight: 2 problem(s) above")
     assert len(problems) == 2, done.stderr
     assert "agents[1].id: agent 'agent_nope' does not exist" in problems[0]
     assert "agents[2].branch_id: agent 'agent_support' has no branch 'agtbrch_nope'" in problems[1]

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from runner.stream import FrameDecoder, StreamDecodeError, Transcript, decode_frame, decode_stream
 from runner.wire.simulate import StreamFrame, usage_totals
 
-# The three lines of the example in shared/reference/simulate-conversation.md, verbatim.
+# The three lines of the vendor's example stream (its draft docs), verbatim.
 REFERENCE_LINES = [
     rb'"{\"simulated_conversation\":[{\"role\":\"agent\",\"message\":\"Hi, this is Ana from Acme support. How can I help?\",\"tool_calls\":[],\"tool_results\":[],\"time_in_call_secs\":0}],\"analysis\":null}"',  # noqa: E501
     rb'"{\"simulated_conversation\":[{\"role\":\"user\",\"message\":\"My order never arrived.\",\"tool_calls\":[],\"tool_results\":[],\"time_in_call_secs\":0}],\"analysis\":null}"',  # noqa: E501

@@ -8,6 +8,7 @@ these tests loudly; they never skip. Every page visited must log no console erro
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ from runner.localapi.server import local_api_process
 from runner.report import write_report
 from runner.view.server import Viewer, viewer_process
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(shutil.which("chromium") or "chromium")
+"""Debian's chromium (``.ci/run`` installs it where missing), found on PATH."""
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
