@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -32,25 +32,29 @@ from runner.backends.agent_testing import AgentTestingBackend
 from runner.backends.base import Backend
 from runner.backends.simulate import BufferedBackend, StreamBackend
 from runner.config import Config, config_hash, resolved_config
-from runner.engine import Counters, Engine, RunAborted
+from runner.engine import Counters, Engine, RunAborted, SharedSlots
 from runner.errors import Failure
 from runner.http import make_http_client
 from runner.jobs import Job, count_jobs, iter_jobs
 from runner.journal import JournaledParts, recover
 from runner.manifest import Manifest, Session, Target
 from runner.progress import show_progress
+from runner.shard import Shard
 from runner.store import (
     RESOLVED_CONFIG,
     PartWriter,
     RunLock,
+    ShardLock,
     StoreError,
     compact,
     done_job_keys,
     job_totals,
     read_manifest,
+    read_shard_manifest,
     set_aside,
     write_json,
     write_manifest,
+    write_shard_manifest,
 )
 from runner.target import read_api_key, target_url
 
@@ -72,6 +76,8 @@ class RunResult:
     aborted: Failure | None = None
     interrupted: bool = False
     table_counts: dict[str, int] = field(default_factory=dict)
+    shard: Shard | None = None
+    """The shard this session ran (``run --shard I/N``); its tables are built by ``merge``."""
 
 
 RunReport = RunResult
@@ -82,15 +88,32 @@ def run_name(cfg: Config, override: str | None = None) -> str:
     return override or cfg.run.name or cfg.source_path.stem
 
 
-def select_jobs(cfg: Config, limit: int | None, done: set[str]) -> Iterator[Job]:
+def sweep_jobs(cfg: Config, limit: int | None, shard: Shard | None = None) -> Iterator[Job]:
+    """The sweep's jobs (the first ``limit``), only the shard's own when sharded."""
     jobs: Iterator[Job] = iter_jobs(cfg)
     if limit is not None:
         jobs = itertools.islice(jobs, limit)
-    return (job for job in jobs if job.key not in done)
+    if shard is not None:
+        jobs = (job for job in jobs if shard.owns(job.key))
+    return jobs
 
 
-def planned_total(cfg: Config, limit: int | None, done: set[str]) -> tuple[int, int]:
+def select_jobs(
+    cfg: Config, limit: int | None, done: set[str], shard: Shard | None = None
+) -> Iterator[Job]:
+    return (job for job in sweep_jobs(cfg, limit, shard) if job.key not in done)
+
+
+def planned_total(
+    cfg: Config, limit: int | None, done: set[str], shard: Shard | None = None
+) -> tuple[int, int]:
     """(jobs to run, jobs skipped as already done). Counts without keeping jobs in memory."""
+    if shard is not None and shard.count > 1:
+        total = skipped = 0
+        for job in sweep_jobs(cfg, limit, shard):
+            total += 1
+            skipped += job.key in done
+        return total - skipped, skipped
     total = count_jobs(cfg)
     if limit is not None:
         total = min(total, limit)
@@ -163,6 +186,9 @@ async def run_sweep(
     retry_errors: bool = True,
     fresh: bool = False,
     handle_signals: bool = False,
+    shard: Shard | None = None,
+    slots: SharedSlots | None = None,
+    watch: Callable[[Counters], None] | None = None,
 ) -> RunResult:
     """Run a sweep into ``results_root/<name>/``, resuming what is there.
 
@@ -170,7 +196,14 @@ async def run_sweep(
     re-run unless ``retry_errors`` is false. ``fresh`` sets an existing run directory aside and
     starts anew. ``base_url`` overrides the config's target (tests point it at a server).
     ``handle_signals`` (the CLI) turns Ctrl-C / SIGTERM into a graceful stop.
+
+    ``shard`` runs only that shard's jobs, under its own lock and manifest
+    (``shards/I-of-N.json``), beside the other shards; ``merge`` builds the tables.
+    ``slots`` replaces the local concurrency limiter (the cluster's quota, ``runner.cluster``);
+    ``watch`` is handed the live counters once the engine exists (a progress display elsewhere).
     """
+    if shard is not None and fresh:
+        raise StoreError("--fresh cannot be used with --shard: set the run directory aside first")
     api_key = read_api_key(cfg, base_url)
     run_dir = results_root / run_name(cfg, name)
     now = datetime.now(UTC)
@@ -179,14 +212,20 @@ async def run_sweep(
         moved = set_aside(run_dir, now.strftime("%Y%m%dT%H%M%SZ"))
         if moved is not None:
             print(f"previous run kept at {moved}", file=sys.stderr)
-    lock = RunLock(run_dir)
+    lock: RunLock | ShardLock = (
+        RunLock(run_dir) if shard is None else ShardLock(run_dir, shard.index, shard.count)
+    )
     try:
         lock.acquire()
     except OSError as exc:
         raise StoreError(f"cannot write results to {run_dir}: {exc.strerror}") from exc
     try:
-        opened = open_session(cfg, run_dir, run_id, limit=limit, retry_errors=retry_errors)
-        result = RunResult(run_dir=run_dir, run_id=run_id, counters=Counters(), wall_secs=0.0)
+        opened = open_session(
+            cfg, run_dir, run_id, limit=limit, retry_errors=retry_errors, shard=shard
+        )
+        result = RunResult(
+            run_dir=run_dir, run_id=run_id, counters=Counters(), wall_secs=0.0, shard=shard
+        )
         start = time.monotonic()
         try:
             await execute(
@@ -198,6 +237,8 @@ async def run_sweep(
                 progress=progress,
                 base_url=base_url,
                 handle_signals=handle_signals,
+                slots=slots,
+                watch=watch,
             )
         except BaseException:
             if opened.session.ended == "running":  # not already "write_failed"
@@ -225,23 +266,33 @@ class OpenSession:
     done: set[str]
     recovered: int
     """Finished jobs of earlier sessions recovered from the journal."""
+    shard: Shard | None = None
 
 
 def open_session(
-    cfg: Config, run_dir: Path, run_id: str, *, limit: int | None, retry_errors: bool
+    cfg: Config,
+    run_dir: Path,
+    run_id: str,
+    *,
+    limit: int | None,
+    retry_errors: bool,
+    shard: Shard | None = None,
 ) -> OpenSession:
-    """Prepare the directory, count what is left to do and record the session as running."""
+    """Prepare the directory, count what is left to do and record the session as running.
+    A shard touches only what is its own: its leftovers, its journal, its manifest."""
     axes = tuple(cfg.matrix)
     writer = PartWriter(run_dir, run_id, axes)
-    writer.prepare()
-    recovered = recover(run_dir)
+    earlier = read_manifest(run_dir) if shard is None else read_shard_manifest(run_dir, shard.name)
+    own = None if shard is None else [s.run_id for s in earlier.sessions] if earlier else []
+    writer.prepare(own)
+    recovered = recover(run_dir, own)
     if recovered:
         print(
             f"recovered {recovered} finished job(s) from the journal of an interrupted session",
             file=sys.stderr,
         )
     done = done_job_keys(run_dir, include_errors=not retry_errors)
-    total, skipped = planned_total(cfg, limit, done)
+    total, skipped = planned_total(cfg, limit, done, shard)
     started = datetime.now(UTC)
     session = Session(
         run_id=run_id,
@@ -251,11 +302,10 @@ def open_session(
         skipped=skipped,
         recovered=recovered,
     )
-    earlier = read_manifest(run_dir)
     manifest = Manifest(
         run_name=run_dir.name,
         created_at=earlier.created_at if earlier else started,
-        config_path=str(cfg.source_path),
+        config_path=str(cfg.source_path if shard is None else cfg.source_path.resolve()),
         config_hash=session.config_hash,
         target=Target(base_url=cfg.target.base_url, backend=cfg.target.backend),
         matrix_axes=list(axes),
@@ -264,9 +314,14 @@ def open_session(
         counts=earlier.counts if earlier else {},
         sessions=[*(earlier.sessions if earlier else []), session],
     )
-    write_manifest(run_dir, manifest)
-    write_json(run_dir / RESOLVED_CONFIG, resolved_config(cfg))
-    return OpenSession(run_dir, manifest, session, writer, axes, done, recovered)
+    if shard is None:
+        write_manifest(run_dir, manifest)
+        write_json(run_dir / RESOLVED_CONFIG, resolved_config(cfg))
+    else:
+        manifest.shard, manifest.limit, manifest.counts = str(shard), limit, {}
+        write_shard_manifest(run_dir, shard.name, manifest)
+        write_json(run_dir / RESOLVED_CONFIG, resolved_config(cfg), unique=True)
+    return OpenSession(run_dir, manifest, session, writer, axes, done, recovered, shard)
 
 
 async def execute(
@@ -279,11 +334,15 @@ async def execute(
     progress: bool,
     base_url: str | None,
     handle_signals: bool,
+    slots: SharedSlots | None = None,
+    watch: Callable[[Counters], None] | None = None,
 ) -> None:
     """Run the session's jobs against the target; ``result`` is filled in as it goes."""
     session, run_dir = opened.session, opened.run_dir
     total = session.planned
-    concurrency = concurrency_policy(cfg)
+    concurrency: int | ConcurrencyController | SharedSlots = (
+        concurrency_policy(cfg) if slots is None else slots
+    )
     pool = concurrency if isinstance(concurrency, int) else concurrency.cap
     local = base_url is None and total > 0
     with target_url(cfg) if local else contextlib.nullcontext(base_url or "") as url:
@@ -300,6 +359,8 @@ async def execute(
         engine.counters.total = total
         engine.counters.skipped = session.skipped
         result.counters = engine.counters
+        if watch is not None:
+            watch(engine.counters)
         # a failed write (disk full, directory gone) stops the run at once: what was written
         # or journaled before stays, nothing more is paid for
         sink = JournaledParts(opened.writer)
@@ -310,7 +371,7 @@ async def execute(
                 if handle_signals:
                     tg.start_soon(_watch_signals, engine, cfg.run.shutdown_grace, sys.stderr)
                 try:
-                    await engine.run(select_jobs(cfg, limit, opened.done), sink)
+                    await engine.run(select_jobs(cfg, limit, opened.done, opened.shard), sink)
                 except RunAborted as exc:  # caught here, not as a task group's exception group
                     result.aborted = exc.failure
                 finally:
@@ -353,6 +414,13 @@ async def finalize(opened: OpenSession, result: RunResult) -> None:
     session.server_quota = c.server_quota
     if result.aborted:
         session.abort_reason = result.aborted.message
+    if opened.shard is not None:
+        # the final tables are built by ``merge``: other shards may be reading them now
+        try:
+            write_shard_manifest(run_dir, opened.shard.name, manifest)
+        except OSError as exc:
+            print(f"warning: could not write the shard manifest: {exc}", file=sys.stderr)
+        return
     try:
         result.table_counts = await anyio.to_thread.run_sync(compact, run_dir, opened.axes)
         totals = await anyio.to_thread.run_sync(job_totals, run_dir)
