@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import polars as pl
 import pytest
 import yaml
@@ -39,6 +40,7 @@ from runner.store import (
     read_manifest,
 )
 from runner.sweep import sweep_jobs
+from runner.view.server import viewer_process
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "configs" / "example.yaml"
@@ -256,6 +258,12 @@ def test_shard_processes_then_merge_give_the_tables_of_one_process(tmp_path: Pat
     unmerged = read_manifest(run_dir)
     assert unmerged is not None and not unmerged.finalized and len(unmerged.sessions) == 3
     assert same_content(run_dir, tmp_path / "one" / "sharded")
+    with viewer_process(results) as viewer, httpx.Client(base_url=viewer.base_url) as client:
+        runs = client.get("/")
+        assert runs.status_code == 200 and "/runs/sharded" in runs.text
+        assert "incomplete" in runs.text  # not merged yet: its parts are read
+        page = client.get("/runs/sharded")
+        assert page.status_code == 200 and ">24<" in page.text.replace(" ", "")
     report = run_cli("report", str(run_dir))
     assert report.returncode == 0, report.stderr
     check = run_cli("check", str(run_dir), "--max-error-rate", "0.5")
@@ -275,6 +283,8 @@ def test_shard_processes_then_merge_give_the_tables_of_one_process(tmp_path: Pat
     assert again.returncode == 0, again.stderr
     for table, frame in first.items():
         assert pl.read_parquet(run_dir / f"{table}.parquet").equals(frame)
+    with viewer_process(results) as viewer, httpx.Client(base_url=viewer.base_url) as client:
+        assert "finished" in client.get("/").text
     compare = run_cli("compare", str(tmp_path / "one" / "sharded"), str(run_dir))
     assert compare.returncode == 0, compare.stderr
     assert "regression" not in compare.stdout.split("verdicts:")[-1]
