@@ -27,7 +27,8 @@ def list_runs(root: Path) -> dict[str, Path]:
     """The run directories directly under ``root``, by name (sorted).
 
     A run directory has a ``manifest.json``, a final ``jobs.parquet``, a ``parts/jobs``
-    folder or (a sharded run) a ``shards`` folder. Entries that resolve outside ``root`` (a symlink pointing elsewhere) are left out.
+    folder or (a sharded run) a ``shards`` folder. Entries that resolve outside ``root`` (a
+    symlink pointing elsewhere) are left out.
     """
     try:
         base = root.resolve(strict=True)
