@@ -41,7 +41,7 @@ from runner.sweep import DEFAULT_RESULTS, run_name, run_sweep
 from runner.target import target_url
 
 NAMESPACE = "convsim"
-LEASE_SECS = 10.0
+LEASE_SECS = 5.0
 """A shard silent this long (no heartbeat, no slot taken or returned) is presumed dead and its
 slots are returned to the cluster."""
 HEARTBEAT_SECS = 1.0
@@ -87,6 +87,8 @@ class QuotaActor:
         freed = self._condition()
         async with freed:
             while not self.ledger.take(holder, time.monotonic()):
+                if self.ledger.gone(holder):  # a request its dead shard left: no slot
+                    break
                 await freed.wait()
             return self.ledger.in_use, self.ledger.limit
 

@@ -52,6 +52,18 @@ def test_a_silent_holder_returns_its_slots() -> None:
     assert ledger.in_use == 1 and ledger.reclaimed == 3 and ledger.held == {"alive": 1}
     ledger.give_back("dead", 12)  # a late release from the dead shard changes nothing
     assert ledger.in_use == 1
+    # a request the dead shard left waiting gets no slot, and does not make it look alive
+    assert ledger.gone("dead") and not ledger.take("dead", 12) and ledger.in_use == 1
+    assert ledger.expire(30) == ["alive"]  # silent since 8 s: gone too
+    ledger.heartbeat("alive", 31)  # ... but it was only slow: a heartbeat brings it back
+    assert not ledger.gone("alive") and ledger.take("alive", 31)
+
+
+def test_a_holder_that_drops_its_slots_takes_no_more() -> None:
+    ledger = SlotLedger(2)
+    assert ledger.take("done", 0) and ledger.take("done", 0)
+    assert ledger.drop("done") == 2 and ledger.in_use == 0
+    assert not ledger.take("done", 1) and ledger.take("other", 1)
 
 
 def test_the_ledger_adapts_with_the_same_controller_a_process_uses() -> None:
