@@ -5,8 +5,9 @@
 headers and 429s; ``cluster-fixed``: one quota actor holding ``quota``; ``static``: each shard
 its own fixed ``quota // shards``; ``independent``: each shard ``auto`` on its own), ``shards``,
 ``jobs``, ``quota``, ``new_turns_limit``, and ``kill`` (SIGKILL one shard's process once a
-third of the jobs are done). Figures: the window figures of ``bench.metrics`` over every
-shard's attempts, the server's own counts, and whether every job is there once.
+third of its jobs are done, with some in flight). Figures: the window figures of
+``bench.metrics`` over every shard's attempts, the server's own counts, and whether every job
+is there once.
 """
 
 from __future__ import annotations
@@ -80,18 +81,23 @@ def main(argv: list[str]) -> int:
             log_to_driver=False,
         )
         killed: list[int] = []
+        in_flight: list[int] = []
 
         def kill_one(actors: list[Any]) -> None:
             def killer() -> None:
-                while stats(spec["url"])["simulations_completed"] - before < spec["jobs"] // 3:
-                    time.sleep(0.05)
+                # mid-run for the shard itself: a third of its jobs done, some in flight
+                while True:
+                    p = ray.get(actors[1].progress.remote())
+                    if p["total"] and p["done"] >= p["total"] // 3 and p["in_flight"] > 0:
+                        break
+                    time.sleep(0.02)
                 pid = ray.get(actors[1].pid.remote())
+                in_flight.append(p["in_flight"])
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
 
             threading.Thread(target=killer, daemon=True).start()
 
-        before = stats(spec["url"])["simulations_completed"]
         sent_before = stats(spec["url"])["simulate_requests"]
         rejected_before = stats(spec["url"])["concurrency_rejections"]
         try:
@@ -121,6 +127,7 @@ def main(argv: list[str]) -> int:
         "complete": bool(outcome.merged and outcome.merged.complete),
         "every_job_once": jobs.height == spec["jobs"] and jobs["job_key"].n_unique() == jobs.height,
         "killed": len(killed),
+        "in_flight_when_killed": in_flight[0] if in_flight else None,
         "shard_sessions": sum(sessions),
         "sent": after["simulate_requests"] - sent_before,
         "server_rejections": after["concurrency_rejections"] - rejected_before,

@@ -324,7 +324,8 @@ def shards(sizes: Sizes) -> list[Row]:
             lost = row["sent"] - row["sims"]
             row["target"] = (
                 f"completes, every job once: {'met' if ok else 'MISSED'}"
-                f" ({row['shard_sessions']} shard sessions, {lost} sent again)"
+                f" ({row['shard_sessions']} shard sessions; killed with"
+                f" {row['in_flight_when_killed']} in flight, {lost} sent again)"
             )
         elif row["setup"].startswith(f"{SHARDS} quota actor, auto (") and "throughput_ratio" in row:
             others = [
