@@ -134,6 +134,7 @@ def main(argv: list[str]) -> int:
         "server_peak_in_flight": after["peak_in_flight"],
         "cluster_peak_in_flight": outcome.peak_in_flight,
         "wall_secs": outcome.wall_secs,
+        "message": outcome.message,
         **window_figures(attempts, spec["quota"]),
     }
     print(json.dumps(figures))

@@ -159,10 +159,11 @@ class ClusterSlots:
         )
 
     def close(self) -> None:
-        """This shard is done: its slots (any a cancelled wait was granted too) go back."""
+        """This shard is done: its slots (any a cancelled wait was granted too) go back, and
+        the requests it may have left waiting get none."""
         self._stop.set()
         with contextlib.suppress(Exception):
-            ray.get(self.actor.drop.remote(self.holder), timeout=10)
+            self.actor.drop.remote(self.holder)
 
 
 # ------------------------------------------------------------------------ the shard actors
@@ -218,7 +219,7 @@ class ShardActor:
             )
         finally:
             if slots is not None:
-                await anyio.to_thread.run_sync(slots.close)
+                slots.close()
         out = _counters_dict(result.counters)
         out.update(
             interrupted=result.interrupted,
@@ -345,6 +346,22 @@ def run_on_ray(
                 on_started(actors)
             counters = Counters(concurrency_auto=cfg.run.concurrency == "auto")
             results = anyio.run(_drive, actors, refs, quota, counters, progress)
+            # a shard that failed for good (out of restarts, or its actor never started):
+            # once more in a new actor, which resumes it from the store
+            failed = [i for i, r in enumerate(results) if "failed" in r]
+            if failed:
+                reasons = "; ".join(f"shard {i}: {results[i]['failed']}" for i in failed)
+                print(f"warning: starting failed shards again ({reasons})", file=sys.stderr)
+                for i in failed:
+                    with contextlib.suppress(Exception):
+                        ray.kill(actors[i], no_restart=True)
+                    actors[i] = remote_shard.remote(Shard(i, shards), quota_name)
+                again_refs = [actors[i].run.remote(cfg, kwargs) for i in failed]
+                again = anyio.run(
+                    _drive, [actors[i] for i in failed], again_refs, quota, counters, progress
+                )
+                for i, result in zip(failed, again, strict=True):
+                    results[i] = result
         wall = time.monotonic() - t0
         peak = (
             int(ray.get(quota.stats.remote())["peak"])
@@ -353,8 +370,9 @@ def run_on_ray(
         )
         _sum(counters, results)
         merged = merge(run_dir, config=cfg.source_path, limit=limit)
-        failed = [f"shard {i}: {r['failed']}" for i, r in enumerate(results) if "failed" in r]
-        message = "; ".join(failed)
+        message = "; ".join(
+            f"shard {i}: {r['failed']}" for i, r in enumerate(results) if "failed" in r
+        )
         if not merged.complete:
             message += (
                 f"{'; ' if message else ''}{merged.missing_count} job(s) have no result; "
