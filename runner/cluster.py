@@ -37,6 +37,7 @@ from runner.engine import Counters
 from runner.merge import MergeResult, merge
 from runner.progress import show_progress
 from runner.shard import Shard
+from runner.store import StoreError
 from runner.sweep import DEFAULT_RESULTS, run_name, run_sweep
 from runner.target import target_url
 
@@ -369,11 +370,15 @@ def run_on_ray(
             else sum(int(r.get("peak_in_flight") or 0) for r in results)
         )
         _sum(counters, results)
-        merged = merge(run_dir, config=cfg.source_path, limit=limit)
         message = "; ".join(
             f"shard {i}: {r['failed']}" for i, r in enumerate(results) if "failed" in r
         )
-        if not merged.complete:
+        merged: MergeResult | None = None
+        try:
+            merged = merge(run_dir, config=cfg.source_path, limit=limit)
+        except StoreError as exc:  # e.g. a shard running elsewhere holds the directory
+            message += f"{'; ' if message else ''}not merged: {exc}"
+        if merged is not None and not merged.complete:
             message += (
                 f"{'; ' if message else ''}{merged.missing_count} job(s) have no result; "
                 "run the same command again to resume"

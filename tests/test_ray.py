@@ -23,7 +23,9 @@ from runner.adaptive import AdaptiveLimit, Signal, SignalKind, SlotLedger
 from runner.cluster import run_on_ray
 from runner.config import load_config
 from runner.localapi.server import LocalAPI, local_api_process
-from runner.store import load_run, read_shard_manifest
+from runner.shard import Shard
+from runner.store import ShardLock, load_run, read_shard_manifest
+from runner.sweep import sweep_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 QUOTA = 6
@@ -206,3 +208,28 @@ def test_the_cli_runs_the_shards_on_a_local_ray_cluster(tmp_path: Path) -> None:
         assert "2 shard(s) on Ray: 20 job(s) run" in done.stdout
         assert api.stats()["simulate_requests"] == 20
     every_job_once(tmp_path / "r" / "ray", 20)
+
+
+def test_a_shard_that_cannot_run_leaves_the_run_incomplete_and_a_rerun_completes_it(
+    tmp_path: Path, local_ray: None
+) -> None:
+    with local_api_process(["--time-scale", "0.005", "--seed", "4"]) as api:
+        cfg = load_config(write_config(tmp_path / "c.yaml", api.base_url, scenarios=10))
+        run_dir = tmp_path / "r" / "ray"
+        # another process runs shard 1 of 2: the cluster's shard 1 is refused, twice (its
+        # actor, then the new one it gets once more); shard 0 does its part
+        with ShardLock(run_dir, 1, 2):
+            outcome = run_on_ray(
+                cfg, shards=2, results_root=tmp_path / "r", progress=False, base_url=api.base_url
+            )
+        # not merged either: the directory is in use by that other process
+        assert outcome.merged is None and "not merged" in outcome.message
+        assert "shard 1:" in outcome.message and "already running" in outcome.message
+        shard_0 = list(sweep_jobs(cfg, None, Shard(0, 2)))
+        assert api.stats()["simulate_requests"] == len(shard_0) > 0
+        again = run_on_ray(
+            cfg, shards=2, results_root=tmp_path / "r", progress=False, base_url=api.base_url
+        )
+        assert again.merged is not None and again.merged.complete, again.message
+        assert api.stats()["simulate_requests"] == 20  # the rest only: nothing paid twice
+    every_job_once(run_dir, 20)
