@@ -56,9 +56,14 @@ from runner.store import (
     write_manifest,
     write_shard_manifest,
 )
-from runner.target import read_api_key, target_url
+from runner.target import SetupError, read_api_key, target_url
 
 DEFAULT_RESULTS = Path("results")
+
+AGENT_TESTING_UNSHARDED = (
+    "the agent-testing backend cannot be sharded yet: the repeats of one test run as one "
+    "invocation, which the shards of their jobs would each start and pay for"
+)
 
 
 class WriteFailed(StoreError):
@@ -204,6 +209,8 @@ async def run_sweep(
     """
     if shard is not None and fresh:
         raise StoreError("--fresh cannot be used with --shard: set the run directory aside first")
+    if shard is not None and shard.count > 1 and cfg.target.backend == "agent-testing":
+        raise SetupError(AGENT_TESTING_UNSHARDED)
     api_key = read_api_key(cfg, base_url)
     run_dir = results_root / run_name(cfg, name)
     now = datetime.now(UTC)

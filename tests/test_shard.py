@@ -374,3 +374,16 @@ def test_a_killed_shard_resumes_its_own_jobs_and_pays_for_nothing_twice(tmp_path
         assert run.jobs.height == 60 and run.jobs["job_key"].n_unique() == 60
         assert set(run.jobs["status"]) == {"ok"}
         assert run.messages.group_by("job_key", "index").len()["len"].max() == 1
+
+
+def test_the_agent_testing_backend_is_not_sharded(tmp_path: Path) -> None:
+    # its repeats of one test are one invocation: shards would each start and pay for it
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    data = yaml.safe_load(config.read_text())
+    data["target"]["backend"] = "agent-testing"
+    config.write_text(yaml.safe_dump(data))
+    for extra in (["--shard", "0/2"], ["--ray", "--shards", "2"]):
+        done = run_cli("run", str(config), "--results", str(tmp_path / "r"), *extra)
+        assert done.returncode == 2, done.stderr
+        assert "agent-testing backend cannot be sharded" in done.stderr
+    assert not (tmp_path / "r").exists()  # refused before anything was written or sent
