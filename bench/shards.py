@@ -63,7 +63,7 @@ def stats(url: str) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     import ray
 
-    from runner.cluster import run_on_ray
+    from runner.cluster import init_local_ray, run_on_ray
     from runner.config import load_config
     from runner.store import load_run, read_shard_manifest
 
@@ -72,14 +72,7 @@ def main(argv: list[str]) -> int:
         path = Path(tmp) / "bench.yaml"
         path.write_text(yaml.safe_dump(config(spec)))
         cfg = load_config(path)
-        ray.init(
-            address="local",
-            num_cpus=2,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            logging_level="WARNING",
-            log_to_driver=False,
-        )
+        init_local_ray(num_cpus=2, logging_level="WARNING", log_to_driver=False)
         killed: list[int] = []
         in_flight: list[int] = []
 

@@ -248,22 +248,48 @@ class ClusterOutcome:
     message: str = ""
 
 
+SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def init_local_ray(num_cpus: int | None = None, **options: Any) -> None:
+    """Start a local Ray cluster on the loopback interface only (127.0.0.1).
+
+    Given ``_node_ip_address="127.0.0.1"``, Ray still resolves it to the machine's own address
+    and its servers listen on every interface, unless it is told this is no multi-node cluster
+    (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read by every process it starts, and by this one
+    when Ray was imported, hence the constant too). Both are put back once it runs.
+    """
+    from ray._private import ray_constants
+
+    before_env, before_flag = os.environ.get(SINGLE_NODE_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[SINGLE_NODE_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(
+            address="local",
+            num_cpus=num_cpus or max(2, os.cpu_count() or 2),
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            **options,
+        )
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before_flag
+        if before_env is None:
+            os.environ.pop(SINGLE_NODE_ENV, None)
+        else:
+            os.environ[SINGLE_NODE_ENV] = before_env
+
+
 def _start_ray(address: str, num_cpus: int | None) -> bool:
     """Connect to (or start) Ray; True when this call started it (and so shuts it down)."""
     if ray.is_initialized():
         return False
-    options: dict[str, Any] = {
-        "include_dashboard": False,
-        "log_to_driver": True,
-        "logging_level": "WARNING",
-    }
-    if address == "local":
-        options.update(address="local", num_cpus=num_cpus or max(2, os.cpu_count() or 2))
-        options["_node_ip_address"] = "127.0.0.1"
-    else:
-        options["address"] = address
+    options: dict[str, Any] = {"log_to_driver": True, "logging_level": "WARNING"}
     try:
-        ray.init(**options)
+        if address == "local":
+            init_local_ray(num_cpus, **options)
+        else:
+            ray.init(address=address, include_dashboard=False, **options)
     except Exception as exc:  # Ray's own errors: no cluster at that address, ...
         raise ClusterError(f"cannot start or reach Ray at {address}: {exc}") from exc
     return True

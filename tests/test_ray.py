@@ -20,7 +20,7 @@ import ray
 import yaml
 
 from runner.adaptive import AdaptiveLimit, Signal, SignalKind, SlotLedger
-from runner.cluster import run_on_ray
+from runner.cluster import init_local_ray, run_on_ray
 from runner.config import load_config
 from runner.localapi.server import LocalAPI, local_api_process
 from runner.shard import Shard
@@ -83,13 +83,7 @@ def test_the_ledger_adapts_with_the_same_controller_a_process_uses() -> None:
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        logging_level="WARNING",
-    )
+    init_local_ray(num_cpus=2, logging_level="WARNING")
     try:
         yield
     finally:
@@ -138,6 +132,12 @@ def test_four_shards_under_one_quota_actor(
     )
     assert outcome.merged is not None and outcome.merged.complete, outcome.message
     every_job_once(outcome.run_dir, 60)
+    # the cluster lives on the loopback interface: its node, and every address it listens on
+    assert [node["NodeManagerAddress"] for node in ray.nodes()] == ["127.0.0.1"]
+    assert (
+        ray.get(ray.remote(lambda: __import__("ray").util.get_node_ip_address()).remote())
+        == "127.0.0.1"
+    )
     stats = capped_api.stats()
     # counted at the server: the cluster never had more than the quota in flight ...
     assert stats["peak_in_flight"] <= QUOTA
