@@ -198,7 +198,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f" {report.wall_secs:.1f}s"
     )
     if shard:
-        print(headline.replace("this session", f"shard {shard}, this session").lstrip())
+        _console().print(headline.replace("this session", f"shard {shard}, this session"))
         print(f"when every shard is done: python -m runner merge {report.run_dir}")
     else:
         print_summary(report.run_dir, headline, _console())
