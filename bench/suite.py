@@ -13,6 +13,10 @@ simulated pace:
    (the client path without Parquet) and with httpx's own transport.
 3. ``scale``: 1,000 streams in flight from one runner process: throughput / bound, peak RSS.
 4. ``memory``: peak RSS of the runner for a small and a large number of fast jobs.
+5. ``shards``: 4 shards on a local Ray cluster (``bench.shards``) against a server that allows
+   20 in flight: one quota actor for the cluster (``auto``, and fixed 20), a static split (5
+   each), every shard adapting on its own; throughput / bound and 429 share over every shard's
+   attempts. Then the quota actor with one shard killed mid-run: the run completes, each job once.
 
 Prints one table and writes the figures as JSON to ``--out`` (``results/bench/``), named by
 commit and time, plus ``latest.json``. Sizes: ``--quick`` (a smoke run, seconds), the default
@@ -37,7 +41,8 @@ from typing import Any
 
 from runner.localapi.server import LocalAPI, local_api_process
 
-SECTIONS = ("saturation", "overhead", "scale", "memory", "agent-testing")
+SECTIONS = ("saturation", "overhead", "scale", "memory", "agent-testing", "shards")
+SHARDS = 4
 QUOTA = 20
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,11 +64,25 @@ class Sizes:
     memory_jobs: tuple[int, int]
     agent_testing_sims: int = 100
     agent_testing_scale: float = 0.5  # runs of a simulated 30-60 s take 15-30 s here
+    shards_jobs: int = 1200
+    shards_scale: float = 0.05  # --time-scale of the local API (same pace as saturation)
 
 
 PRESETS: dict[str, Sizes] = {
     "quick": Sizes(
-        40, 0.005, (30, 60), (10, 20), (0.01, 0.01), 50, 150, 0.005, (100, 300), 20, 0.05
+        40,
+        0.005,
+        (30, 60),
+        (10, 20),
+        (0.01, 0.01),
+        50,
+        150,
+        0.005,
+        (100, 300),
+        agent_testing_sims=20,
+        agent_testing_scale=0.05,
+        shards_jobs=80,
+        shards_scale=0.01,
     ),
     "default": Sizes(
         700, 0.05, (3000, 3000), (100, 500), (0.05, 0.25), 1000, 10_000, 0.5, (10_000, 30_000)
@@ -124,14 +143,16 @@ def client_cores() -> Iterator[str]:
         os.sched_setaffinity(0, CORES[0] | CORES[1])
 
 
-def run_worker(spec: dict[str, Any], server: LocalAPI, tree: Path = ROOT) -> dict[str, Any]:
-    """One measured run in a fresh process, with the runner of source ``tree``; its figures
-    plus the server's CPU share."""
+def run_worker(
+    spec: dict[str, Any], server: LocalAPI, tree: Path = ROOT, module: str = "bench.worker"
+) -> dict[str, Any]:
+    """One measured run in a fresh process (``module``), with the runner of source ``tree``;
+    its figures plus the server's CPU share."""
     spec = {**spec, "url": server.base_url}
     cpu0 = process_cpu_secs(server.process.pid)
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "bench.worker", json.dumps(spec)],
+        [sys.executable, "-m", module, json.dumps(spec)],
         capture_output=True,
         text=True,
         cwd=tree,
@@ -305,6 +326,57 @@ def agent_testing(sizes: Sizes) -> list[Row]:
                 "target": "<= 0.2 req/sim, lag <= 2 s" if runner_row else None,
             }
         )
+
+
+def shards(sizes: Sizes) -> list[Row]:
+    """4 shards on a local Ray cluster (each run starts its own, 2 CPUs, 127.0.0.1) against a
+    server that allows ``QUOTA`` in flight, the quota held three ways side by side."""
+    modes = [
+        ("cluster", "quota actor, auto (one quota for the cluster)", False),
+        ("cluster-fixed", f"quota actor, fixed {QUOTA}", False),
+        ("static", f"static split ({QUOTA // SHARDS} each)", False),
+        ("independent", "each shard auto on its own", False),
+        ("cluster", "quota actor, auto, one shard killed mid-run", True),
+    ]
+    rows = []
+    args = ["--max-concurrency", str(QUOTA), "--time-scale", str(sizes.shards_scale)]
+    with serve(*args) as server:
+        for mode, setup, kill in modes:
+            server.reset_stats()
+            spec = {
+                "mode": mode,
+                "shards": SHARDS,
+                "jobs": sizes.shards_jobs,
+                "quota": QUOTA,
+                "new_turns_limit": 6,
+                "kill": kill,
+            }
+            figures = run_worker(spec, server, module="bench.shards")
+            rows.append({"section": "shards", "setup": f"{SHARDS} {setup}", **figures})
+    for row in rows:
+        if "killed" in row["setup"]:
+            ok = row["complete"] and row["every_job_once"] and row["killed"] == 1
+            lost = row["sent"] - row["sims"]
+            row["target"] = (
+                f"completes, every job once: {'met' if ok else 'MISSED'}"
+                f" ({row['shard_sessions']} shard sessions; killed with"
+                f" {row['in_flight_when_killed']} in flight, {lost} sent again)"
+            )
+        elif row["setup"].startswith(f"{SHARDS} quota actor, auto (") and "throughput_ratio" in row:
+            others = [
+                r["throughput_ratio"]
+                for r in rows
+                if r["setup"].startswith((f"{SHARDS} static", f"{SHARDS} each"))
+                and "throughput_ratio" in r
+            ]
+            met = row["throughput_ratio"] >= 0.95 and row["rejected_share"] <= 0.01
+            better = all(row["throughput_ratio"] > o for o in others)
+            row["target"] = (
+                ">=0.95 of bound, <=1% 429: "
+                + ("met" if met else "MISSED")
+                + "; better than (b), (c): "
+                + ("met" if better else "MISSED")
+            )
     return rows
 
 
@@ -314,6 +386,7 @@ RUNS: dict[str, Callable[[Sizes], list[Row]]] = {
     "scale": scale,
     "memory": memory,
     "agent-testing": agent_testing,
+    "shards": shards,
 }
 
 

@@ -214,3 +214,88 @@ class AdaptiveLimit:
             self.margin -= 1
         else:
             self.limit += 1
+
+
+class SlotLedger:
+    """One concurrency limit shared by several holders (the shards of a cluster): who holds how
+    many slots, and the limit (fixed, or a ``ConcurrencyController`` fed every holder's
+    replies). The cluster's quota actor (``runner.cluster``) is this ledger behind a Ray actor;
+    one process uses the same controller directly.
+
+    A holder's slots are leases: it reports itself alive (``heartbeat``; returning a slot
+    counts too) and ``expire`` returns the slots of a holder silent for ``lease_secs``, so a
+    shard that dies does not keep its slots. A request for a slot says nothing: the requests a
+    dead shard left waiting are still served after it died, and must neither keep it alive nor
+    take slots. So a holder once expired or dropped is *gone*: ``take`` refuses it, until a
+    heartbeat shows it alive after all. Pure: the caller passes the time.
+    """
+
+    def __init__(self, limit: int | ConcurrencyController, *, lease_secs: float = 10.0) -> None:
+        if isinstance(limit, int):
+            if limit < 1:
+                raise ValueError(f"limit must be >= 1, got {limit}")
+            self.controller: ConcurrencyController | None = None
+            self.limit = self.cap = limit
+        else:
+            self.controller = limit
+            self.limit, self.cap = limit.limit, limit.cap
+        self.lease_secs = lease_secs
+        self.in_use = 0
+        self.peak = 0
+        self.reclaimed = 0
+        """Slots returned on behalf of holders that stopped reporting."""
+        self.held: dict[str, int] = {}
+        self._seen: dict[str, float] = {}
+        self._gone: set[str] = set()
+
+    @property
+    def auto(self) -> bool:
+        return self.controller is not None
+
+    def gone(self, holder: str) -> bool:
+        """``holder`` expired or was dropped (and has not sent a heartbeat since)."""
+        return holder in self._gone
+
+    def take(self, holder: str, now: float) -> bool:
+        """A slot for ``holder`` if one is free (False: wait and try again; always for a
+        holder that is gone). A new holder's lease starts with its first slot."""
+        if holder in self._gone or self.in_use >= self.limit:
+            return False
+        self._seen.setdefault(holder, now)
+        self.in_use += 1
+        self.peak = max(self.peak, self.in_use)
+        self.held[holder] = self.held.get(holder, 0) + 1
+        return True
+
+    def give_back(self, holder: str, now: float) -> None:
+        """One of ``holder``'s slots back (nothing when its lease already expired)."""
+        if self.held.get(holder, 0) > 0:
+            self.held[holder] -= 1
+            self.in_use -= 1
+            self._seen[holder] = now
+
+    def heartbeat(self, holder: str, now: float) -> None:
+        self._gone.discard(holder)
+        self._seen[holder] = now
+
+    def drop(self, holder: str) -> int:
+        """Every slot ``holder`` has, back (it is done, or presumed dead); returns how many."""
+        n = self.held.pop(holder, 0)
+        self._seen.pop(holder, None)
+        self._gone.add(holder)
+        self.in_use -= n
+        return n
+
+    def expire(self, now: float) -> list[str]:
+        """Drop the holders silent for longer than the lease; returns them."""
+        dead = [h for h, seen in self._seen.items() if now - seen > self.lease_secs]
+        for holder in dead:
+            self.reclaimed += self.drop(holder)
+        return dead
+
+    def observe(self, signal: Signal) -> int:
+        """A holder's reply, for the controller (``signal.in_flight``: every holder's attempts
+        when it started); returns the limit in force."""
+        if self.controller is not None:
+            self.limit = self.controller.observe(signal)
+        return self.limit

@@ -11,6 +11,9 @@ do; finished jobs are always saved.
 ``report`` and ``compare``: 0 done; 2 bad input (no run directory, unknown column or agent);
 ``compare --fail-on-regression`` exits 1 when any group is a significant regression.
 
+``merge`` (a sharded run): 0 every job has a result and the tables are built; 1 jobs are
+missing (listed); 2 bad input (no run directory, no config, a shard still running).
+
 ``check`` (the CI gate): 0 every gate holds; 1 a gate failed (a pass rate under
 ``--min-pass-rate``, an error rate over ``--max-error-rate``, or a spend over ``--max-cost`` /
 ``--max-credits``); 2 bad input (arguments, no run directory, a ``--criterion`` the run does
@@ -87,6 +90,30 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start a new run: set the existing results/<run>/ aside (renamed with a timestamp)",
     )
+    run.add_argument(
+        "--shard",
+        metavar="I/N|auto",
+        help="run only shard I (0-based) of N into the shared run directory; 'auto' reads the "
+        "index from JOB_COMPLETION_INDEX (Kubernetes, with --shards N) or SLURM_ARRAY_TASK_ID "
+        "and SLURM_ARRAY_TASK_COUNT (Slurm); then `merge` builds the tables",
+    )
+    run.add_argument("--shards", type=int, metavar="N", help="the number of shards")
+    run.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run --shards N shards as Ray actors (a local Ray cluster without ADDRESS) under "
+        "one concurrency quota for the whole cluster; needs the ray extra",
+    )
+    merge = sub.add_parser(
+        "merge", help="check a sharded run covers every job, then build its tables"
+    )
+    merge.add_argument("run_dir", type=Path, help="a results/<run>/ directory")
+    merge.add_argument(
+        "--config", type=Path, help="the sweep config (default: the one the shards recorded)"
+    )
+    merge.add_argument("--limit", type=int, help="the sweep is the first N jobs (as run --limit)")
 
     from runner.localapi import server
 
@@ -132,17 +159,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         _err("--limit must be at least 1")
         return EXIT_USAGE
+    shard = _shard_arg(args)
+    if shard is False:
+        return EXIT_USAGE
     try:
         cfg = load_config(args.config, overrides)
     except ConfigError as exc:
         _err(str(exc))
         return EXIT_USAGE
 
+    if args.ray is not None and not args.dry_run:
+        return _cmd_run_ray(args, cfg)
     if args.dry_run:
         total = count_jobs(cfg)
         if args.limit is not None:
             total = min(total, args.limit)
-        print(f"{args.config}: valid; {total} job(s)")
+        print(f"{args.config}: valid; {total} job(s)" + (f"; shard {shard}" if shard else ""))
         if not args.no_preflight:  # first: a rejected key or unknown agent needs no estimate
             from runner.sweep import preflight_only
             from runner.target import SetupError
@@ -195,6 +227,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             handle_signals=True,
             preflight=not args.no_preflight,
             keep_remote=args.keep_remote,
+            shard=shard or None,
         )
     except BaseException as exc:  # every way out is one line and a documented code
         return _run_failed(exc, args)
@@ -205,7 +238,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f" {c.attempts} attempts, peak in flight {c.peak_in_flight},"
         f" {report.wall_secs:.1f}s"
     )
-    print_summary(report.run_dir, headline, _console())
+    if shard:
+        _console().print(headline.replace("this session", f"shard {shard}, this session"))
+        print(f"when every shard is done: python -m runner merge {report.run_dir}")
+    else:
+        print_summary(report.run_dir, headline, _console())
     if report.interrupted:
         _err(
             f"interrupted: {report.counters.done} job(s) finished this session are saved in "
@@ -328,6 +365,110 @@ def _print_estimate(cfg: Any, args: argparse.Namespace) -> None:
         print(estimate.describe())
 
 
+def _shard_arg(args: argparse.Namespace) -> Any:
+    """``--shard`` / ``--shards`` as a ``Shard``; None when not sharded, False (after printing
+    the error) when they make no sense."""
+    import os
+
+    from runner.shard import ShardError, resolve_shard
+
+    if args.ray is not None:
+        if args.shard is not None:
+            _err("--ray starts every shard itself: give --shards N, not --shard")
+            return False
+        return None
+    try:
+        shard = resolve_shard(args.shard, args.shards, os.environ)
+    except ShardError as exc:
+        _err(str(exc))
+        return False
+    if shard is None and args.shards is not None:
+        _err("--shards N needs --shard I/N or --shard auto (or --ray)")
+        return False
+    return shard
+
+
+def _cmd_run_ray(args: argparse.Namespace, cfg: Any) -> int:
+    """``run --ray [ADDRESS] --shards N``: the shards as Ray actors (``runner.cluster``)."""
+    try:
+        from runner.cluster import ClusterError, run_on_ray
+    except ImportError as exc:
+        _err(f"--ray needs Ray: pip install 'convsim-runner[ray]' ({exc})")
+        return EXIT_USAGE
+    from runner.store import StoreError
+    from runner.target import SetupError
+
+    if args.shards is None or args.shards < 1:
+        _err("--ray needs --shards N (N >= 1)")
+        return EXIT_USAGE
+    try:
+        outcome = run_on_ray(
+            cfg,
+            address=args.ray,
+            shards=args.shards,
+            limit=args.limit,
+            results_root=args.results,
+            progress=not args.no_progress,
+            retry_errors=args.retry_errors,
+        )
+    except (SetupError, StoreError, ClusterError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    from runner.report.terminal import print_summary
+
+    c = outcome.counters
+    headline = (
+        f"\n[bold]{outcome.run_dir}[/]  {args.shards} shard(s) on Ray: {c.done} job(s) run"
+        f" ({c.ok} ok, {c.errors} error), {c.skipped} already done, {c.retries} retries,"
+        f" {c.attempts} attempts, peak in flight {outcome.peak_in_flight} (cluster),"
+        f" {outcome.wall_secs:.1f}s"
+    )
+    if outcome.merged is not None and outcome.merged.complete:
+        print_summary(outcome.run_dir, headline, _console())
+        return EXIT_OK
+    _err(f"the run is incomplete: {outcome.message}")
+    return EXIT_ABORTED
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from runner.config import ConfigError
+    from runner.merge import merge
+    from runner.store import StoreError
+
+    try:
+        result = merge(args.run_dir, config=args.config, limit=args.limit)
+    except (StoreError, ConfigError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if result.recovered:
+        print(f"recovered {result.recovered} finished job(s) from the journal of killed shards")
+    if not result.complete:
+        by_shard = ", ".join(
+            f"shard {i}/{result.shard_count}: {n}"
+            for i, n in sorted(result.missing_by_shard.items())
+        )
+        _err(
+            f"{result.missing_count} of {result.planned} job(s) have no result yet"
+            + (f" ({by_shard})" if by_shard else "")
+            + "; run the shards that own them again, then merge"
+        )
+        for m in result.missing:
+            where = f" shard {m.shard}/{result.shard_count}" if m.shard is not None else ""
+            cell = f" {dict(m.matrix)}" if m.matrix else ""
+            print(
+                f"missing {m.key}{where}  agent={m.agent_id} scenario={m.scenario_id}"
+                f" repeat={m.repeat}{cell}"
+            )
+        if result.missing_count > len(result.missing):
+            print(f"... and {result.missing_count - len(result.missing)} more")
+        return EXIT_ABORTED
+    counts = ", ".join(f"{k} {v}" for k, v in result.table_counts.items())
+    print(f"{args.run_dir}: all {result.planned} job(s) have a result; tables built ({counts})")
+    return EXIT_OK
+
+
 def _add_tests_command(sub: Any) -> None:
     tests = sub.add_parser("tests", help="manage the agent-testing backend's simulation tests")
     tests_sub = tests.add_subparsers(dest="tests_command", required=True)
@@ -362,6 +503,8 @@ def _resume_command(args: argparse.Namespace) -> str:
         parts += ["--name", args.name]
     if args.results != Path("results"):
         parts += ["--results", str(args.results)]
+    if getattr(args, "shard", None):
+        parts += ["--shard", args.shard] + (["--shards", str(args.shards)] if args.shards else [])
     return " ".join(parts)
 
 
@@ -376,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
         return server.main(args)
     if args.command == "tests":
         return _cmd_tests_prune(args)
+    if args.command == "merge":
+        return _cmd_merge(args)
     if args.command == "schema":
         from runner.config.jsonschema import config_schema_text
 
@@ -483,7 +628,8 @@ def _console() -> Any:
 def _load(path: Path) -> Any:
     from runner.store import load_run
 
-    if not (path / "manifest.json").exists() and not (path / "jobs.parquet").exists():
+    markers = ("manifest.json", "jobs.parquet", "shards", "parts/jobs")
+    if not any((path / marker).exists() for marker in markers):
         raise FileNotFoundError(f"{path} is not a run directory (no manifest.json)")
     return load_run(path)
 

@@ -63,6 +63,27 @@ class Sink(Protocol):
     def write(self, sealed: Any) -> None: ...
 
 
+@runtime_checkable
+class SharedSlots(Protocol):
+    """A concurrency limit shared with other processes, used in place of the engine's own
+    ``CapacityLimiter``: the cluster's quota (``runner.cluster``). Entering takes a slot and
+    returns ``(in flight, limit)`` as the holder of the limit saw them at that moment (every
+    process's attempts counted, this one included); ``observe`` reports a reply to it."""
+
+    cap: int
+    limit: int
+    total_tokens: float
+    """The limit in force, as last heard."""
+    auto: bool
+    """The limit adapts (from the quota headers and 429s)."""
+
+    async def __aenter__(self) -> tuple[int, int]: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    def observe(self, signal: Signal) -> None: ...
+
+
 class BatchSink:
     """A sink that hands each ``Batch`` to ``write``, keeping nothing on disk itself (tests,
     benchmarks, and callers that store results their own way)."""
@@ -155,7 +176,7 @@ class Engine:
         self,
         backend: Backend,
         *,
-        concurrency: int | ConcurrencyController,
+        concurrency: int | ConcurrencyController | SharedSlots,
         retry: RetryPolicy,
         run_id: str,
         requests_per_minute: float | None = None,
@@ -169,17 +190,22 @@ class Engine:
         self._job_ended = anyio.Event()  # set (and replaced) as each job ends, for the budget
         self.retry = retry
         self.run_id = run_id
+        self.slots: SharedSlots | None = None
+        self.controller: ConcurrencyController | None = None
         if isinstance(concurrency, int):
-            self.controller: ConcurrencyController | None = None
             limit = self.max_limit = concurrency
+        elif isinstance(concurrency, SharedSlots):
+            self.slots = concurrency
+            limit, self.max_limit = concurrency.limit, concurrency.cap
         else:
             self.controller = concurrency
             limit, self.max_limit = concurrency.limit, concurrency.cap
-        self.limiter = anyio.CapacityLimiter(limit)
-        self.bucket = TokenBucket(requests_per_minute) if requests_per_minute else None
-        self.counters = Counters(
-            concurrency_limit=limit, concurrency_auto=self.controller is not None
+        self.limiter: anyio.CapacityLimiter | SharedSlots = (
+            anyio.CapacityLimiter(limit) if self.slots is None else self.slots
         )
+        self.bucket = TokenBucket(requests_per_minute) if requests_per_minute else None
+        auto = self.controller is not None or (self.slots is not None and self.slots.auto)
+        self.counters = Counters(concurrency_limit=limit, concurrency_auto=auto)
         self.rng = random.Random(seed)
         self._sleep = sleep
         self.abort: Failure | None = None
@@ -270,6 +296,13 @@ class Engine:
         cut."""
         if signal.maximum is not None:
             self.counters.server_quota = signal.maximum
+        if self.slots is not None:  # the limit is held elsewhere: report, read it back
+            self.slots.observe(signal)
+            shared = int(self.slots.total_tokens)
+            if shared != self.counters.concurrency_limit:
+                self.counters.concurrency_limit = shared
+                self.counters.limit_changes += 1
+            return
         if self.controller is None:
             return
         limit = self.controller.observe(signal)
@@ -326,7 +359,7 @@ class Engine:
             raise state.last_error  # stopping: do not start another attempt
         number = len(state.records) + 1
         queued = time.perf_counter()
-        async with self.limiter:
+        async with self.limiter as lease:
             queue_wait = time.perf_counter() - queued
             if self.bucket is not None:
                 await self.bucket.acquire()
@@ -335,6 +368,8 @@ class Engine:
             c.attempts += 1
             c.peak_in_flight = max(c.peak_in_flight, c.in_flight)
             in_flight, limit = c.in_flight, int(self.limiter.total_tokens)
+            if lease is not None:  # a shared limit: the figures of every process
+                in_flight, limit = lease
             replied = False
 
             def on_reply(kind: SignalKind, maximum: int | None, current: int | None) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -153,10 +154,11 @@ def read_segment(path: Path) -> tuple[tuple[str, ...], Batch]:
     return axes, batch
 
 
-def recover(run_dir: Path) -> int:
+def recover(run_dir: Path, sessions: Collection[str] | None = None) -> int:
     """Fold the journal segments earlier sessions left into part files; returns the jobs
     recovered. A segment whose part was committed (killed between the two) is just removed.
-    The caller holds the run's lock."""
+    The caller holds the run's lock; a shard holds only its own and passes its own
+    ``sessions``, so it never touches the segments of a shard still running."""
     directory = run_dir / JOURNAL
     if not directory.is_dir():
         return 0
@@ -166,6 +168,8 @@ def recover(run_dir: Path) -> int:
         if match is None or segment.name.startswith(TMP_PREFIX):
             continue
         session, seq = match["session"], int(match["seq"])
+        if sessions is not None and session not in sessions:
+            continue
         committed = run_dir / PARTS / "jobs" / f"{session}-{seq:06d}.parquet"
         if not committed.exists():
             axes, batch = read_segment(segment)

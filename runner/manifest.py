@@ -81,3 +81,40 @@ class Manifest(_Model):
     counts: dict[str, int] = Field(default_factory=dict)
     """Rows per final table, and ``jobs_ok`` / ``jobs_error``."""
     sessions: list[Session] = Field(default_factory=list)
+    shard: str | None = None
+    """``I/N`` in a shard's own manifest (``shards/I-of-N.json``); None in ``manifest.json``."""
+    limit: int | None = None
+    """A shard's ``--limit`` (its sweep is the first ``limit`` jobs); ``merge`` checks those."""
+
+
+def combine(main: Manifest | None, shards: list[Manifest]) -> Manifest | None:
+    """The run as one manifest: ``manifest.json`` (written by a single-process run and by
+    ``merge``) with the sessions of every shard's own manifest.
+
+    It is ``finalized`` only when ``manifest.json`` is and already holds every shard session
+    exactly as the shard last wrote it: a shard that ran after the last ``merge`` makes the
+    final tables stale, and readers then read the part files.
+    """
+    if not shards:
+        return main
+    known = {s.run_id: s for s in main.sessions} if main is not None else {}
+    sessions = dict(known)
+    current = True
+    for shard in shards:
+        for session in shard.sessions:
+            if known.get(session.run_id) != session:
+                current = False
+            sessions[session.run_id] = session
+    latest = max(
+        shards, key=lambda m: max((s.started_at for s in m.sessions), default=m.created_at)
+    )
+    base = main if main is not None and current else latest
+    return base.model_copy(
+        update={
+            "created_at": min(m.created_at for m in [*shards, *([main] if main else [])]),
+            "sessions": sorted(sessions.values(), key=lambda s: s.started_at),
+            "finalized": main is not None and main.finalized and current,
+            "counts": main.counts if main is not None and current else {},
+            "shard": None,
+        }
+    )

@@ -5,6 +5,7 @@ Layout of ``results/<run>/``::
     parts/<table>/<session>-<seq>.parquet   one file per table per flush, written atomically
     jobs.parquet messages.parquet ...       the final tables, rebuilt from the parts at the end
     manifest.json  config.resolved.json
+    shards/<I>-of-<N>.json                  a shard's own manifest (``run --shard I/N``)
 
 A flush writes the child tables first and the ``jobs`` part last: the ``jobs`` part is the
 commit record of that flush. A crash between the two leaves child parts with no ``jobs`` part,
@@ -25,7 +26,7 @@ from typing import Any
 
 import polars as pl
 
-from runner.manifest import Manifest
+from runner.manifest import Manifest, combine
 from runner.outcome import MATRIX_CELLS, Batch
 from runner.schema import (
     ATTEMPTS,
@@ -39,6 +40,8 @@ from runner.schema import (
 
 PARTS = "parts"
 MANIFEST = "manifest.json"
+SHARDS = "shards"
+"""The run directory's folder of shard manifests."""
 RESOLVED_CONFIG = "config.resolved.json"
 
 
@@ -50,12 +53,14 @@ class StoreError(Exception):
     """The results directory cannot be used (not writable, disk full, ...)."""
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(TMP_PREFIX + path.name)
+def _temporary(path: Path, unique: bool = False) -> Path:
+    """The name ``path`` is written under; ``unique`` (a file several shards may write at
+    once, each the same content) adds the pid so that no writer truncates another's."""
+    return path.with_name(TMP_PREFIX + (f"{os.getpid()}-" if unique else "") + path.name)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = _temporary(path)
+def _atomic_write_bytes(path: Path, data: bytes, unique: bool = False) -> None:
+    tmp = _temporary(path, unique)
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -63,8 +68,9 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_json(path: Path, value: Any) -> None:
-    _atomic_write_bytes(path, (json.dumps(value, indent=2, default=str) + "\n").encode())
+def write_json(path: Path, value: Any, *, unique: bool = False) -> None:
+    data = (json.dumps(value, indent=2, default=str) + "\n").encode()
+    _atomic_write_bytes(path, data, unique)
 
 
 def _write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
@@ -162,17 +168,22 @@ class PartWriter:
     axes: tuple[str, ...]
     seq: int = 0
 
-    def prepare(self) -> None:
+    def prepare(self, own_sessions: Iterable[str] | None = None) -> None:
         """Create the part directories and remove the ``.tmp-`` files of writes a crash cut
-        short (never read; the caller holds the run's lock, so none is still being written)."""
+        short (never read; the caller holds the run's lock, so none is still being written).
+        A shard passes ``own_sessions``: other shards may be writing theirs, so it removes
+        only those of its own sessions."""
+        owned = None if own_sessions is None else tuple(f"{TMP_PREFIX}{s}-" for s in own_sessions)
         try:
             for table in TABLES:
                 parts = self.run_dir / PARTS / table.name
                 parts.mkdir(parents=True, exist_ok=True)
                 for leftover in parts.glob(f"{TMP_PREFIX}*"):
+                    if owned is None or leftover.name.startswith(owned):
+                        leftover.unlink(missing_ok=True)
+            if owned is None:
+                for leftover in self.run_dir.glob(f"{TMP_PREFIX}*"):  # a compaction or manifest
                     leftover.unlink()
-            for leftover in self.run_dir.glob(f"{TMP_PREFIX}*"):  # a compaction or manifest
-                leftover.unlink()
             probe = self.run_dir / ".write-probe"
             probe.write_bytes(b"ok")
             probe.unlink()
@@ -357,6 +368,11 @@ def session_spend(run_dir: Path, run_id: str) -> tuple[float | None, float | Non
 LOCK = ".lock"
 
 
+def shard_lock_name(shard_name: str) -> str:
+    """A shard's own lock file: ``.lock-shard-2-of-8``."""
+    return f"{LOCK}-shard-{shard_name}"
+
+
 class RunLock:
     """One runner per run directory: an exclusive ``flock`` on ``.lock``, which the kernel
     releases when the holder dies, so a stale lock (kill -9, power loss) never blocks a resume.
@@ -397,6 +413,87 @@ class RunLock:
         self.release()
 
 
+class ShardLock:
+    """A shard's hold on a run directory: a shared ``flock`` on ``.lock`` (shards run side by
+    side; a single-process run or ``merge``, which take it exclusively, wait until none runs)
+    and an exclusive one on its own ``.lock-shard-I-of-N`` (one process per shard). Shards of
+    another count may not run at the same time: their jobs would overlap."""
+
+    def __init__(self, run_dir: Path, index: int, count: int) -> None:
+        self.run_dir = run_dir
+        self.count = count
+        self.path = run_dir / shard_lock_name(f"{index}-of-{count}")
+        self._fds: list[int] = []
+
+    def acquire(self) -> None:
+        import fcntl
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            shared = os.open(self.run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            self._fds.append(shared)
+            try:
+                fcntl.flock(shared, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(shared, 200, 0).decode(errors="replace").strip()
+                raise StoreError(
+                    f"{self.run_dir} is in use by a single-process run or a merge "
+                    f"({holder or 'another process'}); wait for it to finish or stop it first"
+                ) from None
+            own = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self._fds.append(own)
+            try:
+                fcntl.flock(own, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(own, 200, 0).decode(errors="replace").strip()
+                raise StoreError(
+                    f"shard {self.path.name.removeprefix(LOCK + '-shard-')} of {self.run_dir} "
+                    f"is already running ({holder or 'another process'})"
+                ) from None
+            os.ftruncate(own, 0)
+            os.pwrite(own, f"pid {os.getpid()}".encode(), 0)
+            for other in self.run_dir.glob(f"{LOCK}-shard-*-of-*"):
+                if other.name.endswith(f"-of-{self.count}"):
+                    continue
+                if _flock_held(other):
+                    raise StoreError(
+                        f"{self.run_dir} has shards of another count running ({other.name}): "
+                        f"their jobs would overlap with {self.count} shard(s)"
+                    )
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds.clear()
+
+    def __enter__(self) -> ShardLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _flock_held(path: Path) -> bool:
+    """Whether some process holds an ``flock`` on ``path`` (tried, and let go at once)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def set_aside(run_dir: Path, stamp: str) -> Path | None:
     """Move an existing run directory out of the way (``--fresh``); returns where it went."""
     if not run_dir.exists():
@@ -435,19 +532,47 @@ def job_totals(run_dir: Path) -> dict[str, int]:
     return {k: int(v[0]) for k, v in row.to_dict(as_series=False).items()}
 
 
-def read_manifest(run_dir: Path) -> Manifest | None:
-    """The run's manifest; None when there is none, or it cannot be read (a new one is made)."""
-    path = run_dir / MANIFEST
+def _read_manifest_file(path: Path) -> Manifest | None:
     try:
         return Manifest.model_validate_json(path.read_bytes())
     except (OSError, ValueError):
         return None
 
 
+def shard_manifests(run_dir: Path) -> list[Manifest]:
+    """Every shard's own manifest (``shards/I-of-N.json``), unreadable ones left out."""
+    paths = sorted((run_dir / SHARDS).glob("*.json"))
+    found = [_read_manifest_file(p) for p in paths if not p.name.startswith(TMP_PREFIX)]
+    return [m for m in found if m is not None]
+
+
+def read_manifest(run_dir: Path) -> Manifest | None:
+    """The run's manifest; None when there is none, or it cannot be read (a new one is made).
+    A sharded run's is ``manifest.json`` with every shard's sessions (``manifest.combine``),
+    finalized only when the last ``merge`` saw every shard session."""
+    return combine(_read_manifest_file(run_dir / MANIFEST), shard_manifests(run_dir))
+
+
+def shard_manifest_path(run_dir: Path, shard_name: str) -> Path:
+    return run_dir / SHARDS / f"{shard_name}.json"
+
+
+def read_shard_manifest(run_dir: Path, shard_name: str) -> Manifest | None:
+    return _read_manifest_file(shard_manifest_path(run_dir, shard_name))
+
+
+def _manifest_bytes(manifest: Manifest) -> bytes:
+    return (manifest.model_dump_json(indent=2, exclude_none=True) + "\n").encode()
+
+
 def write_manifest(run_dir: Path, manifest: Manifest) -> None:
-    _atomic_write_bytes(
-        run_dir / MANIFEST, (manifest.model_dump_json(indent=2, exclude_none=True) + "\n").encode()
-    )
+    _atomic_write_bytes(run_dir / MANIFEST, _manifest_bytes(manifest))
+
+
+def write_shard_manifest(run_dir: Path, shard_name: str, manifest: Manifest) -> None:
+    path = shard_manifest_path(run_dir, shard_name)
+    path.parent.mkdir(exist_ok=True)
+    _atomic_write_bytes(path, _manifest_bytes(manifest))
 
 
 @dataclass

@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -33,7 +33,7 @@ from runner.backends.base import Backend
 from runner.backends.simulate import BufferedBackend, StreamBackend
 from runner.budget import BudgetTracker
 from runner.config import Config, config_hash, resolved_config
-from runner.engine import Counters, Engine, RunAborted
+from runner.engine import Counters, Engine, RunAborted, SharedSlots
 from runner.errors import Action, AttemptError, Failure
 from runner.estimate import AgentPrices, Estimate, from_history, from_prices
 from runner.http import make_http_client, request_json
@@ -42,25 +42,34 @@ from runner.journal import JournaledParts, recover
 from runner.manifest import Manifest, Session, Target
 from runner.preflight import PreflightFailed, check_target
 from runner.progress import show_progress
+from runner.shard import Shard
 from runner.store import (
     RESOLVED_CONFIG,
     PartWriter,
     RunLock,
+    ShardLock,
     StoreError,
     compact,
     done_job_keys,
     earlier_spend,
     job_totals,
     read_manifest,
+    read_shard_manifest,
     session_spend,
     set_aside,
     write_json,
     write_manifest,
+    write_shard_manifest,
 )
-from runner.target import read_api_key, target_url
+from runner.target import SetupError, read_api_key, target_url
 from runner.wire.pricing import CALCULATE_PATH, LLMUsageCalculation
 
 DEFAULT_RESULTS = Path("results")
+
+AGENT_TESTING_UNSHARDED = (
+    "the agent-testing backend cannot be sharded yet: the repeats of one test run as one "
+    "invocation, which the shards of their jobs would each start and pay for"
+)
 
 
 class WriteFailed(StoreError):
@@ -84,6 +93,8 @@ class RunResult:
     """The budget stopped dispatching; ``not_run`` jobs were left for a resume."""
     not_run: int = 0
     estimate: list[Estimate] = field(default_factory=list)
+    shard: Shard | None = None
+    """The shard this session ran (``run --shard I/N``); its tables are built by ``merge``."""
 
 
 RunReport = RunResult
@@ -94,15 +105,32 @@ def run_name(cfg: Config, override: str | None = None) -> str:
     return override or cfg.run.name or cfg.source_path.stem
 
 
-def select_jobs(cfg: Config, limit: int | None, done: set[str]) -> Iterator[Job]:
+def sweep_jobs(cfg: Config, limit: int | None, shard: Shard | None = None) -> Iterator[Job]:
+    """The sweep's jobs (the first ``limit``), only the shard's own when sharded."""
     jobs: Iterator[Job] = iter_jobs(cfg)
     if limit is not None:
         jobs = itertools.islice(jobs, limit)
-    return (job for job in jobs if job.key not in done)
+    if shard is not None:
+        jobs = (job for job in jobs if shard.owns(job.key))
+    return jobs
 
 
-def planned_total(cfg: Config, limit: int | None, done: set[str]) -> tuple[int, int]:
+def select_jobs(
+    cfg: Config, limit: int | None, done: set[str], shard: Shard | None = None
+) -> Iterator[Job]:
+    return (job for job in sweep_jobs(cfg, limit, shard) if job.key not in done)
+
+
+def planned_total(
+    cfg: Config, limit: int | None, done: set[str], shard: Shard | None = None
+) -> tuple[int, int]:
     """(jobs to run, jobs skipped as already done). Counts without keeping jobs in memory."""
+    if shard is not None and shard.count > 1:
+        total = skipped = 0
+        for job in sweep_jobs(cfg, limit, shard):
+            total += 1
+            skipped += job.key in done
+        return total - skipped, skipped
     total = count_jobs(cfg)
     if limit is not None:
         total = min(total, limit)
@@ -295,6 +323,9 @@ async def run_sweep(
     handle_signals: bool = False,
     preflight: bool = True,
     keep_remote: bool = False,
+    shard: Shard | None = None,
+    slots: SharedSlots | None = None,
+    watch: Callable[[Counters], None] | None = None,
 ) -> RunResult:
     """Run a sweep into ``results_root/<name>/``, resuming what is there.
 
@@ -306,7 +337,16 @@ async def run_sweep(
     request (``runner.preflight``) and raises ``PreflightFailed`` with one line per problem.
     An interrupted agent-testing run cancels the invocations this session started and left
     unfinished, unless ``keep_remote``.
+
+    ``shard`` runs only that shard's jobs, under its own lock and manifest
+    (``shards/I-of-N.json``), beside the other shards; ``merge`` builds the tables.
+    ``slots`` replaces the local concurrency limiter (the cluster's quota, ``runner.cluster``);
+    ``watch`` is handed the live counters once the engine exists (a progress display elsewhere).
     """
+    if shard is not None and fresh:
+        raise StoreError("--fresh cannot be used with --shard: set the run directory aside first")
+    if shard is not None and shard.count > 1 and cfg.target.backend == "agent-testing":
+        raise SetupError(AGENT_TESTING_UNSHARDED)
     api_key = read_api_key(cfg, base_url)
     run_dir = results_root / run_name(cfg, name)
     now = datetime.now(UTC)
@@ -315,7 +355,9 @@ async def run_sweep(
         moved = set_aside(run_dir, now.strftime("%Y%m%dT%H%M%SZ"))
         if moved is not None:
             print(f"previous run kept at {moved}", file=sys.stderr)
-    lock = RunLock(run_dir)
+    lock: RunLock | ShardLock = (
+        RunLock(run_dir) if shard is None else ShardLock(run_dir, shard.index, shard.count)
+    )
     try:
         lock.acquire()
     except OSError as exc:
@@ -324,8 +366,12 @@ async def run_sweep(
             "results directory writable or choose another"
         ) from exc
     try:
-        opened = open_session(cfg, run_dir, run_id, limit=limit, retry_errors=retry_errors)
-        result = RunResult(run_dir=run_dir, run_id=run_id, counters=Counters(), wall_secs=0.0)
+        opened = open_session(
+            cfg, run_dir, run_id, limit=limit, retry_errors=retry_errors, shard=shard
+        )
+        result = RunResult(
+            run_dir=run_dir, run_id=run_id, counters=Counters(), wall_secs=0.0, shard=shard
+        )
         start = time.monotonic()
         try:
             await execute(
@@ -339,6 +385,8 @@ async def run_sweep(
                 handle_signals=handle_signals,
                 preflight=preflight,
                 keep_remote=keep_remote,
+                slots=slots,
+                watch=watch,
             )
         except BaseException:
             if opened.session.ended == "running":  # not already "write_failed"
@@ -369,16 +417,26 @@ class OpenSession:
     earlier_usd: list[float] = field(default_factory=list)
     """USD of each job earlier sessions paid for (``store.earlier_spend``)."""
     earlier_credits: list[float] = field(default_factory=list)
+    shard: Shard | None = None
 
 
 def open_session(
-    cfg: Config, run_dir: Path, run_id: str, *, limit: int | None, retry_errors: bool
+    cfg: Config,
+    run_dir: Path,
+    run_id: str,
+    *,
+    limit: int | None,
+    retry_errors: bool,
+    shard: Shard | None = None,
 ) -> OpenSession:
-    """Prepare the directory, count what is left to do and record the session as running."""
+    """Prepare the directory, count what is left to do and record the session as running.
+    A shard touches only what is its own: its leftovers, its journal, its manifest."""
     axes = tuple(cfg.matrix)
     writer = PartWriter(run_dir, run_id, axes)
-    writer.prepare()
-    recovered = recover(run_dir)
+    earlier = read_manifest(run_dir) if shard is None else read_shard_manifest(run_dir, shard.name)
+    own = None if shard is None else [s.run_id for s in earlier.sessions] if earlier else []
+    writer.prepare(own)
+    recovered = recover(run_dir, own)
     if recovered:
         print(
             f"recovered {recovered} finished job(s) from the journal of an interrupted session",
@@ -386,7 +444,7 @@ def open_session(
         )
     done = done_job_keys(run_dir, include_errors=not retry_errors)
     earlier_usd, earlier_credits = earlier_spend(run_dir)
-    total, skipped = planned_total(cfg, limit, done)
+    total, skipped = planned_total(cfg, limit, done, shard)
     started = datetime.now(UTC)
     session = Session(
         run_id=run_id,
@@ -396,11 +454,10 @@ def open_session(
         skipped=skipped,
         recovered=recovered,
     )
-    earlier = read_manifest(run_dir)
     manifest = Manifest(
         run_name=run_dir.name,
         created_at=earlier.created_at if earlier else started,
-        config_path=str(cfg.source_path),
+        config_path=str(cfg.source_path if shard is None else cfg.source_path.resolve()),
         config_hash=session.config_hash,
         target=Target(base_url=cfg.target.base_url, backend=cfg.target.backend),
         matrix_axes=list(axes),
@@ -409,16 +466,38 @@ def open_session(
         counts=earlier.counts if earlier else {},
         sessions=[*(earlier.sessions if earlier else []), session],
     )
-    try:
+    if shard is None:
+        try:
+            write_manifest(run_dir, manifest)
+            write_json(run_dir / RESOLVED_CONFIG, resolved_config(cfg))
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write results to {run_dir}: {exc.strerror or exc}; nothing was sent"
+            ) from exc
+    else:
+        manifest.shard, manifest.limit, manifest.counts = str(shard), limit, {}
+        write_shard_manifest(run_dir, shard.name, manifest)
+        write_json(run_dir / RESOLVED_CONFIG, resolved_config(cfg), unique=True)
+    return OpenSession(
+        run_dir,
+        manifest,
+        session,
+        writer,
+        axes,
+        done,
+        recovered,
+        earlier_usd=earlier_usd,
+        earlier_credits=earlier_credits,
+        shard=shard,
+    )
+    if shard is None:
         write_manifest(run_dir, manifest)
         write_json(run_dir / RESOLVED_CONFIG, resolved_config(cfg))
-    except OSError as exc:
-        raise StoreError(
-            f"cannot write results to {run_dir}: {exc.strerror or exc}; nothing was sent"
-        ) from exc
-    return OpenSession(
-        run_dir, manifest, session, writer, axes, done, recovered, earlier_usd, earlier_credits
-    )
+    else:
+        manifest.shard, manifest.limit, manifest.counts = str(shard), limit, {}
+        write_shard_manifest(run_dir, shard.name, manifest)
+        write_json(run_dir / RESOLVED_CONFIG, resolved_config(cfg), unique=True)
+    return OpenSession(run_dir, manifest, session, writer, axes, done, recovered, shard)
 
 
 async def execute(
@@ -433,11 +512,15 @@ async def execute(
     handle_signals: bool,
     preflight: bool = True,
     keep_remote: bool = False,
+    slots: SharedSlots | None = None,
+    watch: Callable[[Counters], None] | None = None,
 ) -> None:
     """Run the session's jobs against the target; ``result`` is filled in as it goes."""
     session, run_dir = opened.session, opened.run_dir
     total = session.planned
-    concurrency = concurrency_policy(cfg)
+    concurrency: int | ConcurrencyController | SharedSlots = (
+        concurrency_policy(cfg) if slots is None else slots
+    )
     pool = concurrency if isinstance(concurrency, int) else concurrency.cap
     local = base_url is None and total > 0
     with target_url(cfg) if local else contextlib.nullcontext(base_url or "") as url:
@@ -499,6 +582,8 @@ async def execute(
         engine.counters.total = total
         engine.counters.skipped = session.skipped
         result.counters = engine.counters
+        if watch is not None:
+            watch(engine.counters)
         # a failed write (disk full, directory gone) stops the run at once: what was written
         # or journaled before stays, nothing more is paid for
         sink = JournaledParts(opened.writer)
@@ -509,7 +594,7 @@ async def execute(
                 if handle_signals:
                     tg.start_soon(_watch_signals, engine, cfg.run.shutdown_grace, sys.stderr)
                 try:
-                    await engine.run(select_jobs(cfg, limit, opened.done), sink)
+                    await engine.run(select_jobs(cfg, limit, opened.done, opened.shard), sink)
                 except RunAborted as exc:  # caught here, not as a task group's exception group
                     result.aborted = exc.failure
                 finally:
@@ -583,6 +668,13 @@ async def finalize(opened: OpenSession, result: RunResult) -> None:
     if result.aborted:
         session.abort_reason = result.aborted.message
     _record_spend(session, result)
+    if opened.shard is not None:
+        # the final tables are built by ``merge``: other shards may be reading them now
+        try:
+            write_shard_manifest(run_dir, opened.shard.name, manifest)
+        except OSError as exc:
+            print(f"warning: could not write the shard manifest: {exc}", file=sys.stderr)
+        return
     try:
         spend = await anyio.to_thread.run_sync(session_spend, run_dir, session.run_id)
         session.spent_usd, session.spent_credits = spend

@@ -18,7 +18,7 @@ import polars as pl
 
 from runner.manifest import Manifest
 from runner.schema import TABLES
-from runner.store import LOCK, MANIFEST, PARTS, TMP_PREFIX, read_manifest, scan_parts
+from runner.store import LOCK, MANIFEST, PARTS, SHARDS, TMP_PREFIX, read_manifest, scan_parts
 
 TABLE_NAMES = tuple(t.name for t in TABLES)
 
@@ -26,8 +26,9 @@ TABLE_NAMES = tuple(t.name for t in TABLES)
 def list_runs(root: Path) -> dict[str, Path]:
     """The run directories directly under ``root``, by name (sorted).
 
-    A run directory has a ``manifest.json``, a final ``jobs.parquet`` or a ``parts/jobs``
-    folder. Entries that resolve outside ``root`` (a symlink pointing elsewhere) are left out.
+    A run directory has a ``manifest.json``, a final ``jobs.parquet``, a ``parts/jobs``
+    folder or (a sharded run) a ``shards`` folder. Entries that resolve outside ``root`` (a
+    symlink pointing elsewhere) are left out.
     """
     try:
         base = root.resolve(strict=True)
@@ -48,6 +49,7 @@ def list_runs(root: Path) -> dict[str, Path]:
             (path / MANIFEST).is_file()
             or (path / "jobs.parquet").is_file()
             or (path / PARTS / "jobs").is_dir()
+            or (path / SHARDS).is_dir()
         ):
             runs[entry.name] = path
     return runs
@@ -137,15 +139,25 @@ class RunState:
         return self.finalized and all((self.path / f"{t}.parquet").is_file() for t in TABLE_NAMES)
 
 
+def _shards_mtime_ns(run_dir: Path) -> int:
+    """The latest change to a shard's manifest (0 for a run that is not sharded)."""
+    try:
+        return max((_mtime_ns(p) for p in (run_dir / SHARDS).glob("*.json")), default=0)
+    except OSError:
+        return 0
+
+
 def run_state(name: str, run_dir: Path) -> RunState:
     manifest = read_manifest(run_dir)
     parts = committed_parts(run_dir)
     finalized = manifest is not None and manifest.finalized
+    # a shard holds ``.lock`` shared, so a sharded run in progress reads as running too
     running = not finalized and lock_held(run_dir)
     version = "-".join(
         str(x)
         for x in (
             _mtime_ns(run_dir / MANIFEST),
+            _shards_mtime_ns(run_dir),
             len(parts),
             parts[-1] if parts else "",
             _mtime_ns(run_dir / "jobs.parquet"),

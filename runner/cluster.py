@@ -1,0 +1,462 @@
+"""``run --ray [ADDRESS] --shards N``: the shards of a run as Ray actors, under one quota.
+
+Ray is the engine (an optional extra, ``.[ray]``); nothing here is a cluster of our own:
+
+- **Shard actors.** Each runs ``run_sweep(..., shard=Shard(i, N))``, the same shard protocol
+  a Kubernetes or Slurm worker runs, into one run directory the cluster's nodes share. Ray
+  restarts an actor whose process dies (``max_restarts``) and re-submits its task
+  (``max_task_retries``); the restarted shard resumes from the store as any shard does.
+- **One quota for the cluster.** A named actor holds the account's concurrency limit for every
+  shard: a ``SlotLedger`` (``runner.adaptive``) with the limit fixed (``run.concurrency: N``,
+  for the whole cluster) or adaptive (``auto``: the same controller a single process uses, fed
+  every shard's replies). A shard's engine takes its slots through ``ClusterSlots`` in place
+  of its own limiter. Slots are leases: a shard that stops sending heartbeats has its slots
+  returned after ``LEASE_SECS``.
+- **One progress display.** The driver sums every shard's live counters, then runs ``merge``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import ray
+
+from runner.adaptive import DEFAULT_CAP, AdaptiveLimit, Signal, SignalKind, SlotLedger
+from runner.config import Config
+from runner.engine import Counters
+from runner.merge import MergeResult, merge
+from runner.progress import show_progress
+from runner.shard import Shard
+from runner.store import StoreError
+from runner.sweep import AGENT_TESTING_UNSHARDED, DEFAULT_RESULTS, run_name, run_sweep
+from runner.target import target_url
+
+NAMESPACE = "convsim"
+LEASE_SECS = 5.0
+"""A shard silent this long (no heartbeat, no slot taken or returned) is presumed dead and its
+slots are returned to the cluster."""
+HEARTBEAT_SECS = 1.0
+RESTARTS = 3
+"""How often Ray restarts a shard actor whose process died (each restart resumes the shard)."""
+
+
+class ClusterError(Exception):
+    """The cluster could not run the shards (Ray could not start, a shard failed for good)."""
+
+
+# ------------------------------------------------------------------------ the quota actor
+
+
+class QuotaActor:
+    """The account's concurrency limit for every shard (a Ray actor, named per run)."""
+
+    def __init__(self, limit: int | str, cap: int, lease_secs: float = LEASE_SECS) -> None:
+        policy: int | AdaptiveLimit = AdaptiveLimit(cap) if limit == "auto" else int(limit)
+        self.ledger = SlotLedger(policy, lease_secs=lease_secs)
+        self._freed: asyncio.Condition | None = None
+        self._reaper: asyncio.Task[None] | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        if self._freed is None:
+            self._freed = asyncio.Condition()
+            self._reaper = asyncio.get_running_loop().create_task(self._reap())
+        return self._freed
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(self.ledger.lease_secs / 4)
+            if self.ledger.expire(time.monotonic()):
+                await self._wake()
+
+    async def _wake(self) -> None:
+        freed = self._condition()
+        async with freed:
+            freed.notify_all()
+
+    async def acquire(self, holder: str) -> tuple[int, int]:
+        """Wait for a slot; returns (slots in use across the cluster, the limit)."""
+        freed = self._condition()
+        async with freed:
+            while not self.ledger.take(holder, time.monotonic()):
+                if self.ledger.gone(holder):  # a request its dead shard left: no slot
+                    break
+                await freed.wait()
+            return self.ledger.in_use, self.ledger.limit
+
+    async def release(self, holder: str) -> None:
+        self.ledger.give_back(holder, time.monotonic())
+        await self._wake()
+
+    async def observe(
+        self, kind: str, in_flight: int, limit: int, maximum: int | None, current: int | None
+    ) -> int:
+        before = self.ledger.limit
+        after = self.ledger.observe(Signal(SignalKind(kind), in_flight, limit, maximum, current))
+        if after > before:
+            await self._wake()
+        return after
+
+    async def heartbeat(self, holder: str) -> None:
+        self._condition()
+        self.ledger.heartbeat(holder, time.monotonic())
+
+    async def drop(self, holder: str) -> None:
+        self.ledger.drop(holder)
+        await self._wake()
+
+    async def stats(self) -> dict[str, Any]:
+        ledger = self.ledger
+        return {
+            "limit": ledger.limit,
+            "in_use": ledger.in_use,
+            "peak": ledger.peak,
+            "reclaimed": ledger.reclaimed,
+            "holders": dict(ledger.held),
+        }
+
+
+class ClusterSlots:
+    """The cluster's quota as the engine's limiter (``runner.engine.SharedSlots``): each slot
+    is taken from the quota actor and given back to it; replies go to its controller. A
+    thread sends heartbeats so the slots stay ours while this shard lives."""
+
+    def __init__(self, actor: Any, holder: str, cap: int, limit: int, auto: bool) -> None:
+        self.actor = actor
+        self.holder = holder
+        self.cap = cap
+        self.limit = limit
+        self.total_tokens: float = limit
+        self.auto = auto
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeats, daemon=True)
+        self._beat.start()
+
+    def _heartbeats(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECS):
+            with contextlib.suppress(Exception):  # the actor gone: the run is ending
+                self.actor.heartbeat.remote(self.holder)
+
+    async def __aenter__(self) -> tuple[int, int]:
+        in_flight, limit = await self.actor.acquire.remote(self.holder)
+        self.total_tokens = limit
+        return in_flight, limit
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.actor.release.remote(self.holder)
+
+    def observe(self, signal: Signal) -> None:
+        self.actor.observe.remote(
+            signal.kind.value, signal.in_flight, signal.limit, signal.maximum, signal.current
+        )
+
+    def close(self) -> None:
+        """This shard is done: its slots (any a cancelled wait was granted too) go back, and
+        the requests it may have left waiting get none."""
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            self.actor.drop.remote(self.holder)
+
+
+# ------------------------------------------------------------------------ the shard actors
+
+
+def _counters_dict(c: Counters) -> dict[str, Any]:
+    return {
+        "total": c.total,
+        "skipped": c.skipped,
+        "done": c.done,
+        "ok": c.ok,
+        "errors": c.errors,
+        "retries": c.retries,
+        "in_flight": c.in_flight,
+        "attempts": c.attempts,
+        "concurrency_limit": c.concurrency_limit,
+        "server_quota": c.server_quota,
+        "failures_by_kind": dict(c.failures_by_kind),
+    }
+
+
+class ShardActor:
+    """One shard of the run (a Ray actor). Constructed again by Ray after its process died;
+    its ``run`` is then re-submitted and resumes the shard from the store."""
+
+    def __init__(self, shard: Shard, quota: str | None) -> None:
+        self.shard = shard
+        self.quota = quota
+        self.counters = Counters()
+        self.incarnation = uuid.uuid4().hex[:8]
+
+    async def pid(self) -> int:
+        return os.getpid()
+
+    async def progress(self) -> dict[str, Any]:
+        return _counters_dict(self.counters)
+
+    def _watch(self, counters: Counters) -> None:
+        self.counters = counters
+
+    async def run(self, cfg: Config, kwargs: dict[str, Any]) -> dict[str, Any]:
+        slots = None
+        if self.quota is not None:
+            actor = ray.get_actor(self.quota, namespace=NAMESPACE)
+            stats = await actor.stats.remote()
+            auto = cfg.run.concurrency == "auto"
+            cap = int(cfg.run.max_concurrency or DEFAULT_CAP) if auto else int(stats["limit"])
+            holder = f"shard-{self.shard.name}-{self.incarnation}"
+            slots = ClusterSlots(actor, holder, cap, int(stats["limit"]), auto)
+        try:
+            result = await run_sweep(
+                cfg, shard=self.shard, slots=slots, watch=self._watch, progress=False, **kwargs
+            )
+        finally:
+            if slots is not None:
+                slots.close()
+        out = _counters_dict(result.counters)
+        out.update(
+            interrupted=result.interrupted,
+            aborted=result.aborted.message if result.aborted else None,
+            peak_in_flight=result.counters.peak_in_flight,
+            wall_secs=result.wall_secs,
+        )
+        return out
+
+
+# ------------------------------------------------------------------------ the driver
+
+
+@dataclass
+class ClusterOutcome:
+    run_dir: Path
+    counters: Counters
+    wall_secs: float
+    merged: MergeResult | None
+    peak_in_flight: int
+    """The most slots in use at once across the cluster (the quota actor's count); without a
+    cluster quota, the sum of the shards' own peaks (an upper bound)."""
+    shard_results: list[dict[str, Any]] = field(default_factory=list)
+    restarts: int = 0
+    message: str = ""
+
+
+SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def init_local_ray(num_cpus: int | None = None, **options: Any) -> None:
+    """Start a local Ray cluster on the loopback interface only (127.0.0.1).
+
+    Given ``_node_ip_address="127.0.0.1"``, Ray still resolves it to the machine's own address
+    and its servers listen on every interface, unless it is told this is no multi-node cluster
+    (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read by every process it starts, and by this one
+    when Ray was imported, hence the constant too). Both are put back once it runs.
+    """
+    from ray._private import ray_constants
+
+    before_env, before_flag = os.environ.get(SINGLE_NODE_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[SINGLE_NODE_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(
+            address="local",
+            num_cpus=num_cpus or max(2, os.cpu_count() or 2),
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            **options,
+        )
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before_flag
+        if before_env is None:
+            os.environ.pop(SINGLE_NODE_ENV, None)
+        else:
+            os.environ[SINGLE_NODE_ENV] = before_env
+
+
+def _start_ray(address: str, num_cpus: int | None) -> bool:
+    """Connect to (or start) Ray; True when this call started it (and so shuts it down)."""
+    if ray.is_initialized():
+        return False
+    options: dict[str, Any] = {"log_to_driver": True, "logging_level": "WARNING"}
+    try:
+        if address == "local":
+            init_local_ray(num_cpus, **options)
+        else:
+            ray.init(address=address, include_dashboard=False, **options)
+    except Exception as exc:  # Ray's own errors: no cluster at that address, ...
+        raise ClusterError(f"cannot start or reach Ray at {address}: {exc}") from exc
+    return True
+
+
+def _sum(into: Counters, parts: list[dict[str, Any]]) -> None:
+    for name in ("total", "skipped", "done", "ok", "errors", "retries", "in_flight", "attempts"):
+        setattr(into, name, sum(p.get(name, 0) for p in parts))
+    into.failures_by_kind.clear()
+    for p in parts:
+        into.failures_by_kind.update(p.get("failures_by_kind", {}))
+    quotas = [p["server_quota"] for p in parts if p.get("server_quota") is not None]
+    into.server_quota = max(quotas) if quotas else into.server_quota
+
+
+def run_on_ray(
+    cfg: Config,
+    *,
+    address: str = "local",
+    shards: int,
+    limit: int | None = None,
+    results_root: Path = DEFAULT_RESULTS,
+    progress: bool = True,
+    retry_errors: bool = True,
+    base_url: str | None = None,
+    cluster_quota: bool = True,
+    num_cpus: int | None = None,
+    on_started: Any = None,
+) -> ClusterOutcome:
+    """Run ``cfg`` as ``shards`` shard actors on Ray, then ``merge``.
+
+    ``cluster_quota`` (the default) puts every shard under one quota actor holding
+    ``run.concurrency`` for the whole cluster; False leaves each shard its own limiter (each
+    with ``run.concurrency``: the baselines the benchmark compares). A ``local`` target is
+    started once, here, for every shard (so only on a local cluster). ``on_started`` is called
+    with the shard actors once they run (tests kill one).
+    """
+    if shards > 1 and cfg.target.backend == "agent-testing":
+        raise ClusterError(AGENT_TESTING_UNSHARDED)
+    started = _start_ray(address, num_cpus)
+    name = run_name(cfg)
+    run_dir = results_root.resolve() / name
+    quota_name = f"quota-{name}-{uuid.uuid4().hex[:6]}" if cluster_quota else None
+    actors: list[Any] = []
+    quota: Any = None
+    t0 = time.monotonic()
+    try:
+        local = base_url is None and cfg.target.base_url == "local"
+        if local and address != "local":
+            print(
+                "warning: target.base_url is local: the local API runs on this machine, "
+                "which the cluster's other nodes may not reach",
+                file=sys.stderr,
+            )
+        with target_url(cfg) if local else contextlib.nullcontext(base_url) as url:
+            if quota_name is not None:
+                auto = cfg.run.concurrency == "auto"
+                cap = cfg.run.max_concurrency or DEFAULT_CAP
+                quota = (
+                    ray.remote(QuotaActor)
+                    .options(
+                        name=quota_name, namespace=NAMESPACE, max_concurrency=100_000, num_cpus=0
+                    )
+                    .remote("auto" if auto else cfg.run.concurrency, cap)
+                )
+                ray.get(quota.stats.remote())
+            remote_shard = ray.remote(ShardActor).options(
+                max_restarts=RESTARTS,
+                max_task_retries=RESTARTS,
+                max_concurrency=1000,
+                num_cpus=0,
+                scheduling_strategy="SPREAD",
+            )
+            actors = [remote_shard.remote(Shard(i, shards), quota_name) for i in range(shards)]
+            kwargs = {
+                "limit": limit,
+                "results_root": results_root.resolve(),
+                "retry_errors": retry_errors,
+                "base_url": url,
+            }
+            refs = [a.run.remote(cfg, kwargs) for a in actors]
+            if on_started is not None:
+                on_started(actors)
+            counters = Counters(concurrency_auto=cfg.run.concurrency == "auto")
+            results = anyio.run(_drive, actors, refs, quota, counters, progress)
+            # a shard that failed for good (out of restarts, or its actor never started):
+            # once more in a new actor, which resumes it from the store
+            failed = [i for i, r in enumerate(results) if "failed" in r]
+            if failed:
+                reasons = "; ".join(f"shard {i}: {results[i]['failed']}" for i in failed)
+                print(f"warning: starting failed shards again ({reasons})", file=sys.stderr)
+                for i in failed:
+                    with contextlib.suppress(Exception):
+                        ray.kill(actors[i], no_restart=True)
+                    actors[i] = remote_shard.remote(Shard(i, shards), quota_name)
+                again_refs = [actors[i].run.remote(cfg, kwargs) for i in failed]
+                again = anyio.run(
+                    _drive, [actors[i] for i in failed], again_refs, quota, counters, progress
+                )
+                for i, result in zip(failed, again, strict=True):
+                    results[i] = result
+        wall = time.monotonic() - t0
+        peak = (
+            int(ray.get(quota.stats.remote())["peak"])
+            if quota is not None
+            else sum(int(r.get("peak_in_flight") or 0) for r in results)
+        )
+        _sum(counters, results)
+        message = "; ".join(
+            f"shard {i}: {r['failed']}" for i, r in enumerate(results) if "failed" in r
+        )
+        merged: MergeResult | None = None
+        try:
+            merged = merge(run_dir, config=cfg.source_path, limit=limit)
+        except StoreError as exc:  # e.g. a shard running elsewhere holds the directory
+            message += f"{'; ' if message else ''}not merged: {exc}"
+        if merged is not None and not merged.complete:
+            message += (
+                f"{'; ' if message else ''}{merged.missing_count} job(s) have no result; "
+                "run the same command again to resume"
+            )
+        return ClusterOutcome(run_dir, counters, wall, merged, peak, results, message=message)
+    finally:
+        for actor in [*actors, *([quota] if quota is not None else [])]:
+            with contextlib.suppress(Exception):
+                ray.kill(actor, no_restart=True)
+        if started:
+            ray.shutdown()
+
+
+async def _drive(
+    actors: list[Any], refs: list[Any], quota: Any, counters: Counters, progress: bool
+) -> list[dict[str, Any]]:
+    """Wait for every shard while one display shows them all."""
+    results: list[dict[str, Any]] = [{} for _ in refs]
+
+    async def poll() -> None:
+        while True:
+            parts = []
+            for actor in actors:
+                try:
+                    with anyio.fail_after(5):
+                        parts.append(await actor.progress.remote())
+                except Exception:  # a shard being restarted: no figures this time
+                    continue
+            _sum(counters, parts)
+            if quota is not None:
+                with contextlib.suppress(Exception):
+                    stats = await quota.stats.remote()
+                    counters.concurrency_limit = stats["limit"]
+                    counters.in_flight = stats["in_use"]
+                    counters.peak_in_flight = stats["peak"]
+            await anyio.sleep(0.25)
+
+    async def wait(i: int) -> None:
+        try:
+            results[i] = await refs[i]
+        except Exception as exc:  # out of restarts, or a bug: merge names what is missing
+            first = str(exc).strip().splitlines()
+            results[i] = {"failed": first[-1] if first else type(exc).__name__}
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(poll)
+        if progress:
+            tg.start_soon(show_progress, counters)
+        async with anyio.create_task_group() as waits:
+            for i in range(len(refs)):
+                waits.start_soon(wait, i)
+        tg.cancel_scope.cancel()
+    return results

@@ -1,0 +1,235 @@
+"""Ray as the managed engine: shard actors on a local Ray cluster (127.0.0.1, 2 CPUs) under one
+quota actor, counted at the server; a shard actor killed mid-run; the CLI's ``--ray``. Plus the
+slot ledger the quota actor holds (pure)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+import ray
+import yaml
+
+from runner.adaptive import AdaptiveLimit, Signal, SignalKind, SlotLedger
+from runner.cluster import init_local_ray, run_on_ray
+from runner.config import load_config
+from runner.localapi.server import LocalAPI, local_api_process
+from runner.shard import Shard
+from runner.store import ShardLock, load_run, read_shard_manifest
+from runner.sweep import sweep_jobs
+
+ROOT = Path(__file__).resolve().parents[1]
+QUOTA = 6
+
+# ------------------------------------------------------------------------ the ledger (pure)
+
+
+def test_the_ledger_holds_the_limit_across_holders() -> None:
+    ledger = SlotLedger(3)
+    assert [ledger.take("a", 0), ledger.take("b", 0), ledger.take("a", 0)] == [True] * 3
+    assert not ledger.take("c", 0)  # full, whoever asks
+    ledger.give_back("a", 1)
+    assert ledger.take("c", 1) and ledger.in_use == 3 and ledger.peak == 3
+    ledger.give_back("zzz", 1)  # not a holder: nothing happens
+    assert ledger.in_use == 3
+
+
+def test_a_silent_holder_returns_its_slots() -> None:
+    ledger = SlotLedger(4, lease_secs=10)
+    for _ in range(3):
+        assert ledger.take("dead", 0)
+    assert ledger.take("alive", 0)
+    ledger.heartbeat("alive", 8)
+    assert ledger.expire(9) == []
+    assert ledger.expire(11) == ["dead"]  # 11 s without a word
+    assert ledger.in_use == 1 and ledger.reclaimed == 3 and ledger.held == {"alive": 1}
+    ledger.give_back("dead", 12)  # a late release from the dead shard changes nothing
+    assert ledger.in_use == 1
+    # a request the dead shard left waiting gets no slot, and does not make it look alive
+    assert ledger.gone("dead") and not ledger.take("dead", 12) and ledger.in_use == 1
+    assert ledger.expire(30) == ["alive"]  # silent since 8 s: gone too
+    ledger.heartbeat("alive", 31)  # ... but it was only slow: a heartbeat brings it back
+    assert not ledger.gone("alive") and ledger.take("alive", 31)
+
+
+def test_a_holder_that_drops_its_slots_takes_no_more() -> None:
+    ledger = SlotLedger(2)
+    assert ledger.take("done", 0) and ledger.take("done", 0)
+    assert ledger.drop("done") == 2 and ledger.in_use == 0
+    assert not ledger.take("done", 1) and ledger.take("other", 1)
+
+
+def test_the_ledger_adapts_with_the_same_controller_a_process_uses() -> None:
+    ledger = SlotLedger(AdaptiveLimit(64))
+    assert ledger.auto and ledger.limit == 4
+    # the quota headers: straight to the quota, less what others hold
+    limit = ledger.observe(Signal(SignalKind.ADMITTED, 4, 4, maximum=20, current=4))
+    assert limit == 20
+    # a 429 at 20 of the cluster's in flight: one slot of margin
+    assert ledger.observe(Signal(SignalKind.REJECTED, 20, 20, maximum=20, current=20)) == 19
+
+
+# ------------------------------------------------------------------------ on a Ray cluster
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    init_local_ray(num_cpus=2, logging_level="WARNING")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def write_config(path: Path, base_url: str, scenarios: int = 30, **run: Any) -> Path:
+    """``scenarios`` x 2 agents, ``QUOTA`` in flight for the whole cluster."""
+    config = {
+        "target": {"base_url": base_url, "timeouts": {"first_byte": 10, "idle": 10, "total": 60}},
+        "run": {"name": "ray", "concurrency": QUOTA, "new_turns_limit": 6, **run},
+        "agents": [{"id": "agent_support"}, {"id": "agent_booking"}],
+        "scenarios": [
+            {"id": f"s{i}", "first_message": f"Order A-{i}?", "prompt": f"Customer {i}."}
+            for i in range(scenarios)
+        ],
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def capped_api() -> Iterator[LocalAPI]:
+    """A server that answers 429 beyond ``QUOTA`` simulations in flight, and counts."""
+    with local_api_process(
+        ["--time-scale", "0.03", "--seed", "4", "--max-concurrency", str(QUOTA)]
+    ) as server:
+        yield server
+
+
+def every_job_once(run_dir: Path, jobs: int) -> pl.DataFrame:
+    run = load_run(run_dir)
+    assert isinstance(run.jobs, pl.DataFrame)
+    assert run.jobs.height == jobs and run.jobs["job_key"].n_unique() == jobs
+    assert set(run.jobs["status"]) == {"ok"}
+    assert run.messages.group_by("job_key", "index").len()["len"].max() == 1
+    return run.jobs
+
+
+def test_four_shards_under_one_quota_actor(
+    tmp_path: Path, capped_api: LocalAPI, local_ray: None
+) -> None:
+    cfg = load_config(write_config(tmp_path / "c.yaml", capped_api.base_url))
+    outcome = run_on_ray(
+        cfg, shards=4, results_root=tmp_path / "r", progress=False, base_url=capped_api.base_url
+    )
+    assert outcome.merged is not None and outcome.merged.complete, outcome.message
+    every_job_once(outcome.run_dir, 60)
+    # the cluster lives on the loopback interface: its node, and every address it listens on
+    assert [node["NodeManagerAddress"] for node in ray.nodes()] == ["127.0.0.1"]
+    assert (
+        ray.get(ray.remote(lambda: __import__("ray").util.get_node_ip_address()).remote())
+        == "127.0.0.1"
+    )
+    stats = capped_api.stats()
+    # counted at the server: the cluster never had more than the quota in flight ...
+    assert stats["peak_in_flight"] <= QUOTA
+    assert stats["concurrency_rejections"] == 0 and stats["simulate_requests"] == 60
+    # ... and held it (the quota actor's own count agrees)
+    assert outcome.peak_in_flight == QUOTA
+    assert all(r["done"] > 0 for r in outcome.shard_results)  # every shard did its part
+    assert sum(r["done"] for r in outcome.shard_results) == 60
+    for i in range(4):
+        own = read_shard_manifest(outcome.run_dir, f"{i}-of-4")
+        assert own is not None and own.sessions[-1].ended == "completed"
+
+
+def test_a_shard_actor_killed_mid_run_is_restarted_and_the_run_completes(
+    tmp_path: Path, capped_api: LocalAPI, local_ray: None
+) -> None:
+    cfg = load_config(write_config(tmp_path / "c.yaml", capped_api.base_url, scenarios=40))
+    killed: list[int] = []
+
+    def kill_one(actors: list[Any]) -> None:
+        def killer() -> None:
+            deadline = time.monotonic() + 60
+            while capped_api.stats()["simulations_completed"] < 20:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.02)
+            pid = ray.get(actors[1].pid.remote())
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+        threading.Thread(target=killer, daemon=True).start()
+
+    outcome = run_on_ray(
+        cfg,
+        shards=4,
+        results_root=tmp_path / "r",
+        progress=False,
+        base_url=capped_api.base_url,
+        on_started=kill_one,
+    )
+    assert killed, "the shard was never killed"
+    assert outcome.merged is not None and outcome.merged.complete, outcome.message
+    every_job_once(outcome.run_dir, 80)
+    own = read_shard_manifest(outcome.run_dir, "1-of-4")
+    assert own is not None and len(own.sessions) == 2  # the killed session, the resumed one
+    assert own.sessions[0].ended == "running" and own.sessions[1].ended == "completed"
+    stats = capped_api.stats()
+    # only what was in flight in the killed shard was sent again; the cap held throughout
+    assert 80 <= stats["simulate_requests"] <= 80 + QUOTA
+    assert stats["peak_in_flight"] <= QUOTA
+
+
+def test_the_cli_runs_the_shards_on_a_local_ray_cluster(tmp_path: Path) -> None:
+    with local_api_process(["--time-scale", "0.01", "--seed", "4"]) as api:
+        config = write_config(tmp_path / "c.yaml", api.base_url, scenarios=10)
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "runner", "run", str(config)),
+                *("--ray", "--shards", "2", "--results", str(tmp_path / "r"), "--no-progress"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={**os.environ, "RAY_ADDRESS": ""},
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "2 shard(s) on Ray: 20 job(s) run" in done.stdout
+        assert api.stats()["simulate_requests"] == 20
+    every_job_once(tmp_path / "r" / "ray", 20)
+
+
+def test_a_shard_that_cannot_run_leaves_the_run_incomplete_and_a_rerun_completes_it(
+    tmp_path: Path, local_ray: None
+) -> None:
+    with local_api_process(["--time-scale", "0.005", "--seed", "4"]) as api:
+        cfg = load_config(write_config(tmp_path / "c.yaml", api.base_url, scenarios=10))
+        run_dir = tmp_path / "r" / "ray"
+        # another process runs shard 1 of 2: the cluster's shard 1 is refused, twice (its
+        # actor, then the new one it gets once more); shard 0 does its part
+        with ShardLock(run_dir, 1, 2):
+            outcome = run_on_ray(
+                cfg, shards=2, results_root=tmp_path / "r", progress=False, base_url=api.base_url
+            )
+        # not merged either: the directory is in use by that other process
+        assert outcome.merged is None and "not merged" in outcome.message
+        assert "shard 1:" in outcome.message and "already running" in outcome.message
+        shard_0 = list(sweep_jobs(cfg, None, Shard(0, 2)))
+        assert api.stats()["simulate_requests"] == len(shard_0) > 0
+        again = run_on_ray(
+            cfg, shards=2, results_root=tmp_path / "r", progress=False, base_url=api.base_url
+        )
+        assert again.merged is not None and again.merged.complete, again.message
+        assert api.stats()["simulate_requests"] == 20  # the rest only: nothing paid twice
+    every_job_once(run_dir, 20)
