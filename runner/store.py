@@ -373,6 +373,28 @@ def shard_lock_name(shard_name: str) -> str:
     return f"{LOCK}-shard-{shard_name}"
 
 
+def _try_flock(path: Path, *, exclusive: bool) -> tuple[int, str | None]:
+    """Open ``path`` and try its ``flock`` without waiting: ``(fd, None)`` when taken (the
+    caller owns ``fd``); ``(-1, holder)`` when another process holds it, ``holder`` being what
+    that process wrote there (its pid) or "another process"."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        return -1, holder
+    return fd, None
+
+
+def _sign(fd: int) -> None:
+    """Write this process's pid into a lock file it holds, for the refusal message of others."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+
+
 class RunLock:
     """One runner per run directory: an exclusive ``flock`` on ``.lock``, which the kernel
     releases when the holder dies, so a stale lock (kill -9, power loss) never blocks a resume.
@@ -383,21 +405,14 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        import fcntl
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            os.close(fd)
+        fd, holder = _try_flock(self.path, exclusive=True)
+        if holder is not None:
             raise StoreError(
                 f"{self.path.parent} is in use by a running runner ({holder}); "
                 "wait for it to finish or stop it first"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+            )
+        _sign(fd)
         self._fd = fd
 
     def release(self) -> None:
@@ -426,32 +441,23 @@ class ShardLock:
         self._fds: list[int] = []
 
     def acquire(self) -> None:
-        import fcntl
-
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            shared = os.open(self.run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-            self._fds.append(shared)
-            try:
-                fcntl.flock(shared, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(shared, 200, 0).decode(errors="replace").strip()
+            shared, holder = _try_flock(self.run_dir / LOCK, exclusive=False)
+            if holder is not None:
                 raise StoreError(
                     f"{self.run_dir} is in use by a single-process run or a merge "
-                    f"({holder or 'another process'}); wait for it to finish or stop it first"
-                ) from None
-            own = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            self._fds.append(own)
-            try:
-                fcntl.flock(own, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(own, 200, 0).decode(errors="replace").strip()
+                    f"({holder}); wait for it to finish or stop it first"
+                )
+            self._fds.append(shared)
+            own, holder = _try_flock(self.path, exclusive=True)
+            if holder is not None:
                 raise StoreError(
                     f"shard {self.path.name.removeprefix(LOCK + '-shard-')} of {self.run_dir} "
-                    f"is already running ({holder or 'another process'})"
-                ) from None
-            os.ftruncate(own, 0)
-            os.pwrite(own, f"pid {os.getpid()}".encode(), 0)
+                    f"is already running ({holder})"
+                )
+            self._fds.append(own)
+            _sign(own)
             for other in self.run_dir.glob(f"{LOCK}-shard-*-of-*"):
                 if other.name.endswith(f"-of-{self.count}"):
                     continue
