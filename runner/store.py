@@ -184,7 +184,7 @@ class PartWriter:
             if owned is None:
                 for leftover in self.run_dir.glob(f"{TMP_PREFIX}*"):  # a compaction or manifest
                     leftover.unlink()
-            probe = self.run_dir / ".write-probe"
+            probe = self.run_dir / f".write-probe-{self.session_id}"  # shards probe side by side
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as exc:

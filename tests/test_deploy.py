@@ -121,8 +121,8 @@ def test_the_kubernetes_job_runs_the_shard_protocol(tmp_path: Path, api: LocalAP
         )
         for i in range(count)
     ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=120)
+    errors = [proc.communicate(timeout=120)[1] for proc in procs]  # every pipe read and closed
+    for proc, err in zip(procs, errors, strict=True):
         assert proc.returncode == 0, err
     manifest = read_manifest(local_results / "sweep")
     assert manifest is not None and len(manifest.sessions) == count
@@ -184,8 +184,8 @@ def test_the_slurm_array_runs_the_shard_protocol(tmp_path: Path, api: LocalAPI) 
         )
         for task in range(low, high + 1)
     ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=120)
+    errors = [proc.communicate(timeout=120)[1] for proc in procs]  # every pipe read and closed
+    for proc, err in zip(procs, errors, strict=True):
         assert proc.returncode == 0, err
     shards = sorted(p.name for p in (tmp_path / "results" / "sweep" / "shards").iterdir())
     assert shards == sorted(f"{i}-of-{count}.json" for i in range(count))
