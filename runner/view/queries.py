@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
@@ -108,8 +108,9 @@ class Totals:
         return _rate(self.success, self.failure)
 
 
-def run_totals(tables: Tables) -> Totals:
-    """Jobs, ok / errors, criteria outcomes and spend of a run (three column scans)."""
+def run_totals(tables: Tables, judged: pl.DataFrame | None = None) -> Totals:
+    """Jobs, ok / errors, criteria outcomes and spend of a run (a scan of jobs, and of criteria
+    unless ``judged``, the run's ``judged_counts``, already holds its outcomes)."""
     status = pl.col("status")
     j = (
         tables["jobs"]
@@ -127,17 +128,20 @@ def run_totals(tables: Tables) -> Totals:
         .collect()
         .row(0, named=True)
     )
-    result = pl.col("result")
-    c = (
-        tables["criteria"]
-        .select(
-            (result == "success").sum().alias("success"),
-            (result == "failure").sum().alias("failure"),
-            (result == "unknown").sum().alias("unknown"),
+    if judged is not None:
+        c = judged.select(pl.col(r).sum() for r in RESULTS).row(0, named=True)
+    else:
+        result = pl.col("result")
+        c = (
+            tables["criteria"]
+            .select(
+                (result == "success").sum().alias("success"),
+                (result == "failure").sum().alias("failure"),
+                (result == "unknown").sum().alias("unknown"),
+            )
+            .collect()
+            .row(0, named=True)
         )
-        .collect()
-        .row(0, named=True)
-    )
     return Totals(
         jobs=int(j["jobs"] or 0),
         ok=int(j["ok"] or 0),
@@ -224,12 +228,79 @@ class RunFigures:
     criteria: list[str]
     matrix: dict[str, list[str]]
     error_kinds: list[str]
+    judged: pl.DataFrame
+    """``judged_counts``: what the figures were computed from (a comparison reuses it)."""
 
 
-def run_figures(tables: Tables) -> RunFigures:
-    jobs, criteria = tables["jobs"], tables["criteria"]
+def judged_counts(criteria: pl.LazyFrame, jobs: pl.LazyFrame) -> pl.DataFrame:
+    """Success / failure / unknown per case (``analysis.case_columns``), agent label and
+    criterion: everything the run's figures need of its criteria, in one join. Sums of it over
+    any rows are the counts over those rows, so a run read part by part adds each part's."""
+    case_cols = analysis.case_columns(jobs)
+    result = pl.col("result")
+    return (
+        criteria.select("job_key", "criterion_id", "result")
+        .join(jobs.select("job_key", *case_cols, "agent_label"), on="job_key", how="inner")
+        .group_by([*case_cols, "agent_label", "criterion_id"])
+        .agg(
+            (result == "success").sum().cast(pl.UInt32).alias("success"),
+            (result == "failure").sum().cast(pl.UInt32).alias("failure"),
+            (result == "unknown").sum().cast(pl.UInt32).alias("unknown"),
+        )
+        .collect()
+    )
+
+
+def combine_judged(parts: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """``judged_counts`` of some parts of a run (disjoint jobs) as those of them all."""
+    if len(parts) == 1:
+        return parts[0]
+    frame = pl.concat(parts, how="vertical")
+    keys = [c for c in frame.columns if c not in RESULTS]
+    return (
+        frame.group_by(keys)
+        .agg(pl.col(r).sum().cast(pl.UInt32) for r in RESULTS)
+        .select(frame.columns)
+    )
+
+
+def cell_rates(judged: pl.DataFrame, jobs: pl.LazyFrame) -> pl.DataFrame:
+    """``analysis.pass_rates`` by agent_label, scenario_id, criterion_id, from the run's
+    ``judged_counts``: an errored job is charged to every criterion its agent and scenario
+    were judged on (to a null criterion when none was), counted once per criterion."""
+    keys = ["agent_label", "scenario_id", "criterion_id"]
+    case = list(analysis.CASE_COLUMNS)
+    judged_cells = judged.group_by(keys).agg(pl.col(r).sum().cast(pl.UInt32) for r in RESULTS)
+    expected = judged.select(*case, "criterion_id").unique()
+    errored = (
+        jobs.filter(pl.col("status") == "error")
+        .group_by([*case, "agent_label"])
+        .agg(pl.len().cast(pl.UInt32).alias("errors"))
+        .collect()
+    )
+    charged = (
+        errored.join(expected, on=case, how="left")
+        .group_by(keys)
+        .agg(pl.col("errors").sum().cast(pl.UInt32))
+    )
+    zero = pl.lit(0, dtype=pl.UInt32)
+    counts = (
+        judged_cells.join(charged, on=keys, how="full", coalesce=True, nulls_equal=True)
+        .with_columns(pl.col(c).fill_null(zero) for c in [*RESULTS, "errors"])
+        .sort(keys, nulls_last=True)
+        .select(*keys, *RESULTS, "errors")
+    )
+    return _with_rates(counts)
+
+
+def run_figures(tables: Tables, judged: pl.DataFrame | None = None) -> RunFigures:
+    """Everything a run's page shows. ``judged`` is the run's ``judged_counts`` when the
+    caller has it (a run in progress, summed part by part); else it is computed here."""
+    jobs = tables["jobs"]
+    if judged is None:
+        judged = judged_counts(tables["criteria"], jobs)
     # one pass over the criteria: the heatmap's cells, then the coarser groups summed from them
-    cells = analysis.pass_rates(criteria, jobs, by=["agent_label", "scenario_id", "criterion_id"])
+    cells = cell_rates(judged, jobs)
     by_criterion = _pooled(cells, "criterion_id")
     errors_by_agent = (
         jobs.filter(pl.col("status") == "error")
@@ -239,7 +310,7 @@ def run_figures(tables: Tables) -> RunFigures:
     )
     by_agent = _pooled(cells, "agent_label", errors=errors_by_agent)
     case_cols = analysis.case_columns(jobs)
-    cases = case_outcomes(criteria, jobs, case_cols)
+    cases = case_outcomes(judged, case_cols)
     flakiness = (
         cases.filter(pl.col("trials") >= 2)
         .group_by("criterion_id")
@@ -263,7 +334,7 @@ def run_figures(tables: Tables) -> RunFigures:
     ).collect()
     crit_ids = by_criterion["criterion_id"].drop_nulls().to_list()
     return RunFigures(
-        totals=run_totals(tables),
+        totals=run_totals(tables, judged),
         by_criterion=by_criterion,
         by_agent=by_agent,
         cells=cells,
@@ -278,6 +349,7 @@ def run_figures(tables: Tables) -> RunFigures:
         criteria=sorted(crit_ids),
         matrix={c.removeprefix("matrix."): distinct[c][0].to_list() for c in mcols},
         error_kinds=[k for k in errors["error_kind"].to_list() if k is not None],
+        judged=judged,
     )
 
 
@@ -294,47 +366,31 @@ def _pooled(cells: pl.DataFrame, key: str, errors: pl.DataFrame | None = None) -
             .join(errors, on=key, how="left", nulls_equal=True)
             .with_columns(pl.col("errors").fill_null(0))
         )
-    summed = summed.sort(key, nulls_last=True).select(key, *counts)
-    intervals = [
-        analysis.wilson_interval(int(s), int(s) + int(f))
-        for s, f in zip(summed["success"], summed["failure"], strict=True)
-    ]
-    return summed.with_columns(
-        pl.Series(
-            "pass_rate",
-            [
-                _rate(int(s), int(f))
-                for s, f in zip(summed["success"], summed["failure"], strict=True)
-            ],
-            dtype=pl.Float64,
-        ),
+    return _with_rates(summed.sort(key, nulls_last=True).select(key, *counts))
+
+
+def _with_rates(counts: pl.DataFrame) -> pl.DataFrame:
+    """``counts`` with ``pass_rate`` and its 95% Wilson interval ``ci_low`` / ``ci_high``."""
+    pairs = list(zip(counts["success"].to_list(), counts["failure"].to_list(), strict=True))
+    intervals = [analysis.wilson_interval(s, s + f) for s, f in pairs]
+    return counts.with_columns(
+        pl.Series("pass_rate", [_rate(s, f) for s, f in pairs], dtype=pl.Float64),
         pl.Series("ci_low", [lo for lo, _ in intervals], dtype=pl.Float64),
         pl.Series("ci_high", [hi for _, hi in intervals], dtype=pl.Float64),
     )
 
 
-def case_outcomes(
-    criteria: pl.LazyFrame, jobs: pl.LazyFrame, case_cols: Sequence[str]
-) -> pl.DataFrame:
-    """Per case and criterion: decided ``trials`` (success + failure) and ``flaky`` (both
-    passed and failed), as ``analysis.repeat_cases`` defines them, without the outcome
-    sequence (whose sort held the whole criteria table in memory: 310 MB at 100,000 jobs)."""
-    result = pl.col("result")
-    decided = criteria.select("job_key", "criterion_id", "result").filter(
-        result.is_in(["success", "failure"])
-    )
+def case_outcomes(judged: pl.DataFrame, case_cols: Sequence[str]) -> pl.DataFrame:
+    """Per case and criterion with a decided outcome: ``success``, ``failure``, decided
+    ``trials`` and ``flaky`` (both passed and failed), as ``analysis.repeat_cases`` defines
+    them, from ``judged_counts`` (without the outcome sequence, whose sort holds the whole
+    criteria table in memory)."""
     return (
-        decided.join(jobs.select("job_key", *case_cols), on="job_key", how="inner")
-        .group_by([*case_cols, "criterion_id"])
-        .agg(
-            (result == "success").sum().cast(pl.UInt32).alias("success"),
-            (result == "failure").sum().cast(pl.UInt32).alias("failure"),
-        )
-        .with_columns(
-            (pl.col("success") + pl.col("failure")).alias("trials"),
-            ((pl.col("success") > 0) & (pl.col("failure") > 0)).alias("flaky"),
-        )
-        .collect()
+        judged.group_by([*case_cols, "criterion_id"])
+        .agg(pl.col("success").sum().cast(pl.UInt32), pl.col("failure").sum().cast(pl.UInt32))
+        .with_columns((pl.col("success") + pl.col("failure")).alias("trials"))
+        .filter(pl.col("trials") > 0)
+        .with_columns(((pl.col("success") > 0) & (pl.col("failure") > 0)).alias("flaky"))
     )
 
 
@@ -584,10 +640,18 @@ def _matching_keys(tables: Tables, query: CaseQuery) -> list[pl.LazyFrame]:
     return sets
 
 
-def filter_cases(tables: Tables, query: CaseQuery, flaky_cases: pl.DataFrame) -> CasePage:
+def filter_cases(
+    tables: Tables,
+    query: CaseQuery,
+    flaky_cases: pl.DataFrame,
+    *,
+    page_tables: Callable[[Sequence[str]], Tables] | None = None,
+) -> CasePage:
     """The jobs matching ``query``, sorted, one page of them, each with its criteria outcomes.
 
-    ``flaky_cases`` is ``RunFigures.flaky_cases`` (case columns + criterion_id)."""
+    ``flaky_cases`` is ``RunFigures.flaky_cases`` (case columns + criterion_id).
+    ``page_tables``, given the page's job keys, returns tables holding at least those jobs
+    (for a run read part by part: only the parts that hold them)."""
     jobs = tables["jobs"]
     mcols = matrix_columns(jobs)
     frame = jobs.select(*CASE_LIST_COLUMNS, *mcols)
@@ -607,7 +671,9 @@ def filter_cases(tables: Tables, query: CaseQuery, flaky_cases: pl.DataFrame) ->
     if query.error_kind is not None:
         frame = frame.filter(pl.col("error_kind") == query.error_kind)
     for keys in _matching_keys(tables, query):
-        frame = frame.join(keys.unique(), on="job_key", how="semi")
+        # collected once: the count and the page would each scan the other tables again
+        found = keys.unique().collect()
+        frame = frame.join(found.lazy(), on="job_key", how="semi")
     if query.flaky:
         flaky = flaky_cases
         if query.criterion is not None:
@@ -636,7 +702,8 @@ def filter_cases(tables: Tables, query: CaseQuery, flaky_cases: pl.DataFrame) ->
         nulls_last=True,
     )
     rows_frame = ordered.slice((page - 1) * query.per_page, query.per_page).collect()
-    rows = _with_outcomes(tables, rows_frame, query)
+    shown = rows_frame.get_column("job_key").to_list()
+    rows = _with_outcomes(tables if page_tables is None else page_tables(shown), rows_frame, query)
     return CasePage(
         query=replace(query, page=page),
         rows=rows,
@@ -711,9 +778,12 @@ class JobDetail:
     repeats: list[dict[str, Any]] = field(default_factory=list)
 
 
-def job_detail(tables: Tables, job_key: str) -> JobDetail | None:
+def job_detail(
+    tables: Tables, job_key: str, *, case_tables: Tables | None = None
+) -> JobDetail | None:
     """One job: its row, conversation, criteria, data collection, attempts, vendor buckets and
-    the other repeats of its case. None when the run has no such job."""
+    the other repeats of its case (read from ``case_tables`` when given: tables that hold at
+    least the case's jobs). None when the run has no such job."""
     key = pl.col("job_key") == job_key
     found = tables["jobs"].filter(key).collect()
     if found.height == 0:
@@ -735,19 +805,25 @@ def job_detail(tables: Tables, job_key: str) -> JobDetail | None:
         data_collection=tables["data_collection"].filter(key).collect().to_dicts(),
         attempts=attempts.to_dicts(),
         buckets=tables["buckets"].filter(key).collect().to_dicts(),
-        repeats=case_repeats(tables, job),
+        repeats=case_repeats(tables if case_tables is None else case_tables, job),
     )
+
+
+def same_case(job: Mapping[str, Any]) -> pl.Expr:
+    """The jobs of ``job``'s case: the same agent, scenario and matrix cell (``job``'s
+    ``matrix.*`` values)."""
+    cond = (pl.col("agent_id") == job["agent_id"]) & (pl.col("scenario_id") == job["scenario_id"])
+    for column in (c for c in job if c.startswith("matrix.")):
+        cond = cond & _null_safe_eq(column, job.get(column))
+    return cond
 
 
 def case_repeats(tables: Tables, job: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every job of ``job``'s case (same agent, scenario and matrix cell), by repeat, with its
     failed criteria."""
     jobs = tables["jobs"]
-    cond = (pl.col("agent_id") == job["agent_id"]) & (pl.col("scenario_id") == job["scenario_id"])
-    for column in matrix_columns(jobs):
-        cond = cond & _null_safe_eq(column, job.get(column))
     siblings = (
-        jobs.filter(cond)
+        jobs.filter(same_case(job))
         .select("job_key", "repeat", "status", "error_kind", "started_at")
         .sort("repeat", "started_at")
         .collect()
@@ -770,21 +846,21 @@ def case_repeats(tables: Tables, job: Mapping[str, Any]) -> list[dict[str, Any]]
 # ------------------------------------------------------------------------------ compare
 
 
-def _side(tables: Tables, case_cols: Sequence[str]) -> pl.LazyFrame:
+def _side(
+    tables: Tables, case_cols: Sequence[str], counts: pl.DataFrame | None = None
+) -> pl.LazyFrame:
     """Per case and criterion of one run: its agent's label, success / failure / unknown
-    counts, and the case's errored jobs (not judged, so the same for each criterion)."""
-    result = pl.col("result")
+    counts, and the case's errored jobs (not judged, so the same for each criterion).
+    ``counts``: the run's ``judged_counts`` when the caller has them (else read here)."""
     jobs = tables["jobs"].select("job_key", "status", "agent_label", *case_cols)
+    if counts is None:
+        counts = judged_counts(tables["criteria"], tables["jobs"])
     judged = (
-        tables["criteria"]
-        .select("job_key", "criterion_id", "result")
-        .join(jobs.drop("status"), on="job_key", how="inner")
+        counts.lazy()
         .group_by([*case_cols, "criterion_id"])
         .agg(
             pl.col("agent_label").first(),
-            (result == "success").sum().cast(pl.UInt32).alias("success"),
-            (result == "failure").sum().cast(pl.UInt32).alias("failure"),
-            (result == "unknown").sum().cast(pl.UInt32).alias("unknown"),
+            *(pl.col(r).sum().cast(pl.UInt32) for r in RESULTS),
         )
     )
     errors = (
@@ -803,16 +879,22 @@ def compare_case_columns(a: Tables, b: Tables) -> list[str]:
     return ["agent_id", "scenario_id", *sorted(shared)]
 
 
-def compare_cases(a: Tables, b: Tables) -> pl.DataFrame:
+def compare_cases(
+    a: Tables,
+    b: Tables,
+    a_judged: pl.DataFrame | None = None,
+    b_judged: pl.DataFrame | None = None,
+) -> pl.DataFrame:
     """Every case x criterion of either run with both sides' counts and pass rates, the ones
     whose outcome changed first: those that got worse (most first), then those that got
     better, then the unchanged. ``change`` is ``regressed``, ``improved``, ``same``, ``only
-    in A`` or ``only in B``."""
+    in A`` or ``only in B``. ``a_judged`` / ``b_judged``: each run's ``judged_counts`` when
+    the caller has them (``RunFigures.judged``)."""
     cols = compare_case_columns(a, b)
     keys = [*cols, "criterion_id"]
     counts = ["success", "failure", "unknown", "errors"]
-    left = _side(a, cols).rename({c: f"a_{c}" for c in [*counts, "agent_label"]})
-    right = _side(b, cols).rename({c: f"b_{c}" for c in [*counts, "agent_label"]})
+    left = _side(a, cols, a_judged).rename({c: f"a_{c}" for c in [*counts, "agent_label"]})
+    right = _side(b, cols, b_judged).rename({c: f"b_{c}" for c in [*counts, "agent_label"]})
     joined = left.join(right, on=keys, how="full", coalesce=True, nulls_equal=True)
     a_n = pl.col("a_success") + pl.col("a_failure")
     b_n = pl.col("b_success") + pl.col("b_failure")
