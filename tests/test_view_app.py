@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import polars as pl
 import pytest
 from view_helpers import snapshot, xss_run
 
@@ -160,3 +161,26 @@ def test_version_api_and_read_only(client: httpx.Client, root: Path) -> None:
     for method in ("post", "put", "delete", "patch"):
         assert getattr(client, method)("/runs/syn").status_code == 405
     assert snapshot(root) == before
+
+
+def test_spend_is_cost_usd_and_older_tables_fall_back_to_llm_price(tmp_path: Path) -> None:
+    shape = Shape(agents=1, scenarios=2, repeats=2, error_every=0)
+    priced = write_synthetic_run(tmp_path / "priced", shape)
+    jobs = pl.read_parquet(priced / "jobs.parquet")
+    jobs.with_columns((pl.col("llm_price") * 10).alias("cost_usd")).write_parquet(
+        priced / "jobs.parquet"
+    )
+    old = write_synthetic_run(tmp_path / "old", shape)
+    pl.read_parquet(old / "jobs.parquet").drop("cost_usd").write_parquet(old / "jobs.parquet")
+    cost, price = float(jobs["llm_price"].sum()) * 10, float(jobs["llm_price"].sum())
+    with viewer_process(tmp_path) as running, httpx.Client(base_url=running.base_url) as c:
+        runs = c.get("/").text
+        cells = dict(re.findall(r'data-run="([^"]+)">.*?class="spend" [^>]*>([^<]+)', runs, re.S))
+        assert cells == {"old": f"{price:,.4g} ", "priced": f"{cost:,.4g}"}
+        assert 'data-source="llm_price"' in runs and 'data-source="cost_usd"' in runs
+        assert runs.count("(LLM price)") == 1
+        assert f"<b>{cost:,.4g}</b><span>spend (USD)</span>" in c.get("/runs/priced").text
+        old_page = c.get("/runs/old").text
+        assert f"<b>{price:,.4g}</b><span>spend (USD): LLM price</span>" in old_page
+        assert c.get("/runs/old/cases?sort=price&desc=1").status_code == 200
+    assert running.stderr_text() == ""

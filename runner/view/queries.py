@@ -102,16 +102,34 @@ class Totals:
     credits: int | None
     first_started: Any
     last_finished: Any
+    cost_usd: float | None = None
+    """The vendor's priced spend (``jobs.cost_usd``); None when nothing was priced so, or the
+    run's tables predate the column."""
 
     @property
     def pass_rate(self) -> float | None:
         return _rate(self.success, self.failure)
+
+    @property
+    def spend(self) -> float | None:
+        """USD spent: ``cost_usd`` where the run has it, else (older runs) ``llm_price``."""
+        return self.cost_usd if self.cost_usd is not None else self.llm_price
+
+    @property
+    def spend_source(self) -> str | None:
+        """The column ``spend`` sums (None: nothing priced)."""
+        if self.cost_usd is not None:
+            return "cost_usd"
+        return "llm_price" if self.llm_price is not None else None
 
 
 def run_totals(tables: Tables, judged: pl.DataFrame | None = None) -> Totals:
     """Jobs, ok / errors, criteria outcomes and spend of a run (a scan of jobs, and of criteria
     unless ``judged``, the run's ``judged_counts``, already holds its outcomes)."""
     status = pl.col("status")
+    # tables written before ``cost_usd`` existed lack it: a null column stands in
+    has_cost = "cost_usd" in tables["jobs"].collect_schema().names()
+    cost = pl.col("cost_usd") if has_cost else pl.lit(None, dtype=pl.Float64)
     j = (
         tables["jobs"]
         .select(
@@ -120,6 +138,8 @@ def run_totals(tables: Tables, judged: pl.DataFrame | None = None) -> Totals:
             (status == "error").sum().alias("errors"),
             pl.col("llm_price").sum().alias("llm_price"),
             pl.col("llm_price").is_not_null().any().alias("has_price"),
+            cost.sum().alias("cost_usd"),
+            cost.is_not_null().any().alias("has_cost"),
             pl.col("credits_used").sum().alias("credits"),
             pl.col("credits_used").is_not_null().any().alias("has_credits"),
             pl.col("started_at").min().alias("first_started"),
@@ -153,6 +173,7 @@ def run_totals(tables: Tables, judged: pl.DataFrame | None = None) -> Totals:
         credits=int(j["credits"]) if j["has_credits"] else None,
         first_started=j["first_started"],
         last_finished=j["last_finished"],
+        cost_usd=float(j["cost_usd"]) if j["has_cost"] else None,
     )
 
 
