@@ -184,3 +184,30 @@ def test_spend_is_cost_usd_and_older_tables_fall_back_to_llm_price(tmp_path: Pat
         assert f"<b>{price:,.4g}</b><span>spend (USD): LLM price</span>" in old_page
         assert c.get("/runs/old/cases?sort=price&desc=1").status_code == 200
     assert running.stderr_text() == ""
+
+
+def test_the_run_page_draws_the_reports_charts_and_their_bars_open_jobs(
+    client: httpx.Client,
+) -> None:
+    page = client.get("/runs/syn").text
+    content = page.split('<main id="content">', 1)[1]
+    assert content.count("<svg") == 7  # 5 latency histograms, attempts, requests in flight
+    assert "<script" not in content and "style=" not in content  # allowed by the CSP as is
+    for metric in ("time_to_first_frame", "total", "queue_wait"):
+        assert f'aria-label="{metric}"' in content
+    assert 'aria-label="attempts over time"' in content
+    assert 'aria-label="requests in flight"' in content
+    bars = re.findall(r'<a href="(/runs/syn/cases\?[^"]*lat=[^"]*)"', content)
+    assert bars
+
+    def count(path: str) -> int:
+        reply = client.get(path.replace("&amp;", "&"))
+        assert reply.status_code == 200
+        found = re.search(r'id="count">(\d+) job', reply.text)
+        assert found is not None
+        return int(found.group(1))
+
+    # each histogram's bars hold every ok job once
+    assert sum(count(href) for href in bars) == 5 * count("/runs/syn/cases?status=ok")
+    bad = client.get("/runs/syn/cases?lat=duration&lat_bin=99&lat_top=1")
+    assert bad.status_code == 400

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import polars as pl
 import pytest
@@ -20,6 +21,7 @@ import runner
 from bench.view_data import Shape, write_synthetic_run
 from runner import analysis
 from runner.localapi.server import LocalAPI, local_api_process
+from runner.report import charts
 from runner.store import Repeats
 from runner.view import queries, source
 from runner.view.queries import CaseQuery
@@ -316,6 +318,48 @@ def test_run_figures_agree_with_the_analysis(results: Path) -> None:
     assert figs.agents == ["ghost", "lite", "support"]
     assert figs.matrix == {"language": ["en", "es"]}
     assert figs.scenarios == sorted(s["id"] for s in SUPPORT_SCENARIOS)
+
+
+def test_the_run_charts_bin_as_the_report_does_and_each_bar_opens_its_jobs(
+    results: Path,
+) -> None:
+    tables = tables_of(results, "synthetic")
+    figs = queries.run_figures(tables)
+    drawn = queries.run_charts(tables, figs.latency)
+    ok = tables["jobs"].filter(pl.col("status") == "ok").collect()
+    assert [h.metric for h in drawn.histograms] == list(queries.LATENCY_SORTS)
+    for h in drawn.histograms:
+        values = ok[f"{h.metric}_secs"].drop_nulls().to_list()
+        assert (h.counts, h.high) == charts.histogram_bins(values)
+        assert set(h.marks) == {"p50", "p90", "p99"}
+        # every bar's link lists exactly its jobs: together, every ok job once
+        seen: list[str] = []
+        for i, link in enumerate(queries.histogram_links("/runs/synthetic", h)):
+            params = dict(parse_qsl(link.split("?", 1)[1]))
+            query = CaseQuery.from_params(params)
+            assert (query.lat, query.lat_bin, query.lat_top) == (h.sort, i, h.high)
+            got = all_pages(tables, query, figs.flaky_cases)
+            assert len(got) == h.counts[i]
+            seen += got
+        assert sorted(seen) == sorted(ok["job_key"].to_list())
+    attempts = tables["attempts"].collect()
+    assert_frame_equal(drawn.attempts, analysis.attempts_over_time(attempts))
+    assert_frame_equal(drawn.in_flight, analysis.in_flight_over_time(attempts))  # few: as is
+    with pytest.raises(ValueError, match="lat must be one of"):
+        CaseQuery.from_params({"lat": "duration", "lat_bin": "3"})
+    with pytest.raises(ValueError, match="lat_bin must be 0 to 29"):
+        CaseQuery.from_params({"lat": "duration", "lat_bin": "30", "lat_top": "2.5"})
+
+
+def test_requests_in_flight_keep_each_time_slots_peak(tmp_path: Path) -> None:
+    shape = Shape(agents=2, scenarios=25, languages=2, repeats=10)  # 1,000 jobs, 2,000+ steps
+    run = write_synthetic_run(tmp_path / "many", shape)
+    tables = source.scan_tables(source.run_state("many", run))
+    drawn = queries.run_charts(tables, queries.run_figures(tables).latency)
+    full = analysis.in_flight_over_time(tables["attempts"].collect())
+    assert full.height > queries.IN_FLIGHT_POINTS >= drawn.in_flight.height > 0
+    assert drawn.in_flight["in_flight"].max() == full["in_flight"].max()
+    assert drawn.in_flight["t_secs"].is_sorted()
 
 
 def test_heatmap_puts_the_worst_rows_first_and_pages_them(results: Path) -> None:

@@ -26,9 +26,11 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from runner.report import charts
 from runner.view import queries, source
 from runner.view.source import RunState
 
@@ -215,6 +217,13 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
     def figures(state: RunState) -> queries.RunFigures:
         return cache.get(state, "figures", lambda: queries.run_figures(*figure_input(state)))
 
+    def run_charts(state: RunState) -> queries.RunCharts:
+        return cache.get(
+            state,
+            "charts",
+            lambda: queries.run_charts(figure_input(state)[0], figures(state).latency),
+        )
+
     def job(state: RunState, job_key: str) -> queries.JobDetail | None:
         """One job; of a run in progress, read from the few parts that hold it and its case."""
         held = live(state)
@@ -253,6 +262,7 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
             run=state,
             row=queries.run_row(state.name, state.status, state.manifest, figs.totals),
             figs=figs,
+            svg=chart_svgs(f"/runs/{seg(name)}", run_charts(state)),
             heat=queries.heatmap(figs.cells, page=heat),
             report=(state.path / "report.html").is_file(),
             latency_sorts=queries.LATENCY_SORTS,
@@ -389,6 +399,23 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
         )
 
     return app
+
+
+def chart_svgs(base: str, run: queries.RunCharts) -> dict[str, Any]:
+    """The run page's charts as inline SVG (``runner.report.charts``, as ``report.html``
+    draws them; every string in them escaped there); each histogram bar opens its jobs."""
+    return {
+        "histograms": [
+            Markup(
+                charts.histogram_svg(
+                    h.counts, h.high, h.metric, h.marks, links=queries.histogram_links(base, h)
+                )
+            )
+            for h in run.histograms
+        ],
+        "attempts": Markup(charts.attempts_chart(run.attempts, "attempts over time")),
+        "in_flight": Markup(charts.in_flight_chart(run.in_flight, "requests in flight")),
+    }
 
 
 def _overall_version(states: list[RunState]) -> str:

@@ -19,6 +19,7 @@ import polars as pl
 
 from runner import analysis
 from runner.manifest import Manifest
+from runner.report.charts import HISTOGRAM_BINS, max_float
 
 Tables = Mapping[str, pl.LazyFrame]
 
@@ -522,6 +523,103 @@ def heatmap(cells: pl.DataFrame, *, page: int = 1, rows_per_page: int = HEAT_ROW
     return Heatmap(criteria, tuple(rows), total, page, pages, multi)
 
 
+# ------------------------------------------------------------------------- charts
+
+IN_FLIGHT_POINTS = 800
+"""Time slots the requests-in-flight chart keeps (the largest count in each): about a point
+per pixel of its width, however many attempts the run made."""
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """One latency metric's distribution over ok jobs: ``counts`` in ``HISTOGRAM_BINS``
+    equal bins from 0 to ``high`` (``runner.report.charts.histogram_bins``)."""
+
+    metric: str
+    sort: str
+    """The case list's ``sort=`` and ``lat=`` value for this metric."""
+    counts: list[int]
+    high: float
+    marks: dict[str, float]
+
+
+@dataclass(frozen=True)
+class RunCharts:
+    """What the run page draws over its tables (``report.html``'s latency histograms,
+    attempts and retries over time, requests in flight against the concurrency limit)."""
+
+    histograms: list[Histogram]
+    attempts: pl.DataFrame
+    """``analysis.attempts_over_time``."""
+    in_flight: pl.DataFrame
+    """``analysis.in_flight_over_time``, at most ``IN_FLIGHT_POINTS`` slots (each slot's
+    largest count and last limit)."""
+
+
+def histogram_links(base: str, histogram: Histogram) -> list[str]:
+    """Each bar's case list: the ok jobs in it, the slowest first."""
+    return [
+        f"{base}/cases?"
+        + CaseQuery(
+            status="ok",
+            lat=histogram.sort,
+            lat_bin=i,
+            lat_top=histogram.high,
+            sort=histogram.sort,
+            desc=True,
+        ).params()
+        for i in range(len(histogram.counts))
+    ]
+
+
+def _bin_of(value: pl.Expr, high: float, bins: int) -> pl.Expr:
+    """The bin ``histogram_bins`` puts a value in (0 .. bins - 1), computed as it does."""
+    return (value * (bins / high)).floor().clip(0, bins - 1).cast(pl.Int64)
+
+
+def run_charts(tables: Tables, latency: pl.DataFrame) -> RunCharts:
+    """The run page's charts; ``latency`` is ``RunFigures.latency`` (their percentile marks)."""
+    metrics = {f"{m}_secs": sort for m, sort in LATENCY_SORTS.items()}
+    ok = tables["jobs"].filter(pl.col("status") == "ok")
+    highs = ok.select(pl.col(c).max() for c in metrics).collect().row(0, named=True)
+    bins = HISTOGRAM_BINS
+    histograms = []
+    for column, sort in metrics.items():
+        top = highs[column]
+        high = float(top) if top is not None and top > 0 else 1e-3
+        found = (
+            ok.select(_bin_of(pl.col(column).drop_nulls(), high, bins).alias("bin"))
+            .group_by("bin")
+            .len()
+            .collect()
+        )
+        counts = [0] * bins
+        for b, n in found.iter_rows():
+            counts[int(b)] = int(n)
+        metric = column.removesuffix("_secs")
+        stats = latency.filter(pl.col("metric") == metric)
+        marks = {}
+        if stats.height and stats["n"][0]:
+            marks = {p: float(stats[p][0]) for p in ("p50", "p90", "p99")}
+        histograms.append(Histogram(metric, sort, counts, high, marks))
+    attempts = tables["attempts"]
+    steps = analysis.in_flight_over_time(attempts)
+    if steps.height > IN_FLIGHT_POINTS:
+        span = max_float(steps["t_secs"]) or 1e-3
+        slot = span / IN_FLIGHT_POINTS
+        steps = (
+            steps.with_columns((pl.col("t_secs") / slot).floor().alias("_slot"))
+            .group_by("_slot", maintain_order=True)
+            .agg(
+                pl.col("t_secs").first(),
+                pl.col("in_flight").max(),
+                pl.col("concurrency_limit").last(),
+            )
+            .drop("_slot")
+        )
+    return RunCharts(histograms, analysis.attempts_over_time(attempts), steps)
+
+
 # ---------------------------------------------------------------------------- cases
 
 
@@ -538,6 +636,11 @@ class CaseQuery:
     error_kind: str | None = None
     flaky: bool = False
     q: str | None = None
+    lat: str | None = None
+    """With ``lat_bin`` and ``lat_top``: the ok jobs in one bar of a latency histogram (a
+    ``LATENCY_SORTS`` value names the metric)."""
+    lat_bin: int | None = None
+    lat_top: float | None = None
     sort: str = "started"
     desc: bool = False
     page: int = 1
@@ -568,6 +671,19 @@ class CaseQuery:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}")
         if sort not in SORTS:
             raise ValueError(f"sort must be one of {', '.join(SORTS)}")
+        lat, lat_bin, lat_top = text("lat"), text("lat_bin"), text("lat_top")
+        if (lat, lat_bin, lat_top) != (None, None, None):
+            if lat not in LATENCY_SORTS.values() or lat_bin is None or lat_top is None:
+                raise ValueError(
+                    f"lat must be one of {', '.join(LATENCY_SORTS.values())}"
+                    " with lat_bin and lat_top"
+                )
+            try:
+                bin_at, top = int(lat_bin), float(lat_top)
+            except ValueError:
+                raise ValueError("lat_bin must be a number and lat_top seconds") from None
+            if not 0 <= bin_at < HISTOGRAM_BINS or not math.isfinite(top) or top <= 0:
+                raise ValueError(f"lat_bin must be 0 to {HISTOGRAM_BINS - 1}, lat_top above 0")
         q = text("q")
         if q is not None and len(q) > MAX_QUERY_CHARS:
             raise ValueError(f"the search text is longer than {MAX_QUERY_CHARS} characters")
@@ -588,6 +704,9 @@ class CaseQuery:
             error_kind=text("error_kind"),
             flaky=text("flaky") in ("1", "true", "on", "yes"),
             q=q,
+            lat=lat,
+            lat_bin=int(lat_bin) if lat_bin is not None else None,
+            lat_top=float(lat_top) if lat_top is not None else None,
             sort=sort,
             desc=text("desc") in ("1", "true", "on", "yes"),
             page=number("page", 1, 1, 10**9),
@@ -607,6 +726,9 @@ class CaseQuery:
             value = getattr(query, name)
             if value:
                 pairs.append((name, value))
+        if query.lat is not None:
+            pairs += [("lat", query.lat), ("lat_bin", str(query.lat_bin))]
+            pairs.append(("lat_top", repr(query.lat_top)))
         if query.flaky:
             pairs.append(("flaky", "1"))
         if query.sort != "started":
@@ -691,6 +813,13 @@ def filter_cases(
         frame = frame.filter(pl.col("status") == query.status)
     if query.error_kind is not None:
         frame = frame.filter(pl.col("error_kind") == query.error_kind)
+    if query.lat is not None and query.lat_bin is not None and query.lat_top is not None:
+        metric = pl.col(SORTS[query.lat])
+        frame = frame.filter(
+            (pl.col("status") == "ok")
+            & metric.is_not_null()
+            & (_bin_of(metric, query.lat_top, HISTOGRAM_BINS) == query.lat_bin)
+        )
     for keys in _matching_keys(tables, query):
         # collected once: the count and the page would each scan the other tables again
         found = keys.unique().collect()
