@@ -269,7 +269,7 @@ def judged_counts(criteria: pl.LazyFrame, jobs: pl.LazyFrame) -> pl.DataFrame:
             (result == "failure").sum().cast(pl.UInt32).alias("failure"),
             (result == "unknown").sum().cast(pl.UInt32).alias("unknown"),
         )
-        .collect()
+        .collect(engine="streaming")  # the join never held whole: a fraction of the memory
     )
 
 
@@ -822,7 +822,7 @@ def filter_cases(
         )
     for keys in _matching_keys(tables, query):
         # collected once: the count and the page would each scan the other tables again
-        found = keys.unique().collect()
+        found = keys.unique().collect(engine="streaming")
         frame = frame.join(found.lazy(), on="job_key", how="semi")
     if query.flaky:
         flaky = flaky_cases

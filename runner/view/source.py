@@ -225,12 +225,10 @@ HELD_COLUMNS: Mapping[str, tuple[str, ...]] = {
         "cost_usd",
     ),
     "attempts": (
-        "job_key",
         "attempt",
         "started_at",
         "status",
         "error_kind",
-        "action",
         "duration_secs",
         "concurrency_limit",
     ),
@@ -277,8 +275,9 @@ class LiveRun:
         return scan_part_files(self.paths, self.axes, self.repeats)
 
     def quick_tables(self) -> dict[str, pl.LazyFrame]:
-        """The tables for the run's figures and case list: jobs and attempts from memory when
-        no key repeats (nothing to de-duplicate; else all scanned), the others scanned."""
+        """The tables for the run's figures, charts and case list: jobs and attempts from
+        memory, their ``HELD_COLUMNS`` only, when no key repeats (nothing to de-duplicate;
+        else all scanned), the others scanned."""
         tables = self.scans()
         if self.repeats.keys:
             return tables
@@ -315,11 +314,16 @@ class LiveRun:
 
 
 def _repeats(jobs: pl.DataFrame) -> Repeats:
-    ok = jobs.filter(pl.col("status") == "ok")
-    return Repeats(
-        keys=jobs.height != jobs.get_column("job_key").n_unique(),
-        ok_keys=ok.height != ok.get_column("job_key").n_unique(),
-    )
+    """Whether keys repeat, counted by their 64-bit hashes as ``runner.store`` counts them (a
+    collision can only take the de-duplicating path, which is right either way)."""
+    key = pl.col("job_key").hash()
+    row = jobs.select(
+        pl.len().alias("rows"),
+        key.n_unique().alias("keys"),
+        (pl.col("status") == "ok").sum().alias("ok_rows"),
+        key.filter(pl.col("status") == "ok").n_unique().alias("ok_keys"),
+    ).row(0, named=True)
+    return Repeats(keys=row["rows"] != row["keys"], ok_keys=row["ok_rows"] != row["ok_keys"])
 
 
 @dataclass
@@ -395,7 +399,7 @@ class PartCache:
         if table in HELD_COLUMNS:
             frame, readable = _read_held(paths, table, axes)
             if table in KEPT:
-                run.kept[table].append(frame)
+                run.kept[table].append(frame.rechunk())
             elif jobs is not None:
                 run.digests.append(self._digest(frame.lazy(), jobs))
         else:
@@ -466,7 +470,7 @@ def _read_held(
                 include_file_paths="_path",
             )
             .select(*held.names(), pl.col("_path").str.extract(r"([^/\\]+)$").alias("_part"))
-            .collect()
+            .collect(engine="streaming")
         )
         if table != "jobs":
             frame = frame.drop("_part")
