@@ -314,6 +314,7 @@ def test_run_figures_agree_with_the_analysis(results: Path) -> None:
         cases, at, hat = got["rates"][row["k"]]
         assert cases == row["cases"]
         assert at == pytest.approx(row["pass_at_k"]) and hat == pytest.approx(row["pass_hat_k"])
+    assert_frame_equal(figs.latency, analysis.latency_percentiles(jobs))
     assert figs.errors.to_dicts() == [{"error_kind": "not_found", "jobs": 18}]
     assert figs.agents == ["ghost", "lite", "support"]
     assert figs.matrix == {"language": ["en", "es"]}
