@@ -8,6 +8,7 @@ came from a URL is never joined into a path: ``..``, ``/etc`` or ``a/b`` simply 
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import warnings
@@ -263,6 +264,9 @@ class LiveRun:
 
     axes: tuple[str, ...]
     paths: dict[str, list[Path]]
+    """Per table, its committed part files: the held tables' readable ones; the others' are
+    vetted (``vet``) when first scanned, not before (a footer read each)."""
+    vet: Callable[[str, list[Path]], list[Path]]
     held: dict[str, pl.DataFrame]
     """``jobs`` (with the part's name in ``_part``) and ``attempts``: chunks of the cached
     frames, not copies."""
@@ -271,8 +275,9 @@ class LiveRun:
     repeats: Repeats
 
     def scans(self) -> dict[str, pl.LazyFrame]:
-        """Every table, de-duplicated, scanned lazily from the vetted parts."""
-        return scan_part_files(self.paths, self.axes, self.repeats)
+        """Every table, de-duplicated, scanned lazily from the readable parts."""
+        paths = {t: self.vet(t, ps) for t, ps in self.paths.items()}
+        return scan_part_files(paths, self.axes, self.repeats)
 
     def quick_tables(self) -> dict[str, pl.LazyFrame]:
         """The tables for the run's figures, charts and case list: jobs and attempts from
@@ -308,7 +313,9 @@ class LiveRun:
         """The tables read from the parts called ``names`` only: right for the jobs they
         hold (a job's rows are all in the parts its ``jobs`` rows are in)."""
         wanted = set(names)
-        paths = {t: [p for p in ps if p.name in wanted] for t, ps in self.paths.items()}
+        paths = {
+            t: self.vet(t, [p for p in ps if p.name in wanted]) for t, ps in self.paths.items()
+        }
         jobs = self.held["jobs"].filter(pl.col("_part").is_in(list(wanted)))
         return scan_part_files(paths, self.axes, _repeats(jobs))
 
@@ -383,9 +390,25 @@ class PartCache:
             readable = dict(run.readable)
         paths_by_table: dict[str, list[Path]] = {t.name: [] for t in TABLES}
         for key in sorted(current):
-            if readable.get(key):
+            if readable.get(key, key[0] not in HELD_COLUMNS):
                 paths_by_table[key[0]].append(state.path / PARTS / key[0] / key[1])
-        return LiveRun(axes, paths_by_table, kept, digests, _repeats(kept["jobs"]))
+        vet = functools.partial(self._vetted, state.path)
+        return LiveRun(axes, paths_by_table, vet, kept, digests, _repeats(kept["jobs"]))
+
+    def _vetted(self, run_dir: Path, table: str, paths: list[Path]) -> list[Path]:
+        """The readable ones of some part files of one table (each vetted once)."""
+        with self._guard:
+            run = self._runs.get(run_dir)
+            known = dict(run.readable) if run is not None else {}
+        unknown = [p for p in paths if (table, p.name) not in known]
+        found = {(table, p.name): _readable(p) for p in unknown}
+        if found:
+            with self._guard:
+                run = self._runs.get(run_dir)
+                if run is not None:
+                    run.readable.update(found)
+        known.update(found)
+        return [p for p in paths if known[(table, p.name)]]
 
     def _read(
         self,
@@ -395,7 +418,8 @@ class PartCache:
         axes: Sequence[str],
         jobs: pl.LazyFrame | None,
     ) -> None:
-        """Some new part files of one table: vet them, keep or digest their columns."""
+        """Some new part files of one table: read, keep or digest the held columns (which
+        vets them); the other tables' are left for ``_vetted``."""
         if table in HELD_COLUMNS:
             frame, readable = _read_held(paths, table, axes)
             if table in KEPT:
@@ -403,7 +427,7 @@ class PartCache:
             elif jobs is not None:
                 run.digests.append(self._digest(frame.lazy(), jobs))
         else:
-            readable = {p.name: _readable(p) for p in paths}
+            return  # vetted when first scanned
         for name, ok in readable.items():
             run.readable[(table, name)] = ok
 
