@@ -371,12 +371,12 @@ class PartCache:
             if run is None or any(current.get(k) != v for k, v in run.stamps.items()):
                 run = _RunParts({}, {}, {t: [] for t in KEPT}, [])
             new = sorted(k for k in current if k not in run.stamps)
-            jobs: pl.LazyFrame | None = None
+            jobs: pl.DataFrame | None = None
             for table in TABLES:  # jobs first: a criteria digest reads the jobs
                 directory = state.path / PARTS / table.name
                 paths = [directory / n for t, n in new if t == table.name]
                 if table.name == DIGESTED and paths:
-                    jobs = _concat(run.kept["jobs"], "jobs", axes).drop("_part").lazy()
+                    jobs = _concat(run.kept["jobs"], "jobs", axes)
                 for at in range(0, len(paths), READ_AT_ONCE):
                     self._read(run, table.name, paths[at : at + READ_AT_ONCE], axes, jobs)
             if len(run.digests) > 1:
@@ -416,7 +416,7 @@ class PartCache:
         table: str,
         paths: list[Path],
         axes: Sequence[str],
-        jobs: pl.LazyFrame | None,
+        jobs: pl.DataFrame | None,
     ) -> None:
         """Some new part files of one table: read, keep or digest the held columns (which
         vets them); the other tables' are left for ``_vetted``."""
@@ -424,8 +424,9 @@ class PartCache:
             frame, readable = _read_held(paths, table, axes)
             if table in KEPT:
                 run.kept[table].append(frame.rechunk())
-            elif jobs is not None:
-                run.digests.append(self._digest(frame.lazy(), jobs))
+            elif jobs is not None:  # a flush's criteria are of that flush's jobs
+                own = jobs.filter(pl.col("_part").is_in([p.name for p in paths])).drop("_part")
+                run.digests.append(self._digest(frame.lazy(), own.lazy()))
         else:
             return  # vetted when first scanned
         for name, ok in readable.items():
