@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import polars as pl
 import pytest
-from view_helpers import snapshot, xss_run
+from view_helpers import PartFeeder, snapshot, xss_run
 
 from bench.view_data import Shape, write_synthetic_run
 from runner.view.app import allowed_hosts_for
@@ -211,3 +211,30 @@ def test_the_run_page_draws_the_reports_charts_and_their_bars_open_jobs(
     assert sum(count(href) for href in bars) == 5 * count("/runs/syn/cases?status=ok")
     bad = client.get("/runs/syn/cases?lat=duration&lat_bin=99&lat_top=1")
     assert bad.status_code == 400
+
+
+def test_a_run_in_progress_answers_from_the_parts_holding_each_job(tmp_path: Path) -> None:
+    """Its job page (repeats spread over parts), case list and charts, read part by part,
+    say what the same run says once finished; nothing is written next to the parts."""
+    done = write_synthetic_run(tmp_path / "done", Shape(agents=1, scenarios=2, repeats=5))
+    root = tmp_path / "results"
+    feeder = PartFeeder(done, root / "live", per_part=3)  # a case's 5 repeats span 2-3 parts
+    try:
+        for _ in range(5):
+            feeder.add_part()
+        before = snapshot(root)
+        with viewer_process(root) as running, httpx.Client(base_url=running.base_url) as c:
+            job = c.get("/runs/live/jobs/k0000000004")
+            assert job.status_code == 200
+            repeats = re.findall(r'class="repeat[^"]*" href="[^"]*/jobs/(k\d+)"', job.text)
+            assert repeats == [f"k{i:010d}" for i in range(4)]  # and itself, not a link
+            assert job.text.count('class="repeat current"') == 1
+            assert c.get("/runs/live/jobs/k0000000099").status_code == 404  # not landed yet
+            cases = c.get("/runs/live/cases?status=ok&q=refund")
+            assert cases.status_code == 200 and 'id="count"' in cases.text
+            run = c.get("/runs/live").text
+            assert run.split('<main id="content">', 1)[1].count("<svg") == 7
+        assert running.stderr_text() == ""
+        assert snapshot(root) == before
+    finally:
+        feeder.release()
