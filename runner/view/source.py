@@ -238,8 +238,8 @@ HELD_COLUMNS: Mapping[str, tuple[str, ...]] = {
 """The columns of a running run's parts read when a part first appears, per table (jobs:
 and the matrix columns). Jobs and attempts are kept in memory: what the run page's figures
 and charts read of them, and what finds the parts that hold a job or a case. Criteria are
-only digested (``Digest``): kept, a 100,000-job run's would double the viewer's memory. The
-rest stays on disk and is scanned."""
+only digested (``Digest``): with a row per job and criterion, kept they would be most of the
+viewer's memory. The rest stays on disk and is scanned."""
 
 KEPT = ("jobs", "attempts")
 DIGESTED = "criteria"
@@ -500,7 +500,7 @@ def _read_held(
         if table != "jobs":
             frame = frame.drop("_part")
         return frame, {p.name: True for p in paths}
-    except Exception:
+    except Exception:  # some file among them is damaged: read them one by one
         pass
     frames, readable = [], {}
     for path in paths:
