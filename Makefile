@@ -76,8 +76,9 @@ soak: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
-# make bench-view: the viewer's page times and RSS on a synthetic 100,000-job run
-# (prints a table, writes results/bench/view.json; about 20 seconds)
+# make bench-view: the viewer's page times and RSS on a synthetic 100,000-job run, finished
+# and in progress (500 part files) side by side (prints a table, writes
+# results/bench/view.json; about a minute)
 bench-view: $(STAMP)
 	$(BIN)/python -m bench.view $(ARGS)
 

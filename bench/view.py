@@ -2,11 +2,13 @@
 
 Builds a synthetic run of ``--jobs`` jobs (default 100,000: 4 agents x 125 scenarios x 2
 languages x 100 repeats, 6 criteria and 10 messages a job, 2% errors; ``bench.view_data``)
-and a second one to compare it with, in a temporary results directory; starts the viewer
-(``python -m runner view``) on it in its own process; times each page over HTTP (the first
-request, which computes and caches the run's figures, and the median of ``--requests`` more,
-each job page a different job); reads the viewer's peak RSS from /proc. Prints a table with
-the issue's targets and writes ``results/bench/view.json``.
+and a second one to compare it with, twice: finished (final tables) and in progress (the same
+run as part files of ``--per-part`` jobs, its lock held, as a live sweep looks before its
+tables are built). For each, starts the viewer (``python -m runner view``) in its own process;
+times each page over HTTP (the first request, which computes and caches the run's figures,
+and the median of ``--requests`` more, each job page a different job; in progress, also the
+run page right after each new part lands); reads the viewer's peak RSS from /proc. Prints
+both side by side with the issue's targets and writes ``results/bench/view.json``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.view_data import Shape, shape_for, write_synthetic_run
+from bench.view_data import Shape, shape_for, write_parts_run, write_synthetic_run
+from runner.store import PARTS, RunLock
 from runner.view.server import start_viewer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,10 +122,94 @@ def _fmt(secs: float) -> str:
     return f"{secs * 1000:,.0f} ms"
 
 
+@dataclass
+class CaseResult:
+    """One viewer over one results directory: its pages' timings and its RSS."""
+
+    case: str
+    timings: list[Timing]
+    rss_start: float
+    rss_end: float
+    rss_peak: float
+    stderr: str
+
+    @property
+    def rss_met(self) -> bool:
+        return self.rss_peak <= RSS_TARGET_MB
+
+
+def measure_case(
+    case: str, results: Path, shape: Shape, requests: int, *, verbose: bool, live: LiveFeed | None
+) -> CaseResult:
+    """Start a viewer over ``results`` and time every page; with ``live``, also the run page
+    right after each new part lands (what a refresh of a run in progress costs)."""
+    viewer = start_viewer(results)
+    try:
+        base_rss, _ = rss_mb(viewer.pid)
+        timings = []
+        with httpx.Client(base_url=viewer.base_url, timeout=120) as client:
+            for page in pages(shape):
+                timings.append(measure(client, page, requests))
+                if verbose:
+                    now, high = rss_mb(viewer.pid)
+                    print(f"  {case}, after {page.name}: RSS {now:.0f} MB, peak {high:.0f} MB")
+            if live is not None:
+                timings.append(measure_refresh(client, live, requests))
+        rss, peak = rss_mb(viewer.pid)
+        stderr = viewer.stderr_text()
+    finally:
+        viewer.stop()
+    return CaseResult(case, timings, base_rss, rss, peak, stderr)
+
+
+@dataclass
+class LiveFeed:
+    """The last parts of a run in progress, held back and committed one at a time (the jobs
+    part renamed into place, as the runner's flush commits it)."""
+
+    held: list[tuple[Path, Path]]
+
+    @classmethod
+    def hold_back(cls, run_dir: Path, count: int) -> LiveFeed:
+        jobs_parts = sorted((run_dir / PARTS / "jobs").glob("*.parquet"))[-count:]
+        stash = run_dir.parent.parent / ".held"
+        stash.mkdir(exist_ok=True)
+        held = []
+        for path in jobs_parts:
+            aside = stash / path.name
+            path.rename(aside)
+            held.append((aside, path))
+        return cls(held)
+
+    def commit_next(self) -> None:
+        aside, path = self.held.pop(0)
+        aside.rename(path)
+
+
+def measure_refresh(client: httpx.Client, live: LiveFeed, requests: int) -> Timing:
+    """The run page after each new part: every request finds a new version of the run."""
+    page = Page(REFRESH_PAGE, ("/runs/big",), 1.0)
+    times, size = [], 0
+    for _ in range(requests + 1):
+        live.commit_next()
+        start = time.perf_counter()
+        reply = client.get(page.paths[0])
+        times.append(time.perf_counter() - start)
+        if reply.status_code != 200:
+            raise RuntimeError(f"{page.paths[0]}: HTTP {reply.status_code}")
+        size = max(size, len(reply.content))
+    warm = times[1:]
+    return Timing(page.name, page.target_secs, times[0], statistics.median(warm), max(warm), size)
+
+
+REFRESH_PAGE = "run page after a new part lands"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.view", description=__doc__)
     parser.add_argument("--jobs", type=int, default=100_000, help="jobs in the run (100,000)")
     parser.add_argument("--requests", type=int, default=5, help="warm requests per page (5)")
+    parser.add_argument("--per-part", type=int, default=200, help="jobs a part file (200)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
     parser.add_argument("--verbose", action="store_true", help="RSS after each page")
     args = parser.parse_args(argv)
@@ -131,55 +218,32 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-view-"))
     try:
         started = time.perf_counter()
-        write_synthetic_run(work / "big", shape)
-        write_synthetic_run(work / "big-b", replace(shape, seed=1))
+        finished, in_progress = work / "finished", work / "in-progress"
+        write_synthetic_run(finished / "big", shape)
+        write_synthetic_run(finished / "big-b", replace(shape, seed=1))
+        parts = write_parts_run(finished / "big", in_progress / "big", per_part=args.per_part)
+        shutil.copytree(finished / "big-b", in_progress / "big-b")
         built = time.perf_counter() - started
-        size_mb = sum(p.stat().st_size for p in (work / "big").iterdir()) / 1e6
+        size_mb = sum(p.stat().st_size for p in (finished / "big").iterdir()) / 1e6
         print(
             f"synthetic run: {shape.jobs:,} jobs ({shape.agents} agents x {shape.scenarios}"
             f" scenarios x {shape.languages} languages x {shape.repeats} repeats,"
             f" {shape.criteria} criteria and {shape.messages} messages a job),"
-            f" {size_mb:.1f} MB of Parquet, built in {built:.1f} s (two of them)"
+            f" {size_mb:.1f} MB of Parquet; in progress: {parts} parts of {args.per_part} jobs;"
+            f" built in {built:.1f} s"
         )
-        viewer = start_viewer(work)
-        try:
-            base_rss, _ = rss_mb(viewer.pid)
-            timings = []
-            with httpx.Client(base_url=viewer.base_url, timeout=120) as client:
-                for page in pages(shape):
-                    timings.append(measure(client, page, args.requests))
-                    if args.verbose:
-                        now, high = rss_mb(viewer.pid)
-                        print(f"  after {page.name}: RSS {now:.0f} MB, peak {high:.0f} MB")
-            rss, peak = rss_mb(viewer.pid)
-            stderr = viewer.stderr_text()
-        finally:
-            viewer.stop()
+        results = [measure_case("finished", finished, shape, args.requests,
+                                verbose=args.verbose, live=None)]  # fmt: skip
+        live = LiveFeed.hold_back(in_progress / "big", args.requests + 1)
+        with RunLock(in_progress / "big"):  # held as a runner holds it: the run reads as running
+            results.append(
+                measure_case("in progress", in_progress, shape, args.requests,
+                             verbose=args.verbose, live=live)
+            )  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    rows = [("page", "target", "first request", "median", "max", "HTML", "met")]
-    for t in timings:
-        target = "–" if t.target_secs is None else f"≤ {_fmt(t.target_secs)}"
-        met = "–" if t.met is None else ("met" if t.met else "MISSED")
-        rows.append(
-            (t.page, target, _fmt(t.first_secs), _fmt(t.median_secs), _fmt(t.max_secs),
-             f"{t.bytes / 1000:,.0f} KB", met)
-        )  # fmt: skip
-    rss_met = peak <= RSS_TARGET_MB
-    rows.append(
-        ("viewer RSS", f"≤ {RSS_TARGET_MB:.0f} MB", f"{base_rss:.0f} MB at start",
-         f"{rss:.0f} MB at end", f"{peak:.0f} MB peak", "", "met" if rss_met else "MISSED")
-    )  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    print(f"\nviewer on {shape.jobs:,} jobs ({args.requests} warm requests a page, median):")
-    for i, row in enumerate(rows):
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
-    if stderr:
-        print(f"\nviewer stderr:\n{stderr}")
-
+    print_table(results, shape, args.requests, parts)
     args.out.mkdir(parents=True, exist_ok=True)
     report = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -187,15 +251,62 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cores": _cores(), "python": platform.python_version()},
         "jobs": shape.jobs,
         "shape": asdict(shape),
+        "parts": parts,
         "requests_per_page": args.requests,
-        "pages": [{**asdict(t), "met": t.met} for t in timings],
-        "rss_mb": {"start": base_rss, "end": rss, "peak": peak, "target": RSS_TARGET_MB},
-        "all_met": all(t.met is not False for t in timings) and rss_met,
+        "cases": {
+            r.case: {
+                "pages": [{**asdict(t), "met": t.met} for t in r.timings],
+                "rss_mb": {
+                    "start": r.rss_start,
+                    "end": r.rss_end,
+                    "peak": r.rss_peak,
+                    "target": RSS_TARGET_MB,
+                },
+            }
+            for r in results
+        },
+        "all_met": all(t.met is not False for r in results for t in r.timings)
+        and all(r.rss_met for r in results),
     }
     path = args.out / "view.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {path}")
     return 0 if report["all_met"] else 1
+
+
+def print_table(results: list[CaseResult], shape: Shape, requests: int, parts: int) -> None:
+    """The two cases side by side: first request and median for each, met when both are."""
+    head = ["page", "target"]
+    for r in results:
+        head += [f"{r.case}: first", f"{r.case}: median"]
+    rows = [(*head, "met")]
+    names = list(dict.fromkeys(t.page for r in results for t in r.timings))
+    for name in names:
+        found = [next((t for t in r.timings if t.page == name), None) for r in results]
+        some = next(t for t in found if t is not None)
+        target = "–" if some.target_secs is None else f"≤ {_fmt(some.target_secs)}"
+        cells = [name, target]
+        for t in found:
+            cells += ["–", "–"] if t is None else [_fmt(t.first_secs), _fmt(t.median_secs)]
+        verdicts = [t.met for t in found if t is not None and t.met is not None]
+        cells.append("–" if not verdicts else ("met" if all(verdicts) else "MISSED"))
+        rows.append(tuple(cells))
+    rss = ["viewer RSS (start / peak)", f"≤ {RSS_TARGET_MB:.0f} MB"]
+    for r in results:
+        rss += [f"{r.rss_start:.0f} MB", f"{r.rss_peak:.0f} MB peak"]
+    rows.append((*rss, "met" if all(r.rss_met for r in results) else "MISSED"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print(
+        f"\nviewer on {shape.jobs:,} jobs, finished (final tables) and in progress ({parts}"
+        f" part files); {requests} warm requests a page, median:"
+    )
+    for i, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    for r in results:
+        if r.stderr:
+            print(f"\nviewer stderr ({r.case}):\n{r.stderr}")
 
 
 def _cores() -> int:

@@ -1,9 +1,11 @@
 """A synthetic run directory of any size, written straight to the final Parquet tables.
 
-Used by ``python -m bench.view`` (100,000 jobs) and by tests at small sizes. The tables follow
-``runner.schema`` exactly (the same ``table_frame`` shapes the runner writes), the manifest is
-a finalized one, and the row order is the runner's: jobs in finishing order, each table's rows
-grouped by job in that order, row groups of ``FINAL_ROW_GROUP_ROWS`` like a compaction.
+Used by ``python -m bench.view`` (100,000 jobs) and by tests at small sizes;
+``write_parts_run`` turns one into a run still in progress (part files, no final tables).
+The tables follow ``runner.schema`` exactly (the same ``table_frame`` shapes the runner
+writes), the manifest is a finalized one, and the row order is the runner's: jobs in
+finishing order, each table's rows grouped by job in that order, row groups of
+``FINAL_ROW_GROUP_ROWS`` like a compaction.
 
 Outcomes are deterministic functions of the job's position, so a test can predict them: a
 ``(agent, scenario, criterion)`` has a fixed pass probability, every repeat draws against it.
@@ -24,11 +26,12 @@ from runner.schema import (
     CRITERIA,
     DATA_COLLECTION,
     MESSAGES,
+    TABLES,
     TOOL_CALL,
     TOOL_RESULT,
     jobs_schema,
 )
-from runner.store import FINAL_ROW_GROUP_ROWS, write_manifest
+from runner.store import FINAL_ROW_GROUP_ROWS, PARTS, read_manifest, write_manifest
 
 SENTENCES = (
     "Hi there, this is Ana from Acme support. How can I help?",
@@ -328,3 +331,40 @@ def _write_attempts(run_dir: Path, base: pl.DataFrame, t0: datetime) -> None:
     )
     schema = ATTEMPTS.schema
     _sink(frame.select([pl.col(c).cast(t) for c, t in schema.items()]), run_dir / ATTEMPTS.file)
+
+
+def write_parts_run(finished: Path, run_dir: Path, *, per_part: int = 200) -> int:
+    """``finished`` (a ``write_synthetic_run``) as a run still in progress at ``run_dir``: each
+    table cut into part files of ``per_part`` jobs as the runner flushes them, no final tables,
+    a manifest not finalized. What a live sweep looks like before its tables are built, so the
+    viewer reads it part by part. Returns the number of parts."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # the synthetic keys are ``k`` + the job's position, and every table is in job order
+    part = (pl.col("job_key").str.slice(1).cast(pl.Int64) // per_part).alias("_part")
+    count = 0
+    for table in TABLES:
+        directory = run_dir / PARTS / table.name
+        directory.mkdir(parents=True, exist_ok=True)
+        frame = pl.read_parquet(finished / table.file).with_columns(part)
+        for (index,), rows in frame.group_by("_part", maintain_order=True):
+            name = f"live-{int(index) + 1:06d}.parquet"  # type: ignore[call-overload]
+            rows.drop("_part").write_parquet(directory / name, statistics=True)
+            count = max(count, int(index) + 1)  # type: ignore[call-overload]
+    manifest = read_manifest(finished)
+    if manifest is None:
+        raise ValueError(f"{finished} has no manifest")
+    session = manifest.sessions[-1].model_copy(
+        update={"run_id": "live", "ended": "running", "ended_at": None}
+    )
+    write_manifest(
+        run_dir,
+        manifest.model_copy(
+            update={
+                "run_name": run_dir.name,
+                "finalized": False,
+                "counts": {},
+                "sessions": [session],
+            }
+        ),
+    )
+    return count

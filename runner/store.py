@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -262,7 +262,28 @@ def scan_parts(run_dir: Path, axes: Iterable[str] = ()) -> dict[str, pl.LazyFram
     however large the run). The de-duplication below, which has to hold the jobs table in
     memory, runs only when some key really appears twice (errors re-run in a later session).
     """
-    jobs_paths = _readable_parts(run_dir, "jobs")
+    paths = {t.name: _readable_parts(run_dir, t.name) for t in TABLES}
+    return scan_part_files(paths, axes)
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """Whether some job key has more than one row in the ``jobs`` parts (``keys``), and more
+    than one ``ok`` row (``ok_keys``): what decides how much de-duplication a scan needs."""
+
+    keys: bool
+    ok_keys: bool
+
+
+def scan_part_files(
+    paths: Mapping[str, Sequence[Path]], axes: Iterable[str] = (), repeats: Repeats | None = None
+) -> dict[str, pl.LazyFrame]:
+    """``scan_parts`` over part files already vetted (committed and readable), by table.
+
+    ``repeats``, when the caller already knows it, saves counting the keys of every part. A
+    caller may pass only the parts that hold some keys: the rule that picks a key's row looks
+    at that key's rows alone, so the result is right for those keys."""
+    jobs_paths = list(paths.get("jobs", ()))
     axes = list(axes)
     if not axes and jobs_paths:
         axes = [
@@ -273,21 +294,25 @@ def scan_parts(run_dir: Path, axes: Iterable[str] = ()) -> dict[str, pl.LazyFram
     schema = jobs_schema(axes)
     # Keys are counted by their 64-bit hashes: a tenth of the memory of the strings at 100k
     # jobs, and a collision can only undercount, which takes the (correct) de-duplicating path.
-    key = pl.col("job_key").hash()
-    counts = (
-        _scan(jobs_paths, schema)
-        .select(
-            pl.len().alias("rows"),
-            key.n_unique().alias("keys"),
-            (pl.col("status") == "ok").sum().alias("ok_rows"),
-            key.filter(pl.col("status") == "ok").n_unique().alias("ok_keys"),
+    if repeats is None:
+        key = pl.col("job_key").hash()
+        counts = (
+            _scan(jobs_paths, schema)
+            .select(
+                pl.len().alias("rows"),
+                key.n_unique().alias("keys"),
+                (pl.col("status") == "ok").sum().alias("ok_rows"),
+                key.filter(pl.col("status") == "ok").n_unique().alias("ok_keys"),
+            )
+            .collect()
+            .row(0, named=True)
         )
-        .collect()
-        .row(0, named=True)
-    )
+        repeats = Repeats(
+            keys=counts["rows"] != counts["keys"], ok_keys=counts["ok_rows"] != counts["ok_keys"]
+        )
     out: dict[str, pl.LazyFrame] = {}
     ok_parts: pl.LazyFrame | None = None
-    if counts["rows"] == counts["keys"]:
+    if not repeats.keys:
         out["jobs"] = _scan(jobs_paths, schema)
     else:
         winners = (
@@ -299,18 +324,18 @@ def scan_parts(run_dir: Path, axes: Iterable[str] = ()) -> dict[str, pl.LazyFram
             .select(*schema.names(), "_part")
         )
         out["jobs"] = winners.drop("_part").sort(["started_at", "job_key"])
-        if counts["ok_rows"] != counts["ok_keys"]:
+        if repeats.ok_keys:
             ok = winners.filter(pl.col("status") == "ok").select("job_key", "_part")
             ok_parts = ok.collect().lazy()
     for table in TABLES:
         if table is JOBS:
             continue
-        paths = _readable_parts(run_dir, table.name)
+        table_paths = list(paths.get(table.name, ()))
         schema_t = _schema(table.name)
         if table is ATTEMPTS or ok_parts is None:
-            out[table.name] = _scan(paths, schema_t)
+            out[table.name] = _scan(table_paths, schema_t)
         else:
-            frame = _scan(paths, schema_t, with_part=True)
+            frame = _scan(table_paths, schema_t, with_part=True)
             kept = frame.join(ok_parts, on=["job_key", "_part"], how="semi")
             out[table.name] = kept.drop("_part")
     return out

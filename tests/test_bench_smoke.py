@@ -146,11 +146,15 @@ def test_ab_alternates_refs_and_reports_each_against_the_first(
 def test_the_viewer_benchmark_runs_at_a_toy_size(tmp_path: Path) -> None:
     from bench.view import main as view_main
 
-    view_main(["--jobs", "240", "--requests", "1", "--out", str(tmp_path)])
+    view_main(["--jobs", "240", "--requests", "1", "--per-part", "20", "--out", str(tmp_path)])
     figures = json.loads((tmp_path / "view.json").read_text())
-    assert figures["jobs"] == 240
-    assert {p["page"] for p in figures["pages"]} >= {"runs page", "run page", "job page"}
-    assert figures["rss_mb"]["peak"] > 0
+    assert figures["jobs"] == 240 and figures["parts"] == 12
+    assert set(figures["cases"]) == {"finished", "in progress"}
+    for case in figures["cases"].values():
+        assert {p["page"] for p in case["pages"]} >= {"runs page", "run page", "job page"}
+        assert case["rss_mb"]["peak"] > 0
+    live = {p["page"] for p in figures["cases"]["in progress"]["pages"]}
+    assert "run page after a new part lands" in live
 
 
 def test_agent_testing_section_measures_both_clients_against_one_server() -> None:

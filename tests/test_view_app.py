@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import polars as pl
 import pytest
-from view_helpers import snapshot, xss_run
+from view_helpers import PartFeeder, snapshot, xss_run
 
 from bench.view_data import Shape, write_synthetic_run
 from runner.view.app import allowed_hosts_for
@@ -160,3 +161,80 @@ def test_version_api_and_read_only(client: httpx.Client, root: Path) -> None:
     for method in ("post", "put", "delete", "patch"):
         assert getattr(client, method)("/runs/syn").status_code == 405
     assert snapshot(root) == before
+
+
+def test_spend_is_cost_usd_and_older_tables_fall_back_to_llm_price(tmp_path: Path) -> None:
+    shape = Shape(agents=1, scenarios=2, repeats=2, error_every=0)
+    priced = write_synthetic_run(tmp_path / "priced", shape)
+    jobs = pl.read_parquet(priced / "jobs.parquet")
+    jobs.with_columns((pl.col("llm_price") * 10).alias("cost_usd")).write_parquet(
+        priced / "jobs.parquet"
+    )
+    old = write_synthetic_run(tmp_path / "old", shape)
+    pl.read_parquet(old / "jobs.parquet").drop("cost_usd").write_parquet(old / "jobs.parquet")
+    cost, price = float(jobs["llm_price"].sum()) * 10, float(jobs["llm_price"].sum())
+    with viewer_process(tmp_path) as running, httpx.Client(base_url=running.base_url) as c:
+        runs = c.get("/").text
+        cells = dict(re.findall(r'data-run="([^"]+)">.*?class="spend" [^>]*>([^<]+)', runs, re.S))
+        assert cells == {"old": f"{price:,.4g} ", "priced": f"{cost:,.4g}"}
+        assert 'data-source="llm_price"' in runs and 'data-source="cost_usd"' in runs
+        assert runs.count("(LLM price)") == 1
+        assert f"<b>{cost:,.4g}</b><span>spend (USD)</span>" in c.get("/runs/priced").text
+        old_page = c.get("/runs/old").text
+        assert f"<b>{price:,.4g}</b><span>spend (USD): LLM price</span>" in old_page
+        assert c.get("/runs/old/cases?sort=price&desc=1").status_code == 200
+    assert running.stderr_text() == ""
+
+
+def test_the_run_page_draws_the_reports_charts_and_their_bars_open_jobs(
+    client: httpx.Client,
+) -> None:
+    page = client.get("/runs/syn").text
+    content = page.split('<main id="content">', 1)[1]
+    assert content.count("<svg") == 7  # 5 latency histograms, attempts, requests in flight
+    assert "<script" not in content and "style=" not in content  # allowed by the CSP as is
+    for metric in ("time_to_first_frame", "total", "queue_wait"):
+        assert f'aria-label="{metric}"' in content
+    assert 'aria-label="attempts over time"' in content
+    assert 'aria-label="requests in flight"' in content
+    bars = re.findall(r'<a href="(/runs/syn/cases\?[^"]*lat=[^"]*)"', content)
+    assert bars
+
+    def count(path: str) -> int:
+        reply = client.get(path.replace("&amp;", "&"))
+        assert reply.status_code == 200
+        found = re.search(r'id="count">(\d+) job', reply.text)
+        assert found is not None
+        return int(found.group(1))
+
+    # each histogram's bars hold every ok job once
+    assert sum(count(href) for href in bars) == 5 * count("/runs/syn/cases?status=ok")
+    bad = client.get("/runs/syn/cases?lat=duration&lat_bin=99&lat_top=1")
+    assert bad.status_code == 400
+
+
+def test_a_run_in_progress_answers_from_the_parts_holding_each_job(tmp_path: Path) -> None:
+    """Its job page (repeats spread over parts), case list and charts, read part by part,
+    say what the same run says once finished; nothing is written next to the parts."""
+    done = write_synthetic_run(tmp_path / "done", Shape(agents=1, scenarios=2, repeats=5))
+    root = tmp_path / "results"
+    feeder = PartFeeder(done, root / "live", per_part=3)  # a case's 5 repeats span 2-3 parts
+    try:
+        for _ in range(5):
+            feeder.add_part()
+        before = snapshot(root)
+        with viewer_process(root) as running, httpx.Client(base_url=running.base_url) as c:
+            job = c.get("/runs/live/jobs/k0000000004")
+            assert job.status_code == 200
+            repeats = re.findall(r'class="repeat[^"]*" href="[^"]*/jobs/(k\d+)"', job.text)
+            assert repeats == [f"k{i:010d}" for i in range(4)]  # and itself, not a link
+            assert job.text.count('class="repeat current"') == 1
+            assert c.get("/runs/live/jobs/k0000000099").status_code == 404  # not landed yet
+            cases = c.get("/runs/live/cases?status=ok&q=refund")
+            assert cases.status_code == 200 and 'id="count"' in cases.text
+            run = c.get("/runs/live").text
+            assert run.split('<main id="content">', 1)[1].count("<svg") == 7
+        assert running.stderr_text() == ""
+        assert snapshot(root) == before
+    finally:
+        feeder.release()

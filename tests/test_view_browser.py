@@ -241,6 +241,22 @@ def test_markup_in_a_transcript_shows_as_text(page: Any, viewer: Viewer) -> None
     assert page.evaluate("typeof window.__xss") == "undefined"
 
 
+def test_the_run_page_draws_the_reports_charts(page: Any, viewer: Viewer) -> None:
+    """The latency histograms, attempts and retries, and requests in flight, drawn inline
+    (no console error: the page's CSP lets them render); a bar opens its jobs."""
+    page.goto(viewer.base_url + "/runs/base")
+    histograms = page.locator("#latency-charts svg")
+    expect(histograms).to_have_count(5)
+    expect(page.locator("#attempts-chart svg rect").first).to_be_attached()
+    expect(page.locator("#in-flight-chart svg polyline").first).to_be_attached()
+    box = histograms.first.bounding_box()
+    assert box is not None and box["width"] > 100 and box["height"] > 50  # laid out, not hidden
+    bar = page.locator("#latency-charts svg a").first
+    bar.click()
+    expect(page).to_have_url(re.compile(r"/runs/base/cases\?.*lat=first_frame.*lat_bin="))
+    expect(page.locator("#cases tbody tr").first).to_be_visible()
+
+
 def test_reading_needs_no_script(browser: Any, viewer: Viewer) -> None:
     """With JavaScript off every page still reads and every link and filter still works."""
     context = browser.new_context(java_script_enabled=False)
@@ -250,6 +266,7 @@ def test_reading_needs_no_script(browser: Any, viewer: Viewer) -> None:
         console = Console(tab)
         tab.goto(viewer.base_url + "/")
         tab.get_by_role("link", name="base", exact=True).click()
+        expect(tab.locator("#latency-charts svg")).to_have_count(5)  # drawn without script
         tab.locator("#heat td a").first.click()
         expect(tab).to_have_url(re.compile(r"/runs/base/cases\?"))
         tab.select_option("select[name=status]", "ok")

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import polars as pl
 import pytest
@@ -20,6 +21,8 @@ import runner
 from bench.view_data import Shape, write_synthetic_run
 from runner import analysis
 from runner.localapi.server import LocalAPI, local_api_process
+from runner.report import charts
+from runner.store import Repeats
 from runner.view import queries, source
 from runner.view.queries import CaseQuery
 
@@ -153,6 +156,122 @@ def test_a_running_run_reads_committed_parts_and_its_version_moves(tmp_path: Pat
     assert stopped.status == "incomplete"  # not finalized, nobody holds the lock: crashed
 
 
+def live_figures(held: source.LiveRun) -> queries.RunFigures:
+    return queries.run_figures(held.quick_tables(), queries.combine_judged(held.digests))
+
+
+def same_figures(got: queries.RunFigures, want: queries.RunFigures) -> None:
+    sums = {"llm_price": None, "cost_usd": None}
+    assert replace(got.totals, **sums) == replace(want.totals, **sums)
+    for name in sums:  # summed in another order
+        assert getattr(got.totals, name) == pytest.approx(getattr(want.totals, name))
+    for name in ("by_criterion", "by_agent", "cells", "errors", "flakiness", "latency"):
+        assert_frame_equal(getattr(got, name), getattr(want, name), check_dtypes=False)
+    cols = want.flaky_cases.columns
+    assert_frame_equal(got.flaky_cases.sort(cols), want.flaky_cases.sort(cols))
+    assert got.ks == want.ks
+    assert [r["criterion_id"] for r in got.repeat_rates] == [
+        r["criterion_id"] for r in want.repeat_rates
+    ]
+    for g, w in zip(got.repeat_rates, want.repeat_rates, strict=True):
+        for k in got.ks:  # the same means, summed in another order
+            assert g["rates"][k] == pytest.approx(w["rates"][k])
+    assert (got.agents, got.scenarios, got.criteria) == (want.agents, want.scenarios, want.criteria)
+    assert got.matrix == want.matrix and got.error_kinds == want.error_kinds
+
+
+def test_a_run_read_part_by_part_agrees_with_a_full_scan_and_reads_each_part_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shape = Shape(agents=2, scenarios=3, languages=2, repeats=5, error_every=7)
+    done = write_synthetic_run(tmp_path / "done", shape)
+    feeder = PartFeeder(done, tmp_path / "results" / "live", per_part=7)  # cases span parts
+    read: list[str] = []
+    real_read = source._read_held
+
+    def counting(paths: list[Path], table: str, axes: Any) -> Any:
+        read.extend(f"{table}/{p.name}" for p in paths)
+        return real_read(paths, table, axes)
+
+    monkeypatch.setattr(source, "_read_held", counting)
+    cache = source.PartCache(queries.judged_counts, queries.combine_judged)
+    try:
+        for _ in range(4):
+            feeder.add_part()
+        state = source.run_state("live", feeder.run_dir)
+        held = cache.live(state)
+        assert held.repeats == Repeats(keys=False, ok_keys=False)
+        full = source.scan_tables(state)
+        same_figures(live_figures(held), queries.run_figures(full))
+        # a job page reads the parts holding the job and its case, and says what a full scan says
+        for key in keys(full["jobs"]):
+            found = held.job_tables(key, queries.same_case)
+            assert found is not None
+            own, case = found
+            assert queries.job_detail(own, key, case_tables=case) == queries.job_detail(full, key)
+        assert held.job_tables("nope", queries.same_case) is None
+        # the case list from memory, its page's outcomes from the parts that hold them
+        figs = live_figures(held)
+        for params in (
+            {},
+            {"criterion": "politeness", "result": "failure"},
+            {"q": "refund"},
+            {"flaky": "1", "sort": "failed", "desc": "1"},
+            {"status": "error"},
+        ):
+            query = CaseQuery.from_params(params)
+            got = queries.filter_cases(
+                held.quick_tables(), query, figs.flaky_cases, page_tables=held.holding
+            )
+            assert got == queries.filter_cases(full, query, figs.flaky_cases)
+        # a refresh reads only the part that landed since
+        assert len(read) == 3 * 4
+        read.clear()
+        feeder.add_part()
+        later = cache.live(source.run_state("live", feeder.run_dir))
+        assert sorted(read) == [
+            f"{t}/live-000005.parquet" for t in ("attempts", "criteria", "jobs")
+        ]
+        full = source.scan_tables(source.run_state("live", feeder.run_dir))
+        same_figures(live_figures(later), queries.run_figures(full))
+    finally:
+        feeder.release()
+
+
+def test_a_damaged_part_is_left_out_and_repeated_keys_are_noticed(tmp_path: Path) -> None:
+    done = write_synthetic_run(tmp_path / "done", Shape(agents=1, scenarios=2, repeats=3))
+    feeder = PartFeeder(done, tmp_path / "results" / "live", per_part=2)
+    cache = source.PartCache(queries.judged_counts, queries.combine_judged)
+    try:
+        feeder.add_part()
+        feeder.add_part()
+        damaged = feeder.run_dir / "parts" / "messages" / "live-000002.parquet"
+        damaged.write_bytes(b"not parquet")
+        held = cache.live(source.run_state("live", feeder.run_dir))
+        assert len(held.paths["jobs"]) == 2
+        readable = held.vet("messages", held.paths["messages"])  # when first scanned
+        assert [p.name for p in readable] == ["live-000001.parquet"]
+        assert keys(held.scans()["messages"]) <= keys(held.scans()["jobs"])
+        # a later session ran a job of the first part again: its key is in two parts
+        first = pl.read_parquet(feeder.run_dir / "parts" / "jobs" / "live-000001.parquet")
+        again = feeder.run_dir / "parts" / "jobs" / "again-000001.parquet"
+        first.head(1).with_columns(pl.lit("error").alias("status")).write_parquet(again)
+        for table in ("messages", "criteria", "data_collection", "attempts", "buckets"):
+            name = feeder.run_dir / "parts" / table / "live-000001.parquet"
+            pl.read_parquet(name).head(0).write_parquet(name.with_name(again.name))
+        held = cache.live(source.run_state("live", feeder.run_dir))
+        assert held.repeats == Repeats(keys=True, ok_keys=False)
+        key = first["job_key"][0]
+        found = held.job_tables(key, queries.same_case)
+        assert found is not None
+        full = source.scan_tables(source.run_state("live", feeder.run_dir))
+        assert queries.job_detail(found[0], key, case_tables=found[1]) == queries.job_detail(
+            full, key
+        )
+    finally:
+        feeder.release()
+
+
 def test_runs_listing_rows(results: Path) -> None:
     tables = tables_of(results, "base")
     state = source.run_state("base", results / "base")
@@ -197,10 +316,53 @@ def test_run_figures_agree_with_the_analysis(results: Path) -> None:
         cases, at, hat = got["rates"][row["k"]]
         assert cases == row["cases"]
         assert at == pytest.approx(row["pass_at_k"]) and hat == pytest.approx(row["pass_hat_k"])
+    assert_frame_equal(figs.latency, analysis.latency_percentiles(jobs))
     assert figs.errors.to_dicts() == [{"error_kind": "not_found", "jobs": 18}]
     assert figs.agents == ["ghost", "lite", "support"]
     assert figs.matrix == {"language": ["en", "es"]}
     assert figs.scenarios == sorted(s["id"] for s in SUPPORT_SCENARIOS)
+
+
+def test_the_run_charts_bin_as_the_report_does_and_each_bar_opens_its_jobs(
+    results: Path,
+) -> None:
+    tables = tables_of(results, "synthetic")
+    figs = queries.run_figures(tables)
+    drawn = queries.run_charts(tables, figs.latency)
+    ok = tables["jobs"].filter(pl.col("status") == "ok").collect()
+    assert [h.metric for h in drawn.histograms] == list(queries.LATENCY_SORTS)
+    for h in drawn.histograms:
+        values = ok[f"{h.metric}_secs"].drop_nulls().to_list()
+        assert (h.counts, h.high) == charts.histogram_bins(values)
+        assert set(h.marks) == {"p50", "p90", "p99"}
+        # every bar's link lists exactly its jobs: together, every ok job once
+        seen: list[str] = []
+        for i, link in enumerate(queries.histogram_links("/runs/synthetic", h)):
+            params = dict(parse_qsl(link.split("?", 1)[1]))
+            query = CaseQuery.from_params(params)
+            assert (query.lat, query.lat_bin, query.lat_top) == (h.sort, i, h.high)
+            got = all_pages(tables, query, figs.flaky_cases)
+            assert len(got) == h.counts[i]
+            seen += got
+        assert sorted(seen) == sorted(ok["job_key"].to_list())
+    attempts = tables["attempts"].collect()
+    assert_frame_equal(drawn.attempts, analysis.attempts_over_time(attempts))
+    assert_frame_equal(drawn.in_flight, analysis.in_flight_over_time(attempts))  # few: as is
+    with pytest.raises(ValueError, match="lat must be one of"):
+        CaseQuery.from_params({"lat": "duration", "lat_bin": "3"})
+    with pytest.raises(ValueError, match="lat_bin must be 0 to 29"):
+        CaseQuery.from_params({"lat": "duration", "lat_bin": "30", "lat_top": "2.5"})
+
+
+def test_requests_in_flight_keep_each_time_slots_peak(tmp_path: Path) -> None:
+    shape = Shape(agents=2, scenarios=25, languages=2, repeats=10)  # 1,000 jobs, 2,000+ steps
+    run = write_synthetic_run(tmp_path / "many", shape)
+    tables = source.scan_tables(source.run_state("many", run))
+    drawn = queries.run_charts(tables, queries.run_figures(tables).latency)
+    full = analysis.in_flight_over_time(tables["attempts"].collect())
+    assert full.height > queries.IN_FLIGHT_POINTS >= drawn.in_flight.height > 0
+    assert drawn.in_flight["in_flight"].max() == full["in_flight"].max()
+    assert drawn.in_flight["t_secs"].is_sorted()
 
 
 def test_heatmap_puts_the_worst_rows_first_and_pages_them(results: Path) -> None:

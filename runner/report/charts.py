@@ -295,35 +295,63 @@ def heatmap(cells: pl.DataFrame, row_col: str, title: str) -> str:
     return _svg(width, height, body, title)
 
 
+HISTOGRAM_BINS = 30
+
+
+def histogram_bins(values: Sequence[float], bins: int = HISTOGRAM_BINS) -> tuple[list[int], float]:
+    """Counts of ``values`` in ``bins`` equal bins from 0 to their maximum, and that maximum
+    (bin i holds ``min(bins - 1, int(v * (bins / high)))``: one multiplication, so a Polars
+    expression doing the same puts every value in the same bin)."""
+    high = max(values) if values else 0.0
+    high = high if high > 0 else 1e-3
+    scale = bins / high
+    counts = [0] * bins
+    for v in values:
+        counts[min(bins - 1, max(0, int(v * scale)))] += 1
+    return counts, high
+
+
 def histogram(values: Sequence[float], title: str, marks: dict[str, float], bins: int = 30) -> str:
     """A distribution with its percentiles marked (one small chart)."""
+    if not values:
+        return histogram_svg([], 0.0, title, marks)
+    counts, high = histogram_bins(values, bins)
+    return histogram_svg(counts, high, title, marks)
+
+
+def histogram_svg(
+    counts: Sequence[int],
+    high: float,
+    title: str,
+    marks: dict[str, float],
+    links: Sequence[str] | None = None,
+) -> str:
+    """``histogram`` from its bins' counts (``histogram_bins``: bins from 0 to ``high``);
+    with ``links``, each bar is a link (one per bin)."""
     width, height, left, bottom, top = 420, 170, 44, 30, 26
     plot_w, plot_h = width - left - 12, height - top - bottom
     body = [_text(left, 14, title, 12, font_weight="600")]
-    if not values:
+    if not counts or not sum(counts):
         body.append(_text(left, top + 30, "no samples", 11, fill="#888"))
         return _svg(width, height, body, title)
-    low, high = 0.0, max(values)
-    high = high if high > low else low + 1e-3
-    counts = [0] * bins
-    for v in values:
-        counts[min(bins - 1, max(0, int((v - low) / (high - low) * bins)))] += 1
+    low, bins = 0.0, len(counts)
     peak = max(counts)
     bw = plot_w / bins
     for i, c in enumerate(counts):
         h = plot_h * c / peak
         lo_edge = low + (high - low) * i / bins
         hi_edge = low + (high - low) * (i + 1) / bins
-        body.append(
-            _rect(
-                left + i * bw + 0.5,
-                top + plot_h - h,
-                bw - 1,
-                h,
-                "#6baed6",
-                f"{secs(lo_edge)}–{secs(hi_edge)}: {c}",
-            )
+        bar = _rect(
+            left + i * bw + 0.5,
+            top + plot_h - h,
+            bw - 1,
+            h,
+            "#6baed6",
+            f"{secs(lo_edge)}–{secs(hi_edge)}: {c}",
         )
+        if links is not None and c:
+            bar = f'<a href="{esc(links[i])}">{bar}</a>'
+        body.append(bar)
     body.append(_line(left, top + plot_h, left + plot_w, top + plot_h, "#999"))
     for tick in _ticks(low, high, 4):
         x = left + (tick - low) / (high - low) * plot_w

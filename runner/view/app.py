@@ -26,9 +26,11 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from runner.report import charts
 from runner.view import queries, source
 from runner.view.source import RunState
 
@@ -151,6 +153,7 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
     root = Path(root)
     env = _environment()
     cache = Cache()
+    parts = source.PartCache(queries.judged_counts, queries.combine_judged)
     app = FastAPI(title="runner view", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.root = root
     app.router.redirect_slashes = False  # "/runs/../" is a 404, not a redirect to "/runs/.."
@@ -185,14 +188,52 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
             raise HTTPException(404, f"no run named {name!r} in the results directory")
         return source.run_state(name, path)
 
+    def live(state: RunState) -> source.LiveRun | None:
+        """A run read from its parts, as held in memory (None: read from its final tables)."""
+        if state.uses_final_tables or state.parts == 0:
+            parts.forget(state.path)
+            return None
+        return cache.get(state, "live", lambda: parts.live(state))
+
     def tables(state: RunState) -> dict[str, pl.LazyFrame]:
+        held = live(state)
+        if held is not None:
+            return cache.get(state, "tables", held.scans)
         return cache.get(state, "tables", lambda: source.scan_tables(state))
 
+    def figure_input(state: RunState) -> tuple[dict[str, pl.LazyFrame], pl.DataFrame | None]:
+        """The tables a run's figures read, and its criteria's counts when already summed
+        part by part (a run in progress whose keys do not repeat)."""
+        held = live(state)
+        if held is None:
+            return tables(state), None
+        if held.repeats.keys or not held.digests:
+            return tables(state), None
+        return held.quick_tables(), queries.combine_judged(held.digests)
+
     def totals(state: RunState) -> queries.Totals:
-        return cache.get(state, "totals", lambda: queries.run_totals(tables(state)))
+        return cache.get(state, "totals", lambda: queries.run_totals(*figure_input(state)))
 
     def figures(state: RunState) -> queries.RunFigures:
-        return cache.get(state, "figures", lambda: queries.run_figures(tables(state)))
+        return cache.get(state, "figures", lambda: queries.run_figures(*figure_input(state)))
+
+    def run_charts(state: RunState) -> queries.RunCharts:
+        return cache.get(
+            state,
+            "charts",
+            lambda: queries.run_charts(figure_input(state)[0], figures(state).latency),
+        )
+
+    def job(state: RunState, job_key: str) -> queries.JobDetail | None:
+        """One job; of a run in progress, read from the few parts that hold it and its case."""
+        held = live(state)
+        if held is None:
+            return queries.job_detail(tables(state), job_key)
+        found = held.job_tables(job_key, queries.same_case)
+        if found is None:
+            return None
+        own, case = found
+        return queries.job_detail(own, job_key, case_tables=case)
 
     def bad_request(exc: ValueError) -> HTTPException:
         return HTTPException(400, str(exc))
@@ -221,6 +262,7 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
             run=state,
             row=queries.run_row(state.name, state.status, state.manifest, figs.totals),
             figs=figs,
+            svg=chart_svgs(f"/runs/{seg(name)}", run_charts(state)),
             heat=queries.heatmap(figs.cells, page=heat),
             report=(state.path / "report.html").is_file(),
             latency_sorts=queries.LATENCY_SORTS,
@@ -234,7 +276,13 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
         try:
             query = queries.CaseQuery.from_params(dict(request.query_params))
             figs = figures(state)
-            page = queries.filter_cases(tables(state), query, figs.flaky_cases)
+            held = live(state)
+            if held is None or held.repeats.keys:
+                page = queries.filter_cases(tables(state), query, figs.flaky_cases)
+            else:
+                page = queries.filter_cases(
+                    held.quick_tables(), query, figs.flaky_cases, page_tables=held.holding
+                )
         except ValueError as exc:
             raise bad_request(exc) from None
         return render(
@@ -258,7 +306,7 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
     @app.get("/runs/{name}/jobs/{job_key}", response_class=HTMLResponse)
     def job_page(name: str, job_key: str) -> HTMLResponse:
         state = state_of(name)
-        detail = queries.job_detail(tables(state), job_key)
+        detail = job(state, job_key)
         if detail is None:
             raise HTTPException(404, f"no job {job_key!r} in run {name!r}")
         return render("job.html", run=state, d=detail, job=detail.job)
@@ -284,7 +332,7 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
         context: dict[str, Any] = {"names": names, "a": a, "b": b, "table": None}
         if a and b:
             sa, sb = state_of(a), state_of(b)
-            diff = _compare(cache, sa, sb, tables)
+            diff = _compare(cache, sa, sb, lambda s: (figure_input(s)[0], figures(s).judged))
             counts = dict(diff["change"].value_counts().iter_rows())
             shown = diff if show_all else diff.filter(pl.col("change") != "same")
             pages = max(1, math.ceil(shown.height / COMPARE_PER_PAGE))
@@ -353,6 +401,23 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
     return app
 
 
+def chart_svgs(base: str, run: queries.RunCharts) -> dict[str, Any]:
+    """The run page's charts as inline SVG (``runner.report.charts``, as ``report.html``
+    draws them; every string in them escaped there); each histogram bar opens its jobs."""
+    return {
+        "histograms": [
+            Markup(
+                charts.histogram_svg(
+                    h.counts, h.high, h.metric, h.marks, links=queries.histogram_links(base, h)
+                )
+            )
+            for h in run.histograms
+        ],
+        "attempts": Markup(charts.attempts_chart(run.attempts, "attempts over time")),
+        "in_flight": Markup(charts.in_flight_chart(run.in_flight, "requests in flight")),
+    }
+
+
 def _overall_version(states: list[RunState]) -> str:
     return "|".join(f"{s.name}:{s.version}" for s in states)
 
@@ -361,12 +426,16 @@ def _compare(
     cache: Cache,
     a: RunState,
     b: RunState,
-    tables: Callable[[RunState], dict[str, pl.LazyFrame]],
+    read: Callable[[RunState], tuple[dict[str, pl.LazyFrame], pl.DataFrame]],
 ) -> pl.DataFrame:
-    """The comparison of two runs, cached under B's entry for both versions."""
-    return cache.get(
-        b, f"compare:{a.name}:{a.version}", lambda: queries.compare_cases(tables(a), tables(b))
-    )
+    """The comparison of two runs, cached under B's entry for both versions; ``read`` gives a
+    run's tables and its criteria's counts (those its figures were computed from)."""
+
+    def compute() -> pl.DataFrame:
+        (ta, ja), (tb, jb) = read(a), read(b)
+        return queries.compare_cases(ta, tb, ja, jb)
+
+    return cache.get(b, f"compare:{a.name}:{a.version}", compute)
 
 
 def allowed_hosts_for(host: str) -> list[str] | None:

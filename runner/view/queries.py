@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
@@ -19,6 +19,7 @@ import polars as pl
 
 from runner import analysis
 from runner.manifest import Manifest
+from runner.report.charts import HISTOGRAM_BINS, max_float
 
 Tables = Mapping[str, pl.LazyFrame]
 
@@ -102,15 +103,34 @@ class Totals:
     credits: int | None
     first_started: Any
     last_finished: Any
+    cost_usd: float | None = None
+    """The vendor's priced spend (``jobs.cost_usd``); None when nothing was priced so, or the
+    run's tables predate the column."""
 
     @property
     def pass_rate(self) -> float | None:
         return _rate(self.success, self.failure)
 
+    @property
+    def spend(self) -> float | None:
+        """USD spent: ``cost_usd`` where the run has it, else (older runs) ``llm_price``."""
+        return self.cost_usd if self.cost_usd is not None else self.llm_price
 
-def run_totals(tables: Tables) -> Totals:
-    """Jobs, ok / errors, criteria outcomes and spend of a run (three column scans)."""
+    @property
+    def spend_source(self) -> str | None:
+        """The column ``spend`` sums (None: nothing priced)."""
+        if self.cost_usd is not None:
+            return "cost_usd"
+        return "llm_price" if self.llm_price is not None else None
+
+
+def run_totals(tables: Tables, judged: pl.DataFrame | None = None) -> Totals:
+    """Jobs, ok / errors, criteria outcomes and spend of a run (a scan of jobs, and of criteria
+    unless ``judged``, the run's ``judged_counts``, already holds its outcomes)."""
     status = pl.col("status")
+    # tables written before ``cost_usd`` existed lack it: a null column stands in
+    has_cost = "cost_usd" in tables["jobs"].collect_schema().names()
+    cost = pl.col("cost_usd") if has_cost else pl.lit(None, dtype=pl.Float64)
     j = (
         tables["jobs"]
         .select(
@@ -119,6 +139,8 @@ def run_totals(tables: Tables) -> Totals:
             (status == "error").sum().alias("errors"),
             pl.col("llm_price").sum().alias("llm_price"),
             pl.col("llm_price").is_not_null().any().alias("has_price"),
+            cost.sum().alias("cost_usd"),
+            cost.is_not_null().any().alias("has_cost"),
             pl.col("credits_used").sum().alias("credits"),
             pl.col("credits_used").is_not_null().any().alias("has_credits"),
             pl.col("started_at").min().alias("first_started"),
@@ -127,17 +149,20 @@ def run_totals(tables: Tables) -> Totals:
         .collect()
         .row(0, named=True)
     )
-    result = pl.col("result")
-    c = (
-        tables["criteria"]
-        .select(
-            (result == "success").sum().alias("success"),
-            (result == "failure").sum().alias("failure"),
-            (result == "unknown").sum().alias("unknown"),
+    if judged is not None:
+        c = judged.select(pl.col(r).sum() for r in RESULTS).row(0, named=True)
+    else:
+        result = pl.col("result")
+        c = (
+            tables["criteria"]
+            .select(
+                (result == "success").sum().alias("success"),
+                (result == "failure").sum().alias("failure"),
+                (result == "unknown").sum().alias("unknown"),
+            )
+            .collect()
+            .row(0, named=True)
         )
-        .collect()
-        .row(0, named=True)
-    )
     return Totals(
         jobs=int(j["jobs"] or 0),
         ok=int(j["ok"] or 0),
@@ -149,6 +174,7 @@ def run_totals(tables: Tables) -> Totals:
         credits=int(j["credits"]) if j["has_credits"] else None,
         first_started=j["first_started"],
         last_finished=j["last_finished"],
+        cost_usd=float(j["cost_usd"]) if j["has_cost"] else None,
     )
 
 
@@ -224,12 +250,79 @@ class RunFigures:
     criteria: list[str]
     matrix: dict[str, list[str]]
     error_kinds: list[str]
+    judged: pl.DataFrame
+    """``judged_counts``: what the figures were computed from (a comparison reuses it)."""
 
 
-def run_figures(tables: Tables) -> RunFigures:
-    jobs, criteria = tables["jobs"], tables["criteria"]
+def judged_counts(criteria: pl.LazyFrame, jobs: pl.LazyFrame) -> pl.DataFrame:
+    """Success / failure / unknown per case (``analysis.case_columns``), agent label and
+    criterion: everything the run's figures need of its criteria, in one join. Sums of it over
+    any rows are the counts over those rows, so a run read part by part adds each part's."""
+    case_cols = analysis.case_columns(jobs)
+    result = pl.col("result")
+    return (
+        criteria.select("job_key", "criterion_id", "result")
+        .join(jobs.select("job_key", *case_cols, "agent_label"), on="job_key", how="inner")
+        .group_by([*case_cols, "agent_label", "criterion_id"])
+        .agg(
+            (result == "success").sum().cast(pl.UInt32).alias("success"),
+            (result == "failure").sum().cast(pl.UInt32).alias("failure"),
+            (result == "unknown").sum().cast(pl.UInt32).alias("unknown"),
+        )
+        .collect(engine="streaming")  # the join never held whole: a fraction of the memory
+    )
+
+
+def combine_judged(parts: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """``judged_counts`` of some parts of a run (disjoint jobs) as those of them all."""
+    if len(parts) == 1:
+        return parts[0]
+    frame = pl.concat(parts, how="vertical")
+    keys = [c for c in frame.columns if c not in RESULTS]
+    return (
+        frame.group_by(keys)
+        .agg(pl.col(r).sum().cast(pl.UInt32) for r in RESULTS)
+        .select(frame.columns)
+    )
+
+
+def cell_rates(judged: pl.DataFrame, jobs: pl.LazyFrame) -> pl.DataFrame:
+    """``analysis.pass_rates`` by agent_label, scenario_id, criterion_id, from the run's
+    ``judged_counts``: an errored job is charged to every criterion its agent and scenario
+    were judged on (to a null criterion when none was), counted once per criterion."""
+    keys = ["agent_label", "scenario_id", "criterion_id"]
+    case = list(analysis.CASE_COLUMNS)
+    judged_cells = judged.group_by(keys).agg(pl.col(r).sum().cast(pl.UInt32) for r in RESULTS)
+    expected = judged.select(*case, "criterion_id").unique()
+    errored = (
+        jobs.filter(pl.col("status") == "error")
+        .group_by([*case, "agent_label"])
+        .agg(pl.len().cast(pl.UInt32).alias("errors"))
+        .collect()
+    )
+    charged = (
+        errored.join(expected, on=case, how="left")
+        .group_by(keys)
+        .agg(pl.col("errors").sum().cast(pl.UInt32))
+    )
+    zero = pl.lit(0, dtype=pl.UInt32)
+    counts = (
+        judged_cells.join(charged, on=keys, how="full", coalesce=True, nulls_equal=True)
+        .with_columns(pl.col(c).fill_null(zero) for c in [*RESULTS, "errors"])
+        .sort(keys, nulls_last=True)
+        .select(*keys, *RESULTS, "errors")
+    )
+    return _with_rates(counts)
+
+
+def run_figures(tables: Tables, judged: pl.DataFrame | None = None) -> RunFigures:
+    """Everything a run's page shows. ``judged`` is the run's ``judged_counts`` when the
+    caller has it (a run in progress, summed part by part); else it is computed here."""
+    jobs = tables["jobs"]
+    if judged is None:
+        judged = judged_counts(tables["criteria"], jobs)
     # one pass over the criteria: the heatmap's cells, then the coarser groups summed from them
-    cells = analysis.pass_rates(criteria, jobs, by=["agent_label", "scenario_id", "criterion_id"])
+    cells = cell_rates(judged, jobs)
     by_criterion = _pooled(cells, "criterion_id")
     errors_by_agent = (
         jobs.filter(pl.col("status") == "error")
@@ -239,7 +332,7 @@ def run_figures(tables: Tables) -> RunFigures:
     )
     by_agent = _pooled(cells, "agent_label", errors=errors_by_agent)
     case_cols = analysis.case_columns(jobs)
-    cases = case_outcomes(criteria, jobs, case_cols)
+    cases = case_outcomes(judged, case_cols)
     flakiness = (
         cases.filter(pl.col("trials") >= 2)
         .group_by("criterion_id")
@@ -254,7 +347,7 @@ def run_figures(tables: Tables) -> RunFigures:
     sizes = jobs.group_by(case_cols).agg(pl.len().alias("n")).select(pl.col("n").max()).collect()
     repeats = int(sizes.item() or 0) if sizes.height else 0
     errors = analysis.error_counts(jobs)
-    latency = analysis.latency_percentiles(jobs)
+    latency = latency_table(jobs)
     mcols = matrix_columns(jobs)
     distinct = jobs.select(
         pl.col("agent_label").unique().sort().implode(),
@@ -263,7 +356,7 @@ def run_figures(tables: Tables) -> RunFigures:
     ).collect()
     crit_ids = by_criterion["criterion_id"].drop_nulls().to_list()
     return RunFigures(
-        totals=run_totals(tables),
+        totals=run_totals(tables, judged),
         by_criterion=by_criterion,
         by_agent=by_agent,
         cells=cells,
@@ -278,6 +371,38 @@ def run_figures(tables: Tables) -> RunFigures:
         criteria=sorted(crit_ids),
         matrix={c.removeprefix("matrix."): distinct[c][0].to_list() for c in mcols},
         error_kinds=[k for k in errors["error_kind"].to_list() if k is not None],
+        judged=judged,
+    )
+
+
+def latency_table(jobs: pl.LazyFrame) -> pl.DataFrame:
+    """``analysis.latency_percentiles(jobs)`` (p50 / p90 / p95 / p99 of each latency column
+    over ok jobs, linear interpolation), a column at a time: without the long table of every
+    sample that function builds to group any way it is asked."""
+    ok = jobs.filter(pl.col("status") == "ok")
+    quantiles = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+    row = ok.select(
+        expr
+        for c in analysis.LATENCY_COLUMNS
+        for expr in (
+            pl.col(c).count().cast(pl.UInt32).alias(f"{c}:n"),
+            *(
+                pl.col(c).cast(pl.Float64).quantile(q, interpolation="linear").alias(f"{c}:{p}")
+                for p, q in quantiles.items()
+            ),
+        )
+    ).collect()
+    values = row.row(0, named=True) if row.height else {}
+    return pl.DataFrame(
+        [
+            {
+                "metric": c.removesuffix("_secs"),
+                "n": values.get(f"{c}:n") or 0,
+                **{p: values.get(f"{c}:{p}") for p in quantiles},
+            }
+            for c in analysis.LATENCY_COLUMNS
+        ],
+        schema={"metric": pl.String, "n": pl.UInt32, **dict.fromkeys(quantiles, pl.Float64)},
     )
 
 
@@ -294,47 +419,31 @@ def _pooled(cells: pl.DataFrame, key: str, errors: pl.DataFrame | None = None) -
             .join(errors, on=key, how="left", nulls_equal=True)
             .with_columns(pl.col("errors").fill_null(0))
         )
-    summed = summed.sort(key, nulls_last=True).select(key, *counts)
-    intervals = [
-        analysis.wilson_interval(int(s), int(s) + int(f))
-        for s, f in zip(summed["success"], summed["failure"], strict=True)
-    ]
-    return summed.with_columns(
-        pl.Series(
-            "pass_rate",
-            [
-                _rate(int(s), int(f))
-                for s, f in zip(summed["success"], summed["failure"], strict=True)
-            ],
-            dtype=pl.Float64,
-        ),
+    return _with_rates(summed.sort(key, nulls_last=True).select(key, *counts))
+
+
+def _with_rates(counts: pl.DataFrame) -> pl.DataFrame:
+    """``counts`` with ``pass_rate`` and its 95% Wilson interval ``ci_low`` / ``ci_high``."""
+    pairs = list(zip(counts["success"].to_list(), counts["failure"].to_list(), strict=True))
+    intervals = [analysis.wilson_interval(s, s + f) for s, f in pairs]
+    return counts.with_columns(
+        pl.Series("pass_rate", [_rate(s, f) for s, f in pairs], dtype=pl.Float64),
         pl.Series("ci_low", [lo for lo, _ in intervals], dtype=pl.Float64),
         pl.Series("ci_high", [hi for _, hi in intervals], dtype=pl.Float64),
     )
 
 
-def case_outcomes(
-    criteria: pl.LazyFrame, jobs: pl.LazyFrame, case_cols: Sequence[str]
-) -> pl.DataFrame:
-    """Per case and criterion: decided ``trials`` (success + failure) and ``flaky`` (both
-    passed and failed), as ``analysis.repeat_cases`` defines them, without the outcome
-    sequence (whose sort held the whole criteria table in memory: 310 MB at 100,000 jobs)."""
-    result = pl.col("result")
-    decided = criteria.select("job_key", "criterion_id", "result").filter(
-        result.is_in(["success", "failure"])
-    )
+def case_outcomes(judged: pl.DataFrame, case_cols: Sequence[str]) -> pl.DataFrame:
+    """Per case and criterion with a decided outcome: ``success``, ``failure``, decided
+    ``trials`` and ``flaky`` (both passed and failed), as ``analysis.repeat_cases`` defines
+    them, from ``judged_counts`` (without the outcome sequence, whose sort holds the whole
+    criteria table in memory)."""
     return (
-        decided.join(jobs.select("job_key", *case_cols), on="job_key", how="inner")
-        .group_by([*case_cols, "criterion_id"])
-        .agg(
-            (result == "success").sum().cast(pl.UInt32).alias("success"),
-            (result == "failure").sum().cast(pl.UInt32).alias("failure"),
-        )
-        .with_columns(
-            (pl.col("success") + pl.col("failure")).alias("trials"),
-            ((pl.col("success") > 0) & (pl.col("failure") > 0)).alias("flaky"),
-        )
-        .collect()
+        judged.group_by([*case_cols, "criterion_id"])
+        .agg(pl.col("success").sum().cast(pl.UInt32), pl.col("failure").sum().cast(pl.UInt32))
+        .with_columns((pl.col("success") + pl.col("failure")).alias("trials"))
+        .filter(pl.col("trials") > 0)
+        .with_columns(((pl.col("success") > 0) & (pl.col("failure") > 0)).alias("flaky"))
     )
 
 
@@ -445,6 +554,103 @@ def heatmap(cells: pl.DataFrame, *, page: int = 1, rows_per_page: int = HEAT_ROW
     return Heatmap(criteria, tuple(rows), total, page, pages, multi)
 
 
+# ------------------------------------------------------------------------- charts
+
+IN_FLIGHT_POINTS = 800
+"""Time slots the requests-in-flight chart keeps (the largest count in each): about a point
+per pixel of its width, however many attempts the run made."""
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """One latency metric's distribution over ok jobs: ``counts`` in ``HISTOGRAM_BINS``
+    equal bins from 0 to ``high`` (``runner.report.charts.histogram_bins``)."""
+
+    metric: str
+    sort: str
+    """The case list's ``sort=`` and ``lat=`` value for this metric."""
+    counts: list[int]
+    high: float
+    marks: dict[str, float]
+
+
+@dataclass(frozen=True)
+class RunCharts:
+    """What the run page draws over its tables (``report.html``'s latency histograms,
+    attempts and retries over time, requests in flight against the concurrency limit)."""
+
+    histograms: list[Histogram]
+    attempts: pl.DataFrame
+    """``analysis.attempts_over_time``."""
+    in_flight: pl.DataFrame
+    """``analysis.in_flight_over_time``, at most ``IN_FLIGHT_POINTS`` slots (each slot's
+    largest count and last limit)."""
+
+
+def histogram_links(base: str, histogram: Histogram) -> list[str]:
+    """Each bar's case list: the ok jobs in it, the slowest first."""
+    return [
+        f"{base}/cases?"
+        + CaseQuery(
+            status="ok",
+            lat=histogram.sort,
+            lat_bin=i,
+            lat_top=histogram.high,
+            sort=histogram.sort,
+            desc=True,
+        ).params()
+        for i in range(len(histogram.counts))
+    ]
+
+
+def _bin_of(value: pl.Expr, high: float, bins: int) -> pl.Expr:
+    """The bin ``histogram_bins`` puts a value in (0 .. bins - 1), computed as it does."""
+    return (value * (bins / high)).floor().clip(0, bins - 1).cast(pl.Int64)
+
+
+def run_charts(tables: Tables, latency: pl.DataFrame) -> RunCharts:
+    """The run page's charts; ``latency`` is ``RunFigures.latency`` (their percentile marks)."""
+    metrics = {f"{m}_secs": sort for m, sort in LATENCY_SORTS.items()}
+    ok = tables["jobs"].filter(pl.col("status") == "ok")
+    highs = ok.select(pl.col(c).max() for c in metrics).collect().row(0, named=True)
+    bins = HISTOGRAM_BINS
+    histograms = []
+    for column, sort in metrics.items():
+        top = highs[column]
+        high = float(top) if top is not None and top > 0 else 1e-3
+        found = (
+            ok.select(_bin_of(pl.col(column).drop_nulls(), high, bins).alias("bin"))
+            .group_by("bin")
+            .len()
+            .collect()
+        )
+        counts = [0] * bins
+        for b, n in found.iter_rows():
+            counts[int(b)] = int(n)
+        metric = column.removesuffix("_secs")
+        stats = latency.filter(pl.col("metric") == metric)
+        marks = {}
+        if stats.height and stats["n"][0]:
+            marks = {p: float(stats[p][0]) for p in ("p50", "p90", "p99")}
+        histograms.append(Histogram(metric, sort, counts, high, marks))
+    attempts = tables["attempts"]
+    steps = analysis.in_flight_over_time(attempts)
+    if steps.height > IN_FLIGHT_POINTS:
+        span = max_float(steps["t_secs"]) or 1e-3
+        slot = span / IN_FLIGHT_POINTS
+        steps = (
+            steps.with_columns((pl.col("t_secs") / slot).floor().alias("_slot"))
+            .group_by("_slot", maintain_order=True)
+            .agg(
+                pl.col("t_secs").first(),
+                pl.col("in_flight").max(),
+                pl.col("concurrency_limit").last(),
+            )
+            .drop("_slot")
+        )
+    return RunCharts(histograms, analysis.attempts_over_time(attempts), steps)
+
+
 # ---------------------------------------------------------------------------- cases
 
 
@@ -461,6 +667,11 @@ class CaseQuery:
     error_kind: str | None = None
     flaky: bool = False
     q: str | None = None
+    lat: str | None = None
+    """With ``lat_bin`` and ``lat_top``: the ok jobs in one bar of a latency histogram (a
+    ``LATENCY_SORTS`` value names the metric)."""
+    lat_bin: int | None = None
+    lat_top: float | None = None
     sort: str = "started"
     desc: bool = False
     page: int = 1
@@ -491,6 +702,19 @@ class CaseQuery:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}")
         if sort not in SORTS:
             raise ValueError(f"sort must be one of {', '.join(SORTS)}")
+        lat, lat_bin, lat_top = text("lat"), text("lat_bin"), text("lat_top")
+        if (lat, lat_bin, lat_top) != (None, None, None):
+            if lat not in LATENCY_SORTS.values() or lat_bin is None or lat_top is None:
+                raise ValueError(
+                    f"lat must be one of {', '.join(LATENCY_SORTS.values())}"
+                    " with lat_bin and lat_top"
+                )
+            try:
+                bin_at, top = int(lat_bin), float(lat_top)
+            except ValueError:
+                raise ValueError("lat_bin must be a number and lat_top seconds") from None
+            if not 0 <= bin_at < HISTOGRAM_BINS or not math.isfinite(top) or top <= 0:
+                raise ValueError(f"lat_bin must be 0 to {HISTOGRAM_BINS - 1}, lat_top above 0")
         q = text("q")
         if q is not None and len(q) > MAX_QUERY_CHARS:
             raise ValueError(f"the search text is longer than {MAX_QUERY_CHARS} characters")
@@ -511,6 +735,9 @@ class CaseQuery:
             error_kind=text("error_kind"),
             flaky=text("flaky") in ("1", "true", "on", "yes"),
             q=q,
+            lat=lat,
+            lat_bin=int(lat_bin) if lat_bin is not None else None,
+            lat_top=float(lat_top) if lat_top is not None else None,
             sort=sort,
             desc=text("desc") in ("1", "true", "on", "yes"),
             page=number("page", 1, 1, 10**9),
@@ -530,6 +757,9 @@ class CaseQuery:
             value = getattr(query, name)
             if value:
                 pairs.append((name, value))
+        if query.lat is not None:
+            pairs += [("lat", query.lat), ("lat_bin", str(query.lat_bin))]
+            pairs.append(("lat_top", repr(query.lat_top)))
         if query.flaky:
             pairs.append(("flaky", "1"))
         if query.sort != "started":
@@ -584,10 +814,18 @@ def _matching_keys(tables: Tables, query: CaseQuery) -> list[pl.LazyFrame]:
     return sets
 
 
-def filter_cases(tables: Tables, query: CaseQuery, flaky_cases: pl.DataFrame) -> CasePage:
+def filter_cases(
+    tables: Tables,
+    query: CaseQuery,
+    flaky_cases: pl.DataFrame,
+    *,
+    page_tables: Callable[[Sequence[str]], Tables] | None = None,
+) -> CasePage:
     """The jobs matching ``query``, sorted, one page of them, each with its criteria outcomes.
 
-    ``flaky_cases`` is ``RunFigures.flaky_cases`` (case columns + criterion_id)."""
+    ``flaky_cases`` is ``RunFigures.flaky_cases`` (case columns + criterion_id).
+    ``page_tables``, given the page's job keys, returns tables holding at least those jobs
+    (for a run read part by part: only the parts that hold them)."""
     jobs = tables["jobs"]
     mcols = matrix_columns(jobs)
     frame = jobs.select(*CASE_LIST_COLUMNS, *mcols)
@@ -606,8 +844,17 @@ def filter_cases(tables: Tables, query: CaseQuery, flaky_cases: pl.DataFrame) ->
         frame = frame.filter(pl.col("status") == query.status)
     if query.error_kind is not None:
         frame = frame.filter(pl.col("error_kind") == query.error_kind)
+    if query.lat is not None and query.lat_bin is not None and query.lat_top is not None:
+        metric = pl.col(SORTS[query.lat])
+        frame = frame.filter(
+            (pl.col("status") == "ok")
+            & metric.is_not_null()
+            & (_bin_of(metric, query.lat_top, HISTOGRAM_BINS) == query.lat_bin)
+        )
     for keys in _matching_keys(tables, query):
-        frame = frame.join(keys.unique(), on="job_key", how="semi")
+        # collected once: the count and the page would each scan the other tables again
+        found = keys.unique().collect(engine="streaming")
+        frame = frame.join(found.lazy(), on="job_key", how="semi")
     if query.flaky:
         flaky = flaky_cases
         if query.criterion is not None:
@@ -636,7 +883,8 @@ def filter_cases(tables: Tables, query: CaseQuery, flaky_cases: pl.DataFrame) ->
         nulls_last=True,
     )
     rows_frame = ordered.slice((page - 1) * query.per_page, query.per_page).collect()
-    rows = _with_outcomes(tables, rows_frame, query)
+    shown = rows_frame.get_column("job_key").to_list()
+    rows = _with_outcomes(tables if page_tables is None else page_tables(shown), rows_frame, query)
     return CasePage(
         query=replace(query, page=page),
         rows=rows,
@@ -711,9 +959,12 @@ class JobDetail:
     repeats: list[dict[str, Any]] = field(default_factory=list)
 
 
-def job_detail(tables: Tables, job_key: str) -> JobDetail | None:
+def job_detail(
+    tables: Tables, job_key: str, *, case_tables: Tables | None = None
+) -> JobDetail | None:
     """One job: its row, conversation, criteria, data collection, attempts, vendor buckets and
-    the other repeats of its case. None when the run has no such job."""
+    the other repeats of its case (read from ``case_tables`` when given: tables that hold at
+    least the case's jobs). None when the run has no such job."""
     key = pl.col("job_key") == job_key
     found = tables["jobs"].filter(key).collect()
     if found.height == 0:
@@ -735,19 +986,25 @@ def job_detail(tables: Tables, job_key: str) -> JobDetail | None:
         data_collection=tables["data_collection"].filter(key).collect().to_dicts(),
         attempts=attempts.to_dicts(),
         buckets=tables["buckets"].filter(key).collect().to_dicts(),
-        repeats=case_repeats(tables, job),
+        repeats=case_repeats(tables if case_tables is None else case_tables, job),
     )
+
+
+def same_case(job: Mapping[str, Any]) -> pl.Expr:
+    """The jobs of ``job``'s case: the same agent, scenario and matrix cell (``job``'s
+    ``matrix.*`` values)."""
+    cond = (pl.col("agent_id") == job["agent_id"]) & (pl.col("scenario_id") == job["scenario_id"])
+    for column in (c for c in job if c.startswith("matrix.")):
+        cond = cond & _null_safe_eq(column, job.get(column))
+    return cond
 
 
 def case_repeats(tables: Tables, job: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every job of ``job``'s case (same agent, scenario and matrix cell), by repeat, with its
     failed criteria."""
     jobs = tables["jobs"]
-    cond = (pl.col("agent_id") == job["agent_id"]) & (pl.col("scenario_id") == job["scenario_id"])
-    for column in matrix_columns(jobs):
-        cond = cond & _null_safe_eq(column, job.get(column))
     siblings = (
-        jobs.filter(cond)
+        jobs.filter(same_case(job))
         .select("job_key", "repeat", "status", "error_kind", "started_at")
         .sort("repeat", "started_at")
         .collect()
@@ -770,21 +1027,21 @@ def case_repeats(tables: Tables, job: Mapping[str, Any]) -> list[dict[str, Any]]
 # ------------------------------------------------------------------------------ compare
 
 
-def _side(tables: Tables, case_cols: Sequence[str]) -> pl.LazyFrame:
+def _side(
+    tables: Tables, case_cols: Sequence[str], counts: pl.DataFrame | None = None
+) -> pl.LazyFrame:
     """Per case and criterion of one run: its agent's label, success / failure / unknown
-    counts, and the case's errored jobs (not judged, so the same for each criterion)."""
-    result = pl.col("result")
+    counts, and the case's errored jobs (not judged, so the same for each criterion).
+    ``counts``: the run's ``judged_counts`` when the caller has them (else read here)."""
     jobs = tables["jobs"].select("job_key", "status", "agent_label", *case_cols)
+    if counts is None:
+        counts = judged_counts(tables["criteria"], tables["jobs"])
     judged = (
-        tables["criteria"]
-        .select("job_key", "criterion_id", "result")
-        .join(jobs.drop("status"), on="job_key", how="inner")
+        counts.lazy()
         .group_by([*case_cols, "criterion_id"])
         .agg(
             pl.col("agent_label").first(),
-            (result == "success").sum().cast(pl.UInt32).alias("success"),
-            (result == "failure").sum().cast(pl.UInt32).alias("failure"),
-            (result == "unknown").sum().cast(pl.UInt32).alias("unknown"),
+            *(pl.col(r).sum().cast(pl.UInt32) for r in RESULTS),
         )
     )
     errors = (
@@ -803,16 +1060,22 @@ def compare_case_columns(a: Tables, b: Tables) -> list[str]:
     return ["agent_id", "scenario_id", *sorted(shared)]
 
 
-def compare_cases(a: Tables, b: Tables) -> pl.DataFrame:
+def compare_cases(
+    a: Tables,
+    b: Tables,
+    a_judged: pl.DataFrame | None = None,
+    b_judged: pl.DataFrame | None = None,
+) -> pl.DataFrame:
     """Every case x criterion of either run with both sides' counts and pass rates, the ones
     whose outcome changed first: those that got worse (most first), then those that got
     better, then the unchanged. ``change`` is ``regressed``, ``improved``, ``same``, ``only
-    in A`` or ``only in B``."""
+    in A`` or ``only in B``. ``a_judged`` / ``b_judged``: each run's ``judged_counts`` when
+    the caller has them (``RunFigures.judged``)."""
     cols = compare_case_columns(a, b)
     keys = [*cols, "criterion_id"]
     counts = ["success", "failure", "unknown", "errors"]
-    left = _side(a, cols).rename({c: f"a_{c}" for c in [*counts, "agent_label"]})
-    right = _side(b, cols).rename({c: f"b_{c}" for c in [*counts, "agent_label"]})
+    left = _side(a, cols, a_judged).rename({c: f"a_{c}" for c in [*counts, "agent_label"]})
+    right = _side(b, cols, b_judged).rename({c: f"b_{c}" for c in [*counts, "agent_label"]})
     joined = left.join(right, on=keys, how="full", coalesce=True, nulls_equal=True)
     a_n = pl.col("a_success") + pl.col("a_failure")
     b_n = pl.col("b_success") + pl.col("b_failure")
