@@ -234,6 +234,10 @@ def _readable_parts(run_dir: Path, table: str) -> list[Path]:
     return good
 
 
+_WIDEN = pl.ScanCastOptions(integer_cast="upcast", float_cast="upcast")
+"""Older parts may hold a column in a narrower type than the schema now says."""
+
+
 def _scan(paths: list[Path], schema: pl.Schema, *, with_part: bool = False) -> pl.LazyFrame:
     """One streaming scan over part files; ``with_part`` adds each row's part file name."""
     columns = [pl.col(name).cast(dtype) for name, dtype in schema.items()]
@@ -242,10 +246,14 @@ def _scan(paths: list[Path], schema: pl.Schema, *, with_part: bool = False) -> p
     if not paths:
         empty = {**schema, "_part": pl.String()} if with_part else schema
         return pl.LazyFrame(schema=empty)
+    # The schema is given, not taken from the first file: a run resumed by a newer runner has
+    # parts with and without a newer column (``cost_usd``), in either order.
     return pl.scan_parquet(
         paths,
+        schema=schema,
         missing_columns="insert",
         extra_columns="ignore",
+        cast_options=_WIDEN,
         include_file_paths="_path" if with_part else None,
     ).select(columns)
 

@@ -182,6 +182,24 @@ def test_an_error_then_ok_in_a_later_session_leaves_one_ok_row(tmp_path: Path) -
     assert run.attempts.filter(pl.col("job_key") == "key0").height == 3  # history kept
 
 
+@pytest.mark.parametrize("old_part", [1, 2])
+def test_parts_written_before_a_column_existed_still_read(tmp_path: Path, old_part: int) -> None:
+    """A run resumed by a newer runner holds parts with and without ``cost_usd``: whichever
+    comes first, every job reads back and the older parts' jobs have no cost."""
+    w = writer(tmp_path)
+    w.write(batch(ok(0)))
+    w.write(batch(ok(1)))
+    part = tmp_path / PARTS / "jobs" / f"s1-{old_part:06d}.parquet"
+    pl.read_parquet(part).drop("cost_usd").write_parquet(part)
+    run = load_run(tmp_path)
+    costs = dict(zip(run.jobs["job_key"], run.jobs["cost_usd"], strict=True))
+    assert sorted(costs) == ["key0", "key1"]
+    assert costs[f"key{old_part - 1}"] is None
+    assert done_job_keys(tmp_path) == {"key0", "key1"}
+    compact(tmp_path, ("language",))
+    assert load_run(tmp_path).jobs.height == 2
+
+
 def test_a_flush_cut_before_its_jobs_part_is_ignored(tmp_path: Path) -> None:
     w = writer(tmp_path)
     w.write(batch(ok(0)))
