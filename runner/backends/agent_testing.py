@@ -20,7 +20,8 @@ The mapping (pure: ``test_spec``, ``run_result``):
 * The repeats of one (agent, test) are ONE invocation with ``repeat_count = run.repeats``
   (chunks of 50, the API's maximum). The first job of a group to arrive starts it, or
   re-attaches to the id recorded in ``invocations.jsonl`` by an earlier session, and polls it
-  with backoff until no run is pending (and bucketing is done, up to ``bucketing_wait``), within
+  (backing off until a run finishes, then paced by the finish rate: ``_next_delay``) until no
+  run is pending (and bucketing is done, up to ``bucketing_wait``), within
   ``agent_testing.deadline``. Every job of the group takes the run at its repeat index (runs
   sorted by ``test_run_id``); a group already resolved answers without a request.
 * A run becomes a ``SimulationResult``: ``agent_responses`` are the messages; the merged
@@ -105,6 +106,8 @@ _HASH_LEN = 16
 _LABEL_MAX = 100
 _BACKOFF = 1.5
 _PRICE_PAGES = 3
+_RATE_POLLS = 4
+"""The finish rate is measured over this many of the last polls."""
 """Pages of the invocations list searched for an invocation's ``total_price``."""
 
 
@@ -243,6 +246,17 @@ def parse_test_hash(name: str, prefix: str) -> str | None:
         return None
     match = re.search(rf" \[([0-9a-f]{{{_HASH_LEN}}})\]$", name)
     return match.group(1) if match else None
+
+
+def finish_rate(done_counts: list[tuple[float, int]], span: float) -> float:
+    """Runs finished per second between the oldest and the newest of (time, finished) polls,
+    over at most the last ``span`` seconds: the first runs to finish after a long wait are
+    counted as finishing within ``span``, not spread over the wait. 0 before two polls."""
+    if len(done_counts) < 2:
+        return 0.0
+    (t0, n0), (t1, n1) = done_counts[0], done_counts[-1]
+    elapsed = min(t1 - t0, span)
+    return (n1 - n0) / elapsed if elapsed > 0 else 0.0
 
 
 def repeat_window(repeat: int, repeats: int) -> tuple[int, int]:
@@ -406,6 +420,11 @@ class _Poll:
     """USD the vendor billed for the whole invocation (its summary's ``total_price``)."""
     latest: TestInvocation | None = None
     """The last poll's reply."""
+    runs_by_test: dict[str, list[TestRun]] = field(default_factory=dict)
+    """``latest``'s runs per test, sorted by id: each waiting job looks up its own at once
+    rather than scanning every run of a large invocation."""
+    done_counts: list[tuple[float, int]] = field(default_factory=list)
+    """(time, runs finished) of the last polls: the finish rate that sets the interval."""
     delay: float | None = None
     next_at: float | None = None
     """When the next poll is due (one schedule for every test of the invocation)."""
@@ -714,11 +733,18 @@ class AgentTestingBackend:
             self._learned_dirty = True
 
     def _next_delay(self, poll: _Poll, now: float) -> float:
-        """Runs finishing: every ``poll_interval``. Nothing finished yet: sleep until 90% of
-        the shortest run seen (when known), else back off x1.5 up to ``poll_interval_max``."""
+        """Runs finishing: ``1 / (poll_budget x finish rate)`` within ``poll_interval_min``
+        .. ``poll_interval``, so a large invocation whose runs finish fast is polled often
+        at the same cost per result and a sparse one no more than every ``poll_interval``.
+        Nothing finished yet: sleep until 90% of the shortest run seen (when known), else
+        back off x1.5 up to ``poll_interval_max``."""
         o = self.options
         if poll.seen_done:
-            return o.poll_interval
+            rate = finish_rate(poll.done_counts, 2 * o.poll_interval)
+            fastest = min(o.poll_interval_min, o.poll_interval)
+            if rate <= 0:
+                return o.poll_interval
+            return min(o.poll_interval, max(fastest, 1 / (o.poll_budget * rate)))
         if self.shortest is not None and poll.sent_at is not None:
             expected = poll.sent_at + 0.9 * self.shortest
             return max(o.poll_interval, expected - now)
@@ -733,7 +759,7 @@ class AgentTestingBackend:
         invocation = poll.latest
         if invocation is None:
             return None
-        runs = [r for r in invocation.test_runs if r.test_id == test_id]
+        runs = poll.runs_by_test.get(test_id, [])
         if not invocation.cancelled and (not runs or any(r.status == "pending" for r in runs)):
             return None
         if (invocation.repeat_count or 1) > 1 and not invocation.cancelled:
@@ -754,8 +780,8 @@ class AgentTestingBackend:
 
         One poll serves every test of the invocation: polls back off (x1.5 from
         ``poll_interval`` up to ``poll_interval_max``) while nothing has finished, then come
-        every ``poll_interval`` while runs finish, so each result is in the store within one
-        poll interval of the poll that could first see it."""
+        at the pace ``_next_delay`` sets from the finish rate (at most ``poll_interval``
+        apart), so each result is in the store within one poll interval of its run's end."""
         o = self.options
         if poll.deadline_at is None:
             poll.deadline_at = self._clock() + o.deadline
@@ -811,9 +837,13 @@ class AgentTestingBackend:
         invocation = _parse(TestInvocation, reply, f"test invocation {poll.id}")
         now = self._clock()
         poll.latest = invocation
-        for run in invocation.test_runs:
+        by_test: dict[str, list[TestRun]] = {}
+        for run in sorted(invocation.test_runs, key=lambda r: r.test_run_id):
+            by_test.setdefault(run.test_id, []).append(run)
             if run.status != "pending":
                 poll.seen_done.setdefault(run.test_run_id, now)
+        poll.runs_by_test = by_test
+        poll.done_counts = [*poll.done_counts[-_RATE_POLLS:], (now, len(poll.seen_done))]
         pending = not invocation.test_runs or any(
             r.status == "pending" for r in invocation.test_runs
         )
@@ -867,10 +897,7 @@ class AgentTestingBackend:
         count: int,
     ) -> SimulationResult:
         """The job's run (its repeat index among the test's runs sorted by id) as a result."""
-        runs = sorted(
-            (r for r in invocation.test_runs if r.test_id == test_id),
-            key=lambda r: r.test_run_id,
-        )
+        runs = poll.runs_by_test.get(test_id, [])
         if index >= len(runs):
             if invocation.cancelled:
                 raise _cancelled(invocation.id, None)
