@@ -13,7 +13,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runner.config.body import agent_override, build_body, canonical_json, encode_body
+from runner.config.body import (
+    agent_override,
+    build_body,
+    canonical_json,
+    encode_body,
+    test_fields,
+)
 from runner.config.models import Config
 from runner.config.scenarios import iter_scenarios, scenario_count
 
@@ -40,6 +46,8 @@ class Job:
     """The agent's branch (agent-testing; None: the main branch)."""
     agent_override: dict[str, Any] | None = None
     """``agent_config_override`` from the cell's agent axes (agent-testing only)."""
+    test_fields: dict[str, Any] | None = None
+    """The scenario's own simulation-test fields (agent-testing only; ``test_fields``)."""
 
     def __post_init__(self) -> None:
         if not self.content:  # a job built by hand: encode its body here, once
@@ -103,13 +111,17 @@ class _Cell:
     content: bytes
     keys: tuple[Callable[[int], str], ...]  # per agent: repeat -> job key
     override: dict[str, Any] | None
+    test_fields: dict[str, Any] | None
 
 
 def _iter_cells(cfg: Config) -> Iterator[_Cell]:
     for spec in iter_scenarios(cfg):
         for cell in cfg.matrix_cells():
             body = build_body(cfg, spec, cell)
-            canonical = canonical_json(body)
+            fields = test_fields(cfg, spec)
+            # sent beside the body (in the test): part of the key, which stays as before
+            # without them
+            canonical = canonical_json(body if fields is None else {"body": body, "test": fields})
             override = agent_override(cell)
             yield _Cell(
                 scenario_id=spec.id,
@@ -121,6 +133,7 @@ def _iter_cells(cfg: Config) -> Iterator[_Cell]:
                     for agent in cfg.agents
                 ),
                 override=override,
+                test_fields=fields,
             )
 
 
@@ -150,6 +163,7 @@ def iter_jobs(cfg: Config) -> Iterator[Job]:
                     content=c.content,
                     branch_id=agent.branch_id,
                     agent_override=c.override,
+                    test_fields=c.test_fields,
                 )
 
 

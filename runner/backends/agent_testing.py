@@ -12,8 +12,10 @@ The mapping (pure: ``test_spec``, ``run_result``):
   without criteria gets ``agent_testing.default_success_condition``); ``new_turns_limit``
   becomes ``simulation_max_turns`` (the API allows 1..50); the history ``chat_history``; the
   specification's variables ``dynamic_variables``; tool mocks a ``selected`` mocking strategy
-  with one override per tool (keyed by tool id: on the real API key ``tool_mocks`` by tool id);
-  the user's ``llm`` ``simulated_user_model``. A user ``temperature`` has no counterpart.
+  with one override per tool (keyed by tool id: on the real API key ``tool_mocks`` by tool id)
+  and its ``parameter_conditions``; the scenario's ``environment`` and ``evaluation_model``
+  (else the config's) go to the fields of those names (``Job.test_fields``); the user's
+  ``llm`` ``simulated_user_model``. A user ``temperature`` has no counterpart.
 * A test is created once and found again by the content hash in its name
   (``<name_prefix> <scenario>[ <cell>] [<hash>]``), so re-running never creates duplicates and
   ``prune_tests`` can delete the tests a config no longer has.
@@ -161,10 +163,22 @@ def scenario_text(body: dict[str, Any]) -> str:
     return "\n".join(lines).strip()
 
 
-def _tool_mocks(spec: dict[str, Any]) -> dict[str, Any]:
+def _tool_mocks(spec: dict[str, Any], conditions: dict[str, list[Any]]) -> dict[str, Any]:
+    """A ``selected`` mocking strategy, one override per mocked tool: its result and, when
+    the scenario sets them, its ``parameter_conditions``."""
     mocks: dict[str, Any] = spec.get("tool_mock_config") or {}
     if not mocks:
         return {}
+
+    def override(name: str, mock: dict[str, Any]) -> dict[str, Any]:
+        entry = {
+            "mock_result": mock.get("default_return_value", "Tool Called."),
+            "is_error": mock.get("default_is_error", False),
+        }
+        if conditions.get(name):
+            entry["parameter_conditions"] = conditions[name]
+        return entry
+
     return {
         "tool_mock_config": {
             "mocking_strategy": "selected",
@@ -172,13 +186,7 @@ def _tool_mocks(spec: dict[str, Any]) -> dict[str, Any]:
             "mocked_tool_ids": sorted(mocks),
         },
         "tool_mock_overrides": {
-            name: [
-                {
-                    "mock_result": mock.get("default_return_value", "Tool Called."),
-                    "is_error": mock.get("default_is_error", False),
-                }
-            ]
-            for name, mock in sorted(mocks.items())
+            name: [override(name, mock)] for name, mock in sorted(mocks.items())
         },
     }
 
@@ -197,11 +205,13 @@ def _label(job: Job, *, agent_axes: bool = False) -> str:
 def test_spec(job: Job, options: AgentTestingConfig) -> TestSpec:
     """The simulation test for ``job`` (the same for every agent and repeat).
 
-    The hash covers the job's request body and the test built from it, so a changed scenario,
-    cell or mapping is a new test, and two cells the API cannot tell apart (e.g. differing only
-    in temperature) are still two tests.
+    The hash covers the job's request body and the test built from it (the scenario's own
+    ``environment``, ``evaluation_model`` and parameter conditions included, which override
+    the config's), so a changed scenario, cell or mapping is a new test, and two cells the API
+    cannot tell apart (e.g. differing only in temperature) are still two tests.
     """
     body = job.body
+    own = job.test_fields or {}
     spec = body["simulation_specification"]
     user = spec["simulated_user_config"]
     criteria = body.get("extra_evaluation_criteria") or []
@@ -218,14 +228,16 @@ def test_spec(job: Job, options: AgentTestingConfig) -> TestSpec:
         test["chat_history"] = spec["partial_conversation_history"]
     if spec.get("dynamic_variables"):
         test["dynamic_variables"] = spec["dynamic_variables"]
-    test.update(_tool_mocks(spec))
+    test.update(_tool_mocks(spec, own.get("parameter_conditions") or {}))
     llm = (user.get("prompt") or {}).get("llm")
     if llm:
         test["simulated_user_model"] = llm
-    if options.evaluation_model:
-        test["evaluation_model"] = options.evaluation_model
-    if options.environment:
-        test["environment"] = options.environment
+    evaluation_model = own.get("evaluation_model") or options.evaluation_model
+    if evaluation_model:
+        test["evaluation_model"] = evaluation_model
+    environment = own.get("environment") or options.environment
+    if environment:
+        test["environment"] = environment
     if options.folder_id:
         test["parent_folder_id"] = options.folder_id
     digest = hashlib.sha256(canonical_json({"body": body, "test": test}).encode()).hexdigest()

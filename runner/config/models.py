@@ -337,9 +337,49 @@ class CriterionSpec(EvaluationCriterion):
 # ---------------------------------------------------------------------------- scenarios
 
 
+class AnythingEval(Strict):
+    type: Literal["anything"]
+
+
+class ExactEval(Strict):
+    type: Literal["exact"]
+    expected_value: str
+
+
+class RegexEval(Strict):
+    type: Literal["regex"]
+    pattern: str = Field(min_length=1)
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"is not a valid regular expression ({exc})") from exc
+        return value
+
+
+class LlmEval(Strict):
+    type: Literal["llm"]
+    description: str = Field(min_length=1)
+
+
+class ParameterCondition(Strict):
+    """``UnitTestToolCallParameter``: the mock answers only a call whose parameter at
+    ``path`` passes ``eval`` (anything, an exact value, a regex, or an LLM's judgement of a
+    description)."""
+
+    path: str = Field(min_length=1)
+    eval: Annotated[AnythingEval | ExactEval | RegexEval | LlmEval, Field(discriminator="type")]
+
+
 class ToolMock(Strict):
     return_value: str = "Tool Called."
     is_error: bool = False
+    parameter_conditions: list[ParameterCondition] = Field(default_factory=list)
+    """Agent-testing only: the mock answers only calls whose parameters pass every condition
+    (other calls fall back to the real tool); empty: every call."""
 
     @model_validator(mode="before")
     @classmethod
@@ -379,6 +419,11 @@ class ScenarioSpec(Strict):
     history: list[TranscriptMessage] = Field(default_factory=list)
     tool_mocks: dict[str, ToolMock] = Field(default_factory=dict)
     criteria: list[CriterionSpec] = Field(default_factory=list)
+    environment: str | None = Field(default=None, min_length=1)
+    """Agent-testing only: the test's ``environment``, over ``agent_testing.environment``."""
+    evaluation_model: str | None = Field(default=None, min_length=1)
+    """Agent-testing only: the LLM judging this scenario's success conditions, over
+    ``agent_testing.evaluation_model``."""
     tags: list[str] = Field(default_factory=list)
     """Free labels for grouping results; not sent."""
 
