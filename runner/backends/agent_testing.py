@@ -437,6 +437,8 @@ class _Poll:
     rather than scanning every run of a large invocation."""
     done_counts: list[tuple[float, int]] = field(default_factory=list)
     """(time, runs finished) of the last polls: the finish rate that sets the interval."""
+    finishing_polls: int = 0
+    """Polls since one saw a run finished: with ``seen_done``, the spend per result so far."""
     delay: float | None = None
     next_at: float | None = None
     """When the next poll is due (one schedule for every test of the invocation)."""
@@ -747,14 +749,17 @@ class AgentTestingBackend:
     def _next_delay(self, poll: _Poll, now: float) -> float:
         """Runs finishing: ``1 / (poll_budget x finish rate)`` within ``poll_interval_min``
         .. ``poll_interval``, so a large invocation whose runs finish fast is polled often
-        at the same cost per result and a sparse one no more than every ``poll_interval``.
-        Nothing finished yet: sleep until 90% of the shortest run seen (when known), else
-        back off x1.5 up to ``poll_interval_max``."""
+        at the same cost per result and a sparse one no more than every ``poll_interval``;
+        never faster than ``poll_interval`` while the polls since the first finished run
+        exceed ``poll_budget`` per run finished (the sparse phases' polls are paid back
+        first). Nothing finished yet: sleep until 90% of the shortest run seen (when known),
+        else back off x1.5 up to ``poll_interval_max``."""
         o = self.options
         if poll.seen_done:
             rate = finish_rate(poll.done_counts, 2 * o.poll_interval)
             fastest = min(o.poll_interval_min, o.poll_interval)
-            if rate <= 0:
+            in_credit = poll.finishing_polls < o.poll_budget * len(poll.seen_done)
+            if rate <= 0 or not in_credit:
                 return o.poll_interval
             return min(o.poll_interval, max(fastest, 1 / (o.poll_budget * rate)))
         if self.shortest is not None and poll.sent_at is not None:
@@ -855,6 +860,8 @@ class AgentTestingBackend:
             if run.status != "pending":
                 poll.seen_done.setdefault(run.test_run_id, now)
         poll.runs_by_test = by_test
+        if poll.seen_done:
+            poll.finishing_polls += 1
         poll.done_counts = [*poll.done_counts[-_RATE_POLLS:], (now, len(poll.seen_done))]
         pending = not invocation.test_runs or any(
             r.status == "pending" for r in invocation.test_runs

@@ -122,9 +122,10 @@ class AgentTestingConfig(Strict):
     poll_interval_max: Float = Field(default=30.0, gt=0)
     poll_interval_min: Float = Field(default=0.5, gt=0)
     """The shortest wait between polls of an invocation, however fast its runs finish."""
-    poll_budget: Float = Field(default=0.1, gt=0)
+    poll_budget: Float = Field(default=0.15, gt=0)
     """Polls per finished run while runs finish: an invocation whose runs finish faster is
-    polled more often (down to ``poll_interval_min``) at the same cost per result."""
+    polled more often (down to ``poll_interval_min``) at the same cost per result, and never
+    faster than ``poll_interval`` while its polls so far exceed this per finished run."""
     deadline: Float = Field(default=3600.0, gt=0)
     """From starting (or re-attaching to) an invocation until its jobs fail ``total_timeout``;
     a later run re-attaches to it."""
