@@ -1,8 +1,9 @@
 """Jobs: a config expanded into the requests to send, each with a stable key.
 
 A job is one request: agent x scenario x matrix cell x repeat. Its key is a digest of exactly
-what is sent (agent id, body, repeat), so reordering the config keeps every key and a changed
-scenario changes only its own jobs' keys: a resumed run redoes what changed, nothing else.
+what is sent (agent id, body, the simulation test's own fields, repeat), so reordering the
+config keeps every key and a changed scenario changes only its own jobs' keys: a resumed run
+redoes what changed, nothing else.
 ``iter_jobs`` streams the scenario files again, so memory does not grow with a sweep's size.
 """
 
@@ -18,7 +19,7 @@ from runner.config.body import (
     build_body,
     canonical_json,
     encode_body,
-    test_fields,
+    simulation_test_fields,
 )
 from runner.config.models import Config
 from runner.config.scenarios import iter_scenarios, scenario_count
@@ -47,7 +48,7 @@ class Job:
     agent_override: dict[str, Any] | None = None
     """``agent_config_override`` from the cell's agent axes (agent-testing only)."""
     test_fields: dict[str, Any] | None = None
-    """The scenario's own simulation-test fields (agent-testing only; ``test_fields``)."""
+    """The scenario's own simulation-test fields (agent-testing; ``simulation_test_fields``)."""
 
     def __post_init__(self) -> None:
         if not self.content:  # a job built by hand: encode its body here, once
@@ -118,7 +119,7 @@ def _iter_cells(cfg: Config) -> Iterator[_Cell]:
     for spec in iter_scenarios(cfg):
         for cell in cfg.matrix_cells():
             body = build_body(cfg, spec, cell)
-            fields = test_fields(cfg, spec)
+            fields = simulation_test_fields(cfg, spec)
             # sent beside the body (in the test): part of the key, which stays as before
             # without them
             canonical = canonical_json(body if fields is None else {"body": body, "test": fields})

@@ -86,7 +86,7 @@ def build_body(
     return request.to_json_body()
 
 
-def test_fields(cfg: Config, spec: ScenarioSpec) -> dict[str, Any] | None:
+def simulation_test_fields(cfg: Config, spec: ScenarioSpec) -> dict[str, Any] | None:
     """The simulation test's own fields the scenario sets, which a simulate body has no room
     for: ``environment``, ``evaluation_model`` and the tool mocks' ``parameter_conditions``
     (by tool). Agent-testing only (None with other backends, which send none of them), so

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from runner.config.body import build_body, canonical_json, test_fields
+from runner.config.body import build_body, canonical_json, simulation_test_fields
 from runner.config.errors import (
     ConfigError,
     describe,
@@ -198,7 +198,7 @@ def _validate_scenarios(cfg: Config, where: str) -> None:
             own.add(criterion.id)
         _check_test_fields(cfg, spec, f"{here}: {prefix}")
         digest = _projection(build_body(cfg, spec, ()), axes)
-        fields = test_fields(cfg, spec)
+        fields = simulation_test_fields(cfg, spec)
         if fields:  # sent in the test beside the body: scenarios differing there differ
             digest = hashlib.sha256(digest + canonical_json(fields).encode()).digest()[:16]
         if digest in bodies:
