@@ -36,6 +36,8 @@ from runner.localapi.server import LocalAPI, local_api_process
 ROOT = Path(__file__).resolve().parents[1]
 AGENT = "agent_support"
 POLL = 2.0  # simulated seconds
+POLL_MIN = 0.5  # the runner's poll_interval_min (its default), simulated seconds
+BATCH_MAX = 500  # the runner's batch_max_tests: the whole flow shares one invocation
 # agent and user turns of ~5 s and 4 s: 6-12 message conversations take a simulated 30-60 s
 TIMING = ["--agent-message-secs", "5", "--user-message-secs", "4", "--analysis-secs", "2"]
 
@@ -60,9 +62,10 @@ def _config(
             "agent_testing": {
                 "name_prefix": "bench-at",
                 "poll_interval": POLL * scale,
+                "poll_interval_min": POLL_MIN * scale,
                 "poll_interval_max": 30 * scale,
                 "batch_wait": 0.5 * scale,
-                "batch_max_tests": 100,
+                "batch_max_tests": BATCH_MAX,
             },
         },
         "run": {"name": name, "concurrency": sims, "repeats": repeats, "new_turns_limit": 12},
@@ -134,7 +137,7 @@ def measure_runner(api: LocalAPI, sims: int, scale: float, work: Path) -> dict[s
     ]
     durations = [d / scale for d in ok["total_secs"].drop_nulls().to_list()]
     return {
-        "client": "runner (shared run-tests, one poll per invocation)",
+        "client": "runner (shared run-tests, polls paced by the finish rate)",
         "sims": ok.height,
         "requests": requests,
         "requests_per_sim": requests / max(1, ok.height),
@@ -207,7 +210,7 @@ def measure_naive(api: LocalAPI, sims: int, scale: float) -> dict[str, Any]:
     }
 
 
-def run(sims: int = 200, scale: float = 0.05) -> list[dict[str, Any]]:
+def run(sims: int = 200, scale: float = 0.5) -> list[dict[str, Any]]:
     """Both clients against one local API; one dict per client."""
     with (
         local_api_process(["--time-scale", str(scale), "--seed", "5", *TIMING]) as api,

@@ -1,8 +1,9 @@
 """Jobs: a config expanded into the requests to send, each with a stable key.
 
 A job is one request: agent x scenario x matrix cell x repeat. Its key is a digest of exactly
-what is sent (agent id, body, repeat), so reordering the config keeps every key and a changed
-scenario changes only its own jobs' keys: a resumed run redoes what changed, nothing else.
+what is sent (agent id, body, the simulation test's own fields, repeat), so reordering the
+config keeps every key and a changed scenario changes only its own jobs' keys: a resumed run
+redoes what changed, nothing else.
 ``iter_jobs`` streams the scenario files again, so memory does not grow with a sweep's size.
 """
 
@@ -13,7 +14,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runner.config.body import agent_override, build_body, canonical_json, encode_body
+from runner.config.body import (
+    agent_override,
+    build_body,
+    canonical_json,
+    encode_body,
+    simulation_test_fields,
+)
 from runner.config.models import Config
 from runner.config.scenarios import iter_scenarios, scenario_count
 
@@ -40,6 +47,8 @@ class Job:
     """The agent's branch (agent-testing; None: the main branch)."""
     agent_override: dict[str, Any] | None = None
     """``agent_config_override`` from the cell's agent axes (agent-testing only)."""
+    test_fields: dict[str, Any] | None = None
+    """The scenario's own simulation-test fields (agent-testing; ``simulation_test_fields``)."""
 
     def __post_init__(self) -> None:
         if not self.content:  # a job built by hand: encode its body here, once
@@ -103,13 +112,17 @@ class _Cell:
     content: bytes
     keys: tuple[Callable[[int], str], ...]  # per agent: repeat -> job key
     override: dict[str, Any] | None
+    test_fields: dict[str, Any] | None
 
 
 def _iter_cells(cfg: Config) -> Iterator[_Cell]:
     for spec in iter_scenarios(cfg):
         for cell in cfg.matrix_cells():
             body = build_body(cfg, spec, cell)
-            canonical = canonical_json(body)
+            fields = simulation_test_fields(cfg, spec)
+            # sent beside the body (in the test): part of the key, which stays as before
+            # without them
+            canonical = canonical_json(body if fields is None else {"body": body, "test": fields})
             override = agent_override(cell)
             yield _Cell(
                 scenario_id=spec.id,
@@ -121,6 +134,7 @@ def _iter_cells(cfg: Config) -> Iterator[_Cell]:
                     for agent in cfg.agents
                 ),
                 override=override,
+                test_fields=fields,
             )
 
 
@@ -150,6 +164,7 @@ def iter_jobs(cfg: Config) -> Iterator[Job]:
                     content=c.content,
                     branch_id=agent.branch_id,
                     agent_override=c.override,
+                    test_fields=c.test_fields,
                 )
 
 

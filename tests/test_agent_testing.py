@@ -237,6 +237,52 @@ def test_a_run_maps_onto_the_tables_rows() -> None:
     assert result.analysis.call_summary_title == "Late"
 
 
+def test_polls_are_paced_by_the_finish_rate_within_the_bounds() -> None:
+    """While runs finish, an invocation is polled at ``1 / (poll_budget x finish rate)``,
+    never faster than ``poll_interval_min`` nor slower than ``poll_interval``, nor faster than
+    ``poll_interval`` while its polls so far exceed the budget per finished run; the first
+    runs after a long wait count as finishing within two poll intervals."""
+    options = Config.model_validate(
+        {
+            "target": {
+                "backend": "agent-testing",
+                "agent_testing": {
+                    "name_prefix": "pace",
+                    "poll_interval": 2.0,
+                    "poll_interval_min": 0.5,
+                    "poll_budget": 0.1,
+                },
+            },
+            "agents": [{"id": "a"}],
+            "scenarios": [{"id": "s"}],
+        }
+    ).target.agent_testing
+    backend = at.AgentTestingBackend(httpx.AsyncClient(), options, repeats=1)
+    assert at.finish_rate([], 4.0) == at.finish_rate([(0.0, 0)], 4.0) == 0.0
+    assert at.finish_rate([(0.0, 0), (30.0, 8)], 4.0) == 2.0  # 8 in the last 4 s, not 30
+    assert at.finish_rate([(10.0, 2), (12.0, 12)], 4.0) == 5.0
+
+    def delay(*counts: tuple[float, int], polls: int = 1, done: int = 100) -> float:
+        poll = at._Poll(
+            "inv",
+            seen_done={f"r{i}": 0.0 for i in range(done)},
+            done_counts=list(counts),
+            finishing_polls=polls,
+        )
+        return backend._next_delay(poll, counts[-1][0])
+
+    assert delay((10.0, 0), (12.0, 2)) == 2.0  # 1 a second: 1 / 0.1 = 10 s, capped
+    assert delay((10.0, 0), (12.0, 16)) == pytest.approx(1.25)  # 8 a second
+    assert delay((10.0, 0), (12.0, 200)) == 0.5  # 100 a second: the floor
+    assert delay((10.0, 5), (12.0, 5)) == 2.0  # none finished lately: poll_interval
+    # 10 polls for 100 runs is the budget spent: no faster than poll_interval until repaid
+    assert delay((10.0, 0), (12.0, 200), polls=9) == 0.5
+    assert delay((10.0, 0), (12.0, 200), polls=10) == 2.0
+    waiting = at._Poll("inv", sent_at=0.0)
+    backend.shortest = 30.0
+    assert backend._next_delay(waiting, 1.0) == pytest.approx(26.0)  # until 90% of it
+
+
 def test_the_invocation_record_survives_a_torn_last_line(tmp_path: Path) -> None:
     path = tmp_path / at.INVOCATIONS_FILE
     line = {"agent_id": "a", "test_hash": "h", "first_repeat": 0, "repeat_count": 2}

@@ -12,15 +12,18 @@ The mapping (pure: ``test_spec``, ``run_result``):
   without criteria gets ``agent_testing.default_success_condition``); ``new_turns_limit``
   becomes ``simulation_max_turns`` (the API allows 1..50); the history ``chat_history``; the
   specification's variables ``dynamic_variables``; tool mocks a ``selected`` mocking strategy
-  with one override per tool (keyed by tool id: on the real API key ``tool_mocks`` by tool id);
-  the user's ``llm`` ``simulated_user_model``. A user ``temperature`` has no counterpart.
+  with one override per tool (keyed by tool id: on the real API key ``tool_mocks`` by tool id)
+  and its ``parameter_conditions``; the scenario's ``environment`` and ``evaluation_model``
+  (else the config's) go to the fields of those names (``Job.test_fields``); the user's
+  ``llm`` ``simulated_user_model``. A user ``temperature`` has no counterpart.
 * A test is created once and found again by the content hash in its name
   (``<name_prefix> <scenario>[ <cell>] [<hash>]``), so re-running never creates duplicates and
   ``prune_tests`` can delete the tests a config no longer has.
 * The repeats of one (agent, test) are ONE invocation with ``repeat_count = run.repeats``
   (chunks of 50, the API's maximum). The first job of a group to arrive starts it, or
   re-attaches to the id recorded in ``invocations.jsonl`` by an earlier session, and polls it
-  with backoff until no run is pending (and bucketing is done, up to ``bucketing_wait``), within
+  (backing off until a run finishes, then paced by the finish rate: ``_next_delay``) until no
+  run is pending (and bucketing is done, up to ``bucketing_wait``), within
   ``agent_testing.deadline``. Every job of the group takes the run at its repeat index (runs
   sorted by ``test_run_id``); a group already resolved answers without a request.
 * A run becomes a ``SimulationResult``: ``agent_responses`` are the messages; the merged
@@ -105,6 +108,8 @@ _HASH_LEN = 16
 _LABEL_MAX = 100
 _BACKOFF = 1.5
 _PRICE_PAGES = 3
+_RATE_POLLS = 4
+"""The finish rate is measured over this many of the last polls."""
 """Pages of the invocations list searched for an invocation's ``total_price``."""
 
 
@@ -158,10 +163,22 @@ def scenario_text(body: dict[str, Any]) -> str:
     return "\n".join(lines).strip()
 
 
-def _tool_mocks(spec: dict[str, Any]) -> dict[str, Any]:
+def _tool_mocks(spec: dict[str, Any], conditions: dict[str, list[Any]]) -> dict[str, Any]:
+    """A ``selected`` mocking strategy, one override per mocked tool: its result and, when
+    the scenario sets them, its ``parameter_conditions``."""
     mocks: dict[str, Any] = spec.get("tool_mock_config") or {}
     if not mocks:
         return {}
+
+    def override(name: str, mock: dict[str, Any]) -> dict[str, Any]:
+        entry = {
+            "mock_result": mock.get("default_return_value", "Tool Called."),
+            "is_error": mock.get("default_is_error", False),
+        }
+        if conditions.get(name):
+            entry["parameter_conditions"] = conditions[name]
+        return entry
+
     return {
         "tool_mock_config": {
             "mocking_strategy": "selected",
@@ -169,13 +186,7 @@ def _tool_mocks(spec: dict[str, Any]) -> dict[str, Any]:
             "mocked_tool_ids": sorted(mocks),
         },
         "tool_mock_overrides": {
-            name: [
-                {
-                    "mock_result": mock.get("default_return_value", "Tool Called."),
-                    "is_error": mock.get("default_is_error", False),
-                }
-            ]
-            for name, mock in sorted(mocks.items())
+            name: [override(name, mock)] for name, mock in sorted(mocks.items())
         },
     }
 
@@ -194,11 +205,13 @@ def _label(job: Job, *, agent_axes: bool = False) -> str:
 def test_spec(job: Job, options: AgentTestingConfig) -> TestSpec:
     """The simulation test for ``job`` (the same for every agent and repeat).
 
-    The hash covers the job's request body and the test built from it, so a changed scenario,
-    cell or mapping is a new test, and two cells the API cannot tell apart (e.g. differing only
-    in temperature) are still two tests.
+    The hash covers the job's request body and the test built from it (the scenario's own
+    ``environment``, ``evaluation_model`` and parameter conditions included, which override
+    the config's), so a changed scenario, cell or mapping is a new test, and two cells the API
+    cannot tell apart (e.g. differing only in temperature) are still two tests.
     """
     body = job.body
+    own = job.test_fields or {}
     spec = body["simulation_specification"]
     user = spec["simulated_user_config"]
     criteria = body.get("extra_evaluation_criteria") or []
@@ -215,14 +228,16 @@ def test_spec(job: Job, options: AgentTestingConfig) -> TestSpec:
         test["chat_history"] = spec["partial_conversation_history"]
     if spec.get("dynamic_variables"):
         test["dynamic_variables"] = spec["dynamic_variables"]
-    test.update(_tool_mocks(spec))
+    test.update(_tool_mocks(spec, own.get("parameter_conditions") or {}))
     llm = (user.get("prompt") or {}).get("llm")
     if llm:
         test["simulated_user_model"] = llm
-    if options.evaluation_model:
-        test["evaluation_model"] = options.evaluation_model
-    if options.environment:
-        test["environment"] = options.environment
+    evaluation_model = own.get("evaluation_model") or options.evaluation_model
+    if evaluation_model:
+        test["evaluation_model"] = evaluation_model
+    environment = own.get("environment") or options.environment
+    if environment:
+        test["environment"] = environment
     if options.folder_id:
         test["parent_folder_id"] = options.folder_id
     digest = hashlib.sha256(canonical_json({"body": body, "test": test}).encode()).hexdigest()
@@ -243,6 +258,17 @@ def parse_test_hash(name: str, prefix: str) -> str | None:
         return None
     match = re.search(rf" \[([0-9a-f]{{{_HASH_LEN}}})\]$", name)
     return match.group(1) if match else None
+
+
+def finish_rate(done_counts: list[tuple[float, int]], span: float) -> float:
+    """Runs finished per second between the oldest and the newest of (time, finished) polls,
+    over at most the last ``span`` seconds: the first runs to finish after a long wait are
+    counted as finishing within ``span``, not spread over the wait. 0 before two polls."""
+    if len(done_counts) < 2:
+        return 0.0
+    (t0, n0), (t1, n1) = done_counts[0], done_counts[-1]
+    elapsed = min(t1 - t0, span)
+    return (n1 - n0) / elapsed if elapsed > 0 else 0.0
 
 
 def repeat_window(repeat: int, repeats: int) -> tuple[int, int]:
@@ -406,6 +432,13 @@ class _Poll:
     """USD the vendor billed for the whole invocation (its summary's ``total_price``)."""
     latest: TestInvocation | None = None
     """The last poll's reply."""
+    runs_by_test: dict[str, list[TestRun]] = field(default_factory=dict)
+    """``latest``'s runs per test, sorted by id: each waiting job looks up its own at once
+    rather than scanning every run of a large invocation."""
+    done_counts: list[tuple[float, int]] = field(default_factory=list)
+    """(time, runs finished) of the last polls: the finish rate that sets the interval."""
+    finishing_polls: int = 0
+    """Polls since one saw a run finished: with ``seen_done``, the spend per result so far."""
     delay: float | None = None
     next_at: float | None = None
     """When the next poll is due (one schedule for every test of the invocation)."""
@@ -714,11 +747,21 @@ class AgentTestingBackend:
             self._learned_dirty = True
 
     def _next_delay(self, poll: _Poll, now: float) -> float:
-        """Runs finishing: every ``poll_interval``. Nothing finished yet: sleep until 90% of
-        the shortest run seen (when known), else back off x1.5 up to ``poll_interval_max``."""
+        """Runs finishing: ``1 / (poll_budget x finish rate)`` within ``poll_interval_min``
+        .. ``poll_interval``, so a large invocation whose runs finish fast is polled often
+        at the same cost per result and a sparse one no more than every ``poll_interval``;
+        never faster than ``poll_interval`` while the polls since the first finished run
+        exceed ``poll_budget`` per run finished (the sparse phases' polls are paid back
+        first). Nothing finished yet: sleep until 90% of the shortest run seen (when known),
+        else back off x1.5 up to ``poll_interval_max``."""
         o = self.options
         if poll.seen_done:
-            return o.poll_interval
+            rate = finish_rate(poll.done_counts, 2 * o.poll_interval)
+            fastest = min(o.poll_interval_min, o.poll_interval)
+            in_credit = poll.finishing_polls < o.poll_budget * len(poll.seen_done)
+            if rate <= 0 or not in_credit:
+                return o.poll_interval
+            return min(o.poll_interval, max(fastest, 1 / (o.poll_budget * rate)))
         if self.shortest is not None and poll.sent_at is not None:
             expected = poll.sent_at + 0.9 * self.shortest
             return max(o.poll_interval, expected - now)
@@ -733,7 +776,7 @@ class AgentTestingBackend:
         invocation = poll.latest
         if invocation is None:
             return None
-        runs = [r for r in invocation.test_runs if r.test_id == test_id]
+        runs = poll.runs_by_test.get(test_id, [])
         if not invocation.cancelled and (not runs or any(r.status == "pending" for r in runs)):
             return None
         if (invocation.repeat_count or 1) > 1 and not invocation.cancelled:
@@ -754,8 +797,8 @@ class AgentTestingBackend:
 
         One poll serves every test of the invocation: polls back off (x1.5 from
         ``poll_interval`` up to ``poll_interval_max``) while nothing has finished, then come
-        every ``poll_interval`` while runs finish, so each result is in the store within one
-        poll interval of the poll that could first see it."""
+        at the pace ``_next_delay`` sets from the finish rate (at most ``poll_interval``
+        apart), so each result is in the store within one poll interval of its run's end."""
         o = self.options
         if poll.deadline_at is None:
             poll.deadline_at = self._clock() + o.deadline
@@ -811,9 +854,15 @@ class AgentTestingBackend:
         invocation = _parse(TestInvocation, reply, f"test invocation {poll.id}")
         now = self._clock()
         poll.latest = invocation
-        for run in invocation.test_runs:
+        by_test: dict[str, list[TestRun]] = {}
+        for run in sorted(invocation.test_runs, key=lambda r: r.test_run_id):
+            by_test.setdefault(run.test_id, []).append(run)
             if run.status != "pending":
                 poll.seen_done.setdefault(run.test_run_id, now)
+        poll.runs_by_test = by_test
+        if poll.seen_done:
+            poll.finishing_polls += 1
+        poll.done_counts = [*poll.done_counts[-_RATE_POLLS:], (now, len(poll.seen_done))]
         pending = not invocation.test_runs or any(
             r.status == "pending" for r in invocation.test_runs
         )
@@ -867,10 +916,7 @@ class AgentTestingBackend:
         count: int,
     ) -> SimulationResult:
         """The job's run (its repeat index among the test's runs sorted by id) as a result."""
-        runs = sorted(
-            (r for r in invocation.test_runs if r.test_id == test_id),
-            key=lambda r: r.test_run_id,
-        )
+        runs = poll.runs_by_test.get(test_id, [])
         if index >= len(runs):
             if invocation.cancelled:
                 raise _cancelled(invocation.id, None)

@@ -86,6 +86,28 @@ def build_body(
     return request.to_json_body()
 
 
+def simulation_test_fields(cfg: Config, spec: ScenarioSpec) -> dict[str, Any] | None:
+    """The simulation test's own fields the scenario sets, which a simulate body has no room
+    for: ``environment``, ``evaluation_model`` and the tool mocks' ``parameter_conditions``
+    (by tool). Agent-testing only (None with other backends, which send none of them), so
+    a job's key changes with them only there."""
+    if cfg.target.backend != "agent-testing":
+        return None
+    fields: dict[str, Any] = {}
+    if spec.environment is not None:
+        fields["environment"] = spec.environment
+    if spec.evaluation_model is not None:
+        fields["evaluation_model"] = spec.evaluation_model
+    conditions = {
+        tool: [c.model_dump() for c in mock.parameter_conditions]
+        for tool, mock in spec.tool_mocks.items()
+        if mock.parameter_conditions
+    }
+    if conditions:
+        fields["parameter_conditions"] = conditions
+    return fields or None
+
+
 def agent_override(cell: tuple[tuple[str, Any], ...]) -> dict[str, Any] | None:
     """The ``agent_config_override`` (``AdhocAgentConfigOverrideForTestRequestModel``) the
     cell's agent axes describe, or None: ``agent.llm``, ``agent.temperature`` and

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from runner.config.body import build_body, canonical_json
+from runner.config.body import build_body, canonical_json, simulation_test_fields
 from runner.config.errors import (
     ConfigError,
     describe,
@@ -27,7 +27,14 @@ from runner.config.errors import (
     from_validation,
     yaml_error,
 )
-from runner.config.models import AGENT_AXES, DICT_AXES, MATRIX_AXES, Config, ScenarioFileRef
+from runner.config.models import (
+    AGENT_AXES,
+    DICT_AXES,
+    MATRIX_AXES,
+    Config,
+    ScenarioFileRef,
+    ScenarioSpec,
+)
 from runner.config.scenarios import UniqueKeyLoader, decode, file_stats, iter_located, read_bytes
 
 # ---------------------------------------------------------------------------- validation
@@ -106,6 +113,24 @@ def _check_agent_variants(cfg: Config, where: str) -> None:
             raise ConfigError(f"{where}: agents[{i}].branch_id: {why}")
 
 
+def _check_test_fields(cfg: Config, spec: ScenarioSpec, where: str) -> None:
+    """A scenario's simulation-test fields need the backend that sends them: elsewhere a
+    conditional mock would answer every call, so such a config is refused before any
+    request."""
+    if cfg.target.backend == "agent-testing":
+        return
+    why = (
+        f"the {cfg.target.backend} backend cannot express it (the simulate-conversation "
+        "endpoints have no such field); use target.backend: agent-testing"
+    )
+    for name in ("environment", "evaluation_model"):
+        if getattr(spec, name) is not None:
+            raise ConfigError(f"{where}{name}: {why}")
+    for tool, mock in spec.tool_mocks.items():
+        if mock.parameter_conditions:
+            raise ConfigError(f"{where}tool_mocks.{tool}.parameter_conditions: {why}")
+
+
 def _check_unique(items: Iterable[tuple[str, str]], where: str, what: str) -> None:
     seen: dict[str, str] = {}
     for field, ident in items:
@@ -171,7 +196,11 @@ def _validate_scenarios(cfg: Config, where: str) -> None:
             if criterion.id in own:
                 raise ConfigError(f"{here}: {field}: duplicate criterion id {criterion.id!r}")
             own.add(criterion.id)
+        _check_test_fields(cfg, spec, f"{here}: {prefix}")
         digest = _projection(build_body(cfg, spec, ()), axes)
+        fields = simulation_test_fields(cfg, spec)
+        if fields:  # sent in the test beside the body: scenarios differing there differ
+            digest = hashlib.sha256(digest + canonical_json(fields).encode()).digest()[:16]
         if digest in bodies:
             other = bodies[digest]
             raise ConfigError(

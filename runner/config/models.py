@@ -117,8 +117,15 @@ class AgentTestingConfig(Strict):
     ``runner.backends.agent_testing``). Seconds for the times."""
 
     poll_interval: Float = Field(default=2.0, gt=0)
-    """First wait between polls of an invocation; grows 1.5x per poll up to the max."""
+    """First wait between polls of an invocation (grows 1.5x per poll up to the max while
+    nothing has finished), and the longest while runs finish."""
     poll_interval_max: Float = Field(default=30.0, gt=0)
+    poll_interval_min: Float = Field(default=0.5, gt=0)
+    """The shortest wait between polls of an invocation, however fast its runs finish."""
+    poll_budget: Float = Field(default=0.15, gt=0)
+    """Polls per finished run while runs finish: an invocation whose runs finish faster is
+    polled more often (down to ``poll_interval_min``) at the same cost per result, and never
+    faster than ``poll_interval`` while its polls so far exceed this per finished run."""
     deadline: Float = Field(default=3600.0, gt=0)
     """From starting (or re-attaching to) an invocation until its jobs fail ``total_timeout``;
     a later run re-attaches to it."""
@@ -331,9 +338,49 @@ class CriterionSpec(EvaluationCriterion):
 # ---------------------------------------------------------------------------- scenarios
 
 
+class AnythingEval(Strict):
+    type: Literal["anything"]
+
+
+class ExactEval(Strict):
+    type: Literal["exact"]
+    expected_value: str
+
+
+class RegexEval(Strict):
+    type: Literal["regex"]
+    pattern: str = Field(min_length=1)
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"is not a valid regular expression ({exc})") from exc
+        return value
+
+
+class LlmEval(Strict):
+    type: Literal["llm"]
+    description: str = Field(min_length=1)
+
+
+class ParameterCondition(Strict):
+    """``UnitTestToolCallParameter``: the mock answers only a call whose parameter at
+    ``path`` passes ``eval`` (anything, an exact value, a regex, or an LLM's judgement of a
+    description)."""
+
+    path: str = Field(min_length=1)
+    eval: Annotated[AnythingEval | ExactEval | RegexEval | LlmEval, Field(discriminator="type")]
+
+
 class ToolMock(Strict):
     return_value: str = "Tool Called."
     is_error: bool = False
+    parameter_conditions: list[ParameterCondition] = Field(default_factory=list)
+    """Agent-testing only: the mock answers only calls whose parameters pass every condition
+    (other calls fall back to the real tool); empty: every call."""
 
     @model_validator(mode="before")
     @classmethod
@@ -373,6 +420,11 @@ class ScenarioSpec(Strict):
     history: list[TranscriptMessage] = Field(default_factory=list)
     tool_mocks: dict[str, ToolMock] = Field(default_factory=dict)
     criteria: list[CriterionSpec] = Field(default_factory=list)
+    environment: str | None = Field(default=None, min_length=1)
+    """Agent-testing only: the test's ``environment``, over ``agent_testing.environment``."""
+    evaluation_model: str | None = Field(default=None, min_length=1)
+    """Agent-testing only: the LLM judging this scenario's success conditions, over
+    ``agent_testing.evaluation_model``."""
     tags: list[str] = Field(default_factory=list)
     """Free labels for grouping results; not sent."""
 

@@ -21,8 +21,9 @@ the runner writes for the first message, the language and the user's facts (see
 ``runner.backends.agent_testing.scenario_text``); success condition n is the extra criterion
 ``condition_<n>``; ``simulation_max_turns`` is ``new_turns_limit``; the tools that
 ``tool_mock_config`` mocks (a tool's id is its name here) reply with their first
-``tool_mock_overrides`` entry, or an error when there is none and the fallback is
-``raise_error``; ``chat_history`` and ``dynamic_variables`` pass through.
+``tool_mock_overrides`` entry whose ``parameter_conditions`` the call's parameters pass (see
+``condition_met``), or, none passing, an error when the fallback is ``raise_error`` (else the
+tool answers itself); ``chat_history`` and ``dynamic_variables`` pass through.
 
 The merged result is the judge's call outcome over the conditions (failure if any failed,
 success if one succeeded, else unknown); a run ``passed`` only on success. ``credits_used``,
@@ -41,6 +42,7 @@ import asyncio
 import hashlib
 import json
 import random
+import re
 import secrets
 import socket
 import struct
@@ -56,7 +58,12 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import Field, model_validator
 
 from runner.localapi.agents import AgentDef, with_override
-from runner.localapi.conversation import ConversationPlan, message_json, plan_conversation
+from runner.localapi.conversation import (
+    ConversationPlan,
+    ToolMock,
+    message_json,
+    plan_conversation,
+)
 from runner.localapi.faults import (
     ERROR_REPLY_KINDS,
     FaultKind,
@@ -71,7 +78,12 @@ from runner.wire.agent_testing import (
     FIRST_MESSAGE_LABEL,
     LANGUAGE_LABEL,
     MAX_REPEAT_COUNT,
+    ExactEval,
+    ParameterCondition,
+    RegexEval,
     SimulationTest,
+    ToolMockBehavior,
+    ToolResponseMock,
 )
 from runner.wire.simulate import (
     DynamicVariablesConfig,
@@ -84,7 +96,13 @@ from runner.wire.simulate import (
     WireModel,
 )
 
-__all__ = ["AgentTestingEmulator", "parse_scenario", "simulation_request"]
+__all__ = [
+    "AgentTestingEmulator",
+    "condition_met",
+    "parse_scenario",
+    "simulation_request",
+    "tool_mock",
+]
 
 _CRITERION_PROMPT_MAX = 2000
 _DEFAULT_CAP_HEADER = 1000
@@ -155,23 +173,78 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+def _mocked(behaviour: ToolMockBehavior, tool: str) -> bool:
+    if behaviour.mocking_strategy == "all":
+        return True
+    return behaviour.mocking_strategy == "selected" and tool in behaviour.mocked_tool_ids
+
+
+def _conditional(overrides: list[ToolResponseMock]) -> bool:
+    return any(o.parameter_conditions for o in overrides)
+
+
+def condition_met(condition: ParameterCondition, params: dict[str, Any]) -> bool:
+    """The call's parameter at ``path`` (dots go into objects; absent: not met), as text
+    (JSON unless a string), passes ``eval``: ``exact`` equals, ``regex`` is found in it,
+    ``anything`` always; ``llm`` too, there being no model here to judge a description."""
+    value: Any = params
+    for part in condition.path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False
+        value = value[part]
+    text = value if isinstance(value, str) else json.dumps(value)
+    check = condition.eval
+    if isinstance(check, ExactEval):
+        return text == check.expected_value
+    if isinstance(check, RegexEval):
+        try:
+            return re.search(check.pattern, text) is not None
+        except re.error:
+            return False
+    return True
+
+
+def tool_mock(test: CreateSimulationTestBody) -> ToolMock | None:
+    """The mock of the tools whose overrides have ``parameter_conditions``: a call gets the
+    first override whose conditions all pass; none passing, the tool answers itself (or an
+    error, with fallback ``raise_error``). None when no override has conditions."""
+    behaviour = test.tool_mock_config
+    conditional = {
+        tool: overrides
+        for tool, overrides in test.tool_mock_overrides.items()
+        if _conditional(overrides) and _mocked(behaviour, tool)
+    }
+    if not conditional:
+        return None
+
+    def mock(tool: str, params: dict[str, Any]) -> ToolMockConfig | None:
+        for override in conditional.get(tool, []):
+            conditions = override.parameter_conditions or []
+            if all(condition_met(c, params) for c in conditions):
+                return ToolMockConfig(
+                    default_return_value=override.mock_result, default_is_error=override.is_error
+                )
+        if tool in conditional and behaviour.fallback_strategy == "raise_error":
+            return ToolMockConfig(
+                default_return_value="No mock matched this tool call.", default_is_error=True
+            )
+        return None
+
+    return mock
+
+
 def simulation_request(
     test: CreateSimulationTestBody, tool_names: Iterable[str] = ()
 ) -> SimulationRequest:
-    """The simulate request a simulation test describes (see the module docstring)."""
+    """The simulate request a simulation test describes (see the module docstring); the
+    tools with conditional mocks are left to ``tool_mock``."""
     persona, first, language, facts = parse_scenario(test.simulation_scenario)
     behaviour = test.tool_mock_config
-
-    def mocked(tool: str) -> bool:
-        if behaviour.mocking_strategy == "all":
-            return True
-        return behaviour.mocking_strategy == "selected" and tool in behaviour.mocked_tool_ids
-
     mocks: dict[str, ToolMockConfig] = {}
     for tool in sorted({*tool_names, *test.tool_mock_overrides}):
-        if not mocked(tool):
-            continue
         overrides = test.tool_mock_overrides.get(tool) or []
+        if not _mocked(behaviour, tool) or _conditional(overrides):
+            continue
         if overrides:
             mock = overrides[0]
             mocks[tool] = ToolMockConfig(
@@ -458,7 +531,9 @@ class AgentTestingEmulator:
         n = self.run_counts.get(key, 0)
         self.run_counts[key] = n + 1
         seed = derive_seed(self.state.seed, "agent-testing", agent.agent_id, canonical, n)
-        return plan_conversation(agent, request, random.Random(seed), self.state.settings.timing)
+        return plan_conversation(
+            agent, request, random.Random(seed), self.state.settings.timing, tool_mock(test.body)
+        )
 
     def _finish(self, run: _Run, plan: ConversationPlan) -> None:
         analysis = plan.analysis

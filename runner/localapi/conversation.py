@@ -28,7 +28,8 @@ and says "Thanks, that's all." when every goal is resolved, declined or given up
 *The agent.* It recognises an intent by keyword (with probability ``quality.understanding``,
 else asks to rephrase), asks for each missing ``asks_for`` field, calls the intent's tool (an
 agent message with ``tool_calls`` and ``message: null``, then one with ``tool_results``; the
-request's ``tool_mock_config`` for that tool name wins over the agent's own result template),
+request's ``tool_mock_config`` for that tool name, or the ``tool_mock`` given, which sees the
+call's parameters, wins over the agent's own result template),
 then says the resolution. Requests matching no intent are declined as out of scope. With
 probability ``quality.hangup_rate`` per turn it ends the call early.
 
@@ -51,6 +52,7 @@ import json
 import math
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -70,6 +72,7 @@ from runner.wire.simulate import (
     LLMUsage,
     SimulationRequest,
     ToolCall,
+    ToolMockConfig,
     ToolResult,
     TranscriptMessage,
 )
@@ -252,6 +255,18 @@ class _Goal:
     attempts: int = 0
 
 
+ToolMock = Callable[[str, dict[str, Any]], ToolMockConfig | None]
+"""(tool name, call parameters) -> the mocked reply, or None: the tool answers itself."""
+
+
+def _params(call: ToolCall) -> dict[str, Any]:
+    try:
+        params = json.loads(call.params_as_json or "{}")
+    except ValueError:
+        return {}
+    return params if isinstance(params, dict) else {}
+
+
 class _Simulation:
     """Mutable state of one planned conversation; ``plan_conversation`` is its only user."""
 
@@ -261,6 +276,7 @@ class _Simulation:
         request: SimulationRequest,
         rng: random.Random,
         timing: TimingModel,
+        tool_mock: ToolMock | None = None,
     ) -> None:
         spec = request.simulation_specification
         user = spec.simulated_user_config
@@ -271,6 +287,7 @@ class _Simulation:
         self.new: list[PlannedMessage] = []
         self.limit = min(max(request.new_turns_limit, 0), MAX_NEW_MESSAGES)
         self.mocks = spec.tool_mock_config or {}
+        self.tool_mock = tool_mock
         self.prompt_chars = len(agent.model_dump_json())  # stands in for the system prompt
 
         spec_vars = _text_vars(spec.dynamic_variables or {})
@@ -655,6 +672,8 @@ class _Simulation:
         results = []
         for call in self._pending_calls(last):
             mock = self.mocks.get(call.tool_name)
+            if mock is None and self.tool_mock is not None:
+                mock = self.tool_mock(call.tool_name, _params(call))
             known = self._tool_def(call.tool_name)
             if mock is not None:
                 value, is_error = mock.default_return_value, mock.default_is_error
@@ -724,13 +743,14 @@ def plan_conversation(
     request: SimulationRequest,
     rng: random.Random,
     timing: TimingModel = TimingModel(),  # frozen, so one shared default is safe
+    tool_mock: ToolMock | None = None,
 ) -> ConversationPlan:
     """Simulate one conversation and its analysis (see the module docstring for the rules).
 
     Pure and deterministic given ``rng``; never raises for a request that validates as
     ``SimulationRequest``.
     """
-    sim = _Simulation(agent, request, rng, timing)
+    sim = _Simulation(agent, request, rng, timing, tool_mock)
     sim.run()
     transcript = sim.transcript
     analysis = analyse(

@@ -8,7 +8,7 @@ writes a job's first message, language and facts into ``simulation_scenario`` on
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -45,12 +45,40 @@ class ToolMockBehavior(WireModel):
     mocked_tool_ids: list[str] = Field(default_factory=list)
 
 
+class AnythingEval(WireModel):
+    type: Literal["anything"]
+
+
+class ExactEval(WireModel):
+    type: Literal["exact"]
+    expected_value: str
+
+
+class RegexEval(WireModel):
+    type: Literal["regex"]
+    pattern: str
+
+
+class LlmEval(WireModel):
+    type: Literal["llm"]
+    description: str
+
+
+class ParameterCondition(WireModel):
+    """``UnitTestToolCallParameter``: the call's parameter at ``path`` must pass ``eval``
+    (``UnitTestToolCallParameterEval``, by ``type``)."""
+
+    path: str
+    eval: Annotated[AnythingEval | ExactEval | RegexEval | LlmEval, Field(discriminator="type")]
+
+
 class ToolResponseMock(WireModel):
-    """``ToolResponseMockConfig``: one mocked reply of a tool."""
+    """``ToolResponseMockConfig``: one mocked reply of a tool, for the calls whose parameters
+    pass every condition (empty: every call)."""
 
     mock_result: str
     is_error: bool = False
-    parameter_conditions: list[Any] = Field(default_factory=list)
+    parameter_conditions: list[ParameterCondition] | None = None
 
 
 class SimulationTest(WireModel):
