@@ -196,6 +196,87 @@ def test_a_bad_parameter_condition_fails_at_load_naming_the_field(
     assert f"scenarios[0].tool_mocks.lookup_order.{field}:" in message
 
 
+def two_mocks() -> dict[str, Any]:
+    """``lookup_order`` answers A-1001 "lost", A-1002 "delivered"; other orders: the real tool."""
+    return {
+        "lookup_order": [
+            {"return_value": "lost", "is_error": True, "parameter_conditions": IS_LOST},
+            {
+                "return_value": "delivered",
+                "parameter_conditions": [
+                    {"path": "order_id", "eval": {"type": "exact", "expected_value": "A-1002"}}
+                ],
+            },
+        ]
+    }
+
+
+def test_a_tool_with_several_mocks_sends_them_in_order(tmp_path: Path) -> None:
+    """The vendor's ``tool_mock_overrides`` holds a list per tool: the config takes one too."""
+    cfg = load_config(
+        write(tmp_path / "c.yaml", "http://127.0.0.1:1", [order(0, tool_mocks=two_mocks())])
+    )
+    body = specs(cfg)["s0"].body
+    overrides = body["tool_mock_overrides"]["lookup_order"]
+    assert [(o["mock_result"], o["is_error"]) for o in overrides] == [
+        ("lost", True),
+        ("delivered", False),
+    ]
+    assert overrides[0]["parameter_conditions"] == IS_LOST
+    assert body["tool_mock_config"]["mocked_tool_ids"] == ["lookup_order"]
+    vendor_schema.assert_vendor_valid("CreateSimulationTestRequest", body)
+    # the list with its first mock alone is another test
+    one = {"lookup_order": two_mocks()["lookup_order"][:1]}
+    alone = load_config(
+        write(tmp_path / "d.yaml", "http://127.0.0.1:1", [order(0, tool_mocks=one)])
+    )
+    assert specs(alone)["s0"].hash != specs(cfg)["s0"].hash
+
+
+def test_several_mocks_of_a_tool_are_refused_by_the_stream_backend(tmp_path: Path) -> None:
+    mocks = {"lookup_order": [{"return_value": "a"}, {"return_value": "b"}]}
+    path = write(
+        tmp_path / "s.yaml", "http://127.0.0.1:1", [order(0, tool_mocks=mocks)], backend="stream"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert (
+        "scenarios[0].tool_mocks.lookup_order: the stream backend takes one mock per tool"
+        in message
+    )
+    # a list of one is the single form, which every backend takes
+    one = {"lookup_order": [{"return_value": "a"}]}
+    ok = write(
+        tmp_path / "o.yaml", "http://127.0.0.1:1", [order(0, tool_mocks=one)], backend="stream"
+    )
+    assert load_config(ok).scenarios[0].mocks()["lookup_order"][0].return_value == "a"
+
+
+@pytest.mark.parametrize(
+    ("mocks", "field"),
+    [
+        ([{"return_value": "a"}, {"is_error": "maybe"}], "tool_mocks.lookup_order[1].is_error"),
+        ([], "tool_mocks.lookup_order"),
+        ([{"retrun_value": "a"}], "tool_mocks.lookup_order[0].retrun_value"),
+    ],
+    ids=["bad-field", "empty", "misspelt"],
+)
+def test_a_bad_mock_in_a_list_is_named_by_its_index(
+    tmp_path: Path, mocks: list[Any], field: str
+) -> None:
+    path = write(
+        tmp_path / "c.yaml", "http://127.0.0.1:1", [order(0, tool_mocks={"lookup_order": mocks})]
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message and f"scenarios[0].{field}:" in message
+    if "retrun" in field:
+        assert "did you mean 'return_value'" in message
+
+
 @pytest.mark.parametrize("bad", [{"environment": ""}, {"evaluation_model": ""}])
 def test_an_empty_scenario_environment_or_judge_fails_at_load(
     tmp_path: Path, bad: dict[str, Any]

@@ -12,10 +12,11 @@ The mapping (pure: ``test_spec``, ``run_result``):
   without criteria gets ``agent_testing.default_success_condition``); ``new_turns_limit``
   becomes ``simulation_max_turns`` (the API allows 1..50); the history ``chat_history``; the
   specification's variables ``dynamic_variables``; tool mocks a ``selected`` mocking strategy
-  with one override per tool (keyed by tool id: on the real API key ``tool_mocks`` by tool id)
-  and its ``parameter_conditions``; the scenario's ``environment`` and ``evaluation_model``
-  (else the config's) go to the fields of those names (``Job.test_fields``); the user's
-  ``llm`` ``simulated_user_model``. A user ``temperature`` has no counterpart.
+  with one override per tool (keyed by tool id: on the real API key ``tool_mocks`` by tool id),
+  or the tool's list of mocks with their ``parameter_conditions``; the scenario's
+  ``environment`` and ``evaluation_model`` (else the config's) go to the fields of those
+  names (``Job.test_fields``); the user's ``llm`` ``simulated_user_model``.
+  A user ``temperature`` has no counterpart.
 * A test is created once and found again by the content hash in its name
   (``<name_prefix> <scenario>[ <cell>] [<hash>]``), so re-running never creates duplicates and
   ``prune_tests`` can delete the tests a config no longer has.
@@ -163,21 +164,22 @@ def scenario_text(body: dict[str, Any]) -> str:
     return "\n".join(lines).strip()
 
 
-def _tool_mocks(spec: dict[str, Any], conditions: dict[str, list[Any]]) -> dict[str, Any]:
-    """A ``selected`` mocking strategy, one override per mocked tool: its result and, when
-    the scenario sets them, its ``parameter_conditions``."""
+def _tool_mocks(spec: dict[str, Any], own: dict[str, list[Any]]) -> dict[str, Any]:
+    """A ``selected`` mocking strategy: one override per mocked tool from its result, or the
+    scenario's own overrides for the tool (several, or with ``parameter_conditions``)."""
     mocks: dict[str, Any] = spec.get("tool_mock_config") or {}
     if not mocks:
         return {}
 
-    def override(name: str, mock: dict[str, Any]) -> dict[str, Any]:
-        entry = {
-            "mock_result": mock.get("default_return_value", "Tool Called."),
-            "is_error": mock.get("default_is_error", False),
-        }
-        if conditions.get(name):
-            entry["parameter_conditions"] = conditions[name]
-        return entry
+    def overrides(name: str, mock: dict[str, Any]) -> list[dict[str, Any]]:
+        if own.get(name):
+            return own[name]
+        return [
+            {
+                "mock_result": mock.get("default_return_value", "Tool Called."),
+                "is_error": mock.get("default_is_error", False),
+            }
+        ]
 
     return {
         "tool_mock_config": {
@@ -186,7 +188,7 @@ def _tool_mocks(spec: dict[str, Any], conditions: dict[str, list[Any]]) -> dict[
             "mocked_tool_ids": sorted(mocks),
         },
         "tool_mock_overrides": {
-            name: [override(name, mock)] for name, mock in sorted(mocks.items())
+            name: overrides(name, mock) for name, mock in sorted(mocks.items())
         },
     }
 
@@ -228,7 +230,7 @@ def test_spec(job: Job, options: AgentTestingConfig) -> TestSpec:
         test["chat_history"] = spec["partial_conversation_history"]
     if spec.get("dynamic_variables"):
         test["dynamic_variables"] = spec["dynamic_variables"]
-    test.update(_tool_mocks(spec, own.get("parameter_conditions") or {}))
+    test.update(_tool_mocks(spec, own.get("tool_mock_overrides") or {}))
     llm = (user.get("prompt") or {}).get("llm")
     if llm:
         test["simulated_user_model"] = llm

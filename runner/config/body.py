@@ -69,9 +69,10 @@ def build_body(
             tool_mock_config=(
                 {
                     name: ToolMockConfig(
-                        default_return_value=mock.return_value, default_is_error=mock.is_error
+                        default_return_value=mocks[0].return_value,
+                        default_is_error=mocks[0].is_error,
                     )
-                    for name, mock in spec.tool_mocks.items()
+                    for name, mocks in spec.mocks().items()
                 }
                 or None
             ),
@@ -88,9 +89,9 @@ def build_body(
 
 def simulation_test_fields(cfg: Config, spec: ScenarioSpec) -> dict[str, Any] | None:
     """The simulation test's own fields the scenario sets, which a simulate body has no room
-    for: ``environment``, ``evaluation_model`` and the tool mocks' ``parameter_conditions``
-    (by tool). Agent-testing only (None with other backends, which send none of them), so
-    a job's key changes with them only there."""
+    for: ``environment``, ``evaluation_model`` and, by tool, the ``tool_mock_overrides`` of
+    a tool with several mocks or with ``parameter_conditions``. Agent-testing only (None with
+    other backends, which send none of them), so a job's key changes with them only there."""
     if cfg.target.backend != "agent-testing":
         return None
     fields: dict[str, Any] = {}
@@ -98,13 +99,13 @@ def simulation_test_fields(cfg: Config, spec: ScenarioSpec) -> dict[str, Any] | 
         fields["environment"] = spec.environment
     if spec.evaluation_model is not None:
         fields["evaluation_model"] = spec.evaluation_model
-    conditions = {
-        tool: [c.model_dump() for c in mock.parameter_conditions]
-        for tool, mock in spec.tool_mocks.items()
-        if mock.parameter_conditions
+    overrides = {
+        tool: [m.override() for m in mocks]
+        for tool, mocks in spec.mocks().items()
+        if len(mocks) > 1 or mocks[0].parameter_conditions
     }
-    if conditions:
-        fields["parameter_conditions"] = conditions
+    if overrides:
+        fields["tool_mock_overrides"] = overrides
     return fields or None
 
 

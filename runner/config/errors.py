@@ -18,6 +18,10 @@ from pydantic import BaseModel, ValidationError
 # Tags of the scenario union; they contain a space so they never clash with a key in error paths.
 TAG_INLINE = "inline scenario"
 TAG_FILE = "scenario file"
+# Tags of a tool's mocks: one mock, or a list of them (agent-testing).
+TAG_ONE_MOCK = "one mock"
+TAG_MOCK_LIST = "mock list"
+UNION_TAGS = (TAG_INLINE, TAG_FILE, TAG_ONE_MOCK, TAG_MOCK_LIST)
 
 
 class ConfigError(Exception):
@@ -53,7 +57,7 @@ def number(value: Any) -> Any:
 def loc_text(loc: Iterable[Any]) -> str:
     out = ""
     for part in loc:
-        if part in (TAG_INLINE, TAG_FILE):
+        if part in UNION_TAGS:
             continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
@@ -78,8 +82,13 @@ def model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | N
 
     candidates: list[Any] = [root]
     for part in loc:
-        if part in (TAG_INLINE, TAG_FILE):
-            candidates = [c for c in candidates if getattr(c, "union_tag", None) == part]
+        if part in UNION_TAGS:
+            candidates = [
+                c
+                for c in candidates
+                if getattr(c, "union_tag", None) == part
+                or (part == TAG_MOCK_LIST and typing.get_origin(c) is list)
+            ]
             continue
         nxt: list[Any] = []
         for cand in candidates:

@@ -126,8 +126,14 @@ def _check_test_fields(cfg: Config, spec: ScenarioSpec, where: str) -> None:
     for name in ("environment", "evaluation_model"):
         if getattr(spec, name) is not None:
             raise ConfigError(f"{where}{name}: {why}")
-    for tool, mock in spec.tool_mocks.items():
-        if mock.parameter_conditions:
+    for tool, mocks in spec.mocks().items():
+        if len(mocks) > 1:
+            raise ConfigError(
+                f"{where}tool_mocks.{tool}: the {cfg.target.backend} backend takes one mock per "
+                "tool (the simulate-conversation endpoints have no parameter conditions); use "
+                "target.backend: agent-testing"
+            )
+        if mocks[0].parameter_conditions:
             raise ConfigError(f"{where}tool_mocks.{tool}.parameter_conditions: {why}")
 
 

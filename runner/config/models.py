@@ -32,7 +32,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticKnownError
 
-from runner.config.errors import TAG_FILE, TAG_INLINE, describe
+from runner.config.errors import TAG_FILE, TAG_INLINE, TAG_MOCK_LIST, TAG_ONE_MOCK, describe
 from runner.wire.simulate import EvaluationCriterion, TranscriptMessage
 
 SCENARIO_FILE_SUFFIXES = (".jsonl", ".csv", ".yaml", ".yml")
@@ -376,6 +376,8 @@ class ParameterCondition(Strict):
 
 
 class ToolMock(Strict):
+    union_tag: ClassVar[str] = TAG_ONE_MOCK
+
     return_value: str = "Tool Called."
     is_error: bool = False
     parameter_conditions: list[ParameterCondition] = Field(default_factory=list)
@@ -396,6 +398,26 @@ class ToolMock(Strict):
         if isinstance(value, dict | list):
             return json.dumps(value, ensure_ascii=False)
         return value
+
+    def override(self) -> dict[str, Any]:
+        """The vendor's ``ToolResponseMockConfig`` for this mock."""
+        entry: dict[str, Any] = {"mock_result": self.return_value, "is_error": self.is_error}
+        if self.parameter_conditions:
+            entry["parameter_conditions"] = [c.model_dump() for c in self.parameter_conditions]
+        return entry
+
+
+def _mock_kind(value: Any) -> str:
+    return TAG_MOCK_LIST if isinstance(value, list) else TAG_ONE_MOCK
+
+
+ToolMocks = Annotated[
+    Annotated[ToolMock, Tag(TAG_ONE_MOCK)]
+    | Annotated[list[ToolMock], Tag(TAG_MOCK_LIST), Field(min_length=1)],
+    Discriminator(_mock_kind),
+]
+"""A tool's mock, or (agent-testing, as the vendor's ``tool_mock_overrides``) several, the
+first whose ``parameter_conditions`` a call passes answering it."""
 
 
 class ScenarioSpec(Strict):
@@ -418,7 +440,7 @@ class ScenarioSpec(Strict):
     dynamic_variables: dict[str, Scalar] = Field(default_factory=dict)
     user_dynamic_variables: dict[str, Scalar] = Field(default_factory=dict)
     history: list[TranscriptMessage] = Field(default_factory=list)
-    tool_mocks: dict[str, ToolMock] = Field(default_factory=dict)
+    tool_mocks: dict[str, ToolMocks] = Field(default_factory=dict)
     criteria: list[CriterionSpec] = Field(default_factory=list)
     environment: str | None = Field(default=None, min_length=1)
     """Agent-testing only: the test's ``environment``, over ``agent_testing.environment``."""
@@ -432,6 +454,13 @@ class ScenarioSpec(Strict):
     @classmethod
     def _id(cls, value: str) -> str:
         return _check_id(value, _SCENARIO_ID_RE, "letters, digits, '_', '-', '.' and ':'")
+
+    def mocks(self) -> dict[str, list[ToolMock]]:
+        """Each mocked tool's mocks, in order (one or several)."""
+        return {
+            tool: mock if isinstance(mock, list) else [mock]
+            for tool, mock in self.tool_mocks.items()
+        }
 
     @field_validator("tags", mode="before")
     @classmethod
