@@ -38,6 +38,7 @@ AGENT = "agent_support"
 POLL = 2.0  # simulated seconds
 POLL_MIN = 0.5  # the runner's poll_interval_min (its default), simulated seconds
 BATCH_MAX = 500  # the runner's batch_max_tests: the whole flow shares one invocation
+BATCH_DEFAULT = 100  # the config's default batch_max_tests, measured beside it
 # agent and user turns of ~5 s and 4 s: 6-12 message conversations take a simulated 30-60 s
 TIMING = ["--agent-message-secs", "5", "--user-message-secs", "4", "--analysis-secs", "2"]
 
@@ -52,7 +53,13 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _config(
-    path: Path, base_url: str, name: str, sims: int, scale: float, repeats: int = 1
+    path: Path,
+    base_url: str,
+    name: str,
+    sims: int,
+    scale: float,
+    repeats: int = 1,
+    batch_max: int = BATCH_MAX,
 ) -> Path:
     config = {
         "target": {
@@ -65,7 +72,7 @@ def _config(
                 "poll_interval_min": POLL_MIN * scale,
                 "poll_interval_max": 30 * scale,
                 "batch_wait": 0.5 * scale,
-                "batch_max_tests": BATCH_MAX,
+                "batch_max_tests": batch_max,
             },
         },
         "run": {"name": name, "concurrency": sims, "repeats": repeats, "new_turns_limit": 12},
@@ -116,16 +123,23 @@ def _run_cli(config: Path, results: Path) -> None:
         raise RuntimeError(f"runner failed: {done.stderr[-2000:]}")
 
 
-def measure_runner(api: LocalAPI, sims: int, scale: float, work: Path) -> dict[str, Any]:
+def measure_runner(
+    api: LocalAPI, sims: int, scale: float, work: Path, batch_max: int = BATCH_MAX
+) -> dict[str, Any]:
     # warm-up run: creates the tests and learns how long runs take (not measured); the
     # measured run finds the tests and starts from what was learned (steady state)
-    _run_cli(_config(work / "warm.yaml", api.base_url, "warm", sims, scale), work / "r")
+    warm, measured = f"warm-{batch_max}", f"measured-{batch_max}"
+    config = _config(work / f"{warm}.yaml", api.base_url, warm, sims, scale, batch_max=batch_max)
+    _run_cli(config, work / "r")
     seen = len(_finished(api))
     before = _requests(api)
-    _run_cli(_config(work / "measured.yaml", api.base_url, "measured", sims, scale), work / "r")
+    config = _config(
+        work / f"{measured}.yaml", api.base_url, measured, sims, scale, batch_max=batch_max
+    )
+    _run_cli(config, work / "r")
     requests = _requests(api) - before
     runs = _finished(api)[seen:]
-    jobs = pl.read_parquet(work / "r" / "measured" / "jobs.parquet")
+    jobs = pl.read_parquet(work / "r" / measured / "jobs.parquet")
     ok = jobs.filter(pl.col("status") == "ok")
     stored = {
         row["scenario_id"]: row["finished_at"].timestamp() for row in ok.iter_rows(named=True)
@@ -137,7 +151,10 @@ def measure_runner(api: LocalAPI, sims: int, scale: float, work: Path) -> dict[s
     ]
     durations = [d / scale for d in ok["total_secs"].drop_nulls().to_list()]
     return {
-        "client": "runner (shared run-tests, polls paced by the finish rate)",
+        "client": (
+            f"runner, batch_max_tests {batch_max} (shared run-tests, polls paced by the "
+            "finish rate)"
+        ),
         "sims": ok.height,
         "requests": requests,
         "requests_per_sim": requests / max(1, ok.height),
@@ -211,14 +228,16 @@ def measure_naive(api: LocalAPI, sims: int, scale: float) -> dict[str, Any]:
 
 
 def run(sims: int = 200, scale: float = 0.5) -> list[dict[str, Any]]:
-    """Both clients against one local API; one dict per client."""
+    """Both clients against one local API; one dict per client: the runner with the whole
+    flow in one invocation, the runner with the default ``batch_max_tests``, the naive one."""
     with (
         local_api_process(["--time-scale", str(scale), "--seed", "5", *TIMING]) as api,
         tempfile.TemporaryDirectory() as tmp,
     ):
         runner_row = measure_runner(api, sims, scale, Path(tmp))
+        default_row = measure_runner(api, sims, scale, Path(tmp), BATCH_DEFAULT)
         naive_row = measure_naive(api, sims, scale)
-    return [runner_row, naive_row]
+    return [runner_row, default_row, naive_row]
 
 
 def main() -> int:

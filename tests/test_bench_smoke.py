@@ -162,8 +162,9 @@ def test_agent_testing_section_measures_both_clients_against_one_server() -> Non
     than the naive client (one invocation per job, fixed polls) for the same simulations."""
     from bench import agent_testing
 
-    runner_row, naive_row = agent_testing.run(sims=20, scale=0.05)
-    assert runner_row["sims"] == naive_row["sims"] == 20
-    assert runner_row["requests_per_sim"] < naive_row["requests_per_sim"] / 3
-    assert runner_row["lag_p50"] == runner_row["lag_p50"]  # measured (not NaN)
+    runner_row, default_row, naive_row = agent_testing.run(sims=20, scale=0.05)
+    assert runner_row["sims"] == default_row["sims"] == naive_row["sims"] == 20
+    for row in (runner_row, default_row):
+        assert row["requests_per_sim"] < naive_row["requests_per_sim"] / 3
+        assert row["lag_p50"] == row["lag_p50"]  # measured (not NaN)
     assert naive_row["requests_per_sim"] > 2  # at least a run call and a poll per job
