@@ -38,7 +38,7 @@ from runner.merge import MergeResult, merge
 from runner.progress import show_progress
 from runner.shard import Shard
 from runner.store import StoreError
-from runner.sweep import AGENT_TESTING_UNSHARDED, DEFAULT_RESULTS, run_name, run_sweep
+from runner.sweep import DEFAULT_RESULTS, run_name, run_sweep
 from runner.target import target_url
 
 NAMESPACE = "convsim"
@@ -327,8 +327,6 @@ def run_on_ray(
     started once, here, for every shard (so only on a local cluster). ``on_started`` is called
     with the shard actors once they run (tests kill one).
     """
-    if shards > 1 and cfg.target.backend == "agent-testing":
-        raise ClusterError(AGENT_TESTING_UNSHARDED)
     started = _start_ray(address, num_cpus)
     name = run_name(cfg)
     run_dir = results_root.resolve() / name
