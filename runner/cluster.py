@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,10 @@ slots are returned to the cluster."""
 HEARTBEAT_SECS = 1.0
 RESTARTS = 3
 """How often Ray restarts a shard actor whose process died (each restart resumes the shard)."""
+SHARD_CPUS = 0.001
+"""What a shard actor reserves: its work is waiting on the network, but Ray's ``SPREAD``
+places actors that reserve nothing wherever it likes (often all on one node), and spreads
+those that reserve some CPU, however little, over the nodes."""
 
 
 class ClusterError(Exception):
@@ -227,6 +232,7 @@ class ShardActor:
             aborted=result.aborted.message if result.aborted else None,
             peak_in_flight=result.counters.peak_in_flight,
             wall_secs=result.wall_secs,
+            node_id=ray.get_runtime_context().get_node_id(),
         )
         return out
 
@@ -249,15 +255,18 @@ class ClusterOutcome:
 
 
 SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 
 
-def init_local_ray(num_cpus: int | None = None, **options: Any) -> None:
-    """Start a local Ray cluster on the loopback interface only (127.0.0.1).
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """Keep Ray on 127.0.0.1 while it starts or connects, then put everything back.
 
-    Given ``_node_ip_address="127.0.0.1"``, Ray still resolves it to the machine's own address
-    and its servers listen on every interface, unless it is told this is no multi-node cluster
-    (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read by every process it starts, and by this one
-    when Ray was imported, hence the constant too). Both are put back once it runs.
+    Told ``127.0.0.1``, Ray still resolves it to the machine's own address (both a node it
+    starts, whose servers then listen on every interface, and a cluster address it connects
+    to, which then misses a head listening on the loopback only), unless it is told this is no
+    multi-node cluster: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read by every process it
+    starts, and by this one when Ray was imported (hence the constant too).
     """
     from ray._private import ray_constants
 
@@ -265,6 +274,25 @@ def init_local_ray(num_cpus: int | None = None, **options: Any) -> None:
     os.environ[SINGLE_NODE_ENV] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before_flag
+        if before_env is None:
+            os.environ.pop(SINGLE_NODE_ENV, None)
+        else:
+            os.environ[SINGLE_NODE_ENV] = before_env
+
+
+def is_loopback(address: str) -> bool:
+    """``127.0.0.1:6379`` or ``localhost:6379``: a head on this machine's loopback interface
+    (``ray start --head --node-ip-address=127.0.0.1``), joined as a node of it. (A Ray Client
+    address, ``ray://``, joins no node: Ray leaves it as given.)"""
+    return "://" not in address and address.rsplit(":", 1)[0] in LOOPBACK_HOSTS
+
+
+def init_local_ray(num_cpus: int | None = None, **options: Any) -> None:
+    """Start a local Ray cluster on the loopback interface only (127.0.0.1)."""
+    with loopback_only():
         ray.init(
             address="local",
             num_cpus=num_cpus or max(2, os.cpu_count() or 2),
@@ -272,12 +300,6 @@ def init_local_ray(num_cpus: int | None = None, **options: Any) -> None:
             _node_ip_address="127.0.0.1",
             **options,
         )
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = before_flag
-        if before_env is None:
-            os.environ.pop(SINGLE_NODE_ENV, None)
-        else:
-            os.environ[SINGLE_NODE_ENV] = before_env
 
 
 def _start_ray(address: str, num_cpus: int | None) -> bool:
@@ -288,6 +310,14 @@ def _start_ray(address: str, num_cpus: int | None) -> bool:
     try:
         if address == "local":
             init_local_ray(num_cpus, **options)
+        elif is_loopback(address):
+            with loopback_only():
+                ray.init(
+                    address=address,
+                    include_dashboard=False,
+                    _node_ip_address="127.0.0.1",
+                    **options,
+                )
         else:
             ray.init(address=address, include_dashboard=False, **options)
     except Exception as exc:  # Ray's own errors: no cluster at that address, ...
@@ -358,7 +388,7 @@ def run_on_ray(
                 max_restarts=RESTARTS,
                 max_task_retries=RESTARTS,
                 max_concurrency=1000,
-                num_cpus=0,
+                num_cpus=SHARD_CPUS,
                 scheduling_strategy="SPREAD",
             )
             actors = [remote_shard.remote(Shard(i, shards), quota_name) for i in range(shards)]
