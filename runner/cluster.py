@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,44 +64,84 @@ class ClusterError(Exception):
 
 
 class QuotaActor:
-    """The account's concurrency limit for every shard (a Ray actor, named per run)."""
+    """The account's concurrency limit for every shard (a Ray actor, named per run).
+
+    Requests for a slot queue in arrival order and each freed slot is handed to the oldest
+    one directly: one wake-up per slot. (Waking every waiting request on each release, for
+    all but one to find the limit still reached, made the actor's work grow with the
+    cluster's workers times its throughput, on the cores the shards need.)
+    """
 
     def __init__(self, limit: int | str, cap: int, lease_secs: float = LEASE_SECS) -> None:
         policy: int | AdaptiveLimit = AdaptiveLimit(cap) if limit == "auto" else int(limit)
         self.ledger = SlotLedger(policy, lease_secs=lease_secs)
-        self._freed: asyncio.Condition | None = None
+        self._waiting: deque[tuple[str, asyncio.Future[bool]]] = deque()
         self._reaper: asyncio.Task[None] | None = None
 
-    def _condition(self) -> asyncio.Condition:
-        if self._freed is None:
-            self._freed = asyncio.Condition()
+    def _start_reaper(self) -> None:
+        if self._reaper is None:
             self._reaper = asyncio.get_running_loop().create_task(self._reap())
-        return self._freed
 
     async def _reap(self) -> None:
         while True:
             await asyncio.sleep(self.ledger.lease_secs / 4)
             if self.ledger.expire(time.monotonic()):
-                await self._wake()
+                self._hand_out()
 
-    async def _wake(self) -> None:
-        freed = self._condition()
-        async with freed:
-            freed.notify_all()
+    def _hand_out(self) -> None:
+        """Free slots to the oldest requests; a request of a holder that is gone gets none
+        (its shard died: the answer goes nowhere)."""
+        now = time.monotonic()
+        ledger = self.ledger
+        while self._waiting:
+            holder, granted = self._waiting[0]
+            if granted.done():  # cancelled
+                self._waiting.popleft()
+            elif ledger.gone(holder):
+                self._waiting.popleft()
+                granted.set_result(False)
+            elif ledger.take(holder, now):
+                self._waiting.popleft()
+                granted.set_result(True)
+            else:
+                return
 
-    async def acquire(self, holder: str) -> tuple[int, int]:
-        """Wait for a slot; returns (slots in use across the cluster, the limit)."""
-        freed = self._condition()
-        async with freed:
-            while not self.ledger.take(holder, time.monotonic()):
-                if self.ledger.gone(holder):  # a request its dead shard left: no slot
-                    break
-                await freed.wait()
-            return self.ledger.in_use, self.ledger.limit
+    async def acquire(self, holder: str) -> tuple[int, int, bool]:
+        """Wait for a slot; returns (slots in use across the cluster, the limit, whether a
+        slot was taken: not for a holder that is gone, nor for a request withdrawn)."""
+        self._start_reaper()
+        ledger = self.ledger
+        if not self._waiting and ledger.take(holder, time.monotonic()):
+            return ledger.in_use, ledger.limit, True
+        taken = False
+        if not ledger.gone(holder):  # a request its dead shard left: no slot
+            granted = asyncio.get_running_loop().create_future()
+            self._waiting.append((holder, granted))
+            try:
+                taken = await granted
+            except asyncio.CancelledError:
+                if granted.done() and not granted.cancelled() and granted.result():
+                    ledger.give_back(holder, time.monotonic())
+                    self._hand_out()
+                raise
+        return ledger.in_use, ledger.limit, taken
+
+    async def withdraw(self, holder: str, count: int) -> int:
+        """Up to ``count`` of ``holder``'s waiting requests, the newest first, answered
+        without a slot: it needs them no more (its own slots served its attempts). Returns
+        how many were still waiting."""
+        done = 0
+        for waiting, granted in reversed(self._waiting):
+            if done == count:
+                break
+            if waiting == holder and not granted.done():
+                granted.set_result(False)
+                done += 1
+        return done
 
     async def release(self, holder: str) -> None:
         self.ledger.give_back(holder, time.monotonic())
-        await self._wake()
+        self._hand_out()
 
     async def observe(
         self, kind: str, in_flight: int, limit: int, maximum: int | None, current: int | None
@@ -108,16 +149,18 @@ class QuotaActor:
         before = self.ledger.limit
         after = self.ledger.observe(Signal(SignalKind(kind), in_flight, limit, maximum, current))
         if after > before:
-            await self._wake()
+            self._hand_out()
         return after
 
-    async def heartbeat(self, holder: str) -> None:
-        self._condition()
+    async def heartbeat(self, holder: str) -> tuple[int, int]:
+        """``holder`` is alive; returns (slots in use across the cluster, the limit)."""
+        self._start_reaper()
         self.ledger.heartbeat(holder, time.monotonic())
+        return self.ledger.in_use, self.ledger.limit
 
     async def drop(self, holder: str) -> None:
         self.ledger.drop(holder)
-        await self._wake()
+        self._hand_out()
 
     async def stats(self) -> dict[str, Any]:
         ledger = self.ledger
@@ -127,13 +170,23 @@ class QuotaActor:
             "peak": ledger.peak,
             "reclaimed": ledger.reclaimed,
             "holders": dict(ledger.held),
+            "waiting": len(self._waiting),
         }
 
 
 class ClusterSlots:
-    """The cluster's quota as the engine's limiter (``runner.engine.SharedSlots``): each slot
-    is taken from the quota actor and given back to it; replies go to its controller. A
-    thread sends heartbeats so the slots stay ours while this shard lives."""
+    """The cluster's quota as the engine's limiter (``runner.engine.SharedSlots``): slots are
+    taken from the quota actor; replies go to its controller. A thread sends heartbeats so
+    the slots stay ours while this shard lives.
+
+    A slot this shard is done with goes straight to the next of its own attempts waiting for
+    one, while the cluster is within its limit as last heard: a slot handed back and forth
+    through the actor idles for two round trips each time, on every simulation. So a slot
+    returns to the actor only when no attempt of ours waits for it (this shard's jobs are
+    running out: the others get it) or when the cluster is above its limit (it went down).
+    Each waiting attempt also asks the actor for a slot; requests no attempt needs any more
+    are withdrawn, and a slot granted when nobody here waits goes back at once.
+    """
 
     def __init__(self, actor: Any, holder: str, cap: int, limit: int, auto: bool) -> None:
         self.actor = actor
@@ -142,22 +195,86 @@ class ClusterSlots:
         self.limit = limit
         self.total_tokens: float = limit
         self.auto = auto
+        self.in_use = 0
+        """Slots in use across the cluster, as last heard from the actor."""
+        self._waiting: deque[asyncio.Future[tuple[int, int]]] = deque()
+        self._asked = 0  # requests for a slot sent to the actor, not answered yet
+        self._withdrawn = 0  # of those, withdrawn
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeats, daemon=True)
         self._beat.start()
 
+    def _heard(self, in_use: int, limit: int) -> None:
+        self.in_use, self.total_tokens = in_use, limit
+
     def _heartbeats(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECS):
             with contextlib.suppress(Exception):  # the actor gone: the run is ending
-                self.actor.heartbeat.remote(self.holder)
+                self._heard(*ray.get(self.actor.heartbeat.remote(self.holder), timeout=30))
+
+    def _ask(self) -> None:
+        """One more request for a slot, while fewer are out than attempts wait."""
+        if self._asked - self._withdrawn < len(self._waiting):
+            self._asked += 1
+            reply = asyncio.wrap_future(self.actor.acquire.remote(self.holder).future())
+            reply.add_done_callback(self._answered)
+
+    def _answered(self, reply: asyncio.Future[tuple[int, int, bool]]) -> None:
+        self._asked -= 1
+        if reply.cancelled() or reply.exception() is not None:
+            return  # the actor gone: the run is ending
+        in_use, limit, taken = reply.result()
+        self._heard(in_use, limit)
+        if not taken:  # withdrawn, or refused while the actor took us for dead
+            self._withdrawn = max(0, self._withdrawn - 1)
+            if self._waiting:  # once a heartbeat has shown us alive again
+                asyncio.get_running_loop().call_later(HEARTBEAT_SECS, self._ask)
+        elif not self._hand_on((in_use, limit)):
+            self._give_back()
+
+    def _hand_on(self, lease: tuple[int, int]) -> bool:
+        """A slot to the oldest attempt of ours waiting; False when none waits."""
+        if not self._waiting:
+            return False
+        self._waiting.popleft().set_result(lease)
+        return True
+
+    def _give_back(self) -> None:
+        """The slot to the actor, the requests nobody here waits for withdrawn first (sent
+        first, so the slot mostly reaches another shard's request rather than one of ours,
+        which would send it straight back: an async actor does not promise the order)."""
+        surplus = self._asked - self._withdrawn - len(self._waiting)
+        if surplus > 0:
+            self._withdrawn += surplus
+            reply = asyncio.wrap_future(self.actor.withdraw.remote(self.holder, surplus).future())
+            reply.add_done_callback(lambda r: self._withdrew(surplus, r))
+        self.actor.release.remote(self.holder)
+
+    def _withdrew(self, asked: int, reply: asyncio.Future[int]) -> None:
+        """Requests granted before the withdrawal reached the actor were not withdrawn."""
+        done = 0 if reply.cancelled() or reply.exception() is not None else reply.result()
+        self._withdrawn = max(0, self._withdrawn - (asked - done))
+
+    def _release(self) -> None:
+        lease = self.in_use, int(self.total_tokens)
+        if not (self.in_use <= self.total_tokens and self._hand_on(lease)):
+            self._give_back()
 
     async def __aenter__(self) -> tuple[int, int]:
-        in_flight, limit = await self.actor.acquire.remote(self.holder)
-        self.total_tokens = limit
-        return in_flight, limit
+        waiter: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        self._ask()
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter in self._waiting:
+                self._waiting.remove(waiter)
+            elif waiter.done() and not waiter.cancelled():  # handed a slot as it was cancelled
+                self._release()
+            raise
 
     async def __aexit__(self, *exc: object) -> None:
-        self.actor.release.remote(self.holder)
+        self._release()
 
     def observe(self, signal: Signal) -> None:
         self.actor.observe.remote(

@@ -4,6 +4,7 @@ slot ledger the quota actor holds (pure)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ import ray
 import yaml
 
 from runner.adaptive import AdaptiveLimit, Signal, SignalKind, SlotLedger
-from runner.cluster import init_local_ray, run_on_ray
+from runner.cluster import ClusterSlots, QuotaActor, init_local_ray, run_on_ray
 from runner.config import load_config
 from runner.localapi.server import LocalAPI, local_api_process
 from runner.shard import Shard
@@ -233,3 +234,49 @@ def test_a_shard_that_cannot_run_leaves_the_run_incomplete_and_a_rerun_completes
         assert again.merged is not None and again.merged.complete, again.message
         assert api.stats()["simulate_requests"] == 20  # the rest only: nothing paid twice
     every_job_once(run_dir, 20)
+
+
+# ------------------------------------------------------------------------ the quota's slots
+
+
+async def test_the_quota_actor_hands_each_freed_slot_to_the_oldest_request() -> None:
+    quota = QuotaActor(1, 1)  # the actor's class itself, on this event loop
+    assert await quota.acquire("a") == (1, 1, True)
+    b, c, d = (asyncio.ensure_future(quota.acquire(h)) for h in "bcd")
+    await asyncio.sleep(0.01)
+    assert (await quota.stats())["waiting"] == 3
+    assert await quota.withdraw("c", 5) == 1  # c needs it no more: answered, no slot
+    assert await c == (1, 1, False)
+    await quota.drop("d")  # d is done (or dead): its request gets no slot either
+    await quota.release("a")
+    assert await b == (1, 1, True)  # the oldest request gets the freed slot ...
+    assert await d == (1, 1, False)  # ... and d none
+    assert quota.ledger.held == {"a": 0, "b": 1}
+
+
+async def test_a_shard_hands_its_slot_to_its_own_next_attempt(local_ray: None) -> None:
+    quota = ray.remote(QuotaActor).options(max_concurrency=100, num_cpus=0).remote(2, 2)
+    a = ClusterSlots(quota, "a", 2, 2, auto=False)
+    b = ClusterSlots(quota, "b", 2, 2, auto=False)
+    try:
+        await a.__aenter__()
+        await a.__aenter__()  # a holds the cluster's two slots
+        next_a = asyncio.ensure_future(a.__aenter__())
+        first_b = asyncio.ensure_future(b.__aenter__())
+        await asyncio.sleep(0.5)  # both requests wait in the actor
+        assert (await quota.stats.remote())["waiting"] == 2
+        await a.__aexit__()
+        # a's own waiting attempt has the slot at once, without the actor
+        await asyncio.wait_for(next_a, 0.05)
+        stats = await quota.stats.remote()
+        assert stats["holders"] == {"a": 2} and not first_b.done()
+        await a.__aexit__()  # no attempt of a waits: back to the cluster, b has it
+        await asyncio.wait_for(first_b, 5)
+        await a.__aexit__()
+        await asyncio.sleep(0.3)
+        stats = await quota.stats.remote()
+        assert stats["in_use"] == 1 and stats["holders"]["b"] == 1 and stats["waiting"] == 0
+    finally:
+        a.close()
+        b.close()
+        ray.kill(quota)
