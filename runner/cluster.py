@@ -89,34 +89,62 @@ class QuotaActor:
                 self._hand_out()
 
     def _hand_out(self) -> None:
-        """Free slots to the oldest requests; a request of a holder that is gone gets none
-        (its shard died: the answer goes nowhere)."""
-        now = time.monotonic()
+        """Free slots to the waiting requests: each to the oldest request of the holder with
+        the fewest slots, so the shards share the limit from the start. A request of a holder
+        that is gone gets none (its shard died: the answer goes nowhere)."""
         ledger = self.ledger
-        while self._waiting:
-            holder, granted = self._waiting[0]
-            if granted.done():  # cancelled
-                self._waiting.popleft()
-            elif ledger.gone(holder):
-                self._waiting.popleft()
-                granted.set_result(False)
-            elif ledger.take(holder, now):
-                self._waiting.popleft()
-                granted.set_result(True)
-            else:
+        while self._waiting and ledger.in_use < ledger.limit:
+            best: int | None = None
+            fewest = 0
+            live: deque[tuple[str, asyncio.Future[bool]]] = deque()
+            for holder, granted in self._waiting:
+                if granted.done():  # cancelled, or withdrawn
+                    continue
+                if ledger.gone(holder):
+                    granted.set_result(False)
+                    continue
+                held = ledger.held.get(holder, 0)
+                if best is None or held < fewest:
+                    best, fewest = len(live), held
+                live.append((holder, granted))
+            self._waiting = live
+            if best is None:
                 return
+            holder, granted = live[best]
+            del live[best]
+            ledger.take(holder, time.monotonic())
+            granted.set_result(True)
+        if self._waiting:  # full: drop what no longer waits, refuse the holders gone
+            self._waiting = deque(
+                (h, g) for h, g in self._waiting if not g.done() and not self._refused(h, g)
+            )
 
-    async def acquire(self, holder: str) -> tuple[int, int, bool]:
-        """Wait for a slot; returns (slots in use across the cluster, the limit, whether a
-        slot was taken: not for a holder that is gone, nor for a request withdrawn)."""
+    def _refused(self, holder: str, granted: asyncio.Future[bool]) -> bool:
+        if self.ledger.gone(holder):
+            granted.set_result(False)
+            return True
+        return False
+
+    def share(self) -> int:
+        """A holder's fair share of the limit: the limit over the holders that hold slots or
+        wait for one (rounded up)."""
+        wanting = {h for h, n in self.ledger.held.items() if n > 0}
+        wanting.update(h for h, granted in self._waiting if not granted.done())
+        return -(-self.ledger.limit // max(1, len(wanting)))
+
+    async def acquire(self, holder: str) -> tuple[int, int, int, bool]:
+        """Wait for a slot; returns (slots in use across the cluster, the limit, a holder's
+        fair share, whether a slot was taken: not for a holder that is gone, nor for a
+        request withdrawn)."""
         self._start_reaper()
         ledger = self.ledger
         if not self._waiting and ledger.take(holder, time.monotonic()):
-            return ledger.in_use, ledger.limit, True
+            return ledger.in_use, ledger.limit, self.share(), True
         taken = False
         if not ledger.gone(holder):  # a request its dead shard left: no slot
             granted = asyncio.get_running_loop().create_future()
             self._waiting.append((holder, granted))
+            self._hand_out()
             try:
                 taken = await granted
             except asyncio.CancelledError:
@@ -124,7 +152,7 @@ class QuotaActor:
                     ledger.give_back(holder, time.monotonic())
                     self._hand_out()
                 raise
-        return ledger.in_use, ledger.limit, taken
+        return ledger.in_use, ledger.limit, self.share(), taken
 
     async def withdraw(self, holder: str, count: int) -> int:
         """Up to ``count`` of ``holder``'s waiting requests, the newest first, answered
@@ -152,11 +180,12 @@ class QuotaActor:
             self._hand_out()
         return after
 
-    async def heartbeat(self, holder: str) -> tuple[int, int]:
-        """``holder`` is alive; returns (slots in use across the cluster, the limit)."""
+    async def heartbeat(self, holder: str) -> tuple[int, int, int]:
+        """``holder`` is alive; returns (slots in use across the cluster, the limit, a
+        holder's fair share)."""
         self._start_reaper()
         self.ledger.heartbeat(holder, time.monotonic())
-        return self.ledger.in_use, self.ledger.limit
+        return self.ledger.in_use, self.ledger.limit, self.share()
 
     async def drop(self, holder: str) -> None:
         self.ledger.drop(holder)
@@ -180,12 +209,14 @@ class ClusterSlots:
     the slots stay ours while this shard lives.
 
     A slot this shard is done with goes straight to the next of its own attempts waiting for
-    one, while the cluster is within its limit as last heard: a slot handed back and forth
-    through the actor idles for two round trips each time, on every simulation. So a slot
-    returns to the actor only when no attempt of ours waits for it (this shard's jobs are
-    running out: the others get it) or when the cluster is above its limit (it went down).
-    Each waiting attempt also asks the actor for a slot; requests no attempt needs any more
-    are withdrawn, and a slot granted when nobody here waits goes back at once.
+    one, while the cluster is within its limit and this shard within its fair share of it, as
+    last heard: a slot handed back and forth through the actor idles for two round trips
+    each time, on every simulation. So a slot returns to the actor only when no attempt of
+    ours waits for it (this shard's jobs are running out: the others get it), when the
+    cluster is above its limit (it went down), or when this shard holds more than its share
+    (another shard, a restarted one say, waits for slots). Each waiting attempt also asks the
+    actor for a slot; requests no attempt needs any more are withdrawn, and a slot granted
+    when nobody here waits goes back at once.
     """
 
     def __init__(self, actor: Any, holder: str, cap: int, limit: int, auto: bool) -> None:
@@ -197,6 +228,10 @@ class ClusterSlots:
         self.auto = auto
         self.in_use = 0
         """Slots in use across the cluster, as last heard from the actor."""
+        self.share = limit
+        """A shard's fair share of the limit, as last heard."""
+        self.held = 0
+        """Slots this shard holds (each serving one attempt after another)."""
         self._waiting: deque[asyncio.Future[tuple[int, int]]] = deque()
         self._asked = 0  # requests for a slot sent to the actor, not answered yet
         self._withdrawn = 0  # of those, withdrawn
@@ -204,8 +239,8 @@ class ClusterSlots:
         self._beat = threading.Thread(target=self._heartbeats, daemon=True)
         self._beat.start()
 
-    def _heard(self, in_use: int, limit: int) -> None:
-        self.in_use, self.total_tokens = in_use, limit
+    def _heard(self, in_use: int, limit: int, share: int) -> None:
+        self.in_use, self.total_tokens, self.share = in_use, limit, share
 
     def _heartbeats(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECS):
@@ -219,17 +254,19 @@ class ClusterSlots:
             reply = asyncio.wrap_future(self.actor.acquire.remote(self.holder).future())
             reply.add_done_callback(self._answered)
 
-    def _answered(self, reply: asyncio.Future[tuple[int, int, bool]]) -> None:
+    def _answered(self, reply: asyncio.Future[tuple[int, int, int, bool]]) -> None:
         self._asked -= 1
         if reply.cancelled() or reply.exception() is not None:
             return  # the actor gone: the run is ending
-        in_use, limit, taken = reply.result()
-        self._heard(in_use, limit)
-        if not taken:  # withdrawn, or refused while the actor took us for dead
+        in_use, limit, share, taken = reply.result()
+        self._heard(in_use, limit, share)
+        if taken:
+            self.held += 1
+        else:  # withdrawn, or refused while the actor took us for dead
             self._withdrawn = max(0, self._withdrawn - 1)
             if self._waiting:  # once a heartbeat has shown us alive again
                 asyncio.get_running_loop().call_later(HEARTBEAT_SECS, self._ask)
-        elif not self._hand_on((in_use, limit)):
+        if taken and not self._hand_on((in_use, limit)):
             self._give_back()
 
     def _hand_on(self, lease: tuple[int, int]) -> bool:
@@ -248,6 +285,7 @@ class ClusterSlots:
             self._withdrawn += surplus
             reply = asyncio.wrap_future(self.actor.withdraw.remote(self.holder, surplus).future())
             reply.add_done_callback(lambda r: self._withdrew(surplus, r))
+        self.held -= 1
         self.actor.release.remote(self.holder)
 
     def _withdrew(self, asked: int, reply: asyncio.Future[int]) -> None:
@@ -257,7 +295,8 @@ class ClusterSlots:
 
     def _release(self) -> None:
         lease = self.in_use, int(self.total_tokens)
-        if not (self.in_use <= self.total_tokens and self._hand_on(lease)):
+        keep = self.in_use <= self.total_tokens and self.held <= self.share
+        if not (keep and self._hand_on(lease)):
             self._give_back()
 
     async def __aenter__(self) -> tuple[int, int]:
