@@ -19,7 +19,8 @@ import polars as pl
 import pytest
 import yaml
 
-from runner.backends.agent_testing import repeat_window, test_spec, variant_hash
+from runner.backends.agent_testing import repeat_window, variant_hash
+from runner.backends.agent_testing import test_spec as spec_of
 from runner.config import load_config
 from runner.jobs import Job, iter_jobs
 from runner.localapi.server import local_api_process
@@ -140,7 +141,7 @@ def test_agent_testing_splits_by_test_keeping_each_invocation_group_whole(
 
     def group(job: Job) -> tuple[str, str, int, int, str]:  # the backend's invocation group
         start, count = repeat_window(job.repeat, repeats)
-        return (job.agent_id, test_spec(job, options).hash, start, count, variant_hash(job))
+        return (job.agent_id, spec_of(job, options).hash, start, count, variant_hash(job))
 
     every = [job.key for job in iter_jobs(cfg)]
     shards = [list(sweep_jobs(cfg, None, Shard(i, n))) for i in range(n)]
@@ -150,7 +151,7 @@ def test_agent_testing_splits_by_test_keeping_each_invocation_group_whole(
         for job in shard:
             # every job of a group, and every group of a test, in one shard
             assert home.setdefault(group(job), i) == i
-            assert home.setdefault(test_spec(job, options).hash, i) == i
+            assert home.setdefault(spec_of(job, options).hash, i) == i
     assert len({g for g in home if isinstance(g, tuple)}) == 12
     sizes = [len(shard) for shard in shards]
     assert max(sizes) - min(sizes) <= 4  # a test's 4 jobs (2 agents x 2 repeats) at most
