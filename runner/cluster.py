@@ -10,8 +10,9 @@ Ray is the engine (an optional extra, ``.[ray]``); nothing here is a cluster of 
   shard: a ``SlotLedger`` (``runner.adaptive``) with the limit fixed (``run.concurrency: N``,
   for the whole cluster) or adaptive (``auto``: the same controller a single process uses, fed
   every shard's replies). A shard's engine takes its slots through ``ClusterSlots`` in place
-  of its own limiter. Slots are leases: a shard that stops sending heartbeats has its slots
-  returned after ``LEASE_SECS``.
+  of its own limiter, and keeps a slot for its own next attempt while within its fair share
+  (the actor's round trips are off the path of every simulation). Slots are leases: a shard
+  that stops sending heartbeats has its slots returned after ``LEASE_SECS``.
 - **One progress display.** The driver sums every shard's live counters, then runs ``merge``.
 """
 
