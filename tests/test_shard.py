@@ -409,6 +409,24 @@ def test_merge_names_the_jobs_no_shard_has_finished(tmp_path: Path) -> None:
         assert api.stats()["simulate_requests"] == 24
 
 
+def test_merge_names_an_agent_testing_shards_missing_jobs_by_the_same_split(
+    tmp_path: Path,
+) -> None:
+    with local_api_process(["--time-scale", "0.002", "--seed", "3"]) as api:
+        config = agent_testing_config(tmp_path, api.base_url)
+        results = tmp_path / "r"
+        done = run_cli(
+            "run", str(config), "--results", str(results), "--no-progress", "--shard", "0/2"
+        )
+        assert done.returncode == 0, done.stderr
+        missing = run_cli("merge", str(results / "tested"))
+    assert missing.returncode == 1
+    expected = {job.key for job in sweep_jobs(load_config(config), None, Shard(1, 2))}
+    named = {line.split()[1] for line in missing.stdout.splitlines() if line.startswith("missing ")}
+    assert named == expected and 0 < len(expected) < 24
+    assert f"shard 1/2: {len(expected)}" in missing.stderr and "shard 0/2" not in missing.stderr
+
+
 def test_a_killed_shard_resumes_its_own_jobs_and_pays_for_nothing_twice(tmp_path: Path) -> None:
     with local_api_process(["--time-scale", "0.05", "--seed", "7"]) as api:
         config = write_config(tmp_path, api.base_url, scenarios=30)
