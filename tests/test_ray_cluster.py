@@ -35,9 +35,10 @@ from runner.store import load_run
 ROOT = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).parent / "ray"
 QUOTA = 4
-SOCKET_PATH_MAX = 100
-"""Ray puts unix sockets under its temp dir (``session_<time>_<pid>/sockets/plasma_store``,
-about 60 characters more): AF_UNIX paths end at 107 bytes."""
+SOCKET_PATH_MAX = 107
+"""AF_UNIX paths end at 107 bytes, and Ray puts its sockets under its temp dir
+(``session_<time>_<pid>/sockets/plasma_store``: up to 64 characters more)."""
+SESSION_SOCKET = 64
 
 
 def free_port() -> int:
@@ -78,10 +79,12 @@ def capped_api() -> Iterator[LocalAPI]:
 
 
 @pytest.fixture
-def short_tmp(tmp_path: Path) -> Iterator[Path]:
-    """The test's own tmp_path when Ray's socket paths fit under it, else a short one."""
-    if len(str(tmp_path)) <= SOCKET_PATH_MAX - 60:
-        yield tmp_path
+def short_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Ray's temp dir: under pytest's own temp dir (``.../pytest-N/ray0``) when its socket
+    paths fit there (a test's ``tmp_path`` is too long for them), else a short one."""
+    under_pytest = tmp_path_factory.mktemp("ray")
+    if len(str(under_pytest)) + SESSION_SOCKET <= SOCKET_PATH_MAX:
+        yield under_pytest
         return
     with tempfile.TemporaryDirectory(prefix="ray-", dir="/tmp") as short:
         yield Path(short)
@@ -120,7 +123,7 @@ def ray_token() -> str:
 def ray_head(short_tmp: Path, ray_token: str) -> Iterator[str]:
     """``ray start --head`` on 127.0.0.1 (2 CPUs), as an operator starts a cluster's head."""
     port = free_port()
-    temp_dir = short_tmp / "ray"
+    temp_dir = short_tmp
     env = {
         **os.environ,
         SINGLE_NODE_ENV: "0",
@@ -203,7 +206,7 @@ def two_nodes(short_tmp: Path) -> Iterator[Cluster]:
                 "num_cpus": 1,
                 "node_ip_address": "127.0.0.1",
                 "include_dashboard": False,
-                "temp_dir": str(short_tmp / "ray"),
+                "temp_dir": str(short_tmp),
             },
         )
         try:
