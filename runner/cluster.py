@@ -10,8 +10,9 @@ Ray is the engine (an optional extra, ``.[ray]``); nothing here is a cluster of 
   shard: a ``SlotLedger`` (``runner.adaptive``) with the limit fixed (``run.concurrency: N``,
   for the whole cluster) or adaptive (``auto``: the same controller a single process uses, fed
   every shard's replies). A shard's engine takes its slots through ``ClusterSlots`` in place
-  of its own limiter. Slots are leases: a shard that stops sending heartbeats has its slots
-  returned after ``LEASE_SECS``.
+  of its own limiter, and keeps a slot for its own next attempt while within its fair share
+  (the actor's round trips are off the path of every simulation). Slots are leases: a shard
+  that stops sending heartbeats has its slots returned after ``LEASE_SECS``.
 - **One progress display.** The driver sums every shard's live counters, then runs ``merge``.
 """
 
@@ -24,6 +25,8 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +41,7 @@ from runner.merge import MergeResult, merge
 from runner.progress import show_progress
 from runner.shard import Shard
 from runner.store import StoreError
-from runner.sweep import AGENT_TESTING_UNSHARDED, DEFAULT_RESULTS, run_name, run_sweep
+from runner.sweep import DEFAULT_RESULTS, run_name, run_sweep
 from runner.target import target_url
 
 NAMESPACE = "convsim"
@@ -48,6 +51,10 @@ slots are returned to the cluster."""
 HEARTBEAT_SECS = 1.0
 RESTARTS = 3
 """How often Ray restarts a shard actor whose process died (each restart resumes the shard)."""
+SHARD_CPUS = 0.001
+"""What a shard actor reserves: its work is waiting on the network, but Ray's ``SPREAD``
+places actors that reserve nothing wherever it likes (often all on one node), and spreads
+those that reserve some CPU, however little, over the nodes."""
 
 
 class ClusterError(Exception):
@@ -58,44 +65,112 @@ class ClusterError(Exception):
 
 
 class QuotaActor:
-    """The account's concurrency limit for every shard (a Ray actor, named per run)."""
+    """The account's concurrency limit for every shard (a Ray actor, named per run).
+
+    Requests for a slot queue in arrival order and each freed slot is handed to the oldest
+    one directly: one wake-up per slot. (Waking every waiting request on each release, for
+    all but one to find the limit still reached, made the actor's work grow with the
+    cluster's workers times its throughput, on the cores the shards need.)
+    """
 
     def __init__(self, limit: int | str, cap: int, lease_secs: float = LEASE_SECS) -> None:
         policy: int | AdaptiveLimit = AdaptiveLimit(cap) if limit == "auto" else int(limit)
         self.ledger = SlotLedger(policy, lease_secs=lease_secs)
-        self._freed: asyncio.Condition | None = None
+        self._waiting: deque[tuple[str, asyncio.Future[bool]]] = deque()
         self._reaper: asyncio.Task[None] | None = None
 
-    def _condition(self) -> asyncio.Condition:
-        if self._freed is None:
-            self._freed = asyncio.Condition()
+    def _start_reaper(self) -> None:
+        if self._reaper is None:
             self._reaper = asyncio.get_running_loop().create_task(self._reap())
-        return self._freed
 
     async def _reap(self) -> None:
         while True:
             await asyncio.sleep(self.ledger.lease_secs / 4)
             if self.ledger.expire(time.monotonic()):
-                await self._wake()
+                self._hand_out()
 
-    async def _wake(self) -> None:
-        freed = self._condition()
-        async with freed:
-            freed.notify_all()
+    def _hand_out(self) -> None:
+        """Free slots to the waiting requests: each to the oldest request of the holder with
+        the fewest slots, so the shards share the limit from the start. A request of a holder
+        that is gone gets none (its shard died: the answer goes nowhere)."""
+        ledger = self.ledger
+        while self._waiting and ledger.in_use < ledger.limit:
+            best: int | None = None
+            fewest = 0
+            live: deque[tuple[str, asyncio.Future[bool]]] = deque()
+            for holder, granted in self._waiting:
+                if granted.done():  # cancelled, or withdrawn
+                    continue
+                if ledger.gone(holder):
+                    granted.set_result(False)
+                    continue
+                held = ledger.held.get(holder, 0)
+                if best is None or held < fewest:
+                    best, fewest = len(live), held
+                live.append((holder, granted))
+            self._waiting = live
+            if best is None:
+                return
+            holder, granted = live[best]
+            del live[best]
+            ledger.take(holder, time.monotonic())
+            granted.set_result(True)
+        if self._waiting:  # full: drop what no longer waits, refuse the holders gone
+            self._waiting = deque(
+                (h, g) for h, g in self._waiting if not g.done() and not self._refused(h, g)
+            )
 
-    async def acquire(self, holder: str) -> tuple[int, int]:
-        """Wait for a slot; returns (slots in use across the cluster, the limit)."""
-        freed = self._condition()
-        async with freed:
-            while not self.ledger.take(holder, time.monotonic()):
-                if self.ledger.gone(holder):  # a request its dead shard left: no slot
-                    break
-                await freed.wait()
-            return self.ledger.in_use, self.ledger.limit
+    def _refused(self, holder: str, granted: asyncio.Future[bool]) -> bool:
+        if self.ledger.gone(holder):
+            granted.set_result(False)
+            return True
+        return False
+
+    def share(self) -> int:
+        """A holder's fair share of the limit: the limit over the holders that hold slots or
+        wait for one (rounded up)."""
+        wanting = {h for h, n in self.ledger.held.items() if n > 0}
+        wanting.update(h for h, granted in self._waiting if not granted.done())
+        return -(-self.ledger.limit // max(1, len(wanting)))
+
+    async def acquire(self, holder: str) -> tuple[int, int, int, bool]:
+        """Wait for a slot; returns (slots in use across the cluster, the limit, a holder's
+        fair share, whether a slot was taken: not for a holder that is gone, nor for a
+        request withdrawn)."""
+        self._start_reaper()
+        ledger = self.ledger
+        if not self._waiting and ledger.take(holder, time.monotonic()):
+            return ledger.in_use, ledger.limit, self.share(), True
+        taken = False
+        if not ledger.gone(holder):  # a request its dead shard left: no slot
+            granted = asyncio.get_running_loop().create_future()
+            self._waiting.append((holder, granted))
+            self._hand_out()
+            try:
+                taken = await granted
+            except asyncio.CancelledError:
+                if granted.done() and not granted.cancelled() and granted.result():
+                    ledger.give_back(holder, time.monotonic())
+                    self._hand_out()
+                raise
+        return ledger.in_use, ledger.limit, self.share(), taken
+
+    async def withdraw(self, holder: str, count: int) -> int:
+        """Up to ``count`` of ``holder``'s waiting requests, the newest first, answered
+        without a slot: it needs them no more (its own slots served its attempts). Returns
+        how many were still waiting."""
+        done = 0
+        for waiting, granted in reversed(self._waiting):
+            if done == count:
+                break
+            if waiting == holder and not granted.done():
+                granted.set_result(False)
+                done += 1
+        return done
 
     async def release(self, holder: str) -> None:
         self.ledger.give_back(holder, time.monotonic())
-        await self._wake()
+        self._hand_out()
 
     async def observe(
         self, kind: str, in_flight: int, limit: int, maximum: int | None, current: int | None
@@ -103,16 +178,19 @@ class QuotaActor:
         before = self.ledger.limit
         after = self.ledger.observe(Signal(SignalKind(kind), in_flight, limit, maximum, current))
         if after > before:
-            await self._wake()
+            self._hand_out()
         return after
 
-    async def heartbeat(self, holder: str) -> None:
-        self._condition()
+    async def heartbeat(self, holder: str) -> tuple[int, int, int]:
+        """``holder`` is alive; returns (slots in use across the cluster, the limit, a
+        holder's fair share)."""
+        self._start_reaper()
         self.ledger.heartbeat(holder, time.monotonic())
+        return self.ledger.in_use, self.ledger.limit, self.share()
 
     async def drop(self, holder: str) -> None:
         self.ledger.drop(holder)
-        await self._wake()
+        self._hand_out()
 
     async def stats(self) -> dict[str, Any]:
         ledger = self.ledger
@@ -122,13 +200,25 @@ class QuotaActor:
             "peak": ledger.peak,
             "reclaimed": ledger.reclaimed,
             "holders": dict(ledger.held),
+            "waiting": len(self._waiting),
         }
 
 
 class ClusterSlots:
-    """The cluster's quota as the engine's limiter (``runner.engine.SharedSlots``): each slot
-    is taken from the quota actor and given back to it; replies go to its controller. A
-    thread sends heartbeats so the slots stay ours while this shard lives."""
+    """The cluster's quota as the engine's limiter (``runner.engine.SharedSlots``): slots are
+    taken from the quota actor; replies go to its controller. A thread sends heartbeats so
+    the slots stay ours while this shard lives.
+
+    A slot this shard is done with goes straight to the next of its own attempts waiting for
+    one, while the cluster is within its limit and this shard within its fair share of it, as
+    last heard: a slot handed back and forth through the actor idles for two round trips
+    each time, on every simulation. So a slot returns to the actor only when no attempt of
+    ours waits for it (this shard's jobs are running out: the others get it), when the
+    cluster is above its limit (it went down), or when this shard holds more than its share
+    (another shard, a restarted one say, waits for slots). Each waiting attempt also asks the
+    actor for a slot; requests no attempt needs any more are withdrawn, and a slot granted
+    when nobody here waits goes back at once.
+    """
 
     def __init__(self, actor: Any, holder: str, cap: int, limit: int, auto: bool) -> None:
         self.actor = actor
@@ -137,22 +227,94 @@ class ClusterSlots:
         self.limit = limit
         self.total_tokens: float = limit
         self.auto = auto
+        self.in_use = 0
+        """Slots in use across the cluster, as last heard from the actor."""
+        self.share = limit
+        """A shard's fair share of the limit, as last heard."""
+        self.held = 0
+        """Slots this shard holds (each serving one attempt after another)."""
+        self._waiting: deque[asyncio.Future[tuple[int, int]]] = deque()
+        self._asked = 0  # requests for a slot sent to the actor, not answered yet
+        self._withdrawn = 0  # of those, withdrawn
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeats, daemon=True)
         self._beat.start()
 
+    def _heard(self, in_use: int, limit: int, share: int) -> None:
+        self.in_use, self.total_tokens, self.share = in_use, limit, share
+
     def _heartbeats(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECS):
             with contextlib.suppress(Exception):  # the actor gone: the run is ending
-                self.actor.heartbeat.remote(self.holder)
+                self._heard(*ray.get(self.actor.heartbeat.remote(self.holder), timeout=30))
+
+    def _ask(self) -> None:
+        """One more request for a slot, while fewer are out than attempts wait."""
+        if self._asked - self._withdrawn < len(self._waiting):
+            self._asked += 1
+            reply = asyncio.wrap_future(self.actor.acquire.remote(self.holder).future())
+            reply.add_done_callback(self._answered)
+
+    def _answered(self, reply: asyncio.Future[tuple[int, int, int, bool]]) -> None:
+        self._asked -= 1
+        if reply.cancelled() or reply.exception() is not None:
+            return  # the actor gone: the run is ending
+        in_use, limit, share, taken = reply.result()
+        self._heard(in_use, limit, share)
+        if taken:
+            self.held += 1
+        else:  # withdrawn, or refused while the actor took us for dead
+            self._withdrawn = max(0, self._withdrawn - 1)
+            if self._waiting:  # once a heartbeat has shown us alive again
+                asyncio.get_running_loop().call_later(HEARTBEAT_SECS, self._ask)
+        if taken and not self._hand_on((in_use, limit)):
+            self._give_back()
+
+    def _hand_on(self, lease: tuple[int, int]) -> bool:
+        """A slot to the oldest attempt of ours waiting; False when none waits."""
+        if not self._waiting:
+            return False
+        self._waiting.popleft().set_result(lease)
+        return True
+
+    def _give_back(self) -> None:
+        """The slot to the actor, the requests nobody here waits for withdrawn first (sent
+        first, so the slot mostly reaches another shard's request rather than one of ours,
+        which would send it straight back: an async actor does not promise the order)."""
+        surplus = self._asked - self._withdrawn - len(self._waiting)
+        if surplus > 0:
+            self._withdrawn += surplus
+            reply = asyncio.wrap_future(self.actor.withdraw.remote(self.holder, surplus).future())
+            reply.add_done_callback(lambda r: self._withdrew(surplus, r))
+        self.held -= 1
+        self.actor.release.remote(self.holder)
+
+    def _withdrew(self, asked: int, reply: asyncio.Future[int]) -> None:
+        """Requests granted before the withdrawal reached the actor were not withdrawn."""
+        done = 0 if reply.cancelled() or reply.exception() is not None else reply.result()
+        self._withdrawn = max(0, self._withdrawn - (asked - done))
+
+    def _release(self) -> None:
+        lease = self.in_use, int(self.total_tokens)
+        keep = self.in_use <= self.total_tokens and self.held <= self.share
+        if not (keep and self._hand_on(lease)):
+            self._give_back()
 
     async def __aenter__(self) -> tuple[int, int]:
-        in_flight, limit = await self.actor.acquire.remote(self.holder)
-        self.total_tokens = limit
-        return in_flight, limit
+        waiter: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        self._ask()
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter in self._waiting:
+                self._waiting.remove(waiter)
+            elif waiter.done() and not waiter.cancelled():  # handed a slot as it was cancelled
+                self._release()
+            raise
 
     async def __aexit__(self, *exc: object) -> None:
-        self.actor.release.remote(self.holder)
+        self._release()
 
     def observe(self, signal: Signal) -> None:
         self.actor.observe.remote(
@@ -227,6 +389,7 @@ class ShardActor:
             aborted=result.aborted.message if result.aborted else None,
             peak_in_flight=result.counters.peak_in_flight,
             wall_secs=result.wall_secs,
+            node_id=ray.get_runtime_context().get_node_id(),
         )
         return out
 
@@ -249,15 +412,18 @@ class ClusterOutcome:
 
 
 SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 
 
-def init_local_ray(num_cpus: int | None = None, **options: Any) -> None:
-    """Start a local Ray cluster on the loopback interface only (127.0.0.1).
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """Keep Ray on 127.0.0.1 while it starts or connects, then put everything back.
 
-    Given ``_node_ip_address="127.0.0.1"``, Ray still resolves it to the machine's own address
-    and its servers listen on every interface, unless it is told this is no multi-node cluster
-    (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read by every process it starts, and by this one
-    when Ray was imported, hence the constant too). Both are put back once it runs.
+    Told ``127.0.0.1``, Ray still resolves it to the machine's own address (both a node it
+    starts, whose servers then listen on every interface, and a cluster address it connects
+    to, which then misses a head listening on the loopback only), unless it is told this is no
+    multi-node cluster: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read by every process it
+    starts, and by this one when Ray was imported (hence the constant too).
     """
     from ray._private import ray_constants
 
@@ -265,6 +431,25 @@ def init_local_ray(num_cpus: int | None = None, **options: Any) -> None:
     os.environ[SINGLE_NODE_ENV] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before_flag
+        if before_env is None:
+            os.environ.pop(SINGLE_NODE_ENV, None)
+        else:
+            os.environ[SINGLE_NODE_ENV] = before_env
+
+
+def is_loopback(address: str) -> bool:
+    """``127.0.0.1:6379`` or ``localhost:6379``: a head on this machine's loopback interface
+    (``ray start --head --node-ip-address=127.0.0.1``), joined as a node of it. (A Ray Client
+    address, ``ray://``, joins no node: Ray leaves it as given.)"""
+    return "://" not in address and address.rsplit(":", 1)[0] in LOOPBACK_HOSTS
+
+
+def init_local_ray(num_cpus: int | None = None, **options: Any) -> None:
+    """Start a local Ray cluster on the loopback interface only (127.0.0.1)."""
+    with loopback_only():
         ray.init(
             address="local",
             num_cpus=num_cpus or max(2, os.cpu_count() or 2),
@@ -272,12 +457,6 @@ def init_local_ray(num_cpus: int | None = None, **options: Any) -> None:
             _node_ip_address="127.0.0.1",
             **options,
         )
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = before_flag
-        if before_env is None:
-            os.environ.pop(SINGLE_NODE_ENV, None)
-        else:
-            os.environ[SINGLE_NODE_ENV] = before_env
 
 
 def _start_ray(address: str, num_cpus: int | None) -> bool:
@@ -288,6 +467,14 @@ def _start_ray(address: str, num_cpus: int | None) -> bool:
     try:
         if address == "local":
             init_local_ray(num_cpus, **options)
+        elif is_loopback(address):
+            with loopback_only():
+                ray.init(
+                    address=address,
+                    include_dashboard=False,
+                    _node_ip_address="127.0.0.1",
+                    **options,
+                )
         else:
             ray.init(address=address, include_dashboard=False, **options)
     except Exception as exc:  # Ray's own errors: no cluster at that address, ...
@@ -327,8 +514,6 @@ def run_on_ray(
     started once, here, for every shard (so only on a local cluster). ``on_started`` is called
     with the shard actors once they run (tests kill one).
     """
-    if shards > 1 and cfg.target.backend == "agent-testing":
-        raise ClusterError(AGENT_TESTING_UNSHARDED)
     started = _start_ray(address, num_cpus)
     name = run_name(cfg)
     run_dir = results_root.resolve() / name
@@ -360,7 +545,7 @@ def run_on_ray(
                 max_restarts=RESTARTS,
                 max_task_retries=RESTARTS,
                 max_concurrency=1000,
-                num_cpus=0,
+                num_cpus=SHARD_CPUS,
                 scheduling_strategy="SPREAD",
             )
             actors = [remote_shard.remote(Shard(i, shards), quota_name) for i in range(shards)]

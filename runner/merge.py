@@ -18,7 +18,6 @@ from runner.config import Config, config_hash, load_config
 from runner.jobs import Job
 from runner.journal import recover
 from runner.manifest import Manifest
-from runner.shard import shard_of
 from runner.store import (
     RunLock,
     StoreError,
@@ -29,7 +28,7 @@ from runner.store import (
     shard_manifests,
     write_manifest,
 )
-from runner.sweep import sweep_jobs
+from runner.sweep import shard_homes, sweep_jobs
 
 
 @dataclass
@@ -114,13 +113,14 @@ def merge(
             run_dir, 0, 0, 0, recovered=recovered, shard_count=count, warnings=warnings
         )
         missing: list[Job] = []
+        home_of = shard_homes(cfg, limit, count) if count else None
         for job in sweep_jobs(cfg, limit):
             result.planned += 1
             if job.key in finished:
                 result.finished += 1
                 continue
             result.missing_count += 1
-            home = shard_of(job.key, count) if count else None
+            home = home_of(job) if home_of else None
             if home is not None:
                 result.missing_by_shard[home] = result.missing_by_shard.get(home, 0) + 1
             if len(missing) < show:
@@ -132,7 +132,7 @@ def merge(
                 j.scenario_id,
                 j.repeat,
                 j.matrix,
-                shard_of(j.key, count) if count else None,
+                home_of(j) if home_of else None,
             )
             for j in itertools.islice(missing, show)
         ]

@@ -5,6 +5,11 @@ the environment an engine sets). A job's shard is a hash of its key modulo N, so
 is in the same shard on every machine and in every session (resume needs no coordination),
 and a hash spreads the jobs evenly whatever the config's order.
 
+Some jobs must share a shard: the agent-testing backend runs the repeats of one test as one
+invocation, which each shard holding some of them would start and pay for. Those jobs are
+split by group instead (``split_groups``): whole groups, balanced by their jobs (the groups
+themselves: ``runner.sweep.shard_homes``).
+
 Engines that run an array of identical workers set an index in the environment:
 
 - Kubernetes Indexed Jobs: ``JOB_COMPLETION_INDEX`` (0-based); the count is the Job's
@@ -16,6 +21,7 @@ Engines that run an array of identical workers set an index in the environment:
 from __future__ import annotations
 
 import hashlib
+import heapq
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -59,6 +65,7 @@ class Shard:
         return f"{self.index}/{self.count}"
 
     def owns(self, job_key: str) -> bool:
+        """Split by job key (``runner.sweep.shard_homes`` says which split a run uses)."""
         return shard_of(job_key, self.count) == self.index
 
 
@@ -66,6 +73,21 @@ def shard_of(job_key: str, count: int) -> int:
     """The shard a job belongs to: 64 bits of a hash of its key, modulo ``count``."""
     digest = hashlib.blake2b(job_key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % count
+
+
+def split_groups(sizes: Mapping[str, int], count: int) -> dict[str, int]:
+    """Each group (key -> its jobs) to a shard: the largest first, each to the shard with the
+    fewest jobs so far (the lowest index on a tie), so no shard is more than one group above
+    an even share. Ordered by size, then a hash of the key, then the key: the same split on
+    every machine, whatever order the groups came in."""
+    order = sorted(sizes, key=lambda key: (-sizes[key], shard_of(key, 1 << 62), key))
+    loads = [(0, index) for index in range(count)]
+    homes: dict[str, int] = {}
+    for key in order:
+        load, index = heapq.heappop(loads)
+        homes[key] = index
+        heapq.heappush(loads, (load + sizes[key], index))
+    return homes
 
 
 def parse_shard(text: str) -> Shard:

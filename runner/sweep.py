@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ import httpx
 
 import runner
 from runner.adaptive import DEFAULT_CAP, AdaptiveLimit, ConcurrencyController
-from runner.backends.agent_testing import AgentTestingBackend
+from runner.backends.agent_testing import AgentTestingBackend, repeat_window, test_spec
 from runner.backends.base import Backend
 from runner.backends.simulate import BufferedBackend, StreamBackend
 from runner.budget import BudgetTracker
@@ -42,7 +43,7 @@ from runner.journal import JournaledParts, recover
 from runner.manifest import Manifest, Session, Target
 from runner.preflight import PreflightFailed, check_target
 from runner.progress import show_progress
-from runner.shard import Shard
+from runner.shard import Shard, shard_of, split_groups
 from runner.store import (
     RESOLVED_CONFIG,
     PartWriter,
@@ -61,15 +62,10 @@ from runner.store import (
     write_manifest,
     write_shard_manifest,
 )
-from runner.target import SetupError, read_api_key, target_url
+from runner.target import read_api_key, target_url
 from runner.wire.pricing import CALCULATE_PATH, LLMUsageCalculation
 
 DEFAULT_RESULTS = Path("results")
-
-AGENT_TESTING_UNSHARDED = (
-    "the agent-testing backend cannot be sharded yet: the repeats of one test run as one "
-    "invocation, which the shards of their jobs would each start and pay for"
-)
 
 
 class WriteFailed(StoreError):
@@ -105,13 +101,43 @@ def run_name(cfg: Config, override: str | None = None) -> str:
     return override or cfg.run.name or cfg.source_path.stem
 
 
+def _limited(cfg: Config, limit: int | None) -> Iterator[Job]:
+    jobs: Iterator[Job] = iter_jobs(cfg)
+    return itertools.islice(jobs, limit) if limit is not None else jobs
+
+
+def split_unit(cfg: Config) -> Callable[[Job], str]:
+    """What agent-testing keeps in one shard: a test and a window of its repeats, for every
+    agent and variant. That holds each invocation group whole (agent, variant, test, repeat
+    window: its repeats share one invocation, which two shards would each start and pay
+    for), and each test is created by one shard only (a test serves every agent; two shards
+    creating it at once would make two)."""
+    options, repeats = cfg.target.agent_testing, cfg.run.repeats
+
+    def unit(job: Job) -> str:
+        start, count = repeat_window(job.repeat, repeats)
+        return f"{test_spec(job, options).hash}:{start}:{count}"
+
+    return unit
+
+
+def shard_homes(cfg: Config, limit: int | None, count: int) -> Callable[[Job], int]:
+    """The shard of ``count`` that runs a job. Simulations: a hash of the job's key.
+    Agent-testing: whole ``split_unit``s, balanced over the shards by their jobs
+    (``split_groups``; one pass over the sweep first)."""
+    if cfg.target.backend != "agent-testing" or count == 1:
+        return lambda job: shard_of(job.key, count)
+    unit_of = split_unit(cfg)
+    homes = split_groups(Counter(unit_of(job) for job in _limited(cfg, limit)), count)
+    return lambda job: homes[unit_of(job)]
+
+
 def sweep_jobs(cfg: Config, limit: int | None, shard: Shard | None = None) -> Iterator[Job]:
     """The sweep's jobs (the first ``limit``), only the shard's own when sharded."""
-    jobs: Iterator[Job] = iter_jobs(cfg)
-    if limit is not None:
-        jobs = itertools.islice(jobs, limit)
-    if shard is not None:
-        jobs = (job for job in jobs if shard.owns(job.key))
+    jobs = _limited(cfg, limit)
+    if shard is not None and shard.count > 1:
+        home = shard_homes(cfg, limit, shard.count)
+        jobs = (job for job in jobs if home(job) == shard.index)
     return jobs
 
 
@@ -345,8 +371,6 @@ async def run_sweep(
     """
     if shard is not None and fresh:
         raise StoreError("--fresh cannot be used with --shard: set the run directory aside first")
-    if shard is not None and shard.count > 1 and cfg.target.backend == "agent-testing":
-        raise SetupError(AGENT_TESTING_UNSHARDED)
     api_key = read_api_key(cfg, base_url)
     run_dir = results_root / run_name(cfg, name)
     now = datetime.now(UTC)

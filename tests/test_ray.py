@@ -4,6 +4,7 @@ slot ledger the quota actor holds (pure)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ import ray
 import yaml
 
 from runner.adaptive import AdaptiveLimit, Signal, SignalKind, SlotLedger
-from runner.cluster import init_local_ray, run_on_ray
+from runner.cluster import ClusterSlots, QuotaActor, init_local_ray, run_on_ray
 from runner.config import load_config
 from runner.localapi.server import LocalAPI, local_api_process
 from runner.shard import Shard
@@ -233,3 +234,103 @@ def test_a_shard_that_cannot_run_leaves_the_run_incomplete_and_a_rerun_completes
         assert again.merged is not None and again.merged.complete, again.message
         assert api.stats()["simulate_requests"] == 20  # the rest only: nothing paid twice
     every_job_once(run_dir, 20)
+
+
+# ------------------------------------------------------------------------ the quota's slots
+
+
+async def test_the_quota_actor_hands_each_freed_slot_to_the_neediest_request() -> None:
+    quota = QuotaActor(2, 2)  # the actor's class itself, on this event loop
+    assert await quota.acquire("a") == (1, 2, 2, True)
+    assert await quota.acquire("a") == (2, 2, 2, True)
+    b1, c, d, b2, e = (asyncio.ensure_future(quota.acquire(h)) for h in "bcdbe")
+    await asyncio.sleep(0.01)
+    assert (await quota.stats())["waiting"] == 5
+    assert quota.share() == 1  # 2 slots, 5 holders holding or waiting: 1 each, rounded up
+    assert await quota.withdraw("c", 5) == 1  # c needs it no more: answered, no slot
+    assert await c == (2, 2, 1, False)
+    await quota.drop("d")  # d is done (or dead): its request gets no slot either
+    await quota.release("a")
+    assert await b1 == (2, 2, 1, True)  # the oldest of those holding fewest ...
+    assert await d == (2, 2, 1, False)  # ... and d none
+    await quota.release("a")
+    assert await e == (2, 2, 1, True)  # e holds none, b one: e first, though b asked first
+    assert not b2.done() and quota.ledger.held == {"a": 0, "b": 1, "e": 1}
+    await quota.drop("b")
+    assert await b2 == (1, 2, 2, False)  # e alone holds or waits: its share is both
+
+
+async def wait_until(check: Any, secs: float = 5.0) -> None:
+    deadline = time.monotonic() + secs
+    while not check():
+        assert time.monotonic() < deadline, "never happened"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_shard_hands_its_slot_to_its_own_next_attempt_within_its_share(
+    local_ray: None,
+) -> None:
+    quota = ray.remote(QuotaActor).options(max_concurrency=100, num_cpus=0).remote(2, 2)
+    a = ClusterSlots(quota, "a", 2, 2, auto=False)
+    b = ClusterSlots(quota, "b", 2, 2, auto=False)
+    try:
+        await a.__aenter__()
+        await a.__aenter__()  # a alone: the cluster's two slots are its share
+        next_a = asyncio.ensure_future(a.__aenter__())
+        await asyncio.sleep(0.3)
+        await a.__aexit__()
+        await asyncio.wait_for(next_a, 0.05)  # at once, without the actor
+        assert (await quota.stats.remote())["holders"] == {"a": 2}
+        # b asks: a's share is now one slot (a heartbeat tells it) ...
+        first_b = asyncio.ensure_future(b.__aenter__())
+        again_a = asyncio.ensure_future(a.__aenter__())
+        await wait_until(lambda: a.share == 1)
+        await a.__aexit__()  # ... so a slot of a's goes back, to b, though a waits too
+        await asyncio.wait_for(first_b, 5)
+        assert not again_a.done()
+        stats = await quota.stats.remote()
+        assert stats["holders"] == {"a": 1, "b": 1} and stats["in_use"] == 2
+        await b.__aexit__()  # b has no attempt waiting: its slot back, to a
+        await asyncio.wait_for(again_a, 5)
+        await wait_until(lambda: a.held == 2 and b.held == 0)
+    finally:
+        a.close()
+        b.close()
+        ray.kill(quota)
+
+
+def test_agent_testing_shards_on_ray_start_each_test_run_once(
+    tmp_path: Path, local_ray: None
+) -> None:
+    config = {
+        "target": {
+            "base_url": "local",
+            "backend": "agent-testing",
+            "timeouts": {"first_byte": 20, "idle": 20, "total": 60},
+            "agent_testing": {"name_prefix": "ray", "poll_interval": 0.01},
+        },
+        "run": {"name": "tested", "concurrency": 4, "repeats": 3, "new_turns_limit": 4},
+        "agents": [{"id": "agent_support"}, {"id": "agent_booking"}],
+        "scenarios": [
+            {"id": f"s{i}", "first_message": f"Order A-{i}?", "prompt": f"Customer {i}."}
+            for i in range(4)
+        ],
+    }
+    with local_api_process(["--time-scale", "0.002", "--seed", "4"]) as api:
+        config["target"]["base_url"] = api.base_url  # type: ignore[index]
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        outcome = run_on_ray(
+            load_config(path),
+            shards=3,
+            results_root=tmp_path / "r",
+            progress=False,
+            base_url=api.base_url,
+        )
+        assert outcome.merged is not None and outcome.merged.complete, outcome.message
+        stats = api.stats()["agent_testing"]
+    every_job_once(outcome.run_dir, 24)
+    # 4 tests (each serving both agents) in 3 shards: each test created once, each of its
+    # 2 x 3 runs started once
+    assert stats["tests_created"] == 4 and stats["runs_started"] == 24
+    assert sorted(r["done"] for r in outcome.shard_results) == [6, 6, 12]

@@ -19,8 +19,10 @@ import polars as pl
 import pytest
 import yaml
 
+from runner.backends.agent_testing import repeat_window, variant_hash
+from runner.backends.agent_testing import test_spec as spec_of
 from runner.config import load_config
-from runner.jobs import iter_jobs
+from runner.jobs import Job, iter_jobs
 from runner.localapi.server import local_api_process
 from runner.shard import (
     Shard,
@@ -29,6 +31,7 @@ from runner.shard import (
     resolve_shard,
     shard_from_env,
     shard_of,
+    split_groups,
 )
 from runner.store import (
     TMP_PREFIX,
@@ -69,6 +72,91 @@ def test_the_split_is_balanced(n: int) -> None:
     assert set(counts) == set(range(n))
     mean = len(keys) / n
     assert max(abs(c - mean) for c in counts.values()) < 0.08 * mean
+
+
+def test_whole_groups_balanced_by_their_jobs() -> None:
+    sizes = {f"g{i}": 1 + i % 5 for i in range(41)}
+    for n in range(1, 8):
+        homes = split_groups(sizes, n)
+        assert set(homes) == set(sizes) and set(homes.values()) <= set(range(n))
+        loads = Counter[int]()
+        for group, home in homes.items():
+            loads[home] += sizes[group]
+        # largest first, each to the lightest shard: within one group of each other
+        assert max(loads.values()) - min(loads[i] for i in range(n)) <= max(sizes.values())
+        # the same split whatever order the groups come in
+        assert split_groups(dict(reversed(list(sizes.items()))), n) == homes
+
+
+def agent_testing_config(tmp_path: Path, base_url: str, prefix: str = "shard") -> Path:
+    """2 agents x 3 scenarios x 2 languages x 2 repeats: 12 invocation groups of 2 jobs,
+    on 6 tests (a test serves both agents)."""
+    config = {
+        "target": {
+            "base_url": base_url,
+            "backend": "agent-testing",
+            "timeouts": {"first_byte": 20, "idle": 20, "total": 60},
+            "agent_testing": {
+                "name_prefix": prefix,
+                "poll_interval": 0.01,
+                "poll_interval_max": 0.05,
+            },
+        },
+        "run": {
+            "name": "tested",
+            "concurrency": 6,
+            "repeats": 2,
+            "new_turns_limit": 6,
+            "retry": {"backoff_base": 0.01, "backoff_cap": 0.05, "jitter": 0.01},
+        },
+        "agents": [{"id": "agent_support"}, {"id": "agent_booking"}],
+        "criteria": [
+            {
+                "id": "order_status_given",
+                "name": "Order status given",
+                "conversation_goal_prompt": "The agent told the user the status of the order.",
+            }
+        ],
+        "scenarios": [
+            {
+                "id": f"s{i}",
+                "first_message": f"Where is my order A-{1000 + i}?",
+                "prompt": f"You are customer {i}; order A-{1000 + i} is late.",
+            }
+            for i in range(3)
+        ],
+        "matrix": {"language": ["en", "es"]},
+    }
+    path = tmp_path / "tested.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("n", range(1, 6))
+def test_agent_testing_splits_by_test_keeping_each_invocation_group_whole(
+    tmp_path: Path, n: int
+) -> None:
+    cfg = load_config(agent_testing_config(tmp_path, "http://127.0.0.1:9"))
+    options, repeats = cfg.target.agent_testing, cfg.run.repeats
+
+    def group(job: Job) -> tuple[str, str, int, int, str]:  # the backend's invocation group
+        start, count = repeat_window(job.repeat, repeats)
+        return (job.agent_id, spec_of(job, options).hash, start, count, variant_hash(job))
+
+    every = [job.key for job in iter_jobs(cfg)]
+    shards = [list(sweep_jobs(cfg, None, Shard(i, n))) for i in range(n)]
+    assert sorted(j.key for shard in shards for j in shard) == sorted(every)  # each once
+    home: dict[Any, int] = {}
+    for i, shard in enumerate(shards):
+        for job in shard:
+            # every job of a group, and every group of a test, in one shard
+            assert home.setdefault(group(job), i) == i
+            assert home.setdefault(spec_of(job, options).hash, i) == i
+    assert len({g for g in home if isinstance(g, tuple)}) == 12
+    sizes = [len(shard) for shard in shards]
+    assert max(sizes) - min(sizes) <= 4  # a test's 4 jobs (2 agents x 2 repeats) at most
+    again = [[j.key for j in sweep_jobs(cfg, None, Shard(i, n))] for i in range(n)]
+    assert again == [[j.key for j in shard] for shard in shards]
 
 
 def test_a_job_has_the_same_shard_on_every_machine() -> None:
@@ -321,6 +409,24 @@ def test_merge_names_the_jobs_no_shard_has_finished(tmp_path: Path) -> None:
         assert api.stats()["simulate_requests"] == 24
 
 
+def test_merge_names_an_agent_testing_shards_missing_jobs_by_the_same_split(
+    tmp_path: Path,
+) -> None:
+    with local_api_process(["--time-scale", "0.002", "--seed", "3"]) as api:
+        config = agent_testing_config(tmp_path, api.base_url)
+        results = tmp_path / "r"
+        done = run_cli(
+            "run", str(config), "--results", str(results), "--no-progress", "--shard", "0/2"
+        )
+        assert done.returncode == 0, done.stderr
+        missing = run_cli("merge", str(results / "tested"))
+    assert missing.returncode == 1
+    expected = {job.key for job in sweep_jobs(load_config(config), None, Shard(1, 2))}
+    named = {line.split()[1] for line in missing.stdout.splitlines() if line.startswith("missing ")}
+    assert named == expected and 0 < len(expected) < 24
+    assert f"shard 1/2: {len(expected)}" in missing.stderr and "shard 0/2" not in missing.stderr
+
+
 def test_a_killed_shard_resumes_its_own_jobs_and_pays_for_nothing_twice(tmp_path: Path) -> None:
     with local_api_process(["--time-scale", "0.05", "--seed", "7"]) as api:
         config = write_config(tmp_path, api.base_url, scenarios=30)
@@ -376,14 +482,52 @@ def test_a_killed_shard_resumes_its_own_jobs_and_pays_for_nothing_twice(tmp_path
         assert run.messages.group_by("job_key", "index").len()["len"].max() == 1
 
 
-def test_the_agent_testing_backend_is_not_sharded(tmp_path: Path) -> None:
-    # its repeats of one test are one invocation: shards would each start and pay for it
-    config = write_config(tmp_path, "http://127.0.0.1:9")
-    data = yaml.safe_load(config.read_text())
-    data["target"]["backend"] = "agent-testing"
-    config.write_text(yaml.safe_dump(data))
-    for extra in (["--shard", "0/2"], ["--ray", "--shards", "2"]):
-        done = run_cli("run", str(config), "--results", str(tmp_path / "r"), *extra)
-        assert done.returncode == 2, done.stderr
-        assert "agent-testing backend cannot be sharded" in done.stderr
-    assert not (tmp_path / "r").exists()  # refused before anything was written or sent
+AT_CONTENT = {
+    "jobs": ["job_key", "agent_id", "scenario_id", "repeat", "status", "message_count"],
+    "messages": ["job_key", "index", "role", "message"],
+    "criteria": ["job_key", "criterion_id", "result"],
+}
+
+
+def test_agent_testing_shards_start_each_test_run_once_and_merge_as_one_process(
+    tmp_path: Path,
+) -> None:
+    with (
+        local_api_process(["--time-scale", "0.002", "--seed", "6"]) as one_api,
+        local_api_process(["--time-scale", "0.002", "--seed", "6"]) as shards_api,
+    ):
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        single = agent_testing_config(tmp_path / "a", one_api.base_url)
+        done = run_cli("run", str(single), "--results", str(tmp_path / "one"), "--no-progress")
+        assert done.returncode == 0, done.stderr
+        config = agent_testing_config(tmp_path / "b", shards_api.base_url)
+        results = tmp_path / "many"
+        procs = [
+            spawn(
+                [
+                    *("run", str(config), "--results", str(results), "--no-progress"),
+                    *("--shard", f"{i}/3"),
+                ]
+            )
+            for i in range(3)
+        ]
+        for proc in procs:
+            code, _, err = finish(proc)
+            assert code == 0, err
+        merged = run_cli("merge", str(results / "tested"))
+        assert merged.returncode == 0, merged.stderr
+        assert "all 24 job(s) have a result" in merged.stdout
+        one, many = one_api.stats()["agent_testing"], shards_api.stats()["agent_testing"]
+    # the server saw each test run started once, and each test created once: no shard
+    # started (or paid for) another's invocation
+    assert many["runs_started"] == one["runs_started"] == 24
+    assert many["tests_created"] == one["tests_created"] == 6
+    assert many["runs_cancelled"] == 0
+    left = load_run(tmp_path / "one" / "tested")
+    right = load_run(results / "tested")
+    for table, columns in AT_CONTENT.items():
+        a, b = getattr(left, table), getattr(right, table)
+        assert isinstance(a, pl.DataFrame) and isinstance(b, pl.DataFrame)
+        assert a.height > 0, table
+        assert a.select(columns).sort(columns[:3]).equals(b.select(columns).sort(columns[:3]))
