@@ -35,9 +35,12 @@ JOBS = 300
 KILLS = 10
 FRAMES = 10
 FRAME_GAP = 0.1  # ten frames a tenth of a second apart: about a second per simulation
-ON_THE_WIRE = 0.02
-"""Seconds before a kill within which a delivery counts as still on the wire: loopback takes
-microseconds; the rest is a loaded 2-core machine's scheduling."""
+ON_THE_WIRE = 0.2
+"""Seconds before a kill within which a delivery counts as not yet received: loopback takes
+microseconds, but on a loaded 2-core machine the runner may not be scheduled for a while after
+the last bytes land in its socket, and bytes it never read are no simulation it could keep (a
+full make test beside other work once saw 14 such deliveries end over 20 ms before a kill). A
+fifth of a simulation's second: anything the runner held longer must be kept."""
 AFTER_KILL = 1.0
 """Seconds after a kill during which the server may still write into the dead connection."""
 
@@ -196,11 +199,17 @@ def test_kill_9_at_random_instants_pays_for_nothing_twice(
         for key, end in first_ends.items()
         if not any(-ON_THE_WIRE <= end - kill <= AFTER_KILL for kill in killed_at)
     ]
+    # how long before the nearest kill each twice-delivered simulation's first delivery ended
+    before_kill = sorted(
+        round(min((kill - end for kill in killed_at if kill >= end - AFTER_KILL), default=-1), 3)
+        for end in first_ends.values()
+    )
     assert run.manifest is not None
     recovered = sum(s.recovered for s in run.manifest.sessions)
     print(
         f"\n{kills} kills: {paid_twice} simulation(s) delivered twice "
-        f"({len(unexcused)} finished before a kill), {recovered} recovered from the journal"
+        f"({len(unexcused)} finished before a kill), {recovered} recovered from the journal; "
+        f"first deliveries ended this long before a kill (s): {before_kill}"
     )
     assert kills >= KILLS - 1
     assert recovered > 0  # the journal did the work: jobs finished between two flushes
