@@ -232,6 +232,8 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
         jobs only (the parts read before are not read again)."""
         held = live(state)
         if held is None or held.repeats.keys:
+            with sampled_guard:
+                sampled.pop(state.path, None)
             scanned = tables(state)
             return queries.extend_sample(None, scanned["jobs"], lambda _: scanned["messages"])
         names = frozenset(p.name for p in held.paths["jobs"])
