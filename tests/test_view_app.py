@@ -3,6 +3,7 @@ escaping, path safety, headers. tests/test_view_browser.py drives the same pages
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import re
 from collections.abc import Iterator
@@ -14,7 +15,9 @@ import pytest
 from view_helpers import PartFeeder, snapshot, xss_run
 
 from bench.view_data import Shape, write_synthetic_run
-from runner.view.app import allowed_hosts_for
+from runner.report import charts
+from runner.view import queries
+from runner.view.app import allowed_hosts_for, create_app
 from runner.view.server import Viewer, viewer_process
 
 
@@ -189,23 +192,28 @@ def test_spend_is_cost_usd_and_older_tables_fall_back_to_llm_price(tmp_path: Pat
 def test_the_run_page_draws_the_reports_charts_and_their_bars_open_jobs(
     client: httpx.Client,
 ) -> None:
-    page = client.get("/runs/syn").text
-    content = page.split('<main id="content">', 1)[1]
-    assert content.count("<svg") == 7  # 5 latency histograms, attempts, requests in flight
-    assert "<script" not in content and "style=" not in content  # allowed by the CSP as is
-    for metric in ("time_to_first_frame", "total", "queue_wait"):
-        assert f'aria-label="{metric}"' in content
-    assert 'aria-label="attempts over time"' in content
-    assert 'aria-label="requests in flight"' in content
-    bars = re.findall(r'<a href="(/runs/syn/cases\?[^"]*lat=[^"]*)"', content)
-    assert bars
-
     def count(path: str) -> int:
         reply = client.get(path.replace("&amp;", "&"))
         assert reply.status_code == 200
         found = re.search(r'id="count">(\d+) job', reply.text)
         assert found is not None
         return int(found.group(1))
+
+    page = client.get("/runs/syn").text
+    content = page.split('<main id="content">', 1)[1]
+    # 5 latency histograms, 2 message latency histograms, attempts, requests in flight
+    assert content.count("<svg") == 9
+    assert "<script" not in content and "style=" not in content  # allowed by the CSP as is
+    for metric in ("time_to_first_frame", "total", "queue_wait", "message_gap", "agent_turn"):
+        assert f'aria-label="{metric}"' in content
+    ok = count("/runs/syn/cases?status=ok")
+    assert f"Over all {ok:,} ok jobs." in content  # few: exact, not sampled
+    messages = content.split('id="message-charts">', 1)[1].split("</div>", 1)[0]
+    assert "<a " not in messages  # no case list to open: not a jobs column
+    assert 'aria-label="attempts over time"' in content
+    assert 'aria-label="requests in flight"' in content
+    bars = re.findall(r'<a href="(/runs/syn/cases\?[^"]*lat=[^"]*)"', content)
+    assert bars
 
     # each histogram's bars hold every ok job once
     assert sum(count(href) for href in bars) == 5 * count("/runs/syn/cases?status=ok")
@@ -233,8 +241,48 @@ def test_a_run_in_progress_answers_from_the_parts_holding_each_job(tmp_path: Pat
             cases = c.get("/runs/live/cases?status=ok&q=refund")
             assert cases.status_code == 200 and 'id="count"' in cases.text
             run = c.get("/runs/live").text
-            assert run.split('<main id="content">', 1)[1].count("<svg") == 7
+            assert run.split('<main id="content">', 1)[1].count("<svg") == 9
         assert running.stderr_text() == ""
         assert snapshot(root) == before
+    finally:
+        feeder.release()
+
+
+def test_a_run_in_progress_samples_its_message_latencies_part_by_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over ``SAMPLE_JOBS`` ok jobs the page says it samples; after each new part its figures
+    are those of the same sample drawn at once from the jobs landed so far."""
+    done = write_synthetic_run(tmp_path / "done", Shape(agents=1, scenarios=3, repeats=4))
+    feeder = PartFeeder(done, tmp_path / "results" / "live", per_part=5)
+    monkeypatch.setattr(queries, "SAMPLE_JOBS", 6)
+    app = create_app(tmp_path / "results")
+
+    async def page() -> str:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            reply = await c.get("/runs/live")
+            assert reply.status_code == 200
+            return reply.text
+
+    jobs, messages = (pl.read_parquet(done / f"{t}.parquet") for t in ("jobs", "messages"))
+    try:
+        while feeder.seq < len(feeder.chunks):
+            feeder.add_part()
+            landed = jobs.head(feeder.done)
+            ok = landed.filter(pl.col("status") == "ok").height
+            sample = queries.extend_sample(None, landed.lazy(), lambda _: messages.lazy())
+            want = queries.message_latency(sample, ok)
+            text = asyncio.run(page())
+            said = re.search(r'id="message-sample">([^<]*)', text)
+            assert said is not None
+            if ok > 6:
+                assert said.group(1).startswith(f"From a sample of 6 of {ok} jobs")
+            else:
+                assert said.group(1).startswith(f"Over all {ok} ok jobs.")
+            charts_html = text.split('id="message-charts">', 1)[1].split("</div>", 1)[0]
+            assert charts_html.strip() == "".join(
+                charts.histogram_svg(h.counts, h.high, h.metric, h.marks) for h in want.histograms
+            )
     finally:
         feeder.release()

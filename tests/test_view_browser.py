@@ -242,11 +242,14 @@ def test_markup_in_a_transcript_shows_as_text(page: Any, viewer: Viewer) -> None
 
 
 def test_the_run_page_draws_the_reports_charts(page: Any, viewer: Viewer) -> None:
-    """The latency histograms, attempts and retries, and requests in flight, drawn inline
-    (no console error: the page's CSP lets them render); a bar opens its jobs."""
+    """The latency histograms (the jobs' and the messages'), attempts and retries, and
+    requests in flight, drawn inline (no console error: the page's CSP lets them render); a
+    bar opens its jobs."""
     page.goto(viewer.base_url + "/runs/base")
     histograms = page.locator("#latency-charts svg")
     expect(histograms).to_have_count(5)
+    expect(page.locator("#message-charts svg")).to_have_count(2)
+    expect(page.locator("#message-sample")).to_contain_text("ok jobs")
     expect(page.locator("#attempts-chart svg rect").first).to_be_attached()
     expect(page.locator("#in-flight-chart svg polyline").first).to_be_attached()
     box = histograms.first.bounding_box()
@@ -267,6 +270,8 @@ def test_reading_needs_no_script(browser: Any, viewer: Viewer) -> None:
         tab.goto(viewer.base_url + "/")
         tab.get_by_role("link", name="base", exact=True).click()
         expect(tab.locator("#latency-charts svg")).to_have_count(5)  # drawn without script
+        expect(tab.locator("#message-charts svg")).to_have_count(2)
+        expect(tab.locator("#message-latency-table tbody tr")).to_have_count(2)
         tab.locator("#heat td a").first.click()
         expect(tab).to_have_url(re.compile(r"/runs/base/cases\?"))
         tab.select_option("select[name=status]", "ok")

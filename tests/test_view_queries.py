@@ -354,6 +354,74 @@ def test_the_run_charts_bin_as_the_report_does_and_each_bar_opens_its_jobs(
         CaseQuery.from_params({"lat": "duration", "lat_bin": "30", "lat_top": "2.5"})
 
 
+def test_message_latencies_are_the_reports_on_a_small_run(results: Path) -> None:
+    """Under ``SAMPLE_JOBS`` ok jobs the sample is every ok job: the same percentiles,
+    histograms and drawings as report.html's (``analysis`` and ``charts.histogram``)."""
+    tables = tables_of(results, "base")
+    jobs, messages = tables["jobs"].collect(), tables["messages"].collect()
+    ok = jobs.filter(pl.col("status") == "ok").height
+    sample = queries.extend_sample(None, tables["jobs"], lambda _: tables["messages"])
+    got = queries.message_latency(sample, ok)
+    assert got.exact and got.sampled == got.ok_jobs == ok > 0
+    expected = analysis.latency_percentiles(jobs, [], messages=messages)
+    assert_frame_equal(got.table, expected)
+    assert got.table["n"].min() > 0  # the local API's conversations have both metrics
+    long = analysis.latency_samples(jobs, [], messages).collect()
+    assert [h.metric for h in got.histograms] == list(analysis.MESSAGE_METRICS)
+    for h in got.histograms:
+        values = long.filter(pl.col("metric") == h.metric)["secs"].to_list()
+        row = expected.filter(pl.col("metric") == h.metric).row(0, named=True)
+        marks = {p: float(row[p]) for p in ("p50", "p90", "p99")}
+        assert (h.counts, h.high, h.marks) == (*charts.histogram_bins(values), marks)
+        assert h.sort is None and queries.histogram_links("/runs/base", h) is None
+        drawn = charts.histogram_svg(h.counts, h.high, h.metric, h.marks)
+        assert drawn == charts.histogram(values, h.metric, marks)
+
+
+def test_the_message_sample_is_bounded_stable_and_grows_part_by_part(tmp_path: Path) -> None:
+    """Over ``limit`` ok jobs: the ``limit`` whose keys hash lowest, the same every time, and
+    the same whether the jobs come at once or a part at a time (each part's messages read
+    only for its own newly sampled jobs)."""
+    run = write_synthetic_run(tmp_path / "s", Shape(agents=2, scenarios=5, repeats=6))
+    tables = source.scan_tables(source.run_state("s", run))
+    jobs, messages = tables["jobs"].collect(), tables["messages"].collect()
+    ok = jobs.filter(pl.col("status") == "ok")
+    assert ok.height > 40
+    whole = queries.extend_sample(None, jobs.lazy(), lambda _: messages.lazy(), limit=40)
+    again = queries.extend_sample(None, jobs.lazy(), lambda _: messages.lazy(), limit=40)
+    assert_frame_equal(whole.keys, again.keys)
+    lowest = (
+        ok.select("job_key", pl.col("job_key").hash(queries.SAMPLE_SEED).alias("_h"))
+        .sort("_h", "job_key")
+        .head(40)
+    )
+    assert_frame_equal(whole.keys, lowest)
+    expected = (
+        analysis.message_latencies(messages.filter(pl.col("job_key").is_in(lowest["job_key"])))
+        .collect()
+        .sort("job_key", "metric", "secs")
+    )
+    order = ("job_key", "metric", "secs")
+    assert_frame_equal(whole.samples.sort(order), expected, check_dtypes=False)
+    got = queries.message_latency(whole, ok.height)
+    assert not got.exact and (got.sampled, got.ok_jobs) == (40, ok.height)
+    assert sum(got.histograms[0].counts) == got.table["n"][0] > 0
+
+    sample, asked = None, []
+    for chunk in jobs.iter_slices(17):  # the parts of a run in progress, one by one
+        own = messages.filter(pl.col("job_key").is_in(chunk["job_key"].implode()))
+
+        def messages_of(keys: pl.DataFrame, own: pl.DataFrame = own) -> pl.LazyFrame:
+            asked.append(set(keys["job_key"]))
+            return own.lazy()
+
+        sample = queries.extend_sample(sample, chunk.lazy(), messages_of, limit=40)
+    assert sample is not None
+    assert_frame_equal(sample.keys, whole.keys)
+    assert_frame_equal(sample.samples.sort(order), whole.samples.sort(order))
+    assert all(len(a) <= 17 for a in asked)  # never an earlier part's jobs again
+
+
 def test_requests_in_flight_keep_each_time_slots_peak(tmp_path: Path) -> None:
     shape = Shape(agents=2, scenarios=25, languages=2, repeats=10)  # 1,000 jobs, 2,000+ steps
     run = write_synthetic_run(tmp_path / "many", shape)

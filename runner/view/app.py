@@ -224,6 +224,42 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
             lambda: queries.run_charts(figure_input(state)[0], figures(state).latency),
         )
 
+    sampled: OrderedDict[Path, tuple[frozenset[str], queries.MessageSample]] = OrderedDict()
+    sampled_guard = threading.Lock()
+
+    def message_sample(state: RunState) -> queries.MessageSample:
+        """A run's message-latency sample; of a run in progress, extended by its new parts'
+        jobs only (the parts read before are not read again)."""
+        held = live(state)
+        if held is None or held.repeats.keys:
+            with sampled_guard:
+                sampled.pop(state.path, None)
+            scanned = tables(state)
+            return queries.extend_sample(None, scanned["jobs"], lambda _: scanned["messages"])
+        names = frozenset(p.name for p in held.paths["jobs"])
+        with sampled_guard:
+            seen, earlier = sampled.pop(state.path, (frozenset(), None))
+        if not seen <= names:  # a part went away (a compaction): start over
+            seen, earlier = frozenset(), None
+        new = held.held["jobs"].filter(pl.col("_part").is_in(list(names - seen)))
+
+        def messages_of(keys: pl.DataFrame) -> pl.LazyFrame:
+            return held.holding(keys["job_key"].to_list())["messages"]
+
+        sample = queries.extend_sample(earlier, new.drop("_part").lazy(), messages_of)
+        with sampled_guard:
+            sampled[state.path] = (names, sample)
+            while len(sampled) > source.RUNS_HELD:
+                sampled.popitem(last=False)
+        return sample
+
+    def message_latency(state: RunState) -> queries.MessageLatency:
+        return cache.get(
+            state,
+            "messages",
+            lambda: queries.message_latency(message_sample(state), figures(state).totals.ok),
+        )
+
     def job(state: RunState, job_key: str) -> queries.JobDetail | None:
         """One job; of a run in progress, read from the few parts that hold it and its case."""
         held = live(state)
@@ -257,12 +293,14 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
     def run_page(name: str, heat: int = 1) -> HTMLResponse:
         state = state_of(name)
         figs = figures(state)
+        msgs = message_latency(state)
         return render(
             "run.html",
             run=state,
             row=queries.run_row(state.name, state.status, state.manifest, figs.totals),
             figs=figs,
-            svg=chart_svgs(f"/runs/{seg(name)}", run_charts(state)),
+            svg=chart_svgs(f"/runs/{seg(name)}", run_charts(state), msgs),
+            msgs=msgs,
             heat=queries.heatmap(figs.cells, page=heat),
             report=(state.path / "report.html").is_file(),
             latency_sorts=queries.LATENCY_SORTS,
@@ -401,18 +439,26 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
     return app
 
 
-def chart_svgs(base: str, run: queries.RunCharts) -> dict[str, Any]:
+def chart_svgs(
+    base: str, run: queries.RunCharts, msgs: queries.MessageLatency | None = None
+) -> dict[str, Any]:
     """The run page's charts as inline SVG (``runner.report.charts``, as ``report.html``
-    draws them; every string in them escaped there); each histogram bar opens its jobs."""
-    return {
-        "histograms": [
+    draws them; every string in them escaped there); each jobs histogram's bar opens its
+    jobs."""
+
+    def drawn(hs: list[queries.Histogram]) -> list[Markup]:
+        return [
             Markup(
                 charts.histogram_svg(
                     h.counts, h.high, h.metric, h.marks, links=queries.histogram_links(base, h)
                 )
             )
-            for h in run.histograms
-        ],
+            for h in hs
+        ]
+
+    return {
+        "histograms": drawn(run.histograms),
+        "messages": drawn(msgs.histograms) if msgs is not None else [],
         "attempts": Markup(charts.attempts_chart(run.attempts, "attempts over time")),
         "in_flight": Markup(charts.in_flight_chart(run.in_flight, "requests in flight")),
     }

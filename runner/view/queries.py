@@ -19,7 +19,7 @@ import polars as pl
 
 from runner import analysis
 from runner.manifest import Manifest
-from runner.report.charts import HISTOGRAM_BINS, max_float
+from runner.report.charts import HISTOGRAM_BINS, histogram_bins, max_float
 
 Tables = Mapping[str, pl.LazyFrame]
 
@@ -567,8 +567,9 @@ class Histogram:
     equal bins from 0 to ``high`` (``runner.report.charts.histogram_bins``)."""
 
     metric: str
-    sort: str
-    """The case list's ``sort=`` and ``lat=`` value for this metric."""
+    sort: str | None
+    """The case list's ``sort=`` and ``lat=`` value for this metric (None: its bars open
+    nothing, as a message latency is not a jobs column to filter on)."""
     counts: list[int]
     high: float
     marks: dict[str, float]
@@ -587,8 +588,10 @@ class RunCharts:
     largest count and last limit)."""
 
 
-def histogram_links(base: str, histogram: Histogram) -> list[str]:
-    """Each bar's case list: the ok jobs in it, the slowest first."""
+def histogram_links(base: str, histogram: Histogram) -> list[str] | None:
+    """Each bar's case list: the ok jobs in it, the slowest first (None: no case list)."""
+    if histogram.sort is None:
+        return None
     return [
         f"{base}/cases?"
         + CaseQuery(
@@ -649,6 +652,115 @@ def run_charts(tables: Tables, latency: pl.DataFrame) -> RunCharts:
             .drop("_slot")
         )
     return RunCharts(histograms, analysis.attempts_over_time(attempts), steps)
+
+
+# --------------------------------------------------------------- message latencies
+
+SAMPLE_JOBS = 5_000
+"""Ok jobs the run page's message latencies are computed over at most: what exact figures
+over every message of a long run cost in memory is far above the viewer's budget, and a few
+thousand jobs draw the same shape."""
+
+SAMPLE_SEED = 0x5EED
+"""The seed of the job-key hash that picks the sample (Polars' ``hash``: stable for a given
+Polars version, so the sample and its figures stay put between refreshes)."""
+
+
+@dataclass(frozen=True)
+class MessageSample:
+    """``analysis.message_latencies`` of a deterministic sample of a run's ok jobs: the
+    ``SAMPLE_JOBS`` whose keys hash lowest (all of them in a smaller run)."""
+
+    keys: pl.DataFrame
+    """``job_key`` and its hash ``_h`` of the sampled jobs."""
+    samples: pl.DataFrame
+    """``job_key``, ``metric`` (one of ``analysis.MESSAGE_METRICS``), ``secs``."""
+
+
+def _sample_keys(jobs: pl.LazyFrame) -> pl.LazyFrame:
+    return jobs.filter(pl.col("status") == "ok").select(
+        "job_key", pl.col("job_key").hash(SAMPLE_SEED).alias("_h")
+    )
+
+
+def extend_sample(
+    earlier: MessageSample | None,
+    jobs: pl.LazyFrame,
+    messages_of: Callable[[pl.DataFrame], pl.LazyFrame],
+    limit: int | None = None,
+) -> MessageSample:
+    """The sample of ``earlier``'s jobs and ``jobs`` together (the ``limit`` lowest hashes of
+    both are the lowest of all, so a run in progress only looks at its new parts' jobs);
+    ``messages_of(keys)`` scans messages holding at least the newly sampled jobs, of which
+    only their rows and the four columns ``message_latencies`` reads are collected. ``limit``
+    defaults to ``SAMPLE_JOBS`` as it is when called."""
+    found = _sample_keys(jobs)
+    if earlier is not None:
+        found = pl.concat([earlier.keys.lazy(), found], how="vertical").unique("job_key")
+    keys = found.sort("_h", "job_key").head(SAMPLE_JOBS if limit is None else limit).collect()
+    added = keys if earlier is None else keys.join(earlier.keys, on="job_key", how="anti")
+    fresh = _latencies_of(messages_of(added), added) if added.height else None
+    kept = (
+        earlier.samples.filter(pl.col("job_key").is_in(keys["job_key"].implode()))
+        if earlier is not None
+        else None
+    )
+    parts = [f for f in (kept, fresh) if f is not None]
+    samples = pl.concat(parts, how="vertical") if parts else _no_samples()
+    return MessageSample(keys, samples)
+
+
+def _no_samples() -> pl.DataFrame:
+    return pl.DataFrame(schema={"job_key": pl.String, "metric": pl.String, "secs": pl.Float64})
+
+
+def _latencies_of(messages: pl.LazyFrame, keys: pl.DataFrame) -> pl.DataFrame:
+    rows = (
+        messages.select("job_key", "index", "role", "arrival_secs")
+        .filter(pl.col("job_key").is_in(keys["job_key"].implode()))
+        .collect(engine="streaming")
+    )
+    found = analysis.message_latencies(rows).filter(pl.col("secs").is_not_null()).collect()
+    return found.select("job_key", "metric", pl.col("secs").cast(pl.Float64))
+
+
+@dataclass(frozen=True)
+class MessageLatency:
+    """The run page's message latencies: percentiles and histograms (as ``report.html``'s,
+    over the sampled jobs' messages), and how many ok jobs they stand for."""
+
+    table: pl.DataFrame
+    """``metric``, ``n`` (samples), ``p50`` / ``p90`` / ``p95`` / ``p99``."""
+    histograms: list[Histogram]
+    sampled: int
+    ok_jobs: int
+
+    @property
+    def exact(self) -> bool:
+        return self.sampled >= self.ok_jobs
+
+
+def message_latency(sample: MessageSample, ok_jobs: int) -> MessageLatency:
+    """Percentiles (linear, as ``analysis.latency_percentiles``) and histograms (as
+    ``charts.histogram``) of each message metric over ``sample``."""
+    quantiles = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+    rows, histograms = [], []
+    for metric in analysis.MESSAGE_METRICS:
+        secs = sample.samples.filter(pl.col("metric") == metric).get_column("secs")
+        stats: dict[str, float | None] = {
+            p: (float(v) if (v := secs.quantile(q, interpolation="linear")) is not None else None)
+            for p, q in quantiles.items()
+        }
+        rows.append({"metric": metric, "n": secs.len(), **stats})
+        values = secs.to_list()
+        counts, high = histogram_bins(values) if values else ([0] * HISTOGRAM_BINS, 0.0)
+        marks = {p: v for p, v in stats.items() if p != "p95" and v is not None}
+        histograms.append(Histogram(metric, None, counts, high, marks))
+    table = pl.DataFrame(
+        rows,
+        schema={"metric": pl.String, "n": pl.UInt32, **dict.fromkeys(quantiles, pl.Float64)},
+    )
+    return MessageLatency(table, histograms, sample.keys.height, ok_jobs)
 
 
 # ---------------------------------------------------------------------------- cases
