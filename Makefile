@@ -71,8 +71,8 @@ soak: $(STAMP)
 	$(BIN)/python -m bench.soak --json results/soak.json $(ARGS)
 
 # make bench [ARGS=--quick|--full|"--only saturation,shards"]: the load benchmark; prints one
-# table, writes results/bench/*.json (about 17 minutes on 2 cores, of which the shards section
-# on a local Ray cluster about 6; --full: the issue's sizes)
+# table, writes results/bench/*.json (about 12 minutes on 2 cores, of which the shards section
+# on a local Ray cluster about 3; --full: the issue's sizes)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
