@@ -109,9 +109,9 @@ _HASH_LEN = 16
 _LABEL_MAX = 100
 _BACKOFF = 1.5
 _PRICE_PAGES = 3
-_RATE_POLLS = 4
-"""The finish rate is measured over this many of the last polls."""
 """Pages of the invocations list searched for an invocation's ``total_price``."""
+_RATE_POLLS = 4
+"""The finish rate is measured over this many intervals between the last polls."""
 
 
 # ---------------------------------------------------------------------------- job -> test
