@@ -29,7 +29,12 @@ import httpx
 
 import runner
 from runner.adaptive import DEFAULT_CAP, AdaptiveLimit, ConcurrencyController
-from runner.backends.agent_testing import AgentTestingBackend, repeat_window, test_spec
+from runner.backends.agent_testing import (
+    INVOCATIONS_FILE,
+    AgentTestingBackend,
+    repeat_window,
+    test_spec,
+)
 from runner.backends.base import Backend
 from runner.backends.simulate import BufferedBackend, StreamBackend
 from runner.budget import BudgetTracker
@@ -190,9 +195,11 @@ def make_backend(
     run_dir: Path | None = None,
     session_id: str | None = None,
     run_key: str = "",
+    shard: Shard | None = None,
 ) -> Backend:
     """The config's backend over one shared client. ``run_dir`` is where the agent-testing
-    backend records its invocations, to re-attach to them after a crash."""
+    backend records its invocations, to re-attach to them after a crash (a shard in a file of
+    its own)."""
     client = make_http_client(base_url, api_key, cfg.target.timeouts, concurrency, transport)
     if cfg.target.backend == "buffered":
         return BufferedBackend(client, cfg.target.timeouts)
@@ -204,6 +211,11 @@ def make_backend(
             run_dir=run_dir,
             session_id=session_id,
             run_key=run_key,
+            record_name=(
+                f"invocations-{shard.name}.jsonl"
+                if shard is not None and shard.count > 1
+                else INVOCATIONS_FILE
+            ),
         )
     return StreamBackend(client, cfg.target.timeouts)
 
@@ -592,6 +604,7 @@ async def execute(
             run_dir=run_dir,
             session_id=result.run_id,
             run_key=opened.manifest.created_at.isoformat(),
+            shard=opened.shard,
         )
         engine = Engine(
             backend,

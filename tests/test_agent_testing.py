@@ -294,6 +294,33 @@ def test_the_invocation_record_survives_a_torn_last_line(tmp_path: Path) -> None
     assert dict(at.read_records(path)) == {("a", "h", 0, 2, ""): "inv2"}
 
 
+def test_a_shard_finds_the_invocations_every_shard_recorded_its_own_last(tmp_path: Path) -> None:
+    """A run whose shard count changed finds a group another shard started; a group in its own
+    file too is its own record."""
+    line = {"agent_id": "a", "first_repeat": 0, "repeat_count": 1, "test_id": "t"}
+    at.append_record(
+        tmp_path / "invocations-0-of-2.jsonl", {**line, "test_hash": "h0", "invocation_id": "i0"}
+    )
+    at.append_record(
+        tmp_path / "invocations-1-of-2.jsonl", {**line, "test_hash": "h1", "invocation_id": "i1"}
+    )
+    own = tmp_path / "invocations-0-of-3.jsonl"
+    at.append_record(own, {**line, "test_hash": "h1", "invocation_id": "mine"})
+    at.append_record(
+        tmp_path / at.INVOCATIONS_FILE, {**line, "test_hash": "h2", "invocation_id": "i2"}
+    )
+    (tmp_path / "other.jsonl").write_text(
+        json.dumps({**line, "test_hash": "h3", "invocation_id": "x"})
+    )
+    found = dict(at.read_all_records(tmp_path, own))
+    assert found == {
+        ("a", "h0", 0, 1, ""): "i0",
+        ("a", "h1", 0, 1, ""): "mine",
+        ("a", "h2", 0, 1, ""): "i2",
+    }
+    assert dict(at.read_all_records(None, None)) == {}
+
+
 # ---------------------------------------------------------------------------- end to end
 
 

@@ -6,6 +6,7 @@ The end-to-end tests count at the server (a local API per side, on 127.0.0.1) wh
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -524,6 +525,18 @@ def test_agent_testing_shards_start_each_test_run_once_and_merge_as_one_process(
     assert many["runs_started"] == one["runs_started"] == 24
     assert many["tests_created"] == one["tests_created"] == 6
     assert many["runs_cancelled"] == 0
+    # each shard recorded its invocations in a file of its own (appends from several machines
+    # to one file on shared storage are not atomic everywhere), and together they name them all
+    records = sorted(p.name for p in (results / "tested").glob("invocations*.jsonl"))
+    assert records == [f"invocations-{i}-of-3.jsonl" for i in range(3)]
+    ids = [
+        {
+            json.loads(line)["invocation_id"]
+            for line in (results / "tested" / name).read_text().splitlines()
+        }
+        for name in records
+    ]
+    assert all(ids) and sum(map(len, ids)) == len(set().union(*ids))  # none in two shards
     left = load_run(tmp_path / "one" / "tested")
     right = load_run(results / "tested")
     for table, columns in AT_CONTENT.items():

@@ -89,6 +89,7 @@ from runner.wire.simulate import Analysis, CriterionResult, Result, WireModel
 __all__ = [
     "CONDITIONS_ID",
     "INVOCATIONS_FILE",
+    "INVOCATIONS_GLOB",
     "AgentTestingBackend",
     "TestSpec",
     "list_tests",
@@ -101,6 +102,9 @@ __all__ = [
 CONDITIONS_ID = "success_conditions"
 """Criterion id of the merged condition result in the criteria table."""
 INVOCATIONS_FILE = "invocations.jsonl"
+INVOCATIONS_GLOB = "invocations*.jsonl"
+"""A shard records into a file of its own (``invocations-2-of-8.jsonl``): appends from several
+machines to one file on shared storage are not atomic everywhere (NFS)."""
 TIMING_FILE = ".agent_testing_timing.json"
 """In the results root: per test name prefix, the shortest run-tests -> finished run seen (a
 later session's invocations sleep until about then before their first poll)."""
@@ -482,6 +486,7 @@ class AgentTestingBackend:
         run_dir: Path | None = None,
         session_id: str | None = None,
         run_key: str = "",
+        record_name: str = INVOCATIONS_FILE,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
@@ -491,7 +496,7 @@ class AgentTestingBackend:
         self.options = options
         self.prefix = options.name_prefix
         self.repeats = repeats
-        self.record_path = run_dir / INVOCATIONS_FILE if run_dir is not None else None
+        self.record_path = run_dir / record_name if run_dir is not None else None
         self._clock = clock
         self._sleep = sleep
         self._tests: dict[str, str] | None = None  # hash -> test id, once listed
@@ -503,7 +508,7 @@ class AgentTestingBackend:
         self.timing_path = run_dir.parent / TIMING_FILE if run_dir is not None else None
         self.shortest: float | None = read_shortest(self.timing_path, self.prefix)
         self._learned_dirty = False
-        recorded = dict(read_records(self.record_path))
+        recorded = dict(read_all_records(run_dir, self.record_path))
         self._recorded: dict[GroupKey, str] = {k: v for k, v in recorded.items() if v}
         self.run_name = run_dir.name if run_dir is not None else "run"
         identity = f"{self.prefix}\0{self.run_name}\0{run_key}"
@@ -1000,6 +1005,18 @@ def write_shortest(path: Path, prefix: str, secs: float) -> None:
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(known, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def read_all_records(run_dir: Path | None, own: Path | None) -> Iterator[tuple[GroupKey, str]]:
+    """Every shard's records of the run, this session's own file last (its lines win): a
+    group is normally in one shard's file, but a run whose shard count changed finds a group
+    another shard started."""
+    if run_dir is None:
+        return
+    for path in sorted(run_dir.glob(INVOCATIONS_GLOB)):
+        if path != own:
+            yield from read_records(path)
+    yield from read_records(own)
 
 
 def read_records(path: Path | None) -> Iterator[tuple[GroupKey, str]]:
