@@ -15,17 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import pytest
 import ray
+import ray_helpers
 import yaml
+from ray_helpers import every_job_once
 
 from runner.adaptive import AdaptiveLimit, Signal, SignalKind, SlotLedger
 from runner.cluster import ClusterSlots, QuotaActor, init_local_ray, run_on_ray
 from runner.config import load_config
 from runner.localapi.server import LocalAPI, local_api_process
 from runner.shard import Shard
-from runner.store import ShardLock, load_run, read_shard_manifest
+from runner.store import ShardLock, read_shard_manifest
 from runner.sweep import sweep_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,36 +93,13 @@ def local_ray() -> Iterator[None]:
 
 
 def write_config(path: Path, base_url: str, scenarios: int = 30, **run: Any) -> Path:
-    """``scenarios`` x 2 agents, ``QUOTA`` in flight for the whole cluster."""
-    config = {
-        "target": {"base_url": base_url, "timeouts": {"first_byte": 10, "idle": 10, "total": 60}},
-        "run": {"name": "ray", "concurrency": QUOTA, "new_turns_limit": 6, **run},
-        "agents": [{"id": "agent_support"}, {"id": "agent_booking"}],
-        "scenarios": [
-            {"id": f"s{i}", "first_message": f"Order A-{i}?", "prompt": f"Customer {i}."}
-            for i in range(scenarios)
-        ],
-    }
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return ray_helpers.write_config(path, base_url, QUOTA, scenarios, **run)
 
 
 @pytest.fixture
 def capped_api() -> Iterator[LocalAPI]:
-    """A server that answers 429 beyond ``QUOTA`` simulations in flight, and counts."""
-    with local_api_process(
-        ["--time-scale", "0.03", "--seed", "4", "--max-concurrency", str(QUOTA)]
-    ) as server:
+    with ray_helpers.capped_api(QUOTA, 0.03) as server:
         yield server
-
-
-def every_job_once(run_dir: Path, jobs: int) -> pl.DataFrame:
-    run = load_run(run_dir)
-    assert isinstance(run.jobs, pl.DataFrame)
-    assert run.jobs.height == jobs and run.jobs["job_key"].n_unique() == jobs
-    assert set(run.jobs["status"]) == {"ok"}
-    assert run.messages.group_by("job_key", "index").len()["len"].max() == 1
-    return run.jobs
 
 
 def test_four_shards_under_one_quota_actor(

@@ -21,16 +21,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import pytest
 import ray
-import yaml
+import ray_helpers
 from ray.cluster_utils import Cluster
+from ray_helpers import every_job_once
 
 from runner.cluster import SINGLE_NODE_ENV, is_loopback, loopback_only, run_on_ray
 from runner.config import load_config
-from runner.localapi.server import LocalAPI, local_api_process
-from runner.store import load_run
+from runner.localapi.server import LocalAPI
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).parent / "ray"
@@ -49,32 +48,12 @@ def free_port() -> int:
 
 
 def write_config(path: Path, base_url: str, scenarios: int) -> Path:
-    config = {
-        "target": {"base_url": base_url, "timeouts": {"first_byte": 10, "idle": 10, "total": 60}},
-        "run": {"name": "ray", "concurrency": QUOTA, "new_turns_limit": 4},
-        "agents": [{"id": "agent_support"}, {"id": "agent_booking"}],
-        "scenarios": [
-            {"id": f"s{i}", "first_message": f"Order A-{i}?", "prompt": f"Customer {i}."}
-            for i in range(scenarios)
-        ],
-    }
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
-def every_job_once(run_dir: Path, jobs: int) -> pl.DataFrame:
-    run = load_run(run_dir)
-    assert isinstance(run.jobs, pl.DataFrame)
-    assert run.jobs.height == jobs and run.jobs["job_key"].n_unique() == jobs
-    assert set(run.jobs["status"]) == {"ok"}
-    return run.jobs
+    return ray_helpers.write_config(path, base_url, QUOTA, scenarios, new_turns_limit=4)
 
 
 @pytest.fixture
 def capped_api() -> Iterator[LocalAPI]:
-    with local_api_process(
-        ["--time-scale", "0.02", "--seed", "4", "--max-concurrency", str(QUOTA)]
-    ) as server:
+    with ray_helpers.capped_api(QUOTA, 0.02) as server:
         yield server
 
 
