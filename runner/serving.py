@@ -108,7 +108,7 @@ def serve(
 
 
 def spawn(
-    command: Sequence[str], *, stderr: IO[bytes], env: Mapping[str, str] | None = None
+    command: Sequence[str], *, stderr: IO[bytes] | int, env: Mapping[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     """Start the child: stdout piped (for the ready line), unbuffered, no stdin."""
     return subprocess.Popen(

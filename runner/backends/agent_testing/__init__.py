@@ -41,8 +41,8 @@ invocation id, so a retry polls again and never starts a second invocation.
 
 The modules, one job each: ``keys`` (which invocation a job belongs to, and its name),
 ``mapping`` (job -> test body, run -> result rows; pure), ``listing`` (the vendor's lists),
-``pacing`` (when to poll next; pure), ``invocations`` (the record files) and ``backend`` (the
-``Backend`` that drives them).
+``pacing`` (when to poll next; pure), ``invocations`` (the files kept between sessions) and
+``backend`` (the ``Backend`` that drives them).
 """
 
 from runner.backends.agent_testing.backend import AgentTestingBackend

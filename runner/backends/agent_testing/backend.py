@@ -20,9 +20,12 @@ import httpx
 
 from runner.backends.agent_testing.invocations import (
     INVOCATIONS_FILE,
+    TIMING_FILE,
     append_record,
     read_all_records,
+    read_shortest,
     record_line,
+    write_shortest,
 )
 from runner.backends.agent_testing.keys import BatchKey, GroupKey, InvocationNames, group_key
 from runner.backends.agent_testing.listing import (
@@ -40,13 +43,7 @@ from runner.backends.agent_testing.mapping import (
     run_result,
     test_spec,
 )
-from runner.backends.agent_testing.pacing import (
-    RATE_POLLS,
-    TIMING_FILE,
-    next_delay,
-    read_shortest,
-    write_shortest,
-)
+from runner.backends.agent_testing.pacing import RATE_POLLS, next_delay
 from runner.backends.base import ReplyListener, SimulationResult
 from runner.config import AgentTestingConfig
 from runner.errors import Action, AttemptError, ErrorKind, Failure

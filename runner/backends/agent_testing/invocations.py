@@ -1,8 +1,10 @@
-"""The invocation record files: which invocation each group started, in the run directory.
+"""The files the backend keeps between sessions: the invocation records and the timing hint.
 
-One line per invocation started, appended and fsync'd at once, so a session killed right after
-a run-tests call re-attaches to that invocation on resume instead of starting (and paying for)
-it again. A shard records into a file of its own; a session reads every shard's file.
+The records, in the run directory: one line per invocation started, appended and fsync'd at
+once, so a session killed right after a run-tests call re-attaches to that invocation on resume
+instead of starting (and paying for) it again. A shard records into a file of its own; a
+session reads every shard's file. The timing hint, in the results root: how soon a run may
+finish (``pacing.next_delay`` sleeps until about then before the first poll).
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ INVOCATIONS_FILE = "invocations.jsonl"
 INVOCATIONS_GLOB = "invocations*.jsonl"
 """A shard records into a file of its own (``invocations-2-of-8.jsonl``): appends from several
 machines to one file on shared storage are not atomic everywhere (NFS)."""
+
+TIMING_FILE = ".agent_testing_timing.json"
+"""In the results root: per test name prefix, the shortest run-tests -> finished run seen (a
+later session's invocations sleep until about then before their first poll)."""
 
 
 def record_line(key: GroupKey, test_id: str, invocation_id: str, **extra: Any) -> dict[str, Any]:
@@ -65,3 +71,27 @@ def read_records(path: Path | None) -> Iterator[tuple[GroupKey, str]]:
             yield key, str(row["invocation_id"])
         except (ValueError, KeyError, TypeError):
             continue
+
+
+def read_shortest(path: Path | None, prefix: str) -> float | None:
+    """The shortest run-tests -> finished run an earlier session with this prefix saw."""
+    if path is None:
+        return None
+    try:
+        return float(json.loads(path.read_text(encoding="utf-8"))[prefix])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_shortest(path: Path, prefix: str, secs: float) -> None:
+    """Record it for the prefix (replacing the file, so a reader never sees half of it)."""
+    try:
+        known = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(known, dict):
+            known = {}
+    except (OSError, ValueError):
+        known = {}
+    known[prefix] = round(secs, 3)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(known, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)

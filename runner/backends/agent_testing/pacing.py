@@ -1,21 +1,14 @@
-"""When to poll an invocation next (pure), and the timing hint kept between sessions.
+"""When to poll an invocation next (pure).
 
 Polls back off while nothing has finished, then follow the finish rate at a bounded cost per
 result; a later session sleeps until about the shortest run-tests -> finished run an earlier
-one saw (``TIMING_FILE``) before its first poll.
+one saw (``invocations.TIMING_FILE``) before its first poll.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 from runner.config import AgentTestingConfig
 
-TIMING_FILE = ".agent_testing_timing.json"
-"""In the results root: per test name prefix, the shortest run-tests -> finished run seen (a
-later session's invocations sleep until about then before their first poll)."""
 BACKOFF = 1.5
 """Growth of the interval between polls while no run has finished."""
 RATE_POLLS = 4
@@ -68,27 +61,3 @@ def next_delay(
     if previous is None:
         return o.poll_interval
     return min(previous * BACKOFF, o.poll_interval_max)
-
-
-def read_shortest(path: Path | None, prefix: str) -> float | None:
-    """The shortest run-tests -> finished run an earlier session with this prefix saw."""
-    if path is None:
-        return None
-    try:
-        return float(json.loads(path.read_text(encoding="utf-8"))[prefix])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def write_shortest(path: Path, prefix: str, secs: float) -> None:
-    """Record it for the prefix (replacing the file, so a reader never sees half of it)."""
-    try:
-        known = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(known, dict):
-            known = {}
-    except (OSError, ValueError):
-        known = {}
-    known[prefix] = round(secs, 3)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(known, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
