@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import httpx
@@ -106,12 +106,20 @@ class _Group:
     reply lost in transit), so look for it by name before starting another."""
 
 
+class _Member(NamedTuple):
+    """A group waiting in a batch, with the job that brought it and its test's id."""
+
+    group: _Group
+    job: Job
+    test_id: str
+
+
 @dataclass
 class _Batch:
     """Groups of one agent variant and repeat window waiting to be started by one call."""
 
     key: BatchKey
-    members: list[tuple[_Group, Job, str]] = field(default_factory=list)
+    members: list[_Member] = field(default_factory=list)
     done: anyio.Event = field(default_factory=anyio.Event)
     error: AttemptError | None = None
 
@@ -289,7 +297,7 @@ class AgentTestingBackend:
         batch = self._batches.get(bkey)
         if batch is None or len(batch.members) >= self.options.batch_max_tests:
             batch = self._batches[bkey] = _Batch(bkey)
-            batch.members.append((group, job, test_id))
+            batch.members.append(_Member(group, job, test_id))
             await self._sleep(self.options.batch_wait)
             if self._batches.get(bkey) is batch:
                 del self._batches[bkey]
@@ -300,7 +308,7 @@ class AgentTestingBackend:
             finally:
                 batch.done.set()
         else:
-            batch.members.append((group, job, test_id))
+            batch.members.append(_Member(group, job, test_id))
             await batch.done.wait()
         if group.poll is None:
             assert batch.error is not None
@@ -308,13 +316,13 @@ class AgentTestingBackend:
 
     async def _start(self, batch: _Batch) -> None:
         members = batch.members
-        first_group, first_job, _ = members[0]
+        first_group, first_job = members[0].group, members[0].job
         count = first_group.key.repeat_count
         label = (
             job_label(first_job, agent_axes=True) if len(members) == 1 else f"{len(members)} tests"
         )
         body: dict[str, Any] = {
-            "tests": [{"test_id": test_id} for _, _, test_id in members],
+            "tests": [{"test_id": m.test_id} for m in members],
             "repeat_count": count,
             "name": self.names.name(first_group.key, label),
         }
@@ -330,8 +338,8 @@ class AgentTestingBackend:
         except AttemptError as exc:
             # a refusal (4xx) started nothing; anything else may have started it
             unsure = exc.failure.status is None or exc.failure.status >= 500
-            for group, _, _ in members:
-                group.start_unsure = unsure
+            for member in members:
+                member.group.start_unsure = unsure
             raise
         invocation = parse_reply(TestInvocation, reply, "run tests")
         poll = self._poll_for(invocation.id, attached=False)
