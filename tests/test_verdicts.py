@@ -1,0 +1,317 @@
+"""The sequential verdict rules (runner.verdicts) against independent computations."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import pytest
+
+from runner import verdicts as v
+
+
+def _simpson(f, lo: float, hi: float, n: int = 4000) -> float:
+    h = (hi - lo) / n
+    total = f(lo) + f(hi)
+    for i in range(1, n):
+        total += (4 if i % 2 else 2) * f(lo + i * h)
+    return total * h / 3
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "x"), [(2.0, 3.0, 0.3), (9.9, 0.1, 0.8), (30.0, 5.0, 0.8), (1.5, 40.0, 0.02)]
+)
+def test_incomplete_beta_matches_quadrature(a: float, b: float, x: float) -> None:
+    def dens(q: float) -> float:
+        return math.exp((a - 1) * math.log(q) + (b - 1) * math.log1p(-q) - v.log_beta(a, b))
+
+    # substitute q = x u^k to tame the endpoint singularity of q^(a-1) when a < 1
+    lower = _simpson(lambda u: dens(x * u**4) * 4 * x * u**3 if u > 0 else 0.0, 0.0, 1.0)
+    assert math.exp(v.log_betainc(a, b, x)) == pytest.approx(lower, rel=1e-5)
+    assert math.exp(v.log_betainc(a, b, x, upper=True)) == pytest.approx(
+        1 - lower, rel=1e-4, abs=1e-9
+    )
+
+
+@pytest.mark.parametrize(
+    ("prior", "x", "n", "s"),
+    [
+        (v.SidePrior("above", 0.95, 10.0), 0.8, 14, 14),
+        (v.SidePrior("above", 0.9, 300.0), 0.8, 40, 37),
+        (v.SidePrior("below", 0.125, 10.0), 0.8, 10, 3),
+        (v.SidePrior("below", 0.5, 300.0), 0.8, 30, 20),
+        (v.SidePrior("above", 0.75, 30.0), 0.5, 12, 9),
+    ],
+)
+def test_mixture_matches_numerical_integration(
+    prior: v.SidePrior, x: float, n: int, s: int
+) -> None:
+    """M_n(x) = int (q/x)^s ((1-q)/(1-x))^(n-s) dpi(q) with pi the restricted Beta, by Simpson."""
+    a, b = prior.beta(x)
+    # substitute q = 1 - (1 - x) u^k (above) or q = x u^k (below), k = 20: the Beta density
+    # may be singular at the far end (b - 1 > -1), the substituted integrand is not. Logs of
+    # q and 1 - q are taken in u so that neither underflows near the end.
+    k = 20
+
+    def logs(u: float) -> tuple[float, float, float]:
+        if prior.side == "above":
+            log_1mq = math.log(1 - x) + k * math.log(u)
+            return (
+                math.log1p(-math.exp(log_1mq)),
+                log_1mq,
+                math.log(k * (1 - x)) + (k - 1) * math.log(u),
+            )
+        log_q = math.log(x) + k * math.log(u)
+        return log_q, math.log1p(-math.exp(log_q)), math.log(k * x) + (k - 1) * math.log(u)
+
+    def weight(u: float, lr: bool = False) -> float:
+        if u == 0.0:
+            return 0.0
+        log_q, log_1mq, log_dq = logs(u)
+        total = (a - 1) * log_q + (b - 1) * log_1mq + log_dq
+        if lr:
+            total += s * (log_q - math.log(x)) + (n - s) * (log_1mq - math.log(1 - x))
+        return math.exp(total)
+
+    def integrand(u: float) -> float:
+        return weight(u, lr=True)
+
+    expected = _simpson(integrand, 0.0, 1.0, 4000) / _simpson(weight, 0.0, 1.0, 4000)
+    assert v.log_mixture(prior, x, n, s) == pytest.approx(math.log(expected), abs=2e-4)
+
+
+def _exact_probabilities(rule, max_repeats: int, p: float) -> dict[str, float]:
+    """Brute force over every pass/fail sequence of length max: where the rule stops first."""
+    totals = {"pass": 0.0, "fail": 0.0, "undecided": 0.0}
+    seen: dict[tuple[bool, ...], str] = {}
+    for seq in itertools.product((True, False), repeat=max_repeats):
+        n = s = 0
+        verdict = "undecided"
+        for i, ok in enumerate(seq):
+            n, s = n + 1, s + ok
+            prefix = seq[: i + 1]
+            if prefix not in seen:
+                seen[prefix] = rule.state(n, s)
+            if seen[prefix]:
+                verdict = seen[prefix] if seen[prefix] != "" else verdict
+                break
+        k = sum(seq)
+        totals[verdict] += p**k * (1 - p) ** (max_repeats - k)
+    return totals
+
+
+@pytest.mark.parametrize(("pass_rate", "max_repeats"), [(0.8, 14), (0.6, 12)])
+def test_anytime_error_at_the_null_boundary_is_at_most_alpha(
+    pass_rate: float, max_repeats: int
+) -> None:
+    rule = v.Anytime(pass_rate=pass_rate, alpha=0.05, max_repeats=max_repeats)
+    exact = _exact_probabilities(rule, max_repeats, pass_rate)
+    assert sum(exact.values()) == pytest.approx(1.0)
+    # p = pass_rate is the boundary of both nulls: a PASS there is wrong, and so would be a
+    # FAIL at any p just above it (continuity)
+    assert exact["pass"] <= 0.05
+    assert exact["fail"] <= 0.05
+    assert exact["pass"] + exact["fail"] > 0  # the rule does decide sometimes
+
+
+def test_anytime_boundaries_satisfy_ville_at_every_horizon() -> None:
+    """Exact P(ever PASS by n | p = pass_rate) by recursion over (n, s), up to n = 60 (past max)."""
+    rule = v.Anytime(pass_rate=0.8, alpha=0.05, max_repeats=20)
+    table = v._table(rule.above, rule.below, 0.8, 0.05, 60)
+    for side, p in (("pass", 0.8), ("fail", 0.8)):
+        probs = {0: 1.0}
+        crossed = 0.0
+        for n in range(1, 61):
+            nxt: dict[int, float] = {}
+            for s, mass in probs.items():
+                for ds, q in ((1, p), (0, 1 - p)):
+                    nxt[s + ds] = nxt.get(s + ds, 0.0) + mass * q
+            probs = {}
+            for s, mass in nxt.items():
+                hit = s >= table.pass_at[n] if side == "pass" else s <= table.fail_at[n]
+                if hit:
+                    crossed += mass
+                else:
+                    probs[s] = mass
+        assert crossed <= 0.05
+
+
+def test_anytime_stops_early_once_no_verdict_is_reachable() -> None:
+    rule = v.Anytime(pass_rate=0.8, alpha=0.05, max_repeats=20)
+    table = rule.table()
+    first_pass = int(table.pass_at.index(next(t for t in table.pass_at if t != math.inf)))
+    assert first_pass <= 15  # an unbroken run of passes decides well before max
+    decision = rule.decide(["pass"] * first_pass)
+    assert (decision.verdict, decision.stop) == ("pass", True)
+    assert decision.lower > 0.8
+    # one failure at 20 leaves no PASS reachable and a FAIL needs many failures
+    decision = rule.decide(["pass"] * 5 + ["fail"] + ["pass"] * 5)
+    assert (decision.verdict, decision.stop) == ("undecided", True)
+    assert "no verdict reachable" in decision.reason
+    decision = rule.decide(["fail"] * 3)
+    assert decision.verdict in ("fail", "undecided")
+
+
+def test_anytime_verdict_agrees_with_its_reported_bounds() -> None:
+    rule = v.Anytime(pass_rate=0.8, alpha=0.05, max_repeats=16)
+    for n in range(1, 17):
+        for s in range(n + 1):
+            d = rule.decide(["pass"] * s + ["fail"] * (n - s))
+            if d.verdict == "pass":
+                assert d.lower > 0.8 - 1e-4
+            if d.verdict == "fail":
+                assert d.upper < 0.8 + 1e-4
+            if d.lower > 0.8 + 1e-3:
+                assert d.verdict == "pass", (n, s, d)
+            if d.upper < 0.8 - 1e-3:
+                assert d.verdict == "fail", (n, s, d)
+
+
+def _simulate(rule, p: float, rng: random.Random) -> list[v.Outcome]:
+    out: list[v.Outcome] = []
+    while True:
+        out.append("pass" if rng.random() < p else "fail")
+        n = len(out)
+        state = rule.state(n, out.count("pass"))
+        if state or n >= rule.max_repeats:
+            return out
+
+
+def _exact_miss_and_wrong(rule: v.Anytime, p: float, horizon: int) -> tuple[float, float]:
+    """By recursion over (n, s) to ``horizon``: P(the sequence ever excludes p), and
+    P(the rule's verdict is wrong) when it runs to ``rule.max_repeats``."""
+    above = [v._thresholds(rule.above, p, rule.alpha, n) for n in range(horizon + 1)]
+    below = [v._thresholds(rule.below, p, rule.alpha, n) for n in range(horizon + 1)]
+    miss, probs = 0.0, {0: 1.0}
+    for n in range(1, horizon + 1):
+        nxt: dict[int, float] = {}
+        for s, mass in probs.items():
+            nxt[s + 1] = nxt.get(s + 1, 0.0) + mass * p
+            nxt[s] = nxt.get(s, 0.0) + mass * (1 - p)
+        probs = {}
+        for s, mass in nxt.items():
+            if s >= above[n] or s <= below[n]:
+                miss += mass
+            else:
+                probs[s] = mass
+    wrong, probs = 0.0, {0: 1.0}
+    for n in range(1, rule.max_repeats + 1):
+        nxt = {}
+        for s, mass in probs.items():
+            nxt[s + 1] = nxt.get(s + 1, 0.0) + mass * p
+            nxt[s] = nxt.get(s, 0.0) + mass * (1 - p)
+        probs = {}
+        for s, mass in nxt.items():
+            state = rule.state(n, s)
+            if (state == "pass" and p <= rule.pass_rate) or (
+                state == "fail" and p > rule.pass_rate
+            ):
+                wrong += mass
+            elif not state:
+                probs[s] = mass
+    return miss, wrong
+
+
+@pytest.mark.parametrize("p", [0.2, 0.6, 0.8, 0.81, 0.9, 0.97])
+def test_anytime_coverage_and_wrong_verdicts_exactly(p: float) -> None:
+    """Per side alpha: a wrong verdict <= alpha; the two-sided sequence misses <= 2 alpha,
+    to n = 60 (past max: an extension keeps both)."""
+    rule = v.Anytime(pass_rate=0.8, alpha=0.05, max_repeats=40)
+    miss, wrong = _exact_miss_and_wrong(rule, p, 60)
+    assert miss <= 2 * 0.05
+    assert wrong <= 0.05
+
+
+def test_anytime_covers_the_benchmark_mix_in_95_percent() -> None:
+    """On the issue's mix of true rates (on a 0.01 grid) the sequence covers at every n <= 40."""
+    rng = random.Random(7)
+    rule = v.Anytime(pass_rate=0.8, alpha=0.05, max_repeats=40)
+    covered = reps = 0
+    for _ in range(400):
+        u = rng.random()
+        lo, hi = (0.95, 1.0) if u < 0.6 else (0.0, 0.3) if u < 0.8 else (0.5, 0.9)
+        p = min(0.995, max(0.005, round(rng.uniform(lo, hi), 2)))
+        seq: list[v.Outcome] = [("pass" if rng.random() < p else "fail") for _ in range(40)]
+        covered += v.covers(rule, p, seq)
+        reps += 1
+    assert covered / reps >= 0.95
+
+
+def test_unknowns_and_errors_never_pass() -> None:
+    t = v.tally(["pass", "unknown", "error", "fail"])
+    assert (t.repeats, t.trials, t.successes) == (4, 3, 1)
+    t = v.tally(["pass", "unknown", "error"], v.Treatment(unknown_as="skip", error_as="fail"))
+    assert (t.trials, t.successes) == (2, 1)
+    rule = v.Anytime(pass_rate=0.8, alpha=0.05, max_repeats=20)
+    assert rule.decide(["unknown"] * 20).verdict != "pass"
+    assert rule.decide(["error"] * 20).verdict == "undecided"
+
+
+@pytest.mark.parametrize(("max_repeats", "passes"), [(6, None), (7, 5), (5, 0), (5, 5)])
+def test_curtail_gives_the_fixed_rules_verdicts(max_repeats: int, passes: int | None) -> None:
+    rule = v.Curtail(pass_rate=0.8, max_repeats=max_repeats, passes=passes)
+    need = rule.needed
+    saved = 0
+    for seq in itertools.product(v.OUTCOMES, repeat=max_repeats):
+        fixed = "pass" if seq.count("pass") >= need else "fail"
+        for i in range(1, max_repeats + 1):
+            d = rule.decide(seq[:i])
+            if d.stop:
+                break
+        assert d.stop and d.verdict == fixed
+        saved += max_repeats - i
+    assert saved > 0
+
+
+def test_sprt_error_rates_by_brute_force() -> None:
+    rule = v.Sprt(pass_rate=0.9, pass_rate_low=0.6, alpha=0.05, beta=0.1, max_repeats=14)
+    at_low = _exact_probabilities(rule, 14, 0.6)
+    at_high = _exact_probabilities(rule, 14, 0.9)
+    assert at_low["pass"] <= 0.05 / (1 - 0.1)
+    assert at_high["fail"] <= 0.1 / (1 - 0.05)
+    assert at_high["pass"] > 0.5 and at_low["fail"] > 0.5
+
+
+def test_sprt_boundaries_are_walds() -> None:
+    rule = v.Sprt(pass_rate=0.8, pass_rate_low=0.6, alpha=0.05, beta=0.05, max_repeats=100)
+    low, high = rule.bounds()
+    assert high == pytest.approx(math.log(19)) and low == pytest.approx(-math.log(19))
+    # passes needed with no failure: ceil(log 19 / log(0.8/0.6))
+    k = math.ceil(math.log(19) / math.log(0.8 / 0.6))
+    assert rule.state(k, k) == "pass" and rule.state(k - 1, k - 1) == ""
+
+
+def test_fixed_design_has_the_stated_power() -> None:
+    n, c = v.fixed_design(0.6, 0.8, 0.05, 0.05)
+    assert v._binom_tail(n, c, 0.6) <= 0.05 and 1 - v._binom_tail(n, c, 0.8) <= 0.05
+    assert all(
+        v._binom_tail(n - 1, c2, 0.6) > 0.05 or 1 - v._binom_tail(n - 1, c2, 0.8) > 0.05
+        for c2 in range(n)
+    )
+
+
+def test_fixed_wilson_baseline() -> None:
+    assert v.fixed_wilson(["pass"] * 20, 0.8).verdict == "pass"
+    assert v.fixed_wilson(["pass"] * 19 + ["fail"], 0.8).verdict == "undecided"
+    assert v.fixed_wilson(["pass"] * 12 + ["fail"] * 8, 0.8).verdict == "fail"
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: v.Anytime(pass_rate=1.0), "pass_rate"),
+        (lambda: v.Anytime(pass_rate=0.0), "pass_rate"),
+        (lambda: v.Anytime(alpha=0.7), "alpha"),
+        (lambda: v.Anytime(max_repeats=5, min_repeats=6), "min"),
+        (lambda: v.Sprt(pass_rate=0.8, pass_rate_low=0.9), "pass_rate_low"),
+        (lambda: v.Sprt(beta=0.0), "beta"),
+        (lambda: v.Curtail(max_repeats=5, passes=6), "passes"),
+        (lambda: v.tally(["maybe"]), "outcome"),  # type: ignore[list-item]
+    ],
+)
+def test_bad_parameters_are_refused_in_one_line(make, field: str) -> None:
+    with pytest.raises(ValueError) as info:
+        make()
+    message = str(info.value)
+    assert message.startswith(field) and "\n" not in message
