@@ -102,9 +102,9 @@ def run_sequential(table: list[list[str]], seq: list[bool], max_repeats: int) ->
 
 def wilson_verdicts(n: int) -> list[str]:
     """The fixed Wilson verdict for each number of passes in n."""
-    out = []
+    out: list[str] = []
     for s in range(n + 1):
-        outcomes: list[v.Outcome] = ["pass"] * s + ["fail"] * (n - s)
+        outcomes: list[v.Outcome] = ["pass" if i < s else "fail" for i in range(n)]
         out.append(v.fixed_wilson(outcomes, PASS_RATE).verdict)
     return out
 
