@@ -107,11 +107,16 @@ class Decision:
 
 
 class Rule(Protocol):
-    """What the planner needs of a rule."""
+    """What the planner needs of a rule (frozen dataclasses: read-only attributes)."""
 
-    name: str
-    max_repeats: int
-    min_repeats: int
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def max_repeats(self) -> int: ...
+
+    @property
+    def min_repeats(self) -> int: ...
 
     def decide(self, outcomes: Sequence[Outcome]) -> Decision: ...
 

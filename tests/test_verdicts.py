@@ -315,3 +315,69 @@ def test_bad_parameters_are_refused_in_one_line(make, field: str) -> None:
         make()
     message = str(info.value)
     assert message.startswith(field) and "\n" not in message
+
+
+# ------------------------------------------------------------------------------- config
+
+
+def _config(tmp_path, repeats) -> object:
+    import yaml
+
+    from runner.config.load import load_config
+
+    path = tmp_path / f"c{abs(hash(str(repeats)))}.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "run": {"repeats": repeats},
+                "agents": [{"id": "agent_a"}, {"id": "agent_b"}],
+                "criteria": [
+                    {"id": "refund", "name": "Refund", "conversation_goal_prompt": "Refunds."}
+                ],
+                "scenarios": [{"id": "s1", "prompt": "A refund."}, {"id": "s2", "prompt": "Hi."}],
+            }
+        )
+    )
+    return load_config(path)
+
+
+def test_sequential_repeats_keep_the_fixed_runs_job_keys(tmp_path) -> None:
+    from runner.jobs import count_jobs, iter_jobs
+
+    fixed = _config(tmp_path, 20)
+    sequential = _config(tmp_path, {"max": 20, "pass_rate": 0.8, "of": ["refund"]})
+    assert fixed.run.sequential is None and fixed.run.max_repeats == 20
+    settings = sequential.run.sequential
+    assert settings is not None and sequential.run.max_repeats == 20
+    keys = [(j.key, j.repeat, j.scenario_id, j.agent_id) for j in iter_jobs(fixed)]
+    assert keys == [(j.key, j.repeat, j.scenario_id, j.agent_id) for j in iter_jobs(sequential)]
+    assert count_jobs(sequential) == len(keys) == 2 * 2 * 20
+    rule = settings.rule_for()
+    assert isinstance(rule, v.Anytime) and rule.max_repeats == 20 and rule.pass_rate == 0.8
+    sprt = _config(tmp_path, {"max": 30, "pass_rate": 0.8, "rule": "sprt", "pass_rate_low": 0.6})
+    assert isinstance(sprt.run.sequential.rule_for(), v.Sprt)
+    curtail = _config(tmp_path, {"max": 10, "pass_rate": 0.8, "rule": "curtail", "passes": 7})
+    assert curtail.run.sequential.rule_for().needed == 7
+
+
+@pytest.mark.parametrize(
+    ("repeats", "expected"),
+    [
+        ({"max": 20, "pass_rate": 0}, "run.repeats.pass_rate: must be between 0 and 1"),
+        ({"max": 5, "min": 6, "pass_rate": 0.8}, "run.repeats: min (6) must not exceed max (5)"),
+        ({"max": 5, "pass_rate": 0.8, "of": ["nope"]}, "run.repeats.of[0]: unknown criterion"),
+        ({"max": 5, "pass_rate": 0.8, "rule": "sprt"}, "pass_rate_low is required"),
+        (
+            {"max": 5, "pass_rate": 0.8, "alpha": 0.6},
+            "run.repeats.alpha: must be between 0 and 0.5",
+        ),
+        ({"max": 5, "pass_rate": 0.8, "maxx": 3}, "run.repeats.maxx: unknown key"),
+        ({"pass_rate": 0.8}, "run.repeats.max: is required"),
+    ],
+)
+def test_bad_repeats_settings_are_refused_in_one_line(tmp_path, repeats, expected: str) -> None:
+    from runner.config.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        _config(tmp_path, repeats)
+    assert expected in str(info.value) and "\n" not in str(info.value)
