@@ -686,6 +686,32 @@ class Curtail:
         }
 
 
+# ------------------------------------------------------------------------------ walking
+
+
+def first_stop(rule: Rule, outcomes: Sequence[Outcome]) -> tuple[int, Decision]:
+    """Where ``rule`` would have stopped on these outcomes (in repeat order): the number of
+    repeats it would have run and its decision there; all of them and the decision on all when
+    it would not have stopped (a run with fewer repeats than ``max``). For replays and tests:
+    rules with a ``state`` lattice are walked on counts, the decision built once at the stop."""
+    state = getattr(rule, "state", None)
+    treatment: Treatment = getattr(rule, "treatment", Treatment())
+    if state is None:
+        for i in range(1, len(outcomes) + 1):
+            decision = rule.decide(outcomes[:i])
+            if decision.stop:
+                return i, decision
+        return len(outcomes), rule.decide(outcomes)
+    trials = successes = 0
+    for i, outcome in enumerate(outcomes, start=1):
+        one = tally([outcome], treatment)
+        trials += one.trials
+        successes += one.successes
+        if state(trials, successes, i) or i >= rule.max_repeats:
+            return i, rule.decide(outcomes[:i])
+    return len(outcomes), rule.decide(outcomes)
+
+
 # ------------------------------------------------------------------------------ fixed
 
 

@@ -381,3 +381,86 @@ def test_bad_repeats_settings_are_refused_in_one_line(tmp_path, repeats, expecte
     with pytest.raises(ConfigError) as info:
         _config(tmp_path, repeats)
     assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------- replay
+
+
+def _run_frames() -> tuple[object, object]:
+    """A fixed run of 20 repeats: case a always passes, case b passes 1 in 4 (deterministic),
+    case c passes except one unknown and one errored job; two criteria, every job $0.10."""
+    import polars as pl
+
+    jobs, crit = [], []
+    for scenario in ("a", "b", "c"):
+        for r in range(20):
+            key = f"{scenario}{r}"
+            status = "error" if scenario == "c" and r == 3 else "ok"
+            jobs.append(
+                {"job_key": key, "agent_id": "ag", "agent_label": "ag", "scenario_id": scenario,
+                 "repeat": r, "status": status, "cost_usd": 0.1, "credits_used": None}
+            )  # fmt: skip
+            if status == "error":
+                continue
+            ok = scenario != "b" or r % 4 == 0
+            second = "unknown" if scenario == "c" and r == 5 else "success"
+            crit.append({"job_key": key, "criterion_id": "goal",
+                         "result": "success" if ok else "failure"})  # fmt: skip
+            crit.append({"job_key": key, "criterion_id": "tone", "result": second})
+    return pl.DataFrame(jobs), pl.DataFrame(crit)
+
+
+def test_replay_reports_where_each_rule_stops_and_what_it_saves() -> None:
+    from runner.replay import render, replay, summary
+
+    jobs, crit = _run_frames()
+    rules = [v.Anytime(0.8, 0.05, 20), v.Curtail(0.8, 20)]
+    out = replay(jobs, crit, rules)
+    got = {(r["scenario_id"], r["rule"]): r for r in out.iter_rows(named=True)}
+    a = got[("a", "anytime")]
+    first_pass = next(n for n, t in enumerate(rules[0].table().pass_at) if t <= n)
+    assert (a["verdict"], a["stopped_at"], a["full_verdict"]) == ("pass", first_pass, "pass")
+    assert a["sims_saved"] == 20 - first_pass and a["usd_saved"] == pytest.approx(
+        0.1 * a["sims_saved"]
+    )
+    b = got[("b", "anytime")]
+    assert b["verdict"] == "fail" and b["full_verdict"] == "fail" and b["stopped_at"] < 10
+    c = got[("c", "anytime")]  # one unknown (a non-pass trial) and one error (no trial)
+    assert c["verdict"] == "undecided" and c["stopped_at"] < 20 and not c["contradicts"]
+    assert got[("a", "curtail")]["stopped_at"] == 16 and got[("b", "curtail")]["stopped_at"] == 7
+    assert got[("c", "curtail")]["verdict"] == "pass"  # 18 passes of 20: the fixed rule's too
+    totals = {r["rule"]: r for r in summary(out).iter_rows(named=True)}
+    assert totals["anytime"]["cases"] == 3 and totals["anytime"]["contradict"] == 0
+    assert totals["anytime"]["sims_saved"] == sum(
+        r["sims_saved"] for r in got.values() if r["rule"] == "anytime"
+    )
+    assert "anytime: 2 of 3 cases settled" in render(out)
+
+
+def test_replay_per_criterion_when_of_lists_several() -> None:
+    from runner.replay import repeat_outcomes
+
+    jobs, crit = _run_frames()
+    seqs = repeat_outcomes(jobs, crit, of=["goal", "tone"])
+    c_tone = seqs.filter((pl_col("scenario_id") == "c") & (pl_col("criterion_id") == "tone"))
+    outcomes = c_tone["outcomes"][0].to_list()
+    assert outcomes[3] == "error" and outcomes[5] == "unknown" and outcomes.count("pass") == 18
+    assert len(seqs) == 6
+
+
+def pl_col(name: str):
+    import polars as pl
+
+    return pl.col(name)
+
+
+def test_the_verdicts_table_schema_names_what_the_issue_asks() -> None:
+    from runner.schema import TABLES, VERDICTS, markdown
+
+    names = VERDICTS.schema.names()
+    assert len(names) == len(set(names)) and VERDICTS.file == "verdicts.parquet"
+    for column in ("rule", "params", "repeats", "passes", "failures", "unknowns", "errors",
+                   "lower", "upper", "verdict", "settled_at", "ran_past", "cost_usd"):  # fmt: skip
+        assert column in names
+    assert VERDICTS not in TABLES  # derived per case, not written from each job
+    assert "| `verdict` |" in markdown(VERDICTS)
