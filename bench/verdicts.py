@@ -133,8 +133,8 @@ def run(replicates: int, cases: int, seed: int = 25) -> dict[str, Any]:
         if p not in cover_cache:
             r = anytime[40]
             cover_cache[p] = (
-                [v._thresholds(r.above, p, ALPHA, n) for n in range(41)],
-                [v._thresholds(r.below, p, ALPHA, n) for n in range(41)],
+                list(v._row(r.above, p, ALPHA, 40)),
+                list(v._row(r.below, p, ALPHA, 40)),
             )
         return cover_cache[p]
 

@@ -280,11 +280,36 @@ def _thresholds(prior: SidePrior, x: float, alpha: float, n: int) -> float:
     return float(lo)
 
 
+@lru_cache(maxsize=1024)
+def _row(prior: SidePrior, x: float, alpha: float, n_max: int) -> tuple[float, ...]:
+    """``_thresholds`` for n = 0..n_max in O(n_max) evaluations: one more outcome moves the
+    threshold by at most one. A failure multiplies M+ by the posterior mean of
+    (1 - q)/(1 - x) <= 1 and a pass by that of q/x >= 1 (q >= x), so for ``above``
+    t(n - 1) <= t(n) <= t(n - 1) + 1; likewise for ``below``."""
+    level = math.log(1 / alpha)
+    out = [_thresholds(prior, x, alpha, 0)]
+    for n in range(1, n_max + 1):
+        prev = out[-1]
+        if prior.side == "above":
+            lowest = n if prev == math.inf else int(prev)
+            found = math.inf
+            for s in range(lowest, min(n, lowest + 1) + 1):
+                if log_mixture(prior, x, n, s) >= level:
+                    found = float(s)
+                    break
+        else:
+            highest = 0 if prev == -math.inf else min(n, int(prev) + 1)
+            found = -math.inf
+            for s in range(highest, max(-1, highest - 2), -1):
+                if s >= 0 and log_mixture(prior, x, n, s) >= level:
+                    found = float(s)
+                    break
+        out.append(found)
+    return tuple(out)
+
+
 def _table(above: SidePrior, below: SidePrior, x: float, alpha: float, n_max: int) -> _Table:
-    return _Table(
-        pass_at=tuple(_thresholds(above, x, alpha, n) for n in range(n_max + 1)),
-        fail_at=tuple(_thresholds(below, x, alpha, n) for n in range(n_max + 1)),
-    )
+    return _Table(pass_at=_row(above, x, alpha, n_max), fail_at=_row(below, x, alpha, n_max))
 
 
 def _design_loss(table: _Table, max_repeats: int, min_repeats: int) -> float:
@@ -313,13 +338,29 @@ def _design_loss(table: _Table, max_repeats: int, min_repeats: int) -> float:
 
 
 def _stop_lattice(table: _Table, max_repeats: int, min_repeats: int) -> list[list[str]]:
-    """For each (n, s) with no skipped repeats: '' (go on), 'pass', 'fail' or 'undecided'."""
-    out: list[list[str]] = []
-    for n in range(max_repeats + 1):
-        row = []
+    """``_state`` at every (n, s) with no skipped repeats, by one backward pass: a verdict is
+    reachable from (n, s) when it holds there or is reachable from (n + 1, s + 1) (PASS) or
+    (n + 1, s) (FAIL), the best cases."""
+    out: list[list[str]] = [[] for _ in range(max_repeats + 1)]
+    can_pass: list[bool] = []
+    can_fail: list[bool] = []
+    for n in range(max_repeats, -1, -1):
+        judged = n >= min_repeats
+        row, row_pass, row_fail = [], [], []
         for s in range(n + 1):
-            row.append(_state(table, n, s, n, max_repeats, min_repeats))
-        out.append(row)
+            passes = judged and s >= table.pass_at[n]
+            fails = judged and s <= table.fail_at[n]
+            reach_pass = passes or (n < max_repeats and can_pass[s + 1])
+            reach_fail = fails or (n < max_repeats and can_fail[s])
+            row_pass.append(reach_pass)
+            row_fail.append(reach_fail)
+            if passes:
+                row.append("pass")
+            elif fails:
+                row.append("fail")
+            else:
+                row.append("" if reach_pass or reach_fail else "undecided")
+        out[n], can_pass, can_fail = row, row_pass, row_fail
     return out
 
 
@@ -356,14 +397,8 @@ def horizon_priors(
     best: tuple[float, SidePrior, SidePrior] | None = None
     aboves = [SidePrior("above", t, c) for t in PASS_SHIFTS for c in CONCENTRATIONS]
     belows = [SidePrior("below", t, c) for t in FAIL_SHIFTS for c in CONCENTRATIONS]
-    pass_rows = {
-        p: tuple(_thresholds(p, pass_rate, alpha, n) for n in range(max_repeats + 1))
-        for p in aboves
-    }
-    fail_rows = {
-        p: tuple(_thresholds(p, pass_rate, alpha, n) for n in range(max_repeats + 1))
-        for p in belows
-    }
+    pass_rows = {p: _row(p, pass_rate, alpha, max_repeats) for p in aboves}
+    fail_rows = {p: _row(p, pass_rate, alpha, max_repeats) for p in belows}
     for above in aboves:
         for below in belows:
             loss = _design_loss(
@@ -488,17 +523,29 @@ class Anytime:
             "min": self.min_repeats,
             "unknown_as": self.treatment.unknown_as,
             "error_as": self.treatment.error_as,
-            "prior_above": f"shift {self.above.shift} concentration {self.above.concentration:g}",
-            "prior_below": f"shift {self.below.shift} concentration {self.below.concentration:g}",
+            "above_shift": self.above.shift,
+            "above_concentration": self.above.concentration,
+            "below_shift": self.below.shift,
+            "below_concentration": self.below.concentration,
         }
+
+    @staticmethod
+    def recorded_priors(params: dict[str, float | int | str]) -> tuple[SidePrior, SidePrior]:
+        """The priors of a case's earlier ``params`` (the verdicts table): a resume or a larger
+        ``max`` passes them as ``priors`` so the case keeps its martingales and guarantee
+        (priors re-tuned for the new ``max`` after outcomes were seen would not be valid)."""
+        return (
+            SidePrior("above", float(params["above_shift"]), float(params["above_concentration"])),
+            SidePrior("below", float(params["below_shift"]), float(params["below_concentration"])),
+        )
 
 
 def covers(rule: Anytime, p: float, outcomes: Sequence[Outcome]) -> bool:
     """Whether the confidence sequence holds p after every prefix of ``outcomes``: neither
     one-sided test at x = p rejects at any n (the set of x it holds at n is {x: neither
     rejects}). Used by the tests and the benchmark."""
-    t_above = [_thresholds(rule.above, p, rule.alpha, n) for n in range(len(outcomes) + 1)]
-    t_below = [_thresholds(rule.below, p, rule.alpha, n) for n in range(len(outcomes) + 1)]
+    t_above = _row(rule.above, p, rule.alpha, len(outcomes))
+    t_below = _row(rule.below, p, rule.alpha, len(outcomes))
     n = s = 0
     for outcome in outcomes:
         t = tally([outcome], rule.treatment)

@@ -115,6 +115,31 @@ def test_anytime_error_at_the_null_boundary_is_at_most_alpha(
     assert exact["pass"] + exact["fail"] > 0  # the rule does decide sometimes
 
 
+@pytest.mark.parametrize(
+    "prior",
+    [
+        v.SidePrior("above", 0.95, 10.0),
+        v.SidePrior("above", 0.5, 1000.0),
+        v.SidePrior("below", 0.125, 10.0),
+        v.SidePrior("below", 0.025, 1000.0),
+    ],
+)
+@pytest.mark.parametrize("x", [0.05, 0.5, 0.8, 0.97])
+def test_incremental_boundaries_match_bisection(prior: v.SidePrior, x: float) -> None:
+    assert v._row(prior, x, 0.05, 60) == tuple(v._thresholds(prior, x, 0.05, n) for n in range(61))
+
+
+def test_stop_lattice_matches_the_direct_reachability_check() -> None:
+    for max_repeats, min_repeats in ((20, 1), (40, 1), (30, 5), (12, 12)):
+        rule = v.Anytime(max_repeats=max_repeats, min_repeats=min_repeats)
+        table = rule.table()
+        direct = [
+            [v._state(table, n, s, n, max_repeats, min_repeats) for s in range(n + 1)]
+            for n in range(max_repeats + 1)
+        ]
+        assert v._stop_lattice(table, max_repeats, min_repeats) == direct
+
+
 def test_anytime_boundaries_satisfy_ville_at_every_horizon() -> None:
     """Exact P(ever PASS by n | p = pass_rate) by recursion over (n, s), up to n = 60 (past max)."""
     rule = v.Anytime(pass_rate=0.8, alpha=0.05, max_repeats=20)
@@ -181,6 +206,7 @@ def _simulate(rule, p: float, rng: random.Random) -> list[v.Outcome]:
 def _exact_miss_and_wrong(rule: v.Anytime, p: float, horizon: int) -> tuple[float, float]:
     """By recursion over (n, s) to ``horizon``: P(the sequence ever excludes p), and
     P(the rule's verdict is wrong) when it runs to ``rule.max_repeats``."""
+    # by bisection at every n, independently of the incremental rows the rule uses
     above = [v._thresholds(rule.above, p, rule.alpha, n) for n in range(horizon + 1)]
     below = [v._thresholds(rule.below, p, rule.alpha, n) for n in range(horizon + 1)]
     miss, probs = 0.0, {0: 1.0}
@@ -236,6 +262,21 @@ def test_anytime_covers_the_benchmark_mix_in_95_percent() -> None:
         covered += v.covers(rule, p, seq)
         reps += 1
     assert covered / reps >= 0.95
+
+
+def test_an_extension_keeps_the_recorded_priors() -> None:
+    first = v.Anytime(pass_rate=0.8, alpha=0.05, max_repeats=20)
+    extended = v.Anytime(0.8, 0.05, 40, priors=v.Anytime.recorded_priors(first.params()))
+    assert extended.priors == first.priors != v.Anytime(0.8, 0.05, 40).priors
+    # the same martingale: what decided at n <= 20 decides the same way after the extension
+    table20, table40 = first.table(), extended.table()
+    assert table40.pass_at[:21] == table20.pass_at and table40.fail_at[:21] == table20.fail_at
+    outcomes: list[v.Outcome] = ["pass"] * 5 + ["fail"] + ["pass"] * 14
+    assert first.decide(outcomes).verdict == "undecided"  # no PASS reachable by 20
+    # by 40 it is: one failure is outweighed once 35 of 36 passed
+    stopped, decision = v.first_stop(extended, outcomes + ["pass"] * 20)
+    assert (stopped, decision.verdict) == (36, "pass")
+    assert extended.state(35, 34) == "" and extended.state(36, 35) == "pass"
 
 
 def test_unknowns_and_errors_never_pass() -> None:
