@@ -759,6 +759,24 @@ def first_stop(rule: Rule, outcomes: Sequence[Outcome]) -> tuple[int, Decision]:
     return len(outcomes), rule.decide(outcomes)
 
 
+def repeats_to_verdict(rule: Rule, outcomes: Sequence[Outcome]) -> int | None:
+    """The fewest further repeats that could settle the case (all passing, or all failing),
+    within ``max``; 0 when it is settled, None when nothing can. The budget's order when it
+    nears its end: the undecided cases closest to a verdict first (issue 25)."""
+    decision = rule.decide(outcomes)
+    if decision.verdict != "undecided":
+        return 0
+    if decision.stop:
+        return None
+    left = rule.max_repeats - len(outcomes)
+    extras: tuple[Outcome, ...] = ("pass", "fail")
+    for j in range(1, left + 1):
+        for extra in extras:
+            if rule.decide([*outcomes, *(extra for _ in range(j))]).verdict != "undecided":
+                return j
+    return None
+
+
 # ------------------------------------------------------------------------------ fixed
 
 

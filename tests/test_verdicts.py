@@ -279,6 +279,19 @@ def test_an_extension_keeps_the_recorded_priors() -> None:
     assert extended.state(35, 34) == "" and extended.state(36, 35) == "pass"
 
 
+def test_repeats_to_verdict_counts_the_best_case() -> None:
+    anytime = v.Anytime(0.8, 0.05, 20)
+    assert v.repeats_to_verdict(anytime, ["pass"] * 10) == 4  # an unbroken run PASSes at 14
+    assert v.repeats_to_verdict(anytime, ["pass"] * 14) == 0
+    assert v.repeats_to_verdict(anytime, ["pass"] * 5 + ["fail"] * 1 + ["pass"] * 5) is None
+    curtail = v.Curtail(0.8, 20)  # 16 of 20
+    assert v.repeats_to_verdict(curtail, ["pass"] * 10 + ["fail"] * 3) == 2  # 2 fails: 5 > 4
+    assert v.repeats_to_verdict(curtail, ["pass"] * 15) == 1
+    sprt = v.Sprt(0.8, 0.6, 0.05, 0.05, 60)
+    k = math.ceil(math.log(19) / math.log(0.8 / 0.6))
+    assert v.repeats_to_verdict(sprt, []) == min(k, math.ceil(math.log(19) / math.log(0.4 / 0.2)))
+
+
 def test_unknowns_and_errors_never_pass() -> None:
     t = v.tally(["pass", "unknown", "error", "fail"])
     assert (t.repeats, t.trials, t.successes) == (4, 3, 1)
