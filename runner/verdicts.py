@@ -769,6 +769,14 @@ def repeats_to_verdict(rule: Rule, outcomes: Sequence[Outcome]) -> int | None:
     if decision.stop:
         return None
     left = rule.max_repeats - len(outcomes)
+    state = getattr(rule, "state", None)
+    if state is not None:  # on counts, without building a decision per candidate
+        t = tally(outcomes, getattr(rule, "treatment", Treatment()))
+        for j in range(1, left + 1):
+            n, r = t.trials + j, t.repeats + j
+            if state(n, t.successes + j, r) == "pass" or state(n, t.successes, r) == "fail":
+                return j
+        return None
     extras: tuple[Outcome, ...] = ("pass", "fail")
     for j in range(1, left + 1):
         for extra in extras:
