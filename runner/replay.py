@@ -72,14 +72,20 @@ def repeat_outcomes(jobs: Frame, criteria: Frame, of: str | Sequence[str] = "all
         .otherwise(pl.col("outcome").fill_null("unknown"))
     )
     return (
-        frame.with_columns(outcome.alias("outcome"))
+        frame.with_columns(
+            pl.col("outcome").is_not_null().alias("_judged"), outcome.alias("outcome")
+        )
         .sort([*keys, "repeat"])
         .group_by(keys, maintain_order=True)
         .agg(
             pl.col("outcome").alias("outcomes"),
             pl.col("cost_usd"),
             pl.col("credits_used"),
+            pl.col("_judged").any().alias("_judged"),
         )
+        # a listed criterion no job of the case was judged on is not the case's to decide
+        .filter(pl.col("_judged") | pl.lit(of == "all"))
+        .drop("_judged")
         .collect()
     )
 
@@ -98,7 +104,8 @@ def replay(
     verdict with it, ``contradicts`` flags a settled verdict opposite to a settled full one."""
     treatment = treatment or Treatment()
     sequences = repeat_outcomes(jobs, criteria, of)
-    keys = [c for c in sequences.columns if c not in ("outcomes", "cost_usd", "credits_used")]
+    skip = ("outcomes", "cost_usd", "credits_used", "criterion_id")
+    cases = [c for c in sequences.columns if c not in skip]
     rows: list[dict[str, Any]] = []
     for case in sequences.iter_rows(named=True):
         outcomes: list[Outcome] = case["outcomes"]
@@ -108,7 +115,8 @@ def replay(
             stopped, decision = first_stop(rule, outcomes)
             rows.append(
                 {
-                    **{k: case[k] for k in keys},
+                    **{k: case[k] for k in cases},
+                    **({"criterion_id": case["criterion_id"]} if "criterion_id" in case else {}),
                     "rule": rule.name,
                     "repeats_run": len(outcomes),
                     "stopped_at": stopped,
@@ -119,34 +127,55 @@ def replay(
                     "full_verdict": full,
                     "agrees": decision.verdict == full,
                     "contradicts": {decision.verdict, full} == {"pass", "fail"},
-                    "sims_saved": len(outcomes) - stopped,
-                    "usd_saved": float(sum(case["cost_usd"][stopped:])),
-                    "credits_saved": int(sum(case["credits_used"][stopped:])),
+                    "_costs": case["cost_usd"],
+                    "_credits": case["credits_used"],
                 }
             )
     if not rows:
         return pl.DataFrame()
+    # a case's repeats stop when the verdicts of all its criteria have: savings are the case's
+    stops: dict[tuple[Any, ...], int] = {}
+    for row in rows:
+        key = (row["rule"], *(row[k] for k in cases))
+        stops[key] = max(stops.get(key, 0), row["stopped_at"])
+    for row in rows:
+        case_stop = stops[(row["rule"], *(row[k] for k in cases))]
+        row["case_stopped_at"] = case_stop
+        row["sims_saved"] = row["repeats_run"] - case_stop
+        row["usd_saved"] = float(sum(row.pop("_costs")[case_stop:]))
+        row["credits_saved"] = int(sum(row.pop("_credits")[case_stop:]))
     return pl.DataFrame(rows)
 
 
 def summary(replayed: pl.DataFrame) -> pl.DataFrame:
-    """Per rule: cases, settled, agreements, contradictions, simulations and spend saved."""
+    """Per rule: verdicts (cases, or case x criterion), settled, agreements, contradictions,
+    and the simulations and spend saved, counted once per case."""
     if replayed.is_empty():
         return pl.DataFrame()
-    return (
-        replayed.group_by("rule", maintain_order=True)
+    verdicts = replayed.group_by("rule", maintain_order=True).agg(
+        pl.len().alias("cases"),
+        (pl.col("verdict") != "undecided").sum().alias("settled"),
+        (pl.col("full_verdict") != "undecided").sum().alias("settled_full"),
+        pl.col("agrees").sum().alias("agree"),
+        pl.col("contradicts").sum().alias("contradict"),
+    )
+    case_keys = [
+        c
+        for c in replayed.columns
+        if c == "agent_id" or c == "scenario_id" or c.startswith("matrix.")
+    ]
+    spend = (
+        replayed.unique([*case_keys, "rule"], keep="first", maintain_order=True)
+        .group_by("rule", maintain_order=True)
         .agg(
-            pl.len().alias("cases"),
-            (pl.col("verdict") != "undecided").sum().alias("settled"),
-            (pl.col("full_verdict") != "undecided").sum().alias("settled_full"),
-            pl.col("agrees").sum().alias("agree"),
-            pl.col("contradicts").sum().alias("contradict"),
             pl.col("repeats_run").sum().alias("sims_run"),
             pl.col("sims_saved").sum().alias("sims_saved"),
             pl.col("usd_saved").sum().alias("usd_saved"),
             pl.col("credits_saved").sum().alias("credits_saved"),
         )
-        .with_columns((pl.col("sims_saved") / pl.col("sims_run")).alias("saved_share"))
+    )
+    return verdicts.join(spend, on="rule", maintain_order="left").with_columns(
+        (pl.col("sims_saved") / pl.col("sims_run")).alias("saved_share")
     )
 
 
@@ -155,7 +184,7 @@ def render(replayed: pl.DataFrame) -> str:
     lines = []
     for row in summary(replayed).iter_rows(named=True):
         lines.append(
-            f"{row['rule']}: {row['settled']} of {row['cases']} cases settled "
+            f"{row['rule']}: {row['settled']} of {row['cases']} verdicts settled "
             f"(full run: {row['settled_full']}), {row['agree']} agree with the full run, "
             f"{row['contradict']} contradict it; {row['sims_saved']} of {row['sims_run']} "
             f"simulations not needed ({row['saved_share']:.0%}), ${row['usd_saved']:.2f}"

@@ -488,7 +488,7 @@ def test_replay_reports_where_each_rule_stops_and_what_it_saves() -> None:
     assert totals["anytime"]["sims_saved"] == sum(
         r["sims_saved"] for r in got.values() if r["rule"] == "anytime"
     )
-    assert "anytime: 2 of 3 cases settled" in render(out)
+    assert "anytime: 2 of 3 verdicts settled" in render(out)
 
 
 def test_replay_per_criterion_when_of_lists_several() -> None:
@@ -500,6 +500,24 @@ def test_replay_per_criterion_when_of_lists_several() -> None:
     outcomes = c_tone["outcomes"][0].to_list()
     assert outcomes[3] == "error" and outcomes[5] == "unknown" and outcomes.count("pass") == 18
     assert len(seqs) == 6
+    # a listed criterion never judged in a case has no verdict there
+    assert len(repeat_outcomes(jobs, crit, of=["goal", "absent"])) == 3
+
+
+def test_replay_per_criterion_saves_only_when_every_criterion_stopped() -> None:
+    from runner.replay import replay, summary
+
+    jobs, crit = _run_frames()
+    out = replay(jobs, crit, [v.Anytime(0.8, 0.05, 20)], of=["goal", "tone"])
+    for case in out.partition_by("scenario_id"):
+        last = case["stopped_at"].max()
+        assert (case["case_stopped_at"] == last).all()
+        assert (case["sims_saved"] == 20 - last).all()
+    totals = summary(out).row(0, named=True)
+    assert totals["cases"] == 6 and totals["sims_run"] == 60
+    assert totals["sims_saved"] == sum(
+        20 - c["stopped_at"].max() for c in out.partition_by("scenario_id")
+    )
 
 
 def pl_col(name: str):
