@@ -60,6 +60,24 @@ class Treatment:
     error_as: As = "skip"
 
 
+def outcome_of(status: str, results: Iterable[str]) -> Outcome | None:
+    """A repeat's outcome from its job's ``status`` and the ``result`` of each criterion the
+    verdict is ``of`` (``success`` / ``failure`` / ``unknown``): ``error`` for an errored job,
+    None for a cancelled one (no repeat), ``fail`` when one failed, ``pass`` when all
+    succeeded, else ``unknown`` (also when none was judged). ``runner.replay`` does the same
+    over frames; the planner calls this per finished job."""
+    if status == "error":
+        return "error"
+    if status == "cancelled":
+        return None
+    seen = list(results)
+    if "failure" in seen:
+        return "fail"
+    if seen and all(r == "success" for r in seen):
+        return "pass"
+    return "unknown"
+
+
 @dataclass(frozen=True)
 class Tally:
     """Counts of one case's outcomes; ``trials`` and ``successes`` are what the tests see."""

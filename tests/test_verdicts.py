@@ -504,6 +504,27 @@ def test_replay_per_criterion_when_of_lists_several() -> None:
     assert len(repeat_outcomes(jobs, crit, of=["goal", "absent"])) == 3
 
 
+def test_outcome_of_one_job_matches_the_replays_frames() -> None:
+    import polars as pl
+
+    from runner.replay import repeat_outcomes
+
+    jobs, crit = _run_frames()
+    by_job: dict[str, list[str]] = {}
+    for row in crit.iter_rows(named=True):
+        by_job.setdefault(row["job_key"], []).append(row["result"])
+    seqs = repeat_outcomes(jobs, crit)
+    for scenario in ("a", "b", "c"):
+        rows = jobs.filter(pl.col("scenario_id") == scenario).sort("repeat")
+        mine = [
+            v.outcome_of(r["status"], by_job.get(r["job_key"], []))
+            for r in rows.iter_rows(named=True)
+        ]
+        theirs = seqs.filter(pl.col("scenario_id") == scenario)["outcomes"][0].to_list()
+        assert mine == theirs
+    assert v.outcome_of("ok", []) == "unknown" and v.outcome_of("cancelled", ["success"]) is None
+
+
 def test_replay_per_criterion_saves_only_when_every_criterion_stopped() -> None:
     from runner.replay import replay, summary
 
