@@ -203,7 +203,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 print(json.dumps(spec.body, indent=2, ensure_ascii=False))
                 print(
                     f"POST /v1/convai/agents/{job.agent_id}/run-tests  "
-                    f"(repeat_count {min(cfg.run.repeats, 50)}, once per agent and test)"
+                    f"(repeat_count {min(cfg.run.max_repeats, 50)}, once per agent and test)"
                 )
                 continue
             print(
