@@ -16,7 +16,7 @@ LOCK_ARGS ?=
 CONFIG ?= configs/example.yaml
 ARGS ?=
 
-.PHONY: venv lock schema run serve report view soak test lint fmt bench bench-view clean js-sdk
+.PHONY: venv lock schema run serve report view soak test lint fmt bench bench-view clean js-sdk docs docs-check
 
 venv: $(STAMP)
 
@@ -83,14 +83,27 @@ bench-view: $(STAMP)
 	$(BIN)/python -m bench.view $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check runner tests bench
-	$(BIN)/ruff format --check runner tests bench
+	$(BIN)/ruff check runner tests bench docs
+	$(BIN)/ruff format --check runner tests bench docs
 	$(BIN)/mypy runner
 	$(BIN)/lint-imports --no-cache
 
 fmt: $(STAMP)
-	$(BIN)/ruff format runner tests bench
-	$(BIN)/ruff check --fix runner tests bench
+	$(BIN)/ruff format runner tests bench docs
+	$(BIN)/ruff check --fix runner tests bench docs
+
+# make docs: regenerate the docs' generated blocks (docs/gen.py: the table schemas from
+# runner/schema.py, the config keys from the JSON Schema) and build the site into site/
+# (gitignored; open site/index.html)
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+docs: $(STAMP)
+	$(BIN)/python docs/gen.py
+	$(MKDOCS) build --strict --quiet --site-dir site
+
+# the docs as `make test` checks them, regenerating nothing: a broken link or anchor, a page
+# left out of the nav or a stale generated block (the hook in docs/gen.py) fails the build
+docs-check: $(STAMP)
+	$(MKDOCS) build --strict --quiet --site-dir site
 
 # the official JS SDK, pinned by tests/js/package-lock.json, for tests/test_js_sdk.py (which
 # fails, not skips, without node or this install)
@@ -100,9 +113,10 @@ js-sdk: $(JS_SDK)
 $(JS_SDK): tests/js/package.json tests/js/package-lock.json
 	cd tests/js && npm ci --no-audit --no-fund
 
-# lint first: ruff (check and format) and mypy are part of green, as the design asks
-test: lint $(JS_SDK)
+# lint first: ruff (check and format) and mypy are part of green, as the design asks; then
+# the docs, built strictly
+test: lint docs-check $(JS_SDK)
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .mypy_cache .ruff_cache site
