@@ -18,8 +18,9 @@ from urllib.parse import urlencode
 import polars as pl
 
 from runner import analysis
+from runner.analysis import HISTOGRAM_BINS
 from runner.manifest import Manifest
-from runner.report.charts import HISTOGRAM_BINS, histogram_bins, max_float
+from runner.report.charts import max_float
 
 Tables = Mapping[str, pl.LazyFrame]
 
@@ -230,7 +231,8 @@ def run_row(name: str, status: str, manifest: Manifest | None, totals: Totals) -
 
 @dataclass(frozen=True)
 class RunFigures:
-    """Everything a run's page shows, computed once per version of the run."""
+    """Everything a run's page shows, computed once per version of the run: each figure by
+    the function of ``runner.analysis`` the report computes it with, over the run's counts."""
 
     totals: Totals
     by_criterion: pl.DataFrame
@@ -242,7 +244,7 @@ class RunFigures:
     flaky_cases: pl.DataFrame
     """Case columns + criterion_id of every case that both passed and failed."""
     repeat_rates: list[dict[str, Any]]
-    """Per criterion: pass@k and pass^k for each k in ``ks`` (see ``repeat_rates``)."""
+    """Per criterion: pass@k and pass^k for each k in ``ks`` (``analysis.pass_k_by_criterion``)."""
     ks: list[int]
     latency: pl.DataFrame
     agents: list[str]
@@ -251,103 +253,31 @@ class RunFigures:
     matrix: dict[str, list[str]]
     error_kinds: list[str]
     judged: pl.DataFrame
-    """``judged_counts``: what the figures were computed from (a comparison reuses it)."""
+    """``analysis.judged_counts``: what the figures were computed from (a comparison reuses it)."""
+    errored: pl.DataFrame
+    """``analysis.errored_counts`` of the run (with ``judged``, all its pass rates' counts)."""
 
 
-def judged_counts(criteria: pl.LazyFrame, jobs: pl.LazyFrame) -> pl.DataFrame:
-    """Success / failure / unknown per case (``analysis.case_columns``), agent label and
-    criterion: everything the run's figures need of its criteria, in one join. Sums of it over
-    any rows are the counts over those rows, so a run read part by part adds each part's."""
-    case_cols = analysis.case_columns(jobs)
-    result = pl.col("result")
-    return (
-        criteria.select("job_key", "criterion_id", "result")
-        .join(jobs.select("job_key", *case_cols, "agent_label"), on="job_key", how="inner")
-        .group_by([*case_cols, "agent_label", "criterion_id"])
-        .agg(
-            (result == "success").sum().cast(pl.UInt32).alias("success"),
-            (result == "failure").sum().cast(pl.UInt32).alias("failure"),
-            (result == "unknown").sum().cast(pl.UInt32).alias("unknown"),
-        )
-        .collect(engine="streaming")  # the join never held whole: a fraction of the memory
-    )
-
-
-def combine_judged(parts: Sequence[pl.DataFrame]) -> pl.DataFrame:
-    """``judged_counts`` of some parts of a run (disjoint jobs) as those of them all."""
-    if len(parts) == 1:
-        return parts[0]
-    frame = pl.concat(parts, how="vertical")
-    keys = [c for c in frame.columns if c not in RESULTS]
-    return (
-        frame.group_by(keys)
-        .agg(pl.col(r).sum().cast(pl.UInt32) for r in RESULTS)
-        .select(frame.columns)
-    )
-
-
-def cell_rates(judged: pl.DataFrame, jobs: pl.LazyFrame) -> pl.DataFrame:
-    """``analysis.pass_rates`` by agent_label, scenario_id, criterion_id, from the run's
-    ``judged_counts``: an errored job is charged to every criterion its agent and scenario
-    were judged on (to a null criterion when none was), counted once per criterion."""
-    keys = ["agent_label", "scenario_id", "criterion_id"]
-    case = list(analysis.CASE_COLUMNS)
-    judged_cells = judged.group_by(keys).agg(pl.col(r).sum().cast(pl.UInt32) for r in RESULTS)
-    expected = judged.select(*case, "criterion_id").unique()
-    errored = (
-        jobs.filter(pl.col("status") == "error")
-        .group_by([*case, "agent_label"])
-        .agg(pl.len().cast(pl.UInt32).alias("errors"))
-        .collect()
-    )
-    charged = (
-        errored.join(expected, on=case, how="left")
-        .group_by(keys)
-        .agg(pl.col("errors").sum().cast(pl.UInt32))
-    )
-    zero = pl.lit(0, dtype=pl.UInt32)
-    counts = (
-        judged_cells.join(charged, on=keys, how="full", coalesce=True, nulls_equal=True)
-        .with_columns(pl.col(c).fill_null(zero) for c in [*RESULTS, "errors"])
-        .sort(keys, nulls_last=True)
-        .select(*keys, *RESULTS, "errors")
-    )
-    return _with_rates(counts)
+CELL_KEYS = ("agent_label", "scenario_id", "criterion_id")
 
 
 def run_figures(tables: Tables, judged: pl.DataFrame | None = None) -> RunFigures:
-    """Everything a run's page shows. ``judged`` is the run's ``judged_counts`` when the
-    caller has it (a run in progress, summed part by part); else it is computed here."""
+    """Everything a run's page shows. ``judged`` is the run's ``analysis.judged_counts`` when
+    the caller has it (a run in progress, summed part by part); else it is computed here."""
     jobs = tables["jobs"]
     if judged is None:
-        judged = judged_counts(tables["criteria"], jobs)
-    # one pass over the criteria: the heatmap's cells, then the coarser groups summed from them
-    cells = cell_rates(judged, jobs)
-    by_criterion = _pooled(cells, "criterion_id")
-    errors_by_agent = (
-        jobs.filter(pl.col("status") == "error")
-        .group_by("agent_label")
-        .agg(pl.len().cast(pl.UInt32).alias("errors"))
-        .collect()
-    )
-    by_agent = _pooled(cells, "agent_label", errors=errors_by_agent)
+        judged = analysis.judged_counts(tables["criteria"], jobs)
+    errored = analysis.errored_counts(jobs)
+    cells = analysis.rates_from(judged, errored, CELL_KEYS)
+    by_criterion = analysis.rates_from(judged, errored, ["criterion_id"])
+    by_agent = analysis.rates_from(judged, errored, ["agent_label"])
     case_cols = analysis.case_columns(jobs)
-    cases = case_outcomes(judged, case_cols)
-    flakiness = (
-        cases.filter(pl.col("trials") >= 2)
-        .group_by("criterion_id")
-        .agg(
-            pl.len().cast(pl.UInt32).alias("cases"),
-            pl.col("flaky").sum().cast(pl.UInt32).alias("flaky"),
-        )
-        .with_columns((pl.col("flaky") / pl.col("cases")).alias("flaky_share"))
-        .sort("criterion_id")
-    )
-    flaky_cases = cases.filter(pl.col("flaky")).select(*case_cols, "criterion_id")
+    trials = analysis.case_trials(judged, errored)
+    flaky_cases = trials.filter(pl.col("flaky")).select(*case_cols, "criterion_id")
     sizes = jobs.group_by(case_cols).agg(pl.len().alias("n")).select(pl.col("n").max()).collect()
     repeats = int(sizes.item() or 0) if sizes.height else 0
+    ks = sorted({1, repeats} - {0})
     errors = analysis.error_counts(jobs)
-    latency = latency_table(jobs)
     mcols = matrix_columns(jobs)
     distinct = jobs.select(
         pl.col("agent_label").unique().sort().implode(),
@@ -361,113 +291,19 @@ def run_figures(tables: Tables, judged: pl.DataFrame | None = None) -> RunFigure
         by_agent=by_agent,
         cells=cells,
         errors=errors,
-        flakiness=flakiness,
+        flakiness=analysis.flakiness_from(trials),
         flaky_cases=flaky_cases,
-        repeat_rates=repeat_rates(cases, sorted({1, repeats} - {0})),
-        ks=sorted({1, repeats} - {0}),
-        latency=latency,
+        repeat_rates=analysis.pass_k_by_criterion(analysis.pass_k_from(trials, ks)) if ks else [],
+        ks=ks,
+        latency=analysis.latency_percentiles(jobs),
         agents=[a for a in distinct["agent_label"][0].to_list() if a is not None],
         scenarios=[s for s in distinct["scenario_id"][0].to_list() if s is not None],
         criteria=sorted(crit_ids),
         matrix={c.removeprefix("matrix."): distinct[c][0].to_list() for c in mcols},
         error_kinds=[k for k in errors["error_kind"].to_list() if k is not None],
         judged=judged,
+        errored=errored,
     )
-
-
-def latency_table(jobs: pl.LazyFrame) -> pl.DataFrame:
-    """``analysis.latency_percentiles(jobs)`` (p50 / p90 / p95 / p99 of each latency column
-    over ok jobs, linear interpolation), a column at a time: without the long table of every
-    sample that function builds to group any way it is asked."""
-    ok = jobs.filter(pl.col("status") == "ok")
-    quantiles = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
-    row = ok.select(
-        expr
-        for c in analysis.LATENCY_COLUMNS
-        for expr in (
-            pl.col(c).count().cast(pl.UInt32).alias(f"{c}:n"),
-            *(
-                pl.col(c).cast(pl.Float64).quantile(q, interpolation="linear").alias(f"{c}:{p}")
-                for p, q in quantiles.items()
-            ),
-        )
-    ).collect()
-    values = row.row(0, named=True) if row.height else {}
-    return pl.DataFrame(
-        [
-            {
-                "metric": c.removesuffix("_secs"),
-                "n": values.get(f"{c}:n") or 0,
-                **{p: values.get(f"{c}:{p}") for p in quantiles},
-            }
-            for c in analysis.LATENCY_COLUMNS
-        ],
-        schema={"metric": pl.String, "n": pl.UInt32, **dict.fromkeys(quantiles, pl.Float64)},
-    )
-
-
-def _pooled(cells: pl.DataFrame, key: str, errors: pl.DataFrame | None = None) -> pl.DataFrame:
-    """``pass_rates`` by ``key`` from the finer cells (the same counts, summed).
-
-    A job errored is charged to every criterion of its cell, so summing cells counts it once
-    per criterion (right by criterion); pooled over criteria it is counted from ``errors``."""
-    counts = ["success", "failure", "unknown", "errors"]
-    summed = cells.group_by(key).agg(pl.col(c).sum().cast(pl.UInt32) for c in counts)
-    if errors is not None:
-        summed = (
-            summed.drop("errors")
-            .join(errors, on=key, how="left", nulls_equal=True)
-            .with_columns(pl.col("errors").fill_null(0))
-        )
-    return _with_rates(summed.sort(key, nulls_last=True).select(key, *counts))
-
-
-def _with_rates(counts: pl.DataFrame) -> pl.DataFrame:
-    """``counts`` with ``pass_rate`` and its 95% Wilson interval ``ci_low`` / ``ci_high``."""
-    pairs = list(zip(counts["success"].to_list(), counts["failure"].to_list(), strict=True))
-    intervals = [analysis.wilson_interval(s, s + f) for s, f in pairs]
-    return counts.with_columns(
-        pl.Series("pass_rate", [_rate(s, f) for s, f in pairs], dtype=pl.Float64),
-        pl.Series("ci_low", [lo for lo, _ in intervals], dtype=pl.Float64),
-        pl.Series("ci_high", [hi for _, hi in intervals], dtype=pl.Float64),
-    )
-
-
-def case_outcomes(judged: pl.DataFrame, case_cols: Sequence[str]) -> pl.DataFrame:
-    """Per case and criterion with a decided outcome: ``success``, ``failure``, decided
-    ``trials`` and ``flaky`` (both passed and failed), as ``analysis.repeat_cases`` defines
-    them, from ``judged_counts`` (without the outcome sequence, whose sort holds the whole
-    criteria table in memory)."""
-    return (
-        judged.group_by([*case_cols, "criterion_id"])
-        .agg(pl.col("success").sum().cast(pl.UInt32), pl.col("failure").sum().cast(pl.UInt32))
-        .with_columns((pl.col("success") + pl.col("failure")).alias("trials"))
-        .filter(pl.col("trials") > 0)
-        .with_columns(((pl.col("success") > 0) & (pl.col("failure") > 0)).alias("flaky"))
-    )
-
-
-def repeat_rates(cases: pl.DataFrame, ks: Sequence[int]) -> list[dict[str, Any]]:
-    """pass@k and pass^k per criterion from ``case_outcomes``: the unbiased per-case estimates
-    (``analysis.pass_at_k`` / ``pass_hat_k``) averaged over the cases with at least k decided
-    trials, as ``analysis.repeat_pass_rates`` computes them. One dict per criterion:
-    ``criterion_id`` and, per k, ``(cases, pass@k, pass^k)`` under ``rates[k]``."""
-    out = []
-    for (criterion,), group in cases.sort("criterion_id").group_by(
-        "criterion_id", maintain_order=True
-    ):
-        pairs = list(zip(group["trials"].to_list(), group["success"].to_list(), strict=True))
-        rates: dict[int, tuple[int, float | None, float | None]] = {}
-        for k in ks:
-            eligible = [(n, c) for n, c in pairs if n >= k]
-            if not eligible:
-                rates[k] = (0, None, None)
-                continue
-            at = sum(analysis.pass_at_k(n, c, k) for n, c in eligible) / len(eligible)
-            hat = sum(analysis.pass_hat_k(n, c, k) for n, c in eligible) / len(eligible)
-            rates[k] = (len(eligible), at, hat)
-        out.append({"criterion_id": criterion, "rates": rates})
-    return out
 
 
 @dataclass(frozen=True)
@@ -606,30 +442,14 @@ def histogram_links(base: str, histogram: Histogram) -> list[str] | None:
     ]
 
 
-def _bin_of(value: pl.Expr, high: float, bins: int) -> pl.Expr:
-    """The bin ``histogram_bins`` puts a value in (0 .. bins - 1), computed as it does."""
-    return (value * (bins / high)).floor().clip(0, bins - 1).cast(pl.Int64)
-
-
 def run_charts(tables: Tables, latency: pl.DataFrame) -> RunCharts:
     """The run page's charts; ``latency`` is ``RunFigures.latency`` (their percentile marks)."""
     metrics = {f"{m}_secs": sort for m, sort in LATENCY_SORTS.items()}
     ok = tables["jobs"].filter(pl.col("status") == "ok")
-    highs = ok.select(pl.col(c).max() for c in metrics).collect().row(0, named=True)
-    bins = HISTOGRAM_BINS
+    binned = analysis.histograms(ok, list(metrics))
     histograms = []
     for column, sort in metrics.items():
-        top = highs[column]
-        high = float(top) if top is not None and top > 0 else 1e-3
-        found = (
-            ok.select(_bin_of(pl.col(column).drop_nulls(), high, bins).alias("bin"))
-            .group_by("bin")
-            .len()
-            .collect()
-        )
-        counts = [0] * bins
-        for b, n in found.iter_rows():
-            counts[int(b)] = int(n)
+        counts, high = binned[column]
         metric = column.removesuffix("_secs")
         stats = latency.filter(pl.col("metric") == metric)
         marks = {}
@@ -741,25 +561,17 @@ class MessageLatency:
 
 
 def message_latency(sample: MessageSample, ok_jobs: int) -> MessageLatency:
-    """Percentiles (linear, as ``analysis.latency_percentiles``) and histograms (as
-    ``charts.histogram``) of each message metric over ``sample``."""
-    quantiles = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
-    rows, histograms = [], []
-    for metric in analysis.MESSAGE_METRICS:
-        secs = sample.samples.filter(pl.col("metric") == metric).get_column("secs")
-        stats: dict[str, float | None] = {
-            p: (float(v) if (v := secs.quantile(q, interpolation="linear")) is not None else None)
-            for p, q in quantiles.items()
-        }
-        rows.append({"metric": metric, "n": secs.len(), **stats})
-        values = secs.to_list()
-        counts, high = histogram_bins(values) if values else ([0] * HISTOGRAM_BINS, 0.0)
-        marks = {p: v for p, v in stats.items() if p != "p95" and v is not None}
+    """Percentiles (``analysis.percentiles_of``) and histograms (``analysis.histogram_bins``)
+    of each message metric over ``sample``: as ``report.html`` computes them."""
+    table = analysis.percentiles_of(sample.samples, analysis.MESSAGE_METRICS)
+    histograms = []
+    for row in table.iter_rows(named=True):
+        metric = row["metric"]
+        values = sample.samples.filter(pl.col("metric") == metric).get_column("secs").to_list()
+        bins = analysis.HISTOGRAM_BINS
+        counts, high = analysis.histogram_bins(values) if values else ([0] * bins, 0.0)
+        marks = {p: row[p] for p in ("p50", "p90", "p99") if row[p] is not None}
         histograms.append(Histogram(metric, None, counts, high, marks))
-    table = pl.DataFrame(
-        rows,
-        schema={"metric": pl.String, "n": pl.UInt32, **dict.fromkeys(quantiles, pl.Float64)},
-    )
     return MessageLatency(table, histograms, sample.keys.height, ok_jobs)
 
 
@@ -961,7 +773,7 @@ def filter_cases(
         frame = frame.filter(
             (pl.col("status") == "ok")
             & metric.is_not_null()
-            & (_bin_of(metric, query.lat_top, HISTOGRAM_BINS) == query.lat_bin)
+            & (analysis.bin_of(metric, query.lat_top) == query.lat_bin)
         )
     for keys in _matching_keys(tables, query):
         # collected once: the count and the page would each scan the other tables again
@@ -1139,90 +951,30 @@ def case_repeats(tables: Tables, job: Mapping[str, Any]) -> list[dict[str, Any]]
 # ------------------------------------------------------------------------------ compare
 
 
-def _side(
-    tables: Tables, case_cols: Sequence[str], counts: pl.DataFrame | None = None
-) -> pl.LazyFrame:
-    """Per case and criterion of one run: its agent's label, success / failure / unknown
-    counts, and the case's errored jobs (not judged, so the same for each criterion).
-    ``counts``: the run's ``judged_counts`` when the caller has them (else read here)."""
-    jobs = tables["jobs"].select("job_key", "status", "agent_label", *case_cols)
-    if counts is None:
-        counts = judged_counts(tables["criteria"], tables["jobs"])
-    judged = (
-        counts.lazy()
-        .group_by([*case_cols, "criterion_id"])
-        .agg(
-            pl.col("agent_label").first(),
-            *(pl.col(r).sum().cast(pl.UInt32) for r in RESULTS),
-        )
-    )
-    errors = (
-        jobs.filter(pl.col("status") == "error")
-        .group_by(case_cols)
-        .agg(pl.len().cast(pl.UInt32).alias("errors"))
-    )
-    return judged.join(errors, on=list(case_cols), how="left", nulls_equal=True).with_columns(
-        pl.col("errors").fill_null(0)
-    )
+@dataclass(frozen=True)
+class Comparison:
+    """What the compare page shows of two runs, all judged by ``runner.analysis.compare``."""
+
+    by_criterion: pl.DataFrame
+    """``analysis.compare_counts`` by criterion: the table ``python -m runner compare A B``
+    prints, verdicts and intervals included."""
+    cases: pl.DataFrame
+    """``analysis.compare_cases``: every case x criterion, the significant changes first."""
+
+    def verdicts(self) -> dict[str, int]:
+        """How many criteria got each verdict (the command's ``verdicts:`` line)."""
+        return dict(self.by_criterion["verdict"].value_counts().iter_rows())
+
+    def kinds(self) -> dict[str, int]:
+        """How many cases are of each ``analysis.CASE_ORDER`` kind."""
+        return dict(self.cases["kind"].value_counts().iter_rows())
 
 
-def compare_case_columns(a: Tables, b: Tables) -> list[str]:
-    """What identifies a case in both runs: agent, scenario and the matrix axes they share."""
-    shared = set(matrix_columns(a["jobs"])) & set(matrix_columns(b["jobs"]))
-    return ["agent_id", "scenario_id", *sorted(shared)]
-
-
-def compare_cases(
-    a: Tables,
-    b: Tables,
-    a_judged: pl.DataFrame | None = None,
-    b_judged: pl.DataFrame | None = None,
-) -> pl.DataFrame:
-    """Every case x criterion of either run with both sides' counts and pass rates, the ones
-    whose outcome changed first: those that got worse (most first), then those that got
-    better, then the unchanged. ``change`` is ``regressed``, ``improved``, ``same``, ``only
-    in A`` or ``only in B``. ``a_judged`` / ``b_judged``: each run's ``judged_counts`` when
-    the caller has them (``RunFigures.judged``)."""
-    cols = compare_case_columns(a, b)
-    keys = [*cols, "criterion_id"]
-    counts = ["success", "failure", "unknown", "errors"]
-    left = _side(a, cols, a_judged).rename({c: f"a_{c}" for c in [*counts, "agent_label"]})
-    right = _side(b, cols, b_judged).rename({c: f"b_{c}" for c in [*counts, "agent_label"]})
-    joined = left.join(right, on=keys, how="full", coalesce=True, nulls_equal=True)
-    a_n = pl.col("a_success") + pl.col("a_failure")
-    b_n = pl.col("b_success") + pl.col("b_failure")
-    a_rate = pl.when(a_n > 0).then(pl.col("a_success") / a_n)
-    b_rate = pl.when(b_n > 0).then(pl.col("b_success") / b_n)
-    frame = (
-        joined.with_columns(a_rate.alias("a_pass_rate"), b_rate.alias("b_pass_rate"))
-        .with_columns((pl.col("b_pass_rate") - pl.col("a_pass_rate")).alias("diff"))
-        .with_columns(
-            pl.when(pl.col("a_success").is_null())
-            .then(pl.lit("only in B"))
-            .when(pl.col("b_success").is_null())
-            .then(pl.lit("only in A"))
-            .when(pl.col("diff") < 0)
-            .then(pl.lit("regressed"))
-            .when(pl.col("diff") > 0)
-            .then(pl.lit("improved"))
-            .otherwise(pl.lit("same"))
-            .alias("change"),
-            pl.coalesce("b_agent_label", "a_agent_label").alias("agent_label"),
-        )
-    )
-    rank = (
-        pl.col("change")
-        .replace_strict(
-            {"regressed": 0, "improved": 1, "only in A": 2, "only in B": 3, "same": 4},
-            return_dtype=pl.Int32,
-        )
-        .alias("_rank")
-    )
-    return (
-        frame.with_columns(rank)
-        .sort(["_rank", "diff", *keys], nulls_last=True)
-        .drop("_rank", "a_agent_label", "b_agent_label")
-        .collect()
+def compare(a: RunFigures, b: RunFigures) -> Comparison:
+    """Two runs compared from their figures' counts (``RunFigures.judged`` / ``errored``)."""
+    return Comparison(
+        by_criterion=analysis.compare_counts(a.judged, a.errored, b.judged, b.errored),
+        cases=analysis.compare_cases(a.judged, a.errored, b.judged, b.errored),
     )
 
 
@@ -1258,7 +1010,7 @@ class CaseKey:
 
 
 def case_key(row: Mapping[str, Any]) -> CaseKey:
-    """The ``CaseKey`` of a ``compare_cases`` row."""
+    """The ``CaseKey`` of a ``Comparison.cases`` row."""
     matrix = tuple(
         sorted((k.removeprefix("matrix."), v) for k, v in row.items() if k.startswith("matrix."))
     )
