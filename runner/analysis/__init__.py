@@ -71,6 +71,7 @@ from runner.analysis.latency import (
     percentiles_of,
 )
 from runner.analysis.repeats import (
+    case_counts,
     case_trials,
     flakiness,
     flakiness_from,
@@ -106,6 +107,7 @@ __all__ = [
     "attempts_over_time",
     "bin_of",
     "case_columns",
+    "case_counts",
     "case_trials",
     "charged_errors",
     "combine_counts",

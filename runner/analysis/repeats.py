@@ -69,6 +69,22 @@ def trials_of(criteria: Frame, jobs: Frame, by: Sequence[str] = ("criterion_id",
     return case_trials(judged_counts(criteria, jobs, by), errored_counts(jobs, by), by)
 
 
+def case_counts(judged: pl.DataFrame, errored: pl.DataFrame) -> pl.DataFrame:
+    """Per case and criterion, the counts a per-case rule reads: ``passes``, ``failures``,
+    ``unknowns``, ``errors`` and ``n`` (all four: every repeat that was due a result), from
+    ``case_trials``. Of a run in progress, from its counts summed part by part."""
+    return (
+        case_trials(judged, errored)
+        .rename({"success": "passes", "failure": "failures", "unknown": "unknowns"})
+        .with_columns(
+            (pl.col("passes") + pl.col("failures") + pl.col("unknowns") + pl.col("errors"))
+            .cast(pl.UInt32)
+            .alias("n")
+        )
+        .drop("trials", "flaky")
+    )
+
+
 def _label_first(keys: list[str], label: bool) -> list[str]:
     """Key columns for display: the agent's label right after its id."""
     if not label:

@@ -24,7 +24,7 @@ from runner.report.charts import max_float
 
 Tables = Mapping[str, pl.LazyFrame]
 
-RESULTS = ("success", "failure", "unknown")
+RESULTS = analysis.RESULTS
 STATUSES = ("ok", "error")
 PER_PAGE = 50
 MAX_PER_PAGE = 200
