@@ -651,10 +651,7 @@ def test_compare_cases_judges_each_case_and_keeps_raw_drops_apart() -> None:
         }
     )
 
-    def counts(crit: pl.DataFrame, jobs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-        return an.judged_counts(crit, jobs), an.errored_counts(jobs)
-
-    table = an.compare_cases(*counts(a_crit, a_jobs), *counts(b_crit, b_jobs))
+    table = an.compare_cases(an.trials_of(a_crit, a_jobs), an.trials_of(b_crit, b_jobs))
     rows = {r["scenario_id"]: r for r in table.iter_rows(named=True)}
     for scenario, (sa, na, sb, nb) in {"s1": (3, 3, 2, 3), "s2": (3, 3, 0, 3)}.items():
         low, high = an.newcombe_interval(sa, na, sb, nb)  # independent: the scalar formula

@@ -17,7 +17,6 @@ import polars as pl
 from runner.analysis.counts import COUNTS, errored_counts, judged_counts, rates_from
 from runner.analysis.frames import Frame, case_columns
 from runner.analysis.intervals import Z95, newcombe_bounds, two_proportion_p_value
-from runner.analysis.repeats import case_trials
 
 VERDICTS = ("regression", "improvement", "no significant change", "insufficient data")
 
@@ -144,38 +143,30 @@ CASE_ORDER = (
 raw differences within the noise, then the cases one run lacks, then the rest."""
 
 
-def compare_cases(
-    a_judged: pl.DataFrame,
-    a_errored: pl.DataFrame,
-    b_judged: pl.DataFrame,
-    b_errored: pl.DataFrame,
-    z: float = Z95,
-) -> pl.DataFrame:
-    """Every case x criterion of either run (``case_trials`` of each side, over the case
-    columns both runs have) with both sides' counts, pass rates, ``diff``, its interval and
-    ``verdict`` (as ``compare_pass_rates`` judges a group), and ``kind``: the verdict when
-    significant, else the raw direction (``lower`` / ``higher``), ``only in A`` / ``only in
-    B``, or ``unchanged``. A raw difference is not a verdict: 3/3 -> 2/3 is ``lower`` with
-    ``no significant change``. Sorted by ``CASE_ORDER``, the largest drop first."""
-    shared = [c for c in case_columns(a_judged) if c in b_judged.columns]
+def compare_cases(a: pl.DataFrame, b: pl.DataFrame, z: float = Z95) -> pl.DataFrame:
+    """Every case x criterion of either run (``a`` and ``b``: each run's ``case_trials``,
+    compared over the case columns both have) with both sides' counts, pass rates, ``diff``,
+    its interval and ``verdict`` (as ``compare_pass_rates`` judges a group), and ``kind``: the
+    verdict when significant, else the raw direction (``lower`` / ``higher``), ``only in A`` /
+    ``only in B``, or ``unchanged``. A raw difference is not a verdict: 3/3 -> 2/3 is
+    ``lower`` with ``no significant change``. Sorted by ``CASE_ORDER``, the largest drop
+    first."""
+    shared = [c for c in case_columns(a) if c in b.columns]
     cases = [*shared[:2], *sorted(shared[2:])]
     keys = [*cases, "criterion_id"]
 
-    def side(judged: pl.DataFrame, errored: pl.DataFrame, name: str) -> pl.LazyFrame:
-        trials = case_trials(judged, errored)
-        return (
-            trials.lazy()
-            .group_by(keys)
-            .agg(
+    def side(trials: pl.DataFrame, name: str) -> pl.LazyFrame:
+        frame = trials.lazy()
+        if set(case_columns(trials)) != set(cases):  # a matrix axis the other run lacks
+            frame = frame.group_by(keys).agg(
                 pl.col("agent_label").first(),
                 *(pl.col(c).sum().cast(pl.UInt32) for c in COUNTS),
             )
-            .rename({c: f"{name}_{c}" for c in [*COUNTS, "agent_label"]})
+        return frame.select(*keys, "agent_label", *COUNTS).rename(
+            {c: f"{name}_{c}" for c in [*COUNTS, "agent_label"]}
         )
 
-    joined = side(a_judged, a_errored, "a").join(
-        side(b_judged, b_errored, "b"), on=keys, how="full", coalesce=True, nulls_equal=True
-    )
+    joined = side(a, "a").join(side(b, "b"), on=keys, how="full", coalesce=True, nulls_equal=True)
     only_a, only_b = pl.col("b_success").is_null(), pl.col("a_success").is_null()
     kind = (
         pl.when(only_b)

@@ -106,8 +106,8 @@ def charged_errors(
     case = list(CASE_COLUMNS)
     if not criteria_keys:
         return errored
-    expected = judged.select(*case, *criteria_keys).unique()
-    return errored.join(expected, on=case, how="left", nulls_equal=True)
+    expected = judged.lazy().select(*case, *criteria_keys).unique()
+    return errored.lazy().join(expected, on=case, how="left", nulls_equal=True).collect()
 
 
 def rates_from(
@@ -124,13 +124,13 @@ def rates_from(
     (null without ``errored``)."""
     keys = list(by)
     succ = [pl.col(r).sum().cast(pl.UInt32).alias(r) for r in RESULTS]
-    counts = group(judged.lazy(), keys, *succ).collect()
+    counts = group(judged.lazy(), keys, *succ)
     if errored is None:
         counts = counts.with_columns(pl.lit(None, dtype=pl.UInt32).alias("errors"))
     else:
         crit_keys = [c for c in keys if c not in errored.columns]
-        charged = charged_errors(judged, errored, crit_keys)
-        errors = group(charged.lazy(), keys, pl.col("errors").sum().cast(pl.UInt32)).collect()
+        charged = charged_errors(judged, errored, crit_keys).lazy()
+        errors = group(charged, keys, pl.col("errors").sum().cast(pl.UInt32))
         zero = pl.lit(0, dtype=pl.UInt32)
         if keys:
             counts = (
@@ -139,12 +139,15 @@ def rates_from(
                 .sort(keys, nulls_last=True)
             )
         else:
-            counts = counts.with_columns(errors.to_series().fill_null(0).alias("errors"))
+            counts = pl.concat(
+                [counts, errors.select(pl.col("errors").fill_null(zero))], how="horizontal"
+            )
     return (
         counts.select(*keys, *COUNTS)
         .with_columns((pl.col("success") + pl.col("failure")).alias("_n"))
         .with_columns(wilson_columns("success", "_n", z))
         .drop("_n")
+        .collect()
     )
 
 

@@ -129,21 +129,3 @@ def newcombe_bounds(
         pl.when(valid).then(low.clip(lower_bound=-1.0)),
         pl.when(valid).then(high.clip(upper_bound=1.0)),
     )
-
-
-def pass_at_k_expr(k: int) -> pl.Expr:
-    """``1 - C(n-c, k)/C(n, k)`` as a product, valid where ``trials >= k``."""
-    n, c = pl.col("trials").cast(pl.Float64), pl.col("success").cast(pl.Float64)
-    miss = pl.lit(1.0)
-    for i in range(k):
-        miss = miss * ((n - c - i) / (n - i)).clip(lower_bound=0.0)
-    return 1.0 - miss
-
-
-def pass_hat_k_expr(k: int) -> pl.Expr:
-    """``C(c, k)/C(n, k)`` as a product, valid where ``trials >= k``."""
-    n, c = pl.col("trials").cast(pl.Float64), pl.col("success").cast(pl.Float64)
-    hit = pl.lit(1.0)
-    for i in range(k):
-        hit = hit * ((c - i) / (n - i)).clip(lower_bound=0.0)
-    return hit

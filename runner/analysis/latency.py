@@ -168,10 +168,10 @@ def latency_percentiles(
     parts: list[pl.LazyFrame] = []
     if columns:
         aggs = [e for c in columns for e in _stats(pl.col(c), quantiles, f"{c}:")]
-        wide = ok.group_by(list(by)).agg(aggs) if by else ok.select(aggs)
+        wide = (ok.group_by(list(by)).agg(aggs) if by else ok.select(aggs)).collect()
         stats = ["n", *(f"p{_pct(q)}" for q in quantiles)]
         parts += [
-            wide.select(
+            wide.lazy().select(
                 *by,
                 pl.lit(c.removesuffix("_secs")).alias("metric"),
                 *(pl.col(f"{c}:{s}").alias(s) for s in stats),

@@ -21,7 +21,7 @@ from runner.analysis.counts import (
     outcomes,
 )
 from runner.analysis.frames import Frame, case_columns, group
-from runner.analysis.intervals import Z95, pass_at_k_expr, pass_hat_k_expr, wilson_columns
+from runner.analysis.intervals import Z95, pass_at_k, pass_hat_k, wilson_columns
 
 TRIAL_COUNTS = ("success", "failure", "unknown", "errors")
 
@@ -136,10 +136,7 @@ def pass_k_from(
         enough = pl.col("trials") >= k
         frames.append(
             group(
-                per_case.with_columns(
-                    pl.when(enough).then(pass_at_k_expr(k)).alias("_at"),
-                    pl.when(enough).then(pass_hat_k_expr(k)).alias("_hat"),
-                ),
+                per_case.join(_estimates(trials, k).lazy(), on=["trials", "success"], how="left"),
                 by,
                 pl.lit(k, dtype=pl.Int32).alias("k"),
                 enough.sum().cast(pl.UInt32).alias("cases"),
@@ -150,6 +147,23 @@ def pass_k_from(
         )
     out = pl.concat(frames, how="vertical")
     return out.sort([*by, "k"], nulls_last=True).collect() if by else out.collect()
+
+
+def _estimates(trials: pl.DataFrame, k: int) -> pl.DataFrame:
+    """``pass_at_k`` and ``pass_hat_k`` (exact, with ``math.comb``) of every distinct
+    (trials, successes) pair with at least k trials: few pairs however many cases."""
+    pairs = trials.select("trials", "success").unique().filter(pl.col("trials") >= k)
+    rows = [(n, c, pass_at_k(n, c, k), pass_hat_k(n, c, k)) for n, c in pairs.iter_rows()]
+    return pl.DataFrame(
+        rows,
+        schema={
+            "trials": trials.schema["trials"],
+            "success": trials.schema["success"],
+            "_at": pl.Float64,
+            "_hat": pl.Float64,
+        },
+        orient="row",
+    )
 
 
 def repeat_pass_rates(

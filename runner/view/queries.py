@@ -256,6 +256,8 @@ class RunFigures:
     """``analysis.judged_counts``: what the figures were computed from (a comparison reuses it)."""
     errored: pl.DataFrame
     """``analysis.errored_counts`` of the run (with ``judged``, all its pass rates' counts)."""
+    trials: pl.DataFrame
+    """``analysis.case_trials``: per case and criterion, its counts over the repeats."""
 
 
 CELL_KEYS = ("agent_label", "scenario_id", "criterion_id")
@@ -303,6 +305,7 @@ def run_figures(tables: Tables, judged: pl.DataFrame | None = None) -> RunFigure
         error_kinds=[k for k in errors["error_kind"].to_list() if k is not None],
         judged=judged,
         errored=errored,
+        trials=trials,
     )
 
 
@@ -971,10 +974,16 @@ class Comparison:
 
 
 def compare(a: RunFigures, b: RunFigures) -> Comparison:
-    """Two runs compared from their figures' counts (``RunFigures.judged`` / ``errored``)."""
+    """Two runs compared from their figures: ``analysis.compare_pass_rates`` of their
+    ``by_criterion`` (``analysis.rates_from``, as ``compare_runs`` computes them for the
+    command) and ``analysis.compare_cases`` of their ``trials``."""
+
+    def known(rates: pl.DataFrame) -> pl.DataFrame:
+        return rates.filter(pl.col("criterion_id").is_not_null())
+
     return Comparison(
-        by_criterion=analysis.compare_counts(a.judged, a.errored, b.judged, b.errored),
-        cases=analysis.compare_cases(a.judged, a.errored, b.judged, b.errored),
+        by_criterion=analysis.compare_pass_rates(known(a.by_criterion), known(b.by_criterion)),
+        cases=analysis.compare_cases(a.trials, b.trials),
     )
 
 
