@@ -40,9 +40,12 @@ def test_the_local_api_may_import_only_the_wire_shapes() -> None:
     assert set(rule["forbidden_modules"]) == runner_modules() - allowed
 
 
-def test_every_module_of_the_statistics_core_has_a_layer() -> None:
-    (layers,) = [c for c in contracts() if c.get("containers") == ["runner.analysis"]]
-    placed = [m.strip() for layer in layers["layers"] for m in layer.split("|")]
-    assert len(placed) == len(set(placed)), "a module is in two layers"
-    found = {p.stem for p in (ROOT / "runner" / "analysis").glob("*.py")} - {"__init__"}
-    assert set(placed) == found
+def test_every_module_of_a_layered_package_has_a_layer() -> None:
+    """The statistics core and the viewer's queries order their own modules."""
+    inner = {c["containers"][0]: c for c in contracts() if c.get("containers")}
+    assert set(inner) == {"runner.analysis", "runner.view.queries"}
+    for package, contract in inner.items():
+        placed = [m.strip() for layer in contract["layers"] for m in layer.split("|")]
+        assert len(placed) == len(set(placed)), f"a module of {package} is in two layers"
+        folder = ROOT.joinpath(*package.split("."))
+        assert set(placed) == {p.stem for p in folder.glob("*.py")} - {"__init__"}, package

@@ -309,7 +309,7 @@ def test_a_run_in_progress_samples_its_message_latencies_part_by_part(
     are those of the same sample drawn at once from the jobs landed so far."""
     done = write_synthetic_run(tmp_path / "done", Shape(agents=1, scenarios=3, repeats=4))
     feeder = PartFeeder(done, tmp_path / "results" / "live", per_part=5)
-    monkeypatch.setattr(queries, "SAMPLE_JOBS", 6)
+    monkeypatch.setattr(queries.charts, "SAMPLE_JOBS", 6)
     app = create_app(tmp_path / "results")
 
     async def page() -> str:
