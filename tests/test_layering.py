@@ -50,4 +50,5 @@ def test_every_module_of_a_layered_package_has_a_layer() -> None:
             folder = ROOT.joinpath(*container.split("."))
             modules = {p.stem for p in folder.glob("*.py") if p.stem != "__init__"}
             modules |= {p.parent.name for p in folder.glob("*/__init__.py")}
+            assert len(placed) == len(set(placed)), f"a module of {container} is in two layers"
             assert sorted(placed) == sorted(modules), container
