@@ -82,7 +82,7 @@ def _limits(node: dict[str, Any], describe: bool = True) -> list[str]:
     }
     found = [fmt.format(node[k]) for k, fmt in words.items() if k in node]
     found = [NOT_EMPTY.get(f, f) for f in found]
-    for alt in node.get("anyOf", []):
+    for alt in node.get("anyOf", []) + node.get("oneOf", []):
         found += _limits(alt, describe=False)  # an alternative's description is in its type
     if describe and "description" in node:
         found.append(_prose(node["description"]))
@@ -158,7 +158,9 @@ def config_reference() -> str:
 
     collect(schema)
     seen: list[str] = []
-    todo = [n for n in _models_in(schema.get("properties", {})) if n not in flat]
+    # (a flattened model's own keys may hold such models too: run.repeats -> Repeats)
+    roots = [schema, *(defs[n] for n in sorted(flat))]
+    todo = [n for r in roots for n in _models_in(r.get("properties", {})) if n not in flat]
     while todo:
         name = todo.pop(0)
         if name in seen:
