@@ -1,0 +1,233 @@
+"""The paired comparison (issue 26): error rates by seeded simulation, the e-processes against
+independent computations, resume and bad input."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from statistics import NormalDist
+
+import pytest
+
+from bench.paired import Model, simulate
+from runner import paired as pr
+
+
+def test_unknown_and_error_never_count_as_a_pass() -> None:
+    assert pr.difference("fail", "pass") == 1 and pr.difference("pass", "fail") == -1
+    assert pr.difference("pass", "unknown") == -1 and pr.difference("unknown", "pass") == 1
+    assert pr.difference("pass", "error") == -1 and pr.difference("error", "error") == 0
+    assert pr.difference("pass", "error", error_as="skip") is None
+    assert pr.difference("unknown", "fail") == 0
+    with pytest.raises(ValueError, match=r"^candidate: outcome must be one of"):
+        pr.difference("pass", "passed")  # type: ignore[arg-type]
+    counts = pr.count([1, 0, -1, -1, None])
+    assert (counts.wins, counts.ties, counts.losses, counts.skipped) == (1, 1, 2, 1)
+    assert counts.pairs == 5 and counts.tested == 4 and counts.mean == -0.25
+
+
+def direct_wealth(diffs: list[int], m: float, side: str, prior: pr.BetPrior) -> float:
+    """K_n(m) as the mixture of products along the sequence, weights built from the prior's
+    definition (log-spaced u, weight u^tilt), not from the module's tables."""
+    us = [prior.low * (prior.high / prior.low) ** (k / (prior.size - 1)) for k in range(prior.size)]
+    raw = [u**prior.tilt for u in us]
+    total = 0.0
+    for u, w in zip(us, raw, strict=True):
+        product = 1.0
+        for d in diffs:
+            product *= 1 + u * ((d - m) / (1 + m) if side == "above" else (m - d) / (1 - m))
+        total += w / sum(raw) * product
+    return total
+
+
+@pytest.mark.parametrize("m", [-0.05, 0.0, 0.3, -0.6])
+@pytest.mark.parametrize("side", ["above", "below"])
+def test_log_wealth_is_the_mixture_of_products(m: float, side: str) -> None:
+    rng = random.Random(7)
+    diffs = [rng.choice((-1, 0, 1)) for _ in range(60)]
+    for n in (0, 1, 5, 60):
+        got = pr.log_wealth(pr.count(diffs[:n]), m, side, pr.DEFAULT_PRIOR)  # type: ignore[arg-type]
+        assert got == pytest.approx(math.log(direct_wealth(diffs[:n], m, side, pr.DEFAULT_PRIOR)))
+
+
+def null_laws(m: float) -> list[tuple[float, float, float]]:
+    """(P(D=1), P(D=0), P(D=-1)) with mean exactly m, from few discordant pairs to all."""
+    laws = []
+    for psi in (abs(m) + 0.02, 0.2, 0.5, 0.9, 1.0):
+        win, loss = (psi + m) / 2, (psi - m) / 2
+        laws.append((win, 1 - psi, loss))
+    return laws
+
+
+@pytest.mark.parametrize("m", [-0.05, 0.0, 0.25])
+def test_the_wealth_is_a_martingale_at_the_null_and_shrinks_beyond_it(m: float) -> None:
+    """E[K_{n+1} | past] = K_n when E[D] = m, and < K_n on the null's side, at any counts."""
+    for counts in (pr.Counts(), pr.Counts(3, 10, 1), pr.Counts(0, 2, 9), pr.Counts(40, 100, 25)):
+        for side, sign in (("above", -1), ("below", 1)):
+            now = pr.log_wealth(counts, m, side)  # type: ignore[arg-type]
+            after = [pr.log_wealth(counts.add(d), m, side) - now for d in (1, 0, -1)]  # type: ignore[arg-type]
+
+            def expected(law: tuple[float, float, float], after: list[float] = after) -> float:
+                return sum(p * math.exp(a) for p, a in zip(law, after, strict=True))
+
+            for law in null_laws(m):
+                assert expected(law) == pytest.approx(1.0, abs=1e-12)
+                # moved 0.02 further into the null (a tie turned into a loss, or a win)
+                win, tie, loss = law
+                inside = (
+                    (win, tie - 0.02, loss + 0.02) if sign < 0 else (win + 0.02, tie - 0.02, loss)
+                )
+                if min(inside) >= 0:
+                    assert expected(inside) < 1.0
+
+
+def crossing_probabilities(
+    rule: pr.NonInferiority, laws: list[tuple[float, float, float]], n: int, test: str
+) -> list[float]:
+    """Per law, P(the test rejects at some pair <= n), summed over all 3^n sequences of D
+    (the e-value at each prefix's counts computed once)."""
+    rejects: dict[pr.Counts, bool] = {}
+    totals = [0.0] * len(laws)
+    for seq in itertools.product((1, 0, -1), repeat=n):
+        counts, crossed = pr.Counts(), False
+        for d in seq:
+            counts = counts.add(d)
+            if counts not in rejects:
+                nw, w = rule.e_values(counts)
+                rejects[counts] = (nw if test == "not worse" else w) >= rule.level
+            crossed = crossed or rejects[counts]
+        if crossed:
+            for i, (win, tie, loss) in enumerate(laws):
+                totals[i] += win**counts.wins * tie**counts.ties * loss**counts.losses
+    return totals
+
+
+@pytest.mark.parametrize("test", ["worse", "not worse"])
+def test_exact_crossing_probability_is_at_most_alpha_under_the_least_favourable_nulls(
+    test: str,
+) -> None:
+    """Brute force over every sequence of 9 pairs at the null's edge (mean 0 for "worse",
+    -margin for "not worse") and every discordance: the chance of ever rejecting is <= alpha,
+    and it is not zero (the rule does reject that early)."""
+    rule = pr.NonInferiority(margin=0.1, alpha=0.3, max_pairs=9)
+    m = 0.0 if test == "worse" else -0.1
+    found = crossing_probabilities(rule, null_laws(m), 9, test)
+    assert max(found) <= rule.alpha
+    assert max(found) > 0.02
+
+
+def test_error_rates_by_simulation_with_correlated_scenarios() -> None:
+    """Scenarios of varying difficulty, the pair's scenario drawn at random: at a true
+    difference of 0 the false "worse" rate, at -margin the false "not worse" rate, <= alpha."""
+    rule = pr.NonInferiority(margin=0.05, alpha=0.05, max_pairs=150)
+    at_zero = simulate(Model.at(0.0), rule, True, 300, seed=11)
+    at_margin = simulate(Model.at(-0.05), rule, True, 300, seed=12)
+    worse = sum(d == "worse" for d, _, _ in at_zero) / 300
+    not_worse = sum(d == "not worse" for d, _, _ in at_margin) / 300
+    assert worse <= 0.05 and not_worse <= 0.05
+    # the rule does decide there (the indifference zone's other answer)
+    assert sum(d == "not worse" for d, _, _ in at_zero) > 0
+    assert sum(d == "worse" for d, _, _ in at_margin) > 0
+    model = Model.at(-0.05)
+    win, loss = model.win_loss(True)
+    assert model.diff == pytest.approx(-0.05, abs=1e-9) and win - loss == pytest.approx(-0.05)
+    assert win + loss < sum(model.win_loss(False))  # pairing removes the scenario's variance
+
+
+def test_a_large_difference_is_decided_before_the_fixed_design() -> None:
+    rule = pr.NonInferiority(margin=0.05, alpha=0.05, max_pairs=400)
+    model = Model.at(-0.2)
+    found = simulate(model, rule, True, 101, seed=3)
+    pairs = sorted(n for _, n, _ in found)
+    assert all(d == "worse" for d, _, _ in found)
+    assert pairs[50] < pr.fixed_paired_pairs(*model.win_loss(True), null=0.0, alpha=0.05)
+
+
+def test_decision_is_a_pure_function_of_the_ordered_outcomes() -> None:
+    """Resume: the same pairs give the same result; pairs finishing after the decision are
+    counted but do not undo it; a prefix before the decision asks for more pairs."""
+    rule = pr.NonInferiority(margin=0.05, alpha=0.05, max_pairs=400)
+    rng = random.Random(5)
+    diffs: list[int | None] = [rng.choice((-1, -1, 0, 0, 0, 1)) for _ in range(200)]
+    full = rule.decide(diffs)
+    assert full.decision == "worse" and full.stop and full.decided_at is not None
+    at = full.decided_at
+    assert rule.decide(diffs[:at]).decision == "worse"
+    assert rule.decide(diffs[:at]).counts.pairs == at
+    before = rule.decide(diffs[: at - 1])
+    assert before.decision == "undecided" and not before.stop
+    resumed = rule.decide(list(diffs))
+    assert resumed == full
+    # pairs in flight at the decision that then favour the candidate: still worse, from pair `at`
+    late = rule.decide([*diffs[:at], *([1] * 30)])
+    assert late.decision == "worse" and late.decided_at == at and late.counts.pairs == at + 30
+
+
+def test_outcome_pairs_and_skipped_errors() -> None:
+    rule = pr.NonInferiority(margin=0.05, alpha=0.05, max_pairs=10, error_as="skip")
+    result = rule.decide_outcomes([("pass", "error"), ("pass", "pass"), ("error", "fail")])
+    assert result.counts == pr.Counts(wins=0, ties=1, losses=0, skipped=2)
+    assert not result.stop
+
+
+def test_the_confidence_sequence_agrees_with_the_two_tests() -> None:
+    rule = pr.NonInferiority(margin=0.05, alpha=0.05, max_pairs=1000)
+    for wins, ties, losses in itertools.product(range(0, 60, 11), (0, 30, 200), range(0, 60, 11)):
+        counts = pr.Counts(wins, ties, losses)
+        lower, upper = pr.confidence_bounds(counts, rule.alpha, tol=1e-7)
+        nw, w = rule.e_values(counts)
+        assert lower <= upper
+        if counts.tested:
+            assert lower - 1e-6 <= (counts.mean or 0) <= upper + 1e-6
+        assert (nw >= rule.level) == (lower > -0.05) or abs(lower + 0.05) < 1e-5
+        assert (w >= rule.level) == (upper < 0) or abs(upper) < 1e-5
+
+
+def test_undecided_when_no_decision_can_be_reached() -> None:
+    rule = pr.NonInferiority(margin=0.05, alpha=0.05, max_pairs=30)
+    result = rule.decide([1, -1] * 12 + [0])
+    assert result.decision == "undecided" and result.stop
+    assert "no decision reachable in the 5 pairs left" in result.reason
+    at_max = pr.NonInferiority(margin=0.05, alpha=0.05, max_pairs=3).decide([1, 0, -1])
+    assert at_max.stop and "max_pairs 3 reached" in at_max.reason
+    assert not pr.NonInferiority(max_pairs=30).decide([0] * 5).stop
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"margin": -0.01}, "margin: must be at least 0 and below 1 (got -0.01)"),
+        ({"margin": 1.0}, "margin: must be at least 0 and below 1 (got 1.0)"),
+        ({"alpha": 0.0}, "alpha: must be between 0 and 1, exclusive (got 0.0)"),
+        ({"alpha": 1.5}, "alpha: must be between 0 and 1, exclusive (got 1.5)"),
+        ({"max_pairs": 0}, "max_pairs: must be at least 1 (got 0)"),
+        ({"error_as": "pass"}, "error_as: must be fail or skip (got 'pass')"),
+    ],
+)
+def test_bad_parameters_are_refused_in_one_line(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        pr.NonInferiority(**kwargs)  # type: ignore[arg-type]
+    assert str(caught.value) == message and "\n" not in str(caught.value)
+
+
+def normal_power(n: int, win: float, loss: float, null: float, alpha: float) -> float:
+    """Power of the fixed one-sided z test of the paired mean with n pairs (null variance
+    psi - null^2, true variance psi - mu^2, psi held fixed)."""
+    psi, mu = win + loss, win - loss
+    z = NormalDist()
+    crit = z.inv_cdf(1 - alpha) * math.sqrt(psi - null * null)
+    return z.cdf((abs(mu - null) * math.sqrt(n) - crit) / math.sqrt(psi - mu * mu))
+
+
+@pytest.mark.parametrize(
+    ("win", "loss", "null"), [(0.1, 0.3, 0.0), (0.23, 0.13, -0.05), (0.05, 0.05, -0.1)]
+)
+def test_fixed_design_is_the_least_n_with_the_power(win: float, loss: float, null: float) -> None:
+    n = pr.fixed_paired_pairs(win, loss, null, 0.05, 0.9)
+    assert (
+        normal_power(n, win, loss, null, 0.05) >= 0.9 > normal_power(n - 1, win, loss, null, 0.05)
+    )
+    arm = pr.fixed_unpaired_per_arm(0.6, 0.4, 0.0, 0.05, 0.9)
+    z = NormalDist().inv_cdf
+    assert arm == math.ceil((z(0.95) + z(0.9)) ** 2 * (0.24 + 0.24) / 0.04)
