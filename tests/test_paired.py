@@ -6,12 +6,15 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from datetime import UTC, datetime, timedelta
 from statistics import NormalDist
 
+import polars as pl
 import pytest
 
 from bench.paired import Model, simulate
 from runner import paired as pr
+from runner import paired_runs as pruns
 
 
 def test_unknown_and_error_never_count_as_a_pass() -> None:
@@ -231,3 +234,148 @@ def test_fixed_design_is_the_least_n_with_the_power(win: float, loss: float, nul
     arm = pr.fixed_unpaired_per_arm(0.6, 0.4, 0.0, 0.05, 0.9)
     z = NormalDist().inv_cdf
     assert arm == math.ceil((z(0.95) + z(0.9)) ** 2 * (0.24 + 0.24) / 0.04)
+
+
+# ------------------------------------------------------------------------------- pairing
+
+
+def run_frames(
+    agent: str,
+    rates: dict[str, float],
+    seed: int,
+    repeats: int = 3,
+    languages: tuple[str, ...] = ("en", "de"),
+    axis: str = "matrix.language",
+    extra: dict[str, str] | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A finished run: per scenario x language x repeat one job whose two criteria succeed
+    with the scenario's rate; every 7th job errors; rows shuffled."""
+    rng = random.Random(seed)
+    jobs, crit = [], []
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    for scenario, rate in rates.items():
+        for lang in languages:
+            for r in range(repeats):
+                key = f"{agent}-{scenario}-{lang}-{r}"
+                status = "error" if rng.random() < 1 / 7 else "ok"
+                jobs.append(
+                    {
+                        "job_key": key,
+                        "agent_id": f"id-{agent}",
+                        "agent_label": agent,
+                        "scenario_id": scenario,
+                        "repeat": r,
+                        axis: lang,
+                        **(extra or {}),
+                        "status": status,
+                        "finished_at": t0 + timedelta(seconds=rng.random() * 1000),
+                        "cost_usd": 0.01,
+                    }
+                )
+                if status == "ok":
+                    for cid in ("greets", "resolves"):
+                        result = "success" if rng.random() < rate else "failure"
+                        crit.append({"job_key": key, "criterion_id": cid, "result": result})
+    rng.shuffle(jobs)
+    return pl.DataFrame(jobs), pl.DataFrame(crit)
+
+
+def test_pairs_share_scenario_cell_and_repeat() -> None:
+    rates = {"s1": 0.9, "s2": 0.5, "s3": 0.2}
+    a_jobs, a_crit = run_frames("support", rates, 1)
+    b_jobs, b_crit = run_frames("support-lite", rates, 2, repeats=4)  # one extra repeat
+    b_jobs = b_jobs.filter(pl.col("job_key") != "support-lite-s2-de-1")  # one case-repeat lost
+    found = pruns.compare_paired(a_jobs, a_crit, b_jobs, b_crit, pr.NonInferiority())
+    assert found.key == ["scenario_id", "matrix.language", "repeat"]
+    assert found.pairs.height == 3 * 2 * 3 - 1
+    assert found.unpaired == {"baseline": 1, "candidate": 3 * 2 * 4 - 1 - found.pairs.height}
+    by_key = {
+        side: {row["job_key"]: row for row in frame.iter_rows(named=True)}
+        for side, frame in (("baseline", a_jobs), ("candidate", b_jobs))
+    }
+    for pair in found.pairs.iter_rows(named=True):
+        base = by_key["baseline"][pair["baseline_job_key"]]
+        cand = by_key["candidate"][pair["candidate_job_key"]]
+        for column in ("scenario_id", "matrix.language", "repeat"):
+            assert base[column] == cand[column] == pair[column]
+    # in the order the later member finished
+    finished = [
+        max(by_key["baseline"][b]["finished_at"], by_key["candidate"][c]["finished_at"])
+        for b, c in found.pairs.select("baseline_job_key", "candidate_job_key").iter_rows()
+    ]
+    assert finished == sorted(finished)
+    assert found.result.counts.pairs == found.pairs.height
+    assert found.scenarios["pairs"].sum() == found.pairs.height
+    assert found.scenarios["diff"].to_list() == sorted(found.scenarios["diff"].to_list())
+
+
+def test_job_outcomes_of_all_or_listed_criteria() -> None:
+    jobs = pl.DataFrame(
+        {
+            "job_key": ["a", "b", "c", "d", "e", "f"],
+            "status": ["ok", "ok", "ok", "error", "ok", "cancelled"],
+        }
+    )
+    crit = pl.DataFrame(
+        {
+            "job_key": ["a", "a", "b", "b", "c", "c"],
+            "criterion_id": ["x", "y", "x", "y", "x", "y"],
+            "result": ["success", "success", "success", "unknown", "success", "failure"],
+        }
+    )
+    outcome = dict(pruns.job_outcomes(jobs, crit).select("job_key", "outcome").iter_rows())
+    assert outcome == {"a": "pass", "b": "unknown", "c": "fail", "d": "error", "e": "unknown"}
+    only_x = dict(pruns.job_outcomes(jobs, crit, ["x"]).select("job_key", "outcome").iter_rows())
+    assert only_x == {"a": "pass", "b": "pass", "c": "pass", "d": "error", "e": "unknown"}
+    missing = dict(
+        pruns.job_outcomes(jobs, crit, ["x", "z"]).select("job_key", "outcome").iter_rows()
+    )
+    assert missing["a"] == "unknown"  # z was never reported: not a pass
+
+
+def test_two_arms_of_one_run_are_paired_across_their_axis() -> None:
+    rates = {f"s{i}": 0.3 + 0.6 * i / 9 for i in range(10)}
+    worse = {s: r - 0.35 for s, r in rates.items()}
+    a_jobs, a_crit = run_frames(
+        "support", rates, 3, repeats=12, languages=("pro",), axis="matrix.agent.llm"
+    )
+    b_jobs, b_crit = run_frames(
+        "support", worse, 4, repeats=12, languages=("lite",), axis="matrix.agent.llm"
+    )
+    jobs, crit = pl.concat([a_jobs, b_jobs]), pl.concat([a_crit, b_crit])
+    rule = pr.NonInferiority(margin=0.05, alpha=0.05, max_pairs=400)
+    found = pruns.compare_arms(
+        jobs, crit, {"matrix.agent.llm": "pro"}, {"matrix.agent.llm": "lite"}, rule
+    )
+    assert found.key == ["scenario_id", "repeat"]
+    assert found.pairs.height == 120
+    assert found.result.decision == "worse"
+    assert (found.pairs["baseline_job_key"].str.contains("-pro-")).all()
+    same = pruns.compare_arms(
+        jobs, crit, {"matrix.agent.llm": "pro"}, {"matrix.agent.llm": "pro"}, rule
+    )
+    assert same.result.decision != "worse" and (same.pairs["d"] == 0).all()
+
+
+def test_pairing_refuses_ambiguous_input_in_one_line() -> None:
+    a_jobs, a_crit = run_frames("support", {"s1": 0.5}, 1)
+    b_jobs, b_crit = run_frames("lite", {"s1": 0.5}, 2)
+    rule = pr.NonInferiority()
+    both = pl.concat([a_jobs, b_jobs])
+    with pytest.raises(
+        ValueError,
+        match=r"^baseline: 2 jobs for one case \(scenario_id=s1, matrix.language=\w+, repeat=\d\);"
+        r" select one agent or matrix arm$",
+    ):
+        pruns.compare_paired(both, pl.concat([a_crit, b_crit]), b_jobs, b_crit, rule)
+    with pytest.raises(
+        ValueError,
+        match=r"^matrix.tone: only the candidate has this matrix axis; ignore it to pair across",
+    ):
+        pruns.compare_paired(
+            a_jobs, a_crit, b_jobs.with_columns(pl.lit("x").alias("matrix.tone")), b_crit, rule
+        )
+    with pytest.raises(ValueError, match=r"^candidate: no jobs with agent=nobody$"):
+        pruns.compare_arms(both, a_crit, {"agent": "support"}, {"agent": "nobody"}, rule)
+    with pytest.raises(ValueError, match=r"^baseline: no matrix axis 'matrix.llm' in this run$"):
+        pruns.compare_arms(both, a_crit, {"matrix.llm": "x"}, {"agent": "lite"}, rule)
