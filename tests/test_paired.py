@@ -8,6 +8,7 @@ import math
 import random
 from datetime import UTC, datetime, timedelta
 from statistics import NormalDist
+from typing import Any
 
 import polars as pl
 import pytest
@@ -15,6 +16,8 @@ import pytest
 from bench.paired import Model, simulate
 from runner import paired as pr
 from runner import paired_runs as pruns
+from runner.config.compare import parse_compare
+from runner.config.errors import ConfigError
 
 
 def test_unknown_and_error_never_count_as_a_pass() -> None:
@@ -379,3 +382,85 @@ def test_pairing_refuses_ambiguous_input_in_one_line() -> None:
         pruns.compare_arms(both, a_crit, {"agent": "support"}, {"agent": "nobody"}, rule)
     with pytest.raises(ValueError, match=r"^baseline: no matrix axis 'matrix.llm' in this run$"):
         pruns.compare_arms(both, a_crit, {"matrix.llm": "x"}, {"agent": "lite"}, rule)
+
+
+# -------------------------------------------------------------------------------- config
+
+
+def test_the_compare_block_parses_into_a_rule_and_arm_selectors() -> None:
+    found = parse_compare(
+        {
+            "baseline": "support",
+            "candidate": {"matrix": {"agent.llm": "gemini-2.0-flash-lite", "temperature": 0.5}},
+            "margin": 0.1,
+            "max_pairs": 50,
+            "of": ["greets", "resolves"],
+        }
+    )
+    assert found.rule() == pr.NonInferiority(margin=0.1, alpha=0.05, max_pairs=50)
+    assert found.arm("baseline") == {"agent": "support"}
+    assert found.arm("candidate") == {
+        "matrix.agent.llm": "gemini-2.0-flash-lite",
+        "matrix.temperature": "0.5",
+    }
+    found.check_against(
+        ["support", "support-lite"],
+        {"agent.llm": ["gemini-2.0-flash-lite", "gpt-4o"], "temperature": [0.5, 1.0]},
+        ["greets", "resolves"],
+    )
+    assert parse_compare({"baseline": "a", "candidate": "b"}).of == "all"
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ({"baseline": None}, "config.yaml: compare.baseline: is required"),
+        (
+            {"candidate": {"matrix": {}}},
+            "config.yaml: compare.candidate: matrix: must not be empty",
+        ),
+        (
+            {"candidate": ["x"]},
+            "config.yaml: compare.candidate: must be an agent label or a matrix arm",
+        ),
+        ({"of": "some"}, "config.yaml: compare.of: must be all or a list of criterion ids"),
+        ({"margin": -0.1}, "config.yaml: compare.margin: must be at least 0 (got -0.1)"),
+        ({"margin": True}, "config.yaml: compare.margin: must be a number (got true)"),
+        ({"alpha": 1}, "config.yaml: compare.alpha: must be less than 1 (got 1)"),
+        ({"alpha": 0}, "config.yaml: compare.alpha: must be greater than 0 (got 0)"),
+        ({"max_pairs": 0}, "config.yaml: compare.max_pairs: must be at least 1 (got 0)"),
+        ({"of": []}, "config.yaml: compare.of: must not be empty"),
+        ({"of": ["x", "x"]}, "config.yaml: compare.of: lists a criterion twice (got ['x', 'x'])"),
+        ({"margins": 0.1}, "config.yaml: compare.margins: unknown key (did you mean 'margin'?)"),
+    ],
+)
+def test_bad_compare_fields_are_refused_in_one_line(block: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        data = {"baseline": "a", "candidate": "b", **block}
+        parse_compare({k: v for k, v in data.items() if v is not None})
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ({"baseline": "nobody"}, "c.yaml: compare.baseline: no agent 'nobody' (agents: a, b)"),
+        (
+            {"candidate": {"matrix": {"llm": "x"}}},
+            "c.yaml: compare.candidate.matrix.llm: no such matrix axis (axes: agent.llm)",
+        ),
+        (
+            {"candidate": {"matrix": {"agent.llm": "gpt-5"}}},
+            "c.yaml: compare.candidate.matrix.agent.llm: 'gpt-5' is not one of the axis's values",
+        ),
+        ({"candidate": "a"}, "c.yaml: compare.candidate: the same variant as the baseline"),
+        ({"of": ["greets", "nope"]}, "c.yaml: compare.of[1]: no criterion 'nope'"),
+    ],
+)
+def test_compare_refers_to_known_agents_axes_and_criteria(
+    block: dict[str, Any], message: str
+) -> None:
+    found = parse_compare({"baseline": "a", "candidate": "b", **block})
+    with pytest.raises(ConfigError) as caught:
+        found.check_against(["a", "b"], {"agent.llm": ["gpt-4o"]}, ["greets"], where="c.yaml")
+    assert str(caught.value) == message
