@@ -129,10 +129,16 @@ class Walker:
 
 
 def simulate(
-    model: Model, rule: pr.NonInferiority, paired: bool, replicates: int, seed: int
+    model: Model,
+    rule: pr.NonInferiority,
+    paired: bool,
+    replicates: int,
+    seed: int,
+    walker: Walker | None = None,
 ) -> list[tuple[str, int, bool]]:
-    """Per replicate: (decision, pairs run, the sequence covered the truth throughout)."""
-    walker = Walker(rule, model.diff)
+    """Per replicate: (decision, pairs run, the sequence covered the truth throughout).
+    ``walker``: a table to share between runs of the same rule and truth."""
+    walker = walker or Walker(rule, model.diff)
     out = []
     for r in range(replicates):
         rng = random.Random(seed * 1_000_003 + r)
@@ -157,9 +163,10 @@ def run(replicates: int = 1000, max_pairs: int = MAX_PAIRS, seed: int = SEED) ->
     started = time.perf_counter()
     for diff in DIFFS:
         model = Model.at(diff)
+        walker = Walker(rule, model.diff)
         for paired in (True, False):
             win, loss = model.win_loss(paired)
-            found = simulate(model, rule, paired, replicates, seed)
+            found = simulate(model, rule, paired, replicates, seed, walker)
             pairs = sorted(n for _, n, _ in found)
             share = {k: sum(d == k for d, _, _ in found) / replicates for k in pr_decisions()}
             row: Row = {

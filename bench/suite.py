@@ -17,6 +17,8 @@ simulated pace:
    20 in flight: one quota actor for the cluster (``auto``, and fixed 20), a static split (5
    each), every shard adapting on its own; throughput / bound and 429 share over every shard's
    attempts. Then the quota actor with one shard killed mid-run: the run completes, each job once.
+6. ``compare``: the paired comparison (issue 26) by seeded Monte Carlo, no server
+   (``bench.paired``, its own table and ``results/bench/compare.json``).
 
 Prints one table and writes the figures as JSON to ``--out`` (``results/bench/``), named by
 commit and time, plus ``latest.json``. Sizes: ``--quick`` (a smoke run, seconds), the default
@@ -41,7 +43,7 @@ from typing import Any
 
 from runner.localapi.server import LocalAPI, local_api_process
 
-SECTIONS = ("saturation", "overhead", "scale", "memory", "agent-testing", "shards")
+SECTIONS = ("saturation", "overhead", "scale", "memory", "agent-testing", "shards", "compare")
 SHARDS = 4
 QUOTA = 20
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +68,8 @@ class Sizes:
     agent_testing_scale: float = 0.5  # runs of a simulated 30-60 s take 15-30 s here
     shards_jobs: int = 1200
     shards_scale: float = 0.05  # --time-scale of the local API (same pace as saturation)
+    compare_replicates: int = 1000  # the Monte Carlo of bench.paired, per setting
+    compare_max_pairs: int = 400
 
 
 PRESETS: dict[str, Sizes] = {
@@ -83,6 +87,8 @@ PRESETS: dict[str, Sizes] = {
         agent_testing_scale=0.05,
         shards_jobs=80,
         shards_scale=0.01,
+        compare_replicates=20,
+        compare_max_pairs=100,
     ),
     "default": Sizes(
         700, 0.05, (3000, 3000), (100, 500), (0.05, 0.25), 1000, 10_000, 0.5, (10_000, 30_000)
@@ -388,6 +394,24 @@ def shards(sizes: Sizes) -> list[Row]:
     return rows
 
 
+def compare(sizes: Sizes) -> list[Row]:
+    """The paired comparison by seeded Monte Carlo (``bench.paired``): its own side-by-side
+    table and ``compare.json``; one row per setting joins the main table."""
+    from bench import paired as pb
+
+    figures = pb.run(sizes.compare_replicates, sizes.compare_max_pairs)
+    pb.report(figures, ROOT / "results" / "bench")
+    return [
+        {
+            "section": "compare",
+            "setup": f"diff {row['true_diff']:+.2f} {row['design']}",
+            "sims": round(row["mean_sims"]),
+        }
+        | ({"target": row["target"]} if "target" in row else {})
+        for row in figures["rows"]
+    ]
+
+
 RUNS: dict[str, Callable[[Sizes], list[Row]]] = {
     "saturation": saturation,
     "overhead": overhead,
@@ -395,6 +419,7 @@ RUNS: dict[str, Callable[[Sizes], list[Row]]] = {
     "memory": memory,
     "agent-testing": agent_testing,
     "shards": shards,
+    "compare": compare,
 }
 
 

@@ -168,3 +168,16 @@ def test_agent_testing_section_measures_both_clients_against_one_server() -> Non
         assert row["requests_per_sim"] < naive_row["requests_per_sim"] / 3
         assert row["lag_p50"] == row["lag_p50"]  # measured (not NaN)
     assert naive_row["requests_per_sim"] > 2  # at least a run call and a poll per job
+
+
+def test_the_compare_section_runs_at_a_toy_size(tmp_path: Path) -> None:
+    from bench import paired as pb
+
+    figures = pb.run(replicates=4, max_pairs=40)
+    pb.report(figures, tmp_path)
+    written = json.loads((tmp_path / "compare.json").read_text())
+    rows = written["rows"]
+    assert [(r["true_diff"], r["design"]) for r in rows[:2]] == [(0.0, "paired"), (0.0, "unpaired")]
+    assert len(rows) == 8 and all(r["replicates"] == 4 for r in rows)
+    assert all(r["worse"] + r["not_worse"] + r["undecided"] == pytest.approx(1) for r in rows)
+    assert {"fixed_pairs_90", "target"} <= set(rows[4]) and "target" in rows[0]
