@@ -170,7 +170,7 @@ def run(replicates: int = 1000, max_pairs: int = MAX_PAIRS, seed: int = SEED) ->
             pairs = sorted(n for _, n, _ in found)
             share = {k: sum(d == k for d, _, _ in found) / replicates for k in pr_decisions()}
             row: Row = {
-                "true_diff": round(model.diff, 6),
+                "true_diff": round(model.diff, 6) + 0.0,  # no -0.0
                 "design": "paired" if paired else "unpaired",
                 "p_win": win,
                 "p_loss": loss,

@@ -132,6 +132,8 @@ def test_error_rates_by_simulation_with_correlated_scenarios() -> None:
     worse = sum(d == "worse" for d, _, _ in at_zero) / 300
     not_worse = sum(d == "not worse" for d, _, _ in at_margin) / 300
     assert worse <= 0.05 and not_worse <= 0.05
+    # the confidence sequence held the truth at every pair (guarantee: 1 - 2 alpha)
+    assert sum(c for _, _, c in at_zero + at_margin) / 600 >= 0.9
     # the rule does decide there (the indifference zone's other answer)
     assert sum(d == "not worse" for d, _, _ in at_zero) > 0
     assert sum(d == "worse" for d, _, _ in at_margin) > 0
@@ -168,6 +170,20 @@ def test_decision_is_a_pure_function_of_the_ordered_outcomes() -> None:
     # pairs in flight at the decision that then favour the candidate: still worse, from pair `at`
     late = rule.decide([*diffs[:at], *([1] * 30)])
     assert late.decision == "worse" and late.decided_at == at and late.counts.pairs == at + 30
+
+
+def test_extending_max_pairs_continues_the_same_test() -> None:
+    """The bets do not depend on max_pairs: a comparison undecided at 60 pairs, extended to
+    400, sees the same wealth at pair 60 and goes on from there."""
+    rng = random.Random(9)
+    diffs: list[int | None] = [rng.choice((-1, 0, 0, 0, 1, 1)) for _ in range(400)]
+    short = pr.NonInferiority(max_pairs=60).decide(diffs[:60])
+    longer = pr.NonInferiority(max_pairs=400)
+    assert short.stop and short.decision == "undecided"
+    assert longer.e_values(short.counts) == (short.log_e_not_worse, short.log_e_worse)
+    extended = longer.decide(diffs)
+    assert extended.decision == "not worse" and extended.decided_at is not None
+    assert extended.decided_at > 60
 
 
 def test_outcome_pairs_and_skipped_errors() -> None:
