@@ -68,7 +68,7 @@ from statistics import NormalDist
 from typing import Literal
 
 Outcome = Literal["pass", "fail", "unknown", "error"]
-Decision = Literal["not worse", "worse", "undecided"]
+Verdict = Literal["not worse", "worse", "undecided"]
 As = Literal["fail", "skip"]
 OUTCOMES: tuple[Outcome, ...] = ("pass", "fail", "unknown", "error")
 
@@ -237,13 +237,13 @@ def confidence_bounds(
 
 
 @dataclass(frozen=True)
-class Result:
+class Decision:
     """Where a comparison stands. ``stop``: dispatch no more pairs. ``decided_at``: the pair
     (1-based, in order) at which the deciding test first rejected (None: undecided);
     ``counts`` covers every pair given, pairs that finished after the decision included.
     ``log_e_not_worse`` / ``log_e_worse``: log K+_n(-margin) and log K-_n(0) now."""
 
-    decision: Decision
+    verdict: Verdict
     stop: bool
     reason: str
     counts: Counts
@@ -292,7 +292,7 @@ class NonInferiority:
             log_wealth(counts, 0.0, "below", self.prior),
         )
 
-    def state(self, counts: Counts) -> Decision | None:
+    def state(self, counts: Counts) -> Verdict | None:
         """The decision these counts reject for (ties to "worse"), or None."""
         not_worse, worse = self.e_values(counts)
         if worse >= self.level:
@@ -314,12 +314,12 @@ class NonInferiority:
             or log_wealth(best_down, 0.0, "below", self.prior) >= self.level
         )
 
-    def decide(self, diffs: Sequence[int | None]) -> Result:
+    def decide(self, diffs: Sequence[int | None]) -> Decision:
         """The comparison after these pair differences, in the order they finished. The
         decision is the first rejection along the sequence: stopping there is what the planner
         does, and pairs in flight that finish later are counted but cannot undo it."""
         counts = Counts()
-        decided: Decision | None = None
+        decided: Verdict | None = None
         decided_at = None
         for i, d in enumerate(diffs, 1):
             counts = counts.add(d)
@@ -331,25 +331,25 @@ class NonInferiority:
         done = f"after {decided_at} of {self.max_pairs} pairs"
         if decided == "worse":
             reason = f"candidate worse (pass rate below the baseline's) {done}"
-            return Result("worse", True, reason, counts, lower, upper, decided_at, log_nw, log_w)
+            return Decision("worse", True, reason, counts, lower, upper, decided_at, log_nw, log_w)
         if decided == "not worse":
             reason = f"candidate not worse by more than {self.margin:g} {done}"
-            return Result(
+            return Decision(
                 "not worse", True, reason, counts, lower, upper, decided_at, log_nw, log_w
             )
         if counts.pairs >= self.max_pairs:
             reason = f"undecided: max_pairs {self.max_pairs} reached"
-            return Result("undecided", True, reason, counts, lower, upper, None, log_nw, log_w)
+            return Decision("undecided", True, reason, counts, lower, upper, None, log_nw, log_w)
         if not self.reachable(counts):
             left = self.max_pairs - counts.pairs
             reason = (
                 f"undecided: no decision reachable in the {left} pairs left of {self.max_pairs}"
             )
-            return Result("undecided", True, reason, counts, lower, upper, None, log_nw, log_w)
+            return Decision("undecided", True, reason, counts, lower, upper, None, log_nw, log_w)
         reason = "undecided, more pairs needed"
-        return Result("undecided", False, reason, counts, lower, upper, None, log_nw, log_w)
+        return Decision("undecided", False, reason, counts, lower, upper, None, log_nw, log_w)
 
-    def decide_outcomes(self, pairs: Sequence[tuple[Outcome, Outcome]]) -> Result:
+    def decide_outcomes(self, pairs: Sequence[tuple[Outcome, Outcome]]) -> Decision:
         """``decide`` over (baseline outcome, candidate outcome) pairs."""
         return self.decide([difference(b, c, self.error_as) for b, c in pairs])
 

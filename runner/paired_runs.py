@@ -27,7 +27,7 @@ from typing import Literal
 
 import polars as pl
 
-from runner.paired import NonInferiority, Result, difference
+from runner.paired import Decision, NonInferiority, difference
 
 Of = Literal["all"] | Sequence[str]
 MATRIX = "matrix."
@@ -132,12 +132,12 @@ def pair_jobs(
 
 @dataclass(frozen=True)
 class PairedComparison:
-    """The rule's ``result`` over the ``pairs``; ``scenarios``: per scenario, the pairs, each
+    """The rule's ``decision`` over the ``pairs``; ``scenarios``: per scenario, the pairs, each
     side's pass rate, wins / ties / losses and the mean difference (most lost first; not
     adjusted for many scenarios: read them as where to look); ``unpaired``: jobs per side
     with no partner; ``key``: the columns the pairs share."""
 
-    result: Result
+    decision: Decision
     pairs: pl.DataFrame
     scenarios: pl.DataFrame
     unpaired: dict[str, int]
@@ -162,7 +162,7 @@ def compare_paired(
         for b, c in pairs.select("baseline_outcome", "candidate_outcome").iter_rows()
     ]
     pairs = pairs.with_columns(pl.Series("d", diffs, dtype=pl.Int8))
-    result = rule.decide(diffs)
+    decision = rule.decide(diffs)
     passed = {s: (pl.col(f"{s}_outcome") == "pass") for s in SIDES}
     scenarios = (
         pairs.group_by("scenario_id")
@@ -181,7 +181,7 @@ def compare_paired(
         "baseline": base.height - pairs.height,
         "candidate": cand.height - pairs.height,
     }
-    return PairedComparison(result, pairs, scenarios, unpaired, key)
+    return PairedComparison(decision, pairs, scenarios, unpaired, key)
 
 
 def select_arm(

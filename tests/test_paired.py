@@ -159,17 +159,17 @@ def test_decision_is_a_pure_function_of_the_ordered_outcomes() -> None:
     rng = random.Random(5)
     diffs: list[int | None] = [rng.choice((-1, -1, 0, 0, 0, 1)) for _ in range(200)]
     full = rule.decide(diffs)
-    assert full.decision == "worse" and full.stop and full.decided_at is not None
+    assert full.verdict == "worse" and full.stop and full.decided_at is not None
     at = full.decided_at
-    assert rule.decide(diffs[:at]).decision == "worse"
+    assert rule.decide(diffs[:at]).verdict == "worse"
     assert rule.decide(diffs[:at]).counts.pairs == at
     before = rule.decide(diffs[: at - 1])
-    assert before.decision == "undecided" and not before.stop
+    assert before.verdict == "undecided" and not before.stop
     resumed = rule.decide(list(diffs))
     assert resumed == full
     # pairs in flight at the decision that then favour the candidate: still worse, from pair `at`
     late = rule.decide([*diffs[:at], *([1] * 30)])
-    assert late.decision == "worse" and late.decided_at == at and late.counts.pairs == at + 30
+    assert late.verdict == "worse" and late.decided_at == at and late.counts.pairs == at + 30
 
 
 def test_extending_max_pairs_continues_the_same_test() -> None:
@@ -179,10 +179,10 @@ def test_extending_max_pairs_continues_the_same_test() -> None:
     diffs: list[int | None] = [rng.choice((-1, 0, 0, 0, 1, 1)) for _ in range(400)]
     short = pr.NonInferiority(max_pairs=60).decide(diffs[:60])
     longer = pr.NonInferiority(max_pairs=400)
-    assert short.stop and short.decision == "undecided"
+    assert short.stop and short.verdict == "undecided"
     assert longer.e_values(short.counts) == (short.log_e_not_worse, short.log_e_worse)
     extended = longer.decide(diffs)
-    assert extended.decision == "not worse" and extended.decided_at is not None
+    assert extended.verdict == "not worse" and extended.decided_at is not None
     assert extended.decided_at > 60
 
 
@@ -209,7 +209,7 @@ def test_the_confidence_sequence_agrees_with_the_two_tests() -> None:
 def test_undecided_when_no_decision_can_be_reached() -> None:
     rule = pr.NonInferiority(margin=0.05, alpha=0.05, max_pairs=30)
     result = rule.decide([1, -1] * 12 + [0])
-    assert result.decision == "undecided" and result.stop
+    assert result.verdict == "undecided" and result.stop
     assert "no decision reachable in the 5 pairs left" in result.reason
     at_max = pr.NonInferiority(margin=0.05, alpha=0.05, max_pairs=3).decide([1, 0, -1])
     assert at_max.stop and "max_pairs 3 reached" in at_max.reason
@@ -323,7 +323,7 @@ def test_pairs_share_scenario_cell_and_repeat() -> None:
         for b, c in found.pairs.select("baseline_job_key", "candidate_job_key").iter_rows()
     ]
     assert finished == sorted(finished)
-    assert found.result.counts.pairs == found.pairs.height
+    assert found.decision.counts.pairs == found.pairs.height
     assert found.scenarios["pairs"].sum() == found.pairs.height
     assert found.scenarios["diff"].to_list() == sorted(found.scenarios["diff"].to_list())
 
@@ -368,12 +368,12 @@ def test_two_arms_of_one_run_are_paired_across_their_axis() -> None:
     )
     assert found.key == ["scenario_id", "repeat"]
     assert found.pairs.height == 120
-    assert found.result.decision == "worse"
+    assert found.decision.verdict == "worse"
     assert (found.pairs["baseline_job_key"].str.contains("-pro-")).all()
     same = pruns.compare_arms(
         jobs, crit, {"matrix.agent.llm": "pro"}, {"matrix.agent.llm": "pro"}, rule
     )
-    assert same.result.decision != "worse" and (same.pairs["d"] == 0).all()
+    assert same.decision.verdict != "worse" and (same.pairs["d"] == 0).all()
 
 
 def test_pairing_refuses_ambiguous_input_in_one_line() -> None:
