@@ -88,6 +88,28 @@ def difference(baseline: Outcome, candidate: Outcome, error_as: As = "fail") -> 
     return int(candidate == "pass") - int(baseline == "pass")
 
 
+def job_outcome(
+    status: str, criteria: Iterable[tuple[str, str]], of: str | Sequence[str] = "all"
+) -> Outcome | None:
+    """One job's outcome from plain data (a planner's ``Finished``: its status and
+    (criterion id, result) pairs): ``error`` when it errored; else ``fail`` when a criterion of
+    ``of`` failed; else ``unknown`` when one could not be judged or was not reported (an ok job
+    with no criteria at all is unknown); else ``pass``. None for a ``cancelled`` job (no
+    outcome). ``runner.paired_runs.job_outcomes`` is the same over the tables."""
+    if status == "cancelled":
+        return None
+    if status != "ok":
+        return "error"
+    wanted = None if of == "all" else set(of)
+    results = {cid: r for cid, r in criteria if wanted is None or cid in wanted}
+    if "failure" in results.values():
+        return "fail"
+    judged = len(results) >= (1 if wanted is None else len(wanted))
+    if "unknown" in results.values() or not judged:
+        return "unknown"
+    return "pass"
+
+
 @dataclass(frozen=True)
 class Counts:
     """Pairs seen; of those tested, the candidate's ``wins`` (D = 1), ``ties`` (D = 0) and

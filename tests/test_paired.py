@@ -350,6 +350,12 @@ def test_job_outcomes_of_all_or_listed_criteria() -> None:
         pruns.job_outcomes(jobs, crit, ["x", "z"]).select("job_key", "outcome").iter_rows()
     )
     assert missing["a"] == "unknown"  # z was never reported: not a pass
+    # the planner's plain-data version agrees, job by job
+    for of in ("all", ["x"], ["x", "z"]):
+        table = dict(pruns.job_outcomes(jobs, crit, of).select("job_key", "outcome").iter_rows())
+        for key, status in jobs.select("job_key", "status").iter_rows():
+            rows = crit.filter(pl.col("job_key") == key).select("criterion_id", "result").rows()
+            assert pr.job_outcome(status, rows, of) == table.get(key), (key, of)
 
 
 def test_two_arms_of_one_run_are_paired_across_their_axis() -> None:
