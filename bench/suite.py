@@ -19,6 +19,8 @@ simulated pace:
    attempts. Then the quota actor with one shard killed mid-run: the run completes, each job once.
 6. ``verdicts``: sequential verdicts by seeded Monte Carlo, no server (``bench.verdicts``, its own
    table and ``results/bench/verdicts.json``).
+7. ``compare``: the paired comparison (issue 26) by seeded Monte Carlo, no server
+   (``bench.paired``, its own table and ``results/bench/compare.json``).
 
 Prints one table and writes the figures as JSON to ``--out`` (``results/bench/``), named by
 commit and time, plus ``latest.json``. Sizes: ``--quick`` (a smoke run, seconds), the default
@@ -43,7 +45,16 @@ from typing import Any
 
 from runner.localapi.server import LocalAPI, local_api_process
 
-SECTIONS = ("saturation", "overhead", "scale", "memory", "agent-testing", "shards", "verdicts")
+SECTIONS = (
+    "saturation",
+    "overhead",
+    "scale",
+    "memory",
+    "agent-testing",
+    "shards",
+    "verdicts",
+    "compare",
+)
 SHARDS = 4
 QUOTA = 20
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +81,8 @@ class Sizes:
     shards_scale: float = 0.05  # --time-scale of the local API (same pace as saturation)
     verdicts_replicates: int = 200  # x verdicts_cases: the Monte Carlo of bench.verdicts
     verdicts_cases: int = 200
+    compare_replicates: int = 1000  # the Monte Carlo of bench.paired, per setting
+    compare_max_pairs: int = 400
 
 
 PRESETS: dict[str, Sizes] = {
@@ -89,6 +102,8 @@ PRESETS: dict[str, Sizes] = {
         shards_scale=0.01,
         verdicts_replicates=2,
         verdicts_cases=20,
+        compare_replicates=20,
+        compare_max_pairs=100,
     ),
     "default": Sizes(
         700, 0.05, (3000, 3000), (100, 500), (0.05, 0.25), 1000, 10_000, 0.5, (10_000, 30_000)
@@ -410,6 +425,24 @@ def verdicts(sizes: Sizes) -> list[Row]:
     ]
 
 
+def compare(sizes: Sizes) -> list[Row]:
+    """The paired comparison by seeded Monte Carlo (``bench.paired``): its own side-by-side
+    table and ``compare.json``; one row per setting joins the main table."""
+    from bench import paired as pb
+
+    figures = pb.run(sizes.compare_replicates, sizes.compare_max_pairs)
+    pb.report(figures, ROOT / "results" / "bench")
+    return [
+        {
+            "section": "compare",
+            "setup": f"diff {row['true_diff']:+.2f} {row['design']}",
+            "sims": round(row["mean_sims"]),
+        }
+        | ({"target": row["target"]} if "target" in row else {})
+        for row in figures["rows"]
+    ]
+
+
 RUNS: dict[str, Callable[[Sizes], list[Row]]] = {
     "saturation": saturation,
     "overhead": overhead,
@@ -418,6 +451,7 @@ RUNS: dict[str, Callable[[Sizes], list[Row]]] = {
     "agent-testing": agent_testing,
     "shards": shards,
     "verdicts": verdicts,
+    "compare": compare,
 }
 
 

@@ -186,3 +186,16 @@ def test_the_verdicts_section_runs_at_a_toy_size(tmp_path: Path) -> None:
         rows["anytime 20"]["sims_per_case"] < 20 and 0 <= rows["anytime 40"]["covered_share"] <= 1
     )
     assert "60% uniform on 0.95-1" in figures["mix"]
+
+
+def test_the_compare_section_runs_at_a_toy_size(tmp_path: Path) -> None:
+    from bench import paired as pb
+
+    figures = pb.run(replicates=4, max_pairs=40)
+    pb.report(figures, tmp_path)
+    written = json.loads((tmp_path / "compare.json").read_text())
+    rows = written["rows"]
+    assert [(r["true_diff"], r["design"]) for r in rows[:2]] == [(0.0, "paired"), (0.0, "unpaired")]
+    assert len(rows) == 8 and all(r["replicates"] == 4 for r in rows)
+    assert all(r["worse"] + r["not_worse"] + r["undecided"] == pytest.approx(1) for r in rows)
+    assert {"fixed_pairs_90", "target"} <= set(rows[4]) and "target" in rows[0]

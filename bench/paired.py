@@ -1,0 +1,286 @@
+"""The paired comparison by seeded Monte Carlo (issue 26): error rates and pairs to a decision.
+
+``python -m bench --only compare`` (or ``python -m bench.paired``). A suite of ``SCENARIOS``
+scenarios of varying difficulty: the baseline passes scenario s with probability q_s (evenly
+spread over ``DIFFICULTY``), the candidate with logistic(logit(q_s) + theta), theta chosen so
+that the true difference in pass rates, averaged over the scenarios, is exactly the setting's
+(bisection). A scenario that is hard for one variant is hard for the other, so the two
+outcomes of a pair are correlated, as in real sweeps.
+
+Each pair draws its scenario uniformly at random (what the planner does) and runs both
+variants on it; the *unpaired* design draws the candidate's and the baseline's scenarios
+independently (the same test on unpaired samples). Both see the rule
+``runner.paired.NonInferiority`` (margin 0.05, alpha 0.05, max 400 pairs) and the same random
+numbers per replicate. Per setting: the share of replicates decided "worse", "not worse",
+undecided; the median pairs to the end; the simulations (2 per pair); the share whose
+confidence sequence held the true difference at every pair; and the fixed design of 90%
+power for that difference (``runner.paired.fixed_paired_pairs``; unpaired:
+``fixed_unpaired_per_arm`` x 2 jobs). Figures go to ``results/bench/compare.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner import paired as pr
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = 40
+DIFFICULTY = (0.2, 0.99)
+"""The baseline's pass rates: evenly spaced over this range, one per scenario."""
+MARGIN, ALPHA, MAX_PAIRS = 0.05, 0.05, 400
+DIFFS = (0.0, -MARGIN, -0.20, 0.10)
+SEED = 20261207
+
+Row = dict[str, Any]
+
+
+def baseline_rates(scenarios: int = SCENARIOS) -> list[float]:
+    lo, hi = DIFFICULTY
+    return [lo + (hi - lo) * k / (scenarios - 1) for k in range(scenarios)]
+
+
+def _logistic(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def candidate_rates(base: list[float], diff: float) -> list[float]:
+    """The candidate's per-scenario pass rates: a common shift theta on the logit scale with
+    mean(candidate) - mean(baseline) = diff (to 1e-12)."""
+    logits = [math.log(q / (1 - q)) for q in base]
+
+    def gap(theta: float) -> float:
+        return statistics.fmean(_logistic(x + theta) for x in logits) - statistics.fmean(base)
+
+    lo, hi = -20.0, 20.0
+    while hi - lo > 1e-13:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if gap(mid) < diff else (lo, mid)
+    return [_logistic(x + lo) for x in logits]
+
+
+@dataclass(frozen=True)
+class Model:
+    """One setting: per-scenario pass rates of both variants."""
+
+    base: tuple[float, ...]
+    cand: tuple[float, ...]
+
+    @classmethod
+    def at(cls, diff: float, scenarios: int = SCENARIOS) -> Model:
+        base = baseline_rates(scenarios)
+        return cls(tuple(base), tuple(candidate_rates(base, diff)))
+
+    @property
+    def diff(self) -> float:
+        return statistics.fmean(self.cand) - statistics.fmean(self.base)
+
+    def win_loss(self, paired: bool) -> tuple[float, float]:
+        """P(D = 1), P(D = -1) of one pair (paired: the same scenario for both)."""
+        if paired:
+            win = statistics.fmean(c * (1 - b) for b, c in zip(self.base, self.cand, strict=True))
+            loss = statistics.fmean(b * (1 - c) for b, c in zip(self.base, self.cand, strict=True))
+            return win, loss
+        pb, pc = statistics.fmean(self.base), statistics.fmean(self.cand)
+        return pc * (1 - pb), pb * (1 - pc)
+
+    def draw(self, rng: random.Random, paired: bool) -> int:
+        s = rng.randrange(len(self.base))
+        t = s if paired else rng.randrange(len(self.base))
+        return int(rng.random() < self.cand[t]) - int(rng.random() < self.base[s])
+
+
+class Walker:
+    """The rule's stop state per (wins, ties, losses), memoised: the rule depends on the
+    counts only, so the replicates share one table."""
+
+    def __init__(self, rule: pr.NonInferiority, truth: float) -> None:
+        self.rule, self.truth = rule, truth
+        self.stops: dict[tuple[int, int, int], str | None] = {}
+        self.missed: dict[tuple[int, int, int], bool] = {}
+
+    def stop(self, key: tuple[int, int, int]) -> str | None:
+        """'worse', 'not worse', 'undecided' (max reached / unreachable) or None (go on)."""
+        if key not in self.stops:
+            counts = pr.Counts(*key)
+            state: str | None = self.rule.state(counts)
+            if state is None and not self.rule.reachable(counts):
+                state = "undecided"
+            self.stops[key] = state
+        return self.stops[key]
+
+    def misses(self, key: tuple[int, int, int]) -> bool:
+        """Whether the confidence sequence excludes the true difference at these counts."""
+        if key not in self.missed:
+            counts, level = pr.Counts(*key), self.rule.level
+            self.missed[key] = (
+                pr.log_wealth(counts, self.truth, "above", self.rule.prior) >= level
+                or pr.log_wealth(counts, self.truth, "below", self.rule.prior) >= level
+            )
+        return self.missed[key]
+
+
+def simulate(
+    model: Model,
+    rule: pr.NonInferiority,
+    paired: bool,
+    replicates: int,
+    seed: int,
+    walker: Walker | None = None,
+) -> list[tuple[str, int, bool]]:
+    """Per replicate: (decision, pairs run, the sequence covered the truth throughout).
+    ``walker``: a table to share between runs of the same rule and truth."""
+    walker = walker or Walker(rule, model.diff)
+    out = []
+    for r in range(replicates):
+        rng = random.Random(seed * 1_000_003 + r)
+        wins = ties = losses = 0
+        covered, decision = True, "undecided"
+        for _ in range(rule.max_pairs):
+            d = model.draw(rng, paired)
+            wins, ties, losses = wins + (d == 1), ties + (d == 0), losses + (d == -1)
+            key = (wins, ties, losses)
+            covered = covered and not walker.misses(key)
+            stop = walker.stop(key)
+            if stop is not None:
+                decision = stop
+                break
+        out.append((decision, wins + ties + losses, covered))
+    return out
+
+
+def run(replicates: int = 1000, max_pairs: int = MAX_PAIRS, seed: int = SEED) -> dict[str, Any]:
+    rule = pr.NonInferiority(MARGIN, ALPHA, max_pairs)
+    rows: list[Row] = []
+    started = time.perf_counter()
+    for diff in DIFFS:
+        model = Model.at(diff)
+        walker = Walker(rule, model.diff)
+        for paired in (True, False):
+            win, loss = model.win_loss(paired)
+            found = simulate(model, rule, paired, replicates, seed, walker)
+            pairs = sorted(n for _, n, _ in found)
+            share = {k: sum(d == k for d, _, _ in found) / replicates for k in pr_decisions()}
+            row: Row = {
+                "true_diff": round(model.diff, 6) + 0.0,  # no -0.0
+                "design": "paired" if paired else "unpaired",
+                "p_win": win,
+                "p_loss": loss,
+                "replicates": replicates,
+                "worse": share["worse"],
+                "not_worse": share["not worse"],
+                "undecided": share["undecided"],
+                "median_pairs": statistics.median(pairs),
+                "mean_pairs": statistics.fmean(pairs),
+                "mean_sims": 2 * statistics.fmean(pairs),
+                "covered": sum(c for _, _, c in found) / replicates,
+            }
+            if diff <= -0.1 or diff >= 0.1:
+                null = 0.0 if diff < 0 else -MARGIN
+                row["fixed_pairs_90"] = pr.fixed_paired_pairs(win, loss, null, ALPHA)
+                mb, mc = statistics.fmean(model.base), statistics.fmean(model.cand)
+                row["fixed_unpaired_sims_90"] = 2 * pr.fixed_unpaired_per_arm(mb, mc, null, ALPHA)
+            rows.append(row)
+    judge(rows)
+    return {
+        "scenarios": SCENARIOS,
+        "baseline_rates": f"{SCENARIOS} evenly spaced on {DIFFICULTY[0]}-{DIFFICULTY[1]}",
+        "margin": MARGIN,
+        "alpha": ALPHA,
+        "max_pairs": max_pairs,
+        "replicates": replicates,
+        "seed": seed,
+        "rule": rule.params(),
+        "secs": round(time.perf_counter() - started, 1),
+        "rows": rows,
+    }
+
+
+def pr_decisions() -> tuple[str, ...]:
+    return ("worse", "not worse", "undecided")
+
+
+def judge(rows: list[Row]) -> None:
+    """Each row's target, in words: error rates at 0 and -margin; the median below the fixed
+    design and paired below unpaired at -0.20 and +0.10."""
+    by = {(r["true_diff"], r["design"]): r for r in rows}
+    for row in rows:
+        diff, design = row["true_diff"], row["design"]
+        if diff == 0.0:
+            ok = row["worse"] <= ALPHA
+            row["target"] = f"false worse <= {ALPHA}: {'met' if ok else 'MISSED'}"
+        elif diff == -MARGIN:
+            ok = row["not_worse"] <= ALPHA
+            row["target"] = f"false not worse <= {ALPHA}: {'met' if ok else 'MISSED'}"
+        elif "fixed_pairs_90" in row:
+            below = row["median_pairs"] < row["fixed_pairs_90"]
+            text = f"median < fixed 90%: {'met' if below else 'MISSED'}"
+            if design == "paired":
+                other = by[(diff, "unpaired")]
+                fewer = row["mean_sims"] < other["mean_sims"]
+                text += f"; fewer sims than unpaired: {'met' if fewer else 'MISSED'}"
+            row["target"] = text
+
+
+COLUMNS = (
+    ("true_diff", "true diff", "{:+.2f}"),
+    ("design", "design", "{}"),
+    ("p_win", "P(D=1)", "{:.3f}"),
+    ("p_loss", "P(D=-1)", "{:.3f}"),
+    ("worse", "worse", "{:.3f}"),
+    ("not_worse", "not worse", "{:.3f}"),
+    ("undecided", "undecided", "{:.3f}"),
+    ("median_pairs", "median pairs", "{:g}"),
+    ("mean_sims", "mean sims", "{:.0f}"),
+    ("fixed_pairs_90", "fixed 90% pairs", "{}"),
+    ("fixed_unpaired_sims_90", "fixed unpaired sims", "{}"),
+    ("covered", "CS covers", "{:.3f}"),
+    ("target", "target", "{}"),
+)
+
+
+def table(rows: list[Row]) -> str:
+    cells = [[title for _, title, _ in COLUMNS]]
+    for row in rows:
+        cells.append(
+            [fmt.format(row[k]) if row.get(k) is not None else "" for k, _, fmt in COLUMNS]
+        )
+    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def report(figures: dict[str, Any], out: Path) -> None:
+    print(
+        f"compare: {figures['scenarios']} scenarios, baseline pass rates "
+        f"{figures['baseline_rates']}; margin {figures['margin']}, alpha {figures['alpha']}, "
+        f"max {figures['max_pairs']} pairs, {figures['replicates']} replicates, "
+        f"{figures['secs']} s"
+    )
+    print(table(figures["rows"]))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"figures: {out / 'compare.json'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.paired", description=__doc__)
+    parser.add_argument("--replicates", type=int, default=1000)
+    parser.add_argument("--max-pairs", type=int, default=MAX_PAIRS)
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
+    args = parser.parse_args(argv)
+    report(run(args.replicates, args.max_pairs), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
