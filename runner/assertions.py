@@ -1,0 +1,495 @@
+"""Deterministic assertions on a finished conversation (issue 30). Pure: no I/O, no clock.
+
+A judge can err; much of what a team checks needs none: was a tool called with these
+arguments, did the agent ever say a card number, did the call end within N turns, did the agent
+answer quickly. Each kind here is a pure function of the stored transcript (``Turn``: what the
+``messages`` table keeps per message) returning a ``Verdict``: ``success`` / ``failure`` /
+``unknown`` (the data needed was not recorded) and a rationale citing the message indexes
+(``#3``) and quoting them, or saying what was never seen.
+
+The kinds (a closed set; ``runner.config.assertions`` builds them from the config):
+
+- ``ToolCalled``: the agent called ``tool`` at least once, with ``with_`` a subset of its
+  arguments (nested mappings match as subsets; keys may be JSON paths: ``$.a.b[0]``, ``a.b``).
+- ``AgentNeverMatches``: no agent utterance matches the regex.
+- ``AgentSays``: some agent utterance matches one of the regexes (case-insensitive), only in
+  messages after ``after_tool``'s first result when given.
+- ``MaxTurns``: the conversation has at most ``limit`` spoken turns.
+- ``FirstAgentMessageWithin``: the agent's first message after the user's first message came
+  within ``secs`` of it (``time_in_call_secs``; whole seconds as the API reports them).
+
+An *utterance* is a run of consecutive agent messages with text, joined with a space: a message
+cut by an interruption or delivered in several chunks is matched as one. A user message or an
+agent message without text (a pure tool call or tool result) ends an utterance. A *spoken turn*
+is such a run for either role: consecutive text messages of one role count once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from runner.wire.simulate import TranscriptMessage
+
+Result = Literal["success", "failure", "unknown"]
+SOURCE = "assert"
+"""The criteria table's ``source`` on an assertion's rows (the judge's: ``extra``, ``agent``)."""
+
+QUOTE_CHARS = 80
+"""Longest quote in a rationale (the match with some context)."""
+
+
+# ---------------------------------------------------------------------------- the transcript
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallSeen:
+    tool_name: str
+    params_as_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResultSeen:
+    tool_name: str
+    result_value: str
+    is_error: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One stored message: the ``messages`` table's columns an assertion reads."""
+
+    index: int
+    role: str
+    text: str | None = None
+    time_in_call_secs: float | None = None
+    tool_calls: tuple[ToolCallSeen, ...] = ()
+    tool_results: tuple[ToolResultSeen, ...] = ()
+    interrupted: bool = False
+
+
+def turns_from_messages(messages: Sequence[TranscriptMessage]) -> list[Turn]:
+    """A finished job's transcript as the assertions read it."""
+    return [
+        Turn(
+            index=i,
+            role=m.role,
+            text=m.message,
+            time_in_call_secs=m.time_in_call_secs,
+            tool_calls=tuple(ToolCallSeen(c.tool_name, c.params_as_json) for c in m.tool_calls),
+            tool_results=tuple(
+                ToolResultSeen(r.tool_name, r.result_value, r.is_error) for r in m.tool_results
+            ),
+            interrupted=m.interrupted,
+        )
+        for i, m in enumerate(messages)
+    ]
+
+
+def turns_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[Turn]:
+    """One job's rows of the stored ``messages`` table (any order) as the assertions read them.
+    Missing columns read as absent (null timings: ``unknown`` where a kind needs them)."""
+    out = []
+    for row in sorted(rows, key=lambda r: r["index"]):
+        out.append(
+            Turn(
+                index=row["index"],
+                role=row["role"],
+                text=row.get("message"),
+                time_in_call_secs=row.get("time_in_call_secs"),
+                tool_calls=tuple(
+                    ToolCallSeen(c["tool_name"], c.get("params_as_json") or "")
+                    for c in row.get("tool_calls") or ()
+                ),
+                tool_results=tuple(
+                    ToolResultSeen(r["tool_name"], r.get("result_value") or "", bool(r["is_error"]))
+                    for r in row.get("tool_results") or ()
+                ),
+                interrupted=bool(row.get("interrupted")),
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    result: Result
+    rationale: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Utterance:
+    """Agent messages joined into one text; ``spans``: (message index, start, end) in it."""
+
+    text: str
+    spans: tuple[tuple[int, int, int], ...]
+
+    def indexes(self, start: int, end: int) -> list[int]:
+        """Messages the text span [start, end) touches."""
+        hit = [i for i, a, b in self.spans if a < max(end, start + 1) and b > start]
+        return hit or [self.spans[0][0]]
+
+
+def _has_text(turn: Turn) -> bool:
+    return bool(turn.text and turn.text.strip())
+
+
+def _utterances(turns: Sequence[Turn], after: int = -1) -> list[_Utterance]:
+    """Runs of consecutive agent text messages with index > ``after``, each joined."""
+    out: list[_Utterance] = []
+    parts: list[str] = []
+    spans: list[tuple[int, int, int]] = []
+    at = 0
+
+    def close() -> None:
+        nonlocal parts, spans, at
+        if parts:
+            out.append(_Utterance(" ".join(parts), tuple(spans)))
+        parts, spans, at = [], [], 0
+
+    for turn in turns:
+        if turn.index <= after:
+            continue
+        if turn.role != "agent" or not _has_text(turn):
+            close()
+            continue
+        text = (turn.text or "").strip()
+        if parts:
+            at += 1  # the joining space
+        spans.append((turn.index, at, at + len(text)))
+        parts.append(text)
+        at += len(text)
+    close()
+    return out
+
+
+def _quote(text: str, start: int = 0, end: int | None = None) -> str:
+    """The text around [start, end), at most ``QUOTE_CHARS`` characters, as a quoted literal."""
+    end = len(text) if end is None else end
+    if len(text) <= QUOTE_CHARS:
+        return json.dumps(text, ensure_ascii=False)
+    room = max(QUOTE_CHARS - (end - start), 0)
+    lo = max(start - room // 2, 0)
+    hi = min(max(end, lo + QUOTE_CHARS), len(text))
+    lo = max(min(lo, hi - QUOTE_CHARS), 0)
+    body = json.dumps(text[lo:hi], ensure_ascii=False)
+    return ("..." if lo > 0 else "") + body + ("..." if hi < len(text) else "")
+
+
+def _cite(indexes: Sequence[int]) -> str:
+    return "+".join(f"#{i}" for i in indexes)
+
+
+# ---------------------------------------------------------------------------- the kinds
+
+
+class Assertion(Protocol):
+    """What every kind offers: its id, the judged criterion it mirrors, and its evaluation."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def mirrors(self) -> str | None: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    def evaluate(self, turns: Sequence[Turn]) -> Verdict: ...
+
+
+_PATH_RE = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
+
+
+def json_path(path: str) -> list[str | int]:
+    """``$.a.b[0].c`` (or ``a.b[0].c``) as keys and list indexes; ValueError when malformed."""
+    text = path[1:] if path.startswith("$") else path
+    steps: list[str | int] = []
+    pos = 0
+    while pos < len(text):
+        match = _PATH_RE.match(text, pos)
+        if match is None or (pos == 0 and text.startswith(".") and path[:1] != "$"):
+            raise ValueError(f"is not a JSON path like $.order.items[0].sku (got {path!r})")
+        steps.append(match.group(1) if match.group(1) is not None else int(match.group(2)))
+        pos = match.end()
+    if not steps:
+        raise ValueError(f"is not a JSON path like $.order.items[0].sku (got {path!r})")
+    return steps
+
+
+def _is_path(key: str) -> bool:
+    return key.startswith("$") or "." in key or "[" in key
+
+
+_MISSING = object()
+
+
+def _at(value: Any, steps: Sequence[str | int]) -> Any:
+    for step in steps:
+        if isinstance(step, int) and isinstance(value, list) and -len(value) <= step < len(value):
+            value = value[step]
+        elif isinstance(step, str) and isinstance(value, dict) and step in value:
+            value = value[step]
+        else:
+            return _MISSING
+    return value
+
+
+def _scalar_equal(want: Any, got: Any) -> bool:
+    """Equal, or equal as text (YAML's ``20`` matches the JSON string ``"20"``); a boolean only
+    equals a boolean."""
+    if isinstance(want, bool) or isinstance(got, bool):
+        return want is got
+    if want == got:
+        return True
+    if isinstance(want, dict | list) or isinstance(got, dict | list):
+        return False
+    return want is not None and got is not None and str(want) == str(got)
+
+
+def _mismatch(want: Any, got: Any, where: str) -> str | None:
+    """Why ``got`` does not contain ``want`` (subset match), or None when it does."""
+    if isinstance(want, dict):
+        if not isinstance(got, dict):
+            return f"{where or 'arguments'} is {json.dumps(got)[:40]}, not an object"
+        for key, value in want.items():
+            if _is_path(key):
+                found = _at(got, json_path(key))
+                label = key
+            else:
+                found = got.get(key, _MISSING)
+                label = f"{where}.{key}" if where else key
+            if found is _MISSING:
+                return f"no {label}"
+            why = _mismatch(value, found, label)
+            if why:
+                return why
+        return None
+    if isinstance(want, list):
+        if not isinstance(got, list):
+            return f"{where} is not a list"
+        for i, item in enumerate(want):
+            if all(_mismatch(item, g, f"{where}[{i}]") for g in got):
+                return f"{where} has no item matching {json.dumps(item, ensure_ascii=False)}"
+        return None
+    if not _scalar_equal(want, got):
+        shown = json.dumps(got, ensure_ascii=False)
+        return f"{where} is {shown[:40]}, not {json.dumps(want, ensure_ascii=False)}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCalled:
+    id: str
+    tool: str
+    with_: Mapping[str, Any] | None = None
+    mirrors: str | None = None
+    kind: str = field(default="tool_called", init=False)
+
+    def evaluate(self, turns: Sequence[Turn]) -> Verdict:
+        calls = [(t.index, c) for t in turns for c in t.tool_calls if c.tool_name == self.tool]
+        if not calls:
+            others = sorted({c.tool_name for t in turns for c in t.tool_calls})
+            called = ", ".join(others) if others else "none"
+            return Verdict("failure", f"{self.tool} was never called (tools called: {called})")
+        if not self.with_:
+            first = calls[0]
+            more = f" (of {len(calls)} calls: {_cite([i for i, _ in calls])})" if calls[1:] else ""
+            return Verdict(
+                "success",
+                f"{self.tool} called at #{first[0]} with {_quote(first[1].params_as_json)}{more}",
+            )
+        misses = []
+        for index, call in calls:
+            try:
+                params = json.loads(call.params_as_json) if call.params_as_json else {}
+            except ValueError:
+                misses.append(f"#{index}: arguments are not JSON {_quote(call.params_as_json)}")
+                continue
+            why = _mismatch(dict(self.with_), params, "")
+            if why is None:
+                return Verdict(
+                    "success",
+                    f"{self.tool} called at #{index} with {_quote(call.params_as_json)}"
+                    + (f" ({len(calls)} calls)" if calls[1:] else ""),
+                )
+            misses.append(f"#{index}: {why}")
+        return Verdict(
+            "failure",
+            f"{self.tool} called {len(calls)}x, never with the expected arguments: "
+            + "; ".join(misses),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AgentNeverMatches:
+    id: str
+    pattern: re.Pattern[str]
+    mirrors: str | None = None
+    kind: str = field(default="agent_never_matches", init=False)
+
+    def evaluate(self, turns: Sequence[Turn]) -> Verdict:
+        utterances = _utterances(turns)
+        for utterance in utterances:
+            match = self.pattern.search(utterance.text)
+            if match:
+                at = _cite(utterance.indexes(match.start(), match.end()))
+                return Verdict(
+                    "failure",
+                    f"agent at {at}: {_quote(utterance.text, match.start(), match.end())} "
+                    f"matches {self.pattern.pattern!r}",
+                )
+        if not utterances:
+            return Verdict("success", "no agent message with text: nothing could match")
+        return Verdict(
+            "success",
+            f"none of the agent's {sum(len(u.spans) for u in utterances)} messages matches "
+            f"{self.pattern.pattern!r}",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSays:
+    id: str
+    patterns: tuple[re.Pattern[str], ...]
+    after_tool: str | None = None
+    mirrors: str | None = None
+    kind: str = field(default="agent_says", init=False)
+
+    def _wanted(self) -> str:
+        return " or ".join(repr(p.pattern) for p in self.patterns)
+
+    def evaluate(self, turns: Sequence[Turn]) -> Verdict:
+        after, scope = -1, "the agent"
+        if self.after_tool is not None:
+            results = [
+                t.index for t in turns for r in t.tool_results if r.tool_name == self.after_tool
+            ]
+            if not results:
+                return Verdict(
+                    "failure",
+                    f"no result of {self.after_tool} was ever seen, so nothing after it could "
+                    f"say {self._wanted()}",
+                )
+            after, scope = (
+                results[0],
+                f"the agent after {self.after_tool}'s result at #{results[0]}",
+            )
+        utterances = _utterances(turns, after)
+        for utterance in utterances:
+            for pattern in self.patterns:
+                match = pattern.search(utterance.text)
+                if match:
+                    at = _cite(utterance.indexes(match.start(), match.end()))
+                    return Verdict(
+                        "success",
+                        f"agent at {at}: {_quote(utterance.text, match.start(), match.end())} "
+                        f"matches {pattern.pattern!r}",
+                    )
+        if not utterances:
+            return Verdict("failure", f"{scope} said nothing (no agent message with text)")
+        return Verdict(
+            "failure",
+            f"{scope} never said {self._wanted()} "
+            f"(in {sum(len(u.spans) for u in utterances)} messages)",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MaxTurns:
+    id: str
+    limit: int
+    mirrors: str | None = None
+    kind: str = field(default="max_turns", init=False)
+
+    def evaluate(self, turns: Sequence[Turn]) -> Verdict:
+        starts: list[Turn] = []  # the first message of each spoken turn
+        last_role = None
+        for turn in turns:
+            if not _has_text(turn):
+                continue
+            if turn.role != last_role:
+                starts.append(turn)
+                last_role = turn.role
+        n = len(starts)
+        by_role = ", ".join(
+            f"{role} {sum(1 for t in starts if t.role == role)}"
+            for role in ("user", "agent")
+            if any(t.role == role for t in starts)
+        )
+        counted = f"{n} spoken turns" + (f" ({by_role})" if by_role else "")
+        if n <= self.limit:
+            return Verdict("success", f"{counted}, at most {self.limit}")
+        over = starts[self.limit]
+        return Verdict(
+            "failure",
+            f"{counted}, more than {self.limit}: turn {self.limit + 1} starts at #{over.index} "
+            f"({over.role}: {_quote(over.text or '')})",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FirstAgentMessageWithin:
+    id: str
+    secs: float
+    mirrors: str | None = None
+    kind: str = field(default="first_agent_message_within_secs", init=False)
+
+    def evaluate(self, turns: Sequence[Turn]) -> Verdict:
+        user = next((t for t in turns if t.role == "user" and _has_text(t)), None)
+        if user is None:
+            return Verdict("unknown", "no user message, so no agent answer to time")
+        agent = next(
+            (t for t in turns if t.index > user.index and t.role == "agent" and _has_text(t)),
+            None,
+        )
+        if agent is None:
+            return Verdict(
+                "failure", f"the agent never answered the user's first message (#{user.index})"
+            )
+        if user.time_in_call_secs is None or agent.time_in_call_secs is None:
+            missing = _cite([t.index for t in (user, agent) if t.time_in_call_secs is None])
+            return Verdict(
+                "unknown", f"no time_in_call_secs recorded for {missing}: the delay is not known"
+            )
+        delay = agent.time_in_call_secs - user.time_in_call_secs
+        verdict: Result = "success" if delay <= self.secs else "failure"
+        word = "within" if verdict == "success" else "later than"
+        return Verdict(
+            verdict,
+            f"agent answered at #{agent.index} {delay:g}s after the user's #{user.index} "
+            f"({word} {self.secs:g}s; whole seconds as the API reports them): "
+            f"{_quote(agent.text or '')}",
+        )
+
+
+# ---------------------------------------------------------------------------- rows
+
+
+def evaluate_all(assertions: Sequence[Assertion], turns: Sequence[Turn]) -> list[Verdict]:
+    return [a.evaluate(turns) for a in assertions]
+
+
+def assertion_rows(
+    job_key: str, turns: Sequence[Turn], assertions: Sequence[Assertion]
+) -> list[dict[str, Any]]:
+    """One criteria-table row per assertion (``source``: ``assert``) for one finished job."""
+    rows = []
+    for a in assertions:
+        verdict = a.evaluate(turns)
+        rows.append(
+            {
+                "job_key": job_key,
+                "criterion_id": a.id,
+                "name": a.kind,
+                "result": verdict.result,
+                "rationale": verdict.rationale,
+                "score": None,
+                "max_score": None,
+                "source": SOURCE,
+            }
+        )
+    return rows
