@@ -293,3 +293,40 @@ def test_assertion_rows_are_criteria_rows() -> None:
     from runner.schema import CRITERIA
 
     assert all(set(r) == set(CRITERIA.schema.names()) for r in rows)
+
+
+# ---------------------------------------------------------------------------- agreement
+
+
+def test_agreement_with_the_judged_criterion_counts_by_hand() -> None:
+    import polars as pl
+
+    from runner.assertions import agreement
+
+    pairs = {  # job: (assertion, judge)
+        "j1": ("success", "success"),
+        "j2": ("failure", "failure"),
+        "j3": ("failure", "success"),  # the judge let it through
+        "j4": ("success", "failure"),
+        "j5": ("unknown", "success"),  # not compared
+        "j6": ("success", None),  # no judged row: not a shared job
+    }
+    rows = []
+    for job, (mine, judge) in pairs.items():
+        rows.append(
+            {"job_key": job, "criterion_id": "no_approval", "result": mine, "source": "assert"}
+        )
+        if judge:
+            rows.append(
+                {"job_key": job, "criterion_id": "honest", "result": judge, "source": "extra"}
+            )
+    # an assertion row that shares the judged criterion's id is not the judge's
+    rows.append(
+        {"job_key": "j1", "criterion_id": "honest", "result": "failure", "source": "assert"}
+    )
+    (a,) = agreement(pl.DataFrame(rows), {"no_approval": "honest"})
+    assert (a.jobs, a.compared, a.agree, a.assert_only, a.judge_only) == (6 - 1, 4, 2, 1, 1)
+    assert a.rate == 0.5
+    old = pl.DataFrame(rows).drop("source")  # no source column: every row is the judge's
+    (none,) = agreement(old, {"no_approval": "honest"})
+    assert none.jobs == 0 and none.rate is None
