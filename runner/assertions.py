@@ -2,10 +2,12 @@
 
 A judge can err; much of what a team checks needs none: was a tool called with these
 arguments, did the agent ever say a card number, did the call end within N turns, did the agent
-answer quickly. Each kind here is a pure function of the stored transcript (``Turn``: what the
-``messages`` table keeps per message) returning a ``Verdict``: ``success`` / ``failure`` /
-``unknown`` (the data needed was not recorded) and a rationale citing the message indexes
-(``#3``) and quoting them, or saying what was never seen.
+answer quickly. Each kind here is a pure function of a transcript (``Message``: the wire's
+messages as a finished job holds them, or ``Turn``s read back from the ``messages`` table)
+returning a ``Verdict``: ``success`` / ``failure`` / ``unknown`` (the data needed was not
+recorded) and a rationale citing the message indexes (``#3``) and quoting them, or saying what
+was never seen. The transcript is read as it is, never copied: evaluating five assertions
+costs a few percent of the client's CPU per simulation (``python -m bench.assertions``).
 
 The kinds (a closed set; ``runner.config.assertions`` builds them from the config):
 
@@ -47,48 +49,74 @@ QUOTE_CHARS = 80
 # ---------------------------------------------------------------------------- the transcript
 
 
-@dataclass(frozen=True, slots=True)
+class CallLike(Protocol):
+    @property
+    def tool_name(self) -> str: ...
+
+    @property
+    def params_as_json(self) -> str: ...
+
+
+class ResultLike(Protocol):
+    @property
+    def tool_name(self) -> str: ...
+
+    @property
+    def result_value(self) -> str: ...
+
+    @property
+    def is_error(self) -> bool: ...
+
+
+class Message(Protocol):
+    """What an assertion reads of a message: the wire's ``TranscriptMessage`` as a finished job
+    holds it, or a ``Turn`` read back from the ``messages`` table (the same names)."""
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def message(self) -> str | None: ...
+
+    @property
+    def time_in_call_secs(self) -> float | None: ...
+
+    @property
+    def tool_calls(self) -> Sequence[CallLike]: ...
+
+    @property
+    def tool_results(self) -> Sequence[ResultLike]: ...
+
+
+@dataclass(slots=True)
 class ToolCallSeen:
     tool_name: str
     params_as_json: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolResultSeen:
     tool_name: str
     result_value: str
     is_error: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Turn:
-    """One stored message: the ``messages`` table's columns an assertion reads."""
+    """One stored message: the ``messages`` table's columns an assertion reads. A message's
+    position in the transcript is its ``index`` (the rows are read back in order)."""
 
-    index: int
     role: str
-    text: str | None = None
+    message: str | None = None
     time_in_call_secs: float | None = None
     tool_calls: tuple[ToolCallSeen, ...] = ()
     tool_results: tuple[ToolResultSeen, ...] = ()
     interrupted: bool = False
 
 
-def turns_from_messages(messages: Sequence[TranscriptMessage]) -> list[Turn]:
-    """A finished job's transcript as the assertions read it."""
-    return [
-        Turn(
-            index=i,
-            role=m.role,
-            text=m.message,
-            time_in_call_secs=m.time_in_call_secs,
-            tool_calls=tuple(ToolCallSeen(c.tool_name, c.params_as_json) for c in m.tool_calls),
-            tool_results=tuple(
-                ToolResultSeen(r.tool_name, r.result_value, r.is_error) for r in m.tool_results
-            ),
-            interrupted=m.interrupted,
-        )
-        for i, m in enumerate(messages)
-    ]
+def turns_from_messages(messages: Sequence[TranscriptMessage]) -> Sequence[Message]:
+    """A finished job's transcript as the assertions read it: as it is (no copy, no CPU)."""
+    return messages
 
 
 def turns_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[Turn]:
@@ -98,9 +126,8 @@ def turns_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[Turn]:
     for row in sorted(rows, key=lambda r: r["index"]):
         out.append(
             Turn(
-                index=row["index"],
                 role=row["role"],
-                text=row.get("message"),
+                message=row.get("message"),
                 time_in_call_secs=row.get("time_in_call_secs"),
                 tool_calls=tuple(
                     ToolCallSeen(c["tool_name"], c.get("params_as_json") or "")
@@ -122,12 +149,12 @@ class Verdict:
     rationale: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Utterance:
     """Agent messages joined into one text; ``spans``: (message index, start, end) in it."""
 
     text: str
-    spans: tuple[tuple[int, int, int], ...]
+    spans: list[tuple[int, int, int]]
 
     def indexes(self, start: int, end: int) -> list[int]:
         """Messages the text span [start, end) touches."""
@@ -135,37 +162,49 @@ class _Utterance:
         return hit or [self.spans[0][0]]
 
 
-def _has_text(turn: Turn) -> bool:
-    return bool(turn.text and turn.text.strip())
+class Transcript:
+    """A transcript with what several kinds read computed once: its spoken messages
+    (index, role, text stripped) and the agent's utterances."""
+
+    __slots__ = ("_utterances", "messages", "spoken")
+
+    def __init__(self, messages: Sequence[Message]) -> None:
+        self.messages = messages
+        self.spoken: list[tuple[int, str, str]] = []
+        for i, m in enumerate(messages):
+            text = m.message
+            if text and (text := text.strip()):
+                self.spoken.append((i, m.role, text))
+        self._utterances: dict[int, list[_Utterance]] = {}
+
+    def utterances(self, after: int = -1) -> list[_Utterance]:
+        """Runs of consecutive agent messages with text (index > ``after``), each joined: a
+        user message or a message without text (a tool call or result) ends a run."""
+        found = self._utterances.get(after)
+        if found is not None:
+            return found
+        out: list[_Utterance] = []
+        current: _Utterance | None = None
+        previous = -2
+        for i, role, text in self.spoken:
+            if i <= after:
+                continue
+            if role != "agent":
+                current = None
+            elif current is not None and i == previous + 1:
+                at = len(current.text) + 1
+                current.text += " " + text
+                current.spans.append((i, at, at + len(text)))
+            else:
+                current = _Utterance(text, [(i, 0, len(text))])
+                out.append(current)
+            previous = i
+        self._utterances[after] = out
+        return out
 
 
-def _utterances(turns: Sequence[Turn], after: int = -1) -> list[_Utterance]:
-    """Runs of consecutive agent text messages with index > ``after``, each joined."""
-    out: list[_Utterance] = []
-    parts: list[str] = []
-    spans: list[tuple[int, int, int]] = []
-    at = 0
-
-    def close() -> None:
-        nonlocal parts, spans, at
-        if parts:
-            out.append(_Utterance(" ".join(parts), tuple(spans)))
-        parts, spans, at = [], [], 0
-
-    for turn in turns:
-        if turn.index <= after:
-            continue
-        if turn.role != "agent" or not _has_text(turn):
-            close()
-            continue
-        text = (turn.text or "").strip()
-        if parts:
-            at += 1  # the joining space
-        spans.append((turn.index, at, at + len(text)))
-        parts.append(text)
-        at += len(text)
-    close()
-    return out
+def _transcript(given: Sequence[Message] | Transcript) -> Transcript:
+    return given if isinstance(given, Transcript) else Transcript(given)
 
 
 def _quote(text: str, start: int = 0, end: int | None = None) -> str:
@@ -200,7 +239,7 @@ class Assertion(Protocol):
     @property
     def kind(self) -> str: ...
 
-    def evaluate(self, turns: Sequence[Turn]) -> Verdict: ...
+    def evaluate(self, transcript: Sequence[Message] | Transcript) -> Verdict: ...
 
 
 _PATH_RE = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
@@ -291,10 +330,17 @@ class ToolCalled:
     mirrors: str | None = None
     kind: str = field(default="tool_called", init=False)
 
-    def evaluate(self, turns: Sequence[Turn]) -> Verdict:
-        calls = [(t.index, c) for t in turns for c in t.tool_calls if c.tool_name == self.tool]
+    def evaluate(self, transcript: Sequence[Message] | Transcript) -> Verdict:
+        messages = _transcript(transcript).messages
+        calls = [
+            (i, c)
+            for i, m in enumerate(messages)
+            if m.tool_calls
+            for c in m.tool_calls
+            if c.tool_name == self.tool
+        ]
         if not calls:
-            others = sorted({c.tool_name for t in turns for c in t.tool_calls})
+            others = sorted({c.tool_name for m in messages for c in m.tool_calls})
             called = ", ".join(others) if others else "none"
             return Verdict("failure", f"{self.tool} was never called (tools called: {called})")
         if not self.with_:
@@ -333,8 +379,8 @@ class AgentNeverMatches:
     mirrors: str | None = None
     kind: str = field(default="agent_never_matches", init=False)
 
-    def evaluate(self, turns: Sequence[Turn]) -> Verdict:
-        utterances = _utterances(turns)
+    def evaluate(self, transcript: Sequence[Message] | Transcript) -> Verdict:
+        utterances = _transcript(transcript).utterances()
         for utterance in utterances:
             match = self.pattern.search(utterance.text)
             if match:
@@ -364,11 +410,16 @@ class AgentSays:
     def _wanted(self) -> str:
         return " or ".join(repr(p.pattern) for p in self.patterns)
 
-    def evaluate(self, turns: Sequence[Turn]) -> Verdict:
+    def evaluate(self, given: Sequence[Message] | Transcript) -> Verdict:
+        transcript = _transcript(given)
         after, scope = -1, "the agent"
         if self.after_tool is not None:
             results = [
-                t.index for t in turns for r in t.tool_results if r.tool_name == self.after_tool
+                i
+                for i, m in enumerate(transcript.messages)
+                if m.tool_results
+                for r in m.tool_results
+                if r.tool_name == self.after_tool
             ]
             if not results:
                 return Verdict(
@@ -380,7 +431,7 @@ class AgentSays:
                 results[0],
                 f"the agent after {self.after_tool}'s result at #{results[0]}",
             )
-        utterances = _utterances(turns, after)
+        utterances = transcript.utterances(after)
         for utterance in utterances:
             for pattern in self.patterns:
                 match = pattern.search(utterance.text)
@@ -407,29 +458,26 @@ class MaxTurns:
     mirrors: str | None = None
     kind: str = field(default="max_turns", init=False)
 
-    def evaluate(self, turns: Sequence[Turn]) -> Verdict:
-        starts: list[Turn] = []  # the first message of each spoken turn
+    def evaluate(self, transcript: Sequence[Message] | Transcript) -> Verdict:
+        starts: list[tuple[int, str, str]] = []  # the first message of each spoken turn
         last_role = None
-        for turn in turns:
-            if not _has_text(turn):
-                continue
-            if turn.role != last_role:
-                starts.append(turn)
-                last_role = turn.role
+        for spoken in _transcript(transcript).spoken:
+            if spoken[1] != last_role:
+                starts.append(spoken)
+                last_role = spoken[1]
         n = len(starts)
+        users = sum(1 for _, role, _ in starts if role == "user")
         by_role = ", ".join(
-            f"{role} {sum(1 for t in starts if t.role == role)}"
-            for role in ("user", "agent")
-            if any(t.role == role for t in starts)
+            f"{role} {count}" for role, count in (("user", users), ("agent", n - users)) if count
         )
         counted = f"{n} spoken turns" + (f" ({by_role})" if by_role else "")
         if n <= self.limit:
             return Verdict("success", f"{counted}, at most {self.limit}")
-        over = starts[self.limit]
+        index, role, text = starts[self.limit]
         return Verdict(
             "failure",
-            f"{counted}, more than {self.limit}: turn {self.limit + 1} starts at #{over.index} "
-            f"({over.role}: {_quote(over.text or '')})",
+            f"{counted}, more than {self.limit}: turn {self.limit + 1} starts at #{index} "
+            f"({role}: {_quote(text)})",
         )
 
 
@@ -440,48 +488,50 @@ class FirstAgentMessageWithin:
     mirrors: str | None = None
     kind: str = field(default="first_agent_message_within_secs", init=False)
 
-    def evaluate(self, turns: Sequence[Turn]) -> Verdict:
-        user = next((t for t in turns if t.role == "user" and _has_text(t)), None)
+    def evaluate(self, transcript: Sequence[Message] | Transcript) -> Verdict:
+        t = _transcript(transcript)
+        user = next((s for s in t.spoken if s[1] == "user"), None)
         if user is None:
             return Verdict("unknown", "no user message, so no agent answer to time")
-        agent = next(
-            (t for t in turns if t.index > user.index and t.role == "agent" and _has_text(t)),
-            None,
-        )
+        agent = next((s for s in t.spoken if s[0] > user[0] and s[1] == "agent"), None)
         if agent is None:
             return Verdict(
-                "failure", f"the agent never answered the user's first message (#{user.index})"
+                "failure", f"the agent never answered the user's first message (#{user[0]})"
             )
-        if user.time_in_call_secs is None or agent.time_in_call_secs is None:
-            missing = _cite([t.index for t in (user, agent) if t.time_in_call_secs is None])
+        said = t.messages[user[0]].time_in_call_secs
+        answered = t.messages[agent[0]].time_in_call_secs
+        if said is None or answered is None:
+            missing = _cite([i for i, x in ((user[0], said), (agent[0], answered)) if x is None])
             return Verdict(
                 "unknown", f"no time_in_call_secs recorded for {missing}: the delay is not known"
             )
-        delay = agent.time_in_call_secs - user.time_in_call_secs
+        delay = answered - said
         verdict: Result = "success" if delay <= self.secs else "failure"
         word = "within" if verdict == "success" else "later than"
         return Verdict(
             verdict,
-            f"agent answered at #{agent.index} {delay:g}s after the user's #{user.index} "
+            f"agent answered at #{agent[0]} {delay:g}s after the user's #{user[0]} "
             f"({word} {self.secs:g}s; whole seconds as the API reports them): "
-            f"{_quote(agent.text or '')}",
+            f"{_quote(agent[2])}",
         )
 
 
 # ---------------------------------------------------------------------------- rows
 
 
-def evaluate_all(assertions: Sequence[Assertion], turns: Sequence[Turn]) -> list[Verdict]:
-    return [a.evaluate(turns) for a in assertions]
+def evaluate_all(assertions: Sequence[Assertion], turns: Sequence[Message]) -> list[Verdict]:
+    transcript = Transcript(turns)
+    return [a.evaluate(transcript) for a in assertions]
 
 
 def assertion_rows(
-    job_key: str, turns: Sequence[Turn], assertions: Sequence[Assertion]
+    job_key: str, turns: Sequence[Message], assertions: Sequence[Assertion]
 ) -> list[dict[str, Any]]:
     """One criteria-table row per assertion (``source``: ``assert``) for one finished job."""
     rows = []
+    transcript = Transcript(turns)
     for a in assertions:
-        verdict = a.evaluate(turns)
+        verdict = a.evaluate(transcript)
         rows.append(
             {
                 "job_key": job_key,

@@ -28,16 +28,17 @@ CARD = re.compile(r"\b(?:\d[ -]?){13,16}\b")
 
 
 def say(index: int, role: str, text: str | None, t: float | None = None, **kw: Any) -> Turn:
-    return Turn(index=index, role=role, text=text, time_in_call_secs=t, **kw)
+    """A message; ``index`` documents its position (each list below is in order from 0)."""
+    return Turn(role=role, message=text, time_in_call_secs=t, **kw)
 
 
 def call(index: int, tool: str, params: dict[str, Any] | str, t: float = 0) -> Turn:
     text = params if isinstance(params, str) else json.dumps(params)
-    return Turn(index, "agent", None, t, tool_calls=(ToolCallSeen(tool, text),))
+    return Turn("agent", None, t, tool_calls=(ToolCallSeen(tool, text),))
 
 
 def result(index: int, tool: str, value: str, error: bool = False, t: float = 0) -> Turn:
-    return Turn(index, "agent", None, t, tool_results=(ToolResultSeen(tool, value, error),))
+    return Turn("agent", None, t, tool_results=(ToolResultSeen(tool, value, error),))
 
 
 REFUND = [
@@ -264,7 +265,17 @@ def _messages() -> list[TranscriptMessage]:
 
 
 def test_turns_from_messages_and_from_stored_rows_agree() -> None:
-    from_wire = turns_from_messages(_messages())
+    from_wire = [
+        Turn(
+            m.role,
+            m.message,
+            m.time_in_call_secs,
+            tuple(ToolCallSeen(c.tool_name, c.params_as_json) for c in m.tool_calls),
+            (),
+            m.interrupted,
+        )
+        for m in _messages()
+    ]
     rows = [
         {
             "index": i,
@@ -278,6 +289,14 @@ def test_turns_from_messages_and_from_stored_rows_agree() -> None:
         for i, m in enumerate(_messages())
     ]
     assert turns_from_rows(reversed(rows)) == from_wire
+    kinds = [
+        ToolCalled("r", "issue_refund", {"order_id": "B-55871"}),
+        AgentSays("s", (re.compile("approved", re.I),)),
+        MaxTurns("m", 1),
+        FirstAgentMessageWithin("f", 1),
+    ]
+    for kind in kinds:  # the wire's messages and the stored rows give the same verdicts
+        assert kind.evaluate(_messages()) == kind.evaluate(turns_from_rows(rows))
     assert ToolCalled("r", "issue_refund", {"order_id": "B-55871"}).evaluate(from_wire).result == (
         "success"
     )
