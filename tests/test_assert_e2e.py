@@ -72,6 +72,12 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalAPI]:
         yield server
 
 
+def _add_check(path: Path, check: dict[str, Any]) -> None:
+    raw = yaml.safe_load(path.read_text())
+    raw["assert"].append(check)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
 def _results(criteria: pl.DataFrame, criterion: str) -> list[str]:
     return sorted(criteria.filter(pl.col("criterion_id") == criterion)["result"].to_list())
 
@@ -107,9 +113,7 @@ async def test_assertions_are_recorded_and_re_asserted_without_a_request(
     assert load_run(report.run_dir).criteria.sort("job_key", "criterion_id").equals(before)
 
     # a check added later: its rows are added, the judge's and the others' kept; twice: same
-    raw = yaml.safe_load(Path(cfg.source_path).read_text())
-    raw["assert"].append({"id": "within_8", "max_turns": 8})
-    Path(cfg.source_path).write_text(yaml.safe_dump(raw, sort_keys=False))
+    _add_check(cfg.source_path, {"id": "within_8", "max_turns": 8})
     assert_command(report.run_dir)
     once = load_run(report.run_dir).criteria.sort("job_key", "criterion_id")
     assert_command(report.run_dir)
