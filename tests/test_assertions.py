@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -349,3 +350,16 @@ def test_agreement_with_the_judged_criterion_counts_by_hand() -> None:
     old = pl.DataFrame(rows).drop("source")  # no source column: every row is the judge's
     (none,) = agreement(old, {"no_approval": "honest"})
     assert none.jobs == 0 and none.rate is None
+
+
+def test_the_benchmark_runs_at_a_toy_size(tmp_path: Path) -> None:
+    from bench.assertions import client_cpu_ms, measure
+
+    figures = measure(jobs=4, rounds=1)
+    assert figures["assertions"] == 5 and figures["us_per_job"] > 0
+    assert figures["messages_per_job"] > 3  # real conversations, not empty ones
+    rows = [{"section": "overhead", "setup": "runner @10", "cpu_ms_per_sim": 5.0}]
+    path = tmp_path / "latest.json"
+    path.write_text(json.dumps({"rows": rows}))
+    assert client_cpu_ms(path) == [(5.0, "runner @10")]
+    assert client_cpu_ms(tmp_path / "absent.json") == []
