@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from runner.assertions import Assertion
+from runner.config.assertions import build_all
 from runner.config.body import (
     agent_override,
     build_body,
@@ -49,6 +51,8 @@ class Job:
     """``agent_config_override`` from the cell's agent axes (agent-testing only)."""
     test_fields: dict[str, Any] | None = None
     """The scenario's own simulation-test fields (agent-testing; ``simulation_test_fields``)."""
+    assertions: tuple[Assertion, ...] = ()
+    """The config's then the scenario's ``assert:`` entries, built (not sent; not in the key)."""
 
     def __post_init__(self) -> None:
         if not self.content:  # a job built by hand: encode its body here, once
@@ -113,10 +117,12 @@ class _Cell:
     keys: tuple[Callable[[int], str], ...]  # per agent: repeat -> job key
     override: dict[str, Any] | None
     test_fields: dict[str, Any] | None
+    assertions: tuple[Assertion, ...] = ()
 
 
 def _iter_cells(cfg: Config) -> Iterator[_Cell]:
     for spec in iter_scenarios(cfg):
+        checks = build_all(cfg.assert_, spec.assert_)
         for cell in cfg.matrix_cells():
             body = build_body(cfg, spec, cell)
             fields = simulation_test_fields(cfg, spec)
@@ -135,6 +141,7 @@ def _iter_cells(cfg: Config) -> Iterator[_Cell]:
                 ),
                 override=override,
                 test_fields=fields,
+                assertions=checks,
             )
 
 
@@ -165,6 +172,7 @@ def iter_jobs(cfg: Config) -> Iterator[Job]:
                     branch_id=agent.branch_id,
                     agent_override=c.override,
                     test_fields=c.test_fields,
+                    assertions=c.assertions,
                 )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from runner.assertions import assertion_rows, turns_from_messages
 from runner.backends.base import SimulationResult, Timings
 from runner.errors import ErrorKind, Failure
 from runner.jobs import Job
@@ -179,6 +180,16 @@ def criteria_rows(outcome: JobOutcome) -> list[dict[str, Any]]:
     ]
 
 
+def assert_rows(outcome: JobOutcome) -> list[dict[str, Any]]:
+    """The job's ``assert:`` checks (``runner.assertions``) on its transcript, as criteria rows
+    with ``source: assert``; none for a job without a result or without assertions."""
+    result = outcome.result
+    if result is None or not outcome.job.assertions:
+        return []
+    turns = turns_from_messages(result.messages)
+    return assertion_rows(outcome.job.key, turns, outcome.job.assertions)
+
+
 def data_collection_rows(outcome: JobOutcome) -> list[dict[str, Any]]:
     result = outcome.result
     if result is None:
@@ -264,6 +275,7 @@ class Batch:
         jobs[MATRIX_CELLS].append(outcome.job.matrix)
         for table, rows in (
             ("criteria", criteria_rows(outcome)),
+            ("criteria", assert_rows(outcome)),
             ("data_collection", data_collection_rows(outcome)),
             ("attempts", attempt_rows(outcome)),
             ("buckets", bucket_rows(outcome)),

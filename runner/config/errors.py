@@ -97,7 +97,9 @@ def model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | N
         for cand in candidates:
             for tp in unwrap(cand):
                 if isinstance(tp, type) and issubclass(tp, BaseModel):
-                    field = tp.model_fields.get(str(part))
+                    field = tp.model_fields.get(str(part)) or next(
+                        (f for f in tp.model_fields.values() if f.alias == str(part)), None
+                    )
                     if field is not None:
                         nxt.extend(unwrap(field.annotation))
                 elif typing.get_origin(tp) is list and isinstance(part, int):
@@ -145,7 +147,8 @@ def problem(err: Mapping[str, Any], root: type[BaseModel]) -> str:
     if kind == "extra_forbidden":
         loc = tuple(err["loc"])
         model = model_at(root, loc[:-1])
-        options = [k for k in model.model_fields if k != "source_path"] if model else []
+        fields = model.model_fields.items() if model else ()
+        options = [f.alias or k for k, f in fields if k != "source_path"]
         options += getattr(model, "sibling_keys", ())  # e.g. `- flie: x.jsonl`
         return "unknown key" + did_you_mean(str(loc[-1]), options)
     if kind in ("value_error", "assertion_error"):

@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from runner.config.assertions import AssertSpec
+from runner.config.assertions import dump as dump_assertions
 from runner.config.body import build_body, canonical_json, simulation_test_fields
 from runner.config.errors import (
     ConfigError,
@@ -183,6 +185,7 @@ def _validate_scenarios(cfg: Config, where: str) -> None:
         return f"{files[index]}:{line}" if line else f"scenarios[{index}]"
 
     axes = list(cfg.matrix)
+    global_ids.update(_check_assert_ids(cfg.assert_, global_ids, where, "assert"))
     criterion_ids = set(global_ids)
     for located in iter_located(cfg, check_unchanged=False):
         spec = located.spec
@@ -203,6 +206,11 @@ def _validate_scenarios(cfg: Config, where: str) -> None:
             if criterion.id in own:
                 raise ConfigError(f"{here}: {field}: duplicate criterion id {criterion.id!r}")
             own.add(criterion.id)
+        own |= set(
+            _check_assert_ids(
+                spec.assert_, {**global_ids, **dict.fromkeys(own, -1)}, here, f"{prefix}assert"
+            )
+        )
         criterion_ids |= own
         _check_test_fields(cfg, spec, f"{here}: {prefix}")
         digest = _projection(build_body(cfg, spec, ()), axes)
@@ -217,6 +225,24 @@ def _validate_scenarios(cfg: Config, where: str) -> None:
             )
         bodies[digest] = spec.id
     _check_verdict_criteria(cfg, criterion_ids, where)
+
+
+def _check_assert_ids(
+    specs: list[AssertSpec], taken: Mapping[str, int], where: str, field: str
+) -> dict[str, int]:
+    """Assertion ids become criterion ids: unique within a job, criteria's included."""
+    ids: dict[str, int] = {}
+    for j, spec in enumerate(specs):
+        here = f"{where}: {field}[{j}].id"
+        if spec.id in taken:
+            raise ConfigError(
+                f"{here}: id {spec.id!r} is already a criterion or assertion id "
+                "(ids must be unique within a job)"
+            )
+        if spec.id in ids:
+            raise ConfigError(f"{here}: duplicate assertion id {spec.id!r}")
+        ids[spec.id] = j
+    return ids
 
 
 def _check_verdict_criteria(cfg: Config, criterion_ids: set[str], where: str) -> None:
@@ -330,14 +356,19 @@ def resolved_config(cfg: Config) -> dict[str, Any]:
     Scenario files appear as their path (as written), sha256 and row count, so the digest of
     this dict changes whenever a file's content does.
     """
-    out = cfg.model_dump(mode="json", exclude={"scenarios", "source_path"})
+    out = cfg.model_dump(mode="json", exclude={"scenarios", "source_path", "assert_"})
+    if cfg.assert_:  # absent when empty: configs without assertions keep their hash
+        out["assert"] = dump_assertions(cfg.assert_)
     scenarios: list[dict[str, Any]] = []
     for entry in cfg.scenarios:
         if isinstance(entry, ScenarioFileRef):
             sha, count = file_stats(cfg, entry)
             scenarios.append({"file": entry.file, "sha256": sha, "scenarios": count})
         else:
-            scenarios.append(entry.model_dump(mode="json"))
+            scenario = entry.model_dump(mode="json", exclude={"assert_"})
+            if entry.assert_:
+                scenario["assert"] = dump_assertions(entry.assert_)
+            scenarios.append(scenario)
     out["scenarios"] = scenarios
     for agent, ref in zip(out["agents"], cfg.agents, strict=True):
         agent["label"] = ref.display

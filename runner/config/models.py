@@ -33,6 +33,7 @@ from pydantic import (
 from pydantic_core import PydanticKnownError
 
 from runner import verdicts
+from runner.config.assertions import AssertSpec
 from runner.config.errors import (
     TAG_FILE,
     TAG_FIXED_REPEATS,
@@ -576,6 +577,8 @@ class ScenarioSpec(Strict):
     history: list[TranscriptMessage] = Field(default_factory=list)
     tool_mocks: dict[str, ToolMocks] = Field(default_factory=dict)
     criteria: list[CriterionSpec] = Field(default_factory=list)
+    assert_: list[AssertSpec] = Field(default_factory=list, alias="assert")
+    """Deterministic checks of this scenario's conversations, after the config's own."""
     environment: str | None = Field(default=None, min_length=1)
     """Agent-testing only: the test's ``environment``, over ``agent_testing.environment``."""
     evaluation_model: str | None = Field(default=None, min_length=1)
@@ -639,6 +642,8 @@ class Config(Strict):
     run: RunConfig = Field(default_factory=RunConfig)
     agents: list[AgentRef] = Field(min_length=1)
     criteria: list[CriterionSpec] = Field(default_factory=list)
+    assert_: list[AssertSpec] = Field(default_factory=list, alias="assert")
+    """Deterministic checks of every conversation (``runner.assertions``), beside ``criteria``."""
     scenarios: list[ScenarioEntry] = Field(min_length=1)
     matrix: dict[str, list[Scalar]] = Field(default_factory=dict)
     source_path: Path = Field(default_factory=lambda: Path("config.yaml").absolute(), exclude=True)

@@ -1,0 +1,610 @@
+"""Deterministic assertions on a finished conversation (issue 30). Pure: no I/O, no clock.
+
+A judge can err; much of what a team checks needs none: was a tool called with these
+arguments, did the agent ever say a card number, did the call end within N turns, did the agent
+answer quickly. Each kind here is a pure function of a transcript (``Message``: the wire's
+messages as a finished job holds them, or ``Turn``s read back from the ``messages`` table)
+returning a ``Verdict``: ``success`` / ``failure`` / ``unknown`` (the data needed was not
+recorded) and a rationale citing the message indexes (``#3``) and quoting them, or saying what
+was never seen. The transcript is read as it is, never copied: evaluating five assertions
+costs a few percent of the client's CPU per simulation (``python -m bench.assertions``).
+
+The kinds (a closed set; ``runner.config.assertions`` builds them from the config):
+
+- ``ToolCalled``: the agent called ``tool`` at least once, with ``with_`` a subset of its
+  arguments (nested mappings match as subsets; keys may be JSON paths: ``$.a.b[0]``, ``a.b``).
+- ``AgentNeverMatches``: no agent utterance matches the regex.
+- ``AgentSays``: some agent utterance matches one of the regexes (case-insensitive), only in
+  messages after ``after_tool``'s first result when given.
+- ``MaxTurns``: the conversation has at most ``limit`` spoken turns.
+- ``FirstAgentMessageWithin``: the agent's first message after the user's first message came
+  within ``secs`` of it (``time_in_call_secs``; whole seconds as the API reports them).
+
+An *utterance* is a run of consecutive agent messages with text, joined with a space: a message
+cut by an interruption or delivered in several chunks is matched as one. A user message or an
+agent message without text (a pure tool call or tool result) ends an utterance. A *spoken turn*
+is such a run for either role: consecutive text messages of one role count once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import polars as pl
+
+from runner.wire.simulate import TranscriptMessage
+
+Result = Literal["success", "failure", "unknown"]
+SOURCE = "assert"
+"""The criteria table's ``source`` on an assertion's rows (the judge's: ``extra``, ``agent``)."""
+
+QUOTE_CHARS = 80
+"""Longest quote in a rationale (the match with some context)."""
+
+
+# ---------------------------------------------------------------------------- the transcript
+
+
+class CallLike(Protocol):
+    @property
+    def tool_name(self) -> str: ...
+
+    @property
+    def params_as_json(self) -> str: ...
+
+
+class ResultLike(Protocol):
+    @property
+    def tool_name(self) -> str: ...
+
+    @property
+    def result_value(self) -> str: ...
+
+    @property
+    def is_error(self) -> bool: ...
+
+
+class Message(Protocol):
+    """What an assertion reads of a message: the wire's ``TranscriptMessage`` as a finished job
+    holds it, or a ``Turn`` read back from the ``messages`` table (the same names)."""
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def message(self) -> str | None: ...
+
+    @property
+    def time_in_call_secs(self) -> float | None: ...
+
+    @property
+    def tool_calls(self) -> Sequence[CallLike]: ...
+
+    @property
+    def tool_results(self) -> Sequence[ResultLike]: ...
+
+
+@dataclass(slots=True)
+class ToolCallSeen:
+    tool_name: str
+    params_as_json: str
+
+
+@dataclass(slots=True)
+class ToolResultSeen:
+    tool_name: str
+    result_value: str
+    is_error: bool
+
+
+@dataclass(slots=True)
+class Turn:
+    """One stored message: the ``messages`` table's columns an assertion reads. A message's
+    position in the transcript is its ``index`` (the rows are read back in order)."""
+
+    role: str
+    message: str | None = None
+    time_in_call_secs: float | None = None
+    tool_calls: tuple[ToolCallSeen, ...] = ()
+    tool_results: tuple[ToolResultSeen, ...] = ()
+    interrupted: bool = False
+
+
+def turns_from_messages(messages: Sequence[TranscriptMessage]) -> Sequence[Message]:
+    """A finished job's transcript as the assertions read it: as it is (no copy, no CPU)."""
+    return messages
+
+
+def turns_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[Turn]:
+    """One job's rows of the stored ``messages`` table (any order) as the assertions read them.
+    Missing columns read as absent (null timings: ``unknown`` where a kind needs them)."""
+    out = []
+    for row in sorted(rows, key=lambda r: r["index"]):
+        out.append(
+            Turn(
+                role=row["role"],
+                message=row.get("message"),
+                time_in_call_secs=row.get("time_in_call_secs"),
+                tool_calls=tuple(
+                    ToolCallSeen(c["tool_name"], c.get("params_as_json") or "")
+                    for c in row.get("tool_calls") or ()
+                ),
+                tool_results=tuple(
+                    ToolResultSeen(r["tool_name"], r.get("result_value") or "", bool(r["is_error"]))
+                    for r in row.get("tool_results") or ()
+                ),
+                interrupted=bool(row.get("interrupted")),
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    result: Result
+    rationale: str
+
+
+@dataclass(slots=True)
+class _Utterance:
+    """Agent messages joined into one text; ``spans``: (message index, start, end) in it."""
+
+    text: str
+    spans: list[tuple[int, int, int]]
+
+    def indexes(self, start: int, end: int) -> list[int]:
+        """Messages the text span [start, end) touches."""
+        hit = [i for i, a, b in self.spans if a < max(end, start + 1) and b > start]
+        return hit or [self.spans[0][0]]
+
+
+class Transcript:
+    """A transcript with what several kinds read computed once: its spoken messages
+    (index, role, text stripped) and the agent's utterances."""
+
+    __slots__ = ("_utterances", "messages", "spoken")
+
+    def __init__(self, messages: Sequence[Message]) -> None:
+        self.messages = messages
+        self.spoken: list[tuple[int, str, str]] = []
+        for i, m in enumerate(messages):
+            text = m.message
+            if text and (text := text.strip()):
+                self.spoken.append((i, m.role, text))
+        self._utterances: dict[int, list[_Utterance]] = {}
+
+    def utterances(self, after: int = -1) -> list[_Utterance]:
+        """Runs of consecutive agent messages with text (index > ``after``), each joined: a
+        user message or a message without text (a tool call or result) ends a run."""
+        found = self._utterances.get(after)
+        if found is not None:
+            return found
+        out: list[_Utterance] = []
+        current: _Utterance | None = None
+        previous = -2
+        for i, role, text in self.spoken:
+            if i <= after:
+                continue
+            if role != "agent":
+                current = None
+            elif current is not None and i == previous + 1:
+                at = len(current.text) + 1
+                current.text += " " + text
+                current.spans.append((i, at, at + len(text)))
+            else:
+                current = _Utterance(text, [(i, 0, len(text))])
+                out.append(current)
+            previous = i
+        self._utterances[after] = out
+        return out
+
+
+def _transcript(given: Sequence[Message] | Transcript) -> Transcript:
+    return given if isinstance(given, Transcript) else Transcript(given)
+
+
+def _quote(text: str, start: int = 0, end: int | None = None) -> str:
+    """The text around [start, end), at most ``QUOTE_CHARS`` characters, as a quoted literal."""
+    end = len(text) if end is None else end
+    if len(text) <= QUOTE_CHARS:
+        return json.dumps(text, ensure_ascii=False)
+    room = max(QUOTE_CHARS - (end - start), 0)
+    lo = max(start - room // 2, 0)
+    hi = min(max(end, lo + QUOTE_CHARS), len(text))
+    lo = max(min(lo, hi - QUOTE_CHARS), 0)
+    body = json.dumps(text[lo:hi], ensure_ascii=False)
+    return ("..." if lo > 0 else "") + body + ("..." if hi < len(text) else "")
+
+
+def _cite(indexes: Sequence[int]) -> str:
+    return "+".join(f"#{i}" for i in indexes)
+
+
+# ---------------------------------------------------------------------------- the kinds
+
+
+class Assertion(Protocol):
+    """What every kind offers: its id, the judged criterion it mirrors, and its evaluation."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def mirrors(self) -> str | None: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    def evaluate(self, transcript: Sequence[Message] | Transcript) -> Verdict: ...
+
+
+_PATH_RE = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
+
+
+def json_path(path: str) -> list[str | int]:
+    """``$.a.b[0].c`` (or ``a.b[0].c``) as keys and list indexes; ValueError when malformed."""
+    text = path[1:] if path.startswith("$") else path
+    steps: list[str | int] = []
+    pos = 0
+    while pos < len(text):
+        match = _PATH_RE.match(text, pos)
+        if match is None or (pos == 0 and text.startswith(".") and path[:1] != "$"):
+            raise ValueError(f"is not a JSON path like $.order.items[0].sku (got {path!r})")
+        steps.append(match.group(1) if match.group(1) is not None else int(match.group(2)))
+        pos = match.end()
+    if not steps:
+        raise ValueError(f"is not a JSON path like $.order.items[0].sku (got {path!r})")
+    return steps
+
+
+def _is_path(key: str) -> bool:
+    return key.startswith("$") or "." in key or "[" in key
+
+
+_MISSING = object()
+
+
+def _at(value: Any, steps: Sequence[str | int]) -> Any:
+    for step in steps:
+        if isinstance(step, int) and isinstance(value, list) and -len(value) <= step < len(value):
+            value = value[step]
+        elif isinstance(step, str) and isinstance(value, dict) and step in value:
+            value = value[step]
+        else:
+            return _MISSING
+    return value
+
+
+def _scalar_equal(want: Any, got: Any) -> bool:
+    """Equal, or equal as text (YAML's ``20`` matches the JSON string ``"20"``); a boolean only
+    equals a boolean."""
+    if isinstance(want, bool) or isinstance(got, bool):
+        return want is got
+    if want == got:
+        return True
+    if isinstance(want, dict | list) or isinstance(got, dict | list):
+        return False
+    return want is not None and got is not None and str(want) == str(got)
+
+
+def _mismatch(want: Any, got: Any, where: str) -> str | None:
+    """Why ``got`` does not contain ``want`` (subset match), or None when it does."""
+    if isinstance(want, dict):
+        if not isinstance(got, dict):
+            return f"{where or 'arguments'} is {json.dumps(got)[:40]}, not an object"
+        for key, value in want.items():
+            if _is_path(key):
+                found = _at(got, json_path(key))
+                label = key
+            else:
+                found = got.get(key, _MISSING)
+                label = f"{where}.{key}" if where else key
+            if found is _MISSING:
+                return f"no {label}"
+            why = _mismatch(value, found, label)
+            if why:
+                return why
+        return None
+    if isinstance(want, list):
+        if not isinstance(got, list):
+            return f"{where} is not a list"
+        for i, item in enumerate(want):
+            if all(_mismatch(item, g, f"{where}[{i}]") for g in got):
+                return f"{where} has no item matching {json.dumps(item, ensure_ascii=False)}"
+        return None
+    if not _scalar_equal(want, got):
+        shown = json.dumps(got, ensure_ascii=False)
+        return f"{where} is {shown[:40]}, not {json.dumps(want, ensure_ascii=False)}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCalled:
+    id: str
+    tool: str
+    with_: Mapping[str, Any] | None = None
+    mirrors: str | None = None
+    kind: str = field(default="tool_called", init=False)
+
+    def evaluate(self, transcript: Sequence[Message] | Transcript) -> Verdict:
+        messages = _transcript(transcript).messages
+        calls = [
+            (i, c)
+            for i, m in enumerate(messages)
+            if m.tool_calls
+            for c in m.tool_calls
+            if c.tool_name == self.tool
+        ]
+        if not calls:
+            others = sorted({c.tool_name for m in messages for c in m.tool_calls})
+            called = ", ".join(others) if others else "none"
+            return Verdict("failure", f"{self.tool} was never called (tools called: {called})")
+        if not self.with_:
+            first = calls[0]
+            more = f" (of {len(calls)} calls: {_cite([i for i, _ in calls])})" if calls[1:] else ""
+            return Verdict(
+                "success",
+                f"{self.tool} called at #{first[0]} with {_quote(first[1].params_as_json)}{more}",
+            )
+        misses = []
+        for index, call in calls:
+            try:
+                params = json.loads(call.params_as_json) if call.params_as_json else {}
+            except ValueError:
+                misses.append(f"#{index}: arguments are not JSON {_quote(call.params_as_json)}")
+                continue
+            why = _mismatch(dict(self.with_), params, "")
+            if why is None:
+                return Verdict(
+                    "success",
+                    f"{self.tool} called at #{index} with {_quote(call.params_as_json)}"
+                    + (f" ({len(calls)} calls)" if calls[1:] else ""),
+                )
+            misses.append(f"#{index}: {why}")
+        return Verdict(
+            "failure",
+            f"{self.tool} called {len(calls)}x, never with the expected arguments: "
+            + "; ".join(misses),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AgentNeverMatches:
+    id: str
+    pattern: re.Pattern[str]
+    mirrors: str | None = None
+    kind: str = field(default="agent_never_matches", init=False)
+
+    def evaluate(self, transcript: Sequence[Message] | Transcript) -> Verdict:
+        utterances = _transcript(transcript).utterances()
+        for utterance in utterances:
+            match = self.pattern.search(utterance.text)
+            if match:
+                at = _cite(utterance.indexes(match.start(), match.end()))
+                return Verdict(
+                    "failure",
+                    f"agent at {at}: {_quote(utterance.text, match.start(), match.end())} "
+                    f"matches {self.pattern.pattern!r}",
+                )
+        if not utterances:
+            return Verdict("success", "no agent message with text: nothing could match")
+        return Verdict(
+            "success",
+            f"none of the agent's {sum(len(u.spans) for u in utterances)} messages matches "
+            f"{self.pattern.pattern!r}",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSays:
+    id: str
+    patterns: tuple[re.Pattern[str], ...]
+    after_tool: str | None = None
+    mirrors: str | None = None
+    kind: str = field(default="agent_says", init=False)
+
+    def _wanted(self) -> str:
+        return " or ".join(repr(p.pattern) for p in self.patterns)
+
+    def evaluate(self, given: Sequence[Message] | Transcript) -> Verdict:
+        transcript = _transcript(given)
+        after, scope = -1, "the agent"
+        if self.after_tool is not None:
+            results = [
+                i
+                for i, m in enumerate(transcript.messages)
+                if m.tool_results
+                for r in m.tool_results
+                if r.tool_name == self.after_tool
+            ]
+            if not results:
+                return Verdict(
+                    "failure",
+                    f"no result of {self.after_tool} was ever seen, so nothing after it could "
+                    f"say {self._wanted()}",
+                )
+            after, scope = (
+                results[0],
+                f"the agent after {self.after_tool}'s result at #{results[0]}",
+            )
+        utterances = transcript.utterances(after)
+        for utterance in utterances:
+            for pattern in self.patterns:
+                match = pattern.search(utterance.text)
+                if match:
+                    at = _cite(utterance.indexes(match.start(), match.end()))
+                    return Verdict(
+                        "success",
+                        f"agent at {at}: {_quote(utterance.text, match.start(), match.end())} "
+                        f"matches {pattern.pattern!r}",
+                    )
+        if not utterances:
+            return Verdict("failure", f"{scope} said nothing (no agent message with text)")
+        return Verdict(
+            "failure",
+            f"{scope} never said {self._wanted()} "
+            f"(in {sum(len(u.spans) for u in utterances)} messages)",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MaxTurns:
+    id: str
+    limit: int
+    mirrors: str | None = None
+    kind: str = field(default="max_turns", init=False)
+
+    def evaluate(self, transcript: Sequence[Message] | Transcript) -> Verdict:
+        starts: list[tuple[int, str, str]] = []  # the first message of each spoken turn
+        last_role = None
+        for spoken in _transcript(transcript).spoken:
+            if spoken[1] != last_role:
+                starts.append(spoken)
+                last_role = spoken[1]
+        n = len(starts)
+        users = sum(1 for _, role, _ in starts if role == "user")
+        by_role = ", ".join(
+            f"{role} {count}" for role, count in (("user", users), ("agent", n - users)) if count
+        )
+        counted = f"{n} spoken turns" + (f" ({by_role})" if by_role else "")
+        if n <= self.limit:
+            return Verdict("success", f"{counted}, at most {self.limit}")
+        index, role, text = starts[self.limit]
+        return Verdict(
+            "failure",
+            f"{counted}, more than {self.limit}: turn {self.limit + 1} starts at #{index} "
+            f"({role}: {_quote(text)})",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FirstAgentMessageWithin:
+    id: str
+    secs: float
+    mirrors: str | None = None
+    kind: str = field(default="first_agent_message_within_secs", init=False)
+
+    def evaluate(self, transcript: Sequence[Message] | Transcript) -> Verdict:
+        t = _transcript(transcript)
+        user = next((s for s in t.spoken if s[1] == "user"), None)
+        if user is None:
+            return Verdict("unknown", "no user message, so no agent answer to time")
+        agent = next((s for s in t.spoken if s[0] > user[0] and s[1] == "agent"), None)
+        if agent is None:
+            return Verdict(
+                "failure", f"the agent never answered the user's first message (#{user[0]})"
+            )
+        said = t.messages[user[0]].time_in_call_secs
+        answered = t.messages[agent[0]].time_in_call_secs
+        if said is None or answered is None:
+            missing = _cite([i for i, x in ((user[0], said), (agent[0], answered)) if x is None])
+            return Verdict(
+                "unknown", f"no time_in_call_secs recorded for {missing}: the delay is not known"
+            )
+        delay = answered - said
+        verdict: Result = "success" if delay <= self.secs else "failure"
+        word = "within" if verdict == "success" else "later than"
+        return Verdict(
+            verdict,
+            f"agent answered at #{agent[0]} {delay:g}s after the user's #{user[0]} "
+            f"({word} {self.secs:g}s; whole seconds as the API reports them): "
+            f"{_quote(agent[2])}",
+        )
+
+
+# ---------------------------------------------------------------------------- rows
+
+
+def evaluate_all(assertions: Sequence[Assertion], turns: Sequence[Message]) -> list[Verdict]:
+    transcript = Transcript(turns)
+    return [a.evaluate(transcript) for a in assertions]
+
+
+def assertion_rows(
+    job_key: str, turns: Sequence[Message], assertions: Sequence[Assertion]
+) -> list[dict[str, Any]]:
+    """One criteria-table row per assertion (``source``: ``assert``) for one finished job."""
+    rows = []
+    transcript = Transcript(turns)
+    for a in assertions:
+        verdict = a.evaluate(transcript)
+        rows.append(
+            {
+                "job_key": job_key,
+                "criterion_id": a.id,
+                "name": a.kind,
+                "result": verdict.result,
+                "rationale": verdict.rationale,
+                "score": None,
+                "max_score": None,
+                "source": SOURCE,
+            }
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------- agreement
+
+
+def is_assert(source: pl.Expr) -> pl.Expr:
+    """Rows of assertions; a null ``source`` (a run without the column) is the judge's."""
+    return source.eq_missing(SOURCE)
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """How an assertion and the judged criterion it mirrors agree over the same jobs.
+
+    ``jobs``: jobs with both rows; ``compared``: those where neither is ``unknown``; ``agree``:
+    of those, the jobs with the same result. ``assert_only`` / ``judge_only``: jobs where only
+    that side said ``success`` (where the judge may be wrong, or the assertion too strict)."""
+
+    assertion_id: str
+    criterion_id: str
+    jobs: int
+    compared: int
+    agree: int
+    assert_only: int
+    judge_only: int
+
+    @property
+    def rate(self) -> float | None:
+        """``agree / compared``: the plain proportion of agreement (None: nothing compared)."""
+        return self.agree / self.compared if self.compared else None
+
+
+def agreement(criteria: pl.DataFrame, mirrors: Mapping[str, str]) -> list[Agreement]:
+    """Per assertion id in ``mirrors`` (-> the judged criterion id it mirrors), how often the two
+    agree on the jobs that have both rows in ``criteria`` (the criteria table)."""
+    source = pl.col("source") if "source" in criteria.columns else pl.lit(None, pl.String)
+    rows = criteria.select("job_key", "criterion_id", "result", is_assert(source).alias("_a"))
+    out = []
+    for assertion_id, criterion_id in mirrors.items():
+        mine = rows.filter(pl.col("_a") & (pl.col("criterion_id") == assertion_id))
+        judged = rows.filter(~pl.col("_a") & (pl.col("criterion_id") == criterion_id))
+        both = mine.join(judged, on="job_key", suffix="_judge").select(
+            a=pl.col("result"), j=pl.col("result_judge")
+        )
+        known = both.filter((pl.col("a") != "unknown") & (pl.col("j") != "unknown"))
+        a_ok, j_ok = pl.col("a") == "success", pl.col("j") == "success"
+        counts = known.select(
+            agree=(pl.col("a") == pl.col("j")).sum(),
+            assert_only=(a_ok & ~j_ok).sum(),
+            judge_only=(~a_ok & j_ok).sum(),
+        ).row(0, named=True)
+        out.append(
+            Agreement(
+                assertion_id,
+                criterion_id,
+                jobs=both.height,
+                compared=known.height,
+                agree=int(counts["agree"] or 0),
+                assert_only=int(counts["assert_only"] or 0),
+                judge_only=int(counts["judge_only"] or 0),
+            )
+        )
+    return out
