@@ -7,6 +7,7 @@ these tests loudly; they never skip. Every page visited must log no console erro
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -37,6 +38,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # every host name but the viewer's address fails to resolve: Chromium looks up Google's
+    # hosts (accounts, updates) despite the switches above, and nothing may leave the machine
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
 ]
 TIMEOUT_MS = 15_000
 
@@ -87,8 +91,14 @@ def viewer(results: Path) -> Iterator[Viewer]:
     assert snapshot(results) == before  # browsing changed nothing
 
 
+def chromium_env(home: Path) -> dict[str, str]:
+    """Chromium's environment: ``HOME`` a directory of the test's (Chromium and Debian's
+    wrapper write their profile, caches and crash reports under it), the rest as it is."""
+    return {**os.environ, "HOME": str(home)}
+
+
 @pytest.fixture(scope="module")
-def browser(results: Path) -> Iterator[Any]:
+def browser(results: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Chromium, started after ``results``: Playwright's sync API keeps an event loop on this
     thread, and the sweeps that make the runs need it free."""
     if not CHROMIUM.exists():
@@ -97,7 +107,11 @@ def browser(results: Path) -> Iterator[Any]:
             " .ci/run does it). The browser tests never skip."
         )
     with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        launched = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            env=chromium_env(tmp_path_factory.mktemp("home")),
+        )
         yield launched
         launched.close()
 
