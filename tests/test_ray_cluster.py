@@ -167,7 +167,8 @@ def two_nodes(short_tmp: Path) -> Iterator[Cluster]:
                 "num_cpus": 1,
                 "node_ip_address": "127.0.0.1",
                 "include_dashboard": False,
-                "temp_dir": str(short_tmp),
+                # where RAY_TMPDIR puts it: the harness writes the cluster's address there
+                "temp_dir": str(short_tmp / "ray"),
             },
         )
         try:
