@@ -19,7 +19,7 @@ import pytest
 import yaml
 from playwright.sync_api import expect, sync_playwright
 from sweep_data import ORDER_STATUS_CRITERION, SUPPORT_SCENARIOS
-from view_helpers import XSS, PartFeeder, snapshot, xss_run
+from view_helpers import MARKED, XSS, PartFeeder, snapshot, xss_run
 
 import runner
 from bench.view_data import Shape, write_synthetic_run
@@ -253,6 +253,12 @@ def test_markup_in_a_transcript_shows_as_text(page: Any, viewer: Viewer) -> None
     page.goto(viewer.base_url + "/runs/xss/cases?q=script")
     expect(page.locator("#cases .snippet")).to_contain_text("<script>window.__xss")
     assert page.evaluate("typeof window.__xss") == "undefined"
+    # the ids, labels and names with markup, on the run and compare pages too
+    for path in ("/runs/xss", "/runs/xss/jobs/k1", "/compare?a=xss&b=xss&all=1"):
+        page.goto(viewer.base_url + path)
+        expect(page.locator("#content")).to_contain_text("<script>window.__scenario = 1")
+        ran = page.evaluate(f"[{', '.join(f'typeof window.__{f}' for f in MARKED)}]")
+        assert set(ran) == {"undefined"}, (path, ran)
 
 
 def test_the_run_page_draws_the_reports_charts(page: Any, viewer: Viewer) -> None:
