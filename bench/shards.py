@@ -28,6 +28,7 @@ import yaml
 
 from bench.metrics import window_figures
 from bench.worker import AGENT, FIRST_MESSAGE, PERSONA
+from tests.ray_helpers import ray_env
 
 
 def config(spec: dict[str, Any]) -> dict[str, Any]:
@@ -69,6 +70,8 @@ def main(argv: list[str]) -> int:
 
     spec = json.loads(argv[0])
     with tempfile.TemporaryDirectory(prefix="bench-shards-") as tmp:
+        # the tests' Ray environment: nothing beyond the loopback, nothing in $HOME or /tmp/ray
+        os.environ.update(ray_env(Path(tmp)))
         path = Path(tmp) / "bench.yaml"
         path.write_text(yaml.safe_dump(config(spec)))
         cfg = load_config(path)

@@ -413,6 +413,7 @@ class ClusterOutcome:
 
 SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+USAGE_STATS_ENV = "RAY_USAGE_STATS_ENABLED"
 
 
 @contextlib.contextmanager
@@ -448,7 +449,10 @@ def is_loopback(address: str) -> bool:
 
 
 def init_local_ray(num_cpus: int | None = None, **options: Any) -> None:
-    """Start a local Ray cluster on the loopback interface only (127.0.0.1)."""
+    """Start a local Ray cluster on the loopback interface only (127.0.0.1), with Ray's usage
+    statistics off (``RAY_USAGE_STATS_ENABLED=0``, read by every process it starts; a user's
+    own ``=1`` stands): a run reports nothing to Ray's usage service."""
+    os.environ.setdefault(USAGE_STATS_ENV, "0")
     with loopback_only():
         ray.init(
             address="local",

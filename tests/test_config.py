@@ -129,8 +129,7 @@ def test_example_config_has_the_promised_shape() -> None:
 
 def test_example_agents_exist_in_the_local_api_agents_file() -> None:
     agents_file = REPO / "configs/agents.yaml"
-    if not agents_file.exists():
-        pytest.skip("configs/agents.yaml is not there")
+    assert agents_file.exists(), "configs/agents.yaml, a tracked file, is missing"
     defined = {a["agent_id"] for a in yaml.safe_load(agents_file.read_text())["agents"]}
     for name in ("configs/example.yaml", "configs/sweep.yaml"):
         assert {a.id for a in load_config(name).agents} <= defined

@@ -230,7 +230,7 @@ def test_the_cli_ends_a_budget_stop_with_one_line_and_exit_3(
     resumed = subprocess.run(
         [*command[:-1], match[3]], capture_output=True, text=True, cwd=ROOT, timeout=120
     )
-    assert resumed.returncode in (0, 3), resumed.stderr
+    assert resumed.returncode == 0, resumed.stderr  # the larger budget covers every job left
     assert billing(api)["conversations"] == load_run(tmp_path / "results" / "r").jobs.height
 
 

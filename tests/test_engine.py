@@ -248,6 +248,33 @@ async def test_circuit_breaker_ignores_mixed_failures_and_capacity_waits() -> No
     assert counters.ok == 50
 
 
+def breaker_engine(kinds: list[ErrorKind]) -> tuple[Engine, ScriptedBackend]:
+    """Every attempt fails, one at a time, with ``kinds`` in turn; the breaker at 4."""
+    attempts = iter(range(10**6))
+
+    def script(job: Job, n: int) -> AttemptError:
+        return fail(kinds[next(attempts) % len(kinds)], Action.RETRY, 503)
+
+    backend = ScriptedBackend(script)
+    engine = Engine(
+        backend, concurrency=1, retry=POLICY, run_id="r", sleep=Sleeps(), circuit_breaker=4
+    )
+    return engine, backend
+
+
+async def test_the_breaker_trips_on_failures_of_one_kind_only() -> None:
+    """ "Failed the same way": N failures in a row of two kinds, alternating, are no dead
+    endpoint (every job fails on its own, the run goes on); N of one kind are."""
+    engine, backend = breaker_engine([ErrorKind.SERVER_ERROR, ErrorKind.CONNECT])
+    counters = await engine.run([make_job(i) for i in range(6)], Sink())
+    assert counters.errors == 6 and sum(backend.calls.values()) == 6 * POLICY.max_attempts
+    engine, backend = breaker_engine([ErrorKind.SERVER_ERROR])
+    with pytest.raises(RunAborted) as info:
+        await engine.run([make_job(i) for i in range(6)], Sink())
+    assert "the last 4 attempts all failed with server_error" in str(info.value)
+    assert sum(backend.calls.values()) == 4
+
+
 async def test_a_failed_job_is_freed_without_the_cycle_collector() -> None:
     """During a run the collector runs seldom (``runner.gctune``): what a failed attempt held
     (here in the backend's frame, as a transcript is) must go when the job ends."""

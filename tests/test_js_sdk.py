@@ -1,7 +1,9 @@
 """The official JS SDK (``@elevenlabs/elevenlabs-js`` pinned at 2.73.0 by
 ``tests/js/package-lock.json``) against the local API on 127.0.0.1. Unlike the Python SDK it
 validates every reply and throws on a missing required field, so a run that completes proves
-the replies it read have the shape the vendor's current clients expect.
+the replies it read have the shape the vendor's current clients expect: agents, a branch,
+agent-testing tests and invocations, and both simulate-conversation replies (the buffered one
+read into the SDK's model, the streamed one read to its end).
 
 ``make test`` installs it (``npm ci`` in ``tests/js``). Without node or the installed package
 this FAILS, loudly: it is not skipped.
@@ -65,3 +67,9 @@ def test_the_js_sdk_reads_every_reply(local_api_factory: object) -> None:
     assert seen["cancelledStatuses"] == ["cancelled"]
     # [name, test_run_count, cancelled_count], newest first: the cancelled one adds up
     assert [row[1:] for row in seen["listed"]] == [[1, 1], [2, 0]]
+    # simulate-conversation, buffered (validated by the SDK's model) and streamed
+    assert seen["simulated"]["roles"] == ["agent", "user"]
+    assert seen["simulated"]["callSuccessful"] in {"success", "failure", "unknown"}
+    assert seen["simulated"]["criteria"] >= 1
+    assert seen["streamed"] == 200
+    assert api.stats()["simulate_requests"] == 2

@@ -3,8 +3,14 @@ to end over 127.0.0.1: the server's own counters prove that nothing paid was sen
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +19,7 @@ import yaml
 
 from runner.errors import Action, ErrorKind, classify_endpoint_reply
 from runner.localapi.server import LocalAPI, local_api_process
+from runner.store import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 ENDPOINT = "POST /v1/convai/agents/{agent_id}/simulate-conversation/stream"
@@ -185,3 +192,71 @@ def test_a_stream_run_stops_at_the_first_gone_reply_with_one_line(tmp_path: Path
         assert aborted[0].startswith("error: run aborted: " + ENDPOINT), aborted[0]
         assert "set target.backend: agent-testing" in aborted[0]
         assert api.stats()["simulate_requests"] <= 4  # concurrency 4: what was in flight
+
+
+# ---------------------------------------------------------------------------- reachability
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def test_a_server_that_cannot_be_reached_is_one_problem_and_nothing_is_run(
+    tmp_path: Path,
+) -> None:
+    base_url = f"http://127.0.0.1:{closed_port()}"
+    config = write(tmp_path / "c.yaml", base_url)
+    done = cli("run", str(config), "--results", str(tmp_path / "r"), "--no-progress")
+    assert done.returncode == 2, done.stderr
+    # the one problem, then the line every pre-flight failure ends with
+    problem, last = [line for line in done.stderr.splitlines() if line.strip()]
+    assert problem.startswith(f"error: pre-flight: cannot reach {base_url}: "), problem
+    assert last.startswith("error: pre-flight: 1 problem(s) above; nothing was sent"), last
+    # nothing was run: the run directory records one session, aborted by pre-flight
+    run = load_run(tmp_path / "r" / "pf")
+    assert run.jobs.height == 0 and run.attempts.height == 0
+    (session,) = run.manifest.sessions
+    assert session.ended == "aborted" and f"cannot reach {base_url}" in (session.abort_reason or "")
+
+
+@contextmanager
+def busy_server(status: int) -> Iterator[str]:
+    """A server on 127.0.0.1 that answers ``status`` (429 or 503, the vendor's busy shapes) to
+    every request: it says nothing about the key, the agents or the endpoint."""
+    body = json.dumps({"detail": {"status": "system_busy", "message": "busy"}}).encode()
+
+    class Busy(BaseHTTPRequestHandler):
+        def _reply(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _reply
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_busy_server_passes_preflight(tmp_path: Path, status: int) -> None:
+    with busy_server(status) as base_url:
+        config = write(tmp_path / "c.yaml", base_url)
+        done = cli("run", str(config), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "pre-flight: the key, every agent and branch, and the endpoint" in done.stdout

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import yaml
 from ray_helpers import every_job_once
 
 from runner.adaptive import AdaptiveLimit, Signal, SignalKind, SlotLedger
-from runner.cluster import ClusterSlots, QuotaActor, init_local_ray, run_on_ray
+from runner.cluster import USAGE_STATS_ENV, ClusterSlots, QuotaActor, init_local_ray, run_on_ray
 from runner.config import load_config
 from runner.localapi.server import LocalAPI, local_api_process
 from runner.shard import Shard
@@ -84,12 +85,19 @@ def test_the_ledger_adapts_with_the_same_controller_a_process_uses() -> None:
 
 
 @pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    init_local_ray(num_cpus=2, logging_level="WARNING")
-    try:
-        yield
-    finally:
-        ray.shutdown()
+def ray_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with ray_helpers.short_tmp(tmp_path_factory) as temp_dir:
+        yield temp_dir
+
+
+@pytest.fixture(scope="module")
+def local_ray(ray_tmp: Path) -> Iterator[None]:
+    with ray_helpers.ray_environment(ray_tmp):
+        init_local_ray(num_cpus=2, logging_level="WARNING")
+        try:
+            yield
+        finally:
+            ray.shutdown()
 
 
 def write_config(path: Path, base_url: str, scenarios: int = 30, **run: Any) -> Path:
@@ -169,7 +177,7 @@ def test_a_shard_actor_killed_mid_run_is_restarted_and_the_run_completes(
     assert stats["peak_in_flight"] <= QUOTA
 
 
-def test_the_cli_runs_the_shards_on_a_local_ray_cluster(tmp_path: Path) -> None:
+def test_the_cli_runs_the_shards_on_a_local_ray_cluster(tmp_path: Path, ray_tmp: Path) -> None:
     with local_api_process(["--time-scale", "0.01", "--seed", "4"]) as api:
         config = write_config(tmp_path / "c.yaml", api.base_url, scenarios=10)
         done = subprocess.run(
@@ -181,7 +189,7 @@ def test_the_cli_runs_the_shards_on_a_local_ray_cluster(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             timeout=180,
-            env={**os.environ, "RAY_ADDRESS": ""},
+            env={**os.environ, **ray_helpers.ray_env(ray_tmp, secrets.token_hex(32))},
         )
         assert done.returncode == 0, done.stderr[-3000:]
         assert "2 shard(s) on Ray: 20 job(s) run" in done.stdout
@@ -312,3 +320,17 @@ def test_agent_testing_shards_on_ray_start_each_test_run_once(
     # 2 x 3 runs started once
     assert stats["tests_created"] == 4 and stats["runs_started"] == 24
     assert sorted(r["done"] for r in outcome.shard_results) == [6, 6, 12]
+
+
+def test_a_local_cluster_the_runner_starts_reports_no_usage_stats(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ray's processes read ``RAY_USAGE_STATS_ENABLED`` when they start: off unless the user
+    said otherwise."""
+    seen: list[str | None] = []
+    monkeypatch.setattr(ray, "init", lambda **_: seen.append(os.environ.get(USAGE_STATS_ENV)))
+    monkeypatch.delenv(USAGE_STATS_ENV, raising=False)
+    init_local_ray(num_cpus=2)
+    monkeypatch.setenv(USAGE_STATS_ENV, "1")
+    init_local_ray(num_cpus=2)
+    assert seen == ["0", "1"]

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,10 +33,6 @@ from runner.localapi.server import LocalAPI
 ROOT = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).parent / "ray"
 QUOTA = 4
-SOCKET_PATH_MAX = 107
-"""AF_UNIX paths end at 107 bytes, and Ray puts its sockets under its temp dir
-(``session_<time>_<pid>/sockets/plasma_store``: up to 64 characters more)."""
-SESSION_SOCKET = 64
 
 
 def free_port() -> int:
@@ -59,14 +54,8 @@ def capped_api() -> Iterator[LocalAPI]:
 
 @pytest.fixture
 def short_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Ray's temp dir: under pytest's own temp dir (``.../pytest-N/ray0``) when its socket
-    paths fit there (a test's ``tmp_path`` is too long for them), else a short one."""
-    under_pytest = tmp_path_factory.mktemp("ray")
-    if len(str(under_pytest)) + SESSION_SOCKET <= SOCKET_PATH_MAX:
-        yield under_pytest
-        return
-    with tempfile.TemporaryDirectory(prefix="ray-", dir="/tmp") as short:
-        yield Path(short)
+    with ray_helpers.short_tmp(tmp_path_factory) as temp_dir:
+        yield temp_dir
 
 
 def stop_group(process: subprocess.Popen[str], marker: str) -> None:
@@ -103,14 +92,7 @@ def ray_head(short_tmp: Path, ray_token: str) -> Iterator[str]:
     """``ray start --head`` on 127.0.0.1 (2 CPUs), as an operator starts a cluster's head."""
     port = free_port()
     temp_dir = short_tmp
-    env = {
-        **os.environ,
-        SINGLE_NODE_ENV: "0",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_ADDRESS": "",
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": ray_token,
-    }
+    env = {**os.environ, **ray_helpers.ray_env(temp_dir, ray_token), SINGLE_NODE_ENV: "0"}
     head = subprocess.Popen(
         [
             *(str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1"),
@@ -147,11 +129,11 @@ def test_loopback_addresses() -> None:
 
 
 def test_the_cli_runs_the_shards_on_an_existing_cluster_by_address(
-    tmp_path: Path, capped_api: LocalAPI, ray_head: str, ray_token: str
+    tmp_path: Path, capped_api: LocalAPI, ray_head: str, ray_token: str, short_tmp: Path
 ) -> None:
     config = write_config(tmp_path / "c.yaml", capped_api.base_url, scenarios=12)
     # the cluster's token, as Ray documents it for a driver that joins
-    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ray_token}
+    env = {**os.environ, **ray_helpers.ray_env(short_tmp, ray_token)}
     env.pop(SINGLE_NODE_ENV, None)  # the runner keeps to the loopback by itself
     done = subprocess.run(
         [
@@ -178,14 +160,15 @@ def test_the_cli_runs_the_shards_on_an_existing_cluster_by_address(
 @pytest.fixture
 def two_nodes(short_tmp: Path) -> Iterator[Cluster]:
     """A head and one more node (1 CPU each) on 127.0.0.1, by Ray's multi-node test harness."""
-    with loopback_only():
+    with ray_helpers.ray_environment(short_tmp), loopback_only():
         cluster = Cluster(
             initialize_head=True,
             head_node_args={
                 "num_cpus": 1,
                 "node_ip_address": "127.0.0.1",
                 "include_dashboard": False,
-                "temp_dir": str(short_tmp),
+                # where RAY_TMPDIR puts it: the harness writes the cluster's address there
+                "temp_dir": str(short_tmp / "ray"),
             },
         )
         try:

@@ -24,15 +24,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 import yaml
 
-from runner.localapi.server import local_api_process
+from runner.localapi.server import LocalAPI, local_api_process
+from runner.store import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 REMOTE = "http://api.elevenlabs.invalid"
 KEY_ENV = "ENDINGS_TEST_KEY"
 RESUME = r"python -m runner run \S+config\.yaml"
+GRACE = 90
+"""``shutdown_grace`` of the signal cases: far longer than any of them may take."""
+STOP_NOW_SECS = 10.0
+"""How soon after a second signal the run has ended (the grace and a stalled simulation
+are many times longer)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,9 @@ class Case:
     signals: tuple[int, ...] = ()
     file_limit: int | None = None
     unwritable: bool = False
+    time_scale: str = "0.01"
+    settle: float = 0.0
+    """Seconds between the first finished job and the first signal."""
     code: int = 0
     line: str = ""
 
@@ -104,9 +114,13 @@ CASES = {
         line=r"^error: budget reached: spent \$\S+ of \$\S+ \(\d+ job\(s\) not run\)\. To "
         r"resume with a larger budget: " + RESUME + r".* --budget-usd \S+$",
     ),
+    # a long grace: a single signal lets every simulation in flight finish (about a second
+    # each), a second one stops those in flight at once (stalled for 100 s each, by then)
     "ctrl-c": Case(
         jobs=40,
         signals=(signal.SIGINT,),
+        run={"shutdown_grace": GRACE},
+        time_scale="0.3",
         code=130,
         line=r"^error: interrupted: \d+ job\(s\) finished this session are saved in \S+\. "
         r"To resume: " + RESUME,
@@ -114,12 +128,18 @@ CASES = {
     "sigterm": Case(
         jobs=40,
         signals=(signal.SIGTERM,),
+        run={"shutdown_grace": GRACE},
+        time_scale="0.3",
         code=130,
         line=r"^error: interrupted: \d+ job\(s\) finished .* To resume: " + RESUME,
     ),
     "second ctrl-c": Case(
+        # seed 10: the first two simulations finish, the next two stall (then both slots)
+        server=("--seed", "10", "--fault-stall", "0.5", "--stall-secs", "100"),
         jobs=40,
         signals=(signal.SIGINT, signal.SIGINT),
+        run={"shutdown_grace": GRACE},
+        settle=1.5,
         code=130,
         line=r"^error: interrupted: \d+ job\(s\) finished .* To resume: " + RESUME,
     ),
@@ -127,22 +147,37 @@ CASES = {
 
 
 @contextmanager
-def target(form: str, case: Case) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
-    """The config's ``target`` section and the environment for one target form."""
-    time_scale = "0.3" if case.signals else "0.01"
+def target(
+    form: str, case: Case
+) -> Iterator[tuple[dict[str, Any], dict[str, str], LocalAPI | None]]:
+    """The config's ``target`` section, the environment for one target form, and the server
+    (none for ``local``: the runner starts its own)."""
+    time_scale = case.time_scale
     server = ["--time-scale", time_scale, "--seed", "3", *case.server]
     if form == "local":
         yield (
             {"base_url": "local", "local": {"args": server[4:], "time_scale": float(time_scale)}},
             {},
+            None,
         )
         return
     with local_api_process(server) as api:
         if form == "loopback":
-            yield {"base_url": api.base_url}, {}
+            yield {"base_url": api.base_url}, {}, api
         else:
             env = {"HTTP_PROXY": api.base_url, "http_proxy": api.base_url, "NO_PROXY": ""}
-            yield {"base_url": REMOTE}, env
+            yield {"base_url": REMOTE}, env, api
+
+
+@dataclass
+class Ending:
+    code: int
+    output: str
+    """Everything printed (stdout and stderr)."""
+    after_last_signal: float = 0.0
+    """Seconds from the last signal to the exit."""
+    sent: int | None = None
+    """Simulations the server was asked for (``None`` for ``local``)."""
 
 
 def write_config(tmp_path: Path, case: Case, target_section: dict[str, Any], backend: str) -> Path:
@@ -171,14 +206,13 @@ def write_config(tmp_path: Path, case: Case, target_section: dict[str, Any], bac
 
 def run_cli(
     tmp_path: Path, case: Case, form: str, progress: bool, backend: str = "stream"
-) -> tuple[int, str]:
-    """The exit code and everything printed (stdout and stderr)."""
+) -> Ending:
     results = tmp_path / "results"
     if case.unwritable:
         results.parent.mkdir(exist_ok=True)
         (tmp_path / "a-file").write_text("x")
         results = tmp_path / "a-file" / "results"
-    with target(form, case) as (target_section, env):
+    with target(form, case) as (target_section, env, api):
         config = write_config(tmp_path, case, target_section, backend)
         command = [sys.executable, "-m", "runner", "run", str(config), "--results", str(results)]
         if not progress:
@@ -204,19 +238,25 @@ def run_cli(
         )
         if slave is not None:
             os.close(slave)
+        signalled = 0.0
         try:
             if case.signals:
                 wait_until_running(results / "endings")
-                for signum in case.signals:
+                time.sleep(case.settle)
+                for i, signum in enumerate(case.signals):
+                    time.sleep(0.3 if i else 0)
                     process.send_signal(signum)
-                    time.sleep(0.3)
+                    signalled = time.monotonic()
             out, err = communicate(process, master)
+            ended = time.monotonic()
         finally:
             if process.poll() is None:
                 process.kill()
             if master is not None:
                 os.close(master)
-    return process.returncode, out + err
+        counted = api is not None and backend != "agent-testing"
+        sent = int(api.stats()["simulate_requests"]) if counted else None
+    return Ending(process.returncode, out + err, ended - signalled, sent)
 
 
 def wait_until_running(run_dir: Path) -> None:
@@ -251,11 +291,39 @@ def last_line(text: str) -> str:
     return [line for line in plain.splitlines() if line.strip()][-1].strip()
 
 
-def check(code: int, output: str, case: Case) -> None:
+def check(ending: Ending, case: Case, run_dir: Path | None = None) -> None:
+    code, output = ending.code, ending.output
     assert "Traceback" not in output and "ExceptionGroup" not in output, output[-3000:]
     assert code == case.code, output[-3000:]
     assert re.search(case.line, last_line(output)), last_line(output)
     assert "the-key" not in output and "wrong-key" not in output  # a key is never printed
+    if case.signals and run_dir is not None:
+        check_interrupted(ending, case, run_dir)
+
+
+def check_interrupted(ending: Ending, case: Case, run_dir: Path) -> None:
+    """What each ending of a signalled run keeps: the jobs it names are stored, ok. One signal:
+    every simulation started was let finish (nothing cut short), long after the signal if need
+    be. A second: the run stops at once, not waiting for the grace nor the stalled ones."""
+    if len(case.signals) == 1:
+        assert "stopping now" not in ending.output
+    else:
+        assert "stopping now" in ending.output, ending.output[-3000:]
+        assert ending.after_last_signal < STOP_NOW_SECS, ending.after_last_signal
+    finished = int(re.search(r"interrupted: (\d+) job", last_line(ending.output))[1])  # type: ignore[index]
+    jobs = load_run(run_dir).jobs
+    assert isinstance(jobs, pl.DataFrame)
+    # the jobs the line names are stored, all ok: none was recorded as cut short
+    assert finished >= 1 and jobs.height == finished, jobs.group_by("status").len()
+    assert (jobs["status"] == "ok").all(), jobs.group_by("status").len()
+    if len(case.signals) == 1:
+        # one job had finished at the signal, two were in flight (40 jobs, 2 at a time): both
+        # are let finish
+        assert finished >= 2, ending.output[-3000:]
+    if ending.sent is not None and len(case.signals) == 1:
+        assert ending.sent == finished  # every simulation sent was finished and saved
+    elif ending.sent is not None:
+        assert ending.sent > finished  # the ones stalled in flight were not waited for
 
 
 @pytest.mark.slow
@@ -267,7 +335,7 @@ def test_every_ending_is_one_line_with_its_exit_code(
     tmp_path: Path, name: str, form: str, progress: bool
 ) -> None:
     case = CASES[name]
-    check(*run_cli(tmp_path, case, form, progress), case)
+    check(run_cli(tmp_path, case, form, progress), case, tmp_path / "results" / "endings")
 
 
 @pytest.mark.slow
@@ -276,7 +344,9 @@ def test_every_ending_is_one_line_with_its_exit_code(
 @pytest.mark.parametrize("name", ["completed", "key rejected", "key rejected mid-run", "ctrl-c"])
 def test_every_backend_ends_the_same_way(tmp_path: Path, name: str, backend: str) -> None:
     case = CASES[name]
-    check(*run_cli(tmp_path, case, "loopback", False, backend), case)
+    check(
+        run_cli(tmp_path, case, "loopback", False, backend), case, tmp_path / "results" / "endings"
+    )
 
 
 def test_a_missing_key_for_a_remote_target_is_one_line_and_nothing_is_sent(

@@ -11,11 +11,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import polars as pl
 import pytest
-from view_helpers import PartFeeder, snapshot, xss_run
+from view_helpers import AGENT, CRITERION, MARKED, SCENARIO, PartFeeder, escaped, snapshot, xss_run
 
 from bench.view_data import Shape, write_synthetic_run
 from runner import analysis
@@ -29,6 +30,7 @@ from runner.view.server import Viewer, viewer_process
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("results")
     xss_run(base)
+    xss_run(base, "xss2")  # to compare with
     write_synthetic_run(base / "syn", Shape(agents=2, scenarios=3, repeats=3, error_every=7))
     (base / "syn" / "report.html").write_text("<!doctype html><p>report</p>")
     # the same sweep again with another seed: only noise between the two
@@ -155,6 +157,36 @@ def test_untrusted_text_is_escaped_everywhere(client: httpx.Client) -> None:
     assert "Judge says &lt;script&gt;" in job
     assert "&lt;b&gt;lookup&lt;/b&gt;" in job
     assert "&lt;/pre&gt;&lt;script&gt;x()&lt;/script&gt;" in job
+
+
+ON_A_PAGE = {"criterion", "scenario"}
+MARKED_PAGES = {
+    "/runs/xss": ON_A_PAGE,
+    "/runs/xss/cases": {*ON_A_PAGE, "label"},
+    "/runs/xss/jobs/k1": set(MARKED),
+    "/runs/xss/jobs/k2": {*ON_A_PAGE, "label", "agent"},
+    "/compare?a=xss&b=xss2&all=1": {*ON_A_PAGE, "label"},
+    "/compare/case?"
+    + urlencode(
+        {"a": "xss", "b": "xss2", "agent_id": AGENT, "scenario_id": SCENARIO}
+        | {"criterion_id": CRITERION}
+    ): {*ON_A_PAGE, "agent", "criterion_name", "tool_result"},
+}
+"""Which of ``xss_run``'s marked fields each page shows (as text)."""
+
+
+def test_markup_in_every_id_and_name_shows_as_text(client: httpx.Client) -> None:
+    """Labels, ids, criterion names, summaries, tool results, data-collection ids: on the run,
+    cases, job and compare pages, each shown as text where the page shows it, never as markup."""
+    shown = {}
+    for path in MARKED_PAGES:
+        reply = client.get(path)
+        assert reply.status_code == 200, (path, reply.text[:500])
+        page = reply.text
+        assert "<script>window.__" not in page, path
+        assert re.findall(r"<script\b[^>]*>", page) == ['<script src="/static/view.js" defer>']
+        shown[path] = {field for field in MARKED if escaped(field) in page}
+    assert shown == MARKED_PAGES
 
 
 def test_names_outside_the_listing_answer_404(client: httpx.Client, root: Path) -> None:

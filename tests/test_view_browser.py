@@ -7,6 +7,7 @@ these tests loudly; they never skip. Every page visited must log no console erro
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import pytest
 import yaml
 from playwright.sync_api import expect, sync_playwright
 from sweep_data import ORDER_STATUS_CRITERION, SUPPORT_SCENARIOS
-from view_helpers import XSS, PartFeeder, snapshot, xss_run
+from view_helpers import MARKED, XSS, PartFeeder, snapshot, xss_run
 
 import runner
 from bench.view_data import Shape, write_synthetic_run
@@ -38,6 +39,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # every host name but the viewer's address fails to resolve: Chromium looks up Google's
+    # hosts (accounts, updates) despite the switches above, and nothing may leave the machine
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
 ]
 TIMEOUT_MS = 15_000
 
@@ -88,8 +92,14 @@ def viewer(results: Path) -> Iterator[Viewer]:
     assert snapshot(results) == before  # browsing changed nothing
 
 
+def chromium_env(home: Path) -> dict[str, str]:
+    """Chromium's environment: ``HOME`` a directory of the test's (Chromium and Debian's
+    wrapper write their profile, caches and crash reports under it), the rest as it is."""
+    return {**os.environ, "HOME": str(home)}
+
+
 @pytest.fixture(scope="module")
-def browser(results: Path) -> Iterator[Any]:
+def browser(results: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Chromium, started after ``results``: Playwright's sync API keeps an event loop on this
     thread, and the sweeps that make the runs need it free."""
     if not CHROMIUM.exists():
@@ -98,7 +108,11 @@ def browser(results: Path) -> Iterator[Any]:
             " .ci/run does it). The browser tests never skip."
         )
     with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        launched = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            env=chromium_env(tmp_path_factory.mktemp("home")),
+        )
         yield launched
         launched.close()
 
@@ -242,6 +256,12 @@ def test_markup_in_a_transcript_shows_as_text(page: Any, viewer: Viewer) -> None
     page.goto(viewer.base_url + "/runs/xss/cases?q=script")
     expect(page.locator("#cases .snippet")).to_contain_text("<script>window.__xss")
     assert page.evaluate("typeof window.__xss") == "undefined"
+    # the ids, labels and names with markup, on the run and compare pages too
+    for path in ("/runs/xss", "/runs/xss/jobs/k1", "/compare?a=xss&b=xss&all=1"):
+        page.goto(viewer.base_url + path)
+        expect(page.locator("#content")).to_contain_text("<script>window.__scenario = 1")
+        ran = page.evaluate(f"[{', '.join(f'typeof window.__{f}' for f in MARKED)}]")
+        assert set(ran) == {"undefined"}, (path, ran)
 
 
 def test_the_run_page_draws_the_reports_charts(page: Any, viewer: Viewer) -> None:

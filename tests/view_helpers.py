@@ -185,14 +185,40 @@ def snapshot(root: Path) -> dict[str, bytes]:
 XSS = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
 
 
-def xss_run(root: Path) -> Path:
-    """A run whose every free-text field carries markup."""
+def markup(field: str) -> str:
+    """Markup naming the field it is put in, so a test can say which field was not escaped."""
+    return f"<script>window.__{field} = 1</script>"
+
+
+def escaped(field: str) -> str:
+    """``markup(field)`` as the viewer must show it: as text."""
+    return f"&lt;script&gt;window.__{field} = 1&lt;/script&gt;"
+
+
+MARKED = (
+    "label",
+    "agent",
+    "scenario",
+    "criterion",
+    "criterion_name",
+    "summary",
+    "tool_result",
+    "data_collection",
+)
+"""The fields ``xss_run`` fills with ``markup``: agent label, agent id, scenario id, criterion
+id and name, transcript summary, a tool result, a data-collection id."""
+AGENT, SCENARIO, CRITERION = markup("agent"), markup("scenario"), markup("criterion")
+
+
+def xss_run(root: Path, name: str = "xss") -> Path:
+    """A run whose every free-text field and every id carries markup."""
+    ids = {"agent_id": AGENT, "agent_label": markup("label"), "scenario_id": SCENARIO}
     return write_run(
-        root / "xss",
+        root / name,
         {
             "jobs": [
-                job_row("k1", scenario_id="refund", transcript_summary=XSS),
-                job_row("k2", 1, repeat=1, status="error", error_kind="server_error",
+                job_row("k1", **ids, transcript_summary=markup("summary") + XSS),
+                job_row("k2", 1, **ids, repeat=1, status="error", error_kind="server_error",
                         error_message=XSS, message_count=0),
             ],
             "messages": [
@@ -202,15 +228,17 @@ def xss_run(root: Path) -> Path:
                  "arrival_secs": 0.9,
                  "tool_calls": [{"request_id": "r1", "tool_name": "<b>lookup</b>",
                                  "params_as_json": '{"q": "</pre><script>x()</script>"}'}],
-                 "tool_results": []},
+                 "tool_results": [{"request_id": "r1", "tool_name": "<b>lookup</b>",
+                                   "result_value": markup("tool_result"), "is_error": False,
+                                   "tool_latency_secs": 0.1}]},
             ],
             "criteria": [
-                {"job_key": "k1", "criterion_id": "no_invented_facts", "result": "failure",
-                 "rationale": "Judge says " + XSS},
+                {"job_key": "k1", "criterion_id": CRITERION, "name": markup("criterion_name"),
+                 "result": "failure", "rationale": "Judge says " + XSS},
             ],
             "data_collection": [
-                {"job_key": "k1", "data_collection_id": "email", "value": '"<i>x</i>"',
-                 "rationale": XSS},
+                {"job_key": "k1", "data_collection_id": markup("data_collection"),
+                 "value": '"<i>x</i>"', "rationale": XSS},
             ],
             "attempts": [{"run_id": "s1", "job_key": "k1", "attempt": 1, "status": "ok",
                           "started_at": T0, "duration_secs": 2.0, "concurrency_limit": 4},
@@ -221,4 +249,19 @@ def xss_run(root: Path) -> Path:
     )  # fmt: skip
 
 
-__all__ = ["LOCK", "T0", "XSS", "PartFeeder", "job_row", "snapshot", "write_run", "xss_run"]
+__all__ = [
+    "AGENT",
+    "CRITERION",
+    "LOCK",
+    "MARKED",
+    "SCENARIO",
+    "T0",
+    "XSS",
+    "PartFeeder",
+    "escaped",
+    "job_row",
+    "markup",
+    "snapshot",
+    "write_run",
+    "xss_run",
+]

@@ -39,6 +39,18 @@ const toCancel = await ai.agents.runTests("agent_support", {
 await ai.tests.invocations.cancel(toCancel.id);
 const cancelled = await ai.tests.invocations.get(toCancel.id);
 const page = await ai.tests.invocations.list({ agentId: "agent_support", pageSize: 100 });
+// the two simulate-conversation replies: the buffered one validated against the SDK's model;
+// the streamed one read to its end (the SDK returns no value for it, and throws on an error)
+const simulation = {
+  simulationSpecification: {
+    simulatedUserConfig: { firstMessage: "Where is my order A-1042?", language: "en" },
+  },
+  newTurnsLimit: 4,
+};
+const simulated = await ai.agents.simulateConversation("agent_support", simulation);
+const streamed = await ai.agents
+  .simulateConversationStream("agent_support", simulation)
+  .withRawResponse();
 console.log(
   JSON.stringify({
     agents: agents.agents.map((a) => a.agentId),
@@ -49,5 +61,11 @@ console.log(
     statuses: invocation.testRuns.map((r) => r.status),
     cancelledStatuses: cancelled.testRuns.map((r) => r.status),
     listed: page.results.map((r) => [r.name, r.testRunCount, r.cancelledCount]),
+    simulated: {
+      roles: [...new Set(simulated.simulatedConversation.map((m) => m.role))].sort(),
+      callSuccessful: simulated.analysis.callSuccessful,
+      criteria: Object.keys(simulated.analysis.evaluationCriteriaResults ?? {}).length,
+    },
+    streamed: streamed.rawResponse.status,
   }),
 );
