@@ -46,6 +46,7 @@ from runner.http import make_http_client, request_json
 from runner.jobs import Job, count_jobs, iter_jobs
 from runner.journal import JournaledParts, recover
 from runner.manifest import Manifest, Session, Target
+from runner.planner import Walk
 from runner.preflight import PreflightFailed, check_target
 from runner.progress import show_progress
 from runner.shard import Shard, shard_of, split_groups
@@ -631,7 +632,7 @@ async def execute(
                 if handle_signals:
                     tg.start_soon(_watch_signals, engine, cfg.run.shutdown_grace, sys.stderr)
                 try:
-                    await engine.run(select_jobs(cfg, limit, opened.done, opened.shard), sink)
+                    await engine.run(Walk(select_jobs(cfg, limit, opened.done, opened.shard)), sink)
                 except RunAborted as exc:  # caught here, not as a task group's exception group
                     result.aborted = exc.failure
                 finally:
