@@ -352,7 +352,7 @@ def _budget_line(report: Any, args: argparse.Namespace) -> str:
 def _print_estimate(cfg: Any, args: argparse.Namespace) -> None:
     """--dry-run: the expected cost of the jobs still to run (asks the calculate endpoint,
     which sends no simulation and costs nothing)."""
-    from runner.sweep import dry_run_estimate
+    from runner.costing import dry_run_estimate
 
     try:
         estimates = dry_run_estimate(cfg, limit=args.limit, results_root=args.results)

@@ -8,7 +8,7 @@ and a hash spreads the jobs evenly whatever the config's order.
 Some jobs must share a shard: the agent-testing backend runs the repeats of one test as one
 invocation, which each shard holding some of them would start and pay for. Those jobs are
 split by group instead (``split_groups``): whole groups, balanced by their jobs (the groups
-themselves: ``runner.sweep.shard_homes``).
+themselves: ``runner.plan.shard_homes``).
 
 Engines that run an array of identical workers set an index in the environment:
 
@@ -65,7 +65,7 @@ class Shard:
         return f"{self.index}/{self.count}"
 
     def owns(self, job_key: str) -> bool:
-        """Split by job key (``runner.sweep.shard_homes`` says which split a run uses)."""
+        """Split by job key (``runner.plan.shard_homes`` says which split a run uses)."""
         return shard_of(job_key, self.count) == self.index
 
 

@@ -25,6 +25,7 @@ from runner.backends.agent_testing import test_spec as spec_of
 from runner.config import load_config
 from runner.jobs import Job, iter_jobs
 from runner.localapi.server import local_api_process
+from runner.plan import sweep_jobs
 from runner.shard import (
     Shard,
     ShardError,
@@ -43,7 +44,6 @@ from runner.store import (
     load_run,
     read_manifest,
 )
-from runner.sweep import sweep_jobs
 from runner.view.server import viewer_process
 
 ROOT = Path(__file__).resolve().parents[1]
