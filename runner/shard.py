@@ -144,3 +144,18 @@ def resolve_shard(spec: str | None, count: int | None, env: Mapping[str, str]) -
     if count is not None and count != shard.count:
         raise ShardError(f"--shard {spec} disagrees with --shards {count}")
     return shard
+
+
+def shard_for_run(
+    spec: str | None, count: int | None, env: Mapping[str, str], *, ray: bool = False
+) -> Shard | None:
+    """The shard ``run`` runs, from ``--shard``, ``--shards`` and ``--ray`` (None: the whole
+    sweep, or Ray starting every shard itself); ``ShardError`` when they make no sense."""
+    if ray:
+        if spec is not None:
+            raise ShardError("--ray starts every shard itself: give --shards N, not --shard")
+        return None
+    shard = resolve_shard(spec, count, env)
+    if shard is None and count is not None:
+        raise ShardError("--shards N needs --shard I/N or --shard auto (or --ray)")
+    return shard
