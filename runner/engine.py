@@ -562,6 +562,7 @@ class Engine:
                 self._grace_scope.cancel()
 
     async def _work_loop(self, recv: MemoryObjectReceiveStream[Job], planner: Planner) -> None:
+        observes = getattr(planner, "observes", True)
         async with recv:
             while True:
                 try:  # a job already queued, without a checkpoint (the attempt yields anyway)
@@ -579,9 +580,10 @@ class Engine:
                     outcome = await self.run_job(job)
                 finally:
                     c.active_jobs -= 1
-                usd, credits = outcome_spend(outcome)
-                if budget is not None:
-                    budget.record(usd, credits)
+                if budget is not None or observes:
+                    usd, credits = outcome_spend(outcome)
+                    if budget is not None:
+                        budget.record(usd, credits)
                 c.done += 1
                 if outcome.ok:
                     c.ok += 1
@@ -596,7 +598,8 @@ class Engine:
                 except OSError as exc:
                     self._write_failed(exc)
                     return
-                planner.observe(_finished(outcome, usd, credits))
+                if observes:
+                    planner.observe(_finished(outcome, usd, credits))
                 self._outstanding -= 1
                 if self._waiting:  # the budget or the planner waits for a job to end
                     ended, self._job_ended = self._job_ended, anyio.Event()

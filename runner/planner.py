@@ -79,7 +79,9 @@ class Finished(NamedTuple):
 
 @runtime_checkable
 class Planner(Protocol):
-    """What the engine asks for its next job and tells of each job that ended."""
+    """What the engine asks for its next job and tells of each job that ended. A planner
+    that decides nothing from outcomes may say so with a class attribute ``observes = False``:
+    the engine then builds no ``Finished`` for it (a cost on every job of a large sweep)."""
 
     def next(self) -> Job | Wait | None: ...
 
@@ -89,6 +91,8 @@ class Planner(Protocol):
 class Walk:
     """Today's plan: every job of ``jobs`` in order, once, never waiting. Lazy over the
     iterable, so a sweep of any size is never held in memory."""
+
+    observes = False
 
     def __init__(self, jobs: Iterable[Job]) -> None:
         self._jobs: Iterator[Job] = iter(jobs)

@@ -21,7 +21,7 @@ from tests.test_engine import POLICY, ScriptedBackend, Sink, Sleeps, make_job
 def test_walk_hands_out_every_job_in_order_then_none() -> None:
     jobs = [make_job(i) for i in range(3)]
     walk = Walk(jobs)
-    assert isinstance(walk, Planner)
+    assert isinstance(walk, Planner) and walk.observes is False  # the engine builds no outcomes
     assert [walk.next() for _ in range(3)] == jobs
     assert walk.next() is None and walk.next() is None  # done stays done
 
