@@ -9,6 +9,9 @@ whenever the channel has room, sleeps until a job ends when it answers ``WAIT``,
 finished job is reported back to it. Each finished job goes to the sink at once (the run's sink
 journals it: ``runner.journal``), and a writer task flushes batches to the store from a worker
 thread, so memory stays flat however many jobs a sweep has.
+
+(Over 600 lines as one module on purpose: dispatch, attempts, backoff, the stop paths, the
+budget and the writer share one set of stop and abort state, which a split would pass around.)
 """
 
 from __future__ import annotations
