@@ -20,11 +20,10 @@ until the first is priced: what a job costs is unknown, so only one is risked.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
-
-UNITS = ("usd", "credits")
 
 
 class Verdict(Enum):
@@ -120,3 +119,12 @@ class BudgetTracker:
 
     def limit_of(self, unit: str) -> Limit | None:
         return next((limit for limit in self.limits if limit.unit == unit), None)
+
+
+def resume_limit(limit: Limit, not_run: int) -> float:
+    """A limit that lets a budget-stopped run finish: the spend so far plus the ``not_run``
+    jobs at the expected cost of a job, rounded up to the cent (USD) or the credit, and at
+    least one such step above the limit that stopped it."""
+    step = 0.01 if limit.unit == "usd" else 1.0
+    wanted = limit.spent + not_run * limit.expected
+    return max(math.ceil(wanted / step) * step, limit.limit + step)

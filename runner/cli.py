@@ -1,4 +1,6 @@
 """Command line: argument parsing and printing only; the work lives in the modules it calls.
+(Over 600 lines because it declares every command's arguments and words every ending's last
+line; it holds no logic to split out.)
 
 Exit codes of ``run``: 0 the run completed (job errors are results, not a failed run); 1 the
 run was aborted (the API key was rejected, the circuit breaker tripped, results could not be
@@ -28,7 +30,17 @@ import itertools
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the commands import their modules when run: `--help` stays quick
+    from rich.console import Console
+
+    from runner.config import Config
+    from runner.errors import Failure
+    from runner.store import Run
+    from runner.sweep import RunResult
+
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 EXIT_OK, EXIT_ABORTED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_BUDGET = 3  # run: run.budget stopped dispatching
@@ -144,10 +156,14 @@ def _err(message: str) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from runner.config import ConfigError, load_config
-    from runner.jobs import count_jobs, iter_jobs
+    import os
 
-    overrides: dict[str, Any] = {}
+    from runner.config import ConfigError, load_config
+    from runner.jobs import iter_jobs
+    from runner.plan import sweep_size
+    from runner.shard import ShardError, shard_for_run
+
+    overrides: dict[str, object] = {}
     if args.concurrency is not None:
         overrides["run.concurrency"] = args.concurrency
     if args.name is not None:
@@ -159,8 +175,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         _err("--limit must be at least 1")
         return EXIT_USAGE
-    shard = _shard_arg(args)
-    if shard is False:
+    try:
+        shard = shard_for_run(args.shard, args.shards, os.environ, ray=args.ray is not None)
+    except ShardError as exc:
+        _err(str(exc))
         return EXIT_USAGE
     try:
         cfg = load_config(args.config, overrides)
@@ -171,9 +189,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.ray is not None and not args.dry_run:
         return _cmd_run_ray(args, cfg)
     if args.dry_run:
-        total = count_jobs(cfg)
-        if args.limit is not None:
-            total = min(total, args.limit)
+        total = sweep_size(cfg, args.limit)
         print(f"{args.config}: valid; {total} job(s)" + (f"; shard {shard}" if shard else ""))
         if not args.no_preflight:  # first: a rejected key or unknown agent needs no estimate
             from runner.sweep import preflight_only
@@ -227,7 +243,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             handle_signals=True,
             preflight=not args.no_preflight,
             keep_remote=args.keep_remote,
-            shard=shard or None,
+            shard=shard,
         )
     except BaseException as exc:  # every way out is one line and a documented code
         return _run_failed(exc, args)
@@ -264,7 +280,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _abort_advice(failure: Any, cfg: Any, args: argparse.Namespace) -> str:
+def _abort_advice(failure: Failure, cfg: Config, args: argparse.Namespace) -> str:
     """What to do after an abort, by its cause; finished jobs are always saved."""
     from runner.errors import ErrorKind
 
@@ -326,20 +342,16 @@ def _run_failed(exc: BaseException, args: argparse.Namespace) -> int:
     return EXIT_ABORTED
 
 
-def _budget_line(report: Any, args: argparse.Namespace) -> str:
+def _budget_line(report: RunResult, args: argparse.Namespace) -> str:
     """The one line a run stopped by its budget ends with, and the command that resumes it."""
-    import math
-
+    from runner.budget import resume_limit
     from runner.estimate import money
 
     limit = report.budget.stopped if report.budget is not None else None
     if limit is None:  # cannot happen: a budget stop names the limit that stopped it
         return f"budget reached ({report.not_run} job(s) not run)"
     unit = limit.unit
-    # enough for the jobs left at the spend per job seen so far, rounded up
-    wanted = limit.spent + report.not_run * limit.expected
-    step = 0.01 if unit == "usd" else 1.0
-    larger = max(math.ceil(wanted / step) * step, limit.limit + step)
+    larger = resume_limit(limit, report.not_run)
     flag = "--budget-usd" if unit == "usd" else "--budget-credits"
     amount = f"{larger:.2f}" if unit == "usd" else f"{larger:.0f}"
     return (
@@ -349,10 +361,10 @@ def _budget_line(report: Any, args: argparse.Namespace) -> str:
     )
 
 
-def _print_estimate(cfg: Any, args: argparse.Namespace) -> None:
+def _print_estimate(cfg: Config, args: argparse.Namespace) -> None:
     """--dry-run: the expected cost of the jobs still to run (asks the calculate endpoint,
     which sends no simulation and costs nothing)."""
-    from runner.sweep import dry_run_estimate
+    from runner.costing import dry_run_estimate
 
     try:
         estimates = dry_run_estimate(cfg, limit=args.limit, results_root=args.results)
@@ -365,30 +377,7 @@ def _print_estimate(cfg: Any, args: argparse.Namespace) -> None:
         print(estimate.describe())
 
 
-def _shard_arg(args: argparse.Namespace) -> Any:
-    """``--shard`` / ``--shards`` as a ``Shard``; None when not sharded, False (after printing
-    the error) when they make no sense."""
-    import os
-
-    from runner.shard import ShardError, resolve_shard
-
-    if args.ray is not None:
-        if args.shard is not None:
-            _err("--ray starts every shard itself: give --shards N, not --shard")
-            return False
-        return None
-    try:
-        shard = resolve_shard(args.shard, args.shards, os.environ)
-    except ShardError as exc:
-        _err(str(exc))
-        return False
-    if shard is None and args.shards is not None:
-        _err("--shards N needs --shard I/N or --shard auto (or --ray)")
-        return False
-    return shard
-
-
-def _cmd_run_ray(args: argparse.Namespace, cfg: Any) -> int:
+def _cmd_run_ray(args: argparse.Namespace, cfg: Config) -> int:
     """``run --ray [ADDRESS] --shards N``: the shards as Ray actors (``runner.cluster``)."""
     try:
         from runner.cluster import ClusterError, run_on_ray
@@ -474,7 +463,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_tests_command(sub: Any) -> None:
+def _add_tests_command(sub: SubParsers) -> None:
     tests = sub.add_parser("tests", help="manage the agent-testing backend's simulation tests")
     tests_sub = tests.add_subparsers(dest="tests_command", required=True)
     prune = tests_sub.add_parser(
@@ -544,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
 # ------------------------------------------------------------------ report, compare, check
 
 
-def _add_analysis_commands(sub: Any) -> None:
+def _add_analysis_commands(sub: SubParsers) -> None:
     report = sub.add_parser(
         "report", help="print a run's analysis and write RUN_DIR/report.html (never re-runs)"
     )
@@ -622,7 +611,7 @@ def _add_analysis_commands(sub: Any) -> None:
     check.add_argument("--junit", type=Path, help="write JUnit XML here")
 
 
-def _console() -> Any:
+def _console() -> Console:
     """A rich console; when output is not a terminal (CI logs), wide enough for the tables."""
     from rich.console import Console
 
@@ -630,13 +619,10 @@ def _console() -> Any:
     return console if console.is_terminal else Console(width=max(console.width, 140))
 
 
-def _load(path: Path) -> Any:
-    from runner.store import load_run
+def _load(path: Path) -> Run:
+    from runner.store import open_run
 
-    markers = ("manifest.json", "jobs.parquet", "shards", "parts/jobs")
-    if not any((path / marker).exists() for marker in markers):
-        raise FileNotFoundError(f"{path} is not a run directory (no manifest.json)")
-    return load_run(path)
+    return open_run(path)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -661,17 +647,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _agent_slice(run: Any, agent: str | None) -> tuple[Any, Any]:
-    import polars as pl
-
-    if agent is None:
-        return run.criteria, run.jobs
-    jobs = run.jobs.filter((pl.col("agent_label") == agent) | (pl.col("agent_id") == agent))
-    if jobs.height == 0:
-        raise ValueError(f"no agent {agent!r} in {run.path}")
-    return run.criteria.join(jobs.select("job_key"), on="job_key", how="semi"), jobs
-
-
 def _cmd_compare(args: argparse.Namespace) -> int:
     from runner.analysis import VERDICTS, compare_runs, compare_spend
     from runner.gate import resolve_by
@@ -681,8 +656,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     try:
         run_a, run_b = _load(args.run_a), _load(args.run_b)
-        a_criteria, a_jobs = _agent_slice(run_a, args.agent_a)
-        b_criteria, b_jobs = _agent_slice(run_b, args.agent_b)
+        a_criteria, a_jobs = run_a.for_agent(args.agent_a)
+        b_criteria, b_jobs = run_b.for_agent(args.agent_b)
         by = [*resolve_by(args.by), "criterion_id"]
         table = compare_runs(a_criteria, a_jobs, b_criteria, b_jobs, by=by)
         costs = compare_spend(a_criteria, a_jobs, b_criteria, b_jobs)

@@ -370,7 +370,8 @@ class ShardActor:
     async def run(self, cfg: Config, kwargs: dict[str, Any]) -> dict[str, Any]:
         slots = None
         if self.quota is not None:
-            actor = ray.get_actor(self.quota, namespace=NAMESPACE)
+            # Any: under ray's own types mypy judges every line after the await unreachable
+            actor: Any = ray.get_actor(self.quota, namespace=NAMESPACE)
             stats = await actor.stats.remote()
             auto = cfg.run.concurrency == "auto"
             cap = int(cfg.run.max_concurrency or DEFAULT_CAP) if auto else int(stats["limit"])

@@ -4,9 +4,14 @@ A ``CapacityLimiter`` caps simulations in flight; workers outnumber its tokens s
 in backoff never holds a slot another job could use. Its tokens are fixed, or moved at every
 reply by a controller (``runner.adaptive``, ``run.concurrency: auto``) that reads the quota
 headers and 429s. Retries are tenacity's, driven by the error taxonomy in ``runner.errors``.
-Each finished job goes to the sink at once (the run's sink journals it: ``runner.journal``),
-and a writer task flushes batches to the store from a worker thread, so memory stays flat
-however many jobs a sweep has.
+Which job goes next is the planner's choice (``runner.planner``): a producer task asks it
+whenever the channel has room, sleeps until a job ends when it answers ``WAIT``, and each
+finished job is reported back to it. Each finished job goes to the sink at once (the run's sink
+journals it: ``runner.journal``), and a writer task flushes batches to the store from a worker
+thread, so memory stays flat however many jobs a sweep has.
+
+(Over 600 lines as one module on purpose: dispatch, attempts, backoff, the stop paths, the
+budget and the writer share one set of stop and abort state, which a split would pass around.)
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from runner.errors import Action, AttemptError, ErrorKind, Failure
 from runner.gctune import fewer_collections
 from runner.jobs import Job
 from runner.outcome import AttemptRecord, Batch, JobOutcome, outcome_spend
+from runner.planner import WAIT, Finished, Planner, Walk, case_of
 from runner.ratelimit import TokenBucket
 
 MAX_RETRY_AFTER = 900.0
@@ -187,7 +193,9 @@ class Engine:
     ) -> None:
         self.backend = backend
         self.budget = budget if budget is not None and budget.active else None
-        self._job_ended = anyio.Event()  # set (and replaced) as each job ends, for the budget
+        self._job_ended = anyio.Event()  # set (and replaced) as a job ends, when one waits
+        self._waiting = 0  # tasks waiting for a job to end (the budget's, the planner's)
+        self._outstanding = 0  # jobs handed to the channel and not ended
         self.retry = retry
         self.run_id = run_id
         self.slots: SharedSlots | None = None
@@ -249,9 +257,17 @@ class Engine:
             if verdict is Verdict.STOP:
                 self._stop_for_budget()
                 return False
-            await self._job_ended.wait()
+            await self._job_ended_wait()
             if self.stopping.is_set():
                 return False
+
+    async def _job_ended_wait(self) -> None:
+        """Sleep until the next job ends (its outcome counted and observed)."""
+        self._waiting += 1
+        try:
+            await self._job_ended.wait()
+        finally:
+            self._waiting -= 1
 
     def _stop_for_budget(self) -> None:
         """The budget would be passed: dispatch nothing more; jobs in flight (their retries
@@ -480,14 +496,15 @@ class Engine:
 
     async def run(
         self,
-        jobs: Iterable[Job],
+        jobs: Planner | Iterable[Job],
         sink: Sink | Callable[[Batch], None],
         *,
         batch_jobs: int = 200,
         batch_secs: float = 2.0,
         workers: int | None = None,
     ) -> Counters:
-        """Run every job. Each finished job goes to ``sink.add`` at once (on the event loop);
+        """Run the jobs the planner hands out (an iterable of jobs: all of them, in order, as
+        ``planner.Walk``). Each finished job goes to ``sink.add`` at once (on the event loop);
         every ``batch_jobs`` jobs or ``batch_secs`` seconds what was added is sealed and
         written from a worker thread. A plain callable is a sink that receives ``Batch``es.
 
@@ -497,35 +514,49 @@ class Engine:
         n_workers = workers or max(2, self.max_limit * 2)
         self.sink = sink if isinstance(sink, Sink) else BatchSink(sink)
         self._batch_jobs = batch_jobs
+        planner = jobs if isinstance(jobs, Planner) else Walk(jobs)
         with fewer_collections():
-            await self._run(jobs, batch_secs, n_workers)
+            await self._run(planner, batch_secs, n_workers)
         self._tg = None
         if self.abort is not None:
             raise RunAborted(self.abort)
         return self.counters
 
-    async def _run(self, jobs: Iterable[Job], batch_secs: float, n_workers: int) -> None:
+    async def _run(self, planner: Planner, batch_secs: float, n_workers: int) -> None:
         job_send, job_recv = anyio.create_memory_object_stream[Job](n_workers)
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._writer, batch_secs)
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                tg.start_soon(self._produce, jobs, job_send)
+                tg.start_soon(self._produce, planner, job_send)
                 async with job_recv:
                     for _ in range(n_workers):
-                        tg.start_soon(self._work, job_recv.clone())
+                        tg.start_soon(self._work, job_recv.clone(), planner)
             outer.cancel_scope.cancel()  # every worker is done: the writer's last flush
 
-    async def _produce(self, jobs: Iterable[Job], send: ObjectSendStream[Job]) -> None:
+    async def _produce(self, planner: Planner, send: ObjectSendStream[Job]) -> None:
+        """Queue what the planner hands out; on ``WAIT`` sleep until a job ends (no polling)."""
         async with send:
             with self._dispatch_scope:
-                for job in jobs:
+                while True:
+                    job = planner.next()
+                    if job is None:
+                        return
+                    if job is WAIT:
+                        if not self._outstanding:
+                            raise RuntimeError(
+                                "the planner answered WAIT with no job in flight: "
+                                "nothing would ever wake it"
+                            )
+                        await self._job_ended_wait()
+                        continue
+                    self._outstanding += 1
                     await send.send(job)
 
-    async def _work(self, recv: MemoryObjectReceiveStream[Job]) -> None:
+    async def _work(self, recv: MemoryObjectReceiveStream[Job], planner: Planner) -> None:
         self._workers += 1
         try:
-            await self._work_loop(recv)
+            await self._work_loop(recv, planner)
         except anyio.EndOfStream:
             pass  # every job dispatched
         finally:
@@ -533,7 +564,8 @@ class Engine:
             if self._workers == 0:
                 self._grace_scope.cancel()
 
-    async def _work_loop(self, recv: MemoryObjectReceiveStream[Job]) -> None:
+    async def _work_loop(self, recv: MemoryObjectReceiveStream[Job], planner: Planner) -> None:
+        observes = getattr(planner, "observes", True)
         async with recv:
             while True:
                 try:  # a job already queued, without a checkpoint (the attempt yields anyway)
@@ -551,10 +583,10 @@ class Engine:
                     outcome = await self.run_job(job)
                 finally:
                     c.active_jobs -= 1
-                if budget is not None:
-                    budget.record(*outcome_spend(outcome))
-                    ended, self._job_ended = self._job_ended, anyio.Event()
-                    ended.set()
+                if budget is not None or observes:
+                    usd, credits = outcome_spend(outcome)
+                    if budget is not None:
+                        budget.record(usd, credits)
                 c.done += 1
                 if outcome.ok:
                     c.ok += 1
@@ -569,6 +601,12 @@ class Engine:
                 except OSError as exc:
                     self._write_failed(exc)
                     return
+                if observes:
+                    planner.observe(_finished(outcome, usd, credits))
+                self._outstanding -= 1
+                if self._waiting:  # the budget or the planner waits for a job to end
+                    ended, self._job_ended = self._job_ended, anyio.Event()
+                    ended.set()
                 if self.sink.pending >= self._batch_jobs:
                     self._sealed.append(self.sink.seal())
                     self._flush_wanted.set()
@@ -613,3 +651,23 @@ class Engine:
         finally:
             with anyio.CancelScope(shield=True):
                 await flush(seal_pending=True)
+
+
+def _finished(outcome: JobOutcome, usd: float | None, credits: float | None) -> Finished:
+    """A finished job as the planner sees it (plain data, no transcript)."""
+    job, result = outcome.job, outcome.result
+    failure = outcome.failure
+    return Finished(
+        key=job.key,
+        case=case_of(job),
+        repeat=job.repeat,
+        status=outcome.status,
+        error_kind=None if result is not None or failure is None else failure.kind.value,
+        criteria=()
+        if result is None
+        else tuple(
+            (cid, r.result) for cid, r in result.analysis.evaluation_criteria_results.items()
+        ),
+        usd=usd,
+        credits=None if credits is None else float(credits),
+    )

@@ -18,6 +18,7 @@ from runner.config import Config, config_hash, load_config
 from runner.jobs import Job
 from runner.journal import recover
 from runner.manifest import Manifest
+from runner.plan import shard_homes, sweep_jobs
 from runner.store import (
     RunLock,
     StoreError,
@@ -28,7 +29,6 @@ from runner.store import (
     shard_manifests,
     write_manifest,
 )
-from runner.sweep import shard_homes, sweep_jobs
 
 
 @dataclass

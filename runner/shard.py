@@ -8,7 +8,7 @@ and a hash spreads the jobs evenly whatever the config's order.
 Some jobs must share a shard: the agent-testing backend runs the repeats of one test as one
 invocation, which each shard holding some of them would start and pay for. Those jobs are
 split by group instead (``split_groups``): whole groups, balanced by their jobs (the groups
-themselves: ``runner.sweep.shard_homes``).
+themselves: ``runner.plan.shard_homes``).
 
 Engines that run an array of identical workers set an index in the environment:
 
@@ -65,7 +65,7 @@ class Shard:
         return f"{self.index}/{self.count}"
 
     def owns(self, job_key: str) -> bool:
-        """Split by job key (``runner.sweep.shard_homes`` says which split a run uses)."""
+        """Split by job key (``runner.plan.shard_homes`` says which split a run uses)."""
         return shard_of(job_key, self.count) == self.index
 
 
@@ -143,4 +143,19 @@ def resolve_shard(spec: str | None, count: int | None, env: Mapping[str, str]) -
     shard = parse_shard(spec)
     if count is not None and count != shard.count:
         raise ShardError(f"--shard {spec} disagrees with --shards {count}")
+    return shard
+
+
+def shard_for_run(
+    spec: str | None, count: int | None, env: Mapping[str, str], *, ray: bool = False
+) -> Shard | None:
+    """The shard ``run`` runs, from ``--shard``, ``--shards`` and ``--ray`` (None: the whole
+    sweep, or Ray starting every shard itself); ``ShardError`` when they make no sense."""
+    if ray:
+        if spec is not None:
+            raise ShardError("--ray starts every shard itself: give --shards N, not --shard")
+        return None
+    shard = resolve_shard(spec, count, env)
+    if shard is None and count is not None:
+        raise ShardError("--shards N needs --shard I/N or --shard auto (or --ray)")
     return shard

@@ -631,6 +631,33 @@ class Run:
     )
     """Vendor result buckets (agent-testing backend); empty for the other backends."""
 
+    def for_agent(self, agent: str | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(criteria, jobs) of one agent, named by its label or its id (None: every agent);
+        ``ValueError`` naming it when the run has no such agent."""
+        criteria, jobs = _collected(self.criteria), _collected(self.jobs)
+        if agent is None:
+            return criteria, jobs
+        jobs = jobs.filter((pl.col("agent_label") == agent) | (pl.col("agent_id") == agent))
+        if jobs.height == 0:
+            raise ValueError(f"no agent {agent!r} in {self.path}")
+        return criteria.join(jobs.select("job_key"), on="job_key", how="semi"), jobs
+
+
+def _collected(frame: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    return frame.collect() if isinstance(frame, pl.LazyFrame) else frame
+
+
+RUN_MARKERS = ("manifest.json", "jobs.parquet", "shards", "parts/jobs")
+"""What makes a directory a run directory (``open_run``)."""
+
+
+def open_run(path: Path) -> Run:
+    """``load_run`` of a directory a user named: ``FileNotFoundError`` with one clear line
+    when it is not a run directory."""
+    if not any((path / marker).exists() for marker in RUN_MARKERS):
+        raise FileNotFoundError(f"{path} is not a run directory (no manifest.json)")
+    return load_run(path)
+
 
 def load_run(path: str | Path, *, lazy: bool = False) -> Run:
     """Read a run directory: the final tables when present, else straight from the parts."""

@@ -186,7 +186,7 @@ class FrameDecoder:
             self.frames_decoded += 1
             frames.append(frame)
 
-    def feed(self, data: bytes) -> list[StreamFrame]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[StreamFrame]:
         """Decode every line completed by ``data``; keep the unfinished tail for later."""
         self._check_usable()
         if not isinstance(data, (bytes, bytearray)):

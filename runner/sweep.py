@@ -2,22 +2,21 @@
 
 This is the I/O shell around the engine, in three steps under the run directory's lock:
 ``open_session`` (what is done already, the manifest entry, the part writer), ``execute`` (the
-target, the backend, the engine with its progress display and signal handling) and
-``finalize`` (the session's figures, the compacted tables, the manifest). Everything it
-decides is plain data.
+target, the expected cost and the budget from ``runner.costing``, the backend from
+``runner.backends.factory``, the engine walking the session's jobs from ``runner.plan``, with
+its progress display and signal handling) and ``finalize`` (the session's figures, the
+compacted tables, the manifest). Everything it decides is plain data.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import platform
 import signal
 import sys
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -25,30 +24,25 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
-import httpx
 
 import runner
 from runner.adaptive import DEFAULT_CAP, AdaptiveLimit, ConcurrencyController
-from runner.backends.agent_testing import (
-    INVOCATIONS_FILE,
-    AgentTestingBackend,
-    repeat_window,
-    test_spec,
-)
-from runner.backends.base import Backend
-from runner.backends.simulate import BufferedBackend, StreamBackend
+from runner.backends.agent_testing import AgentTestingBackend
+from runner.backends.factory import make_backend
 from runner.budget import BudgetTracker
 from runner.config import Config, config_hash, resolved_config
+from runner.costing import estimate_cost, make_budget
 from runner.engine import Counters, Engine, RunAborted, SharedSlots
-from runner.errors import Action, AttemptError, Failure
-from runner.estimate import AgentPrices, Estimate, from_history, from_prices
-from runner.http import make_http_client, request_json
-from runner.jobs import Job, count_jobs, iter_jobs
+from runner.errors import AttemptError, Failure
+from runner.estimate import Estimate
+from runner.http import make_http_client
 from runner.journal import JournaledParts, recover
 from runner.manifest import Manifest, Session, Target
+from runner.plan import DEFAULT_RESULTS, planned_total, run_name, select_jobs
+from runner.planner import Walk
 from runner.preflight import PreflightFailed, check_target
 from runner.progress import show_progress
-from runner.shard import Shard, shard_of, split_groups
+from runner.shard import Shard
 from runner.store import (
     RESOLVED_CONFIG,
     PartWriter,
@@ -68,9 +62,18 @@ from runner.store import (
     write_shard_manifest,
 )
 from runner.target import read_api_key, target_url
-from runner.wire.pricing import CALCULATE_PATH, LLMUsageCalculation
 
-DEFAULT_RESULTS = Path("results")
+__all__ = [
+    "DEFAULT_RESULTS",
+    "RunReport",
+    "RunResult",
+    "WriteFailed",
+    "concurrency_policy",
+    "preflight_only",
+    "run",
+    "run_name",
+    "run_sweep",
+]
 
 
 class WriteFailed(StoreError):
@@ -102,75 +105,6 @@ RunReport = RunResult
 """The former name of ``RunResult``, kept for code written against it."""
 
 
-def run_name(cfg: Config, override: str | None = None) -> str:
-    return override or cfg.run.name or cfg.source_path.stem
-
-
-def _limited(cfg: Config, limit: int | None) -> Iterator[Job]:
-    jobs: Iterator[Job] = iter_jobs(cfg)
-    return itertools.islice(jobs, limit) if limit is not None else jobs
-
-
-def split_unit(cfg: Config) -> Callable[[Job], str]:
-    """What agent-testing keeps in one shard: a test and a window of its repeats, for every
-    agent and variant. That holds each invocation group whole (agent, variant, test, repeat
-    window: its repeats share one invocation, which two shards would each start and pay
-    for), and each test is created by one shard only (a test serves every agent; two shards
-    creating it at once would make two)."""
-    options, repeats = cfg.target.agent_testing, cfg.run.max_repeats
-
-    def unit(job: Job) -> str:
-        start, count = repeat_window(job.repeat, repeats)
-        return f"{test_spec(job, options).hash}:{start}:{count}"
-
-    return unit
-
-
-def shard_homes(cfg: Config, limit: int | None, count: int) -> Callable[[Job], int]:
-    """The shard of ``count`` that runs a job. Simulations: a hash of the job's key.
-    Agent-testing: whole ``split_unit``s, balanced over the shards by their jobs
-    (``split_groups``; one pass over the sweep first)."""
-    if cfg.target.backend != "agent-testing" or count == 1:
-        return lambda job: shard_of(job.key, count)
-    unit_of = split_unit(cfg)
-    homes = split_groups(Counter(unit_of(job) for job in _limited(cfg, limit)), count)
-    return lambda job: homes[unit_of(job)]
-
-
-def sweep_jobs(cfg: Config, limit: int | None, shard: Shard | None = None) -> Iterator[Job]:
-    """The sweep's jobs (the first ``limit``), only the shard's own when sharded."""
-    jobs = _limited(cfg, limit)
-    if shard is not None and shard.count > 1:
-        home = shard_homes(cfg, limit, shard.count)
-        jobs = (job for job in jobs if home(job) == shard.index)
-    return jobs
-
-
-def select_jobs(
-    cfg: Config, limit: int | None, done: set[str], shard: Shard | None = None
-) -> Iterator[Job]:
-    return (job for job in sweep_jobs(cfg, limit, shard) if job.key not in done)
-
-
-def planned_total(
-    cfg: Config, limit: int | None, done: set[str], shard: Shard | None = None
-) -> tuple[int, int]:
-    """(jobs to run, jobs skipped as already done). Counts without keeping jobs in memory."""
-    if shard is not None and shard.count > 1:
-        total = skipped = 0
-        for job in sweep_jobs(cfg, limit, shard):
-            total += 1
-            skipped += job.key in done
-        return total - skipped, skipped
-    total = count_jobs(cfg)
-    if limit is not None:
-        total = min(total, limit)
-    if not done:
-        return total, 0
-    skipped = sum(1 for job in itertools.islice(iter_jobs(cfg), total) if job.key in done)
-    return total - skipped, skipped
-
-
 def _versions() -> dict[str, str]:
     versions = {"runner": runner.__version__, "python": platform.python_version()}
     for package in ("anyio", "httpx", "polars", "pydantic", "tenacity"):
@@ -184,40 +118,6 @@ def concurrency_policy(cfg: Config) -> int | ConcurrencyController:
     if cfg.run.concurrency == "auto":
         return AdaptiveLimit(cfg.run.max_concurrency or DEFAULT_CAP)
     return cfg.run.concurrency
-
-
-def make_backend(
-    cfg: Config,
-    base_url: str,
-    api_key: str | None,
-    concurrency: int,
-    transport: httpx.AsyncBaseTransport | None = None,
-    run_dir: Path | None = None,
-    session_id: str | None = None,
-    run_key: str = "",
-    shard: Shard | None = None,
-) -> Backend:
-    """The config's backend over one shared client. ``run_dir`` is where the agent-testing
-    backend records its invocations, to re-attach to them after a crash (a shard in a file of
-    its own)."""
-    client = make_http_client(base_url, api_key, cfg.target.timeouts, concurrency, transport)
-    if cfg.target.backend == "buffered":
-        return BufferedBackend(client, cfg.target.timeouts)
-    if cfg.target.backend == "agent-testing":
-        return AgentTestingBackend(
-            client,
-            cfg.target.agent_testing,
-            repeats=cfg.run.max_repeats,
-            run_dir=run_dir,
-            session_id=session_id,
-            run_key=run_key,
-            record_name=(
-                f"invocations-{shard.name}.jsonl"
-                if shard is not None and shard.count > 1
-                else INVOCATIONS_FILE
-            ),
-        )
-    return StreamBackend(client, cfg.target.timeouts)
 
 
 async def _watch_signals(engine: Engine, grace: float, out: TextIO) -> None:
@@ -235,117 +135,6 @@ async def _watch_signals(engine: Engine, grace: float, out: TextIO) -> None:
             else:
                 print("stopping now", file=out, flush=True)
                 engine.hard_stop()
-
-
-# ---------------------------------------------------------------------------- cost
-
-
-def _agent_llm(agent: Any) -> str | None:
-    try:
-        llm = agent["conversation_config"]["agent"]["prompt"]["llm"]
-    except (KeyError, TypeError):
-        return None
-    return llm if isinstance(llm, str) else None
-
-
-async def fetch_prices(client: httpx.AsyncClient, agent_ids: set[str]) -> dict[str, AgentPrices]:
-    """Each agent's quote from the calculate endpoint, and its LLM from its config. The first
-    call that fails ends the asking (an estimate is advice, not worth hammering a target for);
-    a rejected key is raised, as it would stop the run at its first simulation anyway."""
-    out: dict[str, AgentPrices] = {}
-    for agent_id in sorted(agent_ids):
-        try:
-            reply = await request_json(
-                client, "POST", CALCULATE_PATH.format(agent_id=agent_id), json_body={}
-            )
-            quote = LLMUsageCalculation.model_validate(reply)
-            agent = await request_json(client, "GET", f"/v1/convai/agents/{agent_id}")
-        except AttemptError as exc:
-            if exc.failure.action is Action.ABORT_RUN:
-                raise
-            break
-        except ValueError:
-            break
-        prices = {p.llm: p.price_per_message for p in quote.llm_prices}
-        out[agent_id] = AgentPrices(prices, _agent_llm(agent))
-    return out
-
-
-async def estimate_cost(
-    cfg: Config,
-    jobs: Iterator[Job],
-    total: int,
-    earlier_usd: list[float],
-    earlier_credits: list[float],
-    client: httpx.AsyncClient | None,
-) -> list[Estimate]:
-    """The expected cost of ``total`` jobs still to run: from earlier sessions' spend per job
-    when some were priced, else from the calculate endpoint's prices (``client``)."""
-    out = []
-    usd = from_history(total, earlier_usd, "usd")
-    if usd is None and client is not None and total:
-        prices = await fetch_prices(client, {agent.id for agent in cfg.agents})
-        # streamed: a 100,000-job sweep is never held in memory for its estimate
-        pairs = ((job.agent_id, int(job.body.get("new_turns_limit") or 1)) for job in jobs)
-        usd = from_prices(pairs, prices)
-    if usd is not None:
-        out.append(usd)
-    credits = from_history(total, earlier_credits, "credits")
-    if credits is not None:
-        out.append(credits)
-    return out
-
-
-def dry_run_estimate(
-    cfg: Config, *, limit: int | None = None, results_root: Path = DEFAULT_RESULTS
-) -> list[Estimate]:
-    """``--dry-run``'s estimate: what the jobs a run would send still cost (earlier sessions
-    of ``results_root/<name>/`` read, not locked). Asks the calculate endpoint (starting the
-    local API for it when the target is local), which sends no simulation."""
-    run_dir = results_root / run_name(cfg)
-    done = done_job_keys(run_dir) if run_dir.exists() else set()
-    earlier_usd, earlier_credits = earlier_spend(run_dir) if run_dir.exists() else ([], [])
-    total, _ = planned_total(cfg, limit, done)
-    if total and from_history(total, earlier_usd) is not None:
-        return anyio.run(estimate_cost, cfg, iter(()), total, earlier_usd, earlier_credits, None)
-    api_key = read_api_key(cfg)
-
-    async def ask(url: str) -> list[Estimate]:
-        async with make_http_client(url, api_key, cfg.target.timeouts, 2) as client:
-            jobs = select_jobs(cfg, limit, done)
-            return await estimate_cost(cfg, jobs, total, earlier_usd, earlier_credits, client)
-
-    if not total:
-        return []
-    local = cfg.target.base_url == "local"
-    with target_url(cfg) if local else contextlib.nullcontext(cfg.target.base_url) as url:
-        return anyio.run(ask, url)
-
-
-def make_budget(
-    cfg: Config, earlier_usd: list[float], earlier_credits: list[float], estimates: list[Estimate]
-) -> BudgetTracker | None:
-    """``run.budget`` as the engine consults it: earlier sessions' spend counted, and the
-    expected cost of a job before this session priced one (earlier sessions' mean, else the
-    estimate's geometric middle per job)."""
-    budget = cfg.run.budget
-    if budget is None or (budget.usd is None and budget.credits is None):
-        return None
-
-    def prior(earlier: list[float], unit: str) -> float | None:
-        if earlier:
-            return sum(earlier) / len(earlier)
-        found = next((e for e in estimates if e.unit == unit and e.jobs), None)
-        return found.per_job if found else None
-
-    return BudgetTracker(
-        usd=budget.usd,
-        credits=budget.credits,
-        spent_usd=sum(earlier_usd),
-        spent_credits=sum(earlier_credits),
-        prior_usd=prior(earlier_usd, "usd"),
-        prior_credits=prior(earlier_credits, "credits"),
-    )
 
 
 async def run_sweep(
@@ -526,14 +315,6 @@ def open_session(
         earlier_credits=earlier_credits,
         shard=shard,
     )
-    if shard is None:
-        write_manifest(run_dir, manifest)
-        write_json(run_dir / RESOLVED_CONFIG, resolved_config(cfg))
-    else:
-        manifest.shard, manifest.limit, manifest.counts = str(shard), limit, {}
-        write_shard_manifest(run_dir, shard.name, manifest)
-        write_json(run_dir / RESOLVED_CONFIG, resolved_config(cfg), unique=True)
-    return OpenSession(run_dir, manifest, session, writer, axes, done, recovered, shard)
 
 
 async def execute(
@@ -598,9 +379,7 @@ async def execute(
         )
         backend = make_backend(
             cfg,
-            url,
-            api_key,
-            pool,
+            make_http_client(url, api_key, cfg.target.timeouts, pool),
             run_dir=run_dir,
             session_id=result.run_id,
             run_key=opened.manifest.created_at.isoformat(),
@@ -631,7 +410,7 @@ async def execute(
                 if handle_signals:
                     tg.start_soon(_watch_signals, engine, cfg.run.shutdown_grace, sys.stderr)
                 try:
-                    await engine.run(select_jobs(cfg, limit, opened.done, opened.shard), sink)
+                    await engine.run(Walk(select_jobs(cfg, limit, opened.done, opened.shard)), sink)
                 except RunAborted as exc:  # caught here, not as a task group's exception group
                     result.aborted = exc.failure
                 finally:

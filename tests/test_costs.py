@@ -18,7 +18,7 @@ import pytest
 from conftest import LocalAPIFactory
 from test_agent_testing import write_config
 
-from runner.budget import BudgetTracker, Verdict
+from runner.budget import BudgetTracker, Limit, Verdict, resume_limit
 from runner.config import load_config
 from runner.estimate import AgentPrices, from_history, from_prices
 from runner.jobs import iter_jobs
@@ -437,3 +437,14 @@ def test_budget_without_any_figure_risks_one_job_at_a_time() -> None:
     assert tracker.verdict(1) is Verdict.WAIT  # nothing priced yet: one at a time
     tracker.record(None, 10)
     assert tracker.verdict(5) is Verdict.ADMIT  # 10 + 6 x 10 <= 100
+
+
+def test_the_larger_budget_to_resume_with_covers_the_jobs_left() -> None:
+    """Spend so far plus the jobs left at the expected cost, rounded up to the cent (the
+    credit), and always a step above the limit that stopped the run."""
+    usd = Limit("usd", 0.02, spent=0.0193, prior=0.004)
+    assert resume_limit(usd, 10) == pytest.approx(0.06)  # 0.0193 + 10 x 0.004 = 0.0593
+    assert resume_limit(usd, 0) == pytest.approx(0.03)  # at least one cent above 0.02
+    credits = Limit("credits", 100, spent=98.0)
+    credits.recent.extend([3.0, 5.0])
+    assert resume_limit(credits, 3) == 110.0  # 98 + 3 x 4

@@ -26,9 +26,9 @@ from runner.adaptive import AdaptiveLimit, Signal, SignalKind, SlotLedger
 from runner.cluster import USAGE_STATS_ENV, ClusterSlots, QuotaActor, init_local_ray, run_on_ray
 from runner.config import load_config
 from runner.localapi.server import LocalAPI, local_api_process
+from runner.plan import sweep_jobs
 from runner.shard import Shard
 from runner.store import ShardLock, read_shard_manifest
-from runner.sweep import sweep_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 QUOTA = 6

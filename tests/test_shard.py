@@ -26,11 +26,13 @@ from runner.config import load_config
 from runner.gate import EXIT_PASSED
 from runner.jobs import Job, iter_jobs
 from runner.localapi.server import local_api_process
+from runner.plan import sweep_jobs
 from runner.shard import (
     Shard,
     ShardError,
     parse_shard,
     resolve_shard,
+    shard_for_run,
     shard_from_env,
     shard_of,
     split_groups,
@@ -44,7 +46,6 @@ from runner.store import (
     load_run,
     read_manifest,
 )
-from runner.sweep import sweep_jobs
 from runner.view.server import viewer_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -548,3 +549,14 @@ def test_agent_testing_shards_start_each_test_run_once_and_merge_as_one_process(
         assert isinstance(a, pl.DataFrame) and isinstance(b, pl.DataFrame)
         assert a.height > 0, table
         assert a.select(columns).sort(columns[:3]).equals(b.select(columns).sort(columns[:3]))
+
+
+def test_the_run_flags_make_one_shard_or_one_clear_error() -> None:
+    assert shard_for_run(None, None, {}) is None
+    assert shard_for_run("1/3", None, {}) == Shard(1, 3)
+    assert shard_for_run("auto", 4, {"JOB_COMPLETION_INDEX": "2"}) == Shard(2, 4)
+    assert shard_for_run(None, 4, {}, ray=True) is None  # Ray starts every shard itself
+    with pytest.raises(ShardError, match="--ray starts every shard itself"):
+        shard_for_run("0/2", None, {}, ray=True)
+    with pytest.raises(ShardError, match="--shards N needs --shard"):
+        shard_for_run(None, 3, {})

@@ -653,9 +653,6 @@ class Config(Strict):
         """A path written in the config, relative to the config file's folder."""
         return self.source_path.parent / Path(relative).expanduser()
 
-    def scenario_files(self) -> list[Path]:
-        return [self.resolve(s.file) for s in self.scenarios if isinstance(s, ScenarioFileRef)]
-
     def matrix_cells(self) -> Iterator[tuple[tuple[str, Any], ...]]:
         """Every combination of the matrix axes, in config order; one empty cell if none."""
         axes = list(self.matrix)

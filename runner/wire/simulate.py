@@ -221,8 +221,3 @@ class ErrorBody(WireModel):
     """``{"detail": {"status", "message"}}``: the form of 401, 404, 429 and 5xx bodies."""
 
     detail: ErrorDetail
-
-
-class AgentSummary(WireModel):
-    agent_id: str
-    name: str
