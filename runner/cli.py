@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the local ElevenLabs-compatible API")
     server.add_arguments(serve)
     _add_tests_command(sub)
+    _add_assert_command(sub)
     sub.add_parser(
         "schema", help="print the sweep config's JSON Schema (as in configs/config.schema.json)"
     )
@@ -474,6 +475,31 @@ def _add_tests_command(sub: SubParsers) -> None:
     prune.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
 
 
+def _add_assert_command(sub: SubParsers) -> None:
+    check = sub.add_parser(
+        "assert",
+        help="re-run a config's assertions over a run's stored transcripts (sends nothing)",
+    )
+    check.add_argument("run_dir", type=Path, help="a results/<run>/ directory")
+    check.add_argument(
+        "--config", type=Path, help="the config whose assertions to apply (default: the run's own)"
+    )
+
+
+def _cmd_assert(args: argparse.Namespace) -> int:
+    from runner.config import ConfigError
+    from runner.reassert import assert_command
+    from runner.store import StoreError
+
+    try:
+        lines = assert_command(args.run_dir, args.config)
+    except (ConfigError, StoreError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    print("\n".join(lines))
+    return EXIT_OK
+
+
 def _cmd_tests_prune(args: argparse.Namespace) -> int:
     from runner.config import ConfigError, load_config
     from runner.prune import PruneError, prune
@@ -515,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_tests_prune(args)
     if args.command == "merge":
         return _cmd_merge(args)
+    if args.command == "assert":
+        return _cmd_assert(args)
     if args.command == "schema":
         from runner.config.jsonschema import config_schema_text
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import polars as pl
 import pytest
 import yaml
@@ -122,4 +124,21 @@ async def test_assertions_are_recorded_and_re_asserted_without_a_request(
     assert once.filter(pl.col("criterion_id") == "within_8").height == 8
     unchanged = once.filter(pl.col("criterion_id") != "within_8")
     assert unchanged.equals(before)
+    assert api.stats()["simulate_requests"] == requests
+
+    # the command line: the same lines, exit 0; a directory that is no run is one line, exit 2
+    done = await anyio.run_process(
+        [sys.executable, "-m", "runner", "assert", str(report.run_dir)], check=False, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert "jobs checked against the assertions of" in done.stdout.decode()
+    assert load_run(report.run_dir).criteria.sort("job_key", "criterion_id").equals(twice)
+    missing = await anyio.run_process(
+        [sys.executable, "-m", "runner", "assert", str(tmp_path / "nowhere")],
+        check=False,
+        cwd=tmp_path,
+    )
+    err = missing.stderr.decode()
+    assert missing.returncode == 2
+    assert len(err.strip().splitlines()) == 1 and "nowhere" in err
     assert api.stats()["simulate_requests"] == requests
