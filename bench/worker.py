@@ -2,9 +2,9 @@
 
 Prints one JSON line of figures. CPU time is counted from just before the run to just after
 it (imports and start-up excluded), and again over the run's steady middle (``Window``: from
-the end of the first tenth of its simulations to the end of the ninth tenth, so neither the
-set-up, the ramp up and down nor the compaction is in it); peak RSS is the process's whole
-life, as a user sees it.
+the end of the first tenth of its simulations, or of the first ``concurrency``, to as many
+before its end, so neither the set-up, the ramps up and down nor the compaction is in it);
+peak RSS is the process's whole life, as a user sees it.
 The runner runs as a user runs it (``runner.run``: engine, client, Parquet parts, compaction)
 against the ``url`` given; the naive baseline is ``bench.naive``.
 """
@@ -54,12 +54,13 @@ STEADY_CUT = 0.1
 class Window:
     """The CPU clock stamped as the ``lo``-th and the ``hi``-th simulation of a run ends: the
     marginal CPU per simulation between them leaves out what a run pays once (set-up, the
-    first connections, the last flush and the compaction) and the ramps at either end, where
-    fewer simulations are in flight. Every thread of the process is counted (the runner's
-    Parquet writer included)."""
+    first connections, the last flush and the compaction) and the ramps at either end: at
+    least the first ``concurrency`` simulations (started together, on new connections) and the
+    last ``concurrency`` (ending with fewer and fewer in flight). Every thread of the process
+    is counted (the runner's Parquet writer included)."""
 
-    def __init__(self, jobs: int) -> None:
-        cut = max(int(jobs * STEADY_CUT), 1)
+    def __init__(self, jobs: int, concurrency: int = 1) -> None:
+        cut = max(int(jobs * STEADY_CUT), concurrency, 1)
         self.lo, self.hi = cut, jobs - cut
         self.ended = 0
         self.stamps: dict[int, float] = {}
@@ -177,7 +178,7 @@ def run_runner(spec: dict[str, Any]) -> dict[str, Any]:
     from runner.sweep import run
 
     seen: dict[str, float] = {}
-    window = Window(spec["jobs"])
+    window = Window(spec["jobs"], spec["concurrency"])
     with variant(spec, seen, window), tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         path = Path(tmp) / "bench.yaml"
         path.write_text(yaml.safe_dump(sweep_config(spec), sort_keys=False))
@@ -212,7 +213,7 @@ def run_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     from bench.naive import run_naive, run_raw_aiohttp
 
     body = request_body(spec["new_turns_limit"])
-    window = Window(spec["jobs"])
+    window = Window(spec["jobs"], spec["concurrency"])
     args = (spec["url"], AGENT, body, spec["jobs"], spec["concurrency"], window)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     if spec["client"] == "floor":

@@ -104,7 +104,7 @@ def test_the_baselines_decode_every_frame(client: str, local_api: LocalAPI) -> N
 def test_the_steady_window_counts_only_the_middle_of_a_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    window = Window(20)  # the 2nd to the 18th simulation's end
+    window = Window(20)  # the 2nd to the 18th simulation's end (a tenth cut at each end)
     # a clock that reads 0.5 s per simulation ended so far
     monkeypatch.setattr("bench.worker.time.process_time", lambda: 0.5 * window.ended)
     for _ in range(20):
@@ -113,6 +113,8 @@ def test_the_steady_window_counts_only_the_middle_of_a_run(
     # the clock reads 1.0 s at the 2nd end and 9.0 s at the 18th: 8 s over 16 simulations
     assert window.figures() == {"steady_cpu_ms_per_sim": pytest.approx(500.0)}
     assert Window(1).figures() == {}  # too short a run has no middle
+    wide = Window(1000, concurrency=300)  # at least the first and last 300 left out
+    assert (wide.lo, wide.hi) == (300, 700)
 
 
 def test_spread_is_the_range_over_the_median() -> None:
