@@ -56,11 +56,12 @@ class Window:
     marginal CPU per simulation between them leaves out what a run pays once (set-up, the
     first connections, the last flush and the compaction) and the ramps at either end: at
     least the first ``concurrency`` simulations (started together, on new connections) and the
-    last ``concurrency`` (ending with fewer and fewer in flight). Every thread of the process
-    is counted (the runner's Parquet writer included)."""
+    last ``concurrency`` (ending with fewer and fewer in flight), but never more than a
+    quarter at each end, so a short run still has a middle. Every thread of the process is
+    counted (the runner's Parquet writer included)."""
 
     def __init__(self, jobs: int, concurrency: int = 1) -> None:
-        cut = max(int(jobs * STEADY_CUT), concurrency, 1)
+        cut = max(min(max(int(jobs * STEADY_CUT), concurrency), jobs // 4), 1)
         self.lo, self.hi = cut, jobs - cut
         self.ended = 0
         self.stamps: dict[int, float] = {}

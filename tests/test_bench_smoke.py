@@ -113,8 +113,10 @@ def test_the_steady_window_counts_only_the_middle_of_a_run(
     # the clock reads 1.0 s at the 2nd end and 9.0 s at the 18th: 8 s over 16 simulations
     assert window.figures() == {"steady_cpu_ms_per_sim": pytest.approx(500.0)}
     assert Window(1).figures() == {}  # too short a run has no middle
-    wide = Window(1000, concurrency=300)  # at least the first and last 300 left out
-    assert (wide.lo, wide.hi) == (300, 700)
+    wide = Window(2000, concurrency=300)  # at least the first and last 300 left out
+    assert (wide.lo, wide.hi) == (300, 1700)
+    short = Window(1000, concurrency=500)  # but at most a quarter at each end
+    assert (short.lo, short.hi) == (250, 750)
 
 
 def test_spread_is_the_range_over_the_median() -> None:
