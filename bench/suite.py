@@ -74,7 +74,7 @@ PRESETS: dict[str, Sizes] = {
     "quick": Sizes(
         40,
         0.005,
-        (30, 60),
+        (40, 80),
         (10, 20),
         (0.01, 0.01),
         50,
@@ -240,6 +240,11 @@ def paired_rounds(server: LocalAPI, concurrency: int, jobs: int, rounds: int) ->
     touches both alike. Each figure is the median over the rounds, its ``spread`` beside it;
     ``vs_floor`` is the median of each round's own ratio, steady window against steady window
     (``bench.worker.Window``), ``vs_floor_run`` the same over whole runs."""
+    if jobs < 4 * concurrency:
+        raise ValueError(
+            f"overhead: {jobs} simulations a run at {concurrency} in flight leave no steady "
+            f"middle; give at least {4 * concurrency}"
+        )
     runs: dict[str, list[dict[str, Any]]] = {"runner": [], "floor": []}
     for round_no in range(rounds):
         order = ("floor", "runner") if round_no % 2 == 0 else ("runner", "floor")
@@ -304,9 +309,9 @@ def overhead(sizes: Sizes) -> list[Row]:
                 row: Row = {"section": "overhead", "setup": f"{name} @{concurrency}", "rounds": 1}
                 row.update(run_worker(spec, server))
                 if row["setup"].startswith("runner"):
-                    row["vs_floor"] = (
-                        row["steady_cpu_ms_per_sim"] / floor_row["steady_cpu_ms_per_sim"]
-                    )
+                    if "steady_cpu_ms_per_sim" in row:
+                        steady = row["steady_cpu_ms_per_sim"]
+                        row["vs_floor"] = steady / floor_row["steady_cpu_ms_per_sim"]
                     row["vs_floor_run"] = row["cpu_ms_per_sim"] / floor_row["cpu_ms_per_sim"]
                 at.append(row)
             naive = at[-1]["cpu_ms_per_sim"]

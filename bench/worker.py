@@ -57,12 +57,15 @@ class Window:
     first connections, the last flush and the compaction) and the ramps at either end: at
     least the first ``concurrency`` simulations (started together, on new connections) and the
     last ``concurrency`` (ending with fewer and fewer in flight), but never more than a
-    quarter at each end, so a short run still has a middle. Every thread of the process is
-    counted (the runner's Parquet writer included)."""
+    quarter at each end. A middle shorter than two generations of ``concurrency``
+    simulations gives no figure: the first generation's simulations end nearly together, so
+    a window inside it counts their endings and little of their streams. Every thread of the
+    process is counted (the runner's Parquet writer included)."""
 
     def __init__(self, jobs: int, concurrency: int = 1) -> None:
         cut = max(min(max(int(jobs * STEADY_CUT), concurrency), jobs // 4), 1)
         self.lo, self.hi = cut, jobs - cut
+        self.concurrency = concurrency
         self.ended = 0
         self.stamps: dict[int, float] = {}
 
@@ -72,7 +75,7 @@ class Window:
             self.stamps[self.ended] = time.process_time()
 
     def figures(self) -> dict[str, Any]:
-        if self.hi <= self.lo or len(self.stamps) < 2:
+        if self.hi - self.lo < max(2 * self.concurrency, 1) or len(self.stamps) < 2:
             return {}
         cpu = self.stamps[self.hi] - self.stamps[self.lo]
         return {"steady_cpu_ms_per_sim": cpu * 1000 / (self.hi - self.lo)}

@@ -115,8 +115,11 @@ def test_the_steady_window_counts_only_the_middle_of_a_run(
     assert Window(1).figures() == {}  # too short a run has no middle
     wide = Window(2000, concurrency=300)  # at least the first and last 300 left out
     assert (wide.lo, wide.hi) == (300, 1700)
-    short = Window(1000, concurrency=500)  # but at most a quarter at each end
+    short = Window(1000, concurrency=500)  # at most a quarter at each end
     assert (short.lo, short.hi) == (250, 750)
+    for _ in range(1000):
+        short()
+    assert short.figures() == {}  # a middle shorter than two generations of 500 in flight
 
 
 def test_spread_is_the_range_over_the_median() -> None:
