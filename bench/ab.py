@@ -4,7 +4,8 @@ the runner, measured in alternating rounds against one local API.
 A REF is ``.`` (this checkout, uncommitted changes included), ``floor`` (the raw aiohttp
 client) or a git revision, checked out into a temporary worktree. Each round runs every REF
 once, in a fresh process (``bench.worker``), so drift on a shared machine touches them alike;
-the medians over the rounds and each one's ratio to the first REF are printed. The local API
+the medians over the rounds, their spreads and each one's ratio to the first REF are printed,
+over whole runs and over their steady middles (``bench.worker.Window``). The local API
 is pinned to the last core and the clients to the others, as in ``make bench``.
 
 A change worth a few percent needs this: single runs of the same code vary by about 10% here.
@@ -20,7 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.suite import ROOT, client_cores, overhead_spec, run_worker, serve
+from bench.suite import ROOT, client_cores, overhead_spec, run_worker, serve, spread
 
 FLOOR = "floor"
 
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     results: dict[str, list[float]] = {ref: [] for ref in args.refs}
+    steady: dict[str, list[float]] = {ref: [] for ref in args.refs}
     with (
         client_cores(),
         checkouts(args.refs) as trees,
@@ -76,12 +78,21 @@ def main(argv: list[str] | None = None) -> int:
                 spec = {**overhead_spec(args.concurrency), "client": client, "jobs": args.jobs}
                 figures = run_worker(spec, server, trees[ref])
                 results[ref].append(figures["cpu_ms_per_sim"])
-                print(f"round {round_no}: {ref} {results[ref][-1]:.2f} ms/sim", flush=True)
-    first = statistics.median(results[args.refs[0]])
+                steady[ref].append(figures.get("steady_cpu_ms_per_sim", float("nan")))
+                print(
+                    f"round {round_no}: {ref} {results[ref][-1]:.2f} ms/sim"
+                    f" (steady {steady[ref][-1]:.2f})",
+                    flush=True,
+                )
+    first, first_steady = (statistics.median(d[args.refs[0]]) for d in (results, steady))
     for ref, values in results.items():
-        median = statistics.median(values)
+        median, middle = statistics.median(values), statistics.median(steady[ref])
         runs = ", ".join(f"{v:.2f}" for v in values)
-        print(f"{ref}: median {median:.2f} ms/sim, {median / first:.2f}x {args.refs[0]} ({runs})")
+        print(
+            f"{ref}: median {median:.2f} ms/sim, {median / first:.2f}x {args.refs[0]} ({runs};"
+            f" spread {spread(values):.1%}); steady {middle:.2f} ms/sim,"
+            f" {middle / first_steady:.2f}x (spread {spread(steady[ref]):.1%})"
+        )
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -15,10 +16,20 @@ import httpx
 PATH = "/v1/convai/agents/{agent_id}/simulate-conversation/stream"
 
 
+def _nothing() -> None:
+    pass
+
+
 async def run_naive(
-    base_url: str, agent_id: str, body: dict[str, Any], jobs: int, concurrency: int
+    base_url: str,
+    agent_id: str,
+    body: dict[str, Any],
+    jobs: int,
+    concurrency: int,
+    on_done: Callable[[], None] = _nothing,
 ) -> list[list[Any] | None]:
-    """``jobs`` simulations, ``concurrency`` at a time; the frames of each (None: failed)."""
+    """``jobs`` simulations, ``concurrency`` at a time; the frames of each (None: failed).
+    ``on_done`` is called as each simulation ends (the benchmark stamps its CPU clock)."""
     semaphore = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
@@ -39,12 +50,19 @@ async def run_naive(
                         return frames
                 except httpx.HTTPError:
                     return None
+                finally:
+                    on_done()
 
         return await asyncio.gather(*(simulate() for _ in range(jobs)))
 
 
 async def run_raw_aiohttp(
-    base_url: str, agent_id: str, body: dict[str, Any], jobs: int, concurrency: int
+    base_url: str,
+    agent_id: str,
+    body: dict[str, Any],
+    jobs: int,
+    concurrency: int,
+    on_done: Callable[[], None] = _nothing,
 ) -> list[list[Any] | None]:
     """The floor, not a baseline: aiohttp's stream read line by line with ``json.loads``, no
     httpx, no timing, no retries, nothing kept but the frames. What any client pays here."""
@@ -69,5 +87,7 @@ async def run_raw_aiohttp(
                         return frames
                 except aiohttp.ClientError:
                     return None
+                finally:
+                    on_done()
 
         return await asyncio.gather(*(simulate() for _ in range(jobs)))

@@ -1,7 +1,10 @@
 """One measured load run in a process of its own: ``python -m bench.worker '<spec JSON>'``.
 
 Prints one JSON line of figures. CPU time is counted from just before the run to just after
-it (imports and start-up excluded); peak RSS is the process's whole life, as a user sees it.
+it (imports and start-up excluded), and again over the run's steady middle (``Window``: from
+the end of the first tenth of its simulations, or of the first ``concurrency``, to as many
+before its end, so neither the set-up, the ramps up and down nor the compaction is in it);
+peak RSS is the process's whole life, as a user sees it.
 The runner runs as a user runs it (``runner.run``: engine, client, Parquet parts, compaction)
 against the ``url`` given; the naive baseline is ``bench.naive``.
 """
@@ -44,6 +47,40 @@ def request_body(new_turns_limit: int) -> dict[str, Any]:
     }
 
 
+STEADY_CUT = 0.1
+"""The share of a run's simulations left out of its steady window at each end."""
+
+
+class Window:
+    """The CPU clock stamped as the ``lo``-th and the ``hi``-th simulation of a run ends: the
+    marginal CPU per simulation between them leaves out what a run pays once (set-up, the
+    first connections, the last flush and the compaction) and the ramps at either end: at
+    least the first ``concurrency`` simulations (started together, on new connections) and the
+    last ``concurrency`` (ending with fewer and fewer in flight), but never more than a
+    quarter at each end. A middle shorter than two generations of ``concurrency``
+    simulations gives no figure: the first generation's simulations end nearly together, so
+    a window inside it counts their endings and little of their streams. Every thread of the
+    process is counted (the runner's Parquet writer included)."""
+
+    def __init__(self, jobs: int, concurrency: int = 1) -> None:
+        cut = max(min(max(int(jobs * STEADY_CUT), concurrency), jobs // 4), 1)
+        self.lo, self.hi = cut, jobs - cut
+        self.concurrency = concurrency
+        self.ended = 0
+        self.stamps: dict[int, float] = {}
+
+    def __call__(self) -> None:
+        self.ended += 1
+        if self.ended == self.lo or self.ended == self.hi:
+            self.stamps[self.ended] = time.process_time()
+
+    def figures(self) -> dict[str, Any]:
+        if self.hi - self.lo < max(2 * self.concurrency, 1) or len(self.stamps) < 2:
+            return {}
+        cpu = self.stamps[self.hi] - self.stamps[self.lo]
+        return {"steady_cpu_ms_per_sim": cpu * 1000 / (self.hi - self.lo)}
+
+
 def peak_rss_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes vs KiB
@@ -70,10 +107,13 @@ def sweep_config(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def variant(spec: dict[str, Any], seen: dict[str, float]) -> Iterator[None]:
+def variant(
+    spec: dict[str, Any], seen: dict[str, float], window: Window | None = None
+) -> Iterator[None]:
     """Bench-only seams in ``runner.sweep``, undone on exit: another concurrency policy in
-    place of what ``auto`` builds, httpx's own transport, or no Parquet writes; and the peak
-    RSS reached before the end-of-run compaction, into ``seen["rss_before_compaction"]``."""
+    place of what ``auto`` builds, httpx's own transport, or no Parquet writes; the peak RSS
+    reached before the end-of-run compaction, into ``seen["rss_before_compaction"]``; and
+    ``window`` told of every job the sink takes."""
     import runner.sweep
     from bench.policies import HalveOn429
     from runner.adaptive import AdaptiveLimit
@@ -105,6 +145,16 @@ def variant(spec: dict[str, Any], seen: dict[str, float]) -> Iterator[None]:
                 pass
 
         runner.sweep.JournaledParts = Discard  # type: ignore[misc]
+    if window is not None:
+        sink = runner.sweep.JournaledParts
+        stamp: Window = window
+
+        class Stamped(sink):  # type: ignore[valid-type,misc]
+            def add(self, outcome: Any) -> None:
+                super().add(outcome)
+                stamp()
+
+        runner.sweep.JournaledParts = Stamped  # type: ignore[misc]
     if spec.get("transport") == "httpx":
         make = saved[1]
 
@@ -132,7 +182,8 @@ def run_runner(spec: dict[str, Any]) -> dict[str, Any]:
     from runner.sweep import run
 
     seen: dict[str, float] = {}
-    with variant(spec, seen), tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+    window = Window(spec["jobs"], spec["concurrency"])
+    with variant(spec, seen, window), tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         path = Path(tmp) / "bench.yaml"
         path.write_text(yaml.safe_dump(sweep_config(spec), sort_keys=False))
         cfg = load_config(path)
@@ -149,6 +200,7 @@ def run_runner(spec: dict[str, Any]) -> dict[str, Any]:
             "peak_rss_mb": rss,
             "peak_rss_run_mb": seen.get("rss_before_compaction"),
             "peak_in_flight": c.peak_in_flight,
+            **window.figures(),
         }
         if spec.get("quota"):
             attempts = pl.read_parquet(report.run_dir / "attempts.parquet")
@@ -165,7 +217,8 @@ def run_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     from bench.naive import run_naive, run_raw_aiohttp
 
     body = request_body(spec["new_turns_limit"])
-    args = (spec["url"], AGENT, body, spec["jobs"], spec["concurrency"])
+    window = Window(spec["jobs"], spec["concurrency"])
+    args = (spec["url"], AGENT, body, spec["jobs"], spec["concurrency"], window)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     if spec["client"] == "floor":
         results = uvloop.run(run_raw_aiohttp(*args))
@@ -180,6 +233,7 @@ def run_baseline(spec: dict[str, Any]) -> dict[str, Any]:
         "cpu_ms_per_sim": cpu * 1000 / max(len(done), 1),
         "wall_secs": wall,
         "peak_rss_mb": peak_rss_mb(),
+        **window.figures(),
     }
 
 

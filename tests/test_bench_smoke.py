@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,8 +18,8 @@ import pytest
 import runner.sweep
 from bench.ab import main as ab_main
 from bench.metrics import limit_trace, window_figures
-from bench.suite import table
-from bench.worker import run_baseline, run_runner
+from bench.suite import paired_rounds, spread, table
+from bench.worker import Window, run_baseline, run_runner
 from runner.localapi.server import LocalAPI
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,6 +99,58 @@ def test_runner_variants_run_and_restore_the_runner(
 def test_the_baselines_decode_every_frame(client: str, local_api: LocalAPI) -> None:
     figures = run_baseline(spec(local_api.base_url, client=client))
     assert figures["sims"] == 8 and figures["errors"] == 0 and figures["frames_per_sim"] == 3
+
+
+def test_the_steady_window_counts_only_the_middle_of_a_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    window = Window(20)  # the 2nd to the 18th simulation's end (a tenth cut at each end)
+    # a clock that reads 0.5 s per simulation ended so far
+    monkeypatch.setattr("bench.worker.time.process_time", lambda: 0.5 * window.ended)
+    for _ in range(20):
+        window()
+    assert (window.lo, window.hi) == (2, 18)
+    # the clock reads 1.0 s at the 2nd end and 9.0 s at the 18th: 8 s over 16 simulations
+    assert window.figures() == {"steady_cpu_ms_per_sim": pytest.approx(500.0)}
+    assert Window(1).figures() == {}  # too short a run has no middle
+    wide = Window(2000, concurrency=300)  # at least the first and last 300 left out
+    assert (wide.lo, wide.hi) == (300, 1700)
+    short = Window(1000, concurrency=500)  # at most a quarter at each end
+    assert (short.lo, short.hi) == (250, 750)
+    for _ in range(1000):
+        short()
+    assert short.figures() == {}  # a middle shorter than two generations of 500 in flight
+
+
+def test_spread_is_the_range_over_the_median() -> None:
+    assert spread([1.0, 1.1, 0.9, 1.05, 0.95]) == pytest.approx(0.2)
+    assert spread([2.0, 2.0]) == 0.0
+
+
+def test_paired_rounds_give_medians_spreads_and_the_median_ratio(
+    local_api: LocalAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner_row, floor_row = paired_rounds(local_api, concurrency=3, jobs=12, rounds=3)
+    order = [line.split(":")[0].strip() for line in capsys.readouterr().err.splitlines()]
+    assert order == ["@3 round 1/3", "@3 round 2/3", "@3 round 3/3"]
+    assert runner_row["setup"] == "runner @3" and floor_row["setup"].startswith("floor")
+    for row in (runner_row, floor_row):
+        runs = row["steady_cpu_ms_per_sim_runs"]
+        assert len(runs) == 3 and row["sims"] == 12 and row["rounds"] == 3
+        assert row["steady_cpu_ms_per_sim"] == statistics.median(runs)
+        assert row["steady_cpu_ms_per_sim_spread"] == (max(runs) - min(runs)) / statistics.median(
+            runs
+        )
+    ratios = [
+        r / f
+        for r, f in zip(
+            runner_row["steady_cpu_ms_per_sim_runs"],
+            floor_row["steady_cpu_ms_per_sim_runs"],
+            strict=True,
+        )
+    ]
+    assert runner_row["vs_floor"] == pytest.approx(statistics.median(ratios))
+    assert floor_row["vs_floor"] == 1.0
 
 
 def test_the_table_leaves_missing_figures_blank() -> None:
