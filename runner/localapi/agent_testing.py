@@ -73,6 +73,7 @@ from runner.localapi.faults import (
 from runner.localapi.judge import call_outcome
 from runner.localapi.pricing import charging, conversation_cost
 from runner.localapi.state import LocalAPIState
+from runner.localapi.truth import case_label
 from runner.wire.agent_testing import (
     FACTS_LABEL,
     FIRST_MESSAGE_LABEL,
@@ -98,6 +99,7 @@ from runner.wire.simulate import (
 
 __all__ = [
     "AgentTestingEmulator",
+    "CreateSimulationTestBody",
     "condition_met",
     "parse_scenario",
     "simulation_request",
@@ -521,7 +523,9 @@ class AgentTestingEmulator:
 
     # -------------------------------------------------------------- running
 
-    def _plan(self, agent: AgentDef, test: _Test) -> ConversationPlan:
+    def _plan(self, invocation: _Invocation, run: _Run, agent: AgentDef) -> ConversationPlan:
+        """The run's conversation, judged (with the judge's noise) and recorded by the state."""
+        test = run.test
         tools = [i.tool.name for i in agent.intents if i.tool is not None]
         request = simulation_request(test.body, tools)
         canonical = json.dumps(
@@ -531,9 +535,22 @@ class AgentTestingEmulator:
         n = self.run_counts.get(key, 0)
         self.run_counts[key] = n + 1
         seed = derive_seed(self.state.seed, "agent-testing", agent.agent_id, canonical, n)
-        return plan_conversation(
-            agent, request, random.Random(seed), self.state.settings.timing, tool_mock(test.body)
+        settings = self.state.settings
+        mock = tool_mock(test.body)
+        plan = plan_conversation(
+            agent, request, random.Random(seed), settings.timing, mock, settings.user_drift
         )
+        identity = ["test", agent.agent_id, invocation.branch_id, invocation.override, canonical]
+        label = case_label(
+            agent,
+            request,
+            kind="agent-testing",
+            branch_id=invocation.branch_id,
+            override=invocation.override,
+            test_name=test.body.name,
+        )
+        case = self.state.case(identity, agent, request, mock, label)
+        return self.state.serve(case, plan, run.id)
 
     def _finish(self, run: _Run, plan: ConversationPlan) -> None:
         analysis = plan.analysis
@@ -585,7 +602,7 @@ class AgentTestingEmulator:
                 stats.simulation_started()
                 completed = False
                 try:
-                    plan = self._plan(agent, run.test)
+                    plan = self._plan(invocation, run, agent)
                     delay = sum(m.delay_secs for m in plan.messages) + plan.analysis_delay_secs
                     await asyncio.sleep(delay * self.state.settings.time_scale)
                     self._finish(run, plan)

@@ -28,11 +28,17 @@ from typing import Annotated, Any, Literal
 import anyio
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse, Response
+from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
-from runner.localapi.agent_testing import AgentTestingEmulator
-from runner.localapi.agents import AgentDef
+from runner.localapi.agent_testing import (
+    AgentTestingEmulator,
+    CreateSimulationTestBody,
+    simulation_request,
+    tool_mock,
+)
+from runner.localapi.agents import AgentDef, with_override
 from runner.localapi.conversation import (
     ConversationPlan,
     message_json,
@@ -56,8 +62,9 @@ from runner.localapi.state import (
     agent_branches_json,
     branch_json,
 )
+from runner.localapi.truth import DEFAULT_SAMPLES, MAX_SAMPLES, Case, served_rate
 from runner.wire.pricing import CALCULATE_ANY_PATH, CALCULATE_PATH, CalculateRequest
-from runner.wire.simulate import Analysis, SimulationRequest
+from runner.wire.simulate import Analysis, SimulationRequest, WireModel
 
 logger = logging.getLogger("runner.localapi")
 
@@ -407,6 +414,31 @@ def _simulate_removed(state: LocalAPIState, path: str) -> tuple[int, dict[str, A
     return 404, error_body("not_found", "Not Found")
 
 
+class TruthQuery(WireModel):
+    """``POST /_local/truth``: an agent variant and one scenario body."""
+
+    agent_id: str
+    branch_id: str | None = None
+    agent_config_override: dict[str, Any] | None = None
+    simulation: SimulationRequest | None = None
+    test: CreateSimulationTestBody | None = None
+    samples: int = Field(default=DEFAULT_SAMPLES, ge=10, le=MAX_SAMPLES)
+
+
+def _with_served(state: LocalAPIState, rates: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    noise = state.settings.judge_noise
+    return {cid: {**r, "p_success_served": served_rate(r, noise)} for cid, r in rates.items()}
+
+
+def _case_json(state: LocalAPIState, case: Case, rates: dict[str, dict[str, Any]]) -> Any:
+    return {
+        "case": case.key,
+        **case.label,
+        "served": dict(case.served),
+        "criteria": _with_served(state, rates),
+    }
+
+
 def create_app(settings: ServerSettings) -> FastAPI:
     """The local API for ``settings``: agents are loaded (and replies pre-rendered) here."""
     state = LocalAPIState(settings)
@@ -451,6 +483,65 @@ def create_app(settings: ServerSettings) -> FastAPI:
     async def stats_reset() -> dict[str, Any]:
         state.stats.reset()
         return state.snapshot()
+
+    @app.get("/_local/truth", include_in_schema=False)
+    async def truth(
+        samples: Annotated[int, Query(ge=10, le=MAX_SAMPLES)] = DEFAULT_SAMPLES,
+    ) -> dict[str, Any]:
+        """For every (agent variant, scenario body) simulated so far: the true chance of each
+        verdict per criterion (``truth.true_rates``), and what was served."""
+        cases = list(state.cases.values())
+        rates = await anyio.to_thread.run_sync(lambda: [state.truth(c, samples) for c in cases])
+        return {
+            "judge_noise": state.settings.judge_noise,
+            "user_drift": state.settings.user_drift,
+            "samples": samples,
+            "cases": [_case_json(state, c, r) for c, r in zip(cases, rates, strict=True)],
+        }
+
+    @app.post("/_local/truth", include_in_schema=False)
+    async def truth_of(query: TruthQuery) -> Response:
+        """The truth for one agent (branch, override) and one scenario body: a simulate
+        request (``simulation``) or a simulation test (``test``), simulated or not."""
+        agent = state.agents.get(query.agent_id)
+        if agent is None:
+            return _agent_not_found(query.agent_id)
+        try:
+            branch = agent.branch(query.branch_id)
+        except KeyError:
+            return _branch_not_found(query.agent_id, query.branch_id or "")
+        variant = with_override(agent, branch, query.agent_config_override)
+        if query.test is not None:
+            tools = [i.tool.name for i in variant.intents if i.tool is not None]
+            request = simulation_request(query.test, tools)
+            mock = tool_mock(query.test)
+        elif query.simulation is not None:
+            request, mock = query.simulation, None
+        else:
+            return JSONResponse(
+                error_body("invalid_request", "give `simulation` or `test`"), status_code=422
+            )
+        case = Case("query", variant, request, mock, {"agent_id": query.agent_id})
+        rates = await anyio.to_thread.run_sync(lambda: state.truth(case, query.samples))
+        return JSONResponse(
+            {"samples": query.samples, "criteria": _with_served(state, rates)},
+        )
+
+    @app.get("/_local/truth/conversations", include_in_schema=False)
+    async def truth_conversations(
+        flipped: bool = False, case: str | None = None, drifted: bool = False
+    ) -> dict[str, Any]:
+        """Every conversation served (the last 200,000): its drawn behaviour, each verdict
+        as judged and as served, and whether the user drifted. ``flipped``: only those with a
+        verdict the judge's noise flipped; ``drifted``: only those whose user drifted."""
+        found = [
+            r
+            for r in state.conversations
+            if (case is None or r["case"] == case)
+            and (not flipped or any(v["flipped"] for v in r["verdicts"].values()))
+            and (not drifted or r["user_drifted"])
+        ]
+        return {"conversations": found}
 
     @app.get("/v1/convai/agents")
     async def list_agents(

@@ -306,7 +306,7 @@ class _Simulation:
         self.behaviour = draw_behaviour(agent.tendencies, random.Random(rng.getrandbits(64)))
         drift_rng = random.Random(rng.getrandbits(64))
         drifts = drift_rng.random() < user_drift
-        self.drift_after = drift_rng.randint(1, 3) if drifts else None
+        self.drift_after = drift_rng.randint(1, 2) if drifts else None
         """The user abandons its goal after this many of its own turns (None: it never does)."""
         self.drift_line = DRIFTS[drift_rng.randrange(len(DRIFTS))]
         self.drifted = False

@@ -3,6 +3,7 @@ the call outcome and the summary. The criteria verdicts are ``criteria``'s job."
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,12 +79,17 @@ _GENERIC_STEMS = frozenset(stem(w) for w in GENERIC_WORDS)
 
 def content_words(text: str) -> list[str]:
     """Ordered, de-duplicated stems of the words that carry meaning."""
+    return list(_content_words(text))
+
+
+@functools.lru_cache(maxsize=8192)
+def _content_words(text: str) -> tuple[str, ...]:
     seen: dict[str, None] = {}
     for w in words(text):
         if w in STOPWORDS or len(w) < 3 or w.isdigit() or "'" in w:
             continue
         seen.setdefault(stem(w), None)
-    return list(seen)
+    return tuple(seen)
 
 
 def topic_words(text: str) -> list[str]:
@@ -111,11 +117,12 @@ def is_request(text: str) -> bool:
 def keyword_hits(intent: IntentDef, text: str) -> int:
     """How many of the intent's keywords occur in ``text`` (as words, with common suffixes)."""
     lowered = text.lower()
-    return sum(
-        1
-        for kw in intent.keywords
-        if re.search(rf"\b{re.escape(kw)}(?:s|es|ed|ing|d)?\b", lowered) is not None
-    )
+    return sum(1 for kw in intent.keywords if _keyword(kw).search(lowered) is not None)
+
+
+@functools.cache
+def _keyword(keyword: str) -> re.Pattern[str]:
+    return re.compile(rf"\b{re.escape(keyword)}(?:s|es|ed|ing|d)?\b")
 
 
 def match_intent(agent: AgentDef, text: str) -> IntentDef | None:
