@@ -271,7 +271,7 @@ ToolMock = Callable[[str, dict[str, Any]], ToolMockConfig | None]
 """(tool name, call parameters) -> the mocked reply, or None: the tool answers itself."""
 
 
-def _params(call: ToolCall) -> dict[str, Any]:
+def call_params(call: ToolCall) -> dict[str, Any]:
     try:
         params = json.loads(call.params_as_json or "{}")
     except ValueError:
@@ -422,7 +422,7 @@ class _Simulation:
             None,
         )
         for field in self.agent.data_collection:
-            if field.spoken_label.lower() in question.lower():
+            if re.search(rf"\b{re.escape(field.spoken_label)}\b", question, re.IGNORECASE):
                 self.awaiting, self.last_agent_act = field, "ask"
                 if intent is not None and field.id in intent.asks_for:
                     self.intent = intent
@@ -775,7 +775,7 @@ class _Simulation:
                 continue
             mock = self.mocks.get(call.tool_name)
             if mock is None and self.tool_mock is not None:
-                mock = self.tool_mock(call.tool_name, _params(call))
+                mock = self.tool_mock(call.tool_name, call_params(call))
             known = self._tool_def(call.tool_name)
             if mock is not None:
                 value, is_error = mock.default_return_value, mock.default_is_error

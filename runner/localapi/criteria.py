@@ -21,7 +21,7 @@ on its goal prompt):
   a time, a count) was given by a user message, a tool call or result, or the agent's own
   instructions. Unknown when the agent stated none.
 * ``next_step`` (numeric): 10 when one agent message says what happens next and when, 6 for a
-  next step without a time, 2 for neither.
+  next step without a time, 2 for neither. Unknown when the agent took on no request.
 * ``verification``: before it first acts on a record (a tool call, or a resolution that needs
   an identity field), the agent asked for the identity field or the user had given it.
 * ``confirmation``: the agent's confirmation repeats every detail the user gave for it.
@@ -205,7 +205,8 @@ class Reading:
             return False
         said = _sentence_with(prev.text, list(_SENTENCE.finditer(prev.text))[-1]).lower()
         return any(
-            f.spoken_label.lower() in said or (f.ask and f.ask.lower() in said)
+            re.search(rf"\b{re.escape(f.spoken_label.lower())}\b", said) is not None
+            or (f.ask and f.ask.lower() in said)
             for f in self.agent.data_collection
         )
 
@@ -242,6 +243,23 @@ class Reading:
             if t.role == "agent" and t.text and any(h in t.text for h in heads):
                 return t
         return None
+
+    def acted(self) -> Turn | None:
+        """The agent's last words on a request it took on (a resolution, or what it said
+        after a tool result), if any."""
+        last = None
+        for user, intent in self.requests:
+            if intent is None:
+                continue
+            done = self.resolution_turn(intent, user)
+            if done is not None:
+                last = done
+        for t in self.turns:
+            if t.message.tool_results and t.role == "agent":
+                reply = self.reply_to(t)
+                if reply is not None and (last is None or reply.number > last.number):
+                    last = reply
+        return last
 
     def failed_tool(self, intent: IntentDef, start: Turn, end: Turn | None) -> Turn | None:
         if intent.tool is None:
@@ -409,8 +427,17 @@ def check_next_step(r: Reading) -> Verdict:
         if best is None or level > best[0]:
             best = (level, why)
     if best is None:
-        last = r.agent_texts()[-1]
-        return "failure", f"No agent message said what happens next; the last, {cite(last)}.", 0.2
+        acted = r.acted()
+        if acted is None:
+            return _unknown(
+                "Never came up: the agent took on no request (nothing was arranged that has a "
+                "next step)."
+            )
+        return (
+            "failure",
+            f"{cite(acted)} -> took the request on, but no agent message said what happens next.",
+            0.2,
+        )
     level, why = best
     return ("success" if level >= 0.5 else "failure"), why + ".", level
 
