@@ -193,6 +193,13 @@ class TestRun(WireModel):
     """New in SDK 2.78: the guardrails that fired during the run (absent from older replies)."""
 
 
+def guardrail_names(run: TestRun) -> list[str] | None:
+    """The run's triggered guardrails by name (their type when unnamed); None: not sent."""
+    if run.triggered_guardrails is None:
+        return None
+    return [g.guardrail_name or g.guardrail_type for g in run.triggered_guardrails]
+
+
 class ResultBucket(WireModel):
     test_run_ids: list[str]
     title: str
