@@ -44,8 +44,6 @@ import json
 import random
 import re
 import secrets
-import socket
-import struct
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -69,10 +67,10 @@ from runner.localapi.faults import (
     ERROR_REPLY_KINDS,
     FaultKind,
     derive_seed,
-    error_reply,
 )
 from runner.localapi.judge import call_outcome
 from runner.localapi.pricing import charging, conversation_cost
+from runner.localapi.replies import DropConnection, fault_response
 from runner.localapi.state import LocalAPIState
 from runner.localapi.truth import case_label
 from runner.wire.agent_testing import (
@@ -111,8 +109,6 @@ __all__ = [
 ]
 
 _CRITERION_PROMPT_MAX = 2000
-_DEFAULT_CAP_HEADER = 1000
-_DISCONNECT_WAIT_SECS = 5.0
 
 
 # ---------------------------------------------------------------------------- request bodies
@@ -358,33 +354,6 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"detail": {"status": code, "message": message}}, status_code=status)
 
 
-class _DropConnection(Response):
-    """Close the request's connection without a reply: RST (``reset``) or FIN."""
-
-    def __init__(self, state: LocalAPIState, *, reset: bool) -> None:
-        self.background = None
-        self.status_code = 200
-        self.raw_headers = []
-        self.state = state
-        self.reset = reset
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # type: ignore[override]
-        transport = self.state.transport_of(scope)
-        if transport is None:  # not under the bundled server: a 503 is the nearest thing
-            await _error(503, "service_unavailable", "connection dropped")(scope, receive, send)
-            return
-        if self.reset:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            transport.abort()
-        else:
-            transport.close()
-        with anyio.move_on_after(_DISCONNECT_WAIT_SECS):
-            while (await receive())["type"] != "http.disconnect":
-                pass
-
-
 class AgentTestingEmulator:
     """In-memory tests and invocations of one server, and the routes that serve them."""
 
@@ -430,19 +399,10 @@ class AgentTestingEmulator:
             return None, False
         state.stats.fault_injected(kind.value)
         if kind in ERROR_REPLY_KINDS:
-            status, body = error_reply(
-                kind, limit=state.settings.max_concurrency or _DEFAULT_CAP_HEADER
-            )
-            retry_after = state.settings.retry_after
-            headers = (
-                {"retry-after": f"{retry_after:g}"}
-                if status == 429 and retry_after is not None
-                else None
-            )
-            return JSONResponse(body, status_code=status, headers=headers), False
+            return fault_response(state, kind), False
         if kind in (FaultKind.RESET, FaultKind.DISCONNECT):
             state.stats.stream_broken(kind.value)
-            return _DropConnection(state, reset=kind is FaultKind.RESET), False
+            return DropConnection(state, reset=kind is FaultKind.RESET), False
         if kind is FaultKind.STALL:
             await anyio.sleep(state.settings.faults.stall_secs)
             return None, False
@@ -830,7 +790,7 @@ class AgentTestingEmulator:
                 invocation.tasks[run.id] = self._spawn(self._execute(invocation, run, variant))
             if self.counts["run_replies_lost"] < state.settings.lose_run_replies:
                 self.counts["run_replies_lost"] += 1
-                return _DropConnection(state, reset=True)
+                return DropConnection(state, reset=True)
             return self._json(self.invocation_json(invocation))
 
         @router.get("/v1/convai/test-invocations")

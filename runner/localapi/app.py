@@ -20,8 +20,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import socket
-import struct
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, Any, Literal
 
@@ -47,12 +45,11 @@ from runner.localapi.faults import (
     ERROR_REPLY_KINDS,
     FaultDecision,
     FaultKind,
-    error_reply,
     fault_frame_index,
 )
 from runner.localapi.pricing import calculate, conversation_cost
+from runner.localapi.replies import await_disconnect, drop_connection, fault_reply
 from runner.localapi.state import (
-    DEFAULT_MAX_CONCURRENCY_HEADER,
     LocalAPIState,
     Message,
     Receive,
@@ -69,9 +66,6 @@ from runner.wire.simulate import Analysis, SimulationRequest, WireModel
 logger = logging.getLogger("runner.localapi")
 
 SIMULATE_SUFFIXES = ("/simulate-conversation", "/simulate-conversation/stream")
-
-_DISCONNECT_WAIT_SECS = 5.0
-"""How long to wait for the event loop to report a connection we closed as lost."""
 
 
 # ---------------------------------------------------------------------------- serialization
@@ -111,11 +105,6 @@ async def send_json(
         }
     )
     await send({"type": "http.response.body", "body": payload, "more_body": False})
-
-
-async def _await_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 class EdgeMiddleware:
@@ -222,8 +211,8 @@ class SimulationReply(Response):
         stats.simulate_requests += 1
         if cap is not None and stats.in_flight >= cap:
             stats.concurrency_rejections += 1
-            status, body = error_reply(FaultKind.CONCURRENCY_429, limit=cap)
-            await send_json(send, status, body, self._retry_after_headers())
+            status, body, headers = fault_reply(state, FaultKind.CONCURRENCY_429, limit=cap)
+            await send_json(send, status, body, headers)
             return
         decision = state.next_fault()
         kind = decision.kind
@@ -231,14 +220,12 @@ class SimulationReply(Response):
             stats.fault_injected(kind.value)
             logger.debug("injecting fault %s", kind.value)
         if kind is not None and kind in ERROR_REPLY_KINDS:
-            status, body = error_reply(kind, limit=cap or DEFAULT_MAX_CONCURRENCY_HEADER)
-            await send_json(
-                send, status, body, self._retry_after_headers() if status == 429 else []
-            )
+            status, body, headers = fault_reply(state, kind)
+            await send_json(send, status, body, headers)
             return
         if kind is FaultKind.RESET:
             stats.stream_broken("reset")
-            await self._drop_connection(scope, lambda: _await_disconnect(receive), reset=True)
+            await self._drop_connection(scope, lambda: await_disconnect(receive), reset=True)
             return
         plan = self.plan = state.plan(self.agent, self.request)
         stats.simulation_started()
@@ -249,7 +236,7 @@ class SimulationReply(Response):
 
                 async def watch_client() -> None:
                     nonlocal client_gone
-                    await _await_disconnect(receive)  # also returns once the reply is complete
+                    await await_disconnect(receive)  # also returns once the reply is complete
                     gone.set()
                     if not (replied or self.dropped):
                         client_gone = True
@@ -265,33 +252,14 @@ class SimulationReply(Response):
                 stats.client_disconnects += 1
             self._finish(completed)
 
-    def _retry_after_headers(self) -> list[tuple[bytes, bytes]]:
-        retry_after = self.state.settings.retry_after
-        if retry_after is None:
-            return []
-        return [(b"retry-after", f"{retry_after:g}".encode())]
-
     async def _drop_connection(
         self, scope: Scope, wait_gone: Callable[[], Awaitable[Any]], *, reset: bool
     ) -> None:
-        """Close this request's connection: RST (``reset``) or FIN after flushing what was sent.
-
-        Then waits until the server has seen the connection go, so that it neither answers a
-        500 for a reply that never started nor logs an error for one that never finished.
-        """
-        transport = self.state.transport_of(scope)
-        if transport is None:
-            raise RuntimeError("dropping a connection needs the server of runner.localapi.server")
+        """Close the connection (``replies.drop_connection``), marked as dropped first so the
+        disconnect watcher does not count it as the client's."""
         self.dropped = True
-        if reset:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:  # linger 0: the kernel answers with RST, not an orderly FIN
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            transport.abort()
-        else:
-            transport.close()
-        with anyio.move_on_after(_DISCONNECT_WAIT_SECS):
-            await wait_gone()
+        if not await drop_connection(self.state, scope, wait_gone, reset=reset):
+            raise RuntimeError("dropping a connection needs the server of runner.localapi.server")
 
     async def _sleep(self, secs: float) -> None:
         await anyio.sleep(secs * self.state.settings.time_scale)
