@@ -12,6 +12,7 @@ import random
 import re
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,3 +164,51 @@ def test_criteria_map_to_checks(
     cid: str, name: str, prompt: str, numeric: bool, check: str
 ) -> None:
     assert classify(cid, name, prompt, numeric) == check
+
+
+def test_the_stored_example_run_rejudges_to_the_same_verdicts(tmp_path: Path) -> None:
+    """The example sweep run by the runner against its embedded local API: each stored
+    transcript (the scenario's history plus the stored messages), judged again, gets the
+    verdicts and rationales stored for it, citing turns that exist."""
+    import runner
+    from runner.store import load_run
+    from runner.wire.simulate import ToolCall, ToolResult
+
+    cfg = load_config(EXAMPLE)
+    result = runner.run(cfg, name="rejudge", results_root=tmp_path, progress=False)
+    run = load_run(result.run_dir)
+    assert run.jobs.height == 63 and set(run.jobs["status"]) == {"ok"}
+    jobs = {j.key: j for j in iter_jobs(cfg)}
+    agents = load_agents()
+    stored: dict[str, dict[str, tuple[str, str, Any]]] = {}
+    for row in run.criteria.iter_rows(named=True):
+        stored.setdefault(row["job_key"], {})[row["criterion_id"]] = (
+            row["result"],
+            row["rationale"],
+            row["score"],
+        )
+    messages: dict[str, list[TranscriptMessage]] = {}
+    for row in run.messages.sort("job_key", "index").iter_rows(named=True):
+        calls = [ToolCall(tool_has_been_called=True, **c) for c in row["tool_calls"] or []]
+        results = [ToolResult(tool_has_been_called=True, **r) for r in row["tool_results"] or []]
+        messages.setdefault(row["job_key"], []).append(
+            TranscriptMessage(
+                role=row["role"],
+                message=row["message"],
+                time_in_call_secs=row["time_in_call_secs"],
+                tool_calls=calls,
+                tool_results=results,
+            )
+        )
+    for key, verdicts in stored.items():
+        job = jobs[key]
+        req = SimulationRequest.model_validate(job.body)
+        history = req.simulation_specification.partial_conversation_history or []
+        said = [*history, *messages[key]]
+        again = judge(agents[job.agent_id], req.extra_evaluation_criteria, said)
+        for cid, (result, rationale, score) in verdicts.items():
+            assert (again[cid].result, again[cid].rationale) == (result, rationale), (key, cid)
+            assert again[cid].score == (None if score is None else round(score))
+            for number, role, quote in CITE.findall(rationale):
+                turn = said[int(number) - 1]
+                assert turn.role == role and quote in (turn.message or "")

@@ -18,8 +18,8 @@ on its goal prompt):
   came up.
 * ``declined_politely``: those requests are declined courteously, offering what it does do.
 * ``invented_facts``: every fact the agent states (a token holding a digit: an id, an amount,
-  a time, a count) was given by a user message, a tool call or result, or the agent's own
-  instructions. Unknown when the agent stated none.
+  a time, a count) was given by a user message, a tool call's parameters or a tool's result
+  value, or the agent's own instructions. Unknown when the agent stated none.
 * ``next_step`` (numeric): 10 when one agent message says what happens next and when, 6 for a
   next step without a time, 2 for neither. Unknown when the agent took on no request.
 * ``verification``: before it first acts on a record (a tool call, or a resolution that needs
@@ -34,7 +34,6 @@ on its goal prompt):
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -350,7 +349,7 @@ def check_invented(r: Reading) -> Verdict:
             for call in msg.tool_calls
         ]
         sources += [
-            (json.dumps(res.model_dump(mode="json")), f"the {res.tool_name} result (turn {n})")
+            (res.result_value, f"the {res.tool_name} result (turn {n})")
             for res in msg.tool_results
         ]
         if t.role == "user" and t.text:
