@@ -227,6 +227,10 @@ def first_person(sentence: str) -> str:
     """Persona sentences are written to the user ("Your order is late", "Ask about X"): say
     them as the user would ("My order is late.", "I have a question about X.")."""
     text = _CONNECTOR.sub("", sentence.strip())
+    # "You ask about X" is the instruction "Ask about X", said as the user would.
+    text = re.sub(
+        r"^you\s+(?=(?:ask|inquire|enquire|request|complain|find out)\b)", "", text, flags=re.I
+    )
     question = False
     for pattern, replacement, asks in _IMPERATIVES:
         swapped, count = re.subn(rf"^{pattern}\b", replacement, text, count=1, flags=re.I)
