@@ -30,6 +30,9 @@ on its goal prompt):
   resolution, with no failed tool in between. Unknown when the topic never came up.
 * ``handled`` (numeric criteria that match nothing else): the share of the user's requests
   resolved, or declined when out of scope.
+
+Its length: ten checks over one shared reading of the transcript, kept in one place so the
+judge's rules read as one list.
 """
 
 from __future__ import annotations
