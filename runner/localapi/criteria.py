@@ -352,8 +352,7 @@ def check_invented(r: Reading) -> Verdict:
             for call in msg.tool_calls
         ]
         sources += [
-            (res.result_value, f"the {res.tool_name} result (turn {n})")
-            for res in msg.tool_results
+            (res.result_value, f"the {res.tool_name} result (turn {n})") for res in msg.tool_results
         ]
         if t.role == "user" and t.text:
             sources.append((t.text, f"the user (turn {t.number})"))
