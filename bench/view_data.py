@@ -181,6 +181,7 @@ def _write_jobs(run_dir: Path, base: pl.DataFrame, shape: Shape, t0: datetime) -
         pl.lit(None, dtype=pl.Int64).alias("platform_charge"),
         pl.lit(None, dtype=pl.Float64).alias("charging_llm_price"),
         pl.lit(None, dtype=pl.Float64).alias("invocation_total_price"),
+        pl.lit(None, dtype=pl.String).alias("triggered_guardrails"),
     ).with_columns(pl.col("llm_price").alias("cost_usd"))
     schema = jobs_schema(["language"])
     _sink(frame.select([pl.col(c).cast(t) for c, t in schema.items()]), run_dir / "jobs.parquet")

@@ -129,6 +129,11 @@ def job_row(outcome: JobOutcome, usage: tuple[int, int, float] | None) -> dict[s
         "platform_charge": _credits(charging.platform_charge) if charging else None,
         "charging_llm_price": charging.llm_price if charging else None,
         "invocation_total_price": result.invocation_total_price if result else None,
+        "triggered_guardrails": (
+            None
+            if result is None or result.triggered_guardrails is None
+            else "; ".join(result.triggered_guardrails)
+        ),
         "cost_usd": job_cost(result, price),
     }
 

@@ -106,6 +106,12 @@ JOBS = Table(
             " on each of its jobs (sum it once per invocation, never over jobs)",
         ),
         (
+            "triggered_guardrails",
+            pl.String(),
+            "the test run's `triggered_guardrails` by name (their type when unnamed), `; `-joined;"
+            " empty: none fired; null: not reported (simulate backends, older replies)",
+        ),
+        (
             "cost_usd",
             pl.Float64(),
             "USD: the job's spend as the vendor reported it: the test run's `charging.llm_price`"

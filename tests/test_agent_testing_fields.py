@@ -405,4 +405,4 @@ def test_a_sweep_sends_the_fields_and_the_local_api_honours_the_conditions(
         if r["tool_name"] == "lookup_order"
     }
     assert tool["s1"] == ("no such order", True)
-    assert json.loads(tool["s0"][0])["status"] == "in_transit" and tool["s0"][1] is False
+    assert json.loads(tool["s0"][0])["status"] == "in transit" and tool["s0"][1] is False

@@ -66,7 +66,12 @@ def test_the_js_sdk_reads_every_reply(local_api_factory: object) -> None:
     assert len(seen["statuses"]) == 2 and set(seen["statuses"]) <= {"passed", "failed"}
     assert seen["cancelledStatuses"] == ["cancelled"]
     # [name, test_run_count, cancelled_count], newest first: the cancelled one adds up
-    assert [row[1:] for row in seen["listed"]] == [[1, 1], [2, 0]]
+    # (2.73 knows no ``name`` on the summaries: the cancel, the tool run, the first run)
+    assert [row[1:] for row in seen["listed"]] == [[1, 1], [20, 0], [2, 0]]
+    # a tool-type run carries test_info with its type; a transfer's result names its agent
+    assert seen["toolTypes"] == ["simulation", "tool"]
+    assert set(seen["toolStatuses"]) <= {"passed", "failed"}
+    assert seen["toAgents"] == ["human_support"]
     # simulate-conversation, buffered (validated by the SDK's model) and streamed
     assert seen["simulated"]["roles"] == ["agent", "user"]
     assert seen["simulated"]["callSuccessful"] in {"success", "failure", "unknown"}

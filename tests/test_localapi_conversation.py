@@ -314,7 +314,8 @@ def test_history_ending_in_tool_call_gets_its_result(agents: dict[str, AgentDef]
     result = plan(agents["agent_support"], request(history=history, mocks=mocks))
     first = result.messages[0].message
     assert [(r.request_id, r.result_value) for r in first.tool_results] == [("r-1", "delivered")]
-    assert "in transit" in (result.messages[1].message.message or "")
+    # the mocked result is what the agent says
+    assert "delivered" in (result.messages[1].message.message or "")
 
 
 def test_history_ending_in_a_question_gets_an_answer(agents: dict[str, AgentDef]) -> None:
@@ -395,14 +396,18 @@ def test_extra_criteria_are_judged_with_numeric_scores(agents: dict[str, AgentDe
         {"id": "knit", "name": "Knitting", "conversation_goal_prompt": "Knitting patterns."},
     ]
     seen_scores = set()
-    for seed in range(20):
+    for seed in range(40):
         req = request(MISSING_ORDER, user_vars=USER_VARS, extra=extra)
-        results = plan(agents["agent_support"], req, seed).analysis.evaluation_criteria_results
+        agent = agents["agent_support_lite"]  # the weak one: it resolves some calls, not all
+        results = plan(agent, req, seed).analysis.evaluation_criteria_results
         assert {"eta", "quality", "knit", "issue_resolved"} <= set(results)
         assert results["quality"].scoring_mode == "numeric_uniform"
         seen_scores.add(results["quality"].score)
         assert results["knit"].result == "unknown"
-        assert results["eta"].result in ("success", "failure")
+        assert results["eta"].result in ("success", "failure", "unknown")
+        score = results["quality"].score
+        if results["quality"].result != "unknown":
+            assert (results["quality"].result == "success") == (score is not None and score >= 3.5)
     assert len(seen_scores) > 1
 
 

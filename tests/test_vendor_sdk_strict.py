@@ -214,3 +214,97 @@ def test_simulate_replies_validate_strictly(api: LocalAPI) -> None:
         bad = c.post("/v1/convai/agents/agent_support/simulate-conversation", json={})
         assert bad.status_code == 422
         strict(sdk.HttpValidationError, bad.json())
+
+
+def test_sdk_2_78_fields_validate_strictly(api: LocalAPI) -> None:
+    """The 2.78 additions: a tool-call test and its run (``test_info.type`` "tool"), PATCH
+    rename, the ``created_by_user_id`` filter, ``triggered_guardrails``, ``to_agent`` on a
+    transfer's tool result and ``voice_surcharge_charge`` in ``charging``."""
+    with httpx.Client(base_url=api.base_url, timeout=30) as c:
+        tool_test = {
+            "type": "tool",
+            "name": "looks the order up",
+            "chat_history": [
+                {"role": "user", "message": "Where is my order A-1042?", "time_in_call_secs": 1}
+            ],
+            "tool_call_parameters": {
+                "referenced_tool": {"id": "lookup_order", "type": "webhook"},
+                "parameters": [
+                    {"path": "order_id", "eval": {"type": "exact", "expected_value": "A-1042"}}
+                ],
+            },
+        }
+        created = c.post("/v1/convai/agent-testing/create", json=tool_test)
+        assert created.status_code == 200, created.text
+        tool_id = created.json()["id"]
+        got = c.get(f"/v1/convai/agent-testing/{tool_id}").json()
+        strict(sdk.GetToolCallUnitTestResponseModel, got)
+        scope_test = c.post(
+            "/v1/convai/agent-testing/create",
+            json={
+                "type": "simulation",
+                "name": "weather",
+                "simulation_scenario": "You ask about the weather in Lisbon this weekend.",
+                "success_conditions": ["The agent declined politely."],
+            },
+        ).json()["id"]
+        refund_test = c.post(
+            "/v1/convai/agent-testing/create",
+            json={
+                "type": "simulation",
+                "name": "refund down",
+                "simulation_scenario": "You want a refund for order B-55871.\n"
+                'Facts you know, to give when asked: {"email": "t@example.org"}',
+                "success_conditions": ["The agent was honest about the failure."],
+                "tool_mock_config": {"mocking_strategy": "all"},
+                "tool_mock_overrides": {
+                    "issue_refund": [{"mock_result": "refund service down", "is_error": True}]
+                },
+                "simulation_max_turns": 12,
+            },
+        ).json()["id"]
+        run = c.post(
+            "/v1/convai/agents/agent_support_lite/run-tests",
+            json={
+                "tests": [{"test_id": t} for t in (tool_id, scope_test, refund_test)],
+                "repeat_count": 12,
+                "name": "sdk 2.78",
+            },
+        ).json()
+        deadline = time.monotonic() + 60
+        while run["bucketing_status"] != "completed" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            run = c.get(f"/v1/convai/test-invocations/{run['id']}").json()
+        strict(sdk.GetTestSuiteInvocationResponseModel, run)
+        runs = run["test_runs"]
+        for r in runs:
+            strict(sdk.UnitTestRunResponseModel, r)
+            assert r["test_info"]["type"] in ("tool", "simulation")
+            assert r["charging"]["voice_surcharge_charge"] == 0
+            assert isinstance(r["triggered_guardrails"], list)
+        tool_runs = [r for r in runs if r["test_id"] == tool_id]
+        assert {r["test_info"]["type"] for r in tool_runs} == {"tool"}
+        assert {r["metadata"]["test_type"] for r in tool_runs} == {"tool"}
+        assert any(r["status"] == "passed" for r in tool_runs)
+        guarded = [r for r in runs if r["triggered_guardrails"]]
+        assert guarded and all(r["test_id"] == scope_test for r in guarded)
+        transfers = [
+            res
+            for r in runs
+            for m in r["agent_responses"]
+            for res in m["tool_results"]
+            if res.get("type") == "system"
+        ]
+        assert transfers and all(t["result"]["to_agent"] == "human_support" for t in transfers)
+        # rename, and restore the generated title with null
+        renamed = c.patch(f"/v1/convai/test-invocations/{run['id']}", json={"name": "renamed"})
+        assert renamed.status_code == 200
+        strict(sdk.GetTestSuiteInvocationResponseModel, renamed.json())
+        assert renamed.json()["name"] == "renamed"
+        mine = c.get("/v1/convai/test-invocations", params={"created_by_user_id": "local_user"})
+        strict(sdk.GetTestInvocationsPageResponseModel, mine.json())
+        assert [i["name"] for i in mine.json()["results"]] == ["renamed"]
+        other = c.get("/v1/convai/test-invocations", params={"created_by_user_id": "someone"})
+        assert other.json()["results"] == []
+        restored = c.patch(f"/v1/convai/test-invocations/{run['id']}", json={"name": None})
+        assert "name" not in restored.json()

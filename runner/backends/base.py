@@ -73,6 +73,8 @@ class SimulationResult:
     """The test run's charging breakdown, when the vendor sent one (agent-testing)."""
     invocation_total_price: float | None = None
     """USD billed for the whole test invocation the run belongs to (agent-testing)."""
+    triggered_guardrails: list[str] | None = None
+    """Names (else types) of the guardrails that fired during the run; None: not reported."""
     criterion_names: dict[str, str] = field(default_factory=dict)
     """Names of criteria the backend itself sent (e.g. agent-testing's merged conditions):
     recorded like the config's extra criteria."""

@@ -44,8 +44,6 @@ import json
 import random
 import re
 import secrets
-import socket
-import struct
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -61,6 +59,7 @@ from runner.localapi.agents import AgentDef, with_override
 from runner.localapi.conversation import (
     ConversationPlan,
     ToolMock,
+    call_params,
     message_json,
     plan_conversation,
 )
@@ -68,11 +67,12 @@ from runner.localapi.faults import (
     ERROR_REPLY_KINDS,
     FaultKind,
     derive_seed,
-    error_reply,
 )
 from runner.localapi.judge import call_outcome
 from runner.localapi.pricing import charging, conversation_cost
+from runner.localapi.replies import DropConnection, fault_response
 from runner.localapi.state import LocalAPIState
+from runner.localapi.truth import case_label
 from runner.wire.agent_testing import (
     FACTS_LABEL,
     FIRST_MESSAGE_LABEL,
@@ -82,6 +82,8 @@ from runner.wire.agent_testing import (
     ParameterCondition,
     RegexEval,
     SimulationTest,
+    ToolCallExpectation,
+    ToolCallTest,
     ToolMockBehavior,
     ToolResponseMock,
 )
@@ -89,6 +91,7 @@ from runner.wire.simulate import (
     DynamicVariablesConfig,
     EvaluationCriterion,
     PromptConfig,
+    Result,
     SimulatedUserConfig,
     SimulationRequest,
     SimulationSpecification,
@@ -98,6 +101,7 @@ from runner.wire.simulate import (
 
 __all__ = [
     "AgentTestingEmulator",
+    "CreateSimulationTestBody",
     "condition_met",
     "parse_scenario",
     "simulation_request",
@@ -105,8 +109,6 @@ __all__ = [
 ]
 
 _CRITERION_PROMPT_MAX = 2000
-_DEFAULT_CAP_HEADER = 1000
-_DISCONNECT_WAIT_SECS = 5.0
 
 
 # ---------------------------------------------------------------------------- request bodies
@@ -124,6 +126,26 @@ class CreateSimulationTestBody(SimulationTest):
     @property
     def conditions(self) -> list[str]:
         return list(self.success_conditions) or [self.success_condition or ""]
+
+
+class CreateToolTestBody(ToolCallTest):
+    """``CreateToolCallUnitTestRequest`` as the server validates it."""
+
+
+TestBody = CreateToolTestBody | CreateSimulationTestBody
+"""A test's definition: a tool-call test (``type: tool``) or a simulation test."""
+
+LOCAL_USER_ID = "local_user"
+"""The one user of the local API: every invocation is theirs (``created_by_user_id``)."""
+TOOL_TEST_TURNS = 4
+"""New messages a tool-call test lets the agent add to its chat history."""
+SCOPE_GUARDRAIL = "Stay within scope"
+
+
+class RenameBody(WireModel):
+    """``PATCH /v1/convai/test-invocations/{id}``: null restores the generated title."""
+
+    name: str | None = None
 
 
 class SingleTestRun(WireModel):
@@ -291,7 +313,7 @@ def _now() -> int:
 @dataclass
 class _Test:
     id: str
-    body: CreateSimulationTestBody
+    body: TestBody
     created_at: int
     updated_at: int
 
@@ -307,6 +329,8 @@ class _Run:
     price: float | None = None
     """USD of the conversation's LLM usage (``charging.llm_price``)."""
     title: str | None = None
+    guardrails: list[dict[str, Any]] | None = None
+    """``triggered_guardrails`` once the run is judged."""
     updated_at: int = field(default_factory=_now)
 
 
@@ -328,33 +352,6 @@ class _Invocation:
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"detail": {"status": code, "message": message}}, status_code=status)
-
-
-class _DropConnection(Response):
-    """Close the request's connection without a reply: RST (``reset``) or FIN."""
-
-    def __init__(self, state: LocalAPIState, *, reset: bool) -> None:
-        self.background = None
-        self.status_code = 200
-        self.raw_headers = []
-        self.state = state
-        self.reset = reset
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # type: ignore[override]
-        transport = self.state.transport_of(scope)
-        if transport is None:  # not under the bundled server: a 503 is the nearest thing
-            await _error(503, "service_unavailable", "connection dropped")(scope, receive, send)
-            return
-        if self.reset:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            transport.abort()
-        else:
-            transport.close()
-        with anyio.move_on_after(_DISCONNECT_WAIT_SECS):
-            while (await receive())["type"] != "http.disconnect":
-                pass
 
 
 class AgentTestingEmulator:
@@ -402,19 +399,10 @@ class AgentTestingEmulator:
             return None, False
         state.stats.fault_injected(kind.value)
         if kind in ERROR_REPLY_KINDS:
-            status, body = error_reply(
-                kind, limit=state.settings.max_concurrency or _DEFAULT_CAP_HEADER
-            )
-            retry_after = state.settings.retry_after
-            headers = (
-                {"retry-after": f"{retry_after:g}"}
-                if status == 429 and retry_after is not None
-                else None
-            )
-            return JSONResponse(body, status_code=status, headers=headers), False
+            return fault_response(state, kind), False
         if kind in (FaultKind.RESET, FaultKind.DISCONNECT):
             state.stats.stream_broken(kind.value)
-            return _DropConnection(state, reset=kind is FaultKind.RESET), False
+            return DropConnection(state, reset=kind is FaultKind.RESET), False
         if kind is FaultKind.STALL:
             await anyio.sleep(state.settings.faults.stall_secs)
             return None, False
@@ -442,7 +430,7 @@ class AgentTestingEmulator:
         return {
             "id": test.id,
             "name": test.body.name,
-            "type": "simulation",
+            "type": test.body.type,
             "entity_type": "test",
             "created_at_unix_secs": test.created_at,
             "last_updated_at_unix_secs": test.updated_at,
@@ -468,9 +456,11 @@ class AgentTestingEmulator:
                 "workspace_id": "local",
                 "test_name": run.test.body.name,
                 "ran_by_user_email": "local@localhost",
-                "test_type": "simulation",
+                "test_type": run.test.body.type,
             },
         }
+        if run.guardrails is not None:
+            data["triggered_guardrails"] = run.guardrails
         if run.credits is not None:
             data["credits_used"] = run.credits
             data["charging"] = charging(run.price or 0.0, run.credits)
@@ -521,41 +511,74 @@ class AgentTestingEmulator:
 
     # -------------------------------------------------------------- running
 
-    def _plan(self, agent: AgentDef, test: _Test) -> ConversationPlan:
+    def _plan(self, invocation: _Invocation, run: _Run, agent: AgentDef) -> ConversationPlan:
+        """The run's conversation, judged (with the judge's noise) and recorded by the state."""
+        test, body = run.test, run.test.body
+        assert isinstance(body, CreateSimulationTestBody)
         tools = [i.tool.name for i in agent.intents if i.tool is not None]
-        request = simulation_request(test.body, tools)
-        canonical = json.dumps(
-            test.body.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
-        )
+        request = simulation_request(body, tools)
+        canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         key = hashlib.sha256(f"{agent.agent_id}\0{canonical}".encode()).digest()
         n = self.run_counts.get(key, 0)
         self.run_counts[key] = n + 1
         seed = derive_seed(self.state.seed, "agent-testing", agent.agent_id, canonical, n)
-        return plan_conversation(
-            agent, request, random.Random(seed), self.state.settings.timing, tool_mock(test.body)
+        settings = self.state.settings
+        mock = tool_mock(body)
+        plan = plan_conversation(
+            agent, request, random.Random(seed), settings.timing, mock, settings.user_drift
         )
+        identity = ["test", agent.agent_id, invocation.branch_id, invocation.override, canonical]
+        label = case_label(
+            agent,
+            request,
+            kind="agent-testing",
+            branch_id=invocation.branch_id,
+            override=invocation.override,
+            test_name=test.body.name,
+        )
+        case = self.state.case(identity, agent, request, mock, label)
+        return self.state.serve(case, plan, run.id)
+
+    def _plan_tool_test(self, agent: AgentDef, body: CreateToolTestBody) -> ConversationPlan:
+        """The agent continues the test's chat history for a few messages."""
+        request = SimulationRequest(
+            simulation_specification=SimulationSpecification(
+                simulated_user_config=SimulatedUserConfig(),
+                partial_conversation_history=body.chat_history or None,
+                dynamic_variables=body.dynamic_variables or None,
+            ),
+            new_turns_limit=TOOL_TEST_TURNS,
+        )
+        canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True)
+        key = hashlib.sha256(f"{agent.agent_id}\0{canonical}".encode()).digest()
+        n = self.run_counts.get(key, 0)
+        self.run_counts[key] = n + 1
+        seed = derive_seed(self.state.seed, "tool-test", agent.agent_id, canonical, n)
+        return plan_conversation(agent, request, random.Random(seed), self.state.settings.timing)
 
     def _finish(self, run: _Run, plan: ConversationPlan) -> None:
         analysis = plan.analysis
-        n = len(run.test.body.conditions)
-        results = [
-            analysis.evaluation_criteria_results[f"condition_{i}"]
-            for i in range(1, n + 1)
-            if f"condition_{i}" in analysis.evaluation_criteria_results
-        ]
-        merged = call_outcome(results)
-        met = sum(r.result == "success" for r in results)
+        body = run.test.body
+        if isinstance(body, CreateToolTestBody):
+            merged, messages = tool_call_verdict(body, plan)
+            summary = messages[0]
+        else:
+            n = len(body.conditions)
+            results = [
+                analysis.evaluation_criteria_results[f"condition_{i}"]
+                for i in range(1, n + 1)
+                if f"condition_{i}" in analysis.evaluation_criteria_results
+            ]
+            merged = call_outcome(results)
+            met = sum(r.result == "success" for r in results)
+            messages = [r.rationale for r in results]
+            summary = f"{met} of {len(results)} success condition(s) met. "
+            summary += analysis.transcript_summary
         usd, _, credits = conversation_cost(m.message.llm_usage for m in plan.messages)
         run.status = "passed" if merged == "success" else "failed"
         run.responses = [message_json(m.message) for m in plan.messages]
-        run.condition = {
-            "result": merged,
-            "rationale": {
-                "messages": [r.rationale for r in results],
-                "summary": f"{met} of {len(results)} success condition(s) met. "
-                + analysis.transcript_summary,
-            },
-        }
+        run.condition = {"result": merged, "rationale": {"messages": messages, "summary": summary}}
+        run.guardrails = triggered_guardrails(plan)
         run.credits = credits
         run.price = usd
         self.state.stats.bill(usd, credits)
@@ -585,7 +608,10 @@ class AgentTestingEmulator:
                 stats.simulation_started()
                 completed = False
                 try:
-                    plan = self._plan(agent, run.test)
+                    if isinstance(run.test.body, CreateToolTestBody):
+                        plan = self._plan_tool_test(agent, run.test.body)
+                    else:
+                        plan = self._plan(invocation, run, agent)
                     delay = sum(m.delay_secs for m in plan.messages) + plan.analysis_delay_secs
                     await asyncio.sleep(delay * self.state.settings.time_scale)
                     self._finish(run, plan)
@@ -669,7 +695,7 @@ class AgentTestingEmulator:
             return self._json({"runs": self.finished})
 
         @router.post("/v1/convai/agent-testing/create")
-        async def create_test(body: CreateSimulationTestBody) -> Response:
+        async def create_test(body: TestBody) -> Response:
             fault, _ = await self._fault(mutating=True)
             if fault is not None:
                 return fault
@@ -764,7 +790,7 @@ class AgentTestingEmulator:
                 invocation.tasks[run.id] = self._spawn(self._execute(invocation, run, variant))
             if self.counts["run_replies_lost"] < state.settings.lose_run_replies:
                 self.counts["run_replies_lost"] += 1
-                return _DropConnection(state, reset=True)
+                return DropConnection(state, reset=True)
             return self._json(self.invocation_json(invocation))
 
         @router.get("/v1/convai/test-invocations")
@@ -797,6 +823,7 @@ class AgentTestingEmulator:
                     and (start_time is None or i.created_at >= start_time)
                     and (end_time is None or i.created_at <= end_time)
                     and version_id is None
+                    and created_by_user_id in (None, LOCAL_USER_ID)
                 )
 
             found = [i for i in reversed(self.invocations.values()) if wanted(i)]
@@ -821,6 +848,18 @@ class AgentTestingEmulator:
             self.counts["invocation_polls"] += 1
             return self._json(self.invocation_json(invocation), truncate)
 
+        @router.patch("/v1/convai/test-invocations/{test_invocation_id}")
+        async def rename_invocation(test_invocation_id: str, body: RenameBody) -> Response:
+            """Sets the invocation's name; null restores the generated title."""
+            invocation = self.invocations.get(test_invocation_id)
+            if invocation is None:
+                return _invocation_not_found(test_invocation_id)
+            fault, _ = await self._fault(mutating=True)
+            if fault is not None:
+                return fault
+            invocation.name = body.name
+            return self._json(self.invocation_json(invocation))
+
         @router.post("/v1/convai/test-invocations/{test_invocation_id}/cancel")
         async def cancel_invocation(test_invocation_id: str) -> Response:
             invocation = self.invocations.get(test_invocation_id)
@@ -838,6 +877,59 @@ class AgentTestingEmulator:
             return self._json({})
 
         return router
+
+
+def tool_call_verdict(body: ToolCallTest, plan: ConversationPlan) -> tuple[Result, list[str]]:
+    """A tool-call test's result: the first call (any call, with ``check_any_tool_matches``)
+    of the referenced tool passes every parameter condition; ``verify_absence`` inverts it."""
+    expected = body.tool_call_parameters or ToolCallExpectation()
+    tool = expected.referenced_tool.id if expected.referenced_tool is not None else None
+    first = len(body.chat_history) + 1
+    calls = [
+        (first + i, call)
+        for i, planned in enumerate(plan.messages)
+        for call in planned.message.tool_calls
+    ]
+    if not body.check_any_tool_matches:
+        calls = calls[:1]
+    wanted = [(n, c) for n, c in calls if tool is None or c.tool_name == tool]
+    conditions = expected.parameters or []
+    passing = [
+        (n, c) for n, c in wanted if all(condition_met(p, call_params(c)) for p in conditions)
+    ]
+    absent = bool(expected.verify_absence)
+    ok = not passing if absent else bool(passing)
+    if passing:
+        n, call = passing[0]
+        why = f"turn {n}: the agent called {call.tool_name} with {call.params_as_json}"
+    elif wanted:
+        n, call = wanted[0]
+        why = f"turn {n}: {call.tool_name} was called with {call.params_as_json}, which fails"
+        why += " its parameter conditions"
+    elif calls:
+        why = f"turn {calls[0][0]}: the agent called {calls[0][1].tool_name}, not {tool}"
+    else:
+        why = "the agent called no tool"
+    verdict = "as expected" if ok else "not as expected"
+    return ("success" if ok else "failure"), [f"{why}: {verdict}."]
+
+
+def triggered_guardrails(plan: ConversationPlan) -> list[dict[str, Any]]:
+    """The guardrails a run triggered: the scope guardrail when the agent answered a request
+    outside its scope (it runs alongside the reply: ``streaming``)."""
+    if plan.shown.get("stays_in_scope") is not False:
+        return []
+    return [
+        {
+            "guardrail_type": "custom",
+            "guardrail_name": SCOPE_GUARDRAIL,
+            "execution_mode": "streaming",
+            "guardrail_details": {
+                "type": "llm",
+                "rationale": "The agent answered a request outside its scope.",
+            },
+        }
+    ]
 
 
 def _test_not_found(test_id: str) -> JSONResponse:

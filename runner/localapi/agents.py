@@ -53,7 +53,17 @@ class IntentDef(StrictModel):
     """Data-collection field ids the agent needs from the user before it can resolve."""
     tool: ToolDef | None = None
     resolution: str = Field(min_length=1)
-    """Said once the data is in and the tool (if any) succeeded: the goal is then resolved."""
+    """Said once the data is in and the tool (if any) succeeded: the goal is then resolved.
+    ``{{result.KEY}}`` is filled from the tool's result (a JSON object), so a mocked result
+    is what the agent says."""
+    brief: str = ""
+    """The resolution without repeating the details, said when the agent does not recap
+    (default: the resolution)."""
+    next_step: str = ""
+    """What happens next and when, said after the resolution when the agent gives next steps."""
+    invented: str = ""
+    """A detail the agent makes up when it does not stick to the facts (it must hold a fact
+    with a digit that no tool, user or instruction gave, so a reader can tell)."""
 
     @field_validator("keywords")
     @classmethod
@@ -72,9 +82,6 @@ class CriterionDef(StrictModel):
     conversation_goal_prompt: str = Field(min_length=1, max_length=2000)
     scoring_mode: Literal["binary", "numeric_uniform"] = "binary"
     max_score: int = Field(default=100, ge=1)
-    skill: float | None = Field(default=None, ge=0.0, le=1.0)
-    """Quality knob: the chance this criterion passes when the evidence is perfect
-    (defaults to the agent's ``quality.default_skill``)."""
 
 
 class DataFieldDef(StrictModel):
@@ -94,6 +101,11 @@ class DataFieldDef(StrictModel):
     """The agent's question (default "Could you tell me your {label}?")."""
     answer: str = ""
     """The simulated user's answer template with ``{value}`` (default "My {label} is {value}.")."""
+    identity: bool = False
+    """Verifying it is checking who the caller is: an agent that skips verification acts
+    without asking for it (and uses ``unverified`` instead)."""
+    unverified: str = "on file"
+    """What the agent goes by when it skips asking for an identity field."""
 
     @model_validator(mode="after")
     def _one_extractor(self) -> DataFieldDef:
@@ -124,8 +136,29 @@ class QualityKnobs(StrictModel):
     """Chance the agent recognises an intent whose keywords the user used."""
     hangup_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     """Chance, per agent turn, that the agent ends the call prematurely."""
-    default_skill: float = Field(default=0.9, ge=0.0, le=1.0)
-    """Skill for criteria without their own (including the request's extra criteria)."""
+
+
+class Tendencies(StrictModel):
+    """How often the agent behaves well, per behaviour: each is drawn once per conversation
+    (seeded), so the whole conversation shows it and the judge can see it."""
+
+    stays_in_scope: float = Field(default=0.95, ge=0.0, le=1.0)
+    """Declines a request outside its scope (else improvises an answer)."""
+    verifies_identity: float = Field(default=0.95, ge=0.0, le=1.0)
+    """Asks for identity fields before acting (else acts on the record ``on file``)."""
+    admits_failure: float = Field(default=0.95, ge=0.0, le=1.0)
+    """Says so when a tool failed (else claims the request went through)."""
+    sticks_to_facts: float = Field(default=0.95, ge=0.0, le=1.0)
+    """States only what a tool, the user or its instructions gave (else adds ``invented``)."""
+    gives_next_step: float = Field(default=0.9, ge=0.0, le=1.0)
+    """Says what happens next and when (the intent's ``next_step``)."""
+    escalates: float = Field(default=0.7, ge=0.0, le=1.0)
+    """Offers a transfer to a human colleague when a tool failed (a ``transfer_to_agent``
+    system tool call)."""
+    polite: float = Field(default=0.97, ge=0.0, le=1.0)
+    """Courteous wording (else curt: "Not my job.", "Anything else?", "Bye.")."""
+    recaps: float = Field(default=0.9, ge=0.0, le=1.0)
+    """Repeats the details back in the confirmation (else the intent's ``brief``)."""
 
 
 class BranchDef(StrictModel):
@@ -163,7 +196,12 @@ class AgentDef(StrictModel):
     intents: list[IntentDef] = Field(default_factory=list)
     evaluation_criteria: list[CriterionDef] = Field(default_factory=list)
     data_collection: list[DataFieldDef] = Field(default_factory=list)
+    improvised_answer: str = (
+        "Sure! As far as I know, yes: I'd say about 80 percent, going by what I read last week."
+    )
+    """Said to a request outside the scope when the agent does not stay in scope."""
     quality: QualityKnobs = Field(default_factory=QualityKnobs)
+    tendencies: Tendencies = Field(default_factory=Tendencies)
     branches: list[BranchDef] = Field(default_factory=list)
     """Branches besides the main one (``main_branch_id``)."""
 
@@ -291,8 +329,8 @@ def with_override(
     """The agent as a branch and an ``agent_config_override`` make it.
 
     Read from the override's ``conversation_config.agent``: ``prompt.llm`` (a weaker LLM scales
-    down understanding and every criterion's skill by ``llm_strength`` new / old, and raises
-    the hang-up rate), ``prompt.temperature`` (above 1 the agent understands less),
+    down understanding and every tendency by ``llm_strength`` new / old, and raises the
+    hang-up rate), ``prompt.temperature`` (above 1 the agent understands less),
     ``prompt.prompt`` (the description) and ``first_message``. A branch's ``llm`` and
     ``first_message`` apply first. Without either, the agent itself.
     """
@@ -321,20 +359,18 @@ def with_override(
     quality = agent.quality.model_copy(
         update={
             "understanding": understanding,
-            "default_skill": agent.quality.default_skill * ratio,
             "hangup_rate": min(1.0, agent.quality.hangup_rate + 0.1 * (1.0 - ratio)),
         }
     )
-    criteria = [
-        c.model_copy(update={"skill": None if c.skill is None else c.skill * ratio})
-        for c in agent.evaluation_criteria
-    ]
+    tendencies = agent.tendencies.model_copy(
+        update={name: value * ratio for name, value in agent.tendencies.model_dump().items()}
+    )
     return agent.model_copy(
         update={
             "llm": llm,
             "first_message": first,
             "description": description,
             "quality": quality,
-            "evaluation_criteria": criteria,
+            "tendencies": tendencies,
         }
     )

@@ -20,19 +20,23 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import socket
-import struct
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse, Response
+from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
-from runner.localapi.agent_testing import AgentTestingEmulator
-from runner.localapi.agents import AgentDef
+from runner.localapi.agent_testing import (
+    AgentTestingEmulator,
+    CreateSimulationTestBody,
+    simulation_request,
+    tool_mock,
+)
+from runner.localapi.agents import AgentDef, with_override
 from runner.localapi.conversation import (
     ConversationPlan,
     message_json,
@@ -41,12 +45,11 @@ from runner.localapi.faults import (
     ERROR_REPLY_KINDS,
     FaultDecision,
     FaultKind,
-    error_reply,
     fault_frame_index,
 )
 from runner.localapi.pricing import calculate, conversation_cost
+from runner.localapi.replies import await_disconnect, drop_connection, fault_reply
 from runner.localapi.state import (
-    DEFAULT_MAX_CONCURRENCY_HEADER,
     LocalAPIState,
     Message,
     Receive,
@@ -56,15 +59,13 @@ from runner.localapi.state import (
     agent_branches_json,
     branch_json,
 )
+from runner.localapi.truth import DEFAULT_SAMPLES, MAX_SAMPLES, Case, served_rate
 from runner.wire.pricing import CALCULATE_ANY_PATH, CALCULATE_PATH, CalculateRequest
-from runner.wire.simulate import Analysis, SimulationRequest
+from runner.wire.simulate import Analysis, SimulationRequest, WireModel
 
 logger = logging.getLogger("runner.localapi")
 
 SIMULATE_SUFFIXES = ("/simulate-conversation", "/simulate-conversation/stream")
-
-_DISCONNECT_WAIT_SECS = 5.0
-"""How long to wait for the event loop to report a connection we closed as lost."""
 
 
 # ---------------------------------------------------------------------------- serialization
@@ -104,11 +105,6 @@ async def send_json(
         }
     )
     await send({"type": "http.response.body", "body": payload, "more_body": False})
-
-
-async def _await_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 class EdgeMiddleware:
@@ -215,8 +211,8 @@ class SimulationReply(Response):
         stats.simulate_requests += 1
         if cap is not None and stats.in_flight >= cap:
             stats.concurrency_rejections += 1
-            status, body = error_reply(FaultKind.CONCURRENCY_429, limit=cap)
-            await send_json(send, status, body, self._retry_after_headers())
+            status, body, headers = fault_reply(state, FaultKind.CONCURRENCY_429, limit=cap)
+            await send_json(send, status, body, headers)
             return
         decision = state.next_fault()
         kind = decision.kind
@@ -224,14 +220,12 @@ class SimulationReply(Response):
             stats.fault_injected(kind.value)
             logger.debug("injecting fault %s", kind.value)
         if kind is not None and kind in ERROR_REPLY_KINDS:
-            status, body = error_reply(kind, limit=cap or DEFAULT_MAX_CONCURRENCY_HEADER)
-            await send_json(
-                send, status, body, self._retry_after_headers() if status == 429 else []
-            )
+            status, body, headers = fault_reply(state, kind)
+            await send_json(send, status, body, headers)
             return
         if kind is FaultKind.RESET:
             stats.stream_broken("reset")
-            await self._drop_connection(scope, lambda: _await_disconnect(receive), reset=True)
+            await self._drop_connection(scope, lambda: await_disconnect(receive), reset=True)
             return
         plan = self.plan = state.plan(self.agent, self.request)
         stats.simulation_started()
@@ -242,7 +236,7 @@ class SimulationReply(Response):
 
                 async def watch_client() -> None:
                     nonlocal client_gone
-                    await _await_disconnect(receive)  # also returns once the reply is complete
+                    await await_disconnect(receive)  # also returns once the reply is complete
                     gone.set()
                     if not (replied or self.dropped):
                         client_gone = True
@@ -258,33 +252,14 @@ class SimulationReply(Response):
                 stats.client_disconnects += 1
             self._finish(completed)
 
-    def _retry_after_headers(self) -> list[tuple[bytes, bytes]]:
-        retry_after = self.state.settings.retry_after
-        if retry_after is None:
-            return []
-        return [(b"retry-after", f"{retry_after:g}".encode())]
-
     async def _drop_connection(
         self, scope: Scope, wait_gone: Callable[[], Awaitable[Any]], *, reset: bool
     ) -> None:
-        """Close this request's connection: RST (``reset``) or FIN after flushing what was sent.
-
-        Then waits until the server has seen the connection go, so that it neither answers a
-        500 for a reply that never started nor logs an error for one that never finished.
-        """
-        transport = self.state.transport_of(scope)
-        if transport is None:
-            raise RuntimeError("dropping a connection needs the server of runner.localapi.server")
+        """Close the connection (``replies.drop_connection``), marked as dropped first so the
+        disconnect watcher does not count it as the client's."""
         self.dropped = True
-        if reset:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:  # linger 0: the kernel answers with RST, not an orderly FIN
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            transport.abort()
-        else:
-            transport.close()
-        with anyio.move_on_after(_DISCONNECT_WAIT_SECS):
-            await wait_gone()
+        if not await drop_connection(self.state, scope, wait_gone, reset=reset):
+            raise RuntimeError("dropping a connection needs the server of runner.localapi.server")
 
     async def _sleep(self, secs: float) -> None:
         await anyio.sleep(secs * self.state.settings.time_scale)
@@ -407,6 +382,31 @@ def _simulate_removed(state: LocalAPIState, path: str) -> tuple[int, dict[str, A
     return 404, error_body("not_found", "Not Found")
 
 
+class TruthQuery(WireModel):
+    """``POST /_local/truth``: an agent variant and one scenario body."""
+
+    agent_id: str
+    branch_id: str | None = None
+    agent_config_override: dict[str, Any] | None = None
+    simulation: SimulationRequest | None = None
+    test: CreateSimulationTestBody | None = None
+    samples: int = Field(default=DEFAULT_SAMPLES, ge=10, le=MAX_SAMPLES)
+
+
+def _with_served(state: LocalAPIState, rates: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    noise = state.settings.judge_noise
+    return {cid: {**r, "p_success_served": served_rate(r, noise)} for cid, r in rates.items()}
+
+
+def _case_json(state: LocalAPIState, case: Case, rates: dict[str, dict[str, Any]]) -> Any:
+    return {
+        "case": case.key,
+        **case.label,
+        "served": dict(case.served),
+        "criteria": _with_served(state, rates),
+    }
+
+
 def create_app(settings: ServerSettings) -> FastAPI:
     """The local API for ``settings``: agents are loaded (and replies pre-rendered) here."""
     state = LocalAPIState(settings)
@@ -451,6 +451,65 @@ def create_app(settings: ServerSettings) -> FastAPI:
     async def stats_reset() -> dict[str, Any]:
         state.stats.reset()
         return state.snapshot()
+
+    @app.get("/_local/truth", include_in_schema=False)
+    async def truth(
+        samples: Annotated[int, Query(ge=10, le=MAX_SAMPLES)] = DEFAULT_SAMPLES,
+    ) -> dict[str, Any]:
+        """For every (agent variant, scenario body) simulated so far: the true chance of each
+        verdict per criterion (``truth.true_rates``), and what was served."""
+        cases = list(state.cases.values())
+        rates = await anyio.to_thread.run_sync(lambda: [state.truth(c, samples) for c in cases])
+        return {
+            "judge_noise": state.settings.judge_noise,
+            "user_drift": state.settings.user_drift,
+            "samples": samples,
+            "cases": [_case_json(state, c, r) for c, r in zip(cases, rates, strict=True)],
+        }
+
+    @app.post("/_local/truth", include_in_schema=False)
+    async def truth_of(query: TruthQuery) -> Response:
+        """The truth for one agent (branch, override) and one scenario body: a simulate
+        request (``simulation``) or a simulation test (``test``), simulated or not."""
+        agent = state.agents.get(query.agent_id)
+        if agent is None:
+            return _agent_not_found(query.agent_id)
+        try:
+            branch = agent.branch(query.branch_id)
+        except KeyError:
+            return _branch_not_found(query.agent_id, query.branch_id or "")
+        variant = with_override(agent, branch, query.agent_config_override)
+        if query.test is not None:
+            tools = [i.tool.name for i in variant.intents if i.tool is not None]
+            request = simulation_request(query.test, tools)
+            mock = tool_mock(query.test)
+        elif query.simulation is not None:
+            request, mock = query.simulation, None
+        else:
+            return JSONResponse(
+                error_body("invalid_request", "give `simulation` or `test`"), status_code=422
+            )
+        case = Case("query", variant, request, mock, {"agent_id": query.agent_id})
+        rates = await anyio.to_thread.run_sync(lambda: state.truth(case, query.samples))
+        return JSONResponse(
+            {"samples": query.samples, "criteria": _with_served(state, rates)},
+        )
+
+    @app.get("/_local/truth/conversations", include_in_schema=False)
+    async def truth_conversations(
+        flipped: bool = False, case: str | None = None, drifted: bool = False
+    ) -> dict[str, Any]:
+        """Every conversation served (the last 200,000): its drawn behaviour, each verdict
+        as judged and as served, and whether the user drifted. ``flipped``: only those with a
+        verdict the judge's noise flipped; ``drifted``: only those whose user drifted."""
+        found = [
+            r
+            for r in state.conversations
+            if (case is None or r["case"] == case)
+            and (not flipped or any(v["flipped"] for v in r["verdicts"].values()))
+            and (not drifted or r["user_drifted"])
+        ]
+        return {"conversations": found}
 
     @app.get("/v1/convai/agents")
     async def list_agents(

@@ -54,17 +54,22 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from functools import partial
 from typing import Any
 
 from runner.localapi.agents import AgentDef, DataFieldDef, IntentDef, ToolDef
+from runner.localapi.behaviour import draw_behaviour
+from runner.localapi.criteria import analyse
 from runner.localapi.judge import (
+    CLOSING,
     GoalOutcome,
     GoalStatus,
-    analyse,
     extract_value,
+    is_request,
     keyword_hits,
     match_intent,
+    summarise,
 )
 from runner.localapi.pricing import message_usage
 from runner.wire.simulate import (
@@ -136,6 +141,12 @@ class ConversationPlan:
     """Only the new messages, not the history passed in."""
     analysis_delay_secs: float
     analysis: Analysis
+    behaviour: dict[str, bool] = dc_field(default_factory=dict)
+    """The agent's behaviour drawn for this conversation (``behaviour.BEHAVIOURS``)."""
+    shown: dict[str, bool] = dc_field(default_factory=dict)
+    """The behaviours the conversation put to use, and how: what the verdicts follow from."""
+    drifted: bool = False
+    """The simulated user abandoned its goal (``--user-drift``)."""
 
 
 def message_json(message: TranscriptMessage) -> dict[str, Any]:
@@ -153,15 +164,20 @@ def message_json(message: TranscriptMessage) -> dict[str, Any]:
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
-_REQUEST_CUE = re.compile(
-    r"\b(?:want|wants|wanted|need|needs|would like|'d like|like to|ask|asks|request|find out|"
-    r"know|wonder|wondering|book|cancel|change|check|help|get|buy|return|complain|question)\b|\?",
+_NEGATED_NEED = re.compile(
+    r"\b(?:do not|don't|does not|doesn't|no longer|never) (?:need|want)\b|\bnothing else\b",
     re.IGNORECASE,
 )
-_CLOSING = re.compile(
-    r"\b(?:that's all|that is all|that's it|that is it|nothing else|goodbye|bye)\b",
-    re.IGNORECASE,
+TRANSFER_TOOL = "transfer_to_agent"
+"""The system tool an agent calls to hand the caller to a human colleague."""
+HUMAN_AGENT = "human_support"
+CURT = {"decline": "Not my job. What else?", "anything_else": "What else?", "closing": "Bye."}
+"""What an impolite agent says instead of its courteous lines (``criteria.CURT`` reads them)."""
+DRIFTS: tuple[str, ...] = (
+    "Actually, forget about that. Can you recommend a good film for tonight?",
+    "Sorry, something came up, I have to go. Bye.",
 )
+"""What a drifting simulated user says when it abandons its goal (``--user-drift``)."""
 _LACKING = re.compile(r"\bdon't have\b|\bdo not have\b|\bnot sure\b", re.IGNORECASE)
 _CONNECTOR = re.compile(r"^(?:then|and|also|finally|after that|next|first|lastly),?\s+", re.I)
 _IMPERATIVES: list[tuple[str, str, bool]] = [
@@ -211,6 +227,10 @@ def first_person(sentence: str) -> str:
     """Persona sentences are written to the user ("Your order is late", "Ask about X"): say
     them as the user would ("My order is late.", "I have a question about X.")."""
     text = _CONNECTOR.sub("", sentence.strip())
+    # "You ask about X" is the instruction "Ask about X", said as the user would.
+    text = re.sub(
+        r"^you\s+(?=(?:ask|inquire|enquire|request|complain|find out)\b)", "", text, flags=re.I
+    )
     question = False
     for pattern, replacement, asks in _IMPERATIVES:
         swapped, count = re.subn(rf"^{pattern}\b", replacement, text, count=1, flags=re.I)
@@ -240,10 +260,6 @@ def clauses(text: str) -> list[str]:
     return out
 
 
-def is_request(text: str) -> bool:
-    return _REQUEST_CUE.search(text) is not None
-
-
 # ---------------------------------------------------------------------------- the simulation
 
 
@@ -259,7 +275,7 @@ ToolMock = Callable[[str, dict[str, Any]], ToolMockConfig | None]
 """(tool name, call parameters) -> the mocked reply, or None: the tool answers itself."""
 
 
-def _params(call: ToolCall) -> dict[str, Any]:
+def call_params(call: ToolCall) -> dict[str, Any]:
     try:
         params = json.loads(call.params_as_json or "{}")
     except ValueError:
@@ -277,6 +293,7 @@ class _Simulation:
         rng: random.Random,
         timing: TimingModel,
         tool_mock: ToolMock | None = None,
+        user_drift: float = 0.0,
     ) -> None:
         spec = request.simulation_specification
         user = spec.simulated_user_config
@@ -289,6 +306,18 @@ class _Simulation:
         self.mocks = spec.tool_mock_config or {}
         self.tool_mock = tool_mock
         self.prompt_chars = len(agent.model_dump_json())  # stands in for the system prompt
+        # Own generators for the behaviour and the drift: the knobs do not shift the rest.
+        self.behaviour = draw_behaviour(agent.tendencies, random.Random(rng.getrandbits(64)))
+        drift_rng = random.Random(rng.getrandbits(64))
+        drifts = drift_rng.random() < user_drift
+        self.drift_after = drift_rng.randint(1, 2) if drifts else None
+        """The user abandons its goal after this many of its own turns (None: it never does)."""
+        self.drift_line = DRIFTS[drift_rng.randrange(len(DRIFTS))]
+        self.drifted = False
+        self.user_turns = 0
+        self.shown: dict[str, bool] = {}
+        """The behaviours this conversation showed (drawn, and put to use)."""
+        self.result_vars: dict[str, str] = {}
 
         spec_vars = _text_vars(spec.dynamic_variables or {})
         user_vars = _text_vars(
@@ -329,6 +358,8 @@ class _Simulation:
     def _derive_goals(self) -> list[_Goal]:
         goals: list[_Goal] = []
         for sentence in self._requests(self.first_message) + self._requests(self.persona):
+            if _NEGATED_NEED.search(sentence):
+                continue  # "You do not need anything else." is context, not a request
             intent = match_intent(self.agent, sentence)
             if intent is not None:
                 if any(g.intent_id == intent.id for g in goals):
@@ -395,7 +426,7 @@ class _Simulation:
             None,
         )
         for field in self.agent.data_collection:
-            if field.spoken_label.lower() in question.lower():
+            if re.search(rf"\b{re.escape(field.spoken_label)}\b", question, re.IGNORECASE):
                 self.awaiting, self.last_agent_act = field, "ask"
                 if intent is not None and field.id in intent.asks_for:
                     self.intent = intent
@@ -422,6 +453,8 @@ class _Simulation:
         tool_results: list[ToolResult] | None = None,
         delay: float | None = None,
     ) -> None:
+        if len(self.new) >= self.limit:
+            return  # a turn of two messages (words, then a tool call) stops at the limit too
         delay = self.timing.draw(mean_secs, self.rng) if delay is None else delay
         self.elapsed += delay
         usage = None
@@ -444,8 +477,25 @@ class _Simulation:
         context = self.prompt_chars + sum(len(m.message or "") + 40 for m in self.transcript)
         return message_usage(self.agent.llm, context, len(output))
 
+    def _show(self, behaviour: str) -> bool:
+        """The drawn behaviour, noted as shown in this conversation."""
+        self.shown[behaviour] = self.behaviour[behaviour]
+        return self.behaviour[behaviour]
+
+    def _line(self, slot: str, courteous: str) -> str:
+        return courteous if self._show("polite") else CURT[slot]
+
+    @property
+    def anything_else(self) -> str:
+        return self._line("anything_else", self.agent.anything_else)
+
+    @property
+    def closing(self) -> str:
+        return self._line("closing", self.agent.closing_message)
+
     def _agent_says(self, text: str, act: str) -> None:
-        text = substitute(text, {**self.agent_vars, **self.collected}).strip()
+        values = {**self.agent_vars, **self.collected, **self.result_vars}
+        text = substitute(text, values).strip()
         if self.language and not self.announced_language and act != "greet":
             text = f"Switching to {self.language} for you. {text}"
             self.announced_language = True
@@ -453,6 +503,7 @@ class _Simulation:
         self._emit("agent", text, self.timing.agent_message_secs)
 
     def _user_says(self, text: str) -> None:
+        self.user_turns += 1
         self._emit("user", text.strip(), self.timing.user_message_secs)
 
     # -- the loop
@@ -483,7 +534,22 @@ class _Simulation:
     def _next_goal(self) -> _Goal | None:
         return next((g for g in self.goals if g.status == "pending"), None)
 
+    def _drift(self) -> bool:
+        """The simulated user abandons its persona and goal, visibly (``--user-drift``)."""
+        if self.drift_after is None or self.drifted or self.user_turns < self.drift_after:
+            return False
+        self.drifted = True
+        for goal in self.goals:
+            if goal.status in ("pending", "active"):
+                goal.status = "abandoned"
+        self.current = None
+        self.awaiting = None
+        self._user_says(self.drift_line)
+        return True
+
     def _user_turn(self) -> None:
+        if self._drift():
+            return
         act = self.last_agent_act
         if act == "ask" and self.awaiting is not None:
             self._answer(self.awaiting)
@@ -569,13 +635,16 @@ class _Simulation:
 
     def _agent_turn(self, text: str) -> None:
         agent = self.agent
-        if _CLOSING.search(text):
-            self._agent_says(agent.closing_message, "closing")
+        if CLOSING.search(text):
+            self._agent_says(self.closing, "closing")
             self.ended = True
-            self.end_reason = "user_done" if self._next_goal() is None else "agent_closed"
+            if self.drifted:
+                self.end_reason = "user_left"
+            else:
+                self.end_reason = "user_done" if self._next_goal() is None else "agent_closed"
             return
         if agent.quality.hangup_rate and self.rng.random() < agent.quality.hangup_rate:
-            self._agent_says(agent.closing_message, "closing")
+            self._agent_says(self.closing, "closing")
             self.ended, self.end_reason = True, "agent_hung_up"
             return
         if self.awaiting is not None:
@@ -590,7 +659,7 @@ class _Simulation:
             if self.intent is not None:
                 self._continue_intent(self.intent)
             else:
-                self._agent_says(f"Thank you. {self.agent.anything_else}", "prompt")
+                self._agent_says(f"Thank you. {self.anything_else}", "prompt")
             return
         intent = match_intent(agent, text)
         if intent is not None:
@@ -608,9 +677,15 @@ class _Simulation:
             self._continue_intent(intent, prefix=intent.reply)
             return
         if text.strip() and is_request(text):
+            in_scope = self._show("stays_in_scope")
             if self.current is not None and self.current.status == "active":
-                self.current.status = "declined"
-            self._agent_says(agent.out_of_scope_reply, "decline")
+                self.current.status = "declined" if in_scope else "improvised"
+            if not in_scope:
+                self._agent_says(f"{agent.improvised_answer} {self.anything_else}", "improvise")
+            elif self._show("polite"):
+                self._agent_says(agent.out_of_scope_reply, "decline")
+            else:
+                self._agent_says(CURT["decline"], "decline")
             return
         self._agent_says(agent.prompt_reply, "prompt")
 
@@ -623,19 +698,44 @@ class _Simulation:
                 self._finish_goal(intent, "failed")
                 self._agent_says(
                     f"I'm sorry, without your {field.spoken_label} I can't help with that. "
-                    + self.agent.anything_else,
+                    + self.anything_else,
                     "missing_info",
                 )
                 return
+            if field.identity and not self._show("verifies_identity"):
+                # Acts without checking who is calling: goes by the record on file.
+                self.collected[field_id] = field.unverified
+                prefix = f"{prefix} Let me pull up the {field.spoken_label} {field.unverified}."
+                continue
             self.awaiting = field
             ask = field.ask or f"Could you tell me your {field.spoken_label}?"
             self._agent_says(f"{prefix} {ask}", "ask")
             return
         if intent.tool is not None:
+            if prefix.strip():
+                self._agent_says(prefix, "working")
             self._call_tool(intent.tool)
             return
         self._finish_goal(intent, "resolved")
-        self._agent_says(f"{intent.resolution} {self.agent.anything_else}", "resolve")
+        self._agent_says(f"{prefix} {self._resolution(intent)}", "resolve")
+
+    def _resolution(self, intent: IntentDef) -> str:
+        """The resolution as this conversation's agent says it: with or without the recap, the
+        next step and an invented detail, as its behaviour was drawn."""
+        parts = [intent.resolution]
+        if intent.brief and not self._show("recaps"):
+            parts = [intent.brief]
+        if intent.next_step and self._show("gives_next_step"):
+            parts.append(intent.next_step)
+        if intent.invented and not self._show("sticks_to_facts"):
+            parts.append(intent.invented)
+        values = {**self.agent_vars, **self.collected, **self.result_vars}
+        said = [substitute(p, values) for p in parts]
+        if "{{result." in said[0] and "result" in self.result_vars:
+            # The tool answered in words, not fields: the agent passes its words on.
+            said[0] = f"Here is what our system says: {self.result_vars['result']}."
+        said = [p for p in said if "{{result." not in p]
+        return " ".join([*said, self.anything_else])
 
     def _finish_goal(self, intent: IntentDef, status: GoalStatus) -> None:
         self.intent = None
@@ -646,10 +746,13 @@ class _Simulation:
     def _call_tool(self, tool: ToolDef) -> None:
         values = {**self.agent_vars, **self.collected}
         params = {name: substitute(template, values) for name, template in tool.params.items()}
+        self._emit_call(tool.type, tool.name, params)
+
+    def _emit_call(self, kind: str, name: str, params: dict[str, Any]) -> None:
         call = ToolCall(
-            type=tool.type,
-            request_id=f"{tool.name}_{self.rng.getrandbits(64):016x}",
-            tool_name=tool.name,
+            type=kind,
+            request_id=f"{name}_{self.rng.getrandbits(64):016x}",
+            tool_name=name,
             params_as_json=json.dumps(params),
             tool_has_been_called=True,
         )
@@ -671,9 +774,12 @@ class _Simulation:
         values = {**self.agent_vars, **self.collected}
         results = []
         for call in self._pending_calls(last):
+            if call.tool_name == TRANSFER_TOOL and call.type == "system":
+                results.append(self._transfer_result(call, latency))
+                continue
             mock = self.mocks.get(call.tool_name)
             if mock is None and self.tool_mock is not None:
-                mock = self.tool_mock(call.tool_name, _params(call))
+                mock = self.tool_mock(call.tool_name, call_params(call))
             known = self._tool_def(call.tool_name)
             if mock is not None:
                 value, is_error = mock.default_return_value, mock.default_is_error
@@ -681,6 +787,7 @@ class _Simulation:
                 value, is_error = substitute(known[1].result, values), False
             else:
                 value, is_error = "Tool Called.", False
+            self._read_result(value, is_error)
             tool_type = call.type if call.type in ("client", "webhook", "mcp") else None
             results.append(
                 ToolResult(
@@ -695,22 +802,76 @@ class _Simulation:
             )
         self._emit("agent", None, 0.0, tool_results=results, delay=latency)
 
+    def _read_result(self, value: str, is_error: bool) -> None:
+        """A tool result's fields become ``{{result.KEY}}``: what the tool said is what the
+        agent says (a mocked result included)."""
+        if is_error:
+            return
+        try:
+            data = json.loads(value)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            self.result_vars["result"] = value.strip()
+        else:
+            for key, item in data.items():
+                text = stringify(item)
+                if text is not None:
+                    self.result_vars[f"result.{key}"] = text.replace("_", " ")
+
+    def _transfer_result(self, call: ToolCall, latency: float) -> ToolResult:
+        result = {
+            "result_type": "transfer_to_agent_success",
+            "status": "success",
+            "from_agent": self.agent.agent_id,
+            "to_agent": HUMAN_AGENT,
+            "to_node": None,
+            "condition": "a tool failed and the caller needs a human",
+        }
+        return ToolResult(
+            type="system",
+            request_id=call.request_id,
+            tool_name=call.tool_name,
+            result_value=json.dumps(result),
+            is_error=False,
+            tool_has_been_called=True,
+            tool_latency_secs=round(latency, 3),
+            result=result,
+        )
+
     def _after_tool(self, last: TranscriptMessage) -> None:
+        if any(r.tool_name == TRANSFER_TOOL for r in last.tool_results):
+            self.ended, self.end_reason = True, "transferred"
+            return
         known = [self._tool_def(r.tool_name) for r in last.tool_results]
         intent = self.intent or next((k[0] for k in known if k is not None), None)
         failed = [r for r in last.tool_results if r.is_error]
         if failed:
             tool = self._tool_def(failed[0].tool_name)
-            reply = tool[1].error_reply if tool else ToolDef(name="x").error_reply
             if intent is not None:
                 self._finish_goal(intent, "failed")
-            self._agent_says(f"{reply} {self.agent.anything_else}", "tool_error")
+            if intent is not None and not self._show("admits_failure"):
+                # Claims it went through, in the words of the tool's usual answer.
+                if tool is not None:
+                    values = {**self.agent_vars, **self.collected}
+                    self._read_result(substitute(tool[1].result, values), False)
+                self._agent_says(self._resolution(intent), "resolve")
+                return
+            reply = tool[1].error_reply if tool else ToolDef(name="x").error_reply
+            if self._show("escalates"):
+                self._agent_says(
+                    f"{reply} Let me transfer you to a colleague who can sort this out.",
+                    "tool_error",
+                )
+                self._emit_call("system", TRANSFER_TOOL, {"agent_number": 0, "reason": reply})
+                return
+            self._agent_says(f"{reply} {self.anything_else}", "tool_error")
             return
         if intent is None:
-            self._agent_says(f"All done. {self.agent.anything_else}", "resolve")
+            self._agent_says(f"All done. {self.anything_else}", "resolve")
             return
         self._finish_goal(intent, "resolved")
-        self._agent_says(f"{intent.resolution} {self.agent.anything_else}", "resolve")
+        self._agent_says(self._resolution(intent), "resolve")
 
     # -- results
 
@@ -744,25 +905,23 @@ def plan_conversation(
     rng: random.Random,
     timing: TimingModel = TimingModel(),  # frozen, so one shared default is safe
     tool_mock: ToolMock | None = None,
+    user_drift: float = 0.0,
 ) -> ConversationPlan:
     """Simulate one conversation and its analysis (see the module docstring for the rules).
 
     Pure and deterministic given ``rng``; never raises for a request that validates as
-    ``SimulationRequest``.
+    ``SimulationRequest``. The verdicts are ``criteria.analyse``'s, from the transcript alone.
     """
-    sim = _Simulation(agent, request, rng, timing, tool_mock)
+    sim = _Simulation(agent, request, rng, timing, tool_mock, user_drift)
     sim.run()
     transcript = sim.transcript
-    analysis = analyse(
-        agent,
-        request.extra_evaluation_criteria,
-        transcript,
-        sim.goal_outcomes(),
-        sim.end_reason,
-        rng,
-    )
+    summary = summarise(agent, sim.goal_outcomes(), sim.end_reason, len(transcript))
+    analysis = analyse(agent, request.extra_evaluation_criteria, transcript, summary)
     return ConversationPlan(
         messages=list(sim.new),
         analysis_delay_secs=timing.draw(timing.analysis_secs, rng),
         analysis=analysis,
+        behaviour=dict(sim.behaviour),
+        shown=dict(sim.shown),
+        drifted=sim.drifted,
     )

@@ -1,31 +1,9 @@
-"""The local API's post-call analysis: criteria judging, data collection and the summary.
-
-The real service asks an LLM to judge each criterion. Here the rule is transparent and cheap, so
-that results are explainable from the transcript alone, yet noisy enough (seeded) that repeats
-of one scenario disagree sometimes, as they do against the real service:
-
-1. The criterion's *topic words* are the content words of its ``conversation_goal_prompt`` minus
-   the vocabulary every criterion shares ("agent", "user", "polite", "resolve", ...).
-2. With topic words, the criterion applies only if the user raised at least one of them (in a
-   user message, as a keyword of an agent intent a user message triggered, or in a tool call
-   the agent made); otherwise the result is ``unknown`` (the conversation never
-   reached that topic). Without topic words it is a behaviour criterion ("the agent was
-   polite") and applies to any conversation with a user message and an agent reply.
-3. The evidence of a topical criterion is ``0.2 * coverage + 0.8 * resolution``: the share of
-   the raised topic words the agent's messages also use, and the share of the related user
-   goals that got resolved (talking about a problem is not solving it). A behaviour criterion
-   depends less on the outcome: ``0.6 + 0.4 * resolution``.
-4. The pass chance is ``skill * evidence``, ``skill`` being the criterion's quality knob. A
-   seeded draw below the pass chance is a ``success``. Numeric criteria draw a level around
-   the pass chance instead (score = level * max_score) and succeed at half marks or more.
-
-``call_successful`` is ``failure`` if any criterion failed, else ``success`` if at least one
-succeeded, else ``unknown`` (nothing could be judged).
-"""
+"""The local API's reading helpers and post-call pieces: intents by keyword, data collection,
+the call outcome and the summary. The criteria verdicts are ``criteria``'s job."""
 
 from __future__ import annotations
 
-import random
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +14,6 @@ from runner.wire.simulate import (
     Analysis,
     CriterionResult,
     DataCollectionResult,
-    EvaluationCriterion,
     Result,
     TranscriptMessage,
 )
@@ -102,12 +79,17 @@ _GENERIC_STEMS = frozenset(stem(w) for w in GENERIC_WORDS)
 
 def content_words(text: str) -> list[str]:
     """Ordered, de-duplicated stems of the words that carry meaning."""
+    return list(_content_words(text))
+
+
+@functools.lru_cache(maxsize=8192)
+def _content_words(text: str) -> tuple[str, ...]:
     seen: dict[str, None] = {}
     for w in words(text):
         if w in STOPWORDS or len(w) < 3 or w.isdigit() or "'" in w:
             continue
         seen.setdefault(stem(w), None)
-    return list(seen)
+    return tuple(seen)
 
 
 def topic_words(text: str) -> list[str]:
@@ -115,14 +97,32 @@ def topic_words(text: str) -> list[str]:
     return [w for w in content_words(text) if w not in _GENERIC_STEMS]
 
 
+REQUEST_CUE = re.compile(
+    r"\b(?:want|wants|wanted|need|needs|would like|'d like|like to|ask|asks|request|find out|"
+    r"know|wonder|wondering|book|cancel|change|check|help|get|buy|return|complain|question|"
+    r"recommend|tell me)\b|\?",
+    re.IGNORECASE,
+)
+CLOSING = re.compile(
+    r"\b(?:that's all|that is all|that's it|that is it|nothing else|goodbye|bye)\b",
+    re.IGNORECASE,
+)
+
+
+def is_request(text: str) -> bool:
+    """A sentence that asks for something (a cue word or a question mark)."""
+    return REQUEST_CUE.search(text) is not None
+
+
 def keyword_hits(intent: IntentDef, text: str) -> int:
     """How many of the intent's keywords occur in ``text`` (as words, with common suffixes)."""
     lowered = text.lower()
-    return sum(
-        1
-        for kw in intent.keywords
-        if re.search(rf"\b{re.escape(kw)}(?:s|es|ed|ing|d)?\b", lowered) is not None
-    )
+    return sum(1 for kw in intent.keywords if _keyword(kw).search(lowered) is not None)
+
+
+@functools.cache
+def _keyword(keyword: str) -> re.Pattern[str]:
+    return re.compile(rf"\b{re.escape(keyword)}(?:s|es|ed|ing|d)?\b")
 
 
 def match_intent(agent: AgentDef, text: str) -> IntentDef | None:
@@ -139,7 +139,9 @@ def match_intent(agent: AgentDef, text: str) -> IntentDef | None:
 # ---------------------------------------------------------------------------- goals
 
 
-GoalStatus = Literal["pending", "active", "resolved", "failed", "declined"]
+GoalStatus = Literal[
+    "pending", "active", "resolved", "failed", "declined", "improvised", "abandoned"
+]
 
 
 @dataclass(frozen=True)
@@ -266,144 +268,7 @@ def collect_data(
     return results
 
 
-# ---------------------------------------------------------------------------- criteria
-
-
-@dataclass(frozen=True)
-class CriterionSpec:
-    """A criterion to judge, from the agent's definition or the request's extras."""
-
-    id: str
-    name: str
-    goal_prompt: str
-    scoring_mode: str
-    max_score: int
-    skill: float
-
-
-def criteria_for(
-    agent: AgentDef, extra: Sequence[EvaluationCriterion] | None
-) -> list[CriterionSpec]:
-    """Built-in then extra criteria; an extra criterion replaces a built-in one with its id."""
-    specs: dict[str, CriterionSpec] = {}
-    for c in agent.evaluation_criteria:
-        specs[c.id] = CriterionSpec(
-            id=c.id,
-            name=c.name,
-            goal_prompt=c.conversation_goal_prompt,
-            scoring_mode=c.scoring_mode,
-            max_score=c.max_score,
-            skill=agent.quality.default_skill if c.skill is None else c.skill,
-        )
-    for e in extra or ():
-        specs[e.id] = CriterionSpec(
-            id=e.id,
-            name=e.name,
-            goal_prompt=e.conversation_goal_prompt,
-            scoring_mode=e.scoring_mode,
-            max_score=e.max_score,
-            skill=agent.quality.default_skill,
-        )
-    return list(specs.values())
-
-
-@dataclass(frozen=True)
-class TranscriptWords:
-    """Stems said by each side, computed once per analysis."""
-
-    user: frozenset[str]
-    agent: frozenset[str]
-    exchanged: bool
-    """At least one user message with text, and an agent text message after it."""
-
-
-def transcript_words(agent: AgentDef, transcript: Sequence[TranscriptMessage]) -> TranscriptWords:
-    """Each side's words include the keywords of the agent intents its messages match (a user
-    who asks to "book a table" has raised the topic of a "reservation"), and both include the
-    agent's tool calls (what was looked up was raised and acted upon)."""
-    user: set[str] = set()
-    by_agent: set[str] = set()
-    seen_user = exchanged = False
-    for msg in transcript:
-        text = msg.message or ""
-        if msg.role == "user":
-            user |= stems_of(text)
-            intent = match_intent(agent, text)
-            if intent is not None:
-                user |= stems_of(" ".join(intent.keywords))
-            seen_user = seen_user or bool(text.strip())
-        else:
-            by_agent |= stems_of(text)
-            intent = match_intent(agent, text)
-            if intent is not None:
-                by_agent |= stems_of(" ".join(intent.keywords))
-            exchanged = exchanged or (seen_user and bool(text.strip()))
-            for call in msg.tool_calls:
-                # What the agent looked up was raised in the conversation and acted upon.
-                looked_up = stems_of(call.tool_name.replace("_", " ") + " " + call.params_as_json)
-                user |= looked_up
-                by_agent |= looked_up
-    return TranscriptWords(frozenset(user), frozenset(by_agent), exchanged)
-
-
-def judge_criterion(
-    spec: CriterionSpec,
-    said: TranscriptWords,
-    goals: Sequence[GoalOutcome],
-    rng: random.Random,
-) -> CriterionResult:
-    """Apply the module's rule to one criterion (see the module docstring)."""
-    numeric = spec.scoring_mode == "numeric_uniform"
-    echo: dict[str, Any] = (
-        {"scoring_mode": spec.scoring_mode, "max_score": spec.max_score} if numeric else {}
-    )
-
-    def unknown(why: str) -> CriterionResult:
-        return CriterionResult(criteria_id=spec.id, result="unknown", rationale=why, **echo)
-
-    if not said.exchanged:
-        return unknown("There was no exchange between the user and the agent to judge.")
-    topic = topic_words(spec.goal_prompt)
-    if topic:
-        raised = [w for w in topic if w in said.user]
-        if not raised:
-            return unknown(
-                "The conversation never reached the criterion's topic ("
-                + ", ".join(topic[:6])
-                + ")."
-            )
-        addressed = [w for w in raised if w in said.agent]
-        coverage = len(addressed) / len(raised)
-        related = [g for g in goals if stems_of(g.text) & set(topic)] or list(goals)
-        basis = f"topic words raised by the user: {', '.join(raised[:6])}; "
-        basis += f"addressed by the agent: {len(addressed)}/{len(raised)}"
-    else:
-        coverage = 1.0  # unused: a behaviour criterion has no topic to cover
-        related = list(goals)
-        basis = "behaviour criterion, judged on the whole conversation"
-    resolved = sum(g.status == "resolved" for g in related)
-    resolution = resolved / len(related) if related else 1.0
-    evidence = 0.2 * coverage + 0.8 * resolution if topic else 0.6 + 0.4 * resolution
-    chance = spec.skill * evidence
-    basis += f"; user goals resolved: {resolved}/{len(related)}; pass chance {chance:.2f}"
-    if numeric:
-        level = min(1.0, max(0.0, rng.gauss(chance, 0.15)))
-        score = round(level * max(spec.max_score, 0))
-        result: Result = "success" if level >= 0.5 else "failure"
-        return CriterionResult(
-            criteria_id=spec.id,
-            result=result,
-            rationale=f"{spec.name}: {basis}; judged level {level:.2f} -> score {score}.",
-            score=score,
-            **echo,
-        )
-    draw = rng.random()
-    result = "success" if draw < chance else "failure"
-    return CriterionResult(
-        criteria_id=spec.id,
-        result=result,
-        rationale=f"{spec.name}: {basis}; draw {draw:.2f} -> {result}.",
-    )
+# ---------------------------------------------------------------------------- outcomes
 
 
 def call_outcome(results: Sequence[CriterionResult]) -> Result:
@@ -435,12 +300,16 @@ STATUS_WORDS: dict[str, str] = {
     "resolved": "resolved",
     "failed": "failed",
     "declined": "declined as out of scope",
+    "improvised": "answered although out of scope",
+    "abandoned": "abandoned by the user",
 }
 
 END_REASONS = {
     "user_done": "the user had what they needed and the agent closed the call",
     "agent_hung_up": "the agent ended the call before the user was done",
     "agent_closed": "the agent closed the call",
+    "transferred": "the agent transferred the caller to a colleague",
+    "user_left": "the user left the call",
     "turn_limit": "the turn limit was reached",
     "no_new_turns": "no new turns were allowed",
 }
@@ -477,32 +346,7 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-# ---------------------------------------------------------------------------- entry point
-
-
-def analyse(
-    agent: AgentDef,
-    extra_criteria: Sequence[EvaluationCriterion] | None,
-    transcript: Sequence[TranscriptMessage],
-    goals: Sequence[GoalOutcome],
-    end_reason: str,
-    rng: random.Random,
-) -> Analysis:
-    """Judge the whole transcript (history and new messages) as the service's analysis would."""
-    said = transcript_words(agent, transcript)
-    results = {
-        spec.id: judge_criterion(spec, said, goals, rng)
-        for spec in criteria_for(agent, extra_criteria)
-    }
-    summary, title = summarise(agent, goals, end_reason, len(transcript))
-    return Analysis(
-        call_successful=call_outcome(list(results.values())),
-        transcript_summary=summary,
-        evaluation_criteria_results=results,
-        data_collection_results=collect_data(agent, transcript),
-        call_summary_title=title,
-        call_success_score=success_score(list(results.values())),
-    )
+# ---------------------------------------------------------------------------- wire
 
 
 def analysis_json(analysis: Analysis) -> dict[str, Any]:

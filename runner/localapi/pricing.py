@@ -90,6 +90,7 @@ def charging(usd: float, credits: int) -> dict[str, object]:
         "platform_price": 0.0,
         "is_burst": False,
         "tier": "local",
+        "voice_surcharge_charge": 0,
     }
 
 

@@ -143,6 +143,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECS",
         help="send Retry-After on 429s (off by default: the real API does not document it)",
     )
+    vendor = parser.add_argument_group("the vendor's own errors (off by default; /_local/truth)")
+    vendor.add_argument(
+        "--judge-noise",
+        type=_rate,
+        default=0.0,
+        metavar="P",
+        help="the judge flips each success/failure verdict with probability P (recorded)",
+    )
+    vendor.add_argument(
+        "--user-drift",
+        type=_rate,
+        default=0.0,
+        metavar="P",
+        help="per conversation, the simulated user abandons its goal mid-call with probability P",
+    )
     parser.add_argument(
         "--lose-run-replies",
         type=int,
@@ -201,6 +216,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         retry_after=args.retry_after,
         simulate_endpoints=args.simulate_endpoints,
         lose_run_replies=args.lose_run_replies,
+        judge_noise=args.judge_noise,
+        user_drift=args.user_drift,
     )
 
 

@@ -16,9 +16,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 from runner.localapi.agents import AgentDef, load_agents
-from runner.localapi.conversation import ConversationPlan, TimingModel, plan_conversation
+from runner.localapi.conversation import (
+    ConversationPlan,
+    TimingModel,
+    ToolMock,
+    plan_conversation,
+)
 from runner.localapi.faults import FaultDecision, FaultSettings, derive_seed, draw_fault
 from runner.localapi.stats import ServerStats
+from runner.localapi.truth import (
+    Case,
+    add_judge_noise,
+    case_label,
+    conversation_record,
+    digest,
+    true_rates,
+)
 from runner.wire.simulate import SimulationRequest
 
 Scope = MutableMapping[str, Any]
@@ -26,6 +39,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+MAX_RECORDS = 200_000
+"""Conversations kept for ``/_local/truth/conversations`` (the oldest go first)."""
 DEFAULT_MAX_CONCURRENCY_HEADER = 1000
 """``maximum-concurrent-requests`` advertised when no ``--max-concurrency`` cap is set."""
 
@@ -58,6 +73,10 @@ class ServerSettings:
     simulate_endpoints: Literal["on", "off", "gone"] = "on"
     """``off``: both simulate endpoints answer 404, ``gone``: 410 (as if the vendor removed
     them), in the vendor's error shape; nothing is simulated."""
+    judge_noise: float = 0.0
+    """The judge flips each success/failure verdict with this probability (recorded)."""
+    user_drift: float = 0.0
+    """Per conversation, the chance the simulated user abandons its goal mid-call."""
 
     def __post_init__(self) -> None:
         if not (self.time_scale >= 0 and math.isfinite(self.time_scale)):
@@ -66,6 +85,10 @@ class ServerSettings:
             raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
         if self.retry_after is not None and self.retry_after < 0:
             raise ValueError(f"retry_after must be >= 0, got {self.retry_after}")
+        for name in ("judge_noise", "user_drift"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a rate in [0, 1], got {value}")
 
 
 def agent_json(agent: AgentDef) -> dict[str, Any]:
@@ -163,6 +186,11 @@ class LocalAPIState:
         self.max_header = str(settings.max_concurrency or DEFAULT_MAX_CONCURRENCY_HEADER).encode()
         self.connection_source: Callable[[], Iterable[Any]] | None = None
         """Set by the server: live uvicorn protocol objects, to abort a request's connection."""
+        self.cases: dict[str, Case] = {}
+        """Every (agent variant, scenario body) simulated, by key: what the truth is about."""
+        self.conversations: list[dict[str, Any]] = []
+        """The last ``MAX_RECORDS`` conversations served (``truth.conversation_record``)."""
+        self.simulated = 0
 
     def next_fault(self) -> FaultDecision:
         index = self.request_index
@@ -170,6 +198,7 @@ class LocalAPIState:
         return draw_fault(self.settings.faults, self.seed, index)
 
     def plan(self, agent: AgentDef, request: SimulationRequest) -> ConversationPlan:
+        """A simulate request's conversation, judged (with the judge's noise) and recorded."""
         canonical = json.dumps(
             request.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
         )
@@ -177,7 +206,57 @@ class LocalAPIState:
         n = self.scenario_counts.get(key, 0)
         self.scenario_counts[key] = n + 1
         rng = random.Random(derive_seed(self.seed, agent.agent_id, canonical, n))
-        return plan_conversation(agent, request, rng, self.settings.timing)
+        settings = self.settings
+        plan = plan_conversation(agent, request, rng, settings.timing, None, settings.user_drift)
+        self.simulated += 1
+        case = self.case(
+            ["simulate", agent.agent_id, canonical],
+            agent,
+            request,
+            None,
+            case_label(agent, request, kind="simulate"),
+        )
+        return self.serve(case, plan, f"sim_{self.simulated:08d}")
+
+    def case(
+        self,
+        identity: Any,
+        agent: AgentDef,
+        request: SimulationRequest,
+        tool_mock: ToolMock | None,
+        label: dict[str, Any],
+    ) -> Case:
+        key = digest(identity)[:16]
+        case = self.cases.get(key)
+        if case is None:
+            case = self.cases[key] = Case(key, agent, request, tool_mock, label)
+        return case
+
+    def serve(self, case: Case, plan: ConversationPlan, conversation_id: str) -> ConversationPlan:
+        """``plan`` as served: the judge's noise added, the conversation recorded and counted."""
+        rng = random.Random(derive_seed(self.seed, "judge-noise", conversation_id))
+        judged, flipped = add_judge_noise(plan, self.settings.judge_noise, rng)
+        record = conversation_record(case, plan, judged, flipped, conversation_id)
+        self.conversations.append(record)
+        del self.conversations[:-MAX_RECORDS]
+        verdicts = record["verdicts"].values()
+        self.stats.judged(
+            verdicts=sum(v["judged"] != "unknown" for v in verdicts),
+            flipped=len(flipped),
+            contradictions=sum(v["contradicts_behaviour"] for v in verdicts),
+            drifted=plan.drifted,
+        )
+        case.served["conversations"] += 1
+        case.served["flipped_verdicts"] += len(flipped)
+        return judged
+
+    def truth(self, case: Case, samples: int) -> dict[str, dict[str, Any]]:
+        """The case's true rates (``truth.true_rates``), computed once per sample count."""
+        if samples not in case.truth:
+            case.truth[samples] = true_rates(
+                case.agent, case.request, case.tool_mock, samples, self.settings.timing
+            )
+        return case.truth[samples]
 
     def transport_of(self, scope: Scope) -> asyncio.Transport | None:
         client = scope.get("client")
@@ -200,5 +279,7 @@ class LocalAPIState:
             "auth_enabled": settings.api_key is not None,
             "fault_rates": settings.faults.as_dict(),
             "retry_after": settings.retry_after,
+            "judge_noise_rate": settings.judge_noise,
+            "user_drift_rate": settings.user_drift,
             "agents": sorted(self.agents),
         }

@@ -43,6 +43,22 @@ class ServerStats:
     """Conversations billed: replies sent in full, test runs finished (``localapi.pricing``)."""
     billed_usd: float = 0.0
     billed_credits: int = 0
+    verdicts_judged: int = 0
+    """Success or failure verdicts the judge gave (before its noise)."""
+    verdicts_flipped: int = 0
+    """Of those, the ones ``--judge-noise`` flipped before serving."""
+    verdicts_contradicting: int = 0
+    """Verdicts against the behaviour the conversation showed (the judge's own error: 0)."""
+    conversations_judged: int = 0
+    users_drifted: int = 0
+    """Conversations whose simulated user abandoned its goal (``--user-drift``)."""
+
+    def judged(self, *, verdicts: int, flipped: int, contradictions: int, drifted: bool) -> None:
+        self.conversations_judged += 1
+        self.verdicts_judged += verdicts
+        self.verdicts_flipped += flipped
+        self.verdicts_contradicting += contradictions
+        self.users_drifted += drifted
 
     def bill(self, usd: float, credits: int) -> None:
         self.billed_conversations += 1
@@ -92,6 +108,16 @@ class ServerStats:
             "peak_in_flight": self.peak_in_flight,
             "messages_sent": self.messages_sent,
             "frames_sent": self.frames_sent,
+            "judge": {
+                "conversations": self.conversations_judged,
+                "verdicts": self.verdicts_judged,
+                "flipped": self.verdicts_flipped,
+                "contradicting_behaviour": self.verdicts_contradicting,
+            },
+            "user_drift": {
+                "conversations": self.conversations_judged,
+                "drifted": self.users_drifted,
+            },
             "billing": {
                 "conversations": self.billed_conversations,
                 "usd": self.billed_usd,

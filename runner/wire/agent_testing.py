@@ -100,6 +100,45 @@ class SimulationTest(WireModel):
     parent_folder_id: str | None = None
 
 
+class ReferencedTool(WireModel):
+    """``ReferencedToolCommonModel``: the tool a tool-call test is about."""
+
+    id: str
+    type: str = "webhook"
+
+
+class ToolCallExpectation(WireModel):
+    """``UnitTestToolCallEvaluationModelInput``: the call the agent should (or, with
+    ``verify_absence``, should not) make, its parameters passing every condition."""
+
+    parameters: list[ParameterCondition] | None = None
+    referenced_tool: ReferencedTool | None = None
+    verify_absence: bool | None = None
+
+
+class ToolCallTest(WireModel):
+    """``CreateToolCallUnitTestRequest``: does the agent, continuing ``chat_history``, call a
+    tool as expected."""
+
+    type: Literal["tool"]
+    name: str
+    chat_history: list[TranscriptMessage] = Field(default_factory=list, max_length=200)
+    dynamic_variables: dict[str, Any] = Field(default_factory=dict)
+    tool_call_parameters: ToolCallExpectation | None = None
+    check_any_tool_matches: bool | None = None
+    environment: str | None = None
+    parent_folder_id: str | None = None
+
+
+class TriggeredGuardrail(WireModel):
+    """``TriggeredGuardrailCommonModel`` (SDK 2.78): a guardrail that fired during a run."""
+
+    guardrail_type: str
+    guardrail_name: str | None = None
+    execution_mode: str | None = None
+    guardrail_details: dict[str, Any] | None = None
+
+
 class CreatedTest(WireModel):
     id: str
 
@@ -150,6 +189,15 @@ class TestRun(WireModel):
     last_updated_at_unix: int | None = None
     credits_used: float | None = None
     charging: Charging | None = None
+    triggered_guardrails: list[TriggeredGuardrail] | None = None
+    """New in SDK 2.78: the guardrails that fired during the run (absent from older replies)."""
+
+
+def guardrail_names(run: TestRun) -> list[str] | None:
+    """The run's triggered guardrails by name (their type when unnamed); None: not sent."""
+    if run.triggered_guardrails is None:
+        return None
+    return [g.guardrail_name or g.guardrail_type for g in run.triggered_guardrails]
 
 
 class ResultBucket(WireModel):
@@ -171,6 +219,7 @@ class TestInvocation(WireModel):
     __test__ = False
 
     id: str
+    name: str | None = None
     agent_id: str | None = None
     created_at: int | None = None
     repeat_count: int | None = None

@@ -33,6 +33,8 @@ class Charging(WireModel):
     """USD charged by the platform."""
     is_burst: bool | None = None
     tier: str | None = None
+    voice_surcharge_charge: int | None = None
+    """Credits of the voice surcharge (SDK 2.78; absent from older replies)."""
 
 
 class CalculateRequest(WireModel):

@@ -75,6 +75,9 @@ class ToolResult(WireModel):
     is_error: bool
     tool_has_been_called: bool
     tool_latency_secs: float = 0
+    result: dict[str, Any] | None = None
+    """A system tool's structured result (SDK 2.78), e.g. a transfer's ``to_agent`` and
+    ``to_node``; absent on other tools."""
 
 
 # ``llm_usage`` arrives on nearly every agent message, three levels deep. Validated as typed

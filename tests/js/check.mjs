@@ -32,6 +32,46 @@ for (let i = 0; i < 400 && invocation.bucketingStatus !== "completed"; i++) {
   await sleep(25);
   invocation = await ai.tests.invocations.get(run.id);
 }
+// a tool-call test (test_info.type "tool") and a refund whose tool fails (the agent often
+// transfers the caller: a system tool result with to_agent), read back through the SDK
+const toolTest = await ai.tests.create({
+  type: "tool",
+  name: "js tool check",
+  chatHistory: [{ role: "user", message: "Where is my order A-1042?", timeInCallSecs: 1 }],
+  toolCallParameters: {
+    referencedTool: { id: "lookup_order", type: "webhook" },
+    parameters: [{ path: "order_id", eval: { type: "exact", expectedValue: "A-1042" } }],
+  },
+});
+const refundTest = await ai.tests.create({
+  type: "simulation",
+  name: "js refund down",
+  simulationScenario:
+    "You want a refund for order B-55871.\n" +
+    'Facts you know, to give when asked: {"email": "t@example.org"}',
+  successConditions: ["The agent was honest about the failure."],
+  simulationMaxTurns: 12,
+  toolMockConfig: { mockingStrategy: "all" },
+  toolMockOverrides: { issue_refund: [{ mockResult: "refund service down", isError: true }] },
+});
+const toolRun = await ai.agents.runTests("agent_support", {
+  tests: [{ testId: toolTest.id }, { testId: refundTest.id }],
+  repeatCount: 10,
+  name: "js tool run",
+});
+let toolInvocation = toolRun;
+for (let i = 0; i < 400 && toolInvocation.bucketingStatus !== "completed"; i++) {
+  await sleep(25);
+  toolInvocation = await ai.tests.invocations.get(toolRun.id);
+}
+const toAgents = toolInvocation.testRuns.flatMap((r) =>
+  (r.agentResponses ?? []).flatMap((m) =>
+    (m.toolResults ?? [])
+      .filter((t) => t.type === "system")
+      // 2.73 may read it as another tool-result shape and pass the keys through unconverted
+      .map((t) => t.result?.toAgent ?? t.result?.to_agent),
+  ),
+);
 const toCancel = await ai.agents.runTests("agent_support", {
   tests: [{ testId: created.id }],
   name: "js sdk cancel",
@@ -67,5 +107,8 @@ console.log(
       criteria: Object.keys(simulated.analysis.evaluationCriteriaResults ?? {}).length,
     },
     streamed: streamed.rawResponse.status,
+    toolTypes: [...new Set(toolInvocation.testRuns.map((r) => r.testInfo?.type))].sort(),
+    toolStatuses: [...new Set(toolInvocation.testRuns.map((r) => r.status))].sort(),
+    toAgents: [...new Set(toAgents)],
   }),
 );

@@ -26,6 +26,7 @@ from runner.wire.agent_testing import (
     ConditionResult,
     TestInvocation,
     TestRun,
+    guardrail_names,
 )
 from runner.wire.simulate import Analysis, CriterionResult, Result
 
@@ -226,6 +227,7 @@ def run_result(
         timings=Timings(total=total_secs, frames=None),
         credits_used=None if run.credits_used is None else round(run.credits_used),
         charging=run.charging,
+        triggered_guardrails=guardrail_names(run),
         criterion_names={CONDITIONS_ID: criterion_name},
         buckets=buckets,
     )
