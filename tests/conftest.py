@@ -9,12 +9,53 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
 
 from runner.localapi.server import LocalAPI, start_local_api
+
+KEEP_HOME = "RUNNER_TESTS_KEEP_HOME"
+"""Set to 1 by a test that runs pytest under a ``HOME`` of its own and checks what lands there."""
+REAL_HOME = "RUNNER_TESTS_REAL_HOME"
+"""The user's home, for a test that checks nothing was written there."""
+HOME_VARS = (
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "XDG_STATE_HOME",
+    "IPYTHONDIR",
+    "JUPYTER_CONFIG_DIR",
+    "JUPYTER_DATA_DIR",
+    "MPLCONFIGDIR",
+)
+
+_HOME_KEY = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every test and every child it starts runs with ``HOME`` in a temporary directory:
+    Jupyter, IPython, matplotlib, Chromium and Ray write caches and tokens under ``HOME``,
+    and nothing of the suite's may land outside the checkout and temp dirs."""
+    if os.environ.get(KEEP_HOME) == "1":
+        return
+    home = tempfile.mkdtemp(prefix="runner-tests-home-")
+    os.environ.setdefault(REAL_HOME, os.path.expanduser("~"))
+    os.environ["HOME"] = home
+    for name in HOME_VARS:
+        os.environ.pop(name, None)
+    config.stash[_HOME_KEY] = home
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home = config.stash.get(_HOME_KEY, None)
+    if home is not None:
+        shutil.rmtree(home, ignore_errors=True)
+
 
 FAST_ARGS: tuple[str, ...] = ("--time-scale", "0.001")
 """Options of the shared server: a simulated minute passes in 60 ms."""

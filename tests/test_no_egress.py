@@ -163,8 +163,9 @@ def test_nothing_leaves_the_machine_nor_lands_in_home(
     home = work / "home"
     home.mkdir()
     trace = work / "trace"
-    real_home = os.path.expanduser("~")
-    env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)}
+    real_home = os.environ.get("RUNNER_TESTS_REAL_HOME", os.path.expanduser("~"))
+    # the child keeps this HOME (conftest would move it to a temp dir of its own)
+    env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT), "RUNNER_TESTS_KEEP_HOME": "1"}
     done = subprocess.run(
         [
             *(STRACE, "-f", "--seccomp-bpf", "-qq", "-yy", "-o", str(trace)),
