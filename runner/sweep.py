@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import shutil
 import signal
 import sys
 import time
@@ -180,6 +181,10 @@ async def run_sweep(
         moved = set_aside(run_dir, now.strftime("%Y%m%dT%H%M%SZ"))
         if moved is not None:
             print(f"previous run kept at {moved}", file=sys.stderr)
+    # a run that pre-flight stops before its first request leaves no directory behind, unless
+    # it had one (a resume keeps its sessions; shards share the directory with each other)
+    discard_if_stopped = shard is None and not run_dir.exists()
+    discard = False
     lock: RunLock | ShardLock = (
         RunLock(run_dir) if shard is None else ShardLock(run_dir, shard.index, shard.count)
     )
@@ -223,8 +228,13 @@ async def run_sweep(
             with anyio.CancelScope(shield=True):
                 await finalize(opened, result)
         return result
+    except PreflightFailed:
+        discard = discard_if_stopped
+        raise
     finally:
         lock.release()
+        if discard:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @dataclass

@@ -216,11 +216,26 @@ def test_a_server_that_cannot_be_reached_is_one_problem_and_nothing_is_run(
     problem, last = [line for line in done.stderr.splitlines() if line.strip()]
     assert problem.startswith(f"error: pre-flight: cannot reach {base_url}: "), problem
     assert last.startswith("error: pre-flight: 1 problem(s) above; nothing was sent"), last
-    # nothing was run: the run directory records one session, aborted by pre-flight
+    # nothing was run and nothing is left behind: no run directory
+    assert not (tmp_path / "r" / "pf").exists()
+
+
+def test_a_resume_stopped_by_preflight_keeps_its_run_and_records_the_abort(
+    tmp_path: Path, guarded: LocalAPI
+) -> None:
+    config = write(tmp_path / "c.yaml", guarded.base_url)
+    first = cli(
+        "run", str(config), "--results", str(tmp_path / "r"), "--no-progress", "--limit", "1"
+    )
+    assert first.returncode == 0, first.stderr
+    base_url = f"http://127.0.0.1:{closed_port()}"
+    write(config, base_url)
+    done = cli("run", str(config), "--results", str(tmp_path / "r"), "--no-progress")
+    assert done.returncode == 2, done.stderr
     run = load_run(tmp_path / "r" / "pf")
-    assert run.jobs.height == 0 and run.attempts.height == 0
-    (session,) = run.manifest.sessions
-    assert session.ended == "aborted" and f"cannot reach {base_url}" in (session.abort_reason or "")
+    assert run.jobs.height == 1  # the first session's job is kept
+    assert [s.ended for s in run.manifest.sessions][-1] == "aborted"
+    assert f"cannot reach {base_url}" in (run.manifest.sessions[-1].abort_reason or "")
 
 
 @contextmanager
