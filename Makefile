@@ -1,12 +1,19 @@
 # Two commands do everything: `make run CONFIG=...` and `make test`.
-# The virtualenv is built from the lockfile, from scratch, whenever pyproject.toml or the
-# lockfile changes; `make lock` regenerates the lockfile from pyproject.toml.
+# `make run` builds a light venv, the run-time lock only; `make test` adds the test lock (the
+# run-time lock plus the test, lint, notebook, Ray and docs tools). The venv is rebuilt from
+# scratch whenever pyproject.toml or a lock it holds changes; `make lock` regenerates the locks.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
-# every package of the main dependencies, the test extra and the build backend, pinned with hashes
+# the main dependencies and the build backend, pinned with hashes: what `make run` installs
 LOCK := requirements.lock
+STAMP := $(VENV)/.installed
+# a superset: LOCK's packages at the same versions plus every extra (test, notebook, ray, docs)
+TEST_LOCK := requirements-test.lock
+TEST_STAMP := $(VENV)/.installed-test
+# LOCK plus one extra, same versions again: `make ray` (for `run --ray`), `make notebook`
+RAY_LOCK := requirements-ray.lock
+NOTEBOOK_LOCK := requirements-notebook.lock
 # the installer and the lock tool are pinned too (pip-tools follows pip's internals)
 PIP := pip==26.3
 PIP_TOOLS := pip-tools==7.6.2
@@ -16,27 +23,57 @@ LOCK_ARGS ?=
 CONFIG ?= configs/example.yaml
 ARGS ?=
 
-.PHONY: venv lock schema run serve report view soak test lint fmt bench bench-view clean js-sdk
+.PHONY: venv venv-test lock schema run serve report view soak test lint fmt bench bench-view \
+	clean js-sdk docs docs-check ray notebook
 
 venv: $(STAMP)
+venv-test: $(TEST_STAMP)
 
 # from scratch, so a package dropped from the lock leaves the venv too; the project itself
 # goes in without dependencies and without build isolation (its backend is in the lock)
+FRESH_VENV = rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) \
+	&& $(BIN)/python -m pip install --quiet '$(PIP)' \
+	&& $(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK) \
+	&& $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . \
+	&& touch $(STAMP)
+
 $(STAMP): pyproject.toml $(LOCK)
-	rm -rf $(VENV)
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet '$(PIP)'
-	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
-	touch $(STAMP)
+	$(FRESH_VENV)
+
+# the test lock on top of a current run-time venv; from scratch when the venv is not current
+# or held an older test lock (so nothing dropped from either lock stays behind)
+$(TEST_STAMP): pyproject.toml $(LOCK) $(TEST_LOCK)
+	if [ -f $@ ] || [ ! -f $(STAMP) ] || [ $(STAMP) -ot pyproject.toml ] \
+		|| [ $(STAMP) -ot $(LOCK) ]; then $(FRESH_VENV); fi
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(TEST_LOCK)
+	touch $@
+
+# one extra into the venv, hash-checked (gone with the next rebuild: run it again then)
+$(VENV)/.extra-%: $(STAMP) requirements-%.lock
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-$*.lock
+	touch $@
+
+# make ray: Ray, for `run --ray` (docs/sharding.md)
+ray: $(VENV)/.extra-ray
+
+# make notebook: JupyterLab and what notebooks/pass_rates.ipynb needs (docs/analysis.md)
+notebook: $(VENV)/.extra-notebook
+	@echo "open it:  $(BIN)/jupyter lab notebooks/pass_rates.ipynb"
+	@echo "run it:   $(BIN)/jupyter execute notebooks/pass_rates.ipynb"
 
 # pip-compile resolves with pip and so with this machine's pip configuration (indexes,
-# find-links); the lock names no index, so installing it uses the installing machine's.
-# Without LOCK_ARGS it keeps the current pins and only resolves what pyproject.toml changed.
+# find-links); the locks name no index, so installing one uses the installing machine's.
+# Without LOCK_ARGS it keeps the test lock's pins and only resolves what pyproject.toml changed;
+# the other locks are resolved within the test lock's pins, so all four agree on every version.
+COMPILE = $(LOCK_VENV)/bin/pip-compile --quiet --strip-extras --generate-hashes --allow-unsafe \
+	--all-build-deps --no-emit-index-url --no-emit-find-links
 lock: $(LOCK_VENV)/.installed
-	$(LOCK_VENV)/bin/pip-compile --quiet --extra test --strip-extras --generate-hashes \
-		--allow-unsafe --all-build-deps --no-emit-index-url --no-emit-find-links \
-		--output-file $(LOCK) $(LOCK_ARGS) pyproject.toml
+	$(COMPILE) --all-extras --output-file $(TEST_LOCK) $(LOCK_ARGS) pyproject.toml
+	$(COMPILE) --upgrade --constraint $(TEST_LOCK) --output-file $(LOCK) pyproject.toml
+	$(COMPILE) --upgrade --constraint $(TEST_LOCK) --extra ray --output-file $(RAY_LOCK) \
+		pyproject.toml
+	$(COMPILE) --upgrade --constraint $(TEST_LOCK) --extra notebook \
+		--output-file $(NOTEBOOK_LOCK) pyproject.toml
 
 $(LOCK_VENV)/.installed:
 	rm -rf $(LOCK_VENV)
@@ -67,30 +104,43 @@ view: $(STAMP)
 	$(BIN)/python -m runner view $(RESULTS) $(ARGS)
 
 # make soak: a sweep against a local API with every fault on; prints lost/duplicated (must be 0)
-soak: $(STAMP)
+soak: $(TEST_STAMP)
 	$(BIN)/python -m bench.soak --json results/soak.json $(ARGS)
 
 # make bench [ARGS=--quick|--full|"--only saturation,shards"]: the load benchmark; prints one
 # table, writes results/bench/*.json (about 12 minutes on 2 cores, of which the shards section
 # on a local Ray cluster about 3; --full: the issue's sizes)
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
 # make bench-view: the viewer's page times and RSS on a synthetic 100,000-job run, finished
 # and in progress (500 part files) side by side (prints a table, writes
 # results/bench/view.json; about a minute)
-bench-view: $(STAMP)
+bench-view: $(TEST_STAMP)
 	$(BIN)/python -m bench.view $(ARGS)
 
-lint: $(STAMP)
-	$(BIN)/ruff check runner tests bench
-	$(BIN)/ruff format --check runner tests bench
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check runner tests bench docs/gen.py
+	$(BIN)/ruff format --check runner tests bench docs/gen.py
 	$(BIN)/mypy runner
 	$(BIN)/lint-imports --no-cache
 
-fmt: $(STAMP)
-	$(BIN)/ruff format runner tests bench
-	$(BIN)/ruff check --fix runner tests bench
+fmt: $(TEST_STAMP)
+	$(BIN)/ruff format runner tests bench docs/gen.py
+	$(BIN)/ruff check --fix runner tests bench docs/gen.py
+
+# make docs: regenerate the docs' generated blocks (docs/gen.py: the table schemas from
+# runner/schema.py, the config keys from the JSON Schema) and build the site into site/
+# (gitignored; open site/index.html)
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+docs: $(TEST_STAMP)
+	$(BIN)/python docs/gen.py
+	$(MKDOCS) build --strict --quiet --site-dir site
+
+# the docs as `make test` checks them, regenerating nothing: a broken link or anchor, a page
+# left out of the nav or a stale generated block (the hook in docs/gen.py) fails the build
+docs-check: $(TEST_STAMP)
+	$(MKDOCS) build --strict --quiet --site-dir site
 
 # the official JS SDK, pinned by tests/js/package-lock.json, for tests/test_js_sdk.py (which
 # fails, not skips, without node or this install)
@@ -100,9 +150,10 @@ js-sdk: $(JS_SDK)
 $(JS_SDK): tests/js/package.json tests/js/package-lock.json
 	cd tests/js && npm ci --no-audit --no-fund
 
-# lint first: ruff (check and format) and mypy are part of green, as the design asks
-test: lint $(JS_SDK)
+# lint first: ruff (check and format) and mypy are part of green, as the design asks; then
+# the docs, built strictly
+test: lint docs-check $(JS_SDK)
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .mypy_cache .ruff_cache site

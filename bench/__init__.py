@@ -2,5 +2,5 @@
 
 Every measurement runs in its own process (``bench.worker``) against a local API in another
 (``python -m runner serve``), so CPU time and peak RSS are the client's alone. See
-``bench/suite.py`` for the sections and README "Performance" for figures.
+``bench/suite.py`` for the sections and docs/benchmarks.md for figures.
 """

@@ -17,6 +17,8 @@ simulated pace:
    20 in flight: one quota actor for the cluster (``auto``, and fixed 20), a static split (5
    each), every shard adapting on its own; throughput / bound and 429 share over every shard's
    attempts. Then the quota actor with one shard killed mid-run: the run completes, each job once.
+6. ``verdicts``: sequential verdicts by seeded Monte Carlo, no server (``bench.verdicts``, its own
+   table and ``results/bench/verdicts.json``).
 
 Prints one table and writes the figures as JSON to ``--out`` (``results/bench/``), named by
 commit and time, plus ``latest.json``. Sizes: ``--quick`` (a smoke run, seconds), the default
@@ -41,7 +43,7 @@ from typing import Any
 
 from runner.localapi.server import LocalAPI, local_api_process
 
-SECTIONS = ("saturation", "overhead", "scale", "memory", "agent-testing", "shards")
+SECTIONS = ("saturation", "overhead", "scale", "memory", "agent-testing", "shards", "verdicts")
 SHARDS = 4
 QUOTA = 20
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +68,8 @@ class Sizes:
     agent_testing_scale: float = 0.5  # runs of a simulated 30-60 s take 15-30 s here
     shards_jobs: int = 1200
     shards_scale: float = 0.05  # --time-scale of the local API (same pace as saturation)
+    verdicts_replicates: int = 200  # x verdicts_cases: the Monte Carlo of bench.verdicts
+    verdicts_cases: int = 200
 
 
 PRESETS: dict[str, Sizes] = {
@@ -83,6 +87,8 @@ PRESETS: dict[str, Sizes] = {
         agent_testing_scale=0.05,
         shards_jobs=80,
         shards_scale=0.01,
+        verdicts_replicates=2,
+        verdicts_cases=20,
     ),
     "default": Sizes(
         700, 0.05, (3000, 3000), (100, 500), (0.05, 0.25), 1000, 10_000, 0.5, (10_000, 30_000)
@@ -388,6 +394,22 @@ def shards(sizes: Sizes) -> list[Row]:
     return rows
 
 
+def verdicts(sizes: Sizes) -> list[Row]:
+    """Sequential verdicts by seeded Monte Carlo (``bench.verdicts``): its own side-by-side
+    table and ``verdicts.json``; the anytime, curtail and SPRT rows join the main table."""
+    from bench import verdicts as vb
+
+    figures = vb.run(sizes.verdicts_replicates, sizes.verdicts_cases)
+    vb.report(figures, ROOT / "results" / "bench")
+    keep = ("anytime 20", "anytime 40", "curtail 20", "curtail 40", "sprt")
+    return [
+        {"section": "verdicts", "setup": row["setup"], "sims": round(row["sims_per_replicate"])}
+        | ({"target": row["target"]} if "target" in row else {})
+        for row in figures["rows"]
+        if row["setup"] in keep
+    ]
+
+
 RUNS: dict[str, Callable[[Sizes], list[Row]]] = {
     "saturation": saturation,
     "overhead": overhead,
@@ -395,6 +417,7 @@ RUNS: dict[str, Callable[[Sizes], list[Row]]] = {
     "memory": memory,
     "agent-testing": agent_testing,
     "shards": shards,
+    "verdicts": verdicts,
 }
 
 

@@ -47,7 +47,7 @@ DEFAULT_INITIAL = 4
 
 DEFAULT_CAP = 64
 """``auto``'s ceiling when ``run.max_concurrency`` is not set: above every documented plan
-(30) and well within one process's means (1,000 streams measured, README "Performance")."""
+(30) and well within one process's means (1,000 streams measured, docs/benchmarks.md)."""
 
 OTHERS_WINDOW = 9
 """Samples of other clients' usage kept; their median is used, so one race does not count."""

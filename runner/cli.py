@@ -203,7 +203,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 print(json.dumps(spec.body, indent=2, ensure_ascii=False))
                 print(
                     f"POST /v1/convai/agents/{job.agent_id}/run-tests  "
-                    f"(repeat_count {min(cfg.run.repeats, 50)}, once per agent and test)"
+                    f"(repeat_count {min(cfg.run.max_repeats, 50)}, once per agent and test)"
                 )
                 continue
             print(
@@ -393,7 +393,12 @@ def _cmd_run_ray(args: argparse.Namespace, cfg: Any) -> int:
     try:
         from runner.cluster import ClusterError, run_on_ray
     except ImportError as exc:
-        _err(f"--ray needs Ray: pip install 'convsim-runner[ray]' ({exc})")
+        if (exc.name or "").partition(".")[0] != "ray":
+            raise
+        _err(
+            "--ray needs Ray, which `make run` leaves out: `make ray` installs it into .venv"
+            " (elsewhere: pip install -e '.[ray]')"
+        )
         return EXIT_USAGE
     from runner.store import StoreError
     from runner.target import SetupError

@@ -1,7 +1,7 @@
 """HTTP for every backend: an httpx client over aiohttp, and one way to read an error reply.
 
 The code is written against httpx (requests, responses, errors); the bytes move through aiohttp
-(``AiohttpTransport``), chosen by measurement: see README, "Performance". ``read_error_body``
+(``AiohttpTransport``), chosen by measurement: see docs/performance.md. ``read_error_body``
 is the one bounded read of an error reply; ``request_json`` is one JSON API call with its
 failure classified by ``runner.errors`` (the agent-testing backend and tests management use it).
 """
@@ -81,7 +81,7 @@ def _httpx_error(exc: aiohttp.ClientError) -> httpx.TransportError:
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """httpx's interface over aiohttp's HTTP/1.1 engine (C parser, buffered reads).
 
-    Chosen by measurement (README, "Performance"): on httpx's own transport the runner spent
+    Chosen by measurement (docs/performance.md): on httpx's own transport the runner spent
     2 to 6 times the client CPU per 21-frame stream, depending on the machine. The code
     stays written against httpx (requests, responses, errors); only the bytes move through
     aiohttp. Timeouts beyond
@@ -168,7 +168,7 @@ class HttpClient(httpx.AsyncClient):
 
     ``AsyncClient.send`` runs per-request machinery those requests never use (an auth flow,
     the redirect loop, event hooks, cookie extraction from every reply): about 0.5 ms of CPU
-    per simulation here, a tenth of the runner's (README, "Performance"). Requests and
+    per simulation here, a tenth of the runner's (docs/performance.md). Requests and
     responses stay httpx's. With httpx's own pool (``transport="httpx"``) the client picks a
     transport per URL (proxies from the environment), so ``send_stream`` is plain ``send``.
     """

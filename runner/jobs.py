@@ -145,9 +145,9 @@ def iter_jobs(cfg: Config) -> Iterator[Job]:
     are streamed again (and checked unchanged since loading), unless the sweep is small enough
     to keep its cells (``REUSED_CELLS``).
     """
-    reuse = cfg.run.repeats > 1 and scenario_count(cfg) * cfg.cell_count() <= REUSED_CELLS
+    reuse = cfg.run.max_repeats > 1 and scenario_count(cfg) * cfg.cell_count() <= REUSED_CELLS
     kept: list[_Cell] = []
-    for repeat in range(cfg.run.repeats):
+    for repeat in range(cfg.run.max_repeats):
         cells = kept if reuse and repeat > 0 else _iter_cells(cfg)
         for c in cells:
             if reuse and repeat == 0:
@@ -170,4 +170,4 @@ def iter_jobs(cfg: Config) -> Iterator[Job]:
 
 def count_jobs(cfg: Config) -> int:
     """agents x scenarios x matrix cells x repeats, without building a job."""
-    return len(cfg.agents) * scenario_count(cfg) * cfg.cell_count() * cfg.run.repeats
+    return len(cfg.agents) * scenario_count(cfg) * cfg.cell_count() * cfg.run.max_repeats

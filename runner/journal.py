@@ -14,7 +14,7 @@ What survives what: a line is written with one ``write(2)`` to the page cache, w
 keeps when the process dies, so a process kill (kill -9, OOM, a crash) loses no finished job.
 A power loss or kernel crash can lose what the kernel had not written back yet; parts are
 fsync'd at every flush, so it loses at most the jobs since the last flush. ``fsync=True`` (not
-the default) syncs every line: see README, "Crash safety and resume", for what it costs.
+the default) syncs every line: see docs/resume.md for what it costs.
 """
 
 from __future__ import annotations

@@ -209,6 +209,39 @@ BUCKETS = Table(
 TABLES: tuple[Table, ...] = (JOBS, MESSAGES, CRITERIA, DATA_COLLECTION, ATTEMPTS, BUCKETS)
 TABLES_BY_NAME = {t.name: t for t in TABLES}
 
+VERDICTS = Table(
+    "verdicts",
+    "one row per case (agent x scenario x matrix cell; per criterion when `run.repeats.of` "
+    "lists several) of a run with sequential repeats, derived from its stored outcomes "
+    "(`runner.verdicts`), plus a `matrix.<axis>` column per axis",
+    (
+        ("agent_id", pl.String(), "the case's agent"),
+        ("agent_label", pl.String(), "label from the config (default: the id)"),
+        ("scenario_id", pl.String(), "the case's scenario"),
+        ("criterion_id", pl.String(), "the criterion judged (null: `of: all`, every criterion)"),
+        ("rule", pl.String(), "`anytime`, `sprt` or `curtail`"),
+        ("params", pl.String(), "the rule's parameters as JSON (priors, treatment, ...)"),
+        ("pass_rate", pl.Float64(), "the verdict's threshold"),
+        ("alpha", pl.Float64(), "chance of a wrong verdict the rule holds (null: curtail)"),
+        ("max_repeats", pl.Int32(), "`max` in force"),
+        ("repeats", pl.Int32(), "repeats run (finished jobs of the case, errored ones too)"),
+        ("passes", pl.Int32(), "repeats that passed"),
+        ("failures", pl.Int32(), "repeats that failed"),
+        ("unknowns", pl.Int32(), "repeats judged `unknown` (never a pass)"),
+        ("errors", pl.Int32(), "repeats whose job errored (never a pass)"),
+        ("trials", pl.Int32(), "repeats the test counted (unknowns / errors: per `params`)"),
+        ("lower", pl.Float64(), "lower bound on the pass rate (anytime: the sequence's)"),
+        ("upper", pl.Float64(), "upper bound on the pass rate"),
+        ("verdict", pl.String(), "`pass`, `fail` or `undecided`"),
+        ("reason", pl.String(), "why the case stopped (or that it has not)"),
+        ("settled_at", pl.Int32(), "repeats when the verdict was settled (null: undecided)"),
+        ("ran_past", pl.Int32(), "repeats finished after `settled_at` (in flight then; counted)"),
+        ("cost_usd", pl.Float64(), "spend on the case's repeats (`jobs.cost_usd` summed)"),
+        ("credits_used", pl.Int64(), "credits on them (`jobs.credits_used` summed)"),
+    ),
+)
+"""Not in ``TABLES``: those get rows from every job; this one is derived per case."""
+
 
 def jobs_schema(axes: list[str] | tuple[str, ...]) -> pl.Schema:
     """The jobs schema with one String column per matrix axis (after `repeat`)."""

@@ -1,12 +1,11 @@
 """Incremental decoder for the simulate-conversation stream: bytes in, frames out.
 
-The stream's framing is not specified by the vendor (README, "Pointing it at the real
-API"), so the decoder accepts every plausible variant without being told
-which one it faces: one frame per line, each line either a JSON string literal holding the
-frame's JSON (double-encoded, the observed form) or a plain JSON object; ``\\n`` or ``\\r\\n``
-endings; blank and whitespace-only keep-alive lines; an optional SSE ``data:`` prefix, with SSE
-comments and ``event:``/``id:``/``retry:`` lines ignored; a UTF-8 BOM at the very start; and a
-last line without a newline. It never looks at the Content-Type.
+The stream's framing is not specified by the vendor (docs/real-api.md), so the decoder accepts every
+plausible variant without being told which one it faces: one frame per line, each line either a JSON
+string literal holding the frame's JSON (double-encoded, the observed form) or a plain JSON object;
+``\\n`` or ``\\r\\n`` endings; blank and whitespace-only keep-alive lines; an optional SSE ``data:``
+prefix, with SSE comments and ``event:``/``id:``/``retry:`` lines ignored; a UTF-8 BOM at the very
+start; and a last line without a newline. It never looks at the Content-Type.
 
 Everything here is pure (no I/O, no clock): the client feeds the chunks httpx yields and stamps
 the frames with its own clock, which keeps the decoder trivially testable at every split point.

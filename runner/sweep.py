@@ -117,7 +117,7 @@ def split_unit(cfg: Config) -> Callable[[Job], str]:
     window: its repeats share one invocation, which two shards would each start and pay
     for), and each test is created by one shard only (a test serves every agent; two shards
     creating it at once would make two)."""
-    options, repeats = cfg.target.agent_testing, cfg.run.repeats
+    options, repeats = cfg.target.agent_testing, cfg.run.max_repeats
 
     def unit(job: Job) -> str:
         start, count = repeat_window(job.repeat, repeats)
@@ -207,7 +207,7 @@ def make_backend(
         return AgentTestingBackend(
             client,
             cfg.target.agent_testing,
-            repeats=cfg.run.repeats,
+            repeats=cfg.run.max_repeats,
             run_dir=run_dir,
             session_id=session_id,
             run_key=run_key,

@@ -263,7 +263,7 @@ def test_polls_are_paced_by_the_finish_rate_within_the_bounds() -> None:
     assert at.finish_rate([(10.0, 2), (12.0, 12)], 4.0) == 5.0
 
     def delay(*counts: tuple[float, int], polls: int = 1, done: int = 100) -> float:
-        poll = at._Poll(
+        poll = at.backend._Poll(
             "inv",
             seen_done={f"r{i}": 0.0 for i in range(done)},
             done_counts=list(counts),
@@ -278,7 +278,7 @@ def test_polls_are_paced_by_the_finish_rate_within_the_bounds() -> None:
     # 10 polls for 100 runs is the budget spent: no faster than poll_interval until repaid
     assert delay((10.0, 0), (12.0, 200), polls=9) == 0.5
     assert delay((10.0, 0), (12.0, 200), polls=10) == 2.0
-    waiting = at._Poll("inv", sent_at=0.0)
+    waiting = at.backend._Poll("inv", sent_at=0.0)
     backend.shortest = 30.0
     assert backend._next_delay(waiting, 1.0) == pytest.approx(26.0)  # until 90% of it
 

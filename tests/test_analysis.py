@@ -557,3 +557,133 @@ def test_compare_runs_of_a_run_with_itself_changes_nothing() -> None:
     table = an.compare_runs(criteria, jobs, criteria, jobs, by=("scenario_id", "criterion_id"))
     assert table["diff"].to_list() == [0.0]
     assert table["verdict"].to_list() == ["no significant change"]
+
+
+# ------------------------------------------------------------ one core, summable counts
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 40), st.integers(0, 40), st.integers(0, 40), st.integers(0, 40))
+def test_frame_intervals_are_the_scalar_formulas(sa: int, na: int, sb: int, nb: int) -> None:
+    sa, sb = min(sa, na), min(sb, nb)
+    frame = pl.DataFrame(
+        {"a_success": [sa], "a_failure": [na - sa], "b_success": [sb], "b_failure": [nb - sb]}
+    )
+    row = an.judged_difference(frame.lazy()).collect().row(0, named=True)
+    if na and nb:
+        low, high = an.newcombe_interval(sa, na, sb, nb)
+        assert (row["diff_low"], row["diff_high"]) == pytest.approx((low, high), abs=1e-12)
+        verdict = (
+            "regression" if high < 0 else "improvement" if low > 0 else "no significant change"
+        )
+        assert row["verdict"] == verdict
+    else:
+        assert row["verdict"] == "insufficient data" and row["diff_low"] is None
+    rates = an.rates_from(
+        pl.DataFrame(
+            {"criterion_id": ["c"], "success": [sa], "failure": [na - sa], "unknown": [0]},
+            schema_overrides={c: pl.UInt32 for c in ("success", "failure", "unknown")},
+        ),
+        None,
+    ).row(0, named=True)
+    assert (rates["ci_low"], rates["ci_high"]) == pytest.approx(
+        an.wilson_interval(sa, na), abs=1e-12
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.sampled_from(["success", "failure", "unknown", None]), min_size=1, max_size=30),
+    st.lists(st.integers(1, 29), max_size=4),
+)
+def test_counts_summed_part_by_part_give_the_whole_runs_figures(
+    results: list[str | None], cuts: list[int]
+) -> None:
+    cases = {("x", f"s{i % 3}"): [] for i in range(3)}
+    for i, r in enumerate(results):
+        cases[("x" if i % 2 else "y", f"s{i % 3}")] = [
+            *cases.get(("x" if i % 2 else "y", f"s{i % 3}"), []),
+            r,
+        ]
+    jobs, criteria = repeated({k: v for k, v in cases.items() if v})
+    bounds = sorted({0, jobs.height, *(c for c in cuts if c < jobs.height)})
+    judged, errored = [], []
+    for lo, hi in itertools.pairwise(bounds):
+        part = jobs.slice(lo, hi - lo)
+        crit = criteria.join(part.select("job_key"), on="job_key", how="semi")
+        judged.append(an.judged_counts(crit, part))
+        errored.append(an.errored_counts(part))
+    summed_j, summed_e = an.combine_counts(judged), an.combine_counts(errored)
+    for by in (["criterion_id"], ["agent_label"], ["agent_label", "scenario_id", "criterion_id"]):
+        assert an.rates_from(summed_j, summed_e, by).equals(an.pass_rates(criteria, jobs, by))
+    whole = an.trials_of(criteria, jobs)
+    assert an.case_trials(summed_j, summed_e).equals(whole)
+
+
+def test_case_counts_for_per_case_rules() -> None:
+    jobs, criteria = repeated(
+        {("x", "s1"): ["success", "failure", "unknown", None], ("x", "s2"): ["success"]}
+    )
+    counts = an.case_counts(an.judged_counts(criteria, jobs), an.errored_counts(jobs))
+    assert counts.select("scenario_id", "passes", "failures", "unknowns", "errors", "n").rows() == [
+        ("s1", 1, 1, 1, 1, 4),
+        ("s2", 1, 0, 0, 0, 1),
+    ]
+
+
+def test_compare_cases_judges_each_case_and_keeps_raw_drops_apart() -> None:
+    a_jobs, a_crit = repeated(
+        {
+            ("x", "s1"): ["success"] * 3,
+            ("x", "s2"): ["success"] * 3,
+            ("x", "s3"): ["success"] * 10,
+            ("x", "s4"): ["unknown"] * 2,
+            ("x", "gone"): ["success"],
+        }
+    )
+    b_jobs, b_crit = repeated(
+        {
+            ("x", "s1"): ["success", "success", "failure"],  # 3/3 -> 2/3: within the noise
+            ("x", "s2"): ["failure"] * 3,  # 3/3 -> 0/3
+            ("x", "s3"): ["failure"] * 10,  # 10/10 -> 0/10
+            ("x", "s4"): ["unknown"] * 2,  # nothing decided on either side
+            ("x", "new"): ["failure"],
+        }
+    )
+
+    table = an.compare_cases(an.trials_of(a_crit, a_jobs), an.trials_of(b_crit, b_jobs))
+    rows = {r["scenario_id"]: r for r in table.iter_rows(named=True)}
+    for scenario, (sa, na, sb, nb) in {"s1": (3, 3, 2, 3), "s2": (3, 3, 0, 3)}.items():
+        low, high = an.newcombe_interval(sa, na, sb, nb)  # independent: the scalar formula
+        assert (rows[scenario]["diff_low"], rows[scenario]["diff_high"]) == pytest.approx(
+            (low, high)
+        )
+    assert (rows["s1"]["verdict"], rows["s1"]["kind"]) == ("no significant change", "lower")
+    assert (rows["s2"]["verdict"], rows["s2"]["kind"]) == ("regression", "regression")
+    assert (rows["s3"]["verdict"], rows["s3"]["kind"]) == ("regression", "regression")
+    assert (rows["s4"]["verdict"], rows["s4"]["kind"]) == ("insufficient data", "unchanged")
+    assert (rows["gone"]["kind"], rows["new"]["kind"]) == ("only in A", "only in B")
+    assert table["kind"].to_list() == [
+        "regression",
+        "regression",
+        "lower",
+        "only in A",
+        "only in B",
+        "unchanged",
+    ]
+
+
+def test_latency_percentiles_are_type_7_quantiles_and_bins_floor() -> None:
+    import statistics
+
+    values = [0.05 * ((i * 37) % 101) for i in range(101)]
+    jobs = make_jobs([{"total_secs": v} for v in values])
+    row = an.latency_percentiles(jobs, ["total_secs"]).row(0, named=True)
+    cuts = statistics.quantiles(values, n=100, method="inclusive")  # Hyndman-Fan type 7
+    for q in (50, 90, 95, 99):
+        assert row[f"p{q}"] == pytest.approx(cuts[q - 1])
+    counts, high = an.histogram_bins(values, 10)
+    assert high == max(values)
+    assert counts == [
+        sum(1 for v in values if min(9, int(v * (10 / high))) == b) for b in range(10)
+    ]

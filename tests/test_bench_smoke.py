@@ -168,3 +168,21 @@ def test_agent_testing_section_measures_both_clients_against_one_server() -> Non
         assert row["requests_per_sim"] < naive_row["requests_per_sim"] / 3
         assert row["lag_p50"] == row["lag_p50"]  # measured (not NaN)
     assert naive_row["requests_per_sim"] > 2  # at least a run call and a poll per job
+
+
+def test_the_verdicts_section_runs_at_a_toy_size(tmp_path: Path) -> None:
+    """bench.verdicts at 2 x 20: every design counted, curtail identical to its fixed rule."""
+    from bench import verdicts
+
+    figures = verdicts.run(replicates=2, cases=20, seed=1)
+    verdicts.report(figures, tmp_path)
+    rows = {
+        row["setup"]: row for row in json.loads((tmp_path / "verdicts.json").read_text())["rows"]
+    }
+    assert rows["fixed Wilson 20"]["sims_per_case"] == 20
+    assert rows["curtail 20"]["agrees_with_fixed"] == 1.0
+    assert rows["curtail 20"]["settled_share"] == rows["fixed 16 of 20"]["settled_share"] == 1.0
+    assert (
+        rows["anytime 20"]["sims_per_case"] < 20 and 0 <= rows["anytime 40"]["covered_share"] <= 1
+    )
+    assert "60% uniform on 0.95-1" in figures["mix"]

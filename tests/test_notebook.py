@@ -1,7 +1,12 @@
-"""``notebooks/pass_rates.ipynb`` runs top to bottom against a run this test makes."""
+"""``notebooks/pass_rates.ipynb`` runs top to bottom against a run this test makes, and the
+commands the docs give to open and run it are installed by the command they give."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +18,9 @@ from sweep_data import MISSING_ORDER, OFF_TOPIC, ORDER_STATUS_CRITERION
 
 import runner
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "pass_rates.ipynb"
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "notebooks" / "pass_rates.ipynb"
+DOCS_PAGE = REPO / "docs" / "analysis.md"
 
 
 def small_config(path: Path) -> Path:
@@ -66,3 +73,44 @@ def test_notebook_executes_top_to_bottom(tmp_path: Path, monkeypatch: pytest.Mon
     assert "order_status_given" in text
     assert "A = support, B = support-lite" in text
     assert "verdict" in text
+
+
+def test_the_docs_say_how_to_open_and_run_it_and_make_notebook_installs_that() -> None:
+    text = DOCS_PAGE.read_text()
+    commands = re.findall(r"^(make notebook|\.venv/bin/jupyter \w+ \S+)", text, re.M)
+    assert commands == [
+        "make notebook",
+        ".venv/bin/jupyter lab notebooks/pass_rates.ipynb",
+        ".venv/bin/jupyter execute notebooks/pass_rates.ipynb",
+    ]
+    # make notebook: the notebook extra's lock into .venv (the pattern rule for extras)
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^notebook: \$\(VENV\)/\.extra-notebook$", makefile, re.M)
+    assert "pip install --quiet --require-hashes -r requirements-$*.lock" in makefile
+    lock = (REPO / "requirements-notebook.lock").read_text()
+    for tool in ("jupyterlab", "nbclient", "ipykernel", "matplotlib"):
+        assert re.search(rf"^{tool}==", lock, re.M), f"requirements-notebook.lock lacks {tool}"
+
+
+def test_jupyter_execute_as_the_docs_give_it(tmp_path: Path) -> None:
+    """The docs' headless command, run for real (the test venv holds the notebook extra)."""
+    report = runner.run(small_config(tmp_path / "nb.yaml"), results_root=tmp_path, progress=False)
+    jupyter = Path(sys.executable).parent / "jupyter"
+    env = {**os.environ, "RUNNER_RUN_DIR": str(report.run_dir)}
+    for name in ("RUNNER_AGENT_A", "RUNNER_AGENT_B"):
+        env.pop(name, None)
+    before = NOTEBOOK.read_bytes()
+    done = subprocess.run(
+        [str(jupyter), "execute", str(NOTEBOOK)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert NOTEBOOK.read_bytes() == before  # without --inplace the file is left as committed
+    lab = subprocess.run(
+        [str(jupyter), "lab", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert lab.returncode == 0 and re.match(r"\d+\.\d+", lab.stdout), lab.stderr

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import pytest
 from view_helpers import PartFeeder, snapshot, xss_run
 
 from bench.view_data import Shape, write_synthetic_run
+from runner import analysis
 from runner.report import charts
 from runner.view import queries
 from runner.view.app import allowed_hosts_for, create_app
@@ -27,6 +31,10 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     xss_run(base)
     write_synthetic_run(base / "syn", Shape(agents=2, scenarios=3, repeats=3, error_every=7))
     (base / "syn" / "report.html").write_text("<!doctype html><p>report</p>")
+    # the same sweep again with another seed: only noise between the two
+    write_synthetic_run(
+        base / "reseeded", Shape(agents=2, scenarios=3, repeats=3, error_every=7, seed=1)
+    )
     fresh = base / "fresh"  # a run that has just started: a manifest, no part yet
     (fresh / "parts" / "jobs").mkdir(parents=True)
     (fresh / "manifest.json").write_text(
@@ -53,6 +61,52 @@ def viewer(root: Path) -> Iterator[Viewer]:
 def client(viewer: Viewer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=viewer.base_url, timeout=30) as c:
         yield c
+
+
+def test_the_compare_page_gives_the_commands_verdicts_and_keeps_noise_apart(
+    root: Path, client: httpx.Client
+) -> None:
+    """Issue 29, defect 1: two runs that differ only in their seed. The page says what
+    ``python -m runner compare`` says, shows the interval, and a case whose pass rate moved
+    within the noise is a raw difference, never a red regression."""
+    command = subprocess.run(
+        [sys.executable, "-m", "runner", "compare", str(root / "syn"), str(root / "reseeded")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    said = next(line for line in command.stdout.splitlines() if line.startswith("verdicts:"))
+    page = client.get("/compare", params={"a": "syn", "b": "reseeded"}).text
+    shown = re.search(r'<p class="meta" id="verdicts">(.*?)</p>', page, re.S)
+    assert shown is not None and shown.group(1).strip() == said
+    assert "95% interval" in page and " to " in page
+    # each case judged by hand: the Newcombe interval of its own repeats
+    keys = ["agent_id", "scenario_id", "matrix.language", "criterion_id"]
+
+    def decided(side: str) -> pl.DataFrame:
+        crit = pl.read_parquet(root / side / "criteria.parquet")
+        jobs = pl.read_parquet(root / side / "jobs.parquet")
+        return (
+            crit.join(jobs, on="job_key")
+            .group_by(keys)
+            .agg(
+                (pl.col("result") == "success").sum().alias("s"),
+                pl.col("result").is_in(["success", "failure"]).sum().alias("n"),
+            )
+        )
+
+    significant = raw = 0
+    for r in decided("syn").join(decided("reseeded"), on=keys).iter_rows(named=True):
+        if r["n"] and r["n_right"]:
+            _, high = analysis.newcombe_interval(r["s"], r["n"], r["s_right"], r["n_right"])
+            significant += high < 0
+            raw += high >= 0 and r["s_right"] / r["n_right"] < r["s"] / r["n"]
+    changes = client.get("/compare", params={"a": "syn", "b": "reseeded", "all": "1"}).text
+    table = changes[changes.index('id="changes"') :]
+    assert table.count('class="badge error"') == significant
+    assert table.count(">lower<") == raw > 0  # the raw drops are there, apart
+    assert "regressed" not in table
 
 
 def test_every_page_answers_and_carries_the_security_headers(client: httpx.Client) -> None:
@@ -255,7 +309,7 @@ def test_a_run_in_progress_samples_its_message_latencies_part_by_part(
     are those of the same sample drawn at once from the jobs landed so far."""
     done = write_synthetic_run(tmp_path / "done", Shape(agents=1, scenarios=3, repeats=4))
     feeder = PartFeeder(done, tmp_path / "results" / "live", per_part=5)
-    monkeypatch.setattr(queries, "SAMPLE_JOBS", 6)
+    monkeypatch.setattr(queries.charts, "SAMPLE_JOBS", 6)
     app = create_app(tmp_path / "results")
 
     async def page() -> str:

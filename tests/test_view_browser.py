@@ -22,6 +22,7 @@ from view_helpers import XSS, PartFeeder, snapshot, xss_run
 
 import runner
 from bench.view_data import Shape, write_synthetic_run
+from runner import analysis
 from runner.localapi.server import local_api_process
 from runner.report import write_report
 from runner.view.server import Viewer, viewer_process
@@ -217,8 +218,10 @@ def test_compare_two_runs_side_by_side(page: Any, viewer: Viewer) -> None:
     rows = page.locator("#changes tbody tr")
     expect(rows.first).to_be_visible()
     changes = [r.locator("td").first.text_content() for r in rows.all()]
-    rank = ["regressed", "improved", "only in A", "only in B"]
+    rank = list(analysis.CASE_ORDER)  # significant changes, raw ones, one-sided, unchanged
     assert changes == sorted(changes, key=lambda c: rank.index((c or "").strip()))
+    assert (page.locator("#verdicts").text_content() or "").startswith("verdicts: ")
+    expect(page.locator("#by-criterion tbody tr").first).to_be_visible()
     rows.first.locator("a.side-by-side").click()
     expect(page).to_have_url(re.compile(r"/compare/case\?"))
     for side in ("#side-A", "#side-B"):

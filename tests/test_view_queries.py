@@ -157,7 +157,7 @@ def test_a_running_run_reads_committed_parts_and_its_version_moves(tmp_path: Pat
 
 
 def live_figures(held: source.LiveRun) -> queries.RunFigures:
-    return queries.run_figures(held.quick_tables(), queries.combine_judged(held.digests))
+    return queries.run_figures(held.quick_tables(), analysis.combine_counts(held.digests))
 
 
 def same_figures(got: queries.RunFigures, want: queries.RunFigures) -> None:
@@ -194,7 +194,7 @@ def test_a_run_read_part_by_part_agrees_with_a_full_scan_and_reads_each_part_onc
         return real_read(paths, table, axes)
 
     monkeypatch.setattr(source, "_read_held", counting)
-    cache = source.PartCache(queries.judged_counts, queries.combine_judged)
+    cache = source.PartCache(analysis.judged_counts, analysis.combine_counts)
     try:
         for _ in range(4):
             feeder.add_part()
@@ -241,7 +241,7 @@ def test_a_run_read_part_by_part_agrees_with_a_full_scan_and_reads_each_part_onc
 def test_a_damaged_part_is_left_out_and_repeated_keys_are_noticed(tmp_path: Path) -> None:
     done = write_synthetic_run(tmp_path / "done", Shape(agents=1, scenarios=2, repeats=3))
     feeder = PartFeeder(done, tmp_path / "results" / "live", per_part=2)
-    cache = source.PartCache(queries.judged_counts, queries.combine_judged)
+    cache = source.PartCache(analysis.judged_counts, analysis.combine_counts)
     try:
         feeder.add_part()
         feeder.add_part()
@@ -632,6 +632,10 @@ def set_results(run_dir: Path, criterion: str, by_scenario: dict[str, str]) -> N
     changed.drop("scenario_id").write_parquet(run_dir / "criteria.parquet")
 
 
+def compared(a: dict[str, pl.LazyFrame], b: dict[str, pl.LazyFrame]) -> queries.Comparison:
+    return queries.compare(queries.run_figures(a), queries.run_figures(b))
+
+
 def test_compare_lists_the_cases_that_got_worse_first(tmp_path: Path) -> None:
     shape = Shape(agents=1, scenarios=2, languages=1, repeats=3, criteria=2, error_every=0)
     a = write_synthetic_run(tmp_path / "a", shape)
@@ -639,22 +643,24 @@ def test_compare_lists_the_cases_that_got_worse_first(tmp_path: Path) -> None:
     set_results(a, "no_invented_facts", {"scenario_000": "success", "scenario_001": "failure"})
     set_results(b, "no_invented_facts", {"scenario_000": "failure", "scenario_001": "success"})
     ta, tb = (tables_of(tmp_path, n) for n in ("a", "b"))
-    diff = queries.compare_cases(ta, tb)
+    diff = compared(ta, tb).cases
     assert diff.height == 4  # 2 scenarios x 2 criteria
     rows = {(r["scenario_id"], r["criterion_id"]): r for r in diff.iter_rows(named=True)}
     worse = rows[("scenario_000", "no_invented_facts")]
-    assert (worse["a_pass_rate"], worse["b_pass_rate"], worse["change"]) == (1.0, 0.0, "regressed")
+    assert (worse["a_pass_rate"], worse["b_pass_rate"]) == (1.0, 0.0)
+    assert (worse["verdict"], worse["kind"]) == ("regression", "regression")  # 3/3 -> 0/3
+    assert worse["diff_high"] < 0
     better = rows[("scenario_001", "no_invented_facts")]
-    assert (better["a_pass_rate"], better["b_pass_rate"], better["change"]) == (
+    assert (better["a_pass_rate"], better["b_pass_rate"], better["kind"]) == (
         0.0,
         1.0,
-        "improved",
+        "improvement",
     )
-    assert rows[("scenario_000", "stayed_in_scope")]["change"] == "same"
-    assert diff["change"].to_list()[:2] == ["regressed", "improved"]
-    assert set(diff["change"].to_list()[2:]) == {"same"}
-    itself = queries.compare_cases(ta, ta)
-    assert set(itself["change"]) == {"same"}
+    assert diff["kind"].to_list()[:2] == ["regression", "improvement"]
+    assert set(diff["kind"].to_list()[2:]) <= {"unchanged", "lower", "higher"}
+    itself = compared(ta, ta).cases
+    assert set(itself["kind"]) == {"unchanged"}
+    assert set(itself["verdict"]) <= {"no significant change", "insufficient data"}
 
     key = queries.case_key(worse)
     a_jobs, b_jobs = queries.case_jobs(ta, key), queries.case_jobs(tb, key)
@@ -668,13 +674,55 @@ def test_compare_lists_the_cases_that_got_worse_first(tmp_path: Path) -> None:
     assert queries.CaseKey.from_params(params) == key
 
 
+def test_a_raw_difference_within_the_noise_is_not_a_regression(tmp_path: Path) -> None:
+    """3/3 -> 2/3 on a case is a raw drop, not a significant one (issue 29, defect 1): the
+    viewer judges it as ``compare`` does, from the same counts and the same rule."""
+    shape = Shape(agents=1, scenarios=2, languages=1, repeats=3, criteria=1, error_every=0)
+    a = write_synthetic_run(tmp_path / "a", shape)
+    b = write_synthetic_run(tmp_path / "b", shape)
+    set_results(a, "no_invented_facts", {"scenario_000": "success", "scenario_001": "success"})
+    set_results(b, "no_invented_facts", {"scenario_000": "success", "scenario_001": "success"})
+    crit = pl.read_parquet(b / "criteria.parquet")
+    first = pl.read_parquet(b / "jobs.parquet").filter(pl.col("scenario_id") == "scenario_000")
+    one = first.sort("repeat")["job_key"][0]
+    hit = (pl.col("job_key") == one) & (pl.col("criterion_id") == "no_invented_facts")
+    crit.with_columns(
+        pl.when(hit).then(pl.lit("failure")).otherwise(pl.col("result")).alias("result")
+    ).write_parquet(b / "criteria.parquet")
+    ta, tb = (tables_of(tmp_path, n) for n in ("a", "b"))
+    found = compared(ta, tb)
+    case = found.cases.row(0, named=True)
+    assert (case["a_success"], case["b_success"], case["b_failure"]) == (3, 2, 1)
+    assert case["diff"] == pytest.approx(-1 / 3)
+    assert case["verdict"] == "no significant change" and case["kind"] == "lower"
+    assert case["diff_low"] < 0 < case["diff_high"]
+    # the run-level table is the command's, verdicts and intervals alike
+    cli = analysis.compare_runs(
+        ta["criteria"].collect(),
+        ta["jobs"].collect(),
+        tb["criteria"].collect(),
+        tb["jobs"].collect(),
+    )
+    assert_frame_equal(found.by_criterion, cli)
+    assert found.verdicts() == {"no significant change": 1}
+
+
 def test_compare_real_runs_by_agent_and_cell(results: Path) -> None:
-    diff = queries.compare_cases(tables_of(results, "base"), tables_of(results, "cand"))
+    ta, tb = tables_of(results, "base"), tables_of(results, "cand")
+    found = compared(ta, tb)
+    diff = found.cases
     assert set(diff.columns) >= {"agent_id", "scenario_id", "matrix.language", "criterion_id"}
-    only_a = diff.filter(pl.col("change") == "only in A")
+    only_a = diff.filter(pl.col("kind") == "only in A")
     assert set(only_a["agent_id"]) == {"agent_support"}  # cand ran the lite agent only
     lite = diff.filter(pl.col("agent_id") == "agent_support_lite")
-    assert lite.height > 0 and set(lite["change"]) <= {"regressed", "improved", "same"}
+    assert lite.height > 0 and set(lite["kind"]) <= set(analysis.CASE_ORDER) - {"only in A"}
+    cli = analysis.compare_runs(
+        ta["criteria"].collect(),
+        ta["jobs"].collect(),
+        tb["criteria"].collect(),
+        tb["jobs"].collect(),
+    )
+    assert_frame_equal(found.by_criterion, cli)
 
 
 # ------------------------------------------------------------------------- read-only
@@ -689,5 +737,5 @@ def test_nothing_in_the_results_directory_changes(results: Path) -> None:
         queries.filter_cases(tables, CaseQuery(q="order", sort="failed"), figs.flaky_cases)
         key = tables["jobs"].select("job_key").head(1).collect()["job_key"][0]
         queries.job_detail(tables, key)
-    queries.compare_cases(tables_of(results, "base"), tables_of(results, "cand"))
+    compared(tables_of(results, "base"), tables_of(results, "cand"))
     assert snapshot(results) == before

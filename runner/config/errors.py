@@ -21,7 +21,10 @@ TAG_FILE = "scenario file"
 # Tags of a tool's mocks: one mock, or a list of them (agent-testing).
 TAG_ONE_MOCK = "one mock"
 TAG_MOCK_LIST = "mock list"
-UNION_TAGS = (TAG_INLINE, TAG_FILE, TAG_ONE_MOCK, TAG_MOCK_LIST)
+# Tags of run.repeats: a number (fixed repeats) or a mapping (repeats until a verdict).
+TAG_FIXED_REPEATS = "fixed repeats"
+TAG_SEQUENTIAL = "repeats until a verdict"
+UNION_TAGS = (TAG_INLINE, TAG_FILE, TAG_ONE_MOCK, TAG_MOCK_LIST, TAG_FIXED_REPEATS, TAG_SEQUENTIAL)
 
 
 class ConfigError(Exception):

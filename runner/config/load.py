@@ -183,6 +183,7 @@ def _validate_scenarios(cfg: Config, where: str) -> None:
         return f"{files[index]}:{line}" if line else f"scenarios[{index}]"
 
     axes = list(cfg.matrix)
+    criterion_ids = set(global_ids)
     for located in iter_located(cfg, check_unchanged=False):
         spec = located.spec
         here, prefix = located.where, located.prefix
@@ -202,6 +203,7 @@ def _validate_scenarios(cfg: Config, where: str) -> None:
             if criterion.id in own:
                 raise ConfigError(f"{here}: {field}: duplicate criterion id {criterion.id!r}")
             own.add(criterion.id)
+        criterion_ids |= own
         _check_test_fields(cfg, spec, f"{here}: {prefix}")
         digest = _projection(build_body(cfg, spec, ()), axes)
         fields = simulation_test_fields(cfg, spec)
@@ -214,6 +216,20 @@ def _validate_scenarios(cfg: Config, where: str) -> None:
                 f"{other!r} ({label(other)}); make them differ or use run.repeats"
             )
         bodies[digest] = spec.id
+    _check_verdict_criteria(cfg, criterion_ids, where)
+
+
+def _check_verdict_criteria(cfg: Config, criterion_ids: set[str], where: str) -> None:
+    """``run.repeats.of`` may list only criteria the config declares (globally or in a scenario)."""
+    settings = cfg.run.sequential
+    if settings is None or settings.of == "all":
+        return
+    for i, criterion in enumerate(settings.of):
+        if criterion not in criterion_ids:
+            known = ", ".join(sorted(criterion_ids)) or "none declared"
+            raise ConfigError(
+                f"{where}: run.repeats.of[{i}]: unknown criterion {criterion!r} (criteria: {known})"
+            )
 
 
 def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any], where: str) -> None:

@@ -32,7 +32,16 @@ from pydantic import (
 )
 from pydantic_core import PydanticKnownError
 
-from runner.config.errors import TAG_FILE, TAG_INLINE, TAG_MOCK_LIST, TAG_ONE_MOCK, describe
+from runner import verdicts
+from runner.config.errors import (
+    TAG_FILE,
+    TAG_FIXED_REPEATS,
+    TAG_INLINE,
+    TAG_MOCK_LIST,
+    TAG_ONE_MOCK,
+    TAG_SEQUENTIAL,
+    describe,
+)
 from runner.wire.simulate import EvaluationCriterion, TranscriptMessage
 
 SCENARIO_FILE_SUFFIXES = (".jsonl", ".csv", ".yaml", ".yml")
@@ -261,6 +270,120 @@ class Budget(Strict):
     """Credits, as the vendor bills test runs (``jobs.credits_used``; agent-testing)."""
 
 
+def _open_unit(value: float | None, high: float = 1.0) -> float | None:
+    if value is not None and not 0 < value < high:
+        raise ValueError(f"must be between 0 and {high:g}, exclusive (got {value:g})")
+    return value
+
+
+# the bounds the validators below check, for editors (their messages are ours, not pydantic's)
+_UNIT: dict[str, Any] = {"exclusiveMinimum": 0, "exclusiveMaximum": 1}
+_HALF: dict[str, Any] = {"exclusiveMinimum": 0, "exclusiveMaximum": 0.5}
+
+
+class Repeats(Strict):
+    """``run.repeats`` as a mapping: repeat each case until its verdict is settled (issue 25).
+
+    The rules and what each guarantees are ``runner.verdicts``'s; ``rule_for()`` builds one. A
+    case's n-th repeat has the same job key as in a fixed run of ``max`` repeats."""
+
+    max: Int = Field(ge=1)
+    """Most repeats of one case."""
+    min: Int = Field(default=1, ge=1)
+    """Repeats of every case before any verdict."""
+    until: Literal["verdict", "max"] = "verdict"
+    """``verdict``: stop a case's repeats once its verdict is settled; ``max``: run them all."""
+    pass_rate: Float = Field(json_schema_extra=_UNIT)
+    """The verdict: does the case pass at least this often?"""
+    alpha: Float = Field(default=0.05, json_schema_extra=_HALF)
+    """Chance of a wrong verdict (anytime: at every n; sprt: a wrong PASS at pass_rate_low)."""
+    rule: Literal["anytime", "sprt", "curtail"] = "anytime"
+    of: Literal["all"] | list[str] = "all"
+    """``all``: a repeat passes when every criterion succeeds; a list of criterion ids: one
+    verdict per listed criterion."""
+    pass_rate_low: Float | None = Field(default=None, json_schema_extra=_UNIT)
+    """``sprt`` only: the pass rate that should FAIL (the indifference zone's low end)."""
+    beta: Float = Field(default=0.05, json_schema_extra=_HALF)
+    """``sprt`` only: chance of a FAIL at ``pass_rate``."""
+    passes: Int | None = Field(default=None, ge=0)
+    """``curtail`` only: passes needed of ``max`` (default ceil(pass_rate x max))."""
+    unknown_as: Literal["fail", "skip"] = "fail"
+    """An ``unknown`` repeat: a non-pass trial, or no trial. Never a pass."""
+    error_as: Literal["fail", "skip"] = "skip"
+    """An errored job: a non-pass trial, or no trial. Never a pass; always a repeat run."""
+
+    @field_validator("pass_rate", "pass_rate_low")
+    @classmethod
+    def _rate(cls, value: float | None) -> float | None:
+        return _open_unit(value)
+
+    @field_validator("alpha", "beta")
+    @classmethod
+    def _error_rate(cls, value: float) -> float | None:
+        return _open_unit(value, 0.5)
+
+    @field_validator("of")
+    @classmethod
+    def _of(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("must be 'all' or a non-empty list of criterion ids")
+            for item in value:
+                _check_id(item, _ID_RE, "letters, digits, '_' and '-'")
+            if len(set(value)) != len(value):
+                raise ValueError(f"lists a criterion twice (got {value})")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Repeats:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        if self.rule == "sprt" and self.pass_rate_low is None:
+            raise ValueError("pass_rate_low is required by rule: sprt")
+        if self.pass_rate_low is not None and self.rule != "sprt":
+            raise ValueError(f"pass_rate_low is only used by rule: sprt (rule is {self.rule})")
+        if self.pass_rate_low is not None and self.pass_rate_low >= self.pass_rate:
+            raise ValueError(
+                f"pass_rate_low ({self.pass_rate_low:g}) must be below pass_rate "
+                f"({self.pass_rate:g})"
+            )
+        if self.passes is not None and self.rule != "curtail":
+            raise ValueError(f"passes is only used by rule: curtail (rule is {self.rule})")
+        if self.passes is not None and self.passes > self.max:
+            raise ValueError(f"passes ({self.passes}) must not exceed max ({self.max})")
+        return self
+
+    def treatment(self) -> verdicts.Treatment:
+        return verdicts.Treatment(unknown_as=self.unknown_as, error_as=self.error_as)
+
+    def rule_for(self) -> verdicts.Rule:
+        """The verdict rule these settings describe (``runner.verdicts``)."""
+        if self.rule == "sprt":
+            assert self.pass_rate_low is not None
+            return verdicts.Sprt(
+                self.pass_rate,
+                self.pass_rate_low,
+                self.alpha,
+                self.beta,
+                self.max,
+                self.min,
+                self.treatment(),
+            )
+        if self.rule == "curtail":
+            return verdicts.Curtail(self.pass_rate, self.max, self.passes, self.min)
+        return verdicts.Anytime(self.pass_rate, self.alpha, self.max, self.min, self.treatment())
+
+
+def _repeats_kind(value: Any) -> str:
+    return TAG_SEQUENTIAL if isinstance(value, dict | Repeats) else TAG_FIXED_REPEATS
+
+
+RepeatsEntry = Annotated[
+    Annotated[Int, Field(ge=1), Tag(TAG_FIXED_REPEATS)] | Annotated[Repeats, Tag(TAG_SEQUENTIAL)],
+    Discriminator(_repeats_kind),
+]
+
+
 class RunConfig(Strict):
     name: str | None = None
     """Results go to ``results/<name>/``; ``load_config`` fills in the config file's stem."""
@@ -272,7 +395,8 @@ class RunConfig(Strict):
     requests_per_minute: Float | None = Field(default=None, gt=0)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     new_turns_limit: Int = Field(default=12, ge=1)
-    repeats: Int = Field(default=1, ge=1)
+    repeats: RepeatsEntry = 1
+    """Repeats of every case: a number (fixed), or a mapping (``Repeats``: until a verdict)."""
     seed: Int = 0
     shutdown_grace: Float = Field(default=30.0, ge=0)
     """Seconds in-flight simulations get to finish after Ctrl-C / SIGTERM."""
@@ -280,6 +404,16 @@ class RunConfig(Strict):
     """Stop the run when this many attempts in a row failed the same way (0: never)."""
     budget: Budget | None = None
     """Spend limit of the whole run (every session); none: no limit."""
+
+    @property
+    def max_repeats(self) -> int:
+        """Most repeats of a case: ``repeats``, or its ``max``. Job keys run over these."""
+        return self.repeats.max if isinstance(self.repeats, Repeats) else self.repeats
+
+    @property
+    def sequential(self) -> Repeats | None:
+        """The verdict settings when ``repeats`` is a mapping; None for fixed repeats."""
+        return self.repeats if isinstance(self.repeats, Repeats) else None
 
     @field_validator("name")
     @classmethod

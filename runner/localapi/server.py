@@ -4,6 +4,7 @@
 ``start_local_api`` (or ``local_api_process``), which spawns that command on a free loopback
 port and waits until it answers. A real server in its own process, not an in-process mock, so
 what the runner meets is a socket with real timing, framing and connection failures.
+The uvicorn and child-process plumbing, shared with the viewer, is ``runner.serving``.
 
 This module is imported by the CLI's parser, so heavy imports (FastAPI, uvicorn) happen inside
 ``main`` only.
@@ -18,18 +19,16 @@ import importlib.util
 import logging
 import os
 import re
-import select
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from runner import serving
 
 API_KEY_ENV = "LOCALAPI_API_KEY"
 DEFAULT_HOST = "127.0.0.1"
@@ -235,23 +234,8 @@ def _raise_fd_limit() -> None:
         pass
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def _exit_with_parent(server: Any, parent_pid: int) -> None:
-    """Ask uvicorn to shut down once the parent process has gone (re-parented away)."""
-    while not server.should_exit:
-        if os.getppid() != parent_pid:
-            server.should_exit = True
-            return
-        time.sleep(0.5)
-
-
 def main(args: argparse.Namespace) -> int:
     """Run the server until SIGINT/SIGTERM; print the ready line once it accepts connections."""
-    import uvicorn
-
     from runner.localapi.app import create_app
 
     try:
@@ -266,51 +250,27 @@ def main(args: argparse.Namespace) -> int:
 
     have_uvloop = importlib.util.find_spec("uvloop") is not None
     have_httptools = importlib.util.find_spec("httptools") is not None
-    config = uvicorn.Config(
+
+    def prepare(server: Any) -> None:
+        # after uvicorn.Config, which sets its loggers' levels
+        if args.access_log:  # uvicorn logs requests at INFO: shown whatever --log-level says
+            logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+        app.state.localapi.connection_source = lambda: server.server_state.connections
+
+    return serving.serve(
         app,
         host=args.host,
         port=args.port,
+        ready_line=lambda url: f"{READY_LINE_PREFIX}{url}",
+        parent_pid=args.parent_pid,
+        on_server=prepare,
         loop="uvloop" if have_uvloop else "asyncio",
         http="httptools" if have_httptools else "h11",
-        lifespan="off",
         access_log=args.access_log,
         log_level=args.log_level,
         backlog=4096,
         timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_SECS),
-        server_header=False,
-        # Faults find a request's connection by its peer address: keep the real one in scope.
-        proxy_headers=False,
     )
-    if args.access_log:  # uvicorn logs requests at INFO: shown whatever --log-level says
-        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
-
-    class Server(uvicorn.Server):
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets=sockets)
-            if self.should_exit or not self.servers:
-                return
-            port = self.servers[0].sockets[0].getsockname()[1]
-            print(f"{READY_LINE_PREFIX}{_url(args.host, port)}", flush=True)
-            if args.parent_pid is not None:
-                threading.Thread(
-                    target=_exit_with_parent, args=(self, args.parent_pid), daemon=True
-                ).start()
-
-    server = Server(config)
-    app.state.localapi.connection_source = lambda: server.server_state.connections
-
-    # uvicorn re-raises the signal that stopped it once it has shut down; exit 0 then instead
-    # of dying by SIGTERM or a KeyboardInterrupt traceback.
-    def exit_cleanly(signum: int, frame: object) -> None:
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, exit_cleanly)
-    signal.signal(signal.SIGINT, exit_cleanly)
-    try:
-        server.run()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0 if server.started else 1
 
 
 # ---------------------------------------------------------------------------- subprocess handle
@@ -349,15 +309,7 @@ class LocalAPI:
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM, wait, SIGKILL if it will not go; then drop the stderr file."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        serving.stop(self.process, timeout)
         if self._stderr_file is not None:
             self._stderr_file.close()
             self._stderr_file = None
@@ -369,34 +321,6 @@ class LocalAPI:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _read_ready_line(process: subprocess.Popen[bytes], deadline: float) -> str | None:
-    """The child's ready line, or None if it exited or the deadline passed first."""
-    assert process.stdout is not None
-    fd = process.stdout.fileno()
-    buffer = b""
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], min(0.1, max(0.0, deadline - time.monotonic())))
-        if not ready:
-            if process.poll() is not None:
-                return None
-            continue
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            return None
-        buffer += chunk
-        for line in buffer.decode(errors="replace").splitlines():
-            if line.startswith(READY_LINE_PREFIX):
-                return line
-    return None
-
-
-def _drain(stream: IO[bytes]) -> None:
-    """Keep reading the child's stdout so it can never block on a full pipe."""
-    with contextlib.suppress(OSError, ValueError):
-        while stream.read(65536):
-            pass
 
 
 def _wait_healthy(base_url: str, deadline: float) -> bool:
@@ -439,14 +363,12 @@ def start_local_api(
     """
     command = [sys.executable, "-m", "runner", "serve", "--host", host, "--port", str(port)]
     command += ["--parent-pid", str(os.getpid()), *extra_args]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ)
     if api_key is not None:
         env[API_KEY_ENV] = api_key
     stderr_fd, stderr_name = tempfile.mkstemp(prefix="localapi-", suffix=".stderr")
     stderr_file = os.fdopen(stderr_fd, "wb")
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=stderr_file, stdin=subprocess.DEVNULL, env=env
-    )
+    process = serving.spawn(command, stderr=stderr_file, env=env)
     api = LocalAPI(
         base_url="",
         process=process,
@@ -454,12 +376,10 @@ def start_local_api(
         _stderr_file=stderr_file,
     )
     deadline = time.monotonic() + timeout
-    line = _read_ready_line(process, deadline)
+    line, _ = serving.read_ready_line(process, READY_LINE_PREFIX, deadline)
     match = re.search(r"(https?://\S+)", line or "")
     if match is not None:
         api.base_url = match.group(1)
-        assert process.stdout is not None
-        threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
         if _wait_healthy(api.base_url, deadline):
             return api
     with contextlib.suppress(subprocess.TimeoutExpired):

@@ -15,14 +15,10 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from runner.analysis import histogram_bins
+
 WIDTH = 860
 
-OUTCOME_COLOURS = {
-    "success": "#1a9850",
-    "failure": "#d73027",
-    "unknown": "#9e9e9e",
-    "error": "#6a3d9a",
-}
 PALETTE = (
     "#1f77b4",
     "#ff7f0e",
@@ -293,22 +289,6 @@ def heatmap(cells: pl.DataFrame, row_col: str, title: str) -> str:
                 )
             )
     return _svg(width, height, body, title)
-
-
-HISTOGRAM_BINS = 30
-
-
-def histogram_bins(values: Sequence[float], bins: int = HISTOGRAM_BINS) -> tuple[list[int], float]:
-    """Counts of ``values`` in ``bins`` equal bins from 0 to their maximum, and that maximum
-    (bin i holds ``min(bins - 1, int(v * (bins / high)))``: one multiplication, so a Polars
-    expression doing the same puts every value in the same bin)."""
-    high = max(values) if values else 0.0
-    high = high if high > 0 else 1e-3
-    scale = bins / high
-    counts = [0] * bins
-    for v in values:
-        counts[min(bins - 1, max(0, int(v * scale)))] += 1
-    return counts, high
 
 
 def histogram(values: Sequence[float], title: str, marks: dict[str, float], bins: int = 30) -> str:

@@ -30,6 +30,7 @@ from markupsafe import Markup
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from runner import analysis
 from runner.report import charts
 from runner.view import queries, source
 from runner.view.source import RunState
@@ -51,6 +52,11 @@ CACHE_ENTRIES = 24
 
 def fmt_pct(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def fmt_pts(value: float | None) -> str:
+    """A difference of two rates in percentage points, signed."""
+    return "–" if value is None else f"{100 * value:+.1f} pts"
 
 
 def fmt_secs(value: float | None) -> str:
@@ -105,6 +111,7 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(pct=fmt_pct, secs=fmt_secs, num=fmt_num, when=fmt_when, pretty=fmt_json)
+    env.filters["pts"] = fmt_pts
     env.filters["seg"] = seg
     return env
 
@@ -153,7 +160,7 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
     root = Path(root)
     env = _environment()
     cache = Cache()
-    parts = source.PartCache(queries.judged_counts, queries.combine_judged)
+    parts = source.PartCache(analysis.judged_counts, analysis.combine_counts)
     app = FastAPI(title="runner view", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.root = root
     app.router.redirect_slashes = False  # "/runs/../" is a 404, not a redirect to "/runs/.."
@@ -209,7 +216,7 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
             return tables(state), None
         if held.repeats.keys or not held.digests:
             return tables(state), None
-        return held.quick_tables(), queries.combine_judged(held.digests)
+        return held.quick_tables(), analysis.combine_counts(held.digests)
 
     def totals(state: RunState) -> queries.Totals:
         return cache.get(state, "totals", lambda: queries.run_totals(*figure_input(state)))
@@ -370,9 +377,9 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
         context: dict[str, Any] = {"names": names, "a": a, "b": b, "table": None}
         if a and b:
             sa, sb = state_of(a), state_of(b)
-            diff = _compare(cache, sa, sb, lambda s: (figure_input(s)[0], figures(s).judged))
-            counts = dict(diff["change"].value_counts().iter_rows())
-            shown = diff if show_all else diff.filter(pl.col("change") != "same")
+            found = _compare(cache, sa, sb, figures)
+            diff = found.cases
+            shown = diff if show_all else diff.filter(pl.col("kind") != "unchanged")
             pages = max(1, math.ceil(shown.height / COMPARE_PER_PAGE))
             page = min(max(1, page), pages)
             rows = shown.slice((page - 1) * COMPARE_PER_PAGE, COMPARE_PER_PAGE).to_dicts()
@@ -382,8 +389,12 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
                     k.removeprefix("matrix."): v for k, v in row.items() if k.startswith("matrix.")
                 }
             context.update(
+                criteria=found.by_criterion.to_dicts(),
+                verdicts=found.verdicts(),
+                verdict_names=analysis.VERDICTS,
+                kinds=found.kinds(),
+                kind_names=analysis.CASE_ORDER,
                 table=rows,
-                counts=counts,
                 total=shown.height,
                 page=page,
                 pages=pages,
@@ -469,19 +480,13 @@ def _overall_version(states: list[RunState]) -> str:
 
 
 def _compare(
-    cache: Cache,
-    a: RunState,
-    b: RunState,
-    read: Callable[[RunState], tuple[dict[str, pl.LazyFrame], pl.DataFrame]],
-) -> pl.DataFrame:
-    """The comparison of two runs, cached under B's entry for both versions; ``read`` gives a
-    run's tables and its criteria's counts (those its figures were computed from)."""
-
-    def compute() -> pl.DataFrame:
-        (ta, ja), (tb, jb) = read(a), read(b)
-        return queries.compare_cases(ta, tb, ja, jb)
-
-    return cache.get(b, f"compare:{a.name}:{a.version}", compute)
+    cache: Cache, a: RunState, b: RunState, figures: Callable[[RunState], queries.RunFigures]
+) -> queries.Comparison:
+    """The comparison of two runs from their figures' counts, cached under B's entry for both
+    versions."""
+    return cache.get(
+        b, f"compare:{a.name}:{a.version}", lambda: queries.compare(figures(a), figures(b))
+    )
 
 
 def allowed_hosts_for(host: str) -> list[str] | None:

@@ -252,9 +252,9 @@ RUNS_HELD = 4
 
 Digest = Callable[[pl.LazyFrame, pl.LazyFrame], pl.DataFrame]
 """What is kept of some criteria parts: (their rows, the run's jobs) -> a frame
-(``queries.judged_counts``)."""
+(``analysis.judged_counts``)."""
 Combine = Callable[[Sequence[pl.DataFrame]], pl.DataFrame]
-"""Digests of disjoint parts -> the digest of them all (``queries.combine_judged``)."""
+"""Digests of disjoint parts -> the digest of them all (``analysis.combine_counts``)."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,194 @@
+"""Shadow mode (issue 25): what a sequential rule would have done on a finished fixed run.
+
+``replay(jobs, criteria, rules)`` takes a run's ``jobs`` and ``criteria`` tables (as
+``runner.store.load_run`` gives them), rebuilds every case's outcomes in repeat order and
+reports, per case and rule, where the rule would have stopped, its verdict there, whether that
+agrees with the full run's verdict (all repeats, judged once by the Wilson interval), and the
+simulations and spend the repeats after the stop cost. ``summary`` totals it per rule. Pure:
+frames in, frames out; the CLI loads the run and prints.
+
+A repeat's outcome (``runner.verdicts``): with ``of`` = ``all``, ``pass`` when every criterion
+of the job succeeded, ``fail`` when one failed, else ``unknown`` (also an ok job with no
+criterion at all); with a list of criterion ids, one sequence per listed criterion, where a
+missing result is ``unknown``. An errored job is ``error``; a ``cancelled`` one (agent-testing)
+is no repeat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import polars as pl
+
+from runner.analysis import case_columns
+from runner.verdicts import Outcome, Rule, Treatment, first_stop, fixed_wilson
+
+Frame = pl.DataFrame | pl.LazyFrame
+
+_RESULT = {"success": "pass", "failure": "fail", "unknown": "unknown"}
+
+
+def repeat_outcomes(jobs: Frame, criteria: Frame, of: str | Sequence[str] = "all") -> pl.DataFrame:
+    """One row per case (and criterion when ``of`` lists ids): ``outcomes`` (list of
+    pass / fail / unknown / error in repeat order), ``cost_usd`` per repeat (nulls as 0) and
+    ``credits_used`` per repeat."""
+    job = jobs.lazy() if isinstance(jobs, pl.DataFrame) else jobs
+    crit = criteria.lazy() if isinstance(criteria, pl.DataFrame) else criteria
+    cases = case_columns(job)
+    names = job.collect_schema().names()
+    cost = pl.col("cost_usd").fill_null(0.0) if "cost_usd" in names else pl.lit(0.0)
+    credits = pl.col("credits_used").fill_null(0) if "credits_used" in names else pl.lit(0)
+    job = job.filter(pl.col("status") != "cancelled").select(
+        *cases,
+        "job_key",
+        "repeat",
+        "status",
+        cost.cast(pl.Float64).alias("cost_usd"),
+        credits.cast(pl.Int64).alias("credits_used"),
+    )
+    mapped = pl.col("result").replace_strict(_RESULT, default="unknown")
+    if of == "all":
+        per_job = crit.group_by("job_key").agg(
+            pl.when((pl.col("result") == "failure").any())
+            .then(pl.lit("fail"))
+            .when((pl.col("result") != "success").any())
+            .then(pl.lit("unknown"))
+            .otherwise(pl.lit("pass"))
+            .alias("outcome")
+        )
+        frame = job.join(per_job, on="job_key", how="left")
+        keys = cases
+    else:
+        ids = pl.DataFrame({"criterion_id": list(of)}).lazy()
+        per_job = crit.filter(pl.col("criterion_id").is_in(list(of))).select(
+            "job_key", "criterion_id", mapped.alias("outcome")
+        )
+        frame = job.join(ids, how="cross").join(per_job, on=["job_key", "criterion_id"], how="left")
+        keys = [*cases, "criterion_id"]
+    outcome = (
+        pl.when(pl.col("status") == "error")
+        .then(pl.lit("error"))
+        .otherwise(pl.col("outcome").fill_null("unknown"))
+    )
+    return (
+        frame.with_columns(
+            pl.col("outcome").is_not_null().alias("_judged"), outcome.alias("outcome")
+        )
+        .sort([*keys, "repeat"])
+        .group_by(keys, maintain_order=True)
+        .agg(
+            pl.col("outcome").alias("outcomes"),
+            pl.col("cost_usd"),
+            pl.col("credits_used"),
+            pl.col("_judged").any().alias("_judged"),
+        )
+        # a listed criterion no job of the case was judged on is not the case's to decide
+        .filter(pl.col("_judged") | pl.lit(of == "all"))
+        .drop("_judged")
+        .collect()
+    )
+
+
+def replay(
+    jobs: Frame,
+    criteria: Frame,
+    rules: Sequence[Rule],
+    of: str | Sequence[str] = "all",
+    treatment: Treatment | None = None,
+) -> pl.DataFrame:
+    """Per case (and criterion) and rule: where it would have stopped and what it saved.
+
+    ``full_verdict`` is the fixed run's, all its repeats judged once by the Wilson interval
+    at the rule's ``pass_rate`` (``treatment`` as given); ``agrees`` compares the rule's
+    verdict with it, ``contradicts`` flags a settled verdict opposite to a settled full one."""
+    treatment = treatment or Treatment()
+    sequences = repeat_outcomes(jobs, criteria, of)
+    skip = ("outcomes", "cost_usd", "credits_used", "criterion_id")
+    cases = [c for c in sequences.columns if c not in skip]
+    rows: list[dict[str, Any]] = []
+    for case in sequences.iter_rows(named=True):
+        outcomes: list[Outcome] = case["outcomes"]
+        for rule in rules:
+            pass_rate = float(rule.params()["pass_rate"])
+            full = fixed_wilson(outcomes, pass_rate, treatment).verdict
+            stopped, decision = first_stop(rule, outcomes)
+            rows.append(
+                {
+                    **{k: case[k] for k in cases},
+                    **({"criterion_id": case["criterion_id"]} if "criterion_id" in case else {}),
+                    "rule": rule.name,
+                    "repeats_run": len(outcomes),
+                    "stopped_at": stopped,
+                    "verdict": decision.verdict,
+                    "reason": decision.reason,
+                    "lower": decision.lower,
+                    "upper": decision.upper,
+                    "full_verdict": full,
+                    "agrees": decision.verdict == full,
+                    "contradicts": {decision.verdict, full} == {"pass", "fail"},
+                    "_costs": case["cost_usd"],
+                    "_credits": case["credits_used"],
+                }
+            )
+    if not rows:
+        return pl.DataFrame()
+    # a case's repeats stop when the verdicts of all its criteria have: savings are the case's
+    stops: dict[tuple[Any, ...], int] = {}
+    for row in rows:
+        key = (row["rule"], *(row[k] for k in cases))
+        stops[key] = max(stops.get(key, 0), row["stopped_at"])
+    for row in rows:
+        case_stop = stops[(row["rule"], *(row[k] for k in cases))]
+        row["case_stopped_at"] = case_stop
+        row["sims_saved"] = row["repeats_run"] - case_stop
+        row["usd_saved"] = float(sum(row.pop("_costs")[case_stop:]))
+        row["credits_saved"] = int(sum(row.pop("_credits")[case_stop:]))
+    return pl.DataFrame(rows)
+
+
+def summary(replayed: pl.DataFrame) -> pl.DataFrame:
+    """Per rule: verdicts (cases, or case x criterion), settled, agreements, contradictions,
+    and the simulations and spend saved, counted once per case."""
+    if replayed.is_empty():
+        return pl.DataFrame()
+    verdicts = replayed.group_by("rule", maintain_order=True).agg(
+        pl.len().alias("cases"),
+        (pl.col("verdict") != "undecided").sum().alias("settled"),
+        (pl.col("full_verdict") != "undecided").sum().alias("settled_full"),
+        pl.col("agrees").sum().alias("agree"),
+        pl.col("contradicts").sum().alias("contradict"),
+    )
+    case_keys = [
+        c
+        for c in replayed.columns
+        if c == "agent_id" or c == "scenario_id" or c.startswith("matrix.")
+    ]
+    spend = (
+        replayed.unique([*case_keys, "rule"], keep="first", maintain_order=True)
+        .group_by("rule", maintain_order=True)
+        .agg(
+            pl.col("repeats_run").sum().alias("sims_run"),
+            pl.col("sims_saved").sum().alias("sims_saved"),
+            pl.col("usd_saved").sum().alias("usd_saved"),
+            pl.col("credits_saved").sum().alias("credits_saved"),
+        )
+    )
+    return verdicts.join(spend, on="rule", maintain_order="left").with_columns(
+        (pl.col("sims_saved") / pl.col("sims_run")).alias("saved_share")
+    )
+
+
+def render(replayed: pl.DataFrame) -> str:
+    """The summary as lines for a terminal: one per rule."""
+    lines = []
+    for row in summary(replayed).iter_rows(named=True):
+        lines.append(
+            f"{row['rule']}: {row['settled']} of {row['cases']} verdicts settled "
+            f"(full run: {row['settled_full']}), {row['agree']} agree with the full run, "
+            f"{row['contradict']} contradict it; {row['sims_saved']} of {row['sims_run']} "
+            f"simulations not needed ({row['saved_share']:.0%}), ${row['usd_saved']:.2f}"
+            + (f" and {row['credits_saved']} credits" if row["credits_saved"] else "")
+            + " not spent"
+        )
+    return "\n".join(lines)
