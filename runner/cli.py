@@ -475,6 +475,9 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 
 def _add_tests_command(sub: Any) -> None:
+    from runner.importer.command import add_parser as add_import_parser
+
+    add_import_parser(sub)  # `scenarios import` (runner/importer)
     tests = sub.add_parser("tests", help="manage the agent-testing backend's simulation tests")
     tests_sub = tests.add_subparsers(dest="tests_command", required=True)
     prune = tests_sub.add_parser(
@@ -524,6 +527,10 @@ def main(argv: list[str] | None = None) -> int:
         return server.main(args)
     if args.command == "tests":
         return _cmd_tests_prune(args)
+    if args.command == "scenarios":
+        from runner.importer.command import run as run_import
+
+        return run_import(args)
     if args.command == "merge":
         return _cmd_merge(args)
     if args.command == "schema":

@@ -64,7 +64,10 @@ TURN_LIMIT = 40
 OFF_TOPIC_RATE = 0.15
 TOOL_OUTAGE_RATE = 0.12
 PHONE_RATE = 0.35
-"""Share of calls by phone: the caller id is a dynamic variable, and callers say it."""
+"""Share of calls by phone: the caller id is a dynamic variable, and callers say it. The
+other calls come from the shop's web widget, which passes the logged-in customer's identity
+fields (under their second variable name, e.g. ``order_id``, ``customer_email``) as dynamic
+variables, as a site that knows its visitor does."""
 CARD_RATE = 0.08
 """Share of callers who read a card number aloud (what redaction must catch)."""
 
@@ -172,6 +175,11 @@ def _request(
     agent_vars: dict[str, Any] = {}
     if "customer_name" in agent.variable_defaults:
         agent_vars["customer_name"] = first
+    if phone is None:  # a logged-in web visitor: the site passes what it knows of them
+        for field in agent.data_collection:
+            known = [n for n in field.variable_names[1:] if field.variable_names[0] in values]
+            if field.identity and known:
+                agent_vars[known[0]] = values[field.variable_names[0]]
     request = SimulationRequest(
         simulation_specification=SimulationSpecification(
             simulated_user_config=SimulatedUserConfig(
