@@ -318,8 +318,8 @@ def merge_file(existing: list[Any], built: list[Built], agent_id: str) -> Merged
         if source is not None and source in fresh and source not in used:
             new = fresh[source]
             used.add(source)
-            if hash_of(entry) == new.source_hash:
-                unchanged += 1
+            if hash_of(entry) == new.source_hash and entry == new.entry:
+                unchanged += 1  # built from the same input, and not edited since
             else:
                 updated += 1
             blocks.append(f"# {new.comment}\n{_dump(new.entry)}")

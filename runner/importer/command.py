@@ -115,12 +115,12 @@ def existing_entries(out: Path) -> list[Any]:
     cannot be written or is not a scenario list."""
     if out.is_dir():
         raise Problem(f"--out: {out} is a directory")
-    parent = out.parent if str(out.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise Problem(f"--out: cannot create {parent}: {exc.strerror}") from None
-    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+    ancestor = out.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise Problem(f"--out: cannot create {out.parent}: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise Problem(f"--out: {out} is not writable")
     if not out.exists():
         return []
@@ -333,6 +333,7 @@ def execute(request: Request, out: TextIO, err: TextIO) -> int:
         if leaks:  # the rules missed nothing they check for: a bug, never written
             raise Problem(f"redaction left {len(leaks)} personal data items; nothing written", 1)
     try:
+        request.out.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(request.out, merged.text)
     except OSError as exc:
         raise Problem(f"--out: cannot write {request.out}: {exc.strerror}") from None
