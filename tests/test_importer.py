@@ -292,3 +292,52 @@ def test_a_conversation_without_transcript_is_skipped_with_its_reason() -> None:
     )
     result = build_scenario(conv, {}, Options())
     assert isinstance(result, Skipped) and "no transcript" in result.reason
+
+
+# ---------------------------------------------------------------------------- --as-tests
+
+
+def test_as_tests_creates_simulation_tests_that_prune_recognises(tmp_path: Path) -> None:
+    from elevenlabs import types as sdk
+    from pydantic import TypeAdapter
+
+    server = start_local_api(["--time-scale", "0", "--seed", "0"])
+    try:
+        args = ["--agent", "agent_support", "--failed", "--limit", "6", "--as-tests"]
+        args += ["--base-url", server.base_url, "--out", "r.yaml"]
+        first = import_cmd(*args, cwd=tmp_path)
+        assert first.returncode == 0, first.stderr
+        assert "6 created, 0 already there" in first.stdout
+        again = import_cmd(*args, cwd=tmp_path)
+        assert "0 created, 6 already there" in again.stdout
+        with httpx.Client(base_url=server.base_url, timeout=30) as c:
+            tests = c.get("/v1/convai/agent-testing").json()["tests"]
+            assert len(tests) == 6
+            ids = {e["id"] for e in entries(tmp_path / "r.yaml")}
+            for test in tests:
+                body = c.get(f"/v1/convai/agent-testing/{test['id']}").json()
+                TypeAdapter(sdk.GetSimulationTestResponseModel).validate_python(body)
+                meta = body["from_conversation_metadata"]
+                assert meta["conversation_id"] in ids and meta["agent_id"] == "agent_support"
+                assert test["name"].startswith(f"convsim/regressions {meta['conversation_id']} [")
+        sweep = {
+            "target": {
+                "base_url": server.base_url,
+                "backend": "agent-testing",
+                "agent_testing": {"name_prefix": "convsim/regressions"},
+            },
+            "agents": [{"id": "agent_support"}],
+            "scenarios": [{"file": "r.yaml"}],
+        }
+        (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        prune = [sys.executable, "-m", "runner", "tests", "prune", "sweep.yaml", "--dry-run"]
+        kept = subprocess.run(prune, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert "would delete 0 test(s); kept 6" in kept.stdout, kept.stderr
+        (tmp_path / "r.yaml").write_text(yaml.safe_dump(entries(tmp_path / "r.yaml")[2:]))
+        stale = subprocess.run(prune, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert "would delete 2 test(s); kept 4" in stale.stdout, stale.stderr
+    finally:
+        server.stop()
+    local = import_cmd("--agent", "agent_support", "--as-tests", cwd=tmp_path)
+    assert local.returncode == 2 and "--as-tests" in local.stderr

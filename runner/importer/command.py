@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 # aiohttp, anyio, the engine's retry rules) is imported only when an import runs.
 
 DEFAULT_CACHE = Path("results") / ".import-cache"
+DEFAULT_TEST_PREFIX = "convsim/regressions"
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 
@@ -88,6 +89,19 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="the local API's seed (default 0)")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    p.add_argument(
+        "--as-tests",
+        action="store_true",
+        help="also create the vendor's simulation tests (agent-testing) from the scenarios, "
+        "named '<test prefix> <conversation id> [<hash>]' as the agent-testing backend names "
+        "them (needs --base-url of a running API)",
+    )
+    p.add_argument(
+        "--test-prefix",
+        default=DEFAULT_TEST_PREFIX,
+        help=f"name prefix of those tests: a sweep config's target.agent_testing.name_prefix "
+        f"(default {DEFAULT_TEST_PREFIX})",
+    )
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="fetched calls")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     return p
@@ -148,6 +162,8 @@ class Request:
     cache: Cache | None
     concurrency: int
     seed: int
+    test_prefix: str | None
+    """Set with ``--as-tests``: create the simulation tests under this name prefix."""
 
 
 def check(args: argparse.Namespace) -> Request:
@@ -185,6 +201,17 @@ def check(args: argparse.Namespace) -> Request:
             raise Problem(f"--base-url: {base_url!r} is neither 'local' nor an http(s) URL")
         if api_key is None and not is_loopback(base_url):
             raise Problem(f"environment variable {args.api_key_env} is not set (the API key)")
+    if args.as_tests:
+        if base_url == "local":
+            raise Problem(
+                "--as-tests: the bundled local API keeps tests only while it runs; give "
+                "--base-url of a running one (e.g. `make serve`) or the vendor's"
+            )
+        prefix = args.test_prefix
+        if not prefix or prefix != prefix.strip() or any(c in prefix for c in "[]\n"):
+            raise Problem(
+                f"--test-prefix: {prefix!r} must not be empty, hold '[', ']' or edge spaces"
+            )
     cache = None
     if not args.no_cache:
         where = f"local-seed{args.seed}" if base_url == "local" else _slug(base_url)
@@ -202,6 +229,7 @@ def check(args: argparse.Namespace) -> Request:
         cache,
         args.concurrency,
         args.seed,
+        args.test_prefix if args.as_tests else None,
     )
 
 
@@ -220,6 +248,8 @@ class Outcome:
     requests: int
     retries: int
     cached: int
+    tests_created: int = 0
+    tests_existing: int = 0
 
 
 class Progress:
@@ -295,8 +325,21 @@ async def import_conversations(request: Request, base_url: str, progress: Progre
             continue
         result = build_scenario(conv, criteria_defs, request.options)
         (built if isinstance(result, Built) else skipped).append(result)  # type: ignore[arg-type]
+    outcome = Outcome(len(ids), built, skipped, 0, 0, 0)
+    if request.test_prefix is not None and built:
+        from runner.importer.publish import create_tests, test_bodies
+
+        bodies = test_bodies([b.entry for b in built], request.agent_id, None, request.test_prefix)
+        async with make_http_client(base_url, request.api_key, timeouts, 2) as client:
+            publisher = Fetcher(client, counters=fetcher.counters)
+            try:
+                published = await create_tests(publisher, bodies, request.test_prefix)
+            except FetchError as exc:
+                raise Problem(str(exc), EXIT_FAILED) from None
+        outcome.tests_created, outcome.tests_existing = published.created, published.existing
     c = fetcher.counters
-    return Outcome(len(ids), built, skipped, c.requests, c.retries, c.cached)
+    outcome.requests, outcome.retries, outcome.cached = c.requests, c.retries, c.cached
+    return outcome
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -348,6 +391,12 @@ def execute(request: Request, out: TextIO, err: TextIO) -> int:
         f"{outcome.cached} from the cache)",
         file=out,
     )
+    if request.test_prefix is not None:
+        print(
+            f"simulation tests named {request.test_prefix!r}: {outcome.tests_created} created, "
+            f"{outcome.tests_existing} already there",
+            file=out,
+        )
     return 0
 
 

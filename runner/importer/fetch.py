@@ -58,11 +58,17 @@ class Fetcher:
 
     async def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """One GET, retried as a run retries; ``FetchError`` once it cannot succeed."""
+        return await self.call("GET", path, params=params)
+
+    async def call(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None
+    ) -> Any:
+        """One API call, retried as a run retries; ``FetchError`` once it cannot succeed."""
         failures = waits = 0
         while True:
             self.counters.requests += 1
             try:
-                return await request_json(self.client, "GET", path, params=params)
+                return await request_json(self.client, method, path, params=params, json_body=body)
             except AttemptError as exc:
                 failure: Failure = exc.failure
             if failure.action is Action.WAIT_CAPACITY:
@@ -75,7 +81,7 @@ class Fetcher:
                 failures += 1
                 attempt, give_up = failures, failures >= self.retry.max_attempts
             if not failure.retryable or give_up:
-                raise FetchError(f"GET {path}: {failure.message}", failure.status)
+                raise FetchError(f"{method} {path}: {failure.message}", failure.status)
             self.counters.retries += 1
             await self.sleep(backoff_seconds(failure, attempt, self.retry, self.rng))
 
