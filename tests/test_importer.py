@@ -219,6 +219,21 @@ def test_cut_replays_the_lead_up_to_the_first_failing_turn(api: LocalAPI, tmp_pa
             # the history is the transcript's start, and the turn cut off is the agent's
             assert [m.role for m in spec.history] == [m["role"] for m in detail["transcript"][:k]]
             assert detail["transcript"][k]["role"] == "agent"
+    # the replay runs: the simulation continues from the lead-up and the agent speaks next
+    sweep = {
+        "target": {"base_url": api.base_url},
+        "run": {"name": "cut", "repeats": 1, "concurrency": 8, "new_turns_limit": 20},
+        "agents": [{"id": "agent_support"}],
+        "scenarios": [{"file": "first-failure.yaml"}],
+    }
+    (tmp_path / "cut.yaml").write_text(yaml.safe_dump(sweep))
+    runner.run(tmp_path / "cut.yaml", results_root=tmp_path / "results", progress=False)
+    run = runner.load_run(tmp_path / "results" / "cut")
+    jobs = run.jobs.collect() if isinstance(run.jobs, pl.LazyFrame) else run.jobs
+    messages = run.messages.collect() if isinstance(run.messages, pl.LazyFrame) else run.messages
+    assert jobs.height == len(first) and set(jobs["status"]) == {"ok"}
+    opening = messages.filter(pl.col("index") == 0)
+    assert opening.height == len(first) and set(opening["role"]) == {"agent"}
 
 
 # ---------------------------------------------------------------------------- quota

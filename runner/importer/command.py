@@ -258,11 +258,12 @@ class Progress:
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.last = 0.0
+        self.said = ""
 
     def say(self, text: str, force: bool = False) -> None:
         now = time.monotonic()
-        if force or now - self.last >= 1.0:
-            self.last = now
+        if text != self.said and (force or now - self.last >= 1.0):
+            self.last, self.said = now, text
             print(f"import: {text}", file=self.stream, flush=True)
 
 
