@@ -315,32 +315,50 @@ def _cursor_key(call: HistoricCall) -> str:
 
 
 class ProductionHistory:
-    """Every loaded agent's history, built once on first use (in a worker thread)."""
+    """Every loaded agent's history, each built once on first use (in a worker thread): a
+    list filtered by agent builds that agent's only; a conversation looked up by id builds
+    the agents' histories one at a time until it is found."""
 
     def __init__(self, state: LocalAPIState, calls_per_agent: int = CALLS_PER_AGENT) -> None:
         self.state = state
         self.calls_per_agent = calls_per_agent
-        self._calls: list[HistoricCall] | None = None
+        self._built: dict[str, list[HistoricCall]] = {}
         self._by_id: dict[str, HistoricCall] = {}
         self._lock = threading.Lock()
 
-    def _build(self) -> list[HistoricCall]:
+    def _agent_calls(self, agent_id: str) -> list[HistoricCall]:
         with self._lock:
-            if self._calls is None:
-                calls = [
-                    call
-                    for agent in self.state.agents.values()
-                    for call in agent_history(agent, self.state.seed, self.calls_per_agent)
-                ]
-                calls.sort(key=lambda c: (c.start_unix, c.conversation_id), reverse=True)
-                self._by_id = {c.conversation_id: c for c in calls}
-                self._calls = calls
-            return self._calls
+            if agent_id not in self._built:
+                calls = agent_history(
+                    self.state.agents[agent_id], self.state.seed, self.calls_per_agent
+                )
+                self._by_id.update((c.conversation_id, c) for c in calls)
+                self._built[agent_id] = calls
+            return self._built[agent_id]
 
-    async def calls(self) -> list[HistoricCall]:
-        if self._calls is not None:
-            return self._calls
-        return await anyio.to_thread.run_sync(self._build)
+    def _select(self, agent_id: str | None) -> list[HistoricCall]:
+        if agent_id is not None:
+            return self._agent_calls(agent_id) if agent_id in self.state.agents else []
+        calls = [c for a in self.state.agents for c in self._agent_calls(a)]
+        return sorted(calls, key=lambda c: (c.start_unix, c.conversation_id), reverse=True)
+
+    def _find(self, conversation_id: str) -> HistoricCall | None:
+        for agent_id in self.state.agents:
+            if conversation_id in self._by_id:
+                break
+            self._agent_calls(agent_id)
+        return self._by_id.get(conversation_id)
+
+    async def calls(self, agent_id: str | None = None) -> list[HistoricCall]:
+        """Newest first: one agent's calls, or every agent's."""
+        if agent_id is not None and agent_id in self._built:
+            return self._built[agent_id]
+        return await anyio.to_thread.run_sync(self._select, agent_id)
+
+    async def find(self, conversation_id: str) -> HistoricCall | None:
+        if conversation_id in self._by_id:
+            return self._by_id[conversation_id]
+        return await anyio.to_thread.run_sync(self._find, conversation_id)
 
     def _fault(self) -> Response | None:
         state = self.state
@@ -377,9 +395,8 @@ class ProductionHistory:
                 )
             found = [
                 c
-                for c in await self.calls()
-                if (agent_id is None or c.agent_id == agent_id)
-                and (call_successful is None or c.summary["call_successful"] == call_successful)
+                for c in await self.calls(agent_id)
+                if (call_successful is None or c.summary["call_successful"] == call_successful)
                 and (call_start_after_unix is None or c.start_unix > call_start_after_unix)
                 and (call_start_before_unix is None or c.start_unix < call_start_before_unix)
                 and (user_id is None or c.detail["user_id"] == user_id)
@@ -408,8 +425,7 @@ class ProductionHistory:
             fault = self._fault()
             if fault is not None:
                 return fault
-            await self.calls()
-            call = self._by_id.get(conversation_id)
+            call = await self.find(conversation_id)
             if call is None:
                 return JSONResponse(
                     {
