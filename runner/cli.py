@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the local ElevenLabs-compatible API")
     server.add_arguments(serve)
     _add_tests_command(sub)
+    _add_scenarios_command(sub)
     _add_assert_command(sub)
     sub.add_parser(
         "schema", help="print the sweep config's JSON Schema (as in configs/config.schema.json)"
@@ -464,6 +465,12 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_scenarios_command(sub: SubParsers) -> None:
+    from runner.importer.command import add_parser as add_import_parser
+
+    add_import_parser(sub)  # `scenarios import` (runner/importer)
+
+
 def _add_tests_command(sub: SubParsers) -> None:
     tests = sub.add_parser("tests", help="manage the agent-testing backend's simulation tests")
     tests_sub = tests.add_subparsers(dest="tests_command", required=True)
@@ -539,6 +546,10 @@ def main(argv: list[str] | None = None) -> int:
         return server.main(args)
     if args.command == "tests":
         return _cmd_tests_prune(args)
+    if args.command == "scenarios":
+        from runner.importer.command import run as run_import
+
+        return run_import(args)
     if args.command == "merge":
         return _cmd_merge(args)
     if args.command == "assert":

@@ -47,6 +47,7 @@ from runner.localapi.faults import (
     FaultKind,
     fault_frame_index,
 )
+from runner.localapi.history import ProductionHistory
 from runner.localapi.pricing import calculate, conversation_cost
 from runner.localapi.replies import await_disconnect, drop_connection, fault_reply
 from runner.localapi.state import (
@@ -420,6 +421,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.add_middleware(EdgeMiddleware, state=state)
     testing = AgentTestingEmulator(state)
     app.include_router(testing.router())
+    app.include_router(ProductionHistory(state).router())
 
     @app.exception_handler(StarletteHTTPException)
     async def not_emulated(request: Request, exc: StarletteHTTPException) -> Response:
