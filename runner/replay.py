@@ -16,12 +16,14 @@ is no repeat.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import polars as pl
 
 from runner.analysis import case_columns
+from runner.schema import VERDICTS
 from runner.verdicts import Outcome, Rule, Treatment, first_stop, fixed_wilson
 
 Frame = pl.DataFrame | pl.LazyFrame
@@ -192,3 +194,69 @@ def render(replayed: pl.DataFrame) -> str:
             + " not spent"
         )
     return "\n".join(lines)
+
+
+def verdict_table(
+    jobs: Frame,
+    criteria: Frame,
+    rule: Rule,
+    of: str | Sequence[str] = "all",
+) -> pl.DataFrame:
+    """The ``verdicts`` table (``runner.schema.VERDICTS``) of a run with sequential repeats,
+    from its stored outcomes: per case (and criterion), the rule's decision over every repeat
+    that finished (those that ran past the stop included: they were paid for).
+
+    ``settled_at`` is where the rule, walked in repeat order, first settled the verdict; the
+    verdict is the decision over all the repeats, or the settled one when the repeats that
+    ran past it left the bounds short of a verdict again (the rules are valid at the stop)."""
+    sequences = repeat_outcomes(jobs, criteria, of)
+    job = jobs.lazy() if isinstance(jobs, pl.DataFrame) else jobs
+    labels = dict(job.select("agent_id", "agent_label").unique("agent_id").collect().iter_rows())
+    axes = [c for c in sequences.columns if c.startswith("matrix.")]
+    params = rule.params()
+    alpha = params.get("alpha")
+    rows: list[dict[str, Any]] = []
+    for case in sequences.iter_rows(named=True):
+        outcomes: list[Outcome] = case["outcomes"]
+        stopped, at_stop = first_stop(rule, outcomes)
+        final = rule.decide(outcomes)
+        settled = at_stop.verdict != "undecided"
+        verdict = final.verdict if final.verdict != "undecided" or not settled else at_stop.verdict
+        t = final.tally
+        rows.append(
+            {
+                "agent_id": case["agent_id"],
+                "agent_label": labels.get(case["agent_id"], case["agent_id"]),
+                "scenario_id": case["scenario_id"],
+                **{a: case[a] for a in axes},
+                "criterion_id": case.get("criterion_id"),
+                "rule": rule.name,
+                "params": json.dumps(params, sort_keys=True),
+                "pass_rate": float(params["pass_rate"]),
+                "alpha": None if alpha is None else float(alpha),
+                "max_repeats": rule.max_repeats,
+                "repeats": t.repeats,
+                "passes": t.passes,
+                "failures": t.failures,
+                "unknowns": t.unknowns,
+                "errors": t.errors,
+                "trials": t.trials,
+                "lower": final.lower,
+                "upper": final.upper,
+                "verdict": verdict,
+                "reason": final.reason if final.verdict == verdict else at_stop.reason,
+                "settled_at": stopped if settled else None,
+                "ran_past": len(outcomes) - stopped if settled else 0,
+                "cost_usd": float(sum(case["cost_usd"])),
+                "credits_used": int(sum(case["credits_used"])),
+            }
+        )
+    base = dict(VERDICTS.schema)
+    at = list(base).index("scenario_id") + 1
+    names = list(base)
+    schema = pl.Schema(
+        [(n, base[n]) for n in names[:at]]
+        + [(a, pl.String()) for a in axes]
+        + [(n, base[n]) for n in names[at:]]
+    )
+    return pl.DataFrame(rows, schema=schema)
