@@ -24,7 +24,16 @@ import polars as pl
 
 from runner.analysis import case_columns
 from runner.schema import VERDICTS
-from runner.verdicts import Outcome, Rule, Treatment, first_stop, fixed_wilson
+from runner.verdicts import (
+    Anytime,
+    Curtail,
+    Outcome,
+    Rule,
+    Sprt,
+    Treatment,
+    first_stop,
+    fixed_wilson,
+)
 
 Frame = pl.DataFrame | pl.LazyFrame
 
@@ -245,6 +254,7 @@ def verdict_table(
                 "upper": final.upper,
                 "verdict": verdict,
                 "reason": final.reason if final.verdict == verdict else at_stop.reason,
+                "stopped": at_stop.stop or len(outcomes) >= rule.max_repeats,
                 "settled_at": stopped if settled else None,
                 "ran_past": len(outcomes) - stopped if settled else 0,
                 "cost_usd": float(sum(case["cost_usd"])),
@@ -260,3 +270,82 @@ def verdict_table(
         + [(n, base[n]) for n in names[at:]]
     )
     return pl.DataFrame(rows, schema=schema)
+
+
+def verdict_summary(table: pl.DataFrame) -> str:
+    """The end-of-run line of a ``verdicts`` table: cases by verdict, where they settled on
+    average, and what the stopped cases did not spend against fixed repeats of ``max`` (the
+    repeats not run, at the run's mean spend per repeat)."""
+    if table.is_empty():
+        return "verdicts: no case finished a repeat"
+    counts = table["verdict"].value_counts()
+    by = dict(zip(counts["verdict"].to_list(), counts["count"].to_list(), strict=True))
+    kind = "case verdicts" if table["criterion_id"].is_not_null().any() else "cases"
+    line = (
+        f"{kind}: {by.get('pass', 0)} pass, {by.get('fail', 0)} fail, "
+        f"{by.get('undecided', 0)} undecided"
+    )
+    settled = table["settled_at"].drop_nulls()
+    top = int(table["max_repeats"].max())  # type: ignore[arg-type]
+    if len(settled):
+        mean = float(settled.cast(pl.Float64).sum()) / len(settled)
+        line += f"; settled after {mean:.1f} of {top} repeats on average"
+    keys = [c for c in table.columns if c in ("agent_id", "scenario_id") or c.startswith("matrix.")]
+    cases = table.group_by(keys).agg(
+        pl.col("repeats").max(),
+        pl.col("stopped").all(),
+        pl.col("max_repeats").max(),
+        pl.col("cost_usd").max(),
+    )
+    run = int(cases["repeats"].sum())
+    unspent = int(
+        cases.filter(pl.col("stopped"))
+        .select(pl.col("max_repeats") - pl.col("repeats"))
+        .sum()
+        .item()
+    )
+    usd = float(cases["cost_usd"].sum())
+    line += f"; {unspent} simulations"
+    if usd > 0 and run:
+        line += f" and ${usd / run * unspent:.2f}"
+    return line + " not spent against fixed repeats"
+
+
+def verdict_gate(table: pl.DataFrame, undecided: str = "pass") -> tuple[int, list[str]]:
+    """``check --verdicts``: exit 1 when a case's verdict is ``fail`` (and ``undecided``
+    when ``undecided`` is ``fail``), with one line per case that fails the gate."""
+    failing = ["fail", *(["undecided"] if undecided == "fail" else [])]
+    bad = table.filter(pl.col("verdict").is_in(failing))
+    lines = []
+    for row in bad.iter_rows(named=True):
+        where = [row["agent_label"], row["scenario_id"]]
+        where += [
+            f"{c[len('matrix.') :]}={row[c]}" for c in table.columns if c.startswith("matrix.")
+        ]
+        if row["criterion_id"] is not None:
+            where.append(row["criterion_id"])
+        lines.append(f"{row['verdict'].upper()} {' / '.join(where)}: {row['reason']}")
+    return (1 if len(bad) else 0), lines
+
+
+def rule_from(
+    name: str,
+    pass_rate: float,
+    max_repeats: int,
+    *,
+    alpha: float = 0.05,
+    min_repeats: int = 1,
+    pass_rate_low: float | None = None,
+    beta: float = 0.05,
+    passes: int | None = None,
+) -> Rule:
+    """A rule from the replay command's flags; ValueError names a bad one."""
+    if name == "anytime":
+        return Anytime(pass_rate, alpha, max_repeats, min_repeats)
+    if name == "sprt":
+        if pass_rate_low is None:
+            raise ValueError("--pass-rate-low is required by --rule sprt")
+        return Sprt(pass_rate, pass_rate_low, alpha, beta, max_repeats, min_repeats)
+    if name == "curtail":
+        return Curtail(pass_rate, max_repeats, passes, min_repeats)
+    raise ValueError(f"--rule must be anytime, sprt or curtail (got {name!r})")
