@@ -3,15 +3,26 @@ and a run against the local API that stops cases' repeats once their verdicts ar
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import yaml
 
 from runner.config import load_config
 from runner.jobs import Job, iter_jobs
+from runner.localapi.server import local_api_process
 from runner.planner import WAIT, Case, Finished, UntilVerdict, case_of
-from runner.verdicts import Anytime, Curtail
+from runner.replay import repeat_outcomes
+from runner.schema import VERDICTS
+from runner.store import TMP_PREFIX, done_job_keys
+from runner.verdicts import Anytime, Curtail, fixed_wilson
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ALL_PASS = (("c", "success"),)
 ALL_FAIL = (("c", "failure"),)
@@ -143,3 +154,244 @@ def test_a_case_stops_when_all_its_listed_criteria_settle(tmp_path: Path) -> Non
         a, b = planner.decisions(case)
         assert (a.verdict, b.verdict) == ("fail", "pass")
     assert len(sent) == 6 * 14
+
+
+# ------------------------------------------------------------------ end to end, local API
+
+E2E_SCENARIOS = 4
+
+
+def e2e_config(tmp_path: Path, base_url: str, repeats: Any, name: str) -> Path:
+    """2 agents x 4 scenarios of the local API; its agents' criteria judge every job."""
+    config = {
+        "target": {"base_url": base_url, "timeouts": {"first_byte": 10, "idle": 10, "total": 60}},
+        "run": {"name": name, "concurrency": 8, "repeats": repeats, "new_turns_limit": 6},
+        "agents": [{"id": "agent_support"}, {"id": "agent_booking"}],
+        "scenarios": [
+            {
+                "id": f"s{i}",
+                "first_message": f"Where is my order A-{1000 + i}?",
+                "prompt": f"You are customer {i}; order A-{1000 + i} is late.",
+            }
+            for i in range(E2E_SCENARIOS)
+        ],
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+SEQ = {"max": 20, "until": "verdict", "pass_rate": 0.8}
+
+
+def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def verdicts_of(run_dir: Path) -> dict[tuple[str, str], str]:
+    table = pl.read_parquet(run_dir / "verdicts.parquet")
+    return {(r["agent_id"], r["scenario_id"]): r["verdict"] for r in table.iter_rows(named=True)}
+
+
+def test_a_sequential_run_spends_less_than_fixed_repeats_and_agrees(tmp_path: Path) -> None:
+    results = tmp_path / "r"
+    with local_api_process(["--time-scale", "0.02", "--seed", "11"]) as api:
+        seq = run_cli(
+            "run",
+            str(e2e_config(tmp_path, api.base_url, SEQ, "seq")),
+            "--results",
+            str(results),
+            "--no-progress",
+        )
+        assert seq.returncode in (0,), seq.stderr
+        sent_seq = api.stats()["simulate_requests"]
+    with local_api_process(["--time-scale", "0.02", "--seed", "11"]) as api:
+        fixed = run_cli(
+            "run",
+            str(e2e_config(tmp_path, api.base_url, 20, "fixed")),
+            "--results",
+            str(results),
+            "--no-progress",
+        )
+        assert fixed.returncode == 0, fixed.stderr
+        sent_fixed = api.stats()["simulate_requests"]
+    assert sent_fixed == 2 * E2E_SCENARIOS * 20
+    assert sent_seq < sent_fixed * 0.75  # at least 25% fewer (the issue's target)
+    assert "not spent against fixed repeats" in seq.stdout
+    table = pl.read_parquet(results / "seq" / "verdicts.parquet")
+    assert table.height == 2 * E2E_SCENARIOS
+    assert int(table["repeats"].sum()) == sent_seq  # every simulation sent is a counted repeat
+    # where the fixed run's Wilson verdict and the sequential one are both settled, they agree
+    jobs, criteria = (
+        pl.read_parquet(results / "fixed" / f"{t}.parquet") for t in ("jobs", "criteria")
+    )
+    full = {
+        (r["agent_id"], r["scenario_id"]): fixed_wilson(r["outcomes"], 0.8).verdict
+        for r in repeat_outcomes(jobs, criteria).iter_rows(named=True)
+    }
+    settled = {k: v for k, v in verdicts_of(results / "seq").items() if v != "undecided"}
+    assert settled
+    assert all(full[k] in (v, "undecided") for k, v in settled.items())
+    # the replay command over the fixed run
+    shadow = run_cli(
+        "replay",
+        str(results / "fixed"),
+        "--rule",
+        "anytime",
+        "--pass-rate",
+        "0.8",
+        "--alpha",
+        "0.05",
+    )
+    assert shadow.returncode == 0, shadow.stderr
+    assert (
+        shadow.stdout.startswith("anytime: ") and "of 160 simulations not needed" in shadow.stdout
+    )
+    bad = run_cli("replay", str(results / "fixed"), "--rule", "sprt", "--pass-rate", "0.8")
+    assert bad.returncode == 2 and "--pass-rate-low is required" in bad.stderr
+
+
+def test_kill_9_then_resume_continues_each_case_where_it_stood(tmp_path: Path) -> None:
+    """A killed sequential run resumed to the end sends no finished job again, runs each case's
+    repeats in order without gaps, and settles the verdicts an uninterrupted run settles (the
+    local API's outcomes are seeded per agent and body: the same cases, clearly apart, here)."""
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    with local_api_process(["--time-scale", "0.05", "--seed", "11"]) as api:
+        done = run_cli(
+            "run",
+            str(e2e_config(tmp_path, api.base_url, SEQ, "seq")),
+            "--results",
+            str(whole),
+            "--no-progress",
+        )
+        assert done.returncode == 0, done.stderr
+    # slower conversations (same outcomes: they are seeded by agent and body), so the kill
+    # lands mid-run
+    with local_api_process(["--time-scale", "0.5", "--seed", "11"]) as api:
+        config = e2e_config(tmp_path, api.base_url, SEQ, "seq")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "runner",
+                "run",
+                str(config),
+                "--results",
+                str(broken),
+                "--no-progress",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        parts = broken / "seq" / "parts" / "jobs"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not [
+            p for p in parts.glob("*.parquet") if not p.name.startswith(TMP_PREFIX)
+        ]:
+            time.sleep(0.05)
+        proc.kill()
+        proc.communicate()
+        before = done_job_keys(broken / "seq")
+        whole_jobs = pl.read_parquet(whole / "seq" / "jobs.parquet").height
+        assert 0 < len(before) < whole_jobs  # killed mid-run
+        api.reset_stats()
+        resumed = run_cli("run", str(config), "--results", str(broken), "--no-progress")
+        assert resumed.returncode == 0, resumed.stderr
+    jobs = pl.read_parquet(broken / "seq" / "jobs.parquet")
+    assert jobs["job_key"].n_unique() == jobs.height  # nothing paid for twice
+    for (_, _), group in jobs.group_by("agent_id", "scenario_id"):
+        assert sorted(group["repeat"]) == list(range(group.height))  # the n-th repeat, no gaps
+    a, b = verdicts_of(whole / "seq"), verdicts_of(broken / "seq")
+    assert a.keys() == b.keys()
+    both = [k for k in a if a[k] != "undecided" and b[k] != "undecided"]
+    assert both and all(a[k] == b[k] for k in both)
+
+
+def test_extending_max_continues_only_the_cases_still_open(tmp_path: Path) -> None:
+    results = tmp_path / "r"
+    with local_api_process(["--time-scale", "0.02", "--seed", "11"]) as api:
+        short = {**SEQ, "max": 3}
+        first = run_cli(
+            "run",
+            str(e2e_config(tmp_path, api.base_url, short, "ext")),
+            "--results",
+            str(results),
+            "--no-progress",
+        )
+        assert first.returncode == 0, first.stderr
+        table = pl.read_parquet(results / "ext" / "verdicts.parquet")
+        settled = {
+            (r["agent_id"], r["scenario_id"])
+            for r in table.iter_rows(named=True)
+            if r["verdict"] != "undecided"
+        }
+        keys_before = set(pl.read_parquet(results / "ext" / "jobs.parquet")["job_key"])
+        second = run_cli(
+            "run",
+            str(e2e_config(tmp_path, api.base_url, SEQ, "ext")),
+            "--results",
+            str(results),
+            "--no-progress",
+        )
+        assert second.returncode == 0, second.stderr
+    jobs = pl.read_parquet(results / "ext" / "jobs.parquet")
+    assert keys_before <= set(jobs["job_key"])  # the same keys: the first repeats are kept
+    new = jobs.filter(~pl.col("job_key").is_in(list(keys_before)))
+    assert not {(r["agent_id"], r["scenario_id"]) for r in new.iter_rows(named=True)} & settled
+    after = pl.read_parquet(results / "ext" / "verdicts.parquet")
+    assert int(after["max_repeats"].max()) == 20
+
+
+def test_check_verdicts_exit_codes(tmp_path: Path) -> None:
+    def table(*verdicts: str) -> Path:
+        run_dir = tmp_path / "-".join(verdicts)
+        run_dir.mkdir()
+        rows = [
+            {
+                "agent_id": "a",
+                "agent_label": "a",
+                "scenario_id": f"s{i}",
+                "criterion_id": None,
+                "rule": "anytime",
+                "params": "{}",
+                "pass_rate": 0.8,
+                "alpha": 0.05,
+                "max_repeats": 20,
+                "repeats": 14,
+                "passes": 14,
+                "failures": 0,
+                "unknowns": 0,
+                "errors": 0,
+                "trials": 14,
+                "lower": 0.0,
+                "upper": 1.0,
+                "verdict": v,
+                "reason": "r",
+                "stopped": True,
+                "settled_at": None if v == "undecided" else 14,
+                "ran_past": 0,
+                "cost_usd": 0.1,
+                "credits_used": 0,
+            }
+            for i, v in enumerate(verdicts)
+        ]
+        pl.DataFrame(rows, schema=VERDICTS.schema).write_parquet(run_dir / "verdicts.parquet")
+        return run_dir
+
+    passing, failing, open_ = table("pass"), table("pass", "fail"), table("pass", "undecided")
+    assert run_cli("check", str(passing), "--verdicts").returncode == 0
+    out = run_cli("check", str(failing), "--verdicts")
+    assert out.returncode == 1 and "FAIL a / s1: r" in out.stdout
+    assert run_cli("check", str(open_), "--verdicts").returncode == 0  # undecided: pass
+    assert run_cli("check", str(open_), "--verdicts", "--undecided", "fail").returncode == 1
+    missing = run_cli("check", str(tmp_path), "--verdicts")
+    assert missing.returncode == 2 and "no verdicts table" in missing.stderr
