@@ -411,6 +411,9 @@ async def execute(
         # a failed write (disk full, directory gone) stops the run at once: what was written
         # or journaled before stays, nothing more is paid for
         sink = JournaledParts(opened.writer)
+        planner = session_planner(cfg, opened, limit)
+        if isinstance(planner, UntilVerdict):
+            engine.counters.cases = planner.tally
         try:
             async with anyio.create_task_group() as tg:
                 if progress and total:
@@ -418,7 +421,7 @@ async def execute(
                 if handle_signals:
                     tg.start_soon(_watch_signals, engine, cfg.run.shutdown_grace, sys.stderr)
                 try:
-                    await engine.run(session_planner(cfg, opened, limit), sink)
+                    await engine.run(planner, sink)
                 except RunAborted as exc:  # caught here, not as a task group's exception group
                     result.aborted = exc.failure
                 finally:
