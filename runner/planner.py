@@ -244,6 +244,15 @@ class UntilVerdict:
     def cases(self) -> list[Case]:
         return list(self._cases)
 
+    def needed(self) -> list[Job]:
+        """The next job of every case that still needs one (fewer than ``min`` repeats, or its
+        rule has not stopped): what a sharded run's merge reports missing."""
+        return [
+            s.jobs[s.sent]
+            for s in self._states
+            if s.sent < len(s.jobs) and (s.known + s.in_flight < self._min or not s.stopped)
+        ]
+
     def tally(self) -> tuple[int, int]:
         """(cases stopped, cases not stopped) over the outcomes so far: live progress."""
         stopped = sum(1 for s in self._states if s.stopped)

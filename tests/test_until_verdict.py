@@ -408,3 +408,24 @@ def test_until_verdict_with_agent_testing_is_refused_at_load(tmp_path: Path) -> 
     raw["run"]["repeats"] = {**SEQ, "until": "max"}
     path.write_text(yaml.safe_dump(raw))
     assert load_config(path).run.max_repeats == 20
+
+
+def test_shards_keep_a_case_whole_and_merge_writes_the_verdicts(tmp_path: Path) -> None:
+    results = tmp_path / "r"
+    with local_api_process(["--time-scale", "0.02", "--seed", "11"]) as api:
+        config = e2e_config(tmp_path, api.base_url, SEQ, "sh")
+        homes: dict[tuple[str, str], set[int]] = {}
+        for i in range(2):
+            out = run_cli(
+                "run", str(config), "--results", str(results), "--no-progress", "--shard", f"{i}/2"
+            )
+            assert out.returncode == 0, out.stderr
+        merged = run_cli("merge", str(results / "sh"))
+        assert merged.returncode == 0, merged.stdout + merged.stderr
+    jobs = pl.read_parquet(results / "sh" / "jobs.parquet")
+    for row in jobs.iter_rows(named=True):
+        homes.setdefault((row["agent_id"], row["scenario_id"]), set()).add(row["run_id"])
+    assert all(len(runs) == 1 for runs in homes.values())  # one shard's session per case
+    table = pl.read_parquet(results / "sh" / "verdicts.parquet")
+    assert table.height == 2 * E2E_SCENARIOS and table["stopped"].all()
+    assert jobs.height < 2 * E2E_SCENARIOS * 20
