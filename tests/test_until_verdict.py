@@ -429,3 +429,19 @@ def test_shards_keep_a_case_whole_and_merge_writes_the_verdicts(tmp_path: Path) 
     table = pl.read_parquet(results / "sh" / "verdicts.parquet")
     assert table.height == 2 * E2E_SCENARIOS and table["stopped"].all()
     assert jobs.height < 2 * E2E_SCENARIOS * 20
+
+
+def test_with_a_budget_the_case_closest_to_a_verdict_goes_first(tmp_path: Path) -> None:
+    """Curtail at 16 of 20: A (2 passes, 4 failures) is one failure from FAIL; B (5 passes)
+    is five repeats from anything. Repeat-major order sends B's next repeat first (fewer
+    repeats so far); ``closest_first`` (a run with a budget) sends A's."""
+    jobs = [j for j in jobs_of(tmp_path) if j.agent_id == "agent_a" and j.scenario_id != "s2"]
+    a = [j for j in jobs if j.scenario_id == "s0"]
+    b = [j for j in jobs if j.scenario_id == "s1"]
+    stored = {j.key: ("ok", ALL_PASS if j.repeat < 2 else ALL_FAIL) for j in a[:6]}
+    stored |= {j.key: ("ok", ALL_PASS) for j in b[:5]}
+    plain = UntilVerdict(jobs, Curtail(0.8, 20), stored=stored).next()
+    closest = UntilVerdict(jobs, Curtail(0.8, 20), stored=stored, closest_first=True).next()
+    assert isinstance(plain, Job) and isinstance(closest, Job)
+    assert (plain.scenario_id, plain.repeat) == ("s1", 5)
+    assert (closest.scenario_id, closest.repeat) == ("s0", 6)
