@@ -27,9 +27,9 @@ BLOCK = re.compile(
 
 def tables() -> str:
     """The results tables' columns, as ``runner.schema`` defines them."""
-    from runner.schema import TABLES, markdown
+    from runner.schema import TABLES, VERDICTS, markdown
 
-    return "\n\n".join(markdown(t) for t in TABLES)
+    return "\n\n".join(markdown(t) for t in (*TABLES, VERDICTS))
 
 
 # --- the config reference, from the JSON Schema -------------------------------------------

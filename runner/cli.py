@@ -261,6 +261,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"when every shard is done: python -m runner merge {report.run_dir}")
     else:
         print_summary(report.run_dir, headline, _console())
+    if report.verdicts is not None:
+        from runner.replay import verdict_summary
+
+        print(verdict_summary(report.verdicts))
     if report.interrupted:
         _err(
             f"interrupted: {report.counters.done} job(s) finished this session are saved in "
@@ -648,6 +652,39 @@ def _add_analysis_commands(sub: SubParsers) -> None:
         help="maximum total credits billed (jobs.credits_used; agent-testing)",
     )
     check.add_argument("--junit", type=Path, help="write JUnit XML here")
+    check.add_argument(
+        "--verdicts",
+        action="store_true",
+        help="exit 1 when any case's verdict is fail (RUN_DIR/verdicts.parquet: run.repeats "
+        "with until: verdict)",
+    )
+    check.add_argument(
+        "--undecided",
+        choices=("pass", "fail"),
+        default="pass",
+        help="with --verdicts: how an undecided case counts (default: pass; it is listed)",
+    )
+
+    replay = sub.add_parser(
+        "replay",
+        help="shadow mode: where a sequential rule would have stopped a finished run's repeats",
+    )
+    replay.add_argument("run_dir", type=Path, help="a results/<run>/ directory")
+    replay.add_argument("--rule", choices=("anytime", "sprt", "curtail"), default="anytime")
+    replay.add_argument("--pass-rate", type=float, required=True, help="the verdict's threshold")
+    replay.add_argument("--alpha", type=float, default=0.05, help="chance of a wrong verdict")
+    replay.add_argument("--max", type=int, help="most repeats (default: the run's repeats)")
+    replay.add_argument("--min", type=int, default=1, help="repeats before any verdict")
+    replay.add_argument("--pass-rate-low", type=float, help="sprt only: the rate that fails")
+    replay.add_argument("--beta", type=float, default=0.05, help="sprt only")
+    replay.add_argument("--passes", type=int, help="curtail only: passes needed of --max")
+    replay.add_argument(
+        "--of",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="judge this criterion alone (repeatable; default: all criteria together)",
+    )
 
 
 def _console() -> Console:
@@ -728,7 +765,64 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from runner.replay import render, replay, rule_from
+
+    try:
+        run = _load(args.run_dir)
+        top = (
+            args.max
+            or int(run.jobs.lazy().select(pl.col("repeat").max()).collect().item() or 0) + 1
+        )
+        rule = rule_from(
+            args.rule,
+            args.pass_rate,
+            top,
+            alpha=args.alpha,
+            min_repeats=args.min,
+            pass_rate_low=args.pass_rate_low,
+            beta=args.beta,
+            passes=args.passes,
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    print(render(replay(run.jobs, run.criteria, [rule], of=args.of or "all")))
+    return EXIT_OK
+
+
+def _check_verdicts(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from runner.replay import verdict_gate, verdict_summary
+
+    path = args.run_dir / "verdicts.parquet"
+    if not path.exists():
+        _err(f"no verdicts table at {path}: the run's run.repeats needs until: verdict")
+        return EXIT_USAGE
+    table = pl.read_parquet(path)
+    code, lines = verdict_gate(table, args.undecided)
+    for line in lines:
+        print(line)
+    print(f"{verdict_summary(table)}; exit {code}")
+    return code
+
+
+GATE_FLAGS = ("min_pass_rate", "max_error_rate", "max_cost", "max_credits")
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
+    if args.verdicts:
+        code = _check_verdicts(args)
+        if code == EXIT_USAGE or not any(getattr(args, f) is not None for f in GATE_FLAGS):
+            return code
+        return max(code, _check_gates(args))
+    return _check_gates(args)
+
+
+def _check_gates(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
@@ -773,4 +867,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return code
 
 
-ANALYSIS_COMMANDS = {"report": _cmd_report, "compare": _cmd_compare, "check": _cmd_check}
+ANALYSIS_COMMANDS = {
+    "report": _cmd_report,
+    "compare": _cmd_compare,
+    "check": _cmd_check,
+    "replay": _cmd_replay,
+}

@@ -146,6 +146,8 @@ class Counters:
     server_quota: int | None = None  # the last ``maximum-concurrent-requests`` the server sent
     active_jobs: int = 0  # jobs dispatched and not finished (retries included): the budget's
     budget_stopped: bool = False  # ``run.budget`` stopped dispatching (in-flight jobs finished)
+    cases: Callable[[], tuple[int, int]] | None = None
+    """Sequential repeats: (cases stopped, cases open) now (``UntilVerdict.tally``)."""
 
 
 @dataclass

@@ -26,7 +26,7 @@ from runner.config.body import (
 from runner.config.models import Config
 from runner.config.scenarios import iter_scenarios, scenario_count
 
-__all__ = ["REUSED_CELLS", "Job", "count_jobs", "iter_jobs", "job_key"]
+__all__ = ["REUSED_CELLS", "Job", "case_key", "count_jobs", "iter_jobs", "job_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,14 @@ class Job:
     def __post_init__(self) -> None:
         if not self.content:  # a job built by hand: encode its body here, once
             object.__setattr__(self, "content", encode_body(self.body))
+
+
+def case_key(job: Job) -> str:
+    """A case's identity as text (agent, branch, scenario, matrix cell: what repeats repeat).
+    A sharded run with sequential repeats hashes it: a case's repeats stay in one shard, the
+    only one that sees all of its outcomes."""
+    cells = "\0".join(f"{axis}={value}" for axis, value in job.matrix)
+    return f"{job.agent_id}\0{job.branch_id or ''}\0{job.scenario_id}\0{cells}"
 
 
 def job_key(

@@ -11,6 +11,7 @@ it again rebuilds the same tables: it is idempotent.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from runner.jobs import Job
 from runner.journal import recover
 from runner.manifest import Manifest
 from runner.plan import shard_homes, sweep_jobs
+from runner.planner import UntilVerdict
 from runner.store import (
     RunLock,
     StoreError,
@@ -27,8 +29,10 @@ from runner.store import (
     job_totals,
     read_manifest,
     shard_manifests,
+    stored_outcomes,
     write_manifest,
 )
+from runner.sweep import write_verdicts
 
 
 @dataclass
@@ -93,6 +97,24 @@ def _limit(run_dir: Path) -> int | None:
     return None if not limits or None in limits else max(x for x in limits if x is not None)
 
 
+def _covered(cfg: Config, limit: int | None, run_dir: Path, finished: set[str]) -> Iterator[Job]:
+    """The jobs a complete run has: every job of the sweep; with ``run.repeats: {until:
+    verdict}`` those finished plus the next repeat of each case whose rule has not stopped
+    (the others were never needed)."""
+    seq = cfg.run.sequential
+    if seq is None or seq.until != "verdict":
+        yield from sweep_jobs(cfg, limit)
+        return
+    yield from (job for job in sweep_jobs(cfg, limit) if job.key in finished)
+    planner = UntilVerdict(
+        sweep_jobs(cfg, limit),
+        seq.rule_for(),
+        None if seq.of == "all" else seq.of,
+        stored_outcomes(run_dir, finished),
+    )
+    yield from planner.needed()
+
+
 def merge(
     run_dir: Path,
     *,
@@ -114,7 +136,7 @@ def merge(
         )
         missing: list[Job] = []
         home_of = shard_homes(cfg, limit, count) if count else None
-        for job in sweep_jobs(cfg, limit):
+        for job in _covered(cfg, limit, run_dir, finished):
             result.planned += 1
             if job.key in finished:
                 result.finished += 1
@@ -140,6 +162,7 @@ def merge(
             return result
         axes = tuple(cfg.matrix)
         result.table_counts = compact(run_dir, axes)
+        write_verdicts(cfg, run_dir)
         manifest = read_manifest(run_dir)
         assert manifest is not None  # sweep_config read it
         totals = job_totals(run_dir)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from runner.backends.agent_testing import repeat_window, test_spec
 from runner.config import Config
-from runner.jobs import Job, count_jobs, iter_jobs
+from runner.jobs import Job, case_key, count_jobs, iter_jobs
 from runner.shard import Shard, shard_of, split_groups
 
 DEFAULT_RESULTS = Path("results")
@@ -48,10 +48,16 @@ def split_unit(cfg: Config) -> Callable[[Job], str]:
 
 
 def shard_homes(cfg: Config, limit: int | None, count: int) -> Callable[[Job], int]:
-    """The shard of ``count`` that runs a job. Simulations: a hash of the job's key.
-    Agent-testing: whole ``split_unit``s, balanced over the shards by their jobs
+    """The shard of ``count`` that runs a job. Simulations: a hash of the job's key; with
+    sequential repeats (``run.repeats`` a mapping) a hash of its case (``jobs.case_key``), so
+    one shard holds all of a case's repeats and decides when they stop. Agent-testing: whole
+    ``split_unit``s, balanced over the shards by their jobs
     (``split_groups``; one pass over the sweep first)."""
-    if cfg.target.backend != "agent-testing" or count == 1:
+    if count == 1:
+        return lambda job: 0
+    if cfg.target.backend != "agent-testing":
+        if cfg.run.sequential is not None:
+            return lambda job: shard_of(case_key(job), count)
         return lambda job: shard_of(job.key, count)
     unit_of = split_unit(cfg)
     homes = split_groups(Counter(unit_of(job) for job in _limited(cfg, limit)), count)

@@ -32,12 +32,22 @@ def in_flight_text(c: Counters) -> str:
     return text
 
 
+def cases_text(c: Counters) -> str:
+    """``cases 12 decided, 9 open`` with sequential repeats (the planner's count); else empty."""
+    if c.cases is None:
+        return ""
+    stopped, open_ = c.cases()
+    return f"  cases {stopped} decided, {open_} open"
+
+
 def status_line(c: Counters, elapsed: float) -> str:
     rate = c.done / elapsed if elapsed > 0 else 0.0
     kinds = ", ".join(f"{k} {n}" for k, n in c.failures_by_kind.most_common(3))
     return (
         f"{c.done}/{c.total} done  ok {c.ok}  errors {c.errors}  retries {c.retries}  "
-        f"{in_flight_text(c)}  {rate:.1f} jobs/s" + (f"  failures: {kinds}" if kinds else "")
+        f"{in_flight_text(c)}  {rate:.1f} jobs/s"
+        + cases_text(c)
+        + (f"  failures: {kinds}" if kinds else "")
     )
 
 
@@ -77,7 +87,7 @@ async def show_progress(
             total=c.total,
             description=(
                 f"ok [green]{c.ok}[/]  err [red]{c.errors}[/]  retries {c.retries}  "
-                f"{in_flight_text(c)}"
+                f"{in_flight_text(c)}{cases_text(c)}"
             ),
         )
 

@@ -16,13 +16,24 @@ is no repeat.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import polars as pl
 
 from runner.analysis import case_columns
-from runner.verdicts import Outcome, Rule, Treatment, first_stop, fixed_wilson
+from runner.schema import VERDICTS
+from runner.verdicts import (
+    Anytime,
+    Curtail,
+    Outcome,
+    Rule,
+    Sprt,
+    Treatment,
+    first_stop,
+    fixed_wilson,
+)
 
 Frame = pl.DataFrame | pl.LazyFrame
 
@@ -192,3 +203,149 @@ def render(replayed: pl.DataFrame) -> str:
             + " not spent"
         )
     return "\n".join(lines)
+
+
+def verdict_table(
+    jobs: Frame,
+    criteria: Frame,
+    rule: Rule,
+    of: str | Sequence[str] = "all",
+) -> pl.DataFrame:
+    """The ``verdicts`` table (``runner.schema.VERDICTS``) of a run with sequential repeats,
+    from its stored outcomes: per case (and criterion), the rule's decision over every repeat
+    that finished (those that ran past the stop included: they were paid for).
+
+    ``settled_at`` is where the rule, walked in repeat order, first settled the verdict; the
+    verdict is the decision over all the repeats, or the settled one when the repeats that
+    ran past it left the bounds short of a verdict again (the rules are valid at the stop)."""
+    sequences = repeat_outcomes(jobs, criteria, of)
+    job = jobs.lazy() if isinstance(jobs, pl.DataFrame) else jobs
+    labels = dict(job.select("agent_id", "agent_label").unique("agent_id").collect().iter_rows())
+    axes = [c for c in sequences.columns if c.startswith("matrix.")]
+    params = rule.params()
+    alpha = params.get("alpha")
+    rows: list[dict[str, Any]] = []
+    for case in sequences.iter_rows(named=True):
+        outcomes: list[Outcome] = case["outcomes"]
+        stopped, at_stop = first_stop(rule, outcomes)
+        final = rule.decide(outcomes)
+        settled = at_stop.verdict != "undecided"
+        verdict = final.verdict if final.verdict != "undecided" or not settled else at_stop.verdict
+        t = final.tally
+        rows.append(
+            {
+                "agent_id": case["agent_id"],
+                "agent_label": labels.get(case["agent_id"], case["agent_id"]),
+                "scenario_id": case["scenario_id"],
+                **{a: case[a] for a in axes},
+                "criterion_id": case.get("criterion_id"),
+                "rule": rule.name,
+                "params": json.dumps(params, sort_keys=True),
+                "pass_rate": float(params["pass_rate"]),
+                "alpha": None if alpha is None else float(alpha),
+                "max_repeats": rule.max_repeats,
+                "repeats": t.repeats,
+                "passes": t.passes,
+                "failures": t.failures,
+                "unknowns": t.unknowns,
+                "errors": t.errors,
+                "trials": t.trials,
+                "lower": final.lower,
+                "upper": final.upper,
+                "verdict": verdict,
+                "reason": final.reason if final.verdict == verdict else at_stop.reason,
+                "stopped": at_stop.stop or len(outcomes) >= rule.max_repeats,
+                "settled_at": stopped if settled else None,
+                "ran_past": len(outcomes) - stopped if settled else 0,
+                "cost_usd": float(sum(case["cost_usd"])),
+                "credits_used": int(sum(case["credits_used"])),
+            }
+        )
+    base = dict(VERDICTS.schema)
+    at = list(base).index("scenario_id") + 1
+    names = list(base)
+    schema = pl.Schema(
+        [(n, base[n]) for n in names[:at]]
+        + [(a, pl.String()) for a in axes]
+        + [(n, base[n]) for n in names[at:]]
+    )
+    return pl.DataFrame(rows, schema=schema)
+
+
+def verdict_summary(table: pl.DataFrame) -> str:
+    """The end-of-run line of a ``verdicts`` table: cases by verdict, where they settled on
+    average, and what the stopped cases did not spend against fixed repeats of ``max`` (the
+    repeats not run, at the run's mean spend per repeat)."""
+    if table.is_empty():
+        return "verdicts: no case finished a repeat"
+    counts = table["verdict"].value_counts()
+    by = dict(zip(counts["verdict"].to_list(), counts["count"].to_list(), strict=True))
+    kind = "case verdicts" if table["criterion_id"].is_not_null().any() else "cases"
+    line = (
+        f"{kind}: {by.get('pass', 0)} pass, {by.get('fail', 0)} fail, "
+        f"{by.get('undecided', 0)} undecided"
+    )
+    settled = table["settled_at"].drop_nulls()
+    top = int(table["max_repeats"].max())  # type: ignore[arg-type]
+    if len(settled):
+        mean = float(settled.cast(pl.Float64).sum()) / len(settled)
+        line += f"; settled after {mean:.1f} of {top} repeats on average"
+    keys = [c for c in table.columns if c in ("agent_id", "scenario_id") or c.startswith("matrix.")]
+    cases = table.group_by(keys).agg(
+        pl.col("repeats").max(),
+        pl.col("stopped").all(),
+        pl.col("max_repeats").max(),
+        pl.col("cost_usd").max(),
+    )
+    run = int(cases["repeats"].sum())
+    unspent = int(
+        cases.filter(pl.col("stopped"))
+        .select(pl.col("max_repeats") - pl.col("repeats"))
+        .sum()
+        .item()
+    )
+    usd = float(cases["cost_usd"].sum())
+    line += f"; {unspent} simulations"
+    if usd > 0 and run:
+        line += f" and ${usd / run * unspent:.2f}"
+    return line + " not spent against fixed repeats"
+
+
+def verdict_gate(table: pl.DataFrame, undecided: str = "pass") -> tuple[int, list[str]]:
+    """``check --verdicts``: exit 1 when a case's verdict is ``fail`` (and ``undecided``
+    when ``undecided`` is ``fail``), with one line per case that fails the gate."""
+    failing = ["fail", *(["undecided"] if undecided == "fail" else [])]
+    bad = table.filter(pl.col("verdict").is_in(failing))
+    lines = []
+    for row in bad.iter_rows(named=True):
+        where = [row["agent_label"], row["scenario_id"]]
+        where += [
+            f"{c[len('matrix.') :]}={row[c]}" for c in table.columns if c.startswith("matrix.")
+        ]
+        if row["criterion_id"] is not None:
+            where.append(row["criterion_id"])
+        lines.append(f"{row['verdict'].upper()} {' / '.join(where)}: {row['reason']}")
+    return (1 if len(bad) else 0), lines
+
+
+def rule_from(
+    name: str,
+    pass_rate: float,
+    max_repeats: int,
+    *,
+    alpha: float = 0.05,
+    min_repeats: int = 1,
+    pass_rate_low: float | None = None,
+    beta: float = 0.05,
+    passes: int | None = None,
+) -> Rule:
+    """A rule from the replay command's flags; ValueError names a bad one."""
+    if name == "anytime":
+        return Anytime(pass_rate, alpha, max_repeats, min_repeats)
+    if name == "sprt":
+        if pass_rate_low is None:
+            raise ValueError("--pass-rate-low is required by --rule sprt")
+        return Sprt(pass_rate, pass_rate_low, alpha, beta, max_repeats, min_repeats)
+    if name == "curtail":
+        return Curtail(pass_rate, max_repeats, passes, min_repeats)
+    raise ValueError(f"--rule must be anytime, sprt or curtail (got {name!r})")

@@ -234,6 +234,12 @@ VERDICTS = Table(
         ("upper", pl.Float64(), "upper bound on the pass rate"),
         ("verdict", pl.String(), "`pass`, `fail` or `undecided`"),
         ("reason", pl.String(), "why the case stopped (or that it has not)"),
+        (
+            "stopped",
+            pl.Boolean(),
+            "the rule stopped the case's repeats: settled, `max` reached or no verdict reachable "
+            "(false: a session ended first; a resume continues it)",
+        ),
         ("settled_at", pl.Int32(), "repeats when the verdict was settled (null: undecided)"),
         ("ran_past", pl.Int32(), "repeats finished after `settled_at` (in flight then; counted)"),
         ("cost_usd", pl.Float64(), "spend on the case's repeats (`jobs.cost_usd` summed)"),

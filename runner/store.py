@@ -362,6 +362,29 @@ def done_job_keys(run_dir: Path, *, include_errors: bool = False) -> set[str]:
     return set(keys["job_key"].to_list())
 
 
+def stored_outcomes(
+    run_dir: Path, keys: set[str]
+) -> dict[str, tuple[str, tuple[tuple[str, str], ...]]]:
+    """What earlier sessions' finished jobs ``keys`` gave, as the verdict planner takes it
+    (``planner.Stored``): key -> (status, (criterion id, result) per criterion)."""
+    if not keys:
+        return {}
+    frames = scan_parts(run_dir)
+    wanted = pl.col("job_key").is_in(list(keys))
+    jobs = frames["jobs"].filter(wanted).select("job_key", "status").collect()
+    rows = (
+        frames["criteria"]
+        .filter(wanted)
+        .select("job_key", "criterion_id", "result")
+        .sort("job_key", "criterion_id")
+        .collect()
+    )
+    results: dict[str, list[tuple[str, str]]] = {}
+    for key, cid, result in rows.iter_rows():
+        results.setdefault(key, []).append((cid, result))
+    return {key: (status, tuple(results.get(key, ()))) for key, status in jobs.iter_rows()}
+
+
 def earlier_spend(run_dir: Path) -> tuple[list[float], list[float]]:
     """What every job row in the parts cost: (USD of each priced job, credits of each job
     billed in credits). Every row counts, errors re-run later included: each is a session's

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
+import polars as pl
 
 import runner
 from runner.adaptive import DEFAULT_CAP, AdaptiveLimit, ConcurrencyController
@@ -39,10 +40,12 @@ from runner.estimate import Estimate
 from runner.http import make_http_client
 from runner.journal import JournaledParts, recover
 from runner.manifest import Manifest, Session, Target
-from runner.plan import DEFAULT_RESULTS, planned_total, run_name, select_jobs
-from runner.planner import Walk
+from runner.plan import DEFAULT_RESULTS, planned_total, run_name, select_jobs, sweep_jobs
+from runner.planner import Planner, UntilVerdict, Walk
 from runner.preflight import PreflightFailed, check_target
 from runner.progress import show_progress
+from runner.replay import verdict_table
+from runner.schema import VERDICTS
 from runner.shard import Shard
 from runner.store import (
     RESOLVED_CONFIG,
@@ -58,6 +61,7 @@ from runner.store import (
     read_shard_manifest,
     session_spend,
     set_aside,
+    stored_outcomes,
     write_json,
     write_manifest,
     write_shard_manifest,
@@ -100,6 +104,8 @@ class RunResult:
     estimate: list[Estimate] = field(default_factory=list)
     shard: Shard | None = None
     """The shard this session ran (``run --shard I/N``); its tables are built by ``merge``."""
+    verdicts: pl.DataFrame | None = None
+    """The ``verdicts`` table written at the end (``run.repeats`` with ``until: verdict``)."""
 
 
 RunReport = RunResult
@@ -253,6 +259,7 @@ class OpenSession:
     """USD of each job earlier sessions paid for (``store.earlier_spend``)."""
     earlier_credits: list[float] = field(default_factory=list)
     shard: Shard | None = None
+    cfg: Config | None = None
 
 
 def open_session(
@@ -324,6 +331,7 @@ def open_session(
         earlier_usd=earlier_usd,
         earlier_credits=earlier_credits,
         shard=shard,
+        cfg=cfg,
     )
 
 
@@ -413,6 +421,9 @@ async def execute(
         # a failed write (disk full, directory gone) stops the run at once: what was written
         # or journaled before stays, nothing more is paid for
         sink = JournaledParts(opened.writer)
+        planner = session_planner(cfg, opened, limit)
+        if isinstance(planner, UntilVerdict):
+            engine.counters.cases = planner.tally
         try:
             async with anyio.create_task_group() as tg:
                 if progress and total:
@@ -420,7 +431,7 @@ async def execute(
                 if handle_signals:
                     tg.start_soon(_watch_signals, engine, cfg.run.shutdown_grace, sys.stderr)
                 try:
-                    await engine.run(Walk(select_jobs(cfg, limit, opened.done, opened.shard)), sink)
+                    await engine.run(planner, sink)
                 except RunAborted as exc:  # caught here, not as a task group's exception group
                     result.aborted = exc.failure
                 finally:
@@ -443,6 +454,39 @@ async def execute(
                 f"{reason}; stopped the run. Jobs finished before are kept in "
                 f"{run_dir}; free space and run the same command to resume"
             )
+
+
+def session_planner(cfg: Config, opened: OpenSession, limit: int | None) -> Planner:
+    """The planner of a session: every job left (``Walk``), or with ``run.repeats: {until:
+    verdict}`` the verdict planner, fed the outcomes earlier sessions stored so each case
+    continues where it stood."""
+    seq = cfg.run.sequential
+    if seq is None or seq.until != "verdict":
+        return Walk(select_jobs(cfg, limit, opened.done, opened.shard))
+    return UntilVerdict(
+        sweep_jobs(cfg, limit, opened.shard),
+        seq.rule_for(),
+        None if seq.of == "all" else seq.of,
+        stored_outcomes(opened.run_dir, opened.done),
+        closest_first=cfg.run.budget is not None,
+    )
+
+
+def write_verdicts(cfg: Config, run_dir: Path) -> pl.DataFrame | None:
+    """``verdicts.parquet`` from the run's stored outcomes (final tables), when ``run.repeats``
+    is a mapping; None otherwise."""
+    seq = cfg.run.sequential
+    if seq is None:
+        return None
+    jobs, criteria = run_dir / "jobs.parquet", run_dir / "criteria.parquet"
+    if not jobs.exists() or not criteria.exists():
+        return None
+    table = verdict_table(pl.scan_parquet(jobs), pl.scan_parquet(criteria), seq.rule_for(), seq.of)
+    target = run_dir / VERDICTS.file
+    tmp = target.with_name(".tmp-" + target.name)
+    table.write_parquet(tmp)
+    tmp.replace(target)
+    return table
 
 
 async def _cancel_remote(backend: AgentTestingBackend, keep: bool) -> None:
@@ -505,6 +549,8 @@ async def finalize(opened: OpenSession, result: RunResult) -> None:
         spend = await anyio.to_thread.run_sync(session_spend, run_dir, session.run_id)
         session.spent_usd, session.spent_credits = spend
         result.table_counts = await anyio.to_thread.run_sync(compact, run_dir, opened.axes)
+        if opened.cfg is not None:
+            result.verdicts = await anyio.to_thread.run_sync(write_verdicts, opened.cfg, run_dir)
         totals = await anyio.to_thread.run_sync(job_totals, run_dir)
         manifest.counts = {**result.table_counts, **totals}
         manifest.finalized = True

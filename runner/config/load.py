@@ -248,6 +248,15 @@ def _check_assert_ids(
 def _check_verdict_criteria(cfg: Config, criterion_ids: set[str], where: str) -> None:
     """``run.repeats.of`` may list only criteria the config declares (globally or in a scenario)."""
     settings = cfg.run.sequential
+    if (
+        settings is not None
+        and settings.until == "verdict"
+        and cfg.target.backend == "agent-testing"
+    ):
+        raise ConfigError(
+            f"{where}: run.repeats.until: verdict is not supported yet with backend: "
+            "agent-testing (use until: max, or a number)"
+        )
     if settings is None or settings.of == "all":
         return
     for i, criterion in enumerate(settings.of):
