@@ -552,7 +552,12 @@ def _add_analysis_commands(sub: SubParsers) -> None:
         "compare", help="change in pass rate from RUN_A to RUN_B, flagged when significant"
     )
     compare.add_argument("run_a", type=Path, help="the baseline run directory")
-    compare.add_argument("run_b", type=Path, help="the candidate run directory")
+    compare.add_argument(
+        "run_b",
+        type=Path,
+        nargs="?",
+        help="the candidate run directory (none: two arms of RUN_A, named by --a and --b)",
+    )
     compare.add_argument("--html", type=Path, help="also write the comparison page here")
     compare.add_argument(
         "--by",
@@ -568,6 +573,7 @@ def _add_analysis_commands(sub: SubParsers) -> None:
         action="store_true",
         help="exit 1 when any group is a significant regression",
     )
+    _add_paired_options(compare)
 
     check = sub.add_parser(
         "check", help="CI gate: exit non-zero when pass rates, error rates or spend miss"
@@ -609,6 +615,67 @@ def _add_analysis_commands(sub: SubParsers) -> None:
         help="maximum total credits billed (jobs.credits_used; agent-testing)",
     )
     check.add_argument("--junit", type=Path, help="write JUnit XML here")
+    _add_paired_options(check, check=True)
+
+
+def _add_paired_options(parser: argparse.ArgumentParser, *, check: bool = False) -> None:
+    """The paired comparison's options, shared by ``compare`` and ``check``."""
+    group = parser.add_argument_group(
+        "paired comparison (anytime-valid: is the candidate worse than the baseline?)"
+    )
+    if check:
+        group.add_argument(
+            "--compare",
+            nargs="?",
+            const="",
+            metavar="RUN_B",
+            help="gate on the paired comparison: RUN_DIR (baseline) against RUN_B (candidate), "
+            "or, without RUN_B, two arms of RUN_DIR named by --a and --b; fails when the "
+            "candidate is worse",
+        )
+    group.add_argument(
+        "--a",
+        action="append",
+        default=[],
+        metavar="SEL",
+        help="the baseline: agent=LABEL or matrix.AXIS=VALUE (repeatable); with one run, one "
+        "of its arms",
+    )
+    group.add_argument(
+        "--b", action="append", default=[], metavar="SEL", help="the candidate, as --a"
+    )
+    group.add_argument(
+        "--margin",
+        type=float,
+        help="non-inferiority margin on the pass rate, >= 0 (default 0.05)",
+    )
+    group.add_argument(
+        "--alpha", type=float, help="each decision's error rate, in (0, 1) (default 0.05)"
+    )
+    group.add_argument(
+        "--max-pairs",
+        type=int,
+        help="decide on at most the first N pairs in finishing order (default: every pair)",
+    )
+    group.add_argument(
+        "--of",
+        action="append",
+        default=[],
+        metavar="CRITERION",
+        help="passing means these criteria passed (repeatable; default: every criterion)",
+    )
+    group.add_argument(
+        "--error-as",
+        choices=("fail", "skip"),
+        default="fail",
+        help="a job in error: a non-pass (fail, default) or drops its pair (skip)",
+    )
+    if check:
+        group.add_argument(
+            "--fail-on-undecided",
+            action="store_true",
+            help="an undecided comparison is not judged (exit 3) rather than passing",
+        )
 
 
 def _console() -> Console:
@@ -652,10 +719,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from runner.gate import resolve_by
     from runner.report import build_compare_page
     from runner.report.pages import spend_diff_frame
+    from runner.report.paired import from_args
     from runner.report.terminal import frame_table
 
+    if args.run_b is None:
+        return _cmd_compare_arms(args)
     try:
         run_a, run_b = _load(args.run_a), _load(args.run_b)
+        shown = from_args(args, run_a, run_b, args.agent_a, args.agent_b)
         a_criteria, a_jobs = run_a.for_agent(args.agent_a)
         b_criteria, b_jobs = run_b.for_agent(args.agent_b)
         by = [*resolve_by(args.by), "criterion_id"]
@@ -678,6 +749,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         frame_table(spend_diff_frame(costs), "what each side cost (as the vendor billed it)"),
         markup=False,
     )
+    if isinstance(shown, str):
+        console.print(f"paired comparison: {shown}", markup=False)
+    else:
+        shown.print(console)
     if args.html:
         page = build_compare_page(
             run_a, run_b, table, by, a_label=args.agent_a, b_label=args.agent_b, costs=costs
@@ -689,29 +764,53 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_compare_arms(args: argparse.Namespace) -> int:
+    """``compare RUN --a SEL --b SEL``: two arms of one run, paired."""
+    from runner.report.paired import from_args
+
+    try:
+        shown = from_args(args, _load(args.run_a), None)
+    except (FileNotFoundError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    assert not isinstance(shown, str)  # one run: a pairing problem raises
+    shown.print(_console())
+    return EXIT_OK
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from runner.gate import GateError, evaluate, junit_xml
+    from runner.gate import GateError, GateResult, evaluate, junit_xml
+    from runner.report.paired import check_compare
 
     try:
         run = _load(args.run_dir)
-        result = evaluate(
-            run.criteria,
-            run.jobs,
-            min_pass_rate=args.min_pass_rate,
-            criterion_ids=args.criterion,
-            use_lower_bound=args.use_lower_bound,
-            max_error_rate=args.max_error_rate,
-            by=args.by,
-            max_cost=args.max_cost,
-            max_credits=args.max_credits,
+        shown, paired_cases = check_compare(args, run, _load)
+        gates = (args.min_pass_rate, args.max_error_rate, args.max_cost, args.max_credits)
+        result = (
+            GateResult(())
+            if shown and all(g is None for g in gates)
+            else evaluate(
+                run.criteria,
+                run.jobs,
+                min_pass_rate=args.min_pass_rate,
+                criterion_ids=args.criterion,
+                use_lower_bound=args.use_lower_bound,
+                max_error_rate=args.max_error_rate,
+                by=args.by,
+                max_cost=args.max_cost,
+                max_credits=args.max_credits,
+            )
         )
-    except (FileNotFoundError, GateError) as exc:
+        result = GateResult((*result.cases, *paired_cases))
+    except (FileNotFoundError, GateError, ValueError) as exc:
         _err(str(exc))
         return EXIT_USAGE
     console = _console()
+    if shown is not None:
+        shown.print(console)
     table = Table(title=escape(f"check {args.run_dir}"), title_justify="left")
     for column in ("group", "case", "result", "detail"):
         table.add_column(column)
