@@ -164,3 +164,35 @@ def test_bad_input_is_one_line_and_exit_2(
         err = captured.err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
         assert "paired comparison" not in captured.out
+
+
+# ---------------------------------------------------------------------- the compare: block
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"baseline": "nobody"}, "compare.baseline: no agent 'nobody'"),
+        ({"margin": -0.1}, "compare.margin: must be at least 0"),
+        ({"candidate": {"matrix": {"llm": "x"}}}, "compare.candidate.matrix.llm: no such"),
+        ({"candidate": "support"}, "compare.candidate: the same variant as the baseline"),
+        ({"of": ["nope"]}, "compare.of[0]: no criterion 'nope'"),
+    ],
+)
+def test_a_bad_compare_block_is_refused_in_one_line_before_any_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict[str, Any], message: str
+) -> None:
+    path = write_config(
+        tmp_path / "c.yaml",
+        [{"id": "agent_support", "label": "support"}, {"id": "agent_support_lite"}],
+        0,
+    )
+    config = yaml.safe_load(path.read_text())
+    config["compare"] = {"baseline": "support", "candidate": "agent_support_lite", **change}
+    path.write_text(yaml.safe_dump(config))
+    # an unreachable target: any request would fail differently (and later)
+    args = ["run", str(path), "--results", str(tmp_path), "--no-progress"]
+    assert main(args) == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "c").exists()

@@ -225,6 +225,9 @@ def _validate_scenarios(cfg: Config, where: str) -> None:
             )
         bodies[digest] = spec.id
     _check_verdict_criteria(cfg, criterion_ids, where)
+    if cfg.compare is not None:
+        agents = [name for a in cfg.agents for name in (a.display, a.variant_name, a.id)]
+        cfg.compare.check_against(agents, cfg.matrix, criterion_ids, where)
 
 
 def _check_assert_ids(
