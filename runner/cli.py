@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the commands import their modules when run: `--help` stays 
 
     from runner.config import Config
     from runner.errors import Failure
+    from runner.paired import Decision
     from runner.store import Run
     from runner.sweep import RunResult
 
@@ -259,6 +260,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"when every shard is done: python -m runner merge {report.run_dir}")
     else:
         print_summary(report.run_dir, headline, _console())
+    if report.compare is not None and cfg.compare is not None:
+        _print_compare(report.compare, cfg, report.run_dir)
     if report.interrupted:
         _err(
             f"interrupted: {report.counters.done} job(s) finished this session are saved in "
@@ -278,6 +281,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_OK
+
+
+def _print_compare(decision: Decision, cfg: Config, run_dir: Path) -> None:
+    from runner.report.paired import arm_flags, decision_line
+
+    settings = cfg.compare
+    assert settings is not None
+    print(decision_line(decision, settings.max_pairs, settings.margin))
+    flags = " ".join(
+        [
+            arm_flags(settings.arm("baseline"), "--a"),
+            arm_flags(settings.arm("candidate"), "--b"),
+            f"--margin {settings.margin:g} --alpha {settings.alpha:g}",
+            *(f"--of {c}" for c in (settings.of if settings.of != "all" else [])),
+        ]
+    )
+    print(f"per scenario and spend: python -m runner compare {run_dir} {flags}")
 
 
 def _abort_advice(failure: Failure, cfg: Config, args: argparse.Namespace) -> str:

@@ -30,6 +30,7 @@ from runner.adaptive import DEFAULT_CAP, AdaptiveLimit, ConcurrencyController
 from runner.backends.agent_testing import AgentTestingBackend
 from runner.backends.factory import make_backend
 from runner.budget import BudgetTracker
+from runner.comparing import compare_counts, compare_planner
 from runner.config import Config, config_hash, resolved_config
 from runner.costing import estimate_cost, make_budget
 from runner.engine import Counters, Engine, RunAborted, SharedSlots
@@ -38,6 +39,8 @@ from runner.estimate import Estimate
 from runner.http import make_http_client
 from runner.journal import JournaledParts, recover
 from runner.manifest import Manifest, Session, Target
+from runner.paired import Decision
+from runner.pairing import PairPlanner
 from runner.plan import DEFAULT_RESULTS, planned_total, run_name, select_jobs
 from runner.planner import Walk
 from runner.preflight import PreflightFailed, check_target
@@ -93,6 +96,8 @@ class RunResult:
     table_counts: dict[str, int] = field(default_factory=dict)
     budget: BudgetTracker | None = None
     """The run's budget (``run.budget``), with the spend it counted."""
+    compare: Decision | None = None
+    """``compare:`` runs: where the paired comparison stands after this session."""
     budget_stopped: bool = False
     """The budget stopped dispatching; ``not_run`` jobs were left for a resume."""
     not_run: int = 0
@@ -269,7 +274,10 @@ def open_session(
         )
     done = done_job_keys(run_dir, include_errors=not retry_errors)
     earlier_usd, earlier_credits = earlier_spend(run_dir)
-    total, skipped = planned_total(cfg, limit, done, shard)
+    if cfg.compare is None:
+        total, skipped = planned_total(cfg, limit, done, shard)
+    else:  # a comparison's planner decides how many pairs it dispatches
+        total, skipped = compare_counts(cfg, run_dir, done)
     started = datetime.now(UTC)
     session = Session(
         run_id=run_id,
@@ -409,12 +417,19 @@ async def execute(
                     tg.start_soon(show_progress, engine.counters)
                 if handle_signals:
                     tg.start_soon(_watch_signals, engine, cfg.run.shutdown_grace, sys.stderr)
+                planner = (
+                    Walk(select_jobs(cfg, limit, opened.done, opened.shard))
+                    if cfg.compare is None
+                    else compare_planner(cfg, run_dir, opened.done)
+                )
                 try:
-                    await engine.run(Walk(select_jobs(cfg, limit, opened.done, opened.shard)), sink)
+                    await engine.run(planner, sink)
                 except RunAborted as exc:  # caught here, not as a task group's exception group
                     result.aborted = exc.failure
                 finally:
                     tg.cancel_scope.cancel()
+                    if isinstance(planner, PairPlanner):
+                        result.compare = planner.decision
         finally:
             sink.close()
             result.interrupted = engine.stopping.is_set() and result.aborted is None

@@ -16,7 +16,7 @@ differ there by design); every other axis, the scenario and the repeat index are
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from rich.console import Console
 
 from runner.estimate import money
 from runner.gate import GateCase
-from runner.paired import NonInferiority, check_parameters
+from runner.paired import Decision, NonInferiority, check_parameters
 from runner.paired_runs import MATRIX, PairedComparison, compare_paired, select_arm
 from runner.report.terminal import frame_table
 from runner.store import Run
@@ -321,3 +321,23 @@ def check_compare(
         raise ValueError(f"--compare: {shown.removeprefix('not computed: ')}")
     name = f"{shown.candidate} vs {shown.baseline}"
     return shown, (gate_case(shown.result, args.fail_on_undecided, name),)
+
+
+def decision_line(decision: Decision, max_pairs: int, margin: float) -> str:
+    """A ``compare:`` run's decision in one line (the end-of-run summary)."""
+    c = decision.counts
+    where = (
+        f"decided after {decision.decided_at} of {max_pairs} pairs"
+        if decision.decided_at is not None
+        else f"{c.pairs} of {max_pairs} pairs"
+    )
+    return (
+        f"compare: {decision.verdict.upper()} (margin {margin:g}), {where}; difference in pass "
+        f"rate {_pct(c.mean)}, confidence sequence [{_pct(decision.lower)}, "
+        f"{_pct(decision.upper)}]; {c.wins} won, {c.losses} lost, {c.ties} tied"
+    )
+
+
+def arm_flags(arm: Mapping[str, str], flag: str) -> str:
+    """A ``compare:`` arm as the ``compare`` command's selectors."""
+    return " ".join(f"{flag} {k}={v}" for k, v in arm.items())
