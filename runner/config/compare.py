@@ -102,6 +102,14 @@ class CompareConfig(Strict):
     of: Of = "all"
     error_as: Literal["fail", "skip"] = "fail"
 
+    def dump(self) -> dict[str, Any]:
+        """As JSON-able data (the resolved config)."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            out[name] = value.model_dump(mode="json") if isinstance(value, MatrixArm) else value
+        return out
+
     def rule(self) -> NonInferiority:
         return NonInferiority(self.margin, self.alpha, self.max_pairs, self.error_as)
 

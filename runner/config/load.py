@@ -359,7 +359,9 @@ def resolved_config(cfg: Config) -> dict[str, Any]:
     Scenario files appear as their path (as written), sha256 and row count, so the digest of
     this dict changes whenever a file's content does.
     """
-    out = cfg.model_dump(mode="json", exclude={"scenarios", "source_path", "assert_"})
+    out = cfg.model_dump(mode="json", exclude={"scenarios", "source_path", "assert_", "compare"})
+    if cfg.compare is not None:  # absent when unset: configs without it keep their hash
+        out["compare"] = cfg.compare.dump()
     if cfg.assert_:  # absent when empty: configs without assertions keep their hash
         out["assert"] = dump_assertions(cfg.assert_)
     scenarios: list[dict[str, Any]] = []
