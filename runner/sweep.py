@@ -64,7 +64,7 @@ from runner.store import (
     write_manifest,
     write_shard_manifest,
 )
-from runner.target import read_api_key, target_url
+from runner.target import SetupError, read_api_key, target_url
 
 __all__ = [
     "DEFAULT_RESULTS",
@@ -276,6 +276,8 @@ def open_session(
     earlier_usd, earlier_credits = earlier_spend(run_dir)
     if cfg.compare is None:
         total, skipped = planned_total(cfg, limit, done, shard)
+    elif shard is not None and shard.count > 1:  # each shard would run its own comparison
+        raise SetupError("compare: a comparison runs as one process, not in shards")
     else:  # a comparison's planner decides how many pairs it dispatches
         total, skipped = compare_counts(cfg, run_dir, done)
     started = datetime.now(UTC)
