@@ -21,6 +21,8 @@ missing (listed); 2 bad input (no run directory, no config, a shard still runnin
 ``--max-credits``); 2 bad input (arguments, no run directory, a ``--criterion`` the run does
 not have); 3 no gate failed but one could not be judged (a criterion with no decided outcome:
 all ``unknown`` or job errors, or no results; a cost gate on a run with no cost data).
+``check --compare``: 1 also when the candidate is decided worse; with ``--fail-on-undecided``,
+3 when the comparison is undecided.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ if TYPE_CHECKING:  # the commands import their modules when run: `--help` stays 
 
     from runner.config import Config
     from runner.errors import Failure
+    from runner.paired import Decision
     from runner.store import Run
     from runner.sweep import RunResult
 
@@ -265,6 +268,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from runner.replay import verdict_summary
 
         print(verdict_summary(report.verdicts))
+    if report.compare is not None and cfg.compare is not None:
+        _print_compare(report.compare, cfg, report.run_dir)
     if report.interrupted:
         _err(
             f"interrupted: {report.counters.done} job(s) finished this session are saved in "
@@ -284,6 +289,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_OK
+
+
+def _print_compare(decision: Decision, cfg: Config, run_dir: Path) -> None:
+    from runner.report.paired import arm_flags, decision_line
+
+    settings = cfg.compare
+    assert settings is not None
+    print(decision_line(decision, settings.max_pairs, settings.margin))
+    flags = " ".join(
+        [
+            arm_flags(settings.arm("baseline"), "--a"),
+            arm_flags(settings.arm("candidate"), "--b"),
+            f"--margin {settings.margin:g} --alpha {settings.alpha:g}",
+            *(f"--of {c}" for c in (settings.of if settings.of != "all" else [])),
+        ]
+    )
+    print(f"per scenario and spend: python -m runner compare {run_dir} {flags}")
 
 
 def _abort_advice(failure: Failure, cfg: Config, args: argparse.Namespace) -> str:
@@ -595,7 +617,12 @@ def _add_analysis_commands(sub: SubParsers) -> None:
         "compare", help="change in pass rate from RUN_A to RUN_B, flagged when significant"
     )
     compare.add_argument("run_a", type=Path, help="the baseline run directory")
-    compare.add_argument("run_b", type=Path, help="the candidate run directory")
+    compare.add_argument(
+        "run_b",
+        type=Path,
+        nargs="?",
+        help="the candidate run directory (none: two arms of RUN_A, named by --a and --b)",
+    )
     compare.add_argument("--html", type=Path, help="also write the comparison page here")
     compare.add_argument(
         "--by",
@@ -611,6 +638,7 @@ def _add_analysis_commands(sub: SubParsers) -> None:
         action="store_true",
         help="exit 1 when any group is a significant regression",
     )
+    _add_paired_options(compare)
 
     check = sub.add_parser(
         "check", help="CI gate: exit non-zero when pass rates, error rates or spend miss"
@@ -665,6 +693,8 @@ def _add_analysis_commands(sub: SubParsers) -> None:
         help="with --verdicts: how an undecided case counts (default: pass; it is listed)",
     )
 
+    _add_paired_options(check, check=True)
+
     replay = sub.add_parser(
         "replay",
         help="shadow mode: where a sequential rule would have stopped a finished run's repeats",
@@ -685,6 +715,66 @@ def _add_analysis_commands(sub: SubParsers) -> None:
         metavar="ID",
         help="judge this criterion alone (repeatable; default: all criteria together)",
     )
+
+
+def _add_paired_options(parser: argparse.ArgumentParser, *, check: bool = False) -> None:
+    """The paired comparison's options, shared by ``compare`` and ``check``."""
+    group = parser.add_argument_group(
+        "paired comparison (anytime-valid: is the candidate worse than the baseline?)"
+    )
+    if check:
+        group.add_argument(
+            "--compare",
+            nargs="?",
+            const="",
+            metavar="RUN_B",
+            help="gate on the paired comparison: RUN_DIR (baseline) against RUN_B (candidate), "
+            "or, without RUN_B, two arms of RUN_DIR named by --a and --b; fails when the "
+            "candidate is worse",
+        )
+    group.add_argument(
+        "--a",
+        action="append",
+        default=[],
+        metavar="SEL",
+        help="the baseline: agent=LABEL or matrix.AXIS=VALUE (repeatable); with one run, one "
+        "of its arms",
+    )
+    group.add_argument(
+        "--b", action="append", default=[], metavar="SEL", help="the candidate, as --a"
+    )
+    group.add_argument(
+        "--margin",
+        type=float,
+        help="non-inferiority margin on the pass rate, >= 0 (default 0.05)",
+    )
+    group.add_argument(
+        "--alpha", type=float, help="each decision's error rate, in (0, 1) (default 0.05)"
+    )
+    group.add_argument(
+        "--max-pairs",
+        type=int,
+        help="decide on at most the first N pairs in finishing order (default: every pair)",
+    )
+    group.add_argument(
+        "--of",
+        action="append",
+        default=[],
+        metavar="CRITERION",
+        help="passing means these criteria passed (repeatable; default: every criterion)",
+    )
+    group.add_argument(
+        "--error-as",
+        choices=("fail", "skip"),
+        default="fail",
+        help="a job in error: a non-pass (fail, default) or drops its pair (skip)",
+    )
+    if check:
+        group.add_argument(
+            "--fail-on-undecided",
+            action="store_true",
+            help="an undecided comparison is not judged (exit 3) rather than passing",
+        )
 
 
 def _console() -> Console:
@@ -728,10 +818,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from runner.gate import resolve_by
     from runner.report import build_compare_page
     from runner.report.pages import spend_diff_frame
+    from runner.report.paired import from_args
     from runner.report.terminal import frame_table
 
+    if args.run_b is None:
+        return _cmd_compare_arms(args)
     try:
         run_a, run_b = _load(args.run_a), _load(args.run_b)
+        shown = from_args(args, run_a, run_b, args.agent_a, args.agent_b)
         a_criteria, a_jobs = run_a.for_agent(args.agent_a)
         b_criteria, b_jobs = run_b.for_agent(args.agent_b)
         by = [*resolve_by(args.by), "criterion_id"]
@@ -754,6 +848,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         frame_table(spend_diff_frame(costs), "what each side cost (as the vendor billed it)"),
         markup=False,
     )
+    if isinstance(shown, str):
+        console.print(f"paired comparison: {shown}", markup=False)
+    else:
+        shown.print(console)
     if args.html:
         page = build_compare_page(
             run_a, run_b, table, by, a_label=args.agent_a, b_label=args.agent_b, costs=costs
@@ -813,10 +911,25 @@ def _check_verdicts(args: argparse.Namespace) -> int:
 GATE_FLAGS = ("min_pass_rate", "max_error_rate", "max_cost", "max_credits")
 
 
+def _cmd_compare_arms(args: argparse.Namespace) -> int:
+    """``compare RUN --a SEL --b SEL``: two arms of one run, paired."""
+    from runner.report.paired import from_args
+
+    try:
+        shown = from_args(args, _load(args.run_a), None)
+    except (FileNotFoundError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    assert not isinstance(shown, str)  # one run: a pairing problem raises
+    shown.print(_console())
+    return EXIT_OK
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     if args.verdicts:
         code = _check_verdicts(args)
-        if code == EXIT_USAGE or not any(getattr(args, f) is not None for f in GATE_FLAGS):
+        others = any(getattr(args, f) is not None for f in GATE_FLAGS) or args.compare is not None
+        if code == EXIT_USAGE or not others:
             return code
         return max(code, _check_gates(args))
     return _check_gates(args)
@@ -826,25 +939,35 @@ def _check_gates(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from runner.gate import GateError, evaluate, junit_xml
+    from runner.gate import GateError, GateResult, evaluate, junit_xml
+    from runner.report.paired import check_compare
 
     try:
         run = _load(args.run_dir)
-        result = evaluate(
-            run.criteria,
-            run.jobs,
-            min_pass_rate=args.min_pass_rate,
-            criterion_ids=args.criterion,
-            use_lower_bound=args.use_lower_bound,
-            max_error_rate=args.max_error_rate,
-            by=args.by,
-            max_cost=args.max_cost,
-            max_credits=args.max_credits,
+        shown, paired_cases = check_compare(args, run, _load)
+        gates = (args.min_pass_rate, args.max_error_rate, args.max_cost, args.max_credits)
+        result = (
+            GateResult(())
+            if shown and all(g is None for g in gates)
+            else evaluate(
+                run.criteria,
+                run.jobs,
+                min_pass_rate=args.min_pass_rate,
+                criterion_ids=args.criterion,
+                use_lower_bound=args.use_lower_bound,
+                max_error_rate=args.max_error_rate,
+                by=args.by,
+                max_cost=args.max_cost,
+                max_credits=args.max_credits,
+            )
         )
-    except (FileNotFoundError, GateError) as exc:
+        result = GateResult((*result.cases, *paired_cases))
+    except (FileNotFoundError, GateError, ValueError) as exc:
         _err(str(exc))
         return EXIT_USAGE
     console = _console()
+    if shown is not None:
+        shown.print(console)
     table = Table(title=escape(f"check {args.run_dir}"), title_justify="left")
     for column in ("group", "case", "result", "detail"):
         table.add_column(column)

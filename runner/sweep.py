@@ -32,6 +32,7 @@ from runner.adaptive import DEFAULT_CAP, AdaptiveLimit, ConcurrencyController
 from runner.backends.agent_testing import AgentTestingBackend
 from runner.backends.factory import make_backend
 from runner.budget import BudgetTracker
+from runner.comparing import compare_counts, compare_planner
 from runner.config import Config, config_hash, resolved_config
 from runner.costing import estimate_cost, make_budget
 from runner.engine import Counters, Engine, RunAborted, SharedSlots
@@ -40,6 +41,8 @@ from runner.estimate import Estimate
 from runner.http import make_http_client
 from runner.journal import JournaledParts, recover
 from runner.manifest import Manifest, Session, Target
+from runner.paired import Decision
+from runner.pairing import PairPlanner
 from runner.plan import DEFAULT_RESULTS, planned_total, run_name, select_jobs, sweep_jobs
 from runner.planner import Planner, UntilVerdict, Walk
 from runner.preflight import PreflightFailed, check_target
@@ -66,7 +69,7 @@ from runner.store import (
     write_manifest,
     write_shard_manifest,
 )
-from runner.target import read_api_key, target_url
+from runner.target import SetupError, read_api_key, target_url
 
 __all__ = [
     "DEFAULT_RESULTS",
@@ -98,6 +101,8 @@ class RunResult:
     table_counts: dict[str, int] = field(default_factory=dict)
     budget: BudgetTracker | None = None
     """The run's budget (``run.budget``), with the spend it counted."""
+    compare: Decision | None = None
+    """``compare:`` runs: where the paired comparison stands after this session."""
     budget_stopped: bool = False
     """The budget stopped dispatching; ``not_run`` jobs were left for a resume."""
     not_run: int = 0
@@ -286,7 +291,12 @@ def open_session(
         )
     done = done_job_keys(run_dir, include_errors=not retry_errors)
     earlier_usd, earlier_credits = earlier_spend(run_dir)
-    total, skipped = planned_total(cfg, limit, done, shard)
+    if cfg.compare is None:
+        total, skipped = planned_total(cfg, limit, done, shard)
+    elif shard is not None and shard.count > 1:  # each shard would run its own comparison
+        raise SetupError("compare: a comparison runs as one process, not in shards")
+    else:  # a comparison's planner decides how many pairs it dispatches
+        total, skipped = compare_counts(cfg, run_dir, done)
     started = datetime.now(UTC)
     session = Session(
         run_id=run_id,
@@ -436,6 +446,8 @@ async def execute(
                     result.aborted = exc.failure
                 finally:
                     tg.cancel_scope.cancel()
+                    if isinstance(planner, PairPlanner):
+                        result.compare = planner.decision
         finally:
             sink.close()
             result.interrupted = engine.stopping.is_set() and result.aborted is None
@@ -457,9 +469,11 @@ async def execute(
 
 
 def session_planner(cfg: Config, opened: OpenSession, limit: int | None) -> Planner:
-    """The planner of a session: every job left (``Walk``), or with ``run.repeats: {until:
-    verdict}`` the verdict planner, fed the outcomes earlier sessions stored so each case
-    continues where it stood."""
+    """The planner of a session: every job left (``Walk``); with ``compare:`` the pairing
+    planner; or with ``run.repeats: {until: verdict}`` the verdict planner, fed the outcomes
+    earlier sessions stored so each case continues where it stood."""
+    if cfg.compare is not None:
+        return compare_planner(cfg, opened.run_dir, opened.done)
     seq = cfg.run.sequential
     if seq is None or seq.until != "verdict":
         return Walk(select_jobs(cfg, limit, opened.done, opened.shard))

@@ -14,8 +14,7 @@ compare:
 ``CompareConfig`` checks each field on its own (pydantic, one line through
 ``runner.config.errors``); ``check_against`` checks the fields against the rest of the config
 (agents, matrix axes, criteria) and raises ``ConfigError`` naming the field, before any request.
-Not yet a field of ``Config``: wiring it there (``compare: CompareConfig | None = None``, and a
-call of ``check_against`` in ``load.parse_config``) is the integration's job.
+``Config.compare`` holds it; ``load`` calls ``check_against`` once the scenarios are read.
 """
 
 from __future__ import annotations
@@ -24,9 +23,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PlainValidator, ValidationError
+from pydantic import Field, PlainValidator, ValidationError, WithJsonSchema
 
-from runner.config.body import canonical_json
+from runner.config import body  # a module, not a name: body imports models, which imports us
 from runner.config.errors import (
     ConfigError,
     describe,
@@ -73,8 +72,25 @@ def _of(value: Any) -> Literal["all"] | list[str]:
     return list(value)
 
 
-Variant = Annotated[str | MatrixArm, PlainValidator(_variant)]
-Of = Annotated[Literal["all"] | list[str], PlainValidator(_of)]
+_VARIANT_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {
+            "type": "object",
+            "properties": {"matrix": {"type": "object", "minProperties": 1}},
+            "required": ["matrix"],
+            "additionalProperties": False,
+        },
+    ]
+}
+_OF_SCHEMA = {
+    "anyOf": [
+        {"const": "all"},
+        {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+    ]
+}
+Variant = Annotated[str | MatrixArm, PlainValidator(_variant), WithJsonSchema(_VARIANT_SCHEMA)]
+Of = Annotated[Literal["all"] | list[str], PlainValidator(_of), WithJsonSchema(_OF_SCHEMA)]
 
 
 class CompareConfig(Strict):
@@ -85,6 +101,14 @@ class CompareConfig(Strict):
     max_pairs: Annotated[Int, Field(ge=1)] = 400
     of: Of = "all"
     error_as: Literal["fail", "skip"] = "fail"
+
+    def dump(self) -> dict[str, Any]:
+        """As JSON-able data (the resolved config)."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            out[name] = value.model_dump(mode="json") if isinstance(value, MatrixArm) else value
+        return out
 
     def rule(self) -> NonInferiority:
         return NonInferiority(self.margin, self.alpha, self.max_pairs, self.error_as)
@@ -138,7 +162,7 @@ class CompareConfig(Strict):
 
 def _cell_text(value: Any) -> str:
     """A matrix value as the ``matrix.*`` jobs column holds it (``runner.jobs.cell_text``)."""
-    return value if isinstance(value, str) else canonical_json(value)
+    return value if isinstance(value, str) else body.canonical_json(value)
 
 
 def parse_compare(data: Any, source_path: str | Path = "config.yaml") -> CompareConfig:

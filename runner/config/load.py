@@ -225,6 +225,15 @@ def _validate_scenarios(cfg: Config, where: str) -> None:
             )
         bodies[digest] = spec.id
     _check_verdict_criteria(cfg, criterion_ids, where)
+    if cfg.compare is not None:
+        agents = [name for a in cfg.agents for name in (a.display, a.variant_name, a.id)]
+        cfg.compare.check_against(agents, cfg.matrix, criterion_ids, where)
+        seq = cfg.run.sequential
+        if seq is not None and seq.until == "verdict":
+            raise ConfigError(
+                f"{where}: compare: a comparison decides how many pairs to run; it cannot be "
+                "combined with run.repeats until: verdict (give run.repeats a number)"
+            )
 
 
 def _check_assert_ids(
@@ -365,7 +374,9 @@ def resolved_config(cfg: Config) -> dict[str, Any]:
     Scenario files appear as their path (as written), sha256 and row count, so the digest of
     this dict changes whenever a file's content does.
     """
-    out = cfg.model_dump(mode="json", exclude={"scenarios", "source_path", "assert_"})
+    out = cfg.model_dump(mode="json", exclude={"scenarios", "source_path", "assert_", "compare"})
+    if cfg.compare is not None:  # absent when unset: configs without it keep their hash
+        out["compare"] = cfg.compare.dump()
     if cfg.assert_:  # absent when empty: configs without assertions keep their hash
         out["assert"] = dump_assertions(cfg.assert_)
     scenarios: list[dict[str, Any]] = []

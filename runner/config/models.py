@@ -646,6 +646,8 @@ class Config(Strict):
     """Deterministic checks of every conversation (``runner.assertions``), beside ``criteria``."""
     scenarios: list[ScenarioEntry] = Field(min_length=1)
     matrix: dict[str, list[Scalar]] = Field(default_factory=dict)
+    compare: CompareConfig | None = None
+    """Compare two variants pair by pair and stop once decided (``runner.config.compare``)."""
     source_path: Path = Field(default_factory=lambda: Path("config.yaml").absolute(), exclude=True)
     """Absolute path of the config file; scenario files are relative to its folder."""
 
@@ -661,3 +663,10 @@ class Config(Strict):
 
     def cell_count(self) -> int:
         return math.prod(len(values) for values in self.matrix.values())
+
+
+# ``compare`` builds on this module's field types: imported once they exist, then the model
+# that refers to it is completed (``runner.config`` always imports this module first).
+from runner.config.compare import CompareConfig  # noqa: E402
+
+Config.model_rebuild()
