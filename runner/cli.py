@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
     run.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="print only the last line (and errors): no progress, estimate or summary",
+    )
+    run.add_argument(
         "--keep-remote",
         action="store_true",
         help="agent-testing: on Ctrl-C / SIGTERM leave the test invocations this session "
@@ -237,13 +243,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             cfg,
             limit=args.limit,
             results_root=args.results,
-            progress=not args.no_progress,
+            progress=not (args.no_progress or args.quiet),
             retry_errors=args.retry_errors,
             fresh=args.fresh,
             handle_signals=True,
             preflight=not args.no_preflight,
             keep_remote=args.keep_remote,
             shard=shard,
+            quiet=args.quiet,
         )
     except BaseException as exc:  # every way out is one line and a documented code
         return _run_failed(exc, args)
@@ -254,7 +261,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f" {c.attempts} attempts, peak in flight {c.peak_in_flight},"
         f" {report.wall_secs:.1f}s"
     )
-    if shard:
+    if args.quiet or not c.done:  # a session that ran nothing says so in its last line
+        pass
+    elif shard:
         _console().print(headline.replace("this session", f"shard {shard}, this session"))
         print(f"when every shard is done: python -m runner merge {report.run_dir}")
     else:
@@ -272,11 +281,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _err(_budget_line(report, args))
         return EXIT_BUDGET
     done = f", {c.skipped} done before" if c.skipped else ""
-    print(
-        f"completed: {c.ok} job(s) ok, {c.errors} in error{done}; results in {report.run_dir}"
-        f" (python -m runner report {report.run_dir})",
-        file=sys.stderr,
-    )
+    ran = f"{c.ok} job(s) ok, {c.errors} in error{done}"
+    if not c.done:
+        ran = "nothing to run" + (f", all {c.skipped} job(s) were done before" if c.skipped else "")
+    after = f"python -m runner report {report.run_dir}"
+    if shard and not c.done:
+        after = f"when every shard is done: python -m runner merge {report.run_dir}"
+    print(f"completed: {ran}; results in {report.run_dir} ({after})", file=sys.stderr)
     return EXIT_OK
 
 
@@ -418,7 +429,8 @@ def _cmd_run_ray(args: argparse.Namespace, cfg: Config) -> int:
         f" {outcome.wall_secs:.1f}s"
     )
     if outcome.merged is not None and outcome.merged.complete:
-        print_summary(outcome.run_dir, headline, _console())
+        if not args.quiet:
+            print_summary(outcome.run_dir, headline, _console())
         return EXIT_OK
     _err(f"the run is incomplete: {outcome.message}")
     return EXIT_ABORTED

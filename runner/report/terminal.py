@@ -15,7 +15,6 @@ from rich.table import Table
 
 from runner.analysis import (
     error_counts,
-    error_rates,
     flakiness,
     flaky_cases,
     latency_percentiles,
@@ -23,9 +22,9 @@ from runner.analysis import (
     repeat_pass_rates,
     spend,
 )
-from runner.estimate import money
 from runner.report.pages import RATE_COLUMNS as _PAGE_RATES
 from runner.report.pages import money_frame
+from runner.report.summary import spend_line, summary_lines, totals_line
 from runner.store import Run, load_run
 
 RATE_COLUMNS = frozenset(_PAGE_RATES)
@@ -59,11 +58,7 @@ def print_run_tables(
     """The analysis of a run as terminal tables; ``by`` adds one pass-rate table per grouping."""
     console = console or Console()
     jobs, criteria = run.jobs, run.criteria
-    totals = error_rates(jobs).row(0, named=True)
-    console.print(
-        f"run totals: {totals['jobs']} job(s): {totals['ok']} ok, {totals['errors']} error"
-        f" ({_fmt(totals['error_rate'])}), {totals['retries']} retries"
-    )
+    console.print(totals_line(run), markup=False)
     criterion = pass_rates(criteria, jobs, by=("criterion_id",))
     if criterion.height:
         console.print(
@@ -93,24 +88,10 @@ def print_run_tables(
 def print_spend(run: Run, console: Console) -> None:
     """Total spend, per agent, per matrix cell and per passed conversation (or that the
     target priced nothing)."""
-    total = spend(run.jobs, run.criteria).row(0, named=True)
-    if not total["priced"] and total["credits"] is None:
-        console.print(
-            "spend: not priced (the target sent no llm_usage prices, charging or credits)"
-        )
+    line = spend_line(run)
+    console.print(line, markup=False)
+    if line.startswith("spend: not priced"):
         return
-    parts = []
-    if total["usd"] is not None:
-        per_pass = total["usd_per_pass"]
-        parts.append(
-            f"{money(total['usd'])} for {total['priced']} priced job(s)"
-            f" ({money(total['usd_per_job'])} a job"
-            + (f", {money(per_pass)} per passed conversation" if per_pass is not None else "")
-            + ")"
-        )
-    if total["credits"] is not None:
-        parts.append(money(total["credits"], "credits"))
-    console.print("spend: " + "; ".join(parts), markup=False)
     groupings = [["agent_label"]]
     names = run.jobs.collect_schema().names()
     cells = [c for c in names if c.startswith("matrix.")]
@@ -142,8 +123,10 @@ def _print_repeats(run: Run, console: Console) -> None:
 
 def print_summary(run_dir: Path, headline: str, console: Console | None = None) -> None:
     """What ``python -m runner run`` prints when it ends: the session's headline (the caller's,
-    which knows the session), then the run's tables."""
+    which knows the session), then the short summary (``runner.report.summary``); ``report``
+    prints the full tables."""
     console = console or Console()
     run = load_run(run_dir, lazy=True)
     console.print(headline)
-    print_run_tables(run, console)
+    for line in summary_lines(run):
+        console.print(line, markup=False, highlight=False)
