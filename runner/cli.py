@@ -62,6 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="override run.concurrency: a number, or 'auto' to find the server's quota",
     )
     run.add_argument("--limit", type=int, help="run only the first N jobs of the sweep")
+    for flag, what in (
+        ("agent", "agent (id, label or id@branch)"),
+        ("scenario", "scenario id"),
+        ("tag", "scenario tag"),
+    ):
+        run.add_argument(
+            f"--{flag}",
+            action="append",
+            default=[],
+            metavar="GLOB",
+            help=f"run only the jobs of this {what}; a glob, repeatable (job keys are the "
+            "sweep's: a later full run reuses these results)",
+        )
     run.add_argument("--results", type=Path, default=Path("results"), help="results root")
     run.add_argument(
         "--dry-run", action="store_true", help="validate, print the job count and a few requests"
@@ -165,6 +178,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import os
 
     from runner.config import ConfigError, load_config
+    from runner.config.selection import Selection
     from runner.jobs import iter_jobs
     from runner.plan import sweep_size
     from runner.shard import ShardError, shard_for_run
@@ -186,8 +200,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ShardError as exc:
         _err(str(exc))
         return EXIT_USAGE
+    selection = Selection(tuple(args.agent), tuple(args.scenario), tuple(args.tag))
+    if selection and (shard is not None or args.ray is not None):
+        _err("--agent, --scenario and --tag cannot be combined with --shard or --ray")
+        return EXIT_USAGE
     try:
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, overrides).select(selection)
     except ConfigError as exc:
         _err(str(exc))
         return EXIT_USAGE
@@ -509,6 +527,9 @@ def _resume_command(args: argparse.Namespace) -> str:
         parts += ["--name", args.name]
     if args.results != Path("results"):
         parts += ["--results", str(args.results)]
+    for flag in ("agent", "scenario", "tag"):
+        for pattern in getattr(args, flag, None) or []:
+            parts += [f"--{flag}", pattern]
     if getattr(args, "shard", None):
         parts += ["--shard", args.shard] + (["--shards", str(args.shards)] if args.shards else [])
     return " ".join(parts)
