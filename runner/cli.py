@@ -30,7 +30,7 @@ import itertools
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the commands import their modules when run: `--help` stays quick
     from rich.console import Console
@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # the commands import their modules when run: `--help` stays 
 EXIT_OK, EXIT_ABORTED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_BUDGET = 3  # run: run.budget stopped dispatching
 EXIT_REGRESSION = 1  # compare --fail-on-regression; check's codes live in runner.gate
+EXIT_GATE = 1  # run: the config's gate: failed (the run itself completed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
             "sweep's: a later full run reuses these results)",
         )
     run.add_argument("--results", type=Path, default=Path("results"), help="results root")
+    run.add_argument(
+        "--junit", type=Path, metavar="PATH", help="write the config's gate: as JUnit XML here"
+    )
     run.add_argument(
         "--dry-run", action="store_true", help="validate, print the job count and a few requests"
     )
@@ -210,6 +214,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_USAGE
 
+    if args.junit is not None and cfg.gate is None:
+        _err(f"--junit writes the config's gate, and {args.config} has no gate: block")
+        return EXIT_USAGE
     if args.ray is not None and not args.dry_run:
         return _cmd_run_ray(args, cfg)
     if args.dry_run:
@@ -305,8 +312,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
     after = f"python -m runner report {report.run_dir}"
     if shard and not c.done:
         after = f"when every shard is done: python -m runner merge {report.run_dir}"
-    print(f"completed: {ran}; results in {report.run_dir} ({after})", file=sys.stderr)
-    return EXIT_OK
+    code, gated = EXIT_OK, ""
+    if cfg.gate is not None and not shard:  # a shard's gate is judged on the merged run
+        code, gated = _apply_gate(report.run_dir, cfg, args)
+    print(f"completed: {ran}{gated}; results in {report.run_dir} ({after})", file=sys.stderr)
+    return code
+
+
+def _apply_gate(run_dir: Path, cfg: Config, args: argparse.Namespace) -> tuple[int, str]:
+    """The config's gate over the finished run: its lines (unless ``--quiet``), JUnit on
+    request, exit 1 when a case failed, and the words the last line adds."""
+    from runner.gate import GateError, junit_xml
+    from runner.report.gating import gate_lines, judge, verdict
+    from runner.store import load_run
+
+    assert cfg.gate is not None
+    try:
+        result = judge(load_run(run_dir), cfg.gate)
+    except GateError as exc:  # e.g. gate.criteria names a criterion the run does not have
+        _err(f"gate: {exc}")
+        return EXIT_GATE, "; the gate could not be applied"
+    if not args.quiet:
+        for line in gate_lines(result):
+            print(line)
+    if args.junit:
+        args.junit.write_text(junit_xml(result, f"runner run {run_dir}"), encoding="utf-8")
+    code = EXIT_GATE if result.failed else EXIT_OK
+    return code, f"; {verdict(result)}"
 
 
 def _abort_advice(failure: Failure, cfg: Config, args: argparse.Namespace) -> str:
@@ -642,6 +674,12 @@ def _add_analysis_commands(sub: SubParsers) -> None:
         help="maximum total credits billed (jobs.credits_used; agent-testing)",
     )
     check.add_argument("--junit", type=Path, help="write JUnit XML here")
+    check.add_argument(
+        "--config",
+        type=Path,
+        help="without threshold flags: apply this config's gate: (default: the gate: of the "
+        "config the run was made with)",
+    )
 
 
 def _console() -> Console:
@@ -726,22 +764,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
+    from runner.config import ConfigError
     from runner.gate import GateError, evaluate, junit_xml
+    from runner.report.gating import NoGate
 
     try:
         run = _load(args.run_dir)
-        result = evaluate(
-            run.criteria,
-            run.jobs,
-            min_pass_rate=args.min_pass_rate,
-            criterion_ids=args.criterion,
-            use_lower_bound=args.use_lower_bound,
-            max_error_rate=args.max_error_rate,
-            by=args.by,
-            max_cost=args.max_cost,
-            max_credits=args.max_credits,
-        )
-    except (FileNotFoundError, GateError) as exc:
+        result = evaluate(run.criteria, run.jobs, **_check_thresholds(args))
+    except (FileNotFoundError, GateError, NoGate, ConfigError) as exc:
         _err(str(exc))
         return EXIT_USAGE
     console = _console()
@@ -765,6 +795,36 @@ def _cmd_check(args: argparse.Namespace) -> int:
         markup=False,
     )
     return code
+
+
+def _check_thresholds(args: argparse.Namespace) -> dict[str, Any]:
+    """``check``'s thresholds: the flags when any is given, else a config's ``gate:`` (the
+    ``--config`` file's, else the one the run recorded); ``--criterion``, ``--by`` and
+    ``--use-lower-bound`` apply to either."""
+    from runner.config import load_config
+    from runner.report.gating import NoGate, recorded_gate
+
+    flags = {
+        "min_pass_rate": args.min_pass_rate,
+        "max_error_rate": args.max_error_rate,
+        "max_cost": args.max_cost,
+        "max_credits": args.max_credits,
+    }
+    common: dict[str, Any] = {"criterion_ids": args.criterion}
+    if args.by:
+        common["by"] = args.by
+    if args.use_lower_bound:
+        common["use_lower_bound"] = True
+    if any(v is not None for v in flags.values()):
+        return {"by": args.by, "use_lower_bound": args.use_lower_bound, **flags, **common}
+    gate = load_config(args.config).gate if args.config else recorded_gate(args.run_dir)
+    if gate is None:
+        where = args.config or f"the config {args.run_dir} was made with"
+        raise NoGate(
+            f"nothing to check: give --min-pass-rate, --max-error-rate, --max-cost or "
+            f"--max-credits, or add a gate: block to {where}"
+        )
+    return {**gate.evaluate_kwargs(), **common}
 
 
 ANALYSIS_COMMANDS = {"report": _cmd_report, "compare": _cmd_compare, "check": _cmd_check}

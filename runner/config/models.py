@@ -43,6 +43,7 @@ from runner.config.errors import (
     TAG_SEQUENTIAL,
     describe,
 )
+from runner.config.gate import GateConfig
 from runner.config.selection import Selection
 from runner.wire.simulate import EvaluationCriterion, TranscriptMessage
 
@@ -647,6 +648,9 @@ class Config(Strict):
     """Deterministic checks of every conversation (``runner.assertions``), beside ``criteria``."""
     scenarios: list[ScenarioEntry] = Field(min_length=1)
     matrix: dict[str, list[Scalar]] = Field(default_factory=dict)
+    gate: GateConfig | None = None
+    """Thresholds the run must meet (``runner.config.gate``): ``run`` applies them at its end,
+    ``check`` reads them by default."""
     source_path: Path = Field(default_factory=lambda: Path("config.yaml").absolute(), exclude=True)
     """Absolute path of the config file; scenario files are relative to its folder."""
     _selection: Selection = PrivateAttr(default_factory=Selection)
