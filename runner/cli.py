@@ -613,6 +613,9 @@ def _add_analysis_commands(sub: SubParsers) -> None:
         "or matrix.language (repeatable)",
     )
 
+    json_help = "print one JSON document instead of tables (its shape: runner.report.shapes.{})"
+    report.add_argument("--json", action="store_true", help=json_help.format("ReportJSON"))
+
     compare = sub.add_parser(
         "compare", help="change in pass rate from RUN_A to RUN_B, flagged when significant"
     )
@@ -674,6 +677,8 @@ def _add_analysis_commands(sub: SubParsers) -> None:
         help="maximum total credits billed (jobs.credits_used; agent-testing)",
     )
     check.add_argument("--junit", type=Path, help="write JUnit XML here")
+    check.add_argument("--json", action="store_true", help=json_help.format("CheckJSON"))
+    compare.add_argument("--json", action="store_true", help=json_help.format("CompareJSON"))
     check.add_argument(
         "--config",
         type=Path,
@@ -706,6 +711,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_USAGE
     groupings = [[c.strip() for c in spec.split(",") if c.strip()] for spec in args.by]
+    if args.json:
+        from runner.report.shapes import report_json
+
+        try:
+            print(report_json(run, groupings).model_dump_json(indent=2))
+        except ValueError as exc:  # an unknown --by column
+            _err(str(exc))
+            return EXIT_USAGE
+        return EXIT_OK
     console = _console()
     try:
         print_run_tables(run, console, by=groupings)
@@ -735,6 +749,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         _err(str(exc))
         return EXIT_USAGE
+    failing = args.fail_on_regression and (table["verdict"] == "regression").any()
+    if args.json:
+        from runner.report.shapes import compare_json
+
+        a_side = f"{args.run_a}" + (f" [{args.agent_a}]" if args.agent_a else "")
+        b_side = f"{args.run_b}" + (f" [{args.agent_b}]" if args.agent_b else "")
+        print(compare_json(a_side, b_side, by, table, costs).model_dump_json(indent=2))
+        return EXIT_REGRESSION if failing else EXIT_OK
     console = _console()
     a_name = f"{args.run_a}" + (f" [{args.agent_a}]" if args.agent_a else "")
     b_name = f"{args.run_b}" + (f" [{args.agent_b}]" if args.agent_b else "")
@@ -774,6 +796,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     except (FileNotFoundError, GateError, NoGate, ConfigError) as exc:
         _err(str(exc))
         return EXIT_USAGE
+    if args.junit:
+        args.junit.write_text(junit_xml(result, f"runner check {args.run_dir}"), encoding="utf-8")
+    if args.json:
+        from runner.report.shapes import check_json
+
+        print(check_json(str(args.run_dir), result).model_dump_json(indent=2))
+        return result.exit_code
     console = _console()
     table = Table(title=escape(f"check {args.run_dir}"), title_justify="left")
     for column in ("group", "case", "result", "detail"):
@@ -785,7 +814,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
         )
     console.print(table)
     if args.junit:
-        args.junit.write_text(junit_xml(result, f"runner check {args.run_dir}"), encoding="utf-8")
         console.print(f"wrote {args.junit}", markup=False)
     code = result.exit_code
     verdict = {0: "all gates hold", 1: "a gate failed", 3: "a gate could not be judged"}[code]
