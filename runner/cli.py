@@ -733,7 +733,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from runner.analysis import VERDICTS, compare_runs, compare_spend
+    from runner.analysis import VERDICTS, align_criteria, compare_runs, compare_spend
     from runner.gate import resolve_by
     from runner.report import build_compare_page
     from runner.report.pages import spend_diff_frame
@@ -743,12 +743,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         run_a, run_b = _load(args.run_a), _load(args.run_b)
         a_criteria, a_jobs = run_a.for_agent(args.agent_a)
         b_criteria, b_jobs = run_b.for_agent(args.agent_b)
+        backends = [r.manifest.target.backend if r.manifest else None for r in (run_a, run_b)]
+        a_criteria, b_criteria, notes = align_criteria(a_criteria, b_criteria, *backends)
         by = [*resolve_by(args.by), "criterion_id"]
         table = compare_runs(a_criteria, a_jobs, b_criteria, b_jobs, by=by)
         costs = compare_spend(a_criteria, a_jobs, b_criteria, b_jobs)
     except (FileNotFoundError, ValueError) as exc:
         _err(str(exc))
         return EXIT_USAGE
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
     failing = args.fail_on_regression and (table["verdict"] == "regression").any()
     if args.json:
         from runner.report.shapes import compare_json

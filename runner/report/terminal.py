@@ -79,10 +79,29 @@ def print_run_tables(
     errors = error_counts(jobs)
     if errors.height:
         console.print(frame_table(errors, "jobs ended in error, by kind"))
-    latency = latency_percentiles(jobs, messages=run.messages)
-    if latency.height and latency["n"].sum():
+    backend = run.manifest.target.backend if run.manifest else None
+    latency = measured_latency(latency_percentiles(jobs, messages=run.messages), backend)
+    if latency.height:
         console.print(frame_table(latency, "latency of ok jobs (seconds)"))
+    if backend in NOT_TIMED:
+        console.print(NOT_TIMED[backend], markup=False)
     print_spend(run, console)
+
+
+NOT_TIMED = {
+    "agent-testing": "latency: agent-testing times a job by polling (its total is bounded by the"
+    " poll interval) and its frames carry no timing: those rows are not shown"
+}
+"""What a backend cannot time, said under the latency table instead of printing its rows."""
+UNMEASURED = {"agent-testing": frozenset({"total"})}
+"""Latency metrics a backend records but cannot measure (``total``: the poll interval)."""
+
+
+def measured_latency(latency: pl.DataFrame, backend: str | None) -> pl.DataFrame:
+    """The latency rows worth printing: metrics with samples, less those ``backend`` cannot
+    measure (issue 29: empty rows and a ``total`` that was the poll interval)."""
+    hidden = UNMEASURED.get(backend or "", frozenset())
+    return latency.filter((pl.col("n") > 0) & ~pl.col("metric").is_in(list(hidden)))
 
 
 def print_spend(run: Run, console: Console) -> None:
