@@ -16,7 +16,9 @@ import runner
 from runner import analysis
 from runner.cli import main
 from runner.localapi.server import local_api_process
+from runner.report.summary import summary_lines
 from runner.report.terminal import measured_latency
+from runner.store import load_run
 
 
 def test_the_conversation_verdict_is_every_criterion_passed() -> None:
@@ -99,3 +101,8 @@ def test_a_stream_and_an_agent_testing_run_compare_on_the_conversation_verdict(
     latency = printed.split("latency of ok jobs", 1)[1].split("latency: agent-testing", 1)[0]
     assert "total" not in latency and "time_to_first_frame" not in latency
     assert "latency: agent-testing times a job by polling" in printed
+
+    def notes(name: str) -> list[str]:
+        return [x for x in summary_lines(load_run(runs[name])) if x.startswith("note: ")]
+
+    assert notes("agent-testing") and not notes("stream")

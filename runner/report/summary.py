@@ -132,5 +132,10 @@ def summary_lines(run: Run, worst: int = WORST) -> list[str]:
     if flaky is not None:
         lines.append(flaky)
     lines += [errors_line(run), spend_line(run)]
+    if run.manifest is not None and run.manifest.target.backend == "agent-testing":
+        lines.append(
+            "note: agent-testing gives one success_conditions verdict per conversation, not the"
+            " agent's criteria; compare with a simulate run on conversation_passed"
+        )
     lines.append(f"full tables: python -m runner report {run.path}")
     return lines
