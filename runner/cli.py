@@ -32,7 +32,7 @@ import itertools
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the commands import their modules when run: `--help` stays quick
     from rich.console import Console
@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # the commands import their modules when run: `--help` stays 
 EXIT_OK, EXIT_ABORTED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_BUDGET = 3  # run: run.budget stopped dispatching
 EXIT_REGRESSION = 1  # compare --fail-on-regression; check's codes live in runner.gate
+EXIT_GATE = 1  # run: the config's gate: failed (the run itself completed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,11 +66,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="override run.concurrency: a number, or 'auto' to find the server's quota",
     )
     run.add_argument("--limit", type=int, help="run only the first N jobs of the sweep")
+    for flag, what in (
+        ("agent", "agent (id, label or id@branch)"),
+        ("scenario", "scenario id"),
+        ("tag", "scenario tag"),
+    ):
+        run.add_argument(
+            f"--{flag}",
+            action="append",
+            default=[],
+            metavar="GLOB",
+            help=f"run only the jobs of this {what}; a glob, repeatable (job keys are the "
+            "sweep's: a later full run reuses these results)",
+        )
     run.add_argument("--results", type=Path, default=Path("results"), help="results root")
+    run.add_argument(
+        "--junit", type=Path, metavar="PATH", help="write the config's gate: as JUnit XML here"
+    )
     run.add_argument(
         "--dry-run", action="store_true", help="validate, print the job count and a few requests"
     )
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
+    run.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="print only the last line (and errors): no progress, estimate or summary",
+    )
     run.add_argument(
         "--keep-remote",
         action="store_true",
@@ -164,6 +187,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import os
 
     from runner.config import ConfigError, load_config
+    from runner.config.selection import Selection
     from runner.jobs import iter_jobs
     from runner.plan import sweep_size
     from runner.shard import ShardError, shard_for_run
@@ -185,12 +209,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ShardError as exc:
         _err(str(exc))
         return EXIT_USAGE
+    selection = Selection(tuple(args.agent), tuple(args.scenario), tuple(args.tag))
+    if selection and (shard is not None or args.ray is not None):
+        _err("--agent, --scenario and --tag cannot be combined with --shard or --ray")
+        return EXIT_USAGE
     try:
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, overrides).select(selection)
     except ConfigError as exc:
         _err(str(exc))
         return EXIT_USAGE
 
+    if args.junit is not None and cfg.gate is None:
+        _err(f"--junit writes the config's gate, and {args.config} has no gate: block")
+        return EXIT_USAGE
     if args.ray is not None and not args.dry_run:
         return _cmd_run_ray(args, cfg)
     if args.dry_run:
@@ -242,13 +273,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             cfg,
             limit=args.limit,
             results_root=args.results,
-            progress=not args.no_progress,
+            progress=not (args.no_progress or args.quiet),
             retry_errors=args.retry_errors,
             fresh=args.fresh,
             handle_signals=True,
             preflight=not args.no_preflight,
             keep_remote=args.keep_remote,
             shard=shard,
+            quiet=args.quiet,
         )
     except BaseException as exc:  # every way out is one line and a documented code
         return _run_failed(exc, args)
@@ -259,16 +291,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f" {c.attempts} attempts, peak in flight {c.peak_in_flight},"
         f" {report.wall_secs:.1f}s"
     )
-    if shard:
+    if args.quiet or not c.done:  # a session that ran nothing says so in its last line
+        pass
+    elif shard:
         _console().print(headline.replace("this session", f"shard {shard}, this session"))
         print(f"when every shard is done: python -m runner merge {report.run_dir}")
     else:
         print_summary(report.run_dir, headline, _console())
-    if report.verdicts is not None:
+    if report.verdicts is not None and not args.quiet:
         from runner.replay import verdict_summary
 
         print(verdict_summary(report.verdicts))
-    if report.compare is not None and cfg.compare is not None:
+    if report.compare is not None and cfg.compare is not None and not args.quiet:
         _print_compare(report.compare, cfg, report.run_dir)
     if report.interrupted:
         _err(
@@ -283,12 +317,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _err(_budget_line(report, args))
         return EXIT_BUDGET
     done = f", {c.skipped} done before" if c.skipped else ""
-    print(
-        f"completed: {c.ok} job(s) ok, {c.errors} in error{done}; results in {report.run_dir}"
-        f" (python -m runner report {report.run_dir})",
-        file=sys.stderr,
-    )
-    return EXIT_OK
+    ran = f"{c.ok} job(s) ok, {c.errors} in error{done}"
+    if not c.done:
+        ran = "nothing to run" + (f", all {c.skipped} job(s) were done before" if c.skipped else "")
+    after = f"python -m runner report {report.run_dir}"
+    if shard and not c.done:
+        after = f"when every shard is done: python -m runner merge {report.run_dir}"
+    code, gated = EXIT_OK, ""
+    if cfg.gate is not None and not shard:  # a shard's gate is judged on the merged run
+        code, gated = _apply_gate(report.run_dir, cfg, args)
+    print(f"completed: {ran}{gated}; results in {report.run_dir} ({after})", file=sys.stderr)
+    return code
+
+
+def _apply_gate(run_dir: Path, cfg: Config, args: argparse.Namespace) -> tuple[int, str]:
+    """The config's gate over the finished run: its lines (unless ``--quiet``), JUnit on
+    request, exit 1 when a case failed, and the words the last line adds."""
+    from runner.gate import GateError, junit_xml
+    from runner.report.gating import gate_lines, judge, verdict
+    from runner.store import load_run
+
+    assert cfg.gate is not None
+    try:
+        result = judge(load_run(run_dir), cfg.gate)
+    except GateError as exc:  # e.g. gate.criteria names a criterion the run does not have
+        _err(f"gate: {exc}")
+        return EXIT_GATE, "; the gate could not be applied"
+    if not args.quiet:
+        for line in gate_lines(result):
+            print(line)
+    if args.junit:
+        args.junit.write_text(junit_xml(result, f"runner run {run_dir}"), encoding="utf-8")
+    code = EXIT_GATE if result.failed else EXIT_OK
+    return code, f"; {verdict(result)}"
 
 
 def _print_compare(decision: Decision, cfg: Config, run_dir: Path) -> None:
@@ -446,7 +507,8 @@ def _cmd_run_ray(args: argparse.Namespace, cfg: Config) -> int:
         f" {outcome.wall_secs:.1f}s"
     )
     if outcome.merged is not None and outcome.merged.complete:
-        print_summary(outcome.run_dir, headline, _console())
+        if not args.quiet:
+            print_summary(outcome.run_dir, headline, _console())
         return EXIT_OK
     _err(f"the run is incomplete: {outcome.message}")
     return EXIT_ABORTED
@@ -556,6 +618,9 @@ def _resume_command(args: argparse.Namespace) -> str:
         parts += ["--name", args.name]
     if args.results != Path("results"):
         parts += ["--results", str(args.results)]
+    for flag in ("agent", "scenario", "tag"):
+        for pattern in getattr(args, flag, None) or []:
+            parts += [f"--{flag}", pattern]
     if getattr(args, "shard", None):
         parts += ["--shard", args.shard] + (["--shards", str(args.shards)] if args.shards else [])
     return " ".join(parts)
@@ -612,6 +677,9 @@ def _add_analysis_commands(sub: SubParsers) -> None:
         help="also print pass rates grouped by these columns, e.g. scenario_id,criterion_id "
         "or matrix.language (repeatable)",
     )
+
+    json_help = "print one JSON document instead of tables (its shape: runner.report.shapes.{})"
+    report.add_argument("--json", action="store_true", help=json_help.format("ReportJSON"))
 
     compare = sub.add_parser(
         "compare", help="change in pass rate from RUN_A to RUN_B, flagged when significant"
@@ -691,6 +759,15 @@ def _add_analysis_commands(sub: SubParsers) -> None:
         choices=("pass", "fail"),
         default="pass",
         help="with --verdicts: how an undecided case counts (default: pass; it is listed)",
+    )
+
+    check.add_argument("--json", action="store_true", help=json_help.format("CheckJSON"))
+    compare.add_argument("--json", action="store_true", help=json_help.format("CompareJSON"))
+    check.add_argument(
+        "--config",
+        type=Path,
+        help="without threshold flags: apply this config's gate: (default: the gate: of the "
+        "config the run was made with)",
     )
 
     _add_paired_options(check, check=True)
@@ -801,6 +878,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_USAGE
     groupings = [[c.strip() for c in spec.split(",") if c.strip()] for spec in args.by]
+    if args.json:
+        from runner.report.shapes import report_json
+
+        try:
+            print(report_json(run, groupings).model_dump_json(indent=2))
+        except ValueError as exc:  # an unknown --by column
+            _err(str(exc))
+            return EXIT_USAGE
+        return EXIT_OK
     console = _console()
     try:
         print_run_tables(run, console, by=groupings)
@@ -814,7 +900,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from runner.analysis import VERDICTS, compare_runs, compare_spend
+    from runner.analysis import VERDICTS, align_criteria, compare_runs, compare_spend
     from runner.gate import resolve_by
     from runner.report import build_compare_page
     from runner.report.pages import spend_diff_frame
@@ -828,12 +914,24 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         shown = from_args(args, run_a, run_b, args.agent_a, args.agent_b)
         a_criteria, a_jobs = run_a.for_agent(args.agent_a)
         b_criteria, b_jobs = run_b.for_agent(args.agent_b)
+        backends = [r.manifest.target.backend if r.manifest else None for r in (run_a, run_b)]
+        a_criteria, b_criteria, notes = align_criteria(a_criteria, b_criteria, *backends)
         by = [*resolve_by(args.by), "criterion_id"]
         table = compare_runs(a_criteria, a_jobs, b_criteria, b_jobs, by=by)
         costs = compare_spend(a_criteria, a_jobs, b_criteria, b_jobs)
     except (FileNotFoundError, ValueError) as exc:
         _err(str(exc))
         return EXIT_USAGE
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    failing = args.fail_on_regression and (table["verdict"] == "regression").any()
+    if args.json:
+        from runner.report.shapes import compare_json
+
+        a_side = f"{args.run_a}" + (f" [{args.agent_a}]" if args.agent_a else "")
+        b_side = f"{args.run_b}" + (f" [{args.agent_b}]" if args.agent_b else "")
+        print(compare_json(a_side, b_side, by, table, costs).model_dump_json(indent=2))
+        return EXIT_REGRESSION if failing else EXIT_OK
     console = _console()
     a_name = f"{args.run_a}" + (f" [{args.agent_a}]" if args.agent_a else "")
     b_name = f"{args.run_b}" + (f" [{args.agent_b}]" if args.agent_b else "")
@@ -939,7 +1037,9 @@ def _check_gates(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
+    from runner.config import ConfigError
     from runner.gate import GateError, GateResult, evaluate, junit_xml
+    from runner.report.gating import NoGate
     from runner.report.paired import check_compare
 
     try:
@@ -949,22 +1049,19 @@ def _check_gates(args: argparse.Namespace) -> int:
         result = (
             GateResult(())
             if shown and all(g is None for g in gates)
-            else evaluate(
-                run.criteria,
-                run.jobs,
-                min_pass_rate=args.min_pass_rate,
-                criterion_ids=args.criterion,
-                use_lower_bound=args.use_lower_bound,
-                max_error_rate=args.max_error_rate,
-                by=args.by,
-                max_cost=args.max_cost,
-                max_credits=args.max_credits,
-            )
+            else evaluate(run.criteria, run.jobs, **_check_thresholds(args))
         )
         result = GateResult((*result.cases, *paired_cases))
-    except (FileNotFoundError, GateError, ValueError) as exc:
+    except (FileNotFoundError, GateError, NoGate, ConfigError, ValueError) as exc:
         _err(str(exc))
         return EXIT_USAGE
+    if args.junit:
+        args.junit.write_text(junit_xml(result, f"runner check {args.run_dir}"), encoding="utf-8")
+    if args.json:
+        from runner.report.shapes import check_json
+
+        print(check_json(str(args.run_dir), result).model_dump_json(indent=2))
+        return result.exit_code
     console = _console()
     if shown is not None:
         shown.print(console)
@@ -978,7 +1075,6 @@ def _check_gates(args: argparse.Namespace) -> int:
         )
     console.print(table)
     if args.junit:
-        args.junit.write_text(junit_xml(result, f"runner check {args.run_dir}"), encoding="utf-8")
         console.print(f"wrote {args.junit}", markup=False)
     code = result.exit_code
     verdict = {0: "all gates hold", 1: "a gate failed", 3: "a gate could not be judged"}[code]
@@ -988,6 +1084,36 @@ def _check_gates(args: argparse.Namespace) -> int:
         markup=False,
     )
     return code
+
+
+def _check_thresholds(args: argparse.Namespace) -> dict[str, Any]:
+    """``check``'s thresholds: the flags when any is given, else a config's ``gate:`` (the
+    ``--config`` file's, else the one the run recorded); ``--criterion``, ``--by`` and
+    ``--use-lower-bound`` apply to either."""
+    from runner.config import load_config
+    from runner.report.gating import NoGate, recorded_gate
+
+    flags = {
+        "min_pass_rate": args.min_pass_rate,
+        "max_error_rate": args.max_error_rate,
+        "max_cost": args.max_cost,
+        "max_credits": args.max_credits,
+    }
+    common: dict[str, Any] = {"criterion_ids": args.criterion}
+    if args.by:
+        common["by"] = args.by
+    if args.use_lower_bound:
+        common["use_lower_bound"] = True
+    if any(v is not None for v in flags.values()):
+        return {"by": args.by, "use_lower_bound": args.use_lower_bound, **flags, **common}
+    gate = load_config(args.config).gate if args.config else recorded_gate(args.run_dir)
+    if gate is None:
+        where = args.config or f"the config {args.run_dir} was made with"
+        raise NoGate(
+            f"nothing to check: give --min-pass-rate, --max-error-rate, --max-cost or "
+            f"--max-credits, or add a gate: block to {where}"
+        )
+    return {**gate.evaluate_kwargs(), **common}
 
 
 ANALYSIS_COMMANDS = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +90,8 @@ def evaluate(
     by: Sequence[str] = (),
     max_cost: float | None = None,
     max_credits: float | None = None,
+    criterion_minimums: Mapping[str, float] | None = None,
+    min_overall_pass_rate: float | None = None,
 ) -> GateResult:
     """Judge a run: one case per criterion (x each ``by`` group) and one for the error rate.
 
@@ -99,16 +101,27 @@ def evaluate(
     pass when the run's spend (``jobs.cost_usd`` in USD, ``credits_used`` in credits, every
     session's jobs) is at most ``max_cost`` / ``max_credits``; a run the vendor priced
     nothing of cannot be judged.
+
+    ``criterion_minimums`` (the config's ``gate.criteria``) gives named criteria their own
+    minimum, over ``min_pass_rate``; ``min_overall_pass_rate`` gates all criteria pooled (one
+    case, not grouped by ``by``).
     """
-    limits = (min_pass_rate, max_error_rate, max_cost, max_credits)
-    if all(v is None for v in limits):
+    minimums = dict(criterion_minimums or {})
+    limits = (min_pass_rate, max_error_rate, max_cost, max_credits, min_overall_pass_rate)
+    if all(v is None for v in limits) and not minimums:
         raise GateError(
             "nothing to check: give a minimum pass rate, a maximum error rate and/or a maximum cost"
         )
     for name, value in (("max_cost", max_cost), ("max_credits", max_credits)):
         if value is not None and not (value >= 0 and math.isfinite(value)):
             raise GateError(f"{name} must be a number >= 0, got {value}")
-    for name, value in (("min_pass_rate", min_pass_rate), ("max_error_rate", max_error_rate)):
+    rates_given = [
+        ("min_pass_rate", min_pass_rate),
+        ("max_error_rate", max_error_rate),
+        ("min_pass_rate_overall", min_overall_pass_rate),
+        *((f"criteria.{k}", v) for k, v in minimums.items()),
+    ]
+    for name, value in rates_given:
         if value is not None and not (0.0 <= value <= 1.0 and math.isfinite(value)):
             raise GateError(f"{name} must be between 0 and 1, got {value}")
     groups = resolve_by(by)
@@ -117,12 +130,14 @@ def evaluate(
     if unknown_cols:
         raise GateError(f"cannot group by {', '.join(unknown_cols)}: no such jobs column")
     cases: list[GateCase] = []
-    if min_pass_rate is not None:
+    if min_pass_rate is not None or minimums:
         rates = pass_rates(criteria, jobs, by=[*groups, "criterion_id"]).filter(
             pl.col("criterion_id").is_not_null()
         )
         known = set(rates["criterion_id"].to_list())
-        wanted = list(dict.fromkeys(criterion_ids))
+        wanted = list(dict.fromkeys([*criterion_ids, *minimums]))
+        if min_pass_rate is not None and minimums and not criterion_ids:
+            wanted = []  # every criterion, the named ones at their own minimum
         missing = [c for c in wanted if c not in known]
         if missing:
             raise GateError(
@@ -132,7 +147,9 @@ def evaluate(
         if wanted:
             rates = rates.filter(pl.col("criterion_id").is_in(wanted))
         for row in rates.iter_rows(named=True):
-            cases.append(_criterion_case(row, groups, min_pass_rate, use_lower_bound))
+            minimum = minimums.get(row["criterion_id"], min_pass_rate)
+            if minimum is not None:
+                cases.append(_criterion_case(row, groups, minimum, use_lower_bound))
         if rates.height == 0:  # nothing was judged at all: that is not a pass
             cases.append(
                 GateCase(
@@ -141,9 +158,13 @@ def evaluate(
                     "not_judged",
                     "the run has no criteria results",
                     None,
-                    min_pass_rate,
+                    min_pass_rate if min_pass_rate is not None else min(minimums.values()),
                 )
             )
+    if min_overall_pass_rate is not None:
+        pooled = pass_rates(criteria, jobs, by=()).row(0, named=True)
+        pooled["criterion_id"] = "all criteria pooled"
+        cases.append(_criterion_case(pooled, [], min_overall_pass_rate, use_lower_bound, "overall"))
     if max_error_rate is not None:
         for row in error_rates(jobs).iter_rows(named=True):
             cases.append(_error_case(row, max_error_rate))
@@ -188,10 +209,14 @@ def _cost_case(total: dict[str, Any], unit: str, maximum: float) -> GateCase:
 
 
 def _criterion_case(
-    row: dict[str, Any], groups: list[str], minimum: float, use_lower_bound: bool
+    row: dict[str, Any],
+    groups: list[str],
+    minimum: float,
+    use_lower_bound: bool,
+    suite: str = "pass rate",
 ) -> GateCase:
     counts = {k: int(row[k] or 0) for k in ("success", "failure", "unknown", "errors")}
-    suite = " / ".join(f"{g}={row[g]}" for g in groups) or "pass rate"
+    suite = " / ".join(f"{g}={row[g]}" for g in groups) or suite
     name = str(row["criterion_id"])
     decided = counts["success"] + counts["failure"]
     tally = (

@@ -53,6 +53,8 @@ class Job:
     """The scenario's own simulation-test fields (agent-testing; ``simulation_test_fields``)."""
     assertions: tuple[Assertion, ...] = ()
     """The config's then the scenario's ``assert:`` entries, built (not sent; not in the key)."""
+    tags: tuple[str, ...] = ()
+    """The scenario's ``tags`` (not sent; not in the key): ``run --tag`` selects by them."""
 
     def __post_init__(self) -> None:
         if not self.content:  # a job built by hand: encode its body here, once
@@ -126,6 +128,7 @@ class _Cell:
     override: dict[str, Any] | None
     test_fields: dict[str, Any] | None
     assertions: tuple[Assertion, ...] = ()
+    tags: tuple[str, ...] = ()
 
 
 def _iter_cells(cfg: Config) -> Iterator[_Cell]:
@@ -150,6 +153,7 @@ def _iter_cells(cfg: Config) -> Iterator[_Cell]:
                 override=override,
                 test_fields=fields,
                 assertions=checks,
+                tags=tuple(spec.tags),
             )
 
 
@@ -181,6 +185,7 @@ def iter_jobs(cfg: Config) -> Iterator[Job]:
                     agent_override=c.override,
                     test_fields=c.test_fields,
                     assertions=c.assertions,
+                    tags=c.tags,
                 )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from runner.backends.agent_testing import repeat_window, test_spec
 from runner.config import Config
+from runner.config.selection import agent_names
 from runner.jobs import Job, case_key, count_jobs, iter_jobs
 from runner.shard import Shard, shard_of, split_groups
 
@@ -28,7 +29,18 @@ def run_name(cfg: Config, override: str | None = None) -> str:
 
 
 def _limited(cfg: Config, limit: int | None) -> Iterator[Job]:
+    """The sweep's jobs the session may run: those ``cfg.selection`` picks (``run --agent``,
+    ``--scenario``, ``--tag``), then the first ``limit`` of them. Keys stay the sweep's."""
     jobs: Iterator[Job] = iter_jobs(cfg)
+    selection = cfg.selection
+    if selection:
+        wanted = {a.variant_name: selection.agent(agent_names(a)) for a in cfg.agents}
+        jobs = (
+            job
+            for job in jobs
+            if wanted[job.agent_id if job.branch_id is None else f"{job.agent_id}@{job.branch_id}"]
+            and selection.scenario(job.scenario_id, job.tags)
+        )
     return itertools.islice(jobs, limit) if limit is not None else jobs
 
 
@@ -82,6 +94,8 @@ def select_jobs(
 
 def sweep_size(cfg: Config, limit: int | None) -> int:
     """How many jobs the sweep has (the first ``limit``), without building one."""
+    if cfg.selection:  # a part of the sweep: counted by walking it
+        return sum(1 for _ in _limited(cfg, limit))
     total = count_jobs(cfg)
     return total if limit is None else min(total, limit)
 
@@ -99,5 +113,5 @@ def planned_total(
     total = sweep_size(cfg, limit)
     if not done:
         return total, 0
-    skipped = sum(1 for job in itertools.islice(iter_jobs(cfg), total) if job.key in done)
+    skipped = sum(1 for job in _limited(cfg, limit) if job.key in done)
     return total - skipped, skipped

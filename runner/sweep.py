@@ -165,6 +165,7 @@ async def run_sweep(
     shard: Shard | None = None,
     slots: SharedSlots | None = None,
     watch: Callable[[Counters], None] | None = None,
+    quiet: bool = False,
 ) -> RunResult:
     """Run a sweep into ``results_root/<name>/``, resuming what is there.
 
@@ -181,6 +182,8 @@ async def run_sweep(
     (``shards/I-of-N.json``), beside the other shards; ``merge`` builds the tables.
     ``slots`` replaces the local concurrency limiter (the cluster's quota, ``runner.cluster``);
     ``watch`` is handed the live counters once the engine exists (a progress display elsewhere).
+    ``quiet`` (``run --quiet``) prints no notices (the expected cost, recovered jobs); warnings
+    and errors still go to stderr.
     """
     if shard is not None and fresh:
         raise StoreError("--fresh cannot be used with --shard: set the run directory aside first")
@@ -190,7 +193,7 @@ async def run_sweep(
     run_id = now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     if fresh:
         moved = set_aside(run_dir, now.strftime("%Y%m%dT%H%M%SZ"))
-        if moved is not None:
+        if moved is not None and not quiet:
             print(f"previous run kept at {moved}", file=sys.stderr)
     # a run that pre-flight stops before its first request leaves no directory behind, unless
     # it had one (a resume keeps its sessions; shards share the directory with each other)
@@ -208,7 +211,7 @@ async def run_sweep(
         ) from exc
     try:
         opened = open_session(
-            cfg, run_dir, run_id, limit=limit, retry_errors=retry_errors, shard=shard
+            cfg, run_dir, run_id, limit=limit, retry_errors=retry_errors, shard=shard, quiet=quiet
         )
         result = RunResult(
             run_dir=run_dir, run_id=run_id, counters=Counters(), wall_secs=0.0, shard=shard
@@ -228,6 +231,7 @@ async def run_sweep(
                 keep_remote=keep_remote,
                 slots=slots,
                 watch=watch,
+                quiet=quiet,
             )
         except BaseException:
             if opened.session.ended == "running":  # not already "write_failed"
@@ -275,6 +279,7 @@ def open_session(
     limit: int | None,
     retry_errors: bool,
     shard: Shard | None = None,
+    quiet: bool = False,
 ) -> OpenSession:
     """Prepare the directory, count what is left to do and record the session as running.
     A shard touches only what is its own: its leftovers, its journal, its manifest."""
@@ -284,7 +289,7 @@ def open_session(
     own = None if shard is None else [s.run_id for s in earlier.sessions] if earlier else []
     writer.prepare(own)
     recovered = recover(run_dir, own)
-    if recovered:
+    if recovered and not quiet:
         print(
             f"recovered {recovered} finished job(s) from the journal of an interrupted session",
             file=sys.stderr,
@@ -359,6 +364,7 @@ async def execute(
     keep_remote: bool = False,
     slots: SharedSlots | None = None,
     watch: Callable[[Counters], None] | None = None,
+    quiet: bool = False,
 ) -> None:
     """Run the session's jobs against the target; ``result`` is filled in as it goes."""
     session, run_dir = opened.session, opened.run_dir
@@ -389,9 +395,9 @@ async def execute(
             except AttemptError as exc:  # the key was rejected: stop before any simulation
                 result.aborted = exc.failure
                 return
-            for estimate in result.estimate:
+            for estimate in [] if quiet else result.estimate:
                 print(estimate.describe(), file=sys.stderr)
-            if not result.estimate:
+            if not result.estimate and not quiet:
                 print("expected cost: not estimated (the target quoted no prices)", file=sys.stderr)
         if result.estimate:
             e = result.estimate[0]

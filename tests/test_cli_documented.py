@@ -55,7 +55,7 @@ def test_no_retry_errors_leaves_the_errors_of_a_resumed_run_alone(tmp_path: Path
         assert 0 < errors < jobs.height
         sent = api.stats()["simulate_requests"]
         again = cli("run", str(config), *results, "--no-retry-errors")
-        assert "0 job(s) run" in again.stdout, again.stdout + again.stderr
+        assert "completed: nothing to run" in again.stderr, again.stdout + again.stderr
         assert api.stats()["simulate_requests"] == sent  # nothing sent again
         cli("run", str(config), *results)  # the default: the errors are run again
         assert api.stats()["simulate_requests"] == sent + errors

@@ -20,6 +20,7 @@ from view_helpers import AGENT, CRITERION, MARKED, SCENARIO, PartFeeder, escaped
 
 from bench.view_data import Shape, write_synthetic_run
 from runner import analysis
+from runner.estimate import money
 from runner.report import charts
 from runner.view import queries
 from runner.view.app import allowed_hosts_for, create_app
@@ -265,12 +266,12 @@ def test_spend_is_cost_usd_and_older_tables_fall_back_to_llm_price(tmp_path: Pat
     with viewer_process(tmp_path) as running, httpx.Client(base_url=running.base_url) as c:
         runs = c.get("/").text
         cells = dict(re.findall(r'data-run="([^"]+)">.*?class="spend" [^>]*>([^<]+)', runs, re.S))
-        assert cells == {"old": f"{price:,.4g} ", "priced": f"{cost:,.4g}"}
+        assert cells == {"old": f"{money(price)} ", "priced": money(cost)}  # with its currency
         assert 'data-source="llm_price"' in runs and 'data-source="cost_usd"' in runs
         assert runs.count("(LLM price)") == 1
-        assert f"<b>{cost:,.4g}</b><span>spend (USD)</span>" in c.get("/runs/priced").text
+        assert f"<b>{money(cost)}</b><span>spend</span>" in c.get("/runs/priced").text
         old_page = c.get("/runs/old").text
-        assert f"<b>{price:,.4g}</b><span>spend (USD): LLM price</span>" in old_page
+        assert f"<b>{money(price)}</b><span>spend: LLM price</span>" in old_page
         assert c.get("/runs/old/cases?sort=price&desc=1").status_code == 200
     assert running.stderr_text() == ""
 
@@ -372,3 +373,42 @@ def test_a_run_in_progress_samples_its_message_latencies_part_by_part(
             )
     finally:
         feeder.release()
+
+
+def test_runs_newest_first_the_picker_on_the_two_newest_and_badges_that_say_what_they_mean(
+    tmp_path: Path,
+) -> None:
+    """Issue 29: runs newest first, the compare picker defaulting to the two newest; a job
+    whose conversation completed but whose criteria failed is not an ``ok`` badge beside
+    "failure"; the repeat chips have a legend."""
+    import json
+
+    shape = Shape(agents=1, scenarios=2, repeats=3, error_every=0)
+    for name, day in (("b-oldest", 1), ("a-newest", 3), ("c-middle", 2)):
+        run_dir = write_synthetic_run(tmp_path / name, shape)
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        manifest["created_at"] = f"2026-03-0{day}T10:00:00Z"
+        (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    with viewer_process(tmp_path) as running, httpx.Client(base_url=running.base_url) as c:
+        runs = c.get("/").text
+        assert re.findall(r'<tr data-run="([^"]+)"', runs) == ["a-newest", "c-middle", "b-oldest"]
+        picker = runs.split('action="/compare"', 1)[1]
+        chosen = re.findall(r'<option value="([^"]+)" selected>', picker)
+        assert chosen == ["c-middle", "a-newest"]  # A the earlier, B the latest
+        compare = c.get("/compare").text
+        assert re.findall(r"<option selected>([^<]+)</option>", compare) == chosen
+
+        jobs = pl.read_parquet(tmp_path / "a-newest" / "jobs.parquet")
+        criteria = pl.read_parquet(tmp_path / "a-newest" / "criteria.parquet")
+        failed = criteria.filter(pl.col("result") == "failure")["job_key"]
+        key = jobs.filter((pl.col("status") == "ok") & pl.col("job_key").is_in(failed))["job_key"][
+            0
+        ]
+        page = c.get(f"/runs/a-newest/jobs/{key}").text
+        head = page.split("</h1>", 1)[0]
+        assert ">conversation completed</span>" in head and 'class="badge ok"' not in head
+        assert re.search(r'id="criteria-badge"[^>]*>\d+ criteri(on|a) failed<', head)
+        assert 'id="badges-note"' in page and 'id="repeats-legend"' in page
+        cases = c.get("/runs/a-newest/cases").text
+        assert ">conversation</a>" in cases and '<td class="s">ok</td>' not in cases
+    assert running.stderr_text() == ""

@@ -7,6 +7,7 @@ these tests loudly; they never skip. Every page visited must log no console erro
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -145,11 +146,18 @@ def page(browser: Any) -> Iterator[Any]:
 # --------------------------------------------------------------------------------- flows
 
 
-def test_the_runs_page_lists_every_run(page: Any, viewer: Viewer) -> None:
+def test_the_runs_page_lists_every_run(page: Any, viewer: Viewer, results: Path) -> None:
     page.goto(viewer.base_url + "/")
     rows = page.locator("#runs tbody tr")
     expect(rows).to_have_count(3)
-    assert [r.get_attribute("data-run") for r in rows.all()] == ["base", "cand", "xss"]
+    started = {
+        name: json.loads((results / name / "manifest.json").read_text())["created_at"]
+        for name in ("base", "cand", "xss")
+    }
+    newest = sorted(started, key=lambda n: (started[n], n), reverse=True)
+    assert [r.get_attribute("data-run") for r in rows.all()] == newest  # newest first
+    picked = [page.locator(f"select[name={s}]").input_value() for s in ("a", "b")]
+    assert picked == [newest[1], newest[0]]  # the compare picker: the two newest
     base = page.locator('#runs tr[data-run="base"]')
     expect(base).to_contain_text("finished")
     expect(base).to_contain_text("stream")

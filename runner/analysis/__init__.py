@@ -28,11 +28,14 @@ from __future__ import annotations
 
 from runner.analysis.compare import (
     CASE_ORDER,
+    CONVERSATION,
     VERDICTS,
+    align_criteria,
     compare_cases,
     compare_counts,
     compare_pass_rates,
     compare_runs,
+    conversation_verdicts,
     judged_difference,
 )
 from runner.analysis.counts import (
@@ -94,6 +97,7 @@ from runner.analysis.timeline import attempts_over_time, in_flight_over_time
 __all__ = [
     "CASE_COLUMNS",
     "CASE_ORDER",
+    "CONVERSATION",
     "COUNTS",
     "HISTOGRAM_BINS",
     "LATENCY_COLUMNS",
@@ -104,6 +108,7 @@ __all__ = [
     "VERDICTS",
     "Z95",
     "Frame",
+    "align_criteria",
     "attempts_over_time",
     "bin_of",
     "case_columns",
@@ -116,6 +121,7 @@ __all__ = [
     "compare_pass_rates",
     "compare_runs",
     "compare_spend",
+    "conversation_verdicts",
     "error_counts",
     "error_rates",
     "errored_counts",

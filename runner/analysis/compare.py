@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from runner.analysis.counts import COUNTS, errored_counts, judged_counts, rates_from
-from runner.analysis.frames import Frame, case_columns
+from runner.analysis.frames import Frame, case_columns, lazy
 from runner.analysis.intervals import Z95, newcombe_bounds, two_proportion_p_value
 
 VERDICTS = ("regression", "improvement", "no significant change", "insufficient data")
@@ -195,3 +195,60 @@ def compare_cases(a: pl.DataFrame, b: pl.DataFrame, z: float = Z95) -> pl.DataFr
         .drop("_rank", "a_agent_label", "b_agent_label")
         .collect()
     )
+
+
+CONVERSATION = "conversation_passed"
+"""The conversation-level verdict, under one name for every backend: success when every
+criterion of a job succeeded, failure when any failed, unknown otherwise. The agent-testing
+backend's ``success_conditions`` row is this verdict as the vendor gives it (one result per test
+run); a simulate run's criteria give it by this rule. ``compare`` uses it across backends."""
+
+
+def conversation_verdicts(criteria: Frame) -> pl.DataFrame:
+    """One ``CONVERSATION`` row per judged job (``job_key``, ``criterion_id``, ``result``)."""
+    return (
+        lazy(criteria)
+        .group_by("job_key")
+        .agg(
+            pl.when((pl.col("result") == "failure").any())
+            .then(pl.lit("failure"))
+            .when((pl.col("result") == "success").all())
+            .then(pl.lit("success"))
+            .otherwise(pl.lit("unknown"))
+            .alias("result")
+        )
+        .select("job_key", pl.lit(CONVERSATION).alias("criterion_id"), "result")
+        .sort("job_key")
+        .collect()
+    )
+
+
+def align_criteria(
+    a_criteria: pl.DataFrame, b_criteria: pl.DataFrame, a_backend: str | None, b_backend: str | None
+) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    """Make two runs comparable: when they measure different criteria, say so; when their
+    backends differ or they share no criterion, compare ``CONVERSATION`` on both sides.
+    Returns the criteria to compare and the warnings to print."""
+    a_ids, b_ids = set(a_criteria["criterion_id"]), set(b_criteria["criterion_id"])
+    if a_ids == b_ids and a_backend == b_backend:
+        return a_criteria, b_criteria, []
+    notes = []
+    if a_ids != b_ids:
+        only_a, only_b = sorted(map(str, a_ids - b_ids)), sorted(map(str, b_ids - a_ids))
+        notes.append(
+            "A and B measure different criteria"
+            + (f"; only in A: {', '.join(only_a)}" if only_a else "")
+            + (f"; only in B: {', '.join(only_b)}" if only_b else "")
+        )
+    if a_backend != b_backend or not a_ids & b_ids:
+        why = (
+            f"A ran on {a_backend}, B on {b_backend}"
+            if a_backend != b_backend
+            else "they share no criterion"
+        )
+        notes.append(
+            f"{why}: comparing {CONVERSATION} (every criterion of a conversation passed), the "
+            "verdict both backends give"
+        )
+        return conversation_verdicts(a_criteria), conversation_verdicts(b_criteria), notes
+    return a_criteria, b_criteria, notes

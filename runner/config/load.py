@@ -379,6 +379,8 @@ def resolved_config(cfg: Config) -> dict[str, Any]:
         out["compare"] = cfg.compare.dump()
     if cfg.assert_:  # absent when empty: configs without assertions keep their hash
         out["assert"] = dump_assertions(cfg.assert_)
+    if cfg.gate is None:  # absent when unset: configs without a gate keep their hash
+        out.pop("gate", None)
     scenarios: list[dict[str, Any]] = []
     for entry in cfg.scenarios:
         if isinstance(entry, ScenarioFileRef):

@@ -43,6 +43,8 @@ from runner.config.errors import (
     TAG_SEQUENTIAL,
     describe,
 )
+from runner.config.gate import GateConfig
+from runner.config.selection import Selection
 from runner.wire.simulate import EvaluationCriterion, TranscriptMessage
 
 SCENARIO_FILE_SUFFIXES = (".jsonl", ".csv", ".yaml", ".yml")
@@ -648,8 +650,29 @@ class Config(Strict):
     matrix: dict[str, list[Scalar]] = Field(default_factory=dict)
     compare: CompareConfig | None = None
     """Compare two variants pair by pair and stop once decided (``runner.config.compare``)."""
+    gate: GateConfig | None = None
+    """Thresholds the run must meet (``runner.config.gate``): ``run`` applies them at its end,
+    ``check`` reads them by default."""
     source_path: Path = Field(default_factory=lambda: Path("config.yaml").absolute(), exclude=True)
     """Absolute path of the config file; scenario files are relative to its folder."""
+    _selection: Selection = PrivateAttr(default_factory=Selection)
+
+    @property
+    def selection(self) -> Selection:
+        """The part of the sweep this session runs (``run --agent/--scenario/--tag``); not part
+        of the config's hash, nor of any job's key."""
+        return self._selection
+
+    def select(self, selection: Selection) -> Config:
+        """A copy that runs only ``selection`` (checked: ``ConfigError`` naming a pattern that
+        matches nothing)."""
+        from runner.config.selection import check_selection
+
+        if selection:
+            check_selection(self, selection)
+        copy = self.model_copy()
+        copy._selection = selection
+        return copy
 
     def resolve(self, relative: str | Path) -> Path:
         """A path written in the config, relative to the config file's folder."""

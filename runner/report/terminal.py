@@ -15,7 +15,6 @@ from rich.table import Table
 
 from runner.analysis import (
     error_counts,
-    error_rates,
     flakiness,
     flaky_cases,
     latency_percentiles,
@@ -23,9 +22,9 @@ from runner.analysis import (
     repeat_pass_rates,
     spend,
 )
-from runner.estimate import money
 from runner.report.pages import RATE_COLUMNS as _PAGE_RATES
 from runner.report.pages import money_frame
+from runner.report.summary import spend_line, summary_lines, totals_line
 from runner.store import Run, load_run
 
 RATE_COLUMNS = frozenset(_PAGE_RATES)
@@ -59,11 +58,7 @@ def print_run_tables(
     """The analysis of a run as terminal tables; ``by`` adds one pass-rate table per grouping."""
     console = console or Console()
     jobs, criteria = run.jobs, run.criteria
-    totals = error_rates(jobs).row(0, named=True)
-    console.print(
-        f"run totals: {totals['jobs']} job(s): {totals['ok']} ok, {totals['errors']} error"
-        f" ({_fmt(totals['error_rate'])}), {totals['retries']} retries"
-    )
+    console.print(totals_line(run), markup=False)
     criterion = pass_rates(criteria, jobs, by=("criterion_id",))
     if criterion.height:
         console.print(
@@ -84,33 +79,38 @@ def print_run_tables(
     errors = error_counts(jobs)
     if errors.height:
         console.print(frame_table(errors, "jobs ended in error, by kind"))
-    latency = latency_percentiles(jobs, messages=run.messages)
-    if latency.height and latency["n"].sum():
+    backend = run.manifest.target.backend if run.manifest else None
+    latency = measured_latency(latency_percentiles(jobs, messages=run.messages), backend)
+    if latency.height:
         console.print(frame_table(latency, "latency of ok jobs (seconds)"))
+    if backend in NOT_TIMED:
+        console.print(NOT_TIMED[backend], markup=False)
     print_spend(run, console)
+
+
+NOT_TIMED = {
+    "agent-testing": "latency: agent-testing times a job by polling (its total is bounded by the"
+    " poll interval) and its frames carry no timing: those rows are not shown"
+}
+"""What a backend cannot time, said under the latency table instead of printing its rows."""
+UNMEASURED = {"agent-testing": frozenset({"total"})}
+"""Latency metrics a backend records but cannot measure (``total``: the poll interval)."""
+
+
+def measured_latency(latency: pl.DataFrame, backend: str | None) -> pl.DataFrame:
+    """The latency rows worth printing: metrics with samples, less those ``backend`` cannot
+    measure (issue 29: empty rows and a ``total`` that was the poll interval)."""
+    hidden = UNMEASURED.get(backend or "", frozenset())
+    return latency.filter((pl.col("n") > 0) & ~pl.col("metric").is_in(list(hidden)))
 
 
 def print_spend(run: Run, console: Console) -> None:
     """Total spend, per agent, per matrix cell and per passed conversation (or that the
     target priced nothing)."""
-    total = spend(run.jobs, run.criteria).row(0, named=True)
-    if not total["priced"] and total["credits"] is None:
-        console.print(
-            "spend: not priced (the target sent no llm_usage prices, charging or credits)"
-        )
+    line = spend_line(run)
+    console.print(line, markup=False)
+    if line.startswith("spend: not priced"):
         return
-    parts = []
-    if total["usd"] is not None:
-        per_pass = total["usd_per_pass"]
-        parts.append(
-            f"{money(total['usd'])} for {total['priced']} priced job(s)"
-            f" ({money(total['usd_per_job'])} a job"
-            + (f", {money(per_pass)} per passed conversation" if per_pass is not None else "")
-            + ")"
-        )
-    if total["credits"] is not None:
-        parts.append(money(total["credits"], "credits"))
-    console.print("spend: " + "; ".join(parts), markup=False)
     groupings = [["agent_label"]]
     names = run.jobs.collect_schema().names()
     cells = [c for c in names if c.startswith("matrix.")]
@@ -142,8 +142,10 @@ def _print_repeats(run: Run, console: Console) -> None:
 
 def print_summary(run_dir: Path, headline: str, console: Console | None = None) -> None:
     """What ``python -m runner run`` prints when it ends: the session's headline (the caller's,
-    which knows the session), then the run's tables."""
+    which knows the session), then the short summary (``runner.report.summary``); ``report``
+    prints the full tables."""
     console = console or Console()
     run = load_run(run_dir, lazy=True)
     console.print(headline)
-    print_run_tables(run, console)
+    for line in summary_lines(run):
+        console.print(line, markup=False, highlight=False)

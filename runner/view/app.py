@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from runner import analysis
+from runner.estimate import money
 from runner.report import charts
 from runner.view import queries, source
 from runner.view.source import RunState
@@ -98,6 +99,11 @@ def fmt_json(value: str | None) -> str:
         return value
 
 
+def fmt_money(value: float | None, unit: str = "usd") -> str:
+    """Spend with its currency: ``$0.0846``, ``1,234 credits`` (``runner.estimate.money``)."""
+    return "–" if value is None else money(value, unit)
+
+
 def seg(value: object) -> str:
     """A value as one URL path segment."""
     return quote(str(value), safe="")
@@ -113,6 +119,7 @@ def _environment() -> Environment:
     env.filters.update(pct=fmt_pct, secs=fmt_secs, num=fmt_num, when=fmt_when, pretty=fmt_json)
     env.filters["pts"] = fmt_pts
     env.filters["seg"] = seg
+    env.filters["money"] = fmt_money
     return env
 
 
@@ -286,7 +293,9 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
     @app.get("/", response_class=HTMLResponse)
     def runs_page() -> HTMLResponse:
         states = list(source.iter_states(root))
-        rows = [queries.run_row(s.name, s.status, s.manifest, totals(s)) for s in states]
+        rows = queries.newest_first(
+            [queries.run_row(s.name, s.status, s.manifest, totals(s)) for s in states]
+        )
         live = any(s.running for s in states)
         return render(
             "runs.html",
@@ -373,8 +382,16 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
         page: int = 1,
         show_all: str | None = Query(None, alias="all"),
     ) -> HTMLResponse:
-        names = list(source.list_runs(root))
-        context: dict[str, Any] = {"names": names, "a": a, "b": b, "table": None}
+        names = queries.newest_names({s.name: s.manifest for s in source.iter_states(root)})
+        picked = (a, b) if a and b else (names[1], names[0]) if len(names) > 1 else (a, b)
+        context: dict[str, Any] = {
+            "names": names,
+            "a": a,
+            "b": b,
+            "pick_a": picked[0],
+            "pick_b": picked[1],
+            "table": None,
+        }
         if a and b:
             sa, sb = state_of(a), state_of(b)
             found = _compare(cache, sa, sb, figures)

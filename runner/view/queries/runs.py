@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,3 +161,18 @@ def run_row(name: str, status: str, manifest: Manifest | None, totals: Totals) -
         totals=totals,
         progress=run_progress(manifest, totals.jobs),
     )
+
+
+def _newest(started: str, name: str) -> tuple[bool, str, str]:
+    return (started != "", started, name)
+
+
+def newest_first(rows: Sequence[RunRow]) -> list[RunRow]:
+    """The runs page's order: the latest started first; runs with no start time last."""
+    return sorted(rows, key=lambda r: _newest(r.started, r.name), reverse=True)
+
+
+def newest_names(manifests: Mapping[str, Manifest | None]) -> list[str]:
+    """Run names in ``newest_first`` order, from their manifests alone (the compare picker)."""
+    started = {n: m.created_at.isoformat() if m else "" for n, m in manifests.items()}
+    return sorted(started, key=lambda n: _newest(started[n], n), reverse=True)
