@@ -893,6 +893,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     except ValueError as exc:  # an unknown --by column
         _err(str(exc))
         return EXIT_USAGE
+    from runner.reassert import report_agreement
+
+    for line in report_agreement(args.run_dir):
+        console.print(line, markup=False)
     out = args.out or args.run_dir / "report.html"
     out.write_text(build_report(run), encoding="utf-8")
     console.print(f"wrote {out}")

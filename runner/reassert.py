@@ -24,7 +24,7 @@ from typing import Any
 import polars as pl
 
 from runner.assertions import Assertion, agreement, assertion_rows, is_assert, turns_from_rows
-from runner.config import Config, load_config
+from runner.config import Config, ConfigError, load_config
 from runner.config.assertions import build_all
 from runner.config.scenarios import iter_scenarios
 from runner.schema import CRITERIA
@@ -245,3 +245,13 @@ def agreement_lines(run_dir: Path, mirrors: Mapping[str, str]) -> list[str]:
             f" {a.judge_only}"
         )
     return lines
+
+
+def report_agreement(run_dir: Path) -> list[str]:
+    """The agreement lines ``report`` prints: for each assertion of the run's config that
+    ``mirrors`` a judged criterion (none when the run's config is no longer on disk)."""
+    try:
+        cfg = load_config(_config_of(run_dir, None))
+    except (ConfigError, StoreError, OSError):
+        return []
+    return agreement_lines(run_dir, _mirrors(cfg))

@@ -96,8 +96,10 @@ async def test_assertions_are_recorded_and_re_asserted_without_a_request(
     assert mine.height == 4 * (2 + 3) + 4 * (2 + 1)
     # the refund tool is mocked to fail: where the agent called it, the call passes and an
     # "approved" claim fails; whether it called it is read from the stored transcript
+    # (an agent that skips verification may call it with another order: not a pass)
     called = run.messages.explode("tool_calls").filter(
-        pl.col("tool_calls").struct.field("tool_name") == "issue_refund"
+        (pl.col("tool_calls").struct.field("tool_name") == "issue_refund")
+        & pl.col("tool_calls").struct.field("params_as_json").str.contains('"B-55871"')
     )
     jobs_calling = called["job_key"].n_unique()
     assert jobs_calling >= 1
@@ -142,3 +144,22 @@ async def test_assertions_are_recorded_and_re_asserted_without_a_request(
     assert missing.returncode == 2
     assert len(err.strip().splitlines()) == 1 and "nowhere" in err
     assert api.stats()["simulate_requests"] == requests
+
+    # the report shows how often each mirroring assertion agrees with the judge
+    shown = await anyio.run_process(
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "report",
+            str(report.run_dir),
+            "--out",
+            str(tmp_path / "r.html"),
+        ],
+        check=False,
+        cwd=tmp_path,
+    )
+    assert shown.returncode == 0, shown.stderr.decode()
+    out = shown.stdout.decode()
+    assert "agreement with the judge:" in out
+    assert "no_false_approval ~ honest_about_failure: agree on" in out
