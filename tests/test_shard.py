@@ -560,3 +560,36 @@ def test_the_run_flags_make_one_shard_or_one_clear_error() -> None:
         shard_for_run("0/2", None, {}, ray=True)
     with pytest.raises(ShardError, match="--shards N needs --shard"):
         shard_for_run(None, 3, {})
+
+
+@pytest.mark.parametrize("name", ["renamed", None])
+def test_merge_does_not_count_the_name_a_run_ran_under_as_a_config_change(
+    tmp_path: Path, name: str | None
+) -> None:
+    """Shards run with ``--name renamed`` recorded the config with that name; ``merge`` reads
+    the config file (its own name ``sharded``) and must not warn that it changed. An edit of
+    the file still warns."""
+    from datetime import UTC, datetime
+
+    from runner.config import config_hash
+    from runner.manifest import Manifest, Target
+    from runner.merge import sweep_config
+    from runner.store import write_manifest
+
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    ran = load_config(config, {"run.name": name} if name else None)
+    run_dir = tmp_path / (name or "sharded")
+    run_dir.mkdir()
+    manifest = Manifest(
+        run_name=run_dir.name,
+        created_at=datetime.now(UTC),
+        config_path=str(config.resolve()),
+        config_hash=config_hash(ran),
+        target=Target(base_url=ran.target.base_url, backend=ran.target.backend),
+    )
+    write_manifest(run_dir, manifest)
+    _, warnings = sweep_config(run_dir, None)
+    assert warnings == []
+    config.write_text(config.read_text().replace("concurrency: 4", "concurrency: 5"))
+    _, warnings = sweep_config(run_dir, None)
+    assert len(warnings) == 1 and "differs from the config" in warnings[0]
