@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from runner.analysis import (
+    check_grouping,
     error_counts,
     error_rates,
     flakiness,
@@ -59,6 +60,8 @@ def print_run_tables(
     """The analysis of a run as terminal tables; ``by`` adds one pass-rate table per grouping."""
     console = console or Console()
     jobs, criteria = run.jobs, run.criteria
+    for grouping in by:  # an unknown column is refused before any table is printed
+        check_grouping(criteria, jobs, grouping)
     totals = error_rates(jobs).row(0, named=True)
     console.print(
         f"run totals: {totals['jobs']} job(s): {totals['ok']} ok, {totals['errors']} error"
