@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # the commands import their modules when run: `--help` stays 
     from rich.console import Console
 
     from runner.config import Config
+    from runner.costing import Remaining
     from runner.errors import Failure
     from runner.store import Run
     from runner.sweep import RunResult
@@ -159,8 +160,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import os
 
     from runner.config import ConfigError, load_config
-    from runner.jobs import iter_jobs
-    from runner.plan import sweep_size
     from runner.shard import ShardError, shard_for_run
 
     overrides: dict[str, object] = {}
@@ -189,8 +188,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.ray is not None and not args.dry_run:
         return _cmd_run_ray(args, cfg)
     if args.dry_run:
-        total = sweep_size(cfg, args.limit)
-        print(f"{args.config}: valid; {total} job(s)" + (f"; shard {shard}" if shard else ""))
+        from runner.costing import remaining
+
+        plan = remaining(
+            cfg,
+            limit=args.limit,
+            shard=shard,
+            results_root=args.results,
+            retry_errors=args.retry_errors,
+        )
+        print(
+            f"{args.config}: valid; {plan.left} of {plan.total} job(s) left"
+            + (f"; shard {shard}" if shard else "")
+        )
         if not args.no_preflight:  # first: a rejected key or unknown agent needs no estimate
             from runner.sweep import preflight_only
             from runner.target import SetupError
@@ -205,8 +215,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             if problems:
                 return EXIT_USAGE
             print("pre-flight: the key, every agent and branch, and the endpoint answered")
-        _print_estimate(cfg, args)
-        for job in itertools.islice(iter_jobs(cfg), min(3, total)):
+        _print_estimate(cfg, args, plan)
+        for job in itertools.islice(plan.jobs(cfg, args.limit), 3):  # still to run only
             print(
                 f"\n# job {job.key}  agent={job.agent_id} scenario={job.scenario_id}"
                 f" repeat={job.repeat} {dict(job.matrix) or ''}"
@@ -361,13 +371,13 @@ def _budget_line(report: RunResult, args: argparse.Namespace) -> str:
     )
 
 
-def _print_estimate(cfg: Config, args: argparse.Namespace) -> None:
+def _print_estimate(cfg: Config, args: argparse.Namespace, plan: Remaining) -> None:
     """--dry-run: the expected cost of the jobs still to run (asks the calculate endpoint,
     which sends no simulation and costs nothing)."""
     from runner.costing import dry_run_estimate
 
     try:
-        estimates = dry_run_estimate(cfg, limit=args.limit, results_root=args.results)
+        estimates = dry_run_estimate(cfg, plan, args.limit)
     except Exception as exc:  # an estimate is advice: the dry run still validated the config
         print(f"expected cost: not estimated ({str(exc).splitlines()[0][:200]})")
         return

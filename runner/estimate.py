@@ -44,6 +44,8 @@ class Estimate:
         return math.sqrt(max(self.low, 0.0) * max(self.high, 0.0)) / self.jobs
 
     def describe(self) -> str:
+        if not self.jobs:
+            return f"expected cost: {money(0.0, self.unit)} ({self.how})"
         return (
             f"expected cost of {self.jobs} job(s) to run: {money(self.low, self.unit)} to "
             f"{money(self.high, self.unit)} ({self.how})"

@@ -259,6 +259,38 @@ def test_dry_run_prints_the_estimate(tmp_path: Path, local_api_factory: LocalAPI
     assert billing(api)["conversations"] == 0  # a dry run pays for nothing
 
 
+def test_dry_run_says_what_is_left_and_prints_only_the_jobs_still_to_run(
+    tmp_path: Path, local_api_factory: LocalAPIFactory
+) -> None:
+    """On a run half done: the jobs left of the sweep, their expected cost from the spend of
+    the jobs earlier sessions paid for, and request bodies of jobs still to run only. On a
+    finished run: 0 left, $0 to spend, no request printed."""
+    api = local_api_factory(SEEDED)
+    path = write_config(tmp_path / "c.yaml", api.base_url, backend="stream")
+    results = tmp_path / "results"
+    first = sweep(load_config(path), results, limit=10)
+    done = set(load_run(first.run_dir).jobs["job_key"])
+    command = [sys.executable, "-m", "runner", "run", str(path), "--dry-run", "--no-preflight"]
+    command += ["--results", str(results)]
+
+    def dry_run() -> str:
+        out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    half = dry_run()
+    assert "valid; 14 of 24 job(s) left" in half
+    assert re.search(r"expected cost of 14 job\(s\) to run: .*earlier sessions", half)
+    printed = re.findall(r"^# job (\S+)", half, flags=re.M)
+    assert len(printed) == 3 and not set(printed) & done
+    sweep(load_config(path), results)
+    finished = dry_run()
+    assert "valid; 0 of 24 job(s) left" in finished
+    assert "expected cost: $0 (nothing left to run; earlier sessions spent $" in finished
+    assert "# job" not in finished and "simulation_specification" not in finished
+    assert billing(api)["conversations"] == 24  # the dry runs paid for nothing
+
+
 # ---------------------------------------------------------------------------- pure
 
 
