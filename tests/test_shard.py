@@ -332,10 +332,14 @@ def test_shard_processes_then_merge_give_the_tables_of_one_process(tmp_path: Pat
                 env={"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "3"},
             ),
         ]
-        for proc in procs:
+        cfg = load_config(config)
+        for index, proc in enumerate(procs):
             code, out, err = finish(proc)
             assert code == 0, err
             assert "merge" in out
+            # each shard estimates its own share of the sweep, not the whole sweep
+            share = sum(1 for _ in sweep_jobs(cfg, None, Shard(index, 3)))
+            assert f"expected cost of {share} job(s) to run" in err, err
         assert shards_api.stats()["simulate_requests"] == 24  # each job sent once, in total
 
     run_dir = results / "sharded"
