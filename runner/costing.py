@@ -148,9 +148,9 @@ def dry_run_estimate(cfg: Config, plan: Remaining, limit: int | None = None) -> 
 def make_budget(
     cfg: Config, earlier_usd: list[float], earlier_credits: list[float], estimates: list[Estimate]
 ) -> BudgetTracker | None:
-    """``run.budget`` as the engine consults it: earlier sessions' spend counted, and the
-    expected cost of a job before this session priced one (earlier sessions' mean, else the
-    estimate's geometric middle per job)."""
+    """``run.budget`` as the engine consults it: earlier sessions' spend counted, their jobs'
+    costs as the recent jobs it starts from, and before any job was priced the estimate's
+    geometric middle per job."""
     budget = cfg.run.budget
     if budget is None or (budget.usd is None and budget.credits is None):
         return None
@@ -168,4 +168,6 @@ def make_budget(
         spent_credits=sum(earlier_credits),
         prior_usd=prior(earlier_usd, "usd"),
         prior_credits=prior(earlier_credits, "credits"),
+        seen_usd=earlier_usd,
+        seen_credits=earlier_credits,
     )

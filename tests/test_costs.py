@@ -295,17 +295,44 @@ def test_dry_run_says_what_is_left_and_prints_only_the_jobs_still_to_run(
 
 
 def test_budget_admits_waits_and_stops() -> None:
-    tracker = BudgetTracker(usd=1.0, prior_usd=0.3)
+    tracker = BudgetTracker(usd=1.0, prior_usd=0.3, window=3)
     assert tracker.verdict(0) is Verdict.ADMIT  # 0 + 1 x 0.3
     assert tracker.verdict(2) is Verdict.ADMIT  # 0 + 3 x 0.3 = 0.9
     assert tracker.verdict(3) is Verdict.WAIT  # 1.2 > 1: wait for a job to end
-    tracker.record(0.1, None)  # cheaper than expected: the mean of what was priced wins
-    assert tracker.verdict(3) is Verdict.ADMIT  # 0.1 + 4 x 0.1
-    tracker.record(0.85, None)
+    tracker.record(0.05, None)  # one cheap job does not make every job in flight cheap:
+    assert tracker.verdict(3) is Verdict.WAIT  # the prior stands (0.05 + 4 x 0.3 > 1) ...
+    tracker.record(0.05, None)
+    tracker.record(0.1, None)  # ... until a window of jobs was priced: then the dearest of
+    assert tracker.verdict(3) is Verdict.ADMIT  # them, not their mean (0.2 + 4 x 0.1)
+    assert tracker.verdict(7) is Verdict.ADMIT  # 0.2 + 8 x 0.1 = 1.0
+    assert tracker.verdict(8) is Verdict.WAIT
+    tracker.record(0.7, None)  # dearer than any before: the spend may pass the limit only so
     assert tracker.verdict(1) is Verdict.WAIT
-    assert tracker.verdict(0) is Verdict.STOP  # 0.95 + 0.475 > 1 with nothing in flight
+    assert tracker.verdict(0) is Verdict.STOP  # 0.9 + 0.7 > 1 with nothing in flight
     assert tracker.verdict(0) is Verdict.STOP and tracker.stopped is not None
-    assert tracker.stopped.unit == "usd" and tracker.stopped.spent == pytest.approx(0.95)
+    assert tracker.stopped.unit == "usd" and tracker.stopped.spent == pytest.approx(0.9)
+
+
+def test_a_resumed_budget_starts_from_the_jobs_earlier_sessions_priced() -> None:
+    tracker = BudgetTracker(usd=1.0, spent_usd=0.3, prior_usd=0.01, seen_usd=[0.1, 0.2], window=2)
+    assert tracker.verdict(2) is Verdict.ADMIT  # 0.3 + 3 x 0.2 (the dearest seen) <= 1 ...
+    assert tracker.verdict(3) is Verdict.WAIT  # ... and 0.3 + 4 x 0.2 > 1
+
+
+def test_the_example_at_concurrency_8_ends_within_5_percent_of_a_2_cent_budget(
+    tmp_path: Path,
+) -> None:
+    """Every job in flight charged as the dearest recent one (and the estimate's, until a
+    window of jobs was priced): the spend passes the limit only by what a job dearer than any
+    before costs more. (Charged at the mean, this run ended 29% over.)"""
+    budget = 0.02
+    cfg = load_config(
+        ROOT / "configs" / "example.yaml", {"run.budget.usd": budget, "run.concurrency": 8}
+    )
+    result = sweep(cfg, tmp_path)
+    assert result.budget_stopped
+    spent = load_run(result.run_dir).jobs["cost_usd"].sum()
+    assert 0 < spent <= 1.05 * budget
 
 
 def test_budget_counts_earlier_sessions_and_either_unit() -> None:
