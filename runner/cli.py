@@ -281,13 +281,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if report.budget_stopped:
         _err(_budget_line(report, args))
         return EXIT_BUDGET
-    done = f", {c.skipped} done before" if c.skipped else ""
+    _completed(c.ok, c.errors, c.skipped, report.run_dir)
+    return EXIT_OK
+
+
+def _completed(ok: int, errors: int, skipped: int, run_dir: Path) -> None:
+    """The last line of a run that completed (with or without Ray)."""
+    done = f", {skipped} done before" if skipped else ""
     print(
-        f"completed: {c.ok} job(s) ok, {c.errors} in error{done}; results in {report.run_dir}"
-        f" (python -m runner report {report.run_dir})",
+        f"completed: {ok} job(s) ok, {errors} in error{done}; results in {run_dir}"
+        f" (python -m runner report {run_dir})",
         file=sys.stderr,
     )
-    return EXIT_OK
 
 
 def _abort_advice(failure: Failure, cfg: Config, args: argparse.Namespace) -> str:
@@ -429,6 +434,7 @@ def _cmd_run_ray(args: argparse.Namespace, cfg: Config) -> int:
     )
     if outcome.merged is not None and outcome.merged.complete:
         print_summary(outcome.run_dir, headline, _console())
+        _completed(c.ok, c.errors, c.skipped, outcome.run_dir)
         return EXIT_OK
     _err(f"the run is incomplete: {outcome.message}")
     return EXIT_ABORTED

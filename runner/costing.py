@@ -123,10 +123,13 @@ def remaining(
     return Remaining(left, left + skipped, frozenset(done), shard, earlier_usd, earlier_credits)
 
 
-def dry_run_estimate(cfg: Config, plan: Remaining, limit: int | None = None) -> list[Estimate]:
-    """``--dry-run``'s estimate: what the jobs still to run cost; nothing left costs nothing.
-    From earlier sessions' spend when they priced some, else asks the calculate endpoint
-    (starting the local API for it when the target is local), which sends no simulation."""
+def dry_run_estimate(
+    cfg: Config, plan: Remaining, limit: int | None = None, url: str | None = None
+) -> list[Estimate]:
+    """What the jobs still to run cost (``--dry-run``, and the Ray driver for the whole
+    sweep); nothing left costs nothing. From earlier sessions' spend when they priced some,
+    else asks the calculate endpoint at ``url`` (default: the config's target, the local API
+    started for it when it is local), which sends no simulation."""
     total, earlier_usd, earlier_credits = plan.left, plan.earlier_usd, plan.earlier_credits
     if not total:
         paid = f"; earlier sessions spent {money(sum(earlier_usd))}" if earlier_usd else ""
@@ -140,9 +143,11 @@ def dry_run_estimate(cfg: Config, plan: Remaining, limit: int | None = None) -> 
             jobs = plan.jobs(cfg, limit)
             return await estimate_cost(cfg, jobs, total, earlier_usd, earlier_credits, client)
 
-    local = cfg.target.base_url == "local"
-    with target_url(cfg) if local else contextlib.nullcontext(cfg.target.base_url) as url:
+    if url is not None:
         return anyio.run(ask, url)
+    local = cfg.target.base_url == "local"
+    with target_url(cfg) if local else contextlib.nullcontext(cfg.target.base_url) as found:
+        return anyio.run(ask, found)
 
 
 def make_budget(

@@ -178,12 +178,13 @@ def test_a_shard_actor_killed_mid_run_is_restarted_and_the_run_completes(
 
 
 def test_the_cli_runs_the_shards_on_a_local_ray_cluster(tmp_path: Path, ray_tmp: Path) -> None:
+    results = os.path.relpath(tmp_path / "r", ROOT)  # a relative --results, printed as given
     with local_api_process(["--time-scale", "0.01", "--seed", "4"]) as api:
         config = write_config(tmp_path / "c.yaml", api.base_url, scenarios=10)
         done = subprocess.run(
             [
                 *(sys.executable, "-m", "runner", "run", str(config)),
-                *("--ray", "--shards", "2", "--results", str(tmp_path / "r"), "--no-progress"),
+                *("--ray", "--shards", "2", "--results", results, "--no-progress"),
             ],
             cwd=ROOT,
             capture_output=True,
@@ -195,6 +196,19 @@ def test_the_cli_runs_the_shards_on_a_local_ray_cluster(tmp_path: Path, ray_tmp:
         assert "2 shard(s) on Ray: 20 job(s) run" in done.stdout
         assert api.stats()["simulate_requests"] == 20
     every_job_once(tmp_path / "r" / "ray", 20)
+    # the output of a run without Ray: its last line, the results path as given, no colour
+    # codes in a pipe; and no warning of a blocking call on the shards' event loops
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("completed: 20 job(s) ok, 0 in error; "), last
+    assert f"results in {results}/ray " in last
+    assert "\x1b[" not in done.stdout + done.stderr
+    assert "blocking ray.get" not in done.stderr
+    # the driver estimates the sweep once; each shard its own share
+    assert done.stderr.count("the sweep's expected cost of 20 job(s) to run") == 1
+    cfg = load_config(config)
+    for index in (0, 1):
+        share = sum(1 for _ in sweep_jobs(cfg, None, Shard(index, 2)))
+        assert f") expected cost of {share} job(s) to run" in done.stderr, done.stderr
 
 
 def test_a_shard_that_cannot_run_leaves_the_run_incomplete_and_a_rerun_completes_it(
