@@ -300,6 +300,48 @@ async def test_a_shard_hands_its_slot_to_its_own_next_attempt_within_its_share(
         ray.kill(quota)
 
 
+async def test_heartbeats_are_awaited_on_the_shards_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The heartbeat is a task on the event loop awaiting the actor's reply, never a blocking
+    ``ray.get`` (which Ray warns of in an async actor, in whatever thread it runs)."""
+    from concurrent.futures import Future
+
+    import runner.cluster as cluster
+
+    def no_blocking_get(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("ray.get called")
+
+    monkeypatch.setattr(cluster.ray, "get", no_blocking_get)
+    monkeypatch.setattr(cluster, "HEARTBEAT_SECS", 0.01)
+    beats: list[str] = []
+
+    class Call:
+        def __init__(self, reply: Any) -> None:
+            self.reply = reply
+
+        def remote(self, *args: Any) -> Any:
+            beats.append(args[0])
+            done: Future[Any] = Future()
+            done.set_result(self.reply)
+            return type("Ref", (), {"future": lambda _self: done})()
+
+    class Actor:
+        heartbeat = Call((1, 4, 2))
+        drop = Call(None)
+
+    slots = ClusterSlots(Actor(), "a", 4, 4, auto=False)
+    try:
+        await wait_until(lambda: slots.share == 2 and len(beats) >= 2)
+        assert slots.total_tokens == 4 and slots.in_use == 1
+    finally:
+        slots.close()
+    await asyncio.sleep(0.05)
+    seen = len(beats)
+    await asyncio.sleep(0.05)
+    assert len(beats) == seen  # closed: no more heartbeats
+
+
 def test_agent_testing_shards_on_ray_start_each_test_run_once(
     tmp_path: Path, local_ray: None
 ) -> None:
