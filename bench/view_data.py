@@ -321,7 +321,7 @@ def _write_attempts(run_dir: Path, base: pl.DataFrame, t0: datetime) -> None:
         pl.when(ok & last)
         .then(pl.lit("done"))
         .when(last)
-        .then(pl.lit("fail_job"))
+        .then(pl.lit("give_up"))  # a 503 is retryable: its last attempt gave up
         .otherwise(pl.lit("retry"))
         .alias("action"),
         pl.lit(0.01).alias("queue_wait_secs"),

@@ -3,25 +3,30 @@
 The engine asks ``verdict(in_flight)`` before dispatching each job and reports each finished
 job's spend with ``record``. A job is admitted only while
 
-    spent so far + (jobs in flight + this one) x expected cost of a job <= the limit
+    spent so far + (jobs in flight + this one) x a cautious cost of a job <= the limit
 
 for each limit set (USD and/or credits). When it is not, the answer is ``WAIT`` while jobs
-are in flight (their spend sharpens the expected cost, and the next job may still fit), and
-``STOP`` once nothing is in flight: dispatching then ends for good.
+are in flight (their spend is then known, and the next job may still fit), and ``STOP`` once
+nothing is in flight: dispatching then ends for good.
 
-The expected cost of a job is the mean spend of the last ``window`` finished jobs that were
-priced; before any was, the prior the run shell gives (earlier sessions' mean, or the
-estimate's geometric middle per job). A job stays in flight through all its retries, so a retried
-job is counted once until it ends, and its spend (when the vendor priced it) is counted when
-it ends. Earlier sessions' spend is the starting point: a resume counts what was paid before.
-Without any figure to expect from (no prior, nothing priced yet), one job at a time is sent
-until the first is priced: what a job costs is unknown, so only one is risked.
+The cautious cost of a job is the highest spend among the last ``window`` finished jobs that
+were priced (not their mean: every job in flight is charged as the dearest recent one, so the
+spend passes the limit only when a job costs more than any before it); before any was
+priced, the prior the run shell gives (the estimate's geometric middle per job). A resumed
+run starts from the jobs earlier sessions priced, as if they were this session's recent ones.
+A job stays in flight through all its retries, so a retried job is counted once until it
+ends, and its spend (when the vendor priced it) is counted when it ends. Earlier sessions'
+spend is the starting point: a resume counts what was paid before. Without any figure to
+expect from (no prior, nothing priced yet), one job at a time is sent until the first is
+priced: what a job costs is unknown, so only one is risked. ``expected`` (the mean) is what
+the jobs left are expected to cost, for the larger budget a resume needs (``resume_limit``).
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -52,13 +57,24 @@ class Limit:
         return self.prior or 0.0
 
     @property
+    def cautious(self) -> float:
+        """What each job in flight is charged when admitting one more: the dearest recent job,
+        and the prior too until a window of jobs was priced (the first jobs to end are the
+        short, cheap ones: alone they would admit a wave of dearer ones); 0 while nothing is
+        known (see ``known``)."""
+        dearest = max(self.recent, default=0.0)
+        if self.prior is not None and len(self.recent) < (self.recent.maxlen or 0):
+            return max(dearest, self.prior)
+        return dearest
+
+    @property
     def known(self) -> bool:
         return bool(self.recent) or self.prior is not None
 
     def would_exceed(self, jobs_in_flight: int) -> bool:
         if not self.known and jobs_in_flight > 0:
             return True  # nothing to expect from yet: one job at a time
-        return self.spent + (jobs_in_flight + 1) * self.expected > self.limit + 1e-12
+        return self.spent + (jobs_in_flight + 1) * self.cautious > self.limit + 1e-12
 
 
 class BudgetTracker:
@@ -71,15 +87,19 @@ class BudgetTracker:
         spent_credits: float = 0.0,
         prior_usd: float | None = None,
         prior_credits: float | None = None,
+        seen_usd: Sequence[float] = (),
+        seen_credits: Sequence[float] = (),
         window: int = 50,
     ) -> None:
+        """``seen_*``: what earlier sessions' jobs cost, oldest first; the last ``window`` of
+        them are the recent jobs a resumed run starts from."""
         self.limits: list[Limit] = []
         if usd is not None:
-            self.limits.append(Limit("usd", usd, spent_usd, prior_usd, deque(maxlen=window)))
+            recent = deque(seen_usd[-window:], maxlen=window)
+            self.limits.append(Limit("usd", usd, spent_usd, prior_usd, recent))
         if credits is not None:
-            self.limits.append(
-                Limit("credits", credits, spent_credits, prior_credits, deque(maxlen=window))
-            )
+            recent = deque(seen_credits[-window:], maxlen=window)
+            self.limits.append(Limit("credits", credits, spent_credits, prior_credits, recent))
         self.session_usd = 0.0
         self.session_credits = 0.0
         self.stopped: Limit | None = None

@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # the commands import their modules when run: `--help` stays 
     from rich.console import Console
 
     from runner.config import Config
+    from runner.costing import Remaining
     from runner.errors import Failure
     from runner.paired import Decision
     from runner.store import Run
@@ -188,8 +189,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from runner.config import ConfigError, load_config
     from runner.config.selection import Selection
-    from runner.jobs import iter_jobs
-    from runner.plan import sweep_size
     from runner.shard import ShardError, shard_for_run
 
     overrides: dict[str, object] = {}
@@ -225,8 +224,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.ray is not None and not args.dry_run:
         return _cmd_run_ray(args, cfg)
     if args.dry_run:
-        total = sweep_size(cfg, args.limit)
-        print(f"{args.config}: valid; {total} job(s)" + (f"; shard {shard}" if shard else ""))
+        from runner.costing import remaining
+
+        plan = remaining(
+            cfg,
+            limit=args.limit,
+            shard=shard,
+            results_root=args.results,
+            retry_errors=args.retry_errors,
+        )
+        print(
+            f"{args.config}: valid; {plan.left} of {plan.total} job(s) left"
+            + (f"; shard {shard}" if shard else "")
+        )
         if not args.no_preflight:  # first: a rejected key or unknown agent needs no estimate
             from runner.sweep import preflight_only
             from runner.target import SetupError
@@ -241,8 +251,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             if problems:
                 return EXIT_USAGE
             print("pre-flight: the key, every agent and branch, and the endpoint answered")
-        _print_estimate(cfg, args)
-        for job in itertools.islice(iter_jobs(cfg), min(3, total)):
+        _print_estimate(cfg, args, plan)
+        for job in itertools.islice(plan.jobs(cfg, args.limit), 3):  # still to run only
             print(
                 f"\n# job {job.key}  agent={job.agent_id} scenario={job.scenario_id}"
                 f" repeat={job.repeat} {dict(job.matrix) or ''}"
@@ -369,6 +379,16 @@ def _print_compare(decision: Decision, cfg: Config, run_dir: Path) -> None:
     print(f"per scenario and spend: python -m runner compare {run_dir} {flags}")
 
 
+def _completed(ok: int, errors: int, skipped: int, run_dir: Path) -> None:
+    """The last line of a run that completed (with or without Ray)."""
+    done = f", {skipped} done before" if skipped else ""
+    print(
+        f"completed: {ok} job(s) ok, {errors} in error{done}; results in {run_dir}"
+        f" (python -m runner report {run_dir})",
+        file=sys.stderr,
+    )
+
+
 def _abort_advice(failure: Failure, cfg: Config, args: argparse.Namespace) -> str:
     """What to do after an abort, by its cause; finished jobs are always saved."""
     from runner.errors import ErrorKind
@@ -450,13 +470,13 @@ def _budget_line(report: RunResult, args: argparse.Namespace) -> str:
     )
 
 
-def _print_estimate(cfg: Config, args: argparse.Namespace) -> None:
+def _print_estimate(cfg: Config, args: argparse.Namespace, plan: Remaining) -> None:
     """--dry-run: the expected cost of the jobs still to run (asks the calculate endpoint,
     which sends no simulation and costs nothing)."""
     from runner.costing import dry_run_estimate
 
     try:
-        estimates = dry_run_estimate(cfg, limit=args.limit, results_root=args.results)
+        estimates = dry_run_estimate(cfg, plan, args.limit)
     except Exception as exc:  # an estimate is advice: the dry run still validated the config
         print(f"expected cost: not estimated ({str(exc).splitlines()[0][:200]})")
         return
@@ -509,6 +529,7 @@ def _cmd_run_ray(args: argparse.Namespace, cfg: Config) -> int:
     if outcome.merged is not None and outcome.merged.complete:
         if not args.quiet:
             print_summary(outcome.run_dir, headline, _console())
+        _completed(c.ok, c.errors, c.skipped, outcome.run_dir)
         return EXIT_OK
     _err(f"the run is incomplete: {outcome.message}")
     return EXIT_ABORTED

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import os
 import sys
-import threading
 import time
 import uuid
 from collections import deque
@@ -36,6 +35,7 @@ import ray
 
 from runner.adaptive import DEFAULT_CAP, AdaptiveLimit, Signal, SignalKind, SlotLedger
 from runner.config import Config
+from runner.costing import dry_run_estimate, remaining
 from runner.engine import Counters
 from runner.merge import MergeResult, merge
 from runner.progress import show_progress
@@ -206,7 +206,7 @@ class QuotaActor:
 
 class ClusterSlots:
     """The cluster's quota as the engine's limiter (``runner.engine.SharedSlots``): slots are
-    taken from the quota actor; replies go to its controller. A thread sends heartbeats so
+    taken from the quota actor; replies go to its controller. A task sends heartbeats so
     the slots stay ours while this shard lives.
 
     A slot this shard is done with goes straight to the next of its own attempts waiting for
@@ -236,17 +236,19 @@ class ClusterSlots:
         self._waiting: deque[asyncio.Future[tuple[int, int]]] = deque()
         self._asked = 0  # requests for a slot sent to the actor, not answered yet
         self._withdrawn = 0  # of those, withdrawn
-        self._stop = threading.Event()
-        self._beat = threading.Thread(target=self._heartbeats, daemon=True)
-        self._beat.start()
+        # on the shard's event loop, awaiting the actor's reply: a blocking ``ray.get`` (in a
+        # thread or not) makes Ray warn of a blocking call inside an async actor
+        self._beat = asyncio.get_running_loop().create_task(self._heartbeats())
 
     def _heard(self, in_use: int, limit: int, share: int) -> None:
         self.in_use, self.total_tokens, self.share = in_use, limit, share
 
-    def _heartbeats(self) -> None:
-        while not self._stop.wait(HEARTBEAT_SECS):
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECS)
             with contextlib.suppress(Exception):  # the actor gone: the run is ending
-                self._heard(*ray.get(self.actor.heartbeat.remote(self.holder), timeout=30))
+                reply = asyncio.wrap_future(self.actor.heartbeat.remote(self.holder).future())
+                self._heard(*await asyncio.wait_for(reply, 30))
 
     def _ask(self) -> None:
         """One more request for a slot, while fewer are out than attempts wait."""
@@ -324,7 +326,7 @@ class ClusterSlots:
     def close(self) -> None:
         """This shard is done: its slots (any a cancelled wait was granted too) go back, and
         the requests it may have left waiting get none."""
-        self._stop.set()
+        self._beat.cancel()
         with contextlib.suppress(Exception):
             self.actor.drop.remote(self.holder)
 
@@ -468,6 +470,10 @@ def _start_ray(address: str, num_cpus: int | None) -> bool:
     """Connect to (or start) Ray; True when this call started it (and so shuts it down)."""
     if ray.is_initialized():
         return False
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        # the shards' lines reach the driver with a coloured "(ShardActor pid=...)" prefix:
+        # plain in a log or a pipe (read by the driver, as it prints them)
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     options: dict[str, Any] = {"log_to_driver": True, "logging_level": "WARNING"}
     try:
         if address == "local":
@@ -497,6 +503,22 @@ def _sum(into: Counters, parts: list[dict[str, Any]]) -> None:
     into.server_quota = max(quotas) if quotas else into.server_quota
 
 
+def _print_estimate(
+    cfg: Config, limit: int | None, results_root: Path, retry_errors: bool, url: str | None
+) -> None:
+    """The sweep's expected cost, once, from the driver (each shard prints its own share's)."""
+    try:
+        plan = remaining(cfg, limit=limit, results_root=results_root, retry_errors=retry_errors)
+        estimates = dry_run_estimate(cfg, plan, limit, url)
+    except Exception as exc:  # an estimate is advice: the run goes ahead without one
+        print(f"expected cost: not estimated ({str(exc).splitlines()[0][:200]})", file=sys.stderr)
+        return
+    if not estimates:
+        print("expected cost: not estimated (the target quoted no prices)", file=sys.stderr)
+    for estimate in estimates:
+        print(f"the sweep's {estimate.describe()}", file=sys.stderr)
+
+
 def run_on_ray(
     cfg: Config,
     *,
@@ -521,7 +543,7 @@ def run_on_ray(
     """
     started = _start_ray(address, num_cpus)
     name = run_name(cfg)
-    run_dir = results_root.resolve() / name
+    run_dir = results_root / name  # as given: printed as a run without Ray prints it
     quota_name = f"quota-{name}-{uuid.uuid4().hex[:6]}" if cluster_quota else None
     actors: list[Any] = []
     quota: Any = None
@@ -535,6 +557,7 @@ def run_on_ray(
                 file=sys.stderr,
             )
         with target_url(cfg) if local else contextlib.nullcontext(base_url) as url:
+            _print_estimate(cfg, limit, results_root, retry_errors, url)
             if quota_name is not None:
                 auto = cfg.run.concurrency == "auto"
                 cap = cfg.run.max_concurrency or DEFAULT_CAP

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,11 @@ import httpx
 from runner.budget import BudgetTracker
 from runner.config import Config
 from runner.errors import Action, AttemptError
-from runner.estimate import AgentPrices, Estimate, from_history, from_prices
+from runner.estimate import AgentPrices, Estimate, from_history, from_prices, money
 from runner.http import make_http_client, request_json
 from runner.jobs import Job
 from runner.plan import DEFAULT_RESULTS, planned_total, run_name, select_jobs
+from runner.shard import Shard
 from runner.store import done_job_keys, earlier_spend
 from runner.target import read_api_key, target_url
 from runner.wire.pricing import CALCULATE_PATH, LLMUsageCalculation
@@ -84,38 +86,76 @@ async def estimate_cost(
     return out
 
 
-def dry_run_estimate(
-    cfg: Config, *, limit: int | None = None, results_root: Path = DEFAULT_RESULTS
-) -> list[Estimate]:
-    """``--dry-run``'s estimate: what the jobs a run would send still cost (earlier sessions
-    of ``results_root/<name>/`` read, not locked). Asks the calculate endpoint (starting the
-    local API for it when the target is local), which sends no simulation."""
+@dataclass(frozen=True)
+class Remaining:
+    """What a run would send now: the jobs of its sweep (a shard's share when sharded) that
+    earlier sessions of ``results/<name>/`` have not finished (read, not locked)."""
+
+    left: int
+    """Jobs still to run."""
+    total: int
+    """Jobs of the sweep (the shard's share), done or not."""
+    done: frozenset[str]
+    shard: Shard | None
+    earlier_usd: list[float]
+    earlier_credits: list[float]
+
+    def jobs(self, cfg: Config, limit: int | None) -> Iterator[Job]:
+        """The jobs still to run, in the order a run sends them."""
+        return select_jobs(cfg, limit, set(self.done), self.shard)
+
+
+def remaining(
+    cfg: Config,
+    *,
+    limit: int | None = None,
+    shard: Shard | None = None,
+    results_root: Path = DEFAULT_RESULTS,
+    retry_errors: bool = True,
+) -> Remaining:
+    """The jobs a run of ``cfg`` would still send, as the run itself decides (the same done
+    set: ``ok`` jobs, and errored ones too without ``retry_errors``)."""
     run_dir = results_root / run_name(cfg)
-    done = done_job_keys(run_dir) if run_dir.exists() else set()
-    earlier_usd, earlier_credits = earlier_spend(run_dir) if run_dir.exists() else ([], [])
-    total, _ = planned_total(cfg, limit, done)
-    if total and from_history(total, earlier_usd) is not None:
+    here = run_dir.exists()
+    done = done_job_keys(run_dir, include_errors=not retry_errors) if here else set()
+    earlier_usd, earlier_credits = earlier_spend(run_dir) if here else ([], [])
+    left, skipped = planned_total(cfg, limit, done, shard)
+    return Remaining(left, left + skipped, frozenset(done), shard, earlier_usd, earlier_credits)
+
+
+def dry_run_estimate(
+    cfg: Config, plan: Remaining, limit: int | None = None, url: str | None = None
+) -> list[Estimate]:
+    """What the jobs still to run cost (``--dry-run``, and the Ray driver for the whole
+    sweep); nothing left costs nothing. From earlier sessions' spend when they priced some,
+    else asks the calculate endpoint at ``url`` (default: the config's target, the local API
+    started for it when it is local), which sends no simulation."""
+    total, earlier_usd, earlier_credits = plan.left, plan.earlier_usd, plan.earlier_credits
+    if not total:
+        paid = f"; earlier sessions spent {money(sum(earlier_usd))}" if earlier_usd else ""
+        return [Estimate(0.0, 0.0, "usd", 0, f"nothing left to run{paid}")]
+    if from_history(total, earlier_usd) is not None:
         return anyio.run(estimate_cost, cfg, iter(()), total, earlier_usd, earlier_credits, None)
     api_key = read_api_key(cfg)
 
     async def ask(url: str) -> list[Estimate]:
         async with make_http_client(url, api_key, cfg.target.timeouts, 2) as client:
-            jobs = select_jobs(cfg, limit, done)
+            jobs = plan.jobs(cfg, limit)
             return await estimate_cost(cfg, jobs, total, earlier_usd, earlier_credits, client)
 
-    if not total:
-        return []
-    local = cfg.target.base_url == "local"
-    with target_url(cfg) if local else contextlib.nullcontext(cfg.target.base_url) as url:
+    if url is not None:
         return anyio.run(ask, url)
+    local = cfg.target.base_url == "local"
+    with target_url(cfg) if local else contextlib.nullcontext(cfg.target.base_url) as found:
+        return anyio.run(ask, found)
 
 
 def make_budget(
     cfg: Config, earlier_usd: list[float], earlier_credits: list[float], estimates: list[Estimate]
 ) -> BudgetTracker | None:
-    """``run.budget`` as the engine consults it: earlier sessions' spend counted, and the
-    expected cost of a job before this session priced one (earlier sessions' mean, else the
-    estimate's geometric middle per job)."""
+    """``run.budget`` as the engine consults it: earlier sessions' spend counted, their jobs'
+    costs as the recent jobs it starts from, and before any job was priced the estimate's
+    geometric middle per job."""
     budget = cfg.run.budget
     if budget is None or (budget.usd is None and budget.credits is None):
         return None
@@ -133,4 +173,6 @@ def make_budget(
         spent_credits=sum(earlier_credits),
         prior_usd=prior(earlier_usd, "usd"),
         prior_credits=prior(earlier_credits, "credits"),
+        seen_usd=earlier_usd,
+        seen_credits=earlier_credits,
     )

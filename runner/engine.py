@@ -480,6 +480,9 @@ class Engine:
                 self.abort = exc.failure
             if self.stopping.is_set() and exc.failure.retryable:
                 self.counters.interrupted += 1
+            if state.records and exc.failure.retryable:
+                # the last attempt's action is what the engine did, not what the failure asked
+                state.records[-1].action = Action.GIVE_UP.value
             return JobOutcome(
                 job=job,
                 run_id=self.run_id,

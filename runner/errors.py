@@ -42,6 +42,7 @@ class Action(StrEnum):
     FAIL_JOB = "fail_job"  # terminal for this job; retrying cannot help
     RETRY = "retry"  # back off, then try again
     WAIT_CAPACITY = "wait_capacity"  # the account is at its concurrency quota: wait, then retry
+    GIVE_UP = "give_up"  # recorded only: a retryable failure the engine tried no more after
 
 
 Phase = Literal["connect", "headers", "body"]

@@ -44,20 +44,30 @@ class Estimate:
         return math.sqrt(max(self.low, 0.0) * max(self.high, 0.0)) / self.jobs
 
     def describe(self) -> str:
+        if not self.jobs:
+            return f"expected cost: {money(0.0, self.unit)} ({self.how})"
         return (
             f"expected cost of {self.jobs} job(s) to run: {money(self.low, self.unit)} to "
             f"{money(self.high, self.unit)} ({self.how})"
         )
 
 
-def money(value: float, unit: str = "usd") -> str:
+def money(value: float, unit: str = "usd", *, signed: bool = False) -> str:
+    """An amount as every page shows money: the sign before the currency (``-$0.0161``, and
+    ``+$0.0001`` when ``signed``, for differences), cents from a dollar up, four decimals
+    below, and under $0.0001 two significant digits in plain decimals (``$0.000087``)."""
+    sign = "-" if value < 0 else "+" if signed and value > 0 else ""
+    size = abs(value)
     if unit == "credits":
-        return f"{value:,.0f} credits"
-    if value == 0:
+        return f"{sign}{size:,.0f} credits"
+    if size == 0:
         return "$0"
-    if abs(value) < 0.0001:
-        return f"${value:.2g}"
-    return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4f}"
+    if size >= 1:
+        return f"{sign}${size:,.2f}"
+    if size >= 0.0001:
+        return f"{sign}${size:.4f}"
+    decimals = 1 - math.floor(math.log10(size))  # two significant digits
+    return f"{sign}${size:.{decimals}f}"
 
 
 def from_history(jobs: int, earlier: Sequence[float], unit: str = "usd") -> Estimate | None:

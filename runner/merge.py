@@ -19,7 +19,7 @@ from runner.config import Config, config_hash, load_config
 from runner.jobs import Job
 from runner.journal import recover
 from runner.manifest import Manifest
-from runner.plan import shard_homes, sweep_jobs
+from runner.plan import run_name, shard_homes, sweep_jobs
 from runner.planner import UntilVerdict
 from runner.store import (
     RunLock,
@@ -78,6 +78,10 @@ def sweep_config(run_dir: Path, config: Path | None) -> tuple[Config, list[str]]
     if not path.is_file():
         raise StoreError(f"the run's config {path} is not here; give it with --config CONFIG")
     cfg = load_config(path)
+    if run_name(cfg) != manifest.run_name:
+        # the shards ran under ``--name`` (this directory's name): the override they ran
+        # with, applied again, is not a change of the config
+        cfg = load_config(path, {"run.name": manifest.run_name})
     warnings = []
     if config_hash(cfg) != manifest.config_hash:
         warnings.append(

@@ -181,7 +181,13 @@ ATTEMPTS = Table(
         ("http_status", pl.Int32(), "HTTP status (null if no reply)"),
         ("error_kind", pl.String(), "error taxonomy kind"),
         ("error_message", pl.String(), "one-line message"),
-        ("action", pl.String(), "what the engine did: `retry`, `wait_capacity`, `fail_job`, ..."),
+        (
+            "action",
+            pl.String(),
+            "what the engine did after it: `retry`, `wait_capacity` (try again), `give_up` "
+            "(a retryable failure on the job's last attempt: attempts spent or the run "
+            "stopping), `fail_job` (not retryable), `abort_run`; null when ok",
+        ),
         ("queue_wait_secs", pl.Float64(), "time waiting for a concurrency slot before it"),
         ("backoff_before_secs", pl.Float64(), "time slept after the previous attempt"),
         ("retry_after_secs", pl.Float64(), "`Retry-After` the server sent, if any"),

@@ -386,7 +386,7 @@ async def execute(
                 async with make_http_client(url, api_key, cfg.target.timeouts, 2) as client:
                     result.estimate = await estimate_cost(
                         cfg,
-                        select_jobs(cfg, limit, opened.done),
+                        select_jobs(cfg, limit, opened.done, opened.shard),
                         total,
                         opened.earlier_usd,
                         opened.earlier_credits,

@@ -135,6 +135,9 @@ async def test_gives_up_after_max_attempts_with_the_last_error() -> None:
     (job,) = sink.rows("jobs")
     assert job["status"] == "error" and job["error_kind"] == "stream_broken"
     assert sink.rows("messages") == [] and sink.rows("criteria") == []
+    # the last attempt records what the engine did (gave up), the earlier ones the retry
+    actions = [a["action"] for a in sink.rows("attempts")]
+    assert actions == ["retry"] * (POLICY.max_attempts - 1) + ["give_up"]
 
 
 async def test_retry_after_is_the_wait_not_added_to_backoff() -> None:

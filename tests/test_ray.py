@@ -178,12 +178,13 @@ def test_a_shard_actor_killed_mid_run_is_restarted_and_the_run_completes(
 
 
 def test_the_cli_runs_the_shards_on_a_local_ray_cluster(tmp_path: Path, ray_tmp: Path) -> None:
+    results = os.path.relpath(tmp_path / "r", ROOT)  # a relative --results, printed as given
     with local_api_process(["--time-scale", "0.01", "--seed", "4"]) as api:
         config = write_config(tmp_path / "c.yaml", api.base_url, scenarios=10)
         done = subprocess.run(
             [
                 *(sys.executable, "-m", "runner", "run", str(config)),
-                *("--ray", "--shards", "2", "--results", str(tmp_path / "r"), "--no-progress"),
+                *("--ray", "--shards", "2", "--results", results, "--no-progress"),
             ],
             cwd=ROOT,
             capture_output=True,
@@ -195,6 +196,20 @@ def test_the_cli_runs_the_shards_on_a_local_ray_cluster(tmp_path: Path, ray_tmp:
         assert "2 shard(s) on Ray: 20 job(s) run" in done.stdout
         assert api.stats()["simulate_requests"] == 20
     every_job_once(tmp_path / "r" / "ray", 20)
+    # the output of a run without Ray: its last line, the results path as given, no colour
+    # codes in a pipe; and no warning of a blocking call on the shards' event loops
+    own = [line for line in done.stderr.splitlines() if not line.startswith("(")]
+    last = own[-1]  # the driver's own last line (Ray forwards the shards' lines when it can)
+    assert last.startswith("completed: 20 job(s) ok, 0 in error; "), last
+    assert f"results in {results}/ray " in last
+    assert "\x1b[" not in done.stdout + done.stderr
+    assert "blocking ray.get" not in done.stderr
+    # the driver estimates the sweep once; each shard its own share
+    assert done.stderr.count("the sweep's expected cost of 20 job(s) to run") == 1
+    cfg = load_config(config)
+    for index in (0, 1):
+        share = sum(1 for _ in sweep_jobs(cfg, None, Shard(index, 2)))
+        assert f") expected cost of {share} job(s) to run" in done.stderr, done.stderr
 
 
 def test_a_shard_that_cannot_run_leaves_the_run_incomplete_and_a_rerun_completes_it(
@@ -283,6 +298,48 @@ async def test_a_shard_hands_its_slot_to_its_own_next_attempt_within_its_share(
         a.close()
         b.close()
         ray.kill(quota)
+
+
+async def test_heartbeats_are_awaited_on_the_shards_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The heartbeat is a task on the event loop awaiting the actor's reply, never a blocking
+    ``ray.get`` (which Ray warns of in an async actor, in whatever thread it runs)."""
+    from concurrent.futures import Future
+
+    import runner.cluster as cluster
+
+    def no_blocking_get(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("ray.get called")
+
+    monkeypatch.setattr(cluster.ray, "get", no_blocking_get)
+    monkeypatch.setattr(cluster, "HEARTBEAT_SECS", 0.01)
+    beats: list[str] = []
+
+    class Call:
+        def __init__(self, reply: Any) -> None:
+            self.reply = reply
+
+        def remote(self, *args: Any) -> Any:
+            beats.append(args[0])
+            done: Future[Any] = Future()
+            done.set_result(self.reply)
+            return type("Ref", (), {"future": lambda _self: done})()
+
+    class Actor:
+        heartbeat = Call((1, 4, 2))
+        drop = Call(None)
+
+    slots = ClusterSlots(Actor(), "a", 4, 4, auto=False)
+    try:
+        await wait_until(lambda: slots.share == 2 and len(beats) >= 2)
+        assert slots.total_tokens == 4 and slots.in_use == 1
+    finally:
+        slots.close()
+    await asyncio.sleep(0.05)
+    seen = len(beats)
+    await asyncio.sleep(0.05)
+    assert len(beats) == seen  # closed: no more heartbeats
 
 
 def test_agent_testing_shards_on_ray_start_each_test_run_once(

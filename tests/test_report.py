@@ -151,8 +151,13 @@ def test_report_rejects_what_is_not_a_run(
 ) -> None:
     assert main(["report", str(tmp_path / "nothing")]) == EXIT_USAGE
     assert main(["report", str(tmp_path)]) == EXIT_USAGE
+    capsys.readouterr()
     assert main(["report", str(runs["base"]), "--by", "matrix.nope"]) == EXIT_USAGE
-    assert "no such column" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    # refused first: one line, no table printed before it
+    assert printed.out == ""
+    assert printed.err.count("\n") == 1 and "no such column" in printed.err
+    assert "matrix.nope" in printed.err
 
 
 # ---------------------------------------------------------------------------- compare

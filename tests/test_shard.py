@@ -332,10 +332,14 @@ def test_shard_processes_then_merge_give_the_tables_of_one_process(tmp_path: Pat
                 env={"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "3"},
             ),
         ]
-        for proc in procs:
+        cfg = load_config(config)
+        for index, proc in enumerate(procs):
             code, out, err = finish(proc)
             assert code == 0, err
             assert "merge" in out
+            # each shard estimates its own share of the sweep, not the whole sweep
+            share = sum(1 for _ in sweep_jobs(cfg, None, Shard(index, 3)))
+            assert f"expected cost of {share} job(s) to run" in err, err
         assert shards_api.stats()["simulate_requests"] == 24  # each job sent once, in total
 
     run_dir = results / "sharded"
@@ -560,3 +564,36 @@ def test_the_run_flags_make_one_shard_or_one_clear_error() -> None:
         shard_for_run("0/2", None, {}, ray=True)
     with pytest.raises(ShardError, match="--shards N needs --shard"):
         shard_for_run(None, 3, {})
+
+
+@pytest.mark.parametrize("name", ["renamed", None])
+def test_merge_does_not_count_the_name_a_run_ran_under_as_a_config_change(
+    tmp_path: Path, name: str | None
+) -> None:
+    """Shards run with ``--name renamed`` recorded the config with that name; ``merge`` reads
+    the config file (its own name ``sharded``) and must not warn that it changed. An edit of
+    the file still warns."""
+    from datetime import UTC, datetime
+
+    from runner.config import config_hash
+    from runner.manifest import Manifest, Target
+    from runner.merge import sweep_config
+    from runner.store import write_manifest
+
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    ran = load_config(config, {"run.name": name} if name else None)
+    run_dir = tmp_path / (name or "sharded")
+    run_dir.mkdir()
+    manifest = Manifest(
+        run_name=run_dir.name,
+        created_at=datetime.now(UTC),
+        config_path=str(config.resolve()),
+        config_hash=config_hash(ran),
+        target=Target(base_url=ran.target.base_url, backend=ran.target.backend),
+    )
+    write_manifest(run_dir, manifest)
+    _, warnings = sweep_config(run_dir, None)
+    assert warnings == []
+    config.write_text(config.read_text().replace("concurrency: 4", "concurrency: 5"))
+    _, warnings = sweep_config(run_dir, None)
+    assert len(warnings) == 1 and "differs from the config" in warnings[0]

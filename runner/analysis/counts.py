@@ -48,6 +48,12 @@ def _count_keys(
     return crit_keys, job_keys
 
 
+def check_grouping(criteria: Frame, jobs: Frame | None, by: Sequence[str]) -> None:
+    """Raise ``ValueError`` (one line) when a ``by`` column is in neither frame: read from the
+    frames' schemas only, so a caller can refuse a grouping before it prints anything."""
+    _count_keys(lazy(criteria), None if jobs is None else lazy(jobs), by)
+
+
 def judged_counts(
     criteria: Frame, jobs: Frame | None = None, by: Sequence[str] = ()
 ) -> pl.DataFrame:

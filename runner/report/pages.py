@@ -246,17 +246,15 @@ def spend_diff_frame(table: pl.DataFrame) -> pl.DataFrame:
             continue  # neither side was priced so (credits of a USD-billed run)
         unit = "credits" if row["measure"].startswith("credits") else "usd"
 
-        def fmt(value: float | None, unit: str = unit) -> str:
-            return "-" if value is None else money(value, unit)
+        def fmt(value: float | None, unit: str = unit, signed: bool = False) -> str:
+            return "-" if value is None else money(value, unit, signed=signed)
 
-        diff = row["diff"]
-        sign = "+" if diff is not None and diff > 0 else ""
         rows.append(
             {
                 "measure": row["measure"],
                 "a": fmt(row["a"]),
                 "b": fmt(row["b"]),
-                "b - a": "-" if diff is None else sign + fmt(diff),
+                "b - a": fmt(row["diff"], signed=True),
                 "b / a": "-" if row["ratio"] is None else f"{row['ratio']:.2f}x",
             }
         )

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from runner.analysis import (
+    check_grouping,
     error_counts,
     flakiness,
     flaky_cases,
@@ -58,6 +59,8 @@ def print_run_tables(
     """The analysis of a run as terminal tables; ``by`` adds one pass-rate table per grouping."""
     console = console or Console()
     jobs, criteria = run.jobs, run.criteria
+    for grouping in by:  # an unknown column is refused before any table is printed
+        check_grouping(criteria, jobs, grouping)
     console.print(totals_line(run), markup=False)
     criterion = pass_rates(criteria, jobs, by=("criterion_id",))
     if criterion.height:
