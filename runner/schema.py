@@ -154,7 +154,12 @@ CRITERIA = Table(
         ("rationale", pl.String(), "the judge's rationale"),
         ("score", pl.Int64(), "numeric score (numeric criteria)"),
         ("max_score", pl.Int64(), "scale of the score"),
-        ("source", pl.String(), "`extra` (sent by the runner) or `agent` (the agent's own)"),
+        (
+            "source",
+            pl.String(),
+            "`extra` (sent by the runner), `agent` (the agent's own) or `assert` (the runner's"
+            " own check of the transcript, `assert:`)",
+        ),
     ),
 )
 
