@@ -144,7 +144,9 @@ def test_the_api_key_never_appears_in_anything_the_run_writes_or_prints(tmp_path
             )
             outputs.append(done.stdout + done.stderr)
         server_log = api.stderr_tail(10**7)
-    for name in ("r", "r2"):  # the reports too
+    # the rejected key stops the second run at pre-flight: no run directory is left
+    assert not (tmp_path / "res" / "r2").exists()
+    for name in ("r",):  # the report too
         done = subprocess.run(
             [sys.executable, "-m", "runner", "report", str(tmp_path / "res" / name)],
             cwd=ROOT,
