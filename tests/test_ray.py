@@ -138,6 +138,14 @@ def test_four_shards_under_one_quota_actor(
         assert own is not None and own.sessions[-1].ended == "completed"
 
 
+def _has_session(run_dir: Path, shard: str) -> bool:
+    try:
+        manifest = read_shard_manifest(run_dir, shard)
+    except (OSError, ValueError):  # being written
+        return False
+    return manifest is not None and len(manifest.sessions) > 0
+
+
 def test_a_shard_actor_killed_mid_run_is_restarted_and_the_run_completes(
     tmp_path: Path, capped_api: LocalAPI, local_ray: None
 ) -> None:
@@ -146,8 +154,13 @@ def test_a_shard_actor_killed_mid_run_is_restarted_and_the_run_completes(
 
     def kill_one(actors: list[Any]) -> None:
         def killer() -> None:
+            # kill mid-run: once the shard has recorded its session (an actor slow to start
+            # under load could otherwise be killed before it has one) and 20 simulations ended
             deadline = time.monotonic() + 60
-            while capped_api.stats()["simulations_completed"] < 20:
+            own = tmp_path / "r" / "ray"
+            while capped_api.stats()["simulations_completed"] < 20 or not _has_session(
+                own, "1-of-4"
+            ):
                 if time.monotonic() > deadline:
                     return
                 time.sleep(0.02)
