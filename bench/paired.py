@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.text import render_table
 from runner import paired as pr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,15 +249,7 @@ COLUMNS = (
 
 
 def table(rows: list[Row]) -> str:
-    cells = [[title for _, title, _ in COLUMNS]]
-    for row in rows:
-        cells.append(
-            [fmt.format(row[k]) if row.get(k) is not None else "" for k, _, fmt in COLUMNS]
-        )
-    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return render_table(COLUMNS, rows)
 
 
 def report(figures: dict[str, Any], out: Path) -> None:

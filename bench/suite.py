@@ -46,6 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.text import render_table
 from runner.localapi.server import LocalAPI, local_api_process
 
 SECTIONS = (
@@ -549,15 +550,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
 
 
 def table(rows: list[Row]) -> str:
-    cells = [[title for _, title, _ in COLUMNS]]
-    for row in rows:
-        cells.append(
-            [fmt.format(row[key]) if row.get(key) is not None else "" for key, _, fmt in COLUMNS]
-        )
-    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return render_table(COLUMNS, rows)
 
 
 def commit() -> str:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.text import render_table
 from runner import verdicts as v
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -257,15 +258,7 @@ COLUMNS = (
 def table(figures: dict[str, Any]) -> str:
     cases = figures["cases"]
     header = [title.replace("200", str(cases)) for _, title, _ in COLUMNS]
-    cells = [header]
-    for row in figures["rows"]:
-        cells.append(
-            [fmt.format(row[k]) if row.get(k) is not None else "" for k, _, fmt in COLUMNS]
-        )
-    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return render_table(COLUMNS, figures["rows"], header)
 
 
 def report(figures: dict[str, Any], out: Path) -> None:
