@@ -451,6 +451,20 @@ def _bound(prior: SidePrior, alpha: float, n: int, s: int) -> float:
     return hi
 
 
+def _not_settled(
+    t: Tally, max_repeats: int, unreachable: bool, what: str, lower: float, upper: float
+) -> Decision:
+    """A case without a verdict: stopped at ``max``, stopped early because no outcome of the
+    repeats left could give a ``what`` (a verdict, a boundary), or open for more repeats."""
+    if t.repeats >= max_repeats:
+        return Decision("undecided", True, f"max {max_repeats} repeats reached", t, lower, upper)
+    if unreachable:
+        left = max_repeats - t.repeats
+        reason = f"no {what} reachable in the {left} repeats left of max {max_repeats}"
+        return Decision("undecided", True, reason, t, lower, upper)
+    return Decision("undecided", False, "undecided, more repeats needed", t, lower, upper)
+
+
 @dataclass(frozen=True)
 class Anytime:
     """Anytime-valid verdict: two one-sided mixture test martingales at ``pass_rate``.
@@ -522,15 +536,7 @@ class Anytime:
         if state == "fail":
             reason = f"upper bound {upper:.3f} below pass_rate {p0} after {t.repeats} repeats"
             return Decision("fail", True, reason, t, lower, upper)
-        if t.repeats >= self.max_repeats:
-            return Decision(
-                "undecided", True, f"max {self.max_repeats} repeats reached", t, lower, upper
-            )
-        if state == "undecided":
-            left = self.max_repeats - t.repeats
-            reason = f"no verdict reachable in the {left} repeats left of max {self.max_repeats}"
-            return Decision("undecided", True, reason, t, lower, upper)
-        return Decision("undecided", False, "undecided, more repeats needed", t, lower, upper)
+        return _not_settled(t, self.max_repeats, state == "undecided", "verdict", lower, upper)
 
     def params(self) -> dict[str, float | int | str]:
         return {
@@ -648,15 +654,7 @@ class Sprt:
             llr = self.llr(t.trials, t.successes)
             reason = f"log likelihood ratio {llr:.2f} crossed the {state} boundary"
             return Decision(state, True, reason, t, lower, upper)  # type: ignore[arg-type]
-        if t.repeats >= self.max_repeats:
-            return Decision(
-                "undecided", True, f"max {self.max_repeats} repeats reached", t, lower, upper
-            )
-        if state == "undecided":
-            left = self.max_repeats - t.repeats
-            reason = f"no boundary reachable in the {left} repeats left of max {self.max_repeats}"
-            return Decision("undecided", True, reason, t, lower, upper)
-        return Decision("undecided", False, "undecided, more repeats needed", t, lower, upper)
+        return _not_settled(t, self.max_repeats, state == "undecided", "boundary", lower, upper)
 
     def params(self) -> dict[str, float | int | str]:
         return {
