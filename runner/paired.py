@@ -426,3 +426,44 @@ def fixed_unpaired_per_arm(
     z = NormalDist().inv_cdf
     var = p_baseline * (1 - p_baseline) + p_candidate * (1 - p_candidate)
     return math.ceil((z(1 - alpha) + z(power)) ** 2 * var / effect**2)
+
+
+# ------------------------------------------------------------------------- the sequence
+
+
+@dataclass(frozen=True)
+class PathPoint:
+    """The comparison after its first ``n`` pairs: the observed difference (None before a
+    tested pair) and the confidence sequence's bounds there."""
+
+    n: int
+    mean: float | None
+    lower: float
+    upper: float
+
+
+def confidence_path(
+    diffs: Sequence[int | None],
+    alpha: float,
+    prior: BetPrior = DEFAULT_PRIOR,
+    points: int = 60,
+    at: Iterable[int] = (),
+) -> list[PathPoint]:
+    """The confidence sequence along the pairs, for a chart: ``confidence_bounds`` after the
+    first n pairs at about ``points`` evenly spaced n (always the last, and each n of ``at``,
+    such as the pair that decided). Every bound is the one the rule saw at that n: the
+    sequence holds mu at all of them at once with probability >= 1 - 2 alpha."""
+    total = len(diffs)
+    if total == 0:
+        return []
+    step = max(1, math.ceil(total / max(points, 1)))
+    wanted = sorted({*range(step, total + 1, step), total, *(n for n in at if 1 <= n <= total)})
+    out = []
+    counts, seen = Counts(), 0
+    for n in wanted:
+        for d in diffs[seen:n]:
+            counts = counts.add(d)
+        seen = n
+        lower, upper = confidence_bounds(counts, alpha, prior)
+        out.append(PathPoint(n, counts.mean, lower, upper))
+    return out

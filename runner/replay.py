@@ -349,3 +349,55 @@ def rule_from(
     if name == "curtail":
         return Curtail(pass_rate, max_repeats, passes, min_repeats)
     raise ValueError(f"--rule must be anytime, sprt or curtail (got {name!r})")
+
+
+CHANGE_ORDER = ("now fails", "now undecided", "now passes", "only in A", "only in B")
+"""How ``verdict_changes`` sorts: what got worse first."""
+
+
+def verdict_changes(a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:
+    """The cases whose verdict differs between two runs' ``verdicts`` tables (A before, B
+    after), over the case columns both tables have (agent, scenario, matrix cell, criterion):
+    each side's verdict, repeats, passes and bounds, and ``change``: ``now fails`` (B's verdict
+    is fail, A's was not), ``now undecided``, ``now passes``, ``only in A`` / ``only in B``.
+    Cases whose verdict is the same are left out. The verdicts are each run's own (its rule
+    and parameters, ``rule_a`` / ``rule_b``); nothing is recomputed."""
+    keys = ["agent_id", "scenario_id"]
+    keys += sorted(c for c in a.columns if c.startswith("matrix.") and c in b.columns)
+    keys.append("criterion_id")
+    shown = ("agent_label", "rule", "verdict", "repeats", "passes", "lower", "upper", "reason")
+
+    def side(table: pl.DataFrame, name: str) -> pl.DataFrame:
+        return table.select(*keys, *(pl.col(c).alias(f"{c}_{name}") for c in shown))
+
+    joined = side(a, "a").join(side(b, "b"), on=keys, how="full", coalesce=True, nulls_equal=True)
+    va, vb = pl.col("verdict_a"), pl.col("verdict_b")
+    change = (
+        pl.when(va.is_null())
+        .then(pl.lit("only in B"))
+        .when(vb.is_null())
+        .then(pl.lit("only in A"))
+        .when(vb == "fail")
+        .then(pl.lit("now fails"))
+        .when(vb == "undecided")
+        .then(pl.lit("now undecided"))
+        .otherwise(pl.lit("now passes"))
+    )
+    rank = pl.col("change").replace_strict(
+        {c: i for i, c in enumerate(CHANGE_ORDER)}, return_dtype=pl.Int32
+    )
+    return (
+        joined.filter(va.is_null() | vb.is_null() | (va != vb))
+        .with_columns(
+            pl.coalesce("agent_label_b", "agent_label_a").alias("agent_label"),
+            change.alias("change"),
+        )
+        .with_columns(rank.alias("_rank"))
+        .sort(["_rank", *keys], nulls_last=True)
+        .select(
+            "change",
+            "agent_label",
+            *keys,
+            *(f"{c}_{s}" for c in shown[1:] for s in ("a", "b")),
+        )
+    )

@@ -536,3 +536,69 @@ def forest_plot(table: pl.DataFrame, label_cols: Sequence[str], title: str) -> s
             )
         )
     return _svg(WIDTH, height, body, title)
+
+
+def sequence_chart(
+    points: Sequence[tuple[int, float | None, float, float]],
+    margin: float,
+    decided_at: int | None,
+    title: str,
+) -> str:
+    """A paired comparison's confidence sequence along the pairs: ``points`` are (pairs,
+    observed difference, lower, upper); the band is the sequence, the line the observed
+    difference, dashed lines mark 0 ("worse" once the band is below it) and -margin ("not
+    worse" once it is above), a vertical line the pair that decided."""
+    if not points:
+        return '<p class="note">No pairs: nothing to chart.</p>'
+    width, height, left, top, bottom = WIDTH, 240, 56, 30, 30
+    plot_w, plot_h = width - left - 150, height - top - bottom
+    last = max(p[0] for p in points)
+    low = max(-1.0, min(-margin, *(p[2] for p in points)) - 0.05)
+    high = min(1.0, max(0.0, *(p[3] for p in points)) + 0.05)
+
+    def x_of(n: float) -> float:
+        return left + n / max(last, 1) * plot_w
+
+    def y_of(v: float) -> float:
+        return top + (high - v) / (high - low) * plot_h
+
+    body = _legend(
+        [("confidence sequence", "#9ecae1"), ("observed difference", "#1f4e79")], left, 14
+    )
+    for tick in _ticks(low, high, 5):
+        body.append(_line(left, y_of(tick), left + plot_w, y_of(tick), "#eee"))
+        label = "0 pp" if abs(tick) < 1e-9 else f"{100 * tick:+.0f} pp"
+        body.append(_text(left - 6, y_of(tick) + 4, label, 10, "end", fill="#555"))
+    band = [f"{num(x_of(p[0]))},{num(y_of(p[3]))}" for p in points]
+    band += [f"{num(x_of(p[0]))},{num(y_of(p[2]))}" for p in reversed(points)]
+    if len(points) == 1:  # one point: a thin bar rather than an invisible polygon
+        x, top_y, low_y = x_of(points[0][0]), num(y_of(points[0][3])), num(y_of(points[0][2]))
+        band = [f"{num(x - 2)},{top_y}", f"{num(x + 2)},{top_y}"]
+        band += [f"{num(x + 2)},{low_y}", f"{num(x - 2)},{low_y}"]
+    body.append(
+        f'<polygon class="sequence" points="{" ".join(band)}" fill="#9ecae1" opacity="0.7">'
+        f"<title>{esc(title)}</title></polygon>"
+    )
+    means = [f"{num(x_of(p[0]))},{num(y_of(p[1]))}" for p in points if p[1] is not None]
+    if means:
+        body.append(
+            f'<polyline class="observed" points="{" ".join(means)}" fill="none" stroke="#1f4e79"'
+            ' stroke-width="1.5"/>'
+        )
+    lines = ((0.0, "#555", "0: worse below", -4), (-margin, "#d62728", "", 12))
+    for value, colour, label, dy in lines:
+        y = y_of(value)
+        body.append(_line(left, y, left + plot_w, y, colour, 1, stroke_dasharray="5 3"))
+        text = label or f"-{100 * margin:g} pp (margin): not worse above"
+        body.append(_text(left + plot_w + 6, y + dy, text, 10, fill=colour))
+    if decided_at is not None:
+        x = x_of(decided_at)
+        body.append(_line(x, top, x, top + plot_h, "#2ca02c", 1.5))
+        body.append(_text(x, top - 4, f"decided at {decided_at}", 10, "middle", fill="#2ca02c"))
+    body.append(_line(left, top + plot_h, left + plot_w, top + plot_h, "#999"))
+    for tick in _ticks(0, last, 6):
+        x = x_of(tick)
+        body.append(_line(x, top + plot_h, x, top + plot_h + 4, "#999"))
+        body.append(_text(x, top + plot_h + 16, f"{tick:g}", 10, "middle", fill="#555"))
+    body.append(_text(left + plot_w, top + plot_h + 28, "pairs", 10, "end", fill="#555"))
+    return _svg(width, height + 12, body, title)

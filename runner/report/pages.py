@@ -33,6 +33,15 @@ from runner.report.charts import (
     secs,
 )
 from runner.report.failures import failures_section
+from runner.report.sequential import (
+    PairedView,
+    paired_section,
+    read_verdicts,
+    recorded_compare,
+    run_paired,
+    verdict_changes_section,
+    verdicts_section,
+)
 from runner.store import Run, load_run
 
 REPORT_FILE = "report.html"
@@ -211,11 +220,25 @@ def build_report(run: Run, *, generated_at: datetime | None = None, ks: Sequence
     out += _heatmap_section(criteria, jobs, agents)
     out += failures_section(criteria, jobs, messages)
     out += _repeat_section(criteria, jobs, ks)
+    out += sequential_sections(run, jobs, criteria)
     out += _latency_section(jobs, messages)
     out += _errors_section(jobs, attempts)
     out += spend_section(jobs, criteria)
     out.append(CONVENTIONS)
     return _page(f"Run {name}", out)
+
+
+def sequential_sections(run: Run, jobs: pl.DataFrame, criteria: pl.DataFrame) -> list[str]:
+    """The run's verdicts (its ``verdicts.parquet``) and, for a run with a ``compare:`` block,
+    the paired comparison of its two arms; nothing for a run with neither."""
+    out: list[str] = []
+    verdicts = read_verdicts(run.path)
+    if verdicts is not None and verdicts.height:
+        out += verdicts_section(verdicts)
+    settings = recorded_compare(run.path)
+    if settings is not None:
+        out += paired_section(run_paired(jobs, criteria, settings))
+    return out
 
 
 def money_frame(frame: pl.DataFrame) -> pl.DataFrame:
@@ -493,10 +516,14 @@ def build_compare_page(
     b_label: str | None = None,
     generated_at: datetime | None = None,
     costs: pl.DataFrame | None = None,
+    paired: PairedView | str | None = None,
 ) -> str:
     """The comparison page: a forest plot of the changes and the table.
 
     ``a_label`` / ``b_label`` name each side when it is a slice of its run (e.g. one agent).
+    ``paired``: the paired comparison's section (``sequential.paired_view``; a string says
+    why it was not computed). Cases whose verdict changed are listed when both runs have a
+    ``verdicts.parquet``.
     """
     name_a = _run_name(a) + (f" [{a_label}]" if a_label else "")
     name_b = _run_name(b) + (f" [{b_label}]" if b_label else "")
@@ -523,4 +550,9 @@ def build_compare_page(
             " per pass: the whole spend over the jobs whose every criterion succeeded. Read it"
             " beside the change in pass rate: is B better, and at what price?</p>",
         ]
+    verdicts_a, verdicts_b = read_verdicts(a.path), read_verdicts(b.path)
+    if verdicts_a is not None and verdicts_b is not None:
+        out += verdict_changes_section(verdicts_a, verdicts_b)
+    if paired is not None:
+        out += paired_section(paired)
     return _page(f"{name_a} vs {name_b}", out)

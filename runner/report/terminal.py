@@ -25,6 +25,14 @@ from runner.analysis import (
 )
 from runner.report.pages import RATE_COLUMNS as _PAGE_RATES
 from runner.report.pages import money_frame
+from runner.report.sequential import (
+    PairedView,
+    change_frame,
+    read_verdicts,
+    recorded_compare,
+    run_paired,
+    verdicts_view,
+)
 from runner.report.summary import spend_line, summary_lines, totals_line
 from runner.store import Run, load_run
 
@@ -79,6 +87,7 @@ def print_run_tables(
         )
     if criterion.height:
         _print_repeats(run, console)
+    print_sequential(run, console)
     errors = error_counts(jobs)
     if errors.height:
         console.print(frame_table(errors, "jobs ended in error, by kind"))
@@ -141,6 +150,73 @@ def _print_repeats(run: Run, console: Console) -> None:
     console.print(frame_table(wide, "across repeats: pass@k (any of k) and pass^k (all of k)"))
     cases = flaky_cases(run.criteria, run.jobs).drop("agent_id")
     console.print(frame_table(cases, "flaky cases (S success, F failure, U unknown, E error)", 15))
+
+
+def print_sequential(run: Run, console: Console) -> None:
+    """A run's verdicts (``verdicts.parquet``) and, for a run with a ``compare:`` block, the
+    paired comparison of its arms; nothing when it has neither."""
+    table = read_verdicts(run.path)
+    if table is not None and table.height:
+        view = verdicts_view(table)
+        console.print(
+            frame_table(view.rows, f"verdicts ({view.rule})"), markup=False, highlight=False
+        )
+        console.print(view.summary, markup=False, highlight=False)
+    settings = recorded_compare(run.path)
+    if settings is not None:
+        jobs = run.jobs.collect() if isinstance(run.jobs, pl.LazyFrame) else run.jobs
+        criteria = run.criteria
+        criteria = criteria.collect() if isinstance(criteria, pl.LazyFrame) else criteria
+        print_paired_view(run_paired(jobs, criteria, settings), console)
+
+
+def print_paired_view(view: PairedView | str, console: Console) -> None:
+    """The paired comparison for a terminal: the decision, "decided after N of max_pairs
+    pairs, $X", the confidence sequence, the scenarios lost, per scenario, spend."""
+
+    def say(line: str) -> None:
+        console.print(line, markup=False, highlight=False)
+
+    if isinstance(view, str):
+        say(f"paired comparison: {view}")
+        return
+    say(
+        f"paired comparison (anytime-valid): candidate {view.candidate} vs baseline "
+        f"{view.baseline}, margin {view.margin:g}, alpha {view.alpha:g}"
+    )
+    if view.pairs == 0:
+        say("  no pairs: the two sides share no case")
+        return
+    say(f"  {view.verdict.upper()}: {view.headline}")
+    say(
+        f"  difference in pass rate {_pp(view.mean)}, confidence sequence "
+        f"[{_pp(view.lower)}, {_pp(view.upper)}] ({100 * (1 - 2 * view.alpha):.0f}% jointly, "
+        f"valid at every pair); {view.wins} won, {view.losses} lost, {view.ties} tied"
+    )
+    if view.lost:
+        say("  scenarios the candidate lost: " + ", ".join(f"{s} ({_pp(d)})" for s, d in view.lost))
+    console.print(frame_table(view.scenarios, "per scenario (unadjusted: where to look)"))
+    console.print(frame_table(money_frame(view.spend), "spend per variant (paired jobs)"))
+
+
+def print_verdict_changes(a: Run, b: Run, console: Console) -> None:
+    """``compare A B``: the cases whose verdict changed, when both runs have verdicts."""
+    table_a, table_b = read_verdicts(a.path), read_verdicts(b.path)
+    if table_a is None and table_b is None:
+        return
+    if table_a is None or table_b is None:
+        which = "A" if table_a is None else "B"
+        console.print(f"verdicts: run {which} has no verdicts table", markup=False)
+        return
+    changes = change_frame(table_a, table_b)
+    if changes.height == 0:
+        console.print("verdicts: every case has the same verdict in both runs", markup=False)
+        return
+    console.print(frame_table(changes, "verdicts that changed (A -> B)"), markup=False)
+
+
+def _pp(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:+.1f} pp"
 
 
 def print_summary(run_dir: Path, headline: str, console: Console | None = None) -> None:
