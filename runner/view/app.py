@@ -32,7 +32,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from runner import analysis
 from runner.estimate import money
-from runner.report import charts
+from runner.report import charts, sequential
 from runner.view import queries, source
 from runner.view.source import RunState
 
@@ -285,6 +285,23 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
         own, case = found
         return queries.job_detail(own, job_key, case_tables=case)
 
+    def verdicts_of(state: RunState) -> pl.DataFrame | None:
+        return cache.get(state, "verdicts", lambda: sequential.read_verdicts(state.path))
+
+    def sequential_context(state: RunState) -> dict[str, Any]:
+        """The run page's verdicts and, for a ``compare:`` run, its paired comparison."""
+
+        def paired() -> sequential.PairedView | str | None:
+            settings = sequential.recorded_compare(state.path)
+            return queries.paired_of_run(tables(state), settings)
+
+        view = cache.get(state, "paired", paired)
+        return {
+            "verdicts": queries.run_verdicts(verdicts_of(state)),
+            "paired": view,
+            "paired_svg": paired_svg(view),
+        }
+
     def bad_request(exc: ValueError) -> HTTPException:
         return HTTPException(400, str(exc))
 
@@ -319,6 +336,7 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
             msgs=msgs,
             heat=queries.heatmap(figs.cells, page=heat),
             report=(state.path / "report.html").is_file(),
+            **sequential_context(state),
             latency_sorts=queries.LATENCY_SORTS,
             live_url=f"/api/version?run={seg(name)}" if state.running else "",
             version=state.version,
@@ -405,7 +423,15 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
                 row["matrix"] = {
                     k.removeprefix("matrix."): v for k, v in row.items() if k.startswith("matrix.")
                 }
+            view = cache.get(
+                sb,
+                f"paired:{sa.name}:{sa.version}",
+                lambda: queries.paired_of_runs(tables(sa), tables(sb), sa.name, sb.name),
+            )
             context.update(
+                verdict_changes=queries.verdict_changes(verdicts_of(sa), verdicts_of(sb)),
+                paired=view,
+                paired_svg=paired_svg(view),
                 criteria=found.by_criterion.to_dicts(),
                 verdicts=found.verdicts(),
                 verdict_names=analysis.VERDICTS,
@@ -490,6 +516,20 @@ def chart_svgs(
         "attempts": Markup(charts.attempts_chart(run.attempts, "attempts over time")),
         "in_flight": Markup(charts.in_flight_chart(run.in_flight, "requests in flight")),
     }
+
+
+def paired_svg(view: sequential.PairedView | str | None) -> Markup | None:
+    """The paired comparison's confidence sequence drawn as ``report.html`` draws it."""
+    if view is None or isinstance(view, str) or view.pairs == 0:
+        return None
+    return Markup(
+        charts.sequence_chart(
+            view.chart_points,
+            view.margin,
+            view.decided_at,
+            "difference in pass rate (candidate - baseline) with its confidence sequence",
+        )
+    )
 
 
 def _overall_version(states: list[RunState]) -> str:

@@ -6,7 +6,8 @@ Every function takes Polars LazyFrames (``tables``: name -> LazyFrame, as
 reads a file itself, so a page reads only the columns and rows it shows. One module a page
 kind: ``runs`` (totals, the runs page), ``figures`` (a run's page, the heatmap), ``charts``
 (its charts and message latencies), ``cases`` (the case list), ``jobs`` (one job),
-``compare`` (two runs). Everything public is re-exported here.
+``compare`` (two runs), ``sequential`` (a run's verdicts, the paired comparison). Everything
+public is re-exported here.
 """
 
 from __future__ import annotations
@@ -77,6 +78,13 @@ from runner.view.queries.runs import (
     run_row,
     run_totals,
 )
+from runner.view.queries.sequential import (
+    VerdictsPage,
+    paired_of_run,
+    paired_of_runs,
+    run_verdicts,
+    verdict_changes,
+)
 
 __all__ = [
     "CASE_LIST_COLUMNS",
@@ -109,6 +117,7 @@ __all__ = [
     "RunRow",
     "Tables",
     "Totals",
+    "VerdictsPage",
     "case_jobs",
     "case_key",
     "case_repeats",
@@ -124,13 +133,17 @@ __all__ = [
     "newest_first",
     "newest_names",
     "null_safe_eq",
+    "paired_of_run",
+    "paired_of_runs",
     "pick_pair",
     "run_charts",
     "run_figures",
     "run_progress",
     "run_row",
     "run_totals",
+    "run_verdicts",
     "same_case",
     "search_pattern",
     "snippet",
+    "verdict_changes",
 ]
