@@ -930,7 +930,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from runner.report import build_compare_page
     from runner.report.pages import spend_diff_frame
     from runner.report.paired import from_args
-    from runner.report.terminal import frame_table
+    from runner.report.terminal import frame_table, print_verdict_changes
 
     if args.run_b is None:
         return _cmd_compare_arms(args)
@@ -971,13 +971,21 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         frame_table(spend_diff_frame(costs), "what each side cost (as the vendor billed it)"),
         markup=False,
     )
+    print_verdict_changes(run_a, run_b, console)
     if isinstance(shown, str):
         console.print(f"paired comparison: {shown}", markup=False)
     else:
         shown.print(console)
     if args.html:
         page = build_compare_page(
-            run_a, run_b, table, by, a_label=args.agent_a, b_label=args.agent_b, costs=costs
+            run_a,
+            run_b,
+            table,
+            by,
+            a_label=args.agent_a,
+            b_label=args.agent_b,
+            costs=costs,
+            paired=shown if isinstance(shown, str) else shown.view(),
         )
         args.html.write_text(page, encoding="utf-8")
         console.print(f"wrote {args.html}", markup=False)

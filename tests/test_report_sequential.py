@@ -5,7 +5,10 @@ the pairs (``paired.confidence_path``), the cases whose verdict changed
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -29,6 +32,8 @@ from runner.report.sequential import (
 from runner.report.terminal import print_run_tables, print_verdict_changes
 from runner.schema import VERDICTS
 from runner.store import Run, load_run
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +210,26 @@ def test_a_run_without_either_prints_as_before(runs: dict[str, Run], tmp_path: P
     print_run_tables(runs["plain"], console)
     text = console.export_text()
     assert "verdicts" not in text and "paired comparison" not in text
+
+
+def test_the_commands_show_them(runs: dict[str, Run], tmp_path: Path) -> None:
+    """``report`` and ``compare --html`` end to end (one process each)."""
+    root = runs["seq_a"].path.parent
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "runner", *args], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    out = cli("report", str(root / "cmp"), "--out", str(tmp_path / "cmp.html"))
+    assert "WORSE: decided after " in out
+    assert 'id="paired"' in (tmp_path / "cmp.html").read_text()
+    html = tmp_path / "ab.html"
+    out = cli("compare", str(root / "seq_a"), str(root / "seq_b"), "--html", str(html))
+    assert "verdicts that changed (A -> B)" in out and "now fails" in out
+    page = html.read_text()
+    assert 'id="verdict-changes"' in page and 'id="paired"' in page
+    assert "undecided after 12 of 12 pairs" in page

@@ -27,6 +27,7 @@ from runner.estimate import money
 from runner.gate import GateCase
 from runner.paired import Decision, NonInferiority, check_parameters
 from runner.paired_runs import MATRIX, PairedComparison, compare_paired, select_arm
+from runner.report.sequential import PairedView, paired_view
 from runner.report.terminal import frame_table
 from runner.store import Run
 
@@ -243,6 +244,10 @@ class Shown:
 
     def print(self, console: Console) -> None:
         print_paired(self.result, console, self.rule, self.baseline, self.candidate)
+
+    def view(self) -> PairedView:
+        """The comparison as the HTML pages show it (chart included)."""
+        return paired_view(self.result, self.rule, self.baseline, self.candidate)
 
 
 def _frames(run: Run, agent: str | None) -> tuple[pl.DataFrame, pl.DataFrame]:
