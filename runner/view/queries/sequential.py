@@ -72,7 +72,15 @@ def paired_of_run(tables: Tables, settings: CompareConfig | None) -> PairedView 
 
 def paired_of_runs(a: Tables, b: Tables, a_name: str, b_name: str) -> PairedView | str:
     """Run A (baseline) against run B (candidate), paired on the cases they share, as
-    ``python -m runner compare A B`` computes it without options; a string says why not."""
+    ``python -m runner compare A B`` computes it without options; a string says why not
+    (a run of several agents is told apart by one cheap count, before anything is read)."""
+    for side, tables in (("A", a), ("B", b)):
+        agents = tables["jobs"].select(pl.col("agent_id").n_unique()).collect().item()
+        if agents > 1:
+            return (
+                f"not computed: run {side} has {agents} agents; pair one agent of each with "
+                "python -m runner compare A B --agent-a LABEL --agent-b LABEL"
+            )
     sides = pick_sides(_frames(a), _frames(b))
     try:
         result, rule = paired_comparison(sides)
