@@ -398,18 +398,6 @@ def test_check_verdicts_exit_codes(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "no verdicts table" in missing.stderr
 
 
-def test_until_verdict_with_agent_testing_is_refused_at_load(tmp_path: Path) -> None:
-    path = write_config(tmp_path, SEQ)
-    raw = yaml.safe_load(path.read_text())
-    raw["target"]["backend"] = "agent-testing"
-    path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match=r"run.repeats.until: verdict is not supported yet"):
-        load_config(path)
-    raw["run"]["repeats"] = {**SEQ, "until": "max"}
-    path.write_text(yaml.safe_dump(raw))
-    assert load_config(path).run.max_repeats == 20
-
-
 def test_shards_keep_a_case_whole_and_merge_writes_the_verdicts(tmp_path: Path) -> None:
     results = tmp_path / "r"
     with local_api_process(["--time-scale", "0.02", "--seed", "11"]) as api:
