@@ -6,6 +6,7 @@ real socket, and a kill -9 mid-run then resume that starts no invocation twice."
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -37,9 +38,13 @@ from runner.sweep import run_sweep
 from runner.verdicts import Anytime
 
 ROOT = Path(__file__).resolve().parents[1]
+RUN = [sys.executable, "-m", "runner", "run"]
 PASS = (("success_conditions", "success"),)
 FAIL = (("success_conditions", "failure"),)
-AGENTS = [{"id": "agent_support", "label": "support"}, {"id": "agent_support_lite", "label": "lite"}]
+AGENTS = [
+    {"id": "agent_support", "label": "support"},
+    {"id": "agent_support_lite", "label": "lite"},
+]
 
 
 def raw_config(repeats: Any, scenarios: int = 3, **extra: Any) -> dict[str, Any]:
@@ -130,7 +135,9 @@ def test_the_verdict_planner_hands_out_whole_waves_with_the_fixed_runs_keys() ->
     # one case fails both, the others pass both: each gets its next waves, whole
     outcomes = {j.key: FAIL if case_of(j) == case_of(first[0]) else PASS for j in first}
     for job in first:
-        planner.observe(Finished(job.key, case_of(job), job.repeat, "ok", criteria=outcomes[job.key]))
+        planner.observe(
+            Finished(job.key, case_of(job), job.repeat, "ok", criteria=outcomes[job.key])
+        )
     second: list[Job] = []
     while (job := planner.next()) not in (WAIT, None):
         assert isinstance(job, Job)
@@ -189,8 +196,8 @@ def test_pairs_go_out_a_wave_at_a_time_both_members_in_one_window_each() -> None
         first, count, label = planner.window_of(base)
         assert label == "p0" and first <= base.repeat < first + count
     # a case's draws within a wave are one window: consecutive repeats, counted once each
-    groups = Counter(planner.window_of(j) + (j.agent_id, j.scenario_id) for j in wave)
-    for (first, count, _, *_), n in groups.items():
+    groups = Counter((*planner.window_of(j), j.agent_id, j.scenario_id) for j in wave)
+    for (_, count, *_), n in groups.items():
         assert n == count
     for job in wave:
         planner.observe(Finished(job.key, case_of(job), job.repeat, "ok", criteria=PASS))
@@ -218,7 +225,9 @@ def test_a_decided_comparison_sends_no_further_wave_and_resume_keeps_the_windows
     assert len(sent) == 2 * planner.decision.counts.pairs  # whole waves, both members
     # resume from half a wave: the missing members, in the windows the first session used
     cut = len(sent) - 3
-    resumed = pair_planner(done={k: v for k, v in stored.items() if k in {j.key for j in sent[:cut]}})
+    resumed = pair_planner(
+        done={k: v for k, v in stored.items() if k in {j.key for j in sent[:cut]}}
+    )
     again = take_wave(resumed)
     first = pair_planner()
     assert {j.key for j in again} == {j.key for j in sent[cut:]}
@@ -274,7 +283,7 @@ def test_verdicts_run_in_waves_end_to_end(tmp_path: Path, api: LocalAPI) -> None
     bounds = at.wave_bounds(2, 16)
     lines = records(report.run_dir)
     for line in lines:  # every invocation is one wave of its test
-        assert (line["first_repeat"], line["repeat_count"]) in set(itertools_pairs(bounds))
+        assert (line["first_repeat"], line["repeat_count"]) in set(waves_of(bounds))
     after = stats(api)
     invocations = {line["invocation_id"] for line in lines}
     assert after["invocations_created"] - before["invocations_created"] == len(invocations)
@@ -285,8 +294,9 @@ def test_verdicts_run_in_waves_end_to_end(tmp_path: Path, api: LocalAPI) -> None
     assert set(per_case["repeat"]) <= set(bounds[1:])
 
 
-def itertools_pairs(bounds: tuple[int, ...]) -> Iterator[tuple[int, int]]:
-    for a, b in zip(bounds, bounds[1:], strict=False):
+def waves_of(bounds: tuple[int, ...]) -> Iterator[tuple[int, int]]:
+    """(first repeat, repeat count) of each wave."""
+    for a, b in itertools.pairwise(bounds):
         yield a, b - a
 
 
@@ -317,8 +327,7 @@ def test_kill_9_mid_run_then_resume_starts_no_invocation_twice(tmp_path: Path) -
         record = results / "kw" / at.INVOCATIONS_FILE
         before = stats(server)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "runner", "run", str(path), "--results", str(results)]
-            + ["--no-progress", "--no-preflight"],
+            [*RUN, str(path), "--results", str(results), "--no-progress", "--no-preflight"],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
