@@ -253,8 +253,11 @@ def records(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def e2e(tmp_path: Path, base_url: str, repeats: Any, name: str, **extra: Any) -> Path:
+def e2e(
+    tmp_path: Path, base_url: str, repeats: Any, name: str, concurrency: int = 16, **extra: Any
+) -> Path:
     raw = raw_config(repeats, **extra)
+    raw["run"]["concurrency"] = concurrency
     raw["target"]["base_url"] = base_url
     raw["target"]["agent_testing"] = {
         "name_prefix": name,
@@ -302,7 +305,7 @@ def waves_of(bounds: tuple[int, ...]) -> Iterator[tuple[int, int]]:
 
 def test_a_comparison_runs_in_waves_of_pairs_end_to_end(tmp_path: Path, api: LocalAPI) -> None:
     compare = {"baseline": "support", "candidate": "lite", "max_pairs": 60}
-    path = e2e(tmp_path, api.base_url, 1, "cw", compare=compare)
+    path = e2e(tmp_path, api.base_url, 1, "cw", concurrency=40, compare=compare)  # 20-pair waves
     before = stats(api)
     report = sweep(path, tmp_path / "r")
     decision = report.compare
