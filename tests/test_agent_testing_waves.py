@@ -33,7 +33,7 @@ from runner.paired import NonInferiority
 from runner.pairing import PairPlanner, Stored, pair_cases
 from runner.plan import verdict_waves
 from runner.planner import WAIT, Finished, UntilVerdict, case_of
-from runner.store import load_run
+from runner.store import done_job_keys, load_run
 from runner.sweep import run_sweep
 from runner.verdicts import Anytime
 
@@ -324,7 +324,7 @@ def test_a_comparison_runs_in_waves_of_pairs_end_to_end(tmp_path: Path, api: Loc
 
 
 def test_kill_9_mid_run_then_resume_starts_no_invocation_twice(tmp_path: Path) -> None:
-    with local_api_process(["--time-scale", "0.03", "--seed", "22"]) as server:
+    with local_api_process(["--time-scale", "0.01", "--seed", "22"]) as server:
         path = e2e(tmp_path, server.base_url, {**SEQ, "max": 16, "alpha": 0.1}, "kw")
         results = tmp_path / "r"
         record = results / "kw" / at.INVOCATIONS_FILE
@@ -346,6 +346,7 @@ def test_kill_9_mid_run_then_resume_starts_no_invocation_twice(tmp_path: Path) -
             proc.wait(10)
         at_kill = records(record.parent)
         assert any(r["first_repeat"] > 0 for r in at_kill)
+        done_at_kill = done_job_keys(record.parent)
         report = sweep(path, results)
         lines = records(record.parent)
         after = stats(server)
@@ -358,6 +359,7 @@ def test_kill_9_mid_run_then_resume_starts_no_invocation_twice(tmp_path: Path) -
     assert after["invocations_created"] - before["invocations_created"] == len(ids)
     jobs = load_run(report.run_dir).jobs
     assert jobs["status"].to_list() == ["ok"] * jobs.height and jobs["job_key"].is_unique().all()
+    assert len(done_at_kill) < jobs.height  # killed mid-run: the resume finished it
     assert set(jobs["job_key"]) <= {j.key for j in iter_jobs(load_config(path))}
     assert after["runs_started"] - before["runs_started"] == sum(
         len({(line["test_hash"]) for line in lines if line["invocation_id"] == i})
