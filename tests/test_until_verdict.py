@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pytest
 import yaml
 
-from runner.config import ConfigError, load_config
+from runner.config import load_config
 from runner.jobs import Job, iter_jobs
 from runner.localapi.server import local_api_process
 from runner.planner import WAIT, Case, Finished, UntilVerdict, case_of
