@@ -15,6 +15,14 @@ poll intervals are scaled by the same factor, so the ratios are those of the rea
 Requests are counted at the server (``/_local/stats``); the server records each run's end
 (``/_local/agent-testing/finished``), the runner's result is in the store at its job's
 ``finished_at`` (journaled then), the naive client's when its poll saw the run finished.
+
+**Verdicts in waves** (``measure_verdicts``): the same cases (two agents, one that mostly
+passes and one that mostly fails, x scenarios) with fixed ``repeats: 20`` (one invocation per
+agent, every repeat at once) and with ``run.repeats: {max: 20, until: verdict}`` (waves of
+2, 2, 4, 8, 4 repeats, only for the cases still open). Per setup: simulations, vendor requests
+per simulation, the wall time, when each case's verdict was known (from the first job's start
+to the result of the repeat that settled it, by the same anytime rule replayed on the fixed
+run) and the repeats that ran past each decision.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +41,8 @@ import polars as pl
 import yaml
 
 from runner.localapi.server import LocalAPI, local_api_process
+from runner.replay import verdict_table
+from runner.verdicts import Anytime
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENT = "agent_support"
@@ -227,9 +238,105 @@ def measure_naive(api: LocalAPI, sims: int, scale: float) -> dict[str, Any]:
     }
 
 
-def run(sims: int = 200, scale: float = 0.5) -> list[dict[str, Any]]:
+# ---------------------------------------------------------------------------- verdicts
+
+VERDICT_AGENTS = ("agent_support", "agent_support_lite")
+MAX, MIN, PASS_RATE, ALPHA = 20, 2, 0.8, 0.05
+VERDICT: dict[str, Any] = {
+    "max": MAX,
+    "min": MIN,
+    "until": "verdict",
+    "pass_rate": PASS_RATE,
+    "alpha": ALPHA,
+}
+
+
+def _verdict_config(
+    path: Path, base_url: str, name: str, scenarios: int, scale: float, repeats: Any
+) -> Path:
+    config = yaml.safe_load(_config(path, base_url, name, scenarios, scale).read_text())
+    config["agents"] = [{"id": a} for a in VERDICT_AGENTS]
+    config["run"].update({"repeats": repeats, "concurrency": len(VERDICT_AGENTS) * scenarios * MAX})
+    config["target"]["agent_testing"].update({"name_prefix": "bench-atv", "batch_max_tests": 500})
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _decisions(run_dir: Path, scale: float) -> dict[str, Any]:
+    """Wall time, when each case's verdict was known and the repeats past it (simulated s),
+    by the anytime rule over the run's outcomes (replayed on a fixed run)."""
+    jobs = pl.read_parquet(run_dir / "jobs.parquet")
+    criteria = pl.read_parquet(run_dir / "criteria.parquet")
+    rule = Anytime(PASS_RATE, ALPHA, MAX, MIN)
+    table = verdict_table(jobs, criteria, rule)
+    start = jobs["started_at"].min()
+    assert isinstance(start, datetime)
+    known: list[float] = []
+    for case in table.filter(pl.col("settled_at").is_not_null()).iter_rows(named=True):
+        done = jobs.filter(
+            (pl.col("agent_id") == case["agent_id"])
+            & (pl.col("scenario_id") == case["scenario_id"])
+            & (pl.col("repeat") < case["settled_at"])
+        )["finished_at"].max()
+        assert isinstance(done, datetime)
+        known.append((done - start).total_seconds() / scale)
+    settled = table.filter(pl.col("settled_at").is_not_null())
+    end = jobs["finished_at"].max()
+    assert isinstance(end, datetime)
+    wall = (end - start).total_seconds() / scale
+    return {
+        "cases": table.height,
+        "settled": settled.height,
+        "ran_past": int(settled["ran_past"].sum()),
+        "ran_past_per_case": settled["ran_past"].sum() / max(1, settled.height),
+        "decided_p50": _percentile(known, 0.5),
+        "decided_p95": _percentile(known, 0.95),
+        "wall_secs": wall,
+    }
+
+
+def measure_verdicts(api: LocalAPI, scenarios: int, scale: float, work: Path) -> list[dict]:
+    """Fixed repeats and waves over the same cases (module docstring); tests created first by
+    a warm-up run, so neither setup pays for them."""
+    warm = _verdict_config(work / "v-warm.yaml", api.base_url, "v-warm", scenarios, scale, 1)
+    _run_cli(warm, work / "v")
+    rows = []
+    for setup, repeats in (
+        ("fixed repeats: 20 (one invocation per agent)", MAX),
+        ("waves: max 20, until: verdict", VERDICT),
+    ):
+        name = "v-fixed" if isinstance(repeats, int) else "v-waves"
+        config = _verdict_config(
+            work / f"{name}.yaml", api.base_url, name, scenarios, scale, repeats
+        )
+        before = api.stats()
+        _run_cli(config, work / "v")
+        after = api.stats()
+        requests = after["requests_total"] - before["requests_total"]
+        sims = after["agent_testing"]["runs_completed"] - before["agent_testing"]["runs_completed"]
+        invocations = (
+            after["agent_testing"]["invocations_created"]
+            - before["agent_testing"]["invocations_created"]
+        )
+        rows.append(
+            {
+                "client": setup,
+                "sims": sims,
+                "requests": requests,
+                "requests_per_sim": requests / max(1, sims),
+                "invocations": invocations,
+                **_decisions(work / "v" / name, scale),
+            }
+        )
+    return rows
+
+
+def run(
+    sims: int = 200, scale: float = 0.5, verdict_scenarios: int = 10
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Both clients against one local API; one dict per client: the runner with the whole
-    flow in one invocation, the runner with the default ``batch_max_tests``, the naive one."""
+    flow in one invocation, the runner with the default ``batch_max_tests``, the naive one;
+    then verdicts with fixed repeats and in waves (``measure_verdicts``)."""
     with (
         local_api_process(["--time-scale", str(scale), "--seed", "5", *TIMING]) as api,
         tempfile.TemporaryDirectory() as tmp,
@@ -237,11 +344,13 @@ def run(sims: int = 200, scale: float = 0.5) -> list[dict[str, Any]]:
         runner_row = measure_runner(api, sims, scale, Path(tmp))
         default_row = measure_runner(api, sims, scale, Path(tmp), BATCH_DEFAULT)
         naive_row = measure_naive(api, sims, scale)
-    return [runner_row, default_row, naive_row]
+        verdict_rows = measure_verdicts(api, verdict_scenarios, scale, Path(tmp))
+    return [runner_row, default_row, naive_row], verdict_rows
 
 
 def main() -> int:
-    for row in run():
+    clients, verdicts = run()
+    for row in [*clients, *verdicts]:
         print(row)
     return 0
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import polars as pl
 
+from runner.backends.agent_testing import wave_bounds
 from runner.config import Config
 from runner.jobs import iter_jobs
+from runner.paired import NonInferiority
 from runner.paired_runs import job_outcomes
 from runner.pairing import PairPlanner, Stored, pair_cases
 from runner.store import load_run
@@ -40,14 +42,34 @@ def compare_planner(cfg: Config, run_dir: Path, done: set[str]) -> PairPlanner:
     first = itertools.takewhile(lambda job: job.repeat == 0, iter_jobs(cfg))
     cases = pair_cases(first, settings.arm("baseline"), settings.arm("candidate"))
     of = settings.of
+    rule = settings.rule()
+    in_flight = cfg.run.concurrency if isinstance(cfg.run.concurrency, int) else None
     return PairPlanner(
         cases,
-        settings.rule(),
+        rule,
         of,
         seed=cfg.run.seed,
         done=stored_outcomes(run_dir, done, of),
-        in_flight=cfg.run.concurrency if isinstance(cfg.run.concurrency, int) else None,
+        in_flight=in_flight,
+        waves=pair_waves(rule, in_flight) if cfg.target.backend == "agent-testing" else None,
     )
+
+
+def pair_waves(rule: NonInferiority, in_flight: int | None) -> tuple[int, ...]:
+    """Agent-testing: where the waves of pairs start. The first holds the fewest pairs that
+    could decide (all wins or all losses), the next ones twice the pairs so far, each at most
+    half the run's concurrency (a wave's jobs all wait in a slot while its invocations run:
+    more would run in two rounds)."""
+    first = next(
+        (
+            n
+            for n in range(1, rule.max_pairs + 1)
+            if rule.decide([-1] * n).stop or rule.decide([1] * n).stop
+        ),
+        rule.max_pairs,
+    )
+    cap = max(1, in_flight // 2) if in_flight is not None else rule.max_pairs
+    return wave_bounds(min(first, cap), rule.max_pairs, cap=cap)
 
 
 def compare_counts(cfg: Config, run_dir: Path, done: set[str]) -> tuple[int, int]:

@@ -11,7 +11,17 @@ scenario order would not give it. The two members of a pair are handed out one a
 other, and each pair's difference goes to the rule in the order pairs complete.
 
 Dispatching stops once the rule decides (pairs in flight still finish and are counted) or
-at ``max_pairs``. Resume: the planner is built with the outcomes already stored; the draw
+at ``max_pairs``.
+
+Waves (``waves``: the agent-testing backend, whose invocations run many repeats of a test at
+once): pairs are handed out a wave at a time, the next wave once every job of the one before
+ended and only while undecided. Within a wave, a case drawn k times runs k consecutive
+repeats for each variant; those are one invocation per variant (``window_of``: the repeats,
+and a wave label by which groups of one wave share a run-tests call). The waves and windows
+follow from the draw sequence alone, so a resumed run groups its jobs as the first session
+did and re-attaches to its invocations.
+
+Resume: the planner is built with the outcomes already stored; the draw
 sequence is the same (the same seed), so it skips the pairs that are complete, dispatches the
 missing member of a half-done pair, and feeds the complete pairs to the rule in the order
 they finished. Its state is a pure function of the stored outcomes.
@@ -19,6 +29,7 @@ they finished. Its state is a pure function of the stored outcomes.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -28,6 +39,9 @@ from runner.config.body import canonical_json
 from runner.jobs import Job, key_hasher, variant_identity
 from runner.paired import Decision, NonInferiority, Outcome, difference, job_outcome
 from runner.planner import WAIT, Finished, Wait
+
+_CHUNK = 50
+"""Most repeats of one invocation (the vendor's ``repeat_count``)."""
 
 Side = Literal["baseline", "candidate"]
 SIDES: tuple[Side, Side] = ("baseline", "candidate")
@@ -106,18 +120,23 @@ class PairPlanner:
         seed: int = 0,
         done: Mapping[str, Stored] | None = None,
         in_flight: int | None = None,
+        waves: Sequence[int] | None = None,
     ) -> None:
         """``in_flight``: most jobs out at once (the run's concurrency): more pairs queued
-        ahead of the workers would all run after the decision, paid for and unused."""
+        ahead of the workers would all run after the decision, paid for and unused.
+        ``waves``: the pair indices where waves start, then ``max_pairs`` (module docstring)."""
         if not cases:
             raise ValueError("compare: the baseline and the candidate share no case")
         self.cases, self.rule, self.of = list(cases), rule, of
         self._pairs: list[tuple[Job, Job]] = []
+        self._drawn: list[int] = []
+        """The case of each pair."""
         rng, drawn = random.Random(seed), [0] * len(self.cases)
         for _ in range(rule.max_pairs):  # the whole draw sequence: outcome-free, reproducible
             i = rng.randrange(len(self.cases))
             base, cand = self.cases[i]
             self._pairs.append((at_repeat(base, drawn[i]), at_repeat(cand, drawn[i])))
+            self._drawn.append(i)
             drawn[i] += 1
         self._where = {
             job.key: (k, s) for k, pair in enumerate(self._pairs) for s, job in enumerate(pair)
@@ -144,6 +163,35 @@ class PairPlanner:
         self.diffs = [d for _, _, d in sorted(complete, key=lambda t: (t[0], t[1]))]
         self.resumed_pairs = len(self.diffs)
         self.decision: Decision = rule.decide(self.diffs)
+        self.waves = None if waves is None else tuple(waves)
+        self._wave = 0
+        self._windows: dict[str, tuple[int, int, str]] = {}
+        if self.waves is not None:
+            self._windows = self._wave_windows(self.waves)
+
+    def _wave_windows(self, bounds: tuple[int, ...]) -> dict[str, tuple[int, int, str]]:
+        """Job key -> (first repeat, repeats, wave label) of its invocation: a case's draws
+        within one wave (consecutive repeats), in chunks of 50 (the vendor's most repeats)."""
+        if bounds[0] != 0 or list(bounds) != sorted(set(bounds)) or bounds[-1] < len(self._pairs):
+            raise ValueError(f"waves: increasing pair indices from 0 to max_pairs (got {bounds})")
+        windows: dict[str, tuple[int, int, str]] = {}
+        for w, (start, end) in enumerate(itertools.pairwise(bounds)):
+            runs: dict[tuple[int, int], list[Job]] = {}
+            for k in range(start, min(end, len(self._pairs))):
+                for side, job in enumerate(self._pairs[k]):
+                    runs.setdefault((self._drawn[k], side), []).append(job)
+            for jobs in runs.values():
+                for c in range(0, len(jobs), _CHUNK):
+                    chunk = jobs[c : c + _CHUNK]
+                    label = f"p{w}" if c == 0 else f"p{w}.{c // _CHUNK}"
+                    for job in chunk:
+                        windows[job.key] = (chunk[0].repeat, len(chunk), label)
+        return windows
+
+    def window_of(self, job: Job) -> tuple[int, int, str]:
+        """(first repeat, repeats, wave label) of the invocation that runs ``job``
+        (``waves``); a job of no wave (not drawn) runs alone."""
+        return self._windows.get(job.key, (job.repeat, 1, f"j{job.repeat}"))
 
     @property
     def pairs(self) -> Sequence[tuple[Job, Job]]:
@@ -155,6 +203,8 @@ class PairPlanner:
             return self._hand(self._queue.pop(0))
         if self.decision.stop:
             return None
+        if self.waves is not None:
+            return self._next_wave()
         if self._cap is not None and self._out + 2 > self._cap:
             return WAIT
         while self._next < len(self._pairs):
@@ -165,6 +215,21 @@ class PairPlanner:
             if missing:
                 self._queue.extend(missing[1:])
                 return self._hand(missing[0])
+        return None
+
+    def _next_wave(self) -> Job | Wait | None:
+        """The next wave's missing jobs, once every job of the one before has ended."""
+        assert self.waves is not None
+        if self._out:
+            return WAIT
+        while self._wave + 1 < len(self.waves):
+            start, end = self.waves[self._wave], self.waves[self._wave + 1]
+            self._wave += 1
+            for k in range(start, min(end, len(self._pairs))):
+                known = self._known.get(k, {})
+                self._queue.extend(job for s, job in enumerate(self._pairs[k]) if s not in known)
+            if self._queue:
+                return self._hand(self._queue.pop(0))
         return None
 
     def _hand(self, job: Job) -> Job:

@@ -13,11 +13,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from runner.backends.agent_testing import repeat_window, test_spec
+from runner.backends.agent_testing import repeat_window, test_spec, wave_bounds
 from runner.config import Config
 from runner.config.selection import agent_names
 from runner.jobs import Job, case_key, count_jobs, iter_jobs
 from runner.shard import Shard, shard_of, split_groups
+from runner.verdicts import repeats_to_verdict
 
 DEFAULT_RESULTS = Path("results")
 
@@ -44,15 +45,32 @@ def _limited(cfg: Config, limit: int | None) -> Iterator[Job]:
     return itertools.islice(jobs, limit) if limit is not None else jobs
 
 
+def verdict_waves(cfg: Config) -> tuple[int, ...] | None:
+    """Agent-testing with ``run.repeats: {until: verdict}``: the repeat indices where a case's
+    waves start, then ``max`` (``agent_testing.wave_bounds``). The first wave is ``min``, or
+    the fewest repeats that could settle a case when more (fewer settle nothing), the next
+    ones double the repeats so far. None for other runs."""
+    seq = cfg.run.sequential
+    if cfg.target.backend != "agent-testing" or seq is None or seq.until != "verdict":
+        return None
+    rule = seq.rule_for()
+    first = max(rule.min_repeats, repeats_to_verdict(rule, []) or 1)
+    return wave_bounds(first, rule.max_repeats)
+
+
 def split_unit(cfg: Config) -> Callable[[Job], str]:
     """What agent-testing keeps in one shard: a test and a window of its repeats, for every
     agent and variant. That holds each invocation group whole (agent, variant, test, repeat
     window: its repeats share one invocation, which two shards would each start and pay
     for), and each test is created by one shard only (a test serves every agent; two shards
-    creating it at once would make two)."""
+    creating it at once would make two). With sequential verdicts a test's every repeat: a
+    case's repeats stay in the one shard that decides when they stop."""
     options, repeats = cfg.target.agent_testing, cfg.run.max_repeats
+    whole = verdict_waves(cfg) is not None
 
     def unit(job: Job) -> str:
+        if whole:
+            return test_spec(job, options).hash
         start, count = repeat_window(job.repeat, repeats)
         return f"{test_spec(job, options).hash}:{start}:{count}"
 

@@ -22,7 +22,9 @@ holds) are planners of the same shape, usually wrapping a ``Walk``.
 
 from __future__ import annotations
 
+import bisect
 import heapq
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -118,6 +120,10 @@ class Walk:
         """The walk decides nothing from outcomes."""
 
 
+_CHUNK = 50
+"""Repeats past the last wave bound go in waves of this many (the vendor's most repeats in one
+invocation, as ``agent_testing.wave_window``)."""
+
 Stored = tuple[str, tuple[tuple[str, str], ...]]
 """A finished job of an earlier session as the verdict planner needs it: (status, criteria
 results as ``Finished.criteria``)."""
@@ -168,6 +174,14 @@ class UntilVerdict:
     stood. ``closest_first`` (a run with a budget): past ``min``, the undecided cases closest
     to a verdict (fewest repeats to a verdict) go first, so what the budget still buys settles
     the most cases.
+
+    ``waves`` (the agent-testing backend, whose invocation runs many repeats of a test at
+    once): the repeat indices where waves start, then ``max`` (``agent_testing.wave_bounds``,
+    e.g. 0, 2, 4, 8, 16, 20). A case's repeats are then handed out a whole wave at a time (its
+    jobs one after the other, so the backend starts them as one invocation), under the same
+    rule: a case gets its next wave while it is undecided and its repeats in flight cannot
+    settle it (so the waves it gets each hold a repeat it needs; the rest of the last one may
+    run past its decision). A repeat past the last bound is a wave of 50.
     """
 
     observes = True
@@ -180,10 +194,18 @@ class UntilVerdict:
         stored: Mapping[str, Stored] | None = None,
         *,
         closest_first: bool = False,
+        waves: Sequence[int] | None = None,
     ) -> None:
         self.rule = rule
         self.of = None if of is None else tuple(of)
         self.closest_first = closest_first
+        self.waves = None if waves is None else tuple(waves)
+        if self.waves is not None and (
+            not self.waves or self.waves[0] != 0 or list(self.waves) != sorted(set(self.waves))
+        ):
+            raise ValueError(f"waves: increasing repeat indices from 0 (got {self.waves})")
+        self._queue: deque[Job] = deque()
+        """The rest of a wave handed out (``waves``): sent before anything else."""
         self._min = rule.min_repeats
         self._cases: dict[Case, _CaseState] = {}
         self._heap: list[tuple[int, int, int, int]] = []
@@ -210,18 +232,39 @@ class UntilVerdict:
     # -------------------------------------------------------------------- the engine's side
 
     def next(self) -> Job | Wait | None:
+        if self._queue:
+            return self._queue.popleft()
         while self._heap:
             _, _, index, version = heapq.heappop(self._heap)
             state = self._states[index]
             if version != state.version:
                 continue  # a stale entry: the case changed since it was pushed
             job = state.jobs[state.sent]
-            state.sent += 1
-            state.in_flight += 1
-            self._in_flight += 1
+            size = 1 if self.waves is None else self._wave_size(state)
+            state.sent += size
+            state.in_flight += size
+            self._in_flight += size
+            self._queue.extend(state.jobs[state.sent - size + 1 : state.sent])
             self._push(state)
             return job
         return WAIT if self._in_flight else None
+
+    def wave(self, repeat: int) -> int:
+        """The number of the wave that holds ``repeat`` (``waves``; 0 without)."""
+        if self.waves is None:
+            return 0
+        last = self.waves[-1]
+        if repeat >= last:
+            return len(self.waves) + (repeat - last) // _CHUNK
+        return bisect.bisect_right(self.waves, repeat) - 1
+
+    def _wave_size(self, state: _CaseState) -> int:
+        """How many of the case's jobs not yet sent are in the wave of the next one."""
+        wave = self.wave(state.jobs[state.sent].repeat)
+        end = state.sent + 1
+        while end < len(state.jobs) and self.wave(state.jobs[end].repeat) == wave:
+            end += 1
+        return end - state.sent
 
     def observe(self, finished: Finished) -> None:
         state = self._cases[finished.case]

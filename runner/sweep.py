@@ -29,7 +29,7 @@ import polars as pl
 
 import runner
 from runner.adaptive import DEFAULT_CAP, AdaptiveLimit, ConcurrencyController
-from runner.backends.agent_testing import AgentTestingBackend
+from runner.backends.agent_testing import AgentTestingBackend, Window, WindowOf, wave_windows
 from runner.backends.factory import make_backend
 from runner.budget import BudgetTracker
 from runner.comparing import compare_counts, compare_planner
@@ -43,7 +43,14 @@ from runner.journal import JournaledParts, recover
 from runner.manifest import Manifest, Session, Target
 from runner.paired import Decision
 from runner.pairing import PairPlanner
-from runner.plan import DEFAULT_RESULTS, planned_total, run_name, select_jobs, sweep_jobs
+from runner.plan import (
+    DEFAULT_RESULTS,
+    planned_total,
+    run_name,
+    select_jobs,
+    sweep_jobs,
+    verdict_waves,
+)
 from runner.planner import Planner, UntilVerdict, Walk
 from runner.preflight import PreflightFailed, check_target
 from runner.progress import show_progress
@@ -411,6 +418,7 @@ async def execute(
         result.budget = make_budget(
             cfg, opened.earlier_usd, opened.earlier_credits, result.estimate
         )
+        planner = session_planner(cfg, opened, limit)
         backend = make_backend(
             cfg,
             make_http_client(url, api_key, cfg.target.timeouts, pool),
@@ -418,6 +426,7 @@ async def execute(
             session_id=result.run_id,
             run_key=opened.manifest.created_at.isoformat(),
             shard=opened.shard,
+            windows=planner_windows(planner),
         )
         engine = Engine(
             backend,
@@ -437,7 +446,6 @@ async def execute(
         # a failed write (disk full, directory gone) stops the run at once: what was written
         # or journaled before stays, nothing more is paid for
         sink = JournaledParts(opened.writer)
-        planner = session_planner(cfg, opened, limit)
         if isinstance(planner, UntilVerdict):
             engine.counters.cases = planner.tally
         try:
@@ -489,7 +497,20 @@ def session_planner(cfg: Config, opened: OpenSession, limit: int | None) -> Plan
         None if seq.of == "all" else seq.of,
         stored_outcomes(opened.run_dir, opened.done),
         closest_first=cfg.run.budget is not None,
+        waves=verdict_waves(cfg),
     )
+
+
+def planner_windows(planner: Planner) -> WindowOf | None:
+    """Agent-testing: the invocation windows of a planner that hands out waves (the verdict
+    planner's repeat waves, the pairing planner's waves of pairs); None: the backend's own
+    (every repeat of a test in one invocation)."""
+    if isinstance(planner, UntilVerdict) and planner.waves is not None:
+        return wave_windows(planner.waves)
+    if isinstance(planner, PairPlanner) and planner.waves is not None:
+        window_of = planner.window_of
+        return lambda job: Window(*window_of(job))
+    return None
 
 
 def write_verdicts(cfg: Config, run_dir: Path) -> pl.DataFrame | None:

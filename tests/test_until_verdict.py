@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pytest
 import yaml
 
-from runner.config import ConfigError, load_config
+from runner.config import load_config
 from runner.jobs import Job, iter_jobs
 from runner.localapi.server import local_api_process
 from runner.planner import WAIT, Case, Finished, UntilVerdict, case_of
@@ -396,18 +395,6 @@ def test_check_verdicts_exit_codes(tmp_path: Path) -> None:
     assert run_cli("check", str(open_), "--verdicts", "--undecided", "fail").returncode == 1
     missing = run_cli("check", str(tmp_path), "--verdicts")
     assert missing.returncode == 2 and "no verdicts table" in missing.stderr
-
-
-def test_until_verdict_with_agent_testing_is_refused_at_load(tmp_path: Path) -> None:
-    path = write_config(tmp_path, SEQ)
-    raw = yaml.safe_load(path.read_text())
-    raw["target"]["backend"] = "agent-testing"
-    path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match=r"run.repeats.until: verdict is not supported yet"):
-        load_config(path)
-    raw["run"]["repeats"] = {**SEQ, "until": "max"}
-    path.write_text(yaml.safe_dump(raw))
-    assert load_config(path).run.max_repeats == 20
 
 
 def test_shards_keep_a_case_whole_and_merge_writes_the_verdicts(tmp_path: Path) -> None:

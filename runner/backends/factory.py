@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runner.backends.agent_testing import INVOCATIONS_FILE, AgentTestingBackend
+from runner.backends.agent_testing import INVOCATIONS_FILE, AgentTestingBackend, WindowOf
 from runner.backends.base import Backend
 from runner.backends.simulate import BufferedBackend, StreamBackend
 from runner.config import Config
@@ -25,10 +25,12 @@ def make_backend(
     session_id: str | None = None,
     run_key: str = "",
     shard: Shard | None = None,
+    windows: WindowOf | None = None,
 ) -> Backend:
     """The config's backend over ``client`` (it owns the client from here: ``aclose``).
     ``run_dir`` is where the agent-testing backend records its invocations, to re-attach to
-    them after a crash (a shard in a file of its own)."""
+    them after a crash (a shard in a file of its own); ``windows`` which repeats share an
+    invocation (default: all of a test's, ``run.repeats``; the session's planner's waves)."""
     if cfg.target.backend == "buffered":
         return BufferedBackend(client, cfg.target.timeouts)
     if cfg.target.backend == "agent-testing":
@@ -36,6 +38,7 @@ def make_backend(
             client,
             cfg.target.agent_testing,
             repeats=cfg.run.max_repeats,
+            windows=windows,
             run_dir=run_dir,
             session_id=session_id,
             run_key=run_key,

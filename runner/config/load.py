@@ -38,6 +38,7 @@ from runner.config.models import (
     ScenarioSpec,
 )
 from runner.config.scenarios import UniqueKeyLoader, decode, file_stats, iter_located, read_bytes
+from runner.wire.agent_testing import CONDITIONS_ID as AT_CONDITIONS_ID
 
 # ---------------------------------------------------------------------------- validation
 
@@ -185,6 +186,7 @@ def _validate_scenarios(cfg: Config, where: str) -> None:
         return f"{files[index]}:{line}" if line else f"scenarios[{index}]"
 
     axes = list(cfg.matrix)
+    judged = set(global_ids)  # the criteria a judge decides (agent-testing: merged into one)
     global_ids.update(_check_assert_ids(cfg.assert_, global_ids, where, "assert"))
     criterion_ids = set(global_ids)
     for located in iter_located(cfg, check_unchanged=False):
@@ -206,6 +208,7 @@ def _validate_scenarios(cfg: Config, where: str) -> None:
             if criterion.id in own:
                 raise ConfigError(f"{here}: {field}: duplicate criterion id {criterion.id!r}")
             own.add(criterion.id)
+        judged |= own
         own |= set(
             _check_assert_ids(
                 spec.assert_, {**global_ids, **dict.fromkeys(own, -1)}, here, f"{prefix}assert"
@@ -224,6 +227,9 @@ def _validate_scenarios(cfg: Config, where: str) -> None:
                 f"{other!r} ({label(other)}); make them differ or use run.repeats"
             )
         bodies[digest] = spec.id
+    if cfg.target.backend == "agent-testing":
+        _check_merged_criteria(cfg, judged, where)
+        criterion_ids = (criterion_ids - judged) | {AT_CONDITIONS_ID}
     _check_verdict_criteria(cfg, criterion_ids, where)
     if cfg.compare is not None:
         agents = [name for a in cfg.agents for name in (a.display, a.variant_name, a.id)]
@@ -254,18 +260,26 @@ def _check_assert_ids(
     return ids
 
 
+def _check_merged_criteria(cfg: Config, judged: set[str], where: str) -> None:
+    """Agent-testing judges every criterion in one result (``success_conditions``): an
+    ``of`` that names one of them would never see it."""
+    seq, compare = cfg.run.sequential, cfg.compare
+    for field, of in (
+        ("run.repeats.of", seq.of if seq is not None else "all"),
+        ("compare.of", compare.of if compare is not None else "all"),
+    ):
+        for i, cid in enumerate([] if of == "all" else of):
+            if cid in judged:
+                raise ConfigError(
+                    f"{where}: {field}[{i}]: backend agent-testing judges the criteria as one "
+                    f"result, {AT_CONDITIONS_ID!r}; criterion {cid!r} has none of its own (use "
+                    f"of: all, or {AT_CONDITIONS_ID})"
+                )
+
+
 def _check_verdict_criteria(cfg: Config, criterion_ids: set[str], where: str) -> None:
     """``run.repeats.of`` may list only criteria the config declares (globally or in a scenario)."""
     settings = cfg.run.sequential
-    if (
-        settings is not None
-        and settings.until == "verdict"
-        and cfg.target.backend == "agent-testing"
-    ):
-        raise ConfigError(
-            f"{where}: run.repeats.until: verdict is not supported yet with backend: "
-            "agent-testing (use until: max, or a number)"
-        )
     if settings is None or settings.of == "all":
         return
     for i, criterion in enumerate(settings.of):

@@ -25,6 +25,8 @@ CANCEL_PATH = "/v1/convai/test-invocations/{invocation_id}/cancel"
 
 MAX_REPEAT_COUNT = 50
 """The largest ``repeat_count`` of one run-tests call."""
+CONDITIONS_ID = "success_conditions"
+"""The criterion id under which the runner records a test run's merged condition result."""
 MAX_TURNS = 50
 """The largest ``simulation_max_turns`` of a simulation test."""
 

@@ -20,8 +20,13 @@ The mapping (pure: ``test_spec``, ``run_result``):
 * A test is created once and found again by the content hash in its name
   (``<name_prefix> <scenario>[ <cell>] [<hash>]``), so re-running never creates duplicates and
   ``prune_tests`` can delete the tests a config no longer has.
-* The repeats of one (agent, test) are ONE invocation with ``repeat_count = run.repeats``
-  (chunks of 50, the API's maximum). The first job of a group to arrive starts it, or
+* The repeats of one (agent, test) in one window are ONE invocation with ``repeat_count`` the
+  window's size (``keys.Window``): fixed repeats in one window of ``run.repeats`` (chunks of
+  50, the API's maximum); sequential verdicts (``run.repeats: {until: verdict}``) in waves
+  whose bounds grow geometrically (``keys.wave_bounds``: e.g. 2, then 2, 4, 8 more), the
+  verdict planner releasing a case's next wave only while it is undecided; a paired
+  comparison in the waves of pairs its planner draws. A job's window is a pure function of
+  the job, so every session groups it alike. The first job of a group to arrive starts it, or
   re-attaches to the id recorded in ``invocations.jsonl`` by an earlier session, and polls it
   (backing off until a run finishes, then paced by the finish rate: ``pacing.next_delay``) until no
   run is pending (and bucketing is done, up to ``bucketing_wait``), within
@@ -53,7 +58,17 @@ from runner.backends.agent_testing.invocations import (
     read_all_records,
     read_records,
 )
-from runner.backends.agent_testing.keys import GroupKey, repeat_window, variant_hash
+from runner.backends.agent_testing.keys import (
+    GroupKey,
+    Window,
+    WindowOf,
+    fixed_windows,
+    repeat_window,
+    variant_hash,
+    wave_bounds,
+    wave_window,
+    wave_windows,
+)
 from runner.backends.agent_testing.listing import list_tests
 from runner.backends.agent_testing.mapping import (
     CONDITIONS_ID,
@@ -73,8 +88,11 @@ __all__ = [
     "AgentTestingBackend",
     "GroupKey",
     "TestSpec",
+    "Window",
+    "WindowOf",
     "append_record",
     "finish_rate",
+    "fixed_windows",
     "list_tests",
     "parse_test_hash",
     "read_all_records",
@@ -85,4 +103,7 @@ __all__ = [
     "scenario_text",
     "test_spec",
     "variant_hash",
+    "wave_bounds",
+    "wave_window",
+    "wave_windows",
 ]

@@ -27,7 +27,14 @@ from runner.backends.agent_testing.invocations import (
     record_line,
     write_shortest,
 )
-from runner.backends.agent_testing.keys import BatchKey, GroupKey, InvocationNames, group_key
+from runner.backends.agent_testing.keys import (
+    BatchKey,
+    GroupKey,
+    InvocationNames,
+    WindowOf,
+    fixed_windows,
+    group_key,
+)
 from runner.backends.agent_testing.listing import (
     list_invocations,
     list_tests,
@@ -98,6 +105,8 @@ class _Group:
     """The repeats of one (agent, test) in one invocation, shared by their jobs."""
 
     key: GroupKey
+    batch: BatchKey
+    """The run-tests call it may share (its window's wave and repeat count)."""
     lock: anyio.Lock = field(default_factory=anyio.Lock)
     poll: _Poll | None = None
     test_id: str | None = None
@@ -133,6 +142,7 @@ class AgentTestingBackend:
         options: AgentTestingConfig,
         *,
         repeats: int,
+        windows: WindowOf | None = None,
         run_dir: Path | None = None,
         session_id: str | None = None,
         run_key: str = "",
@@ -146,6 +156,8 @@ class AgentTestingBackend:
         self.options = options
         self.prefix = options.name_prefix
         self.repeats = repeats
+        self.window_of = windows or fixed_windows(repeats)
+        """Which repeats of a test share a job's invocation (``keys.Window``)."""
         self.record_path = run_dir / record_name if run_dir is not None else None
         self._clock = clock
         self._sleep = sleep
@@ -160,6 +172,9 @@ class AgentTestingBackend:
         self._learned_dirty = False
         recorded = dict(read_all_records(run_dir, self.record_path))
         self._recorded: dict[GroupKey, str] = {k: v for k, v in recorded.items() if v}
+        self._covers: dict[tuple[str, str, str], set[GroupKey]] = {}
+        for k in self._recorded:
+            self._covers.setdefault((k.agent_id, k.test_hash, k.variant), set()).add(k)
         self.names = InvocationNames.of(
             self.prefix,
             run_dir.name if run_dir is not None else "run",
@@ -193,10 +208,11 @@ class AgentTestingBackend:
         simulations, which run later on the vendor's side."""
         spec = test_spec(job, self.options)
         test_id = await self._test_id(spec)
-        key = group_key(job, spec.hash, self.repeats)
+        window = self.window_of(job)
+        key = self._covering(job, group_key(job, spec.hash, window))
         group = self._groups.get(key)
         if group is None:
-            group = self._groups[key] = _Group(key)
+            group = self._groups[key] = _Group(key, key.batch(window.wave))
         while True:
             async with group.lock:
                 if group.poll is None:
@@ -208,6 +224,18 @@ class AgentTestingBackend:
                 continue  # the re-attached invocation is gone: find or start another
             index = job.repeat - key.first_repeat
             return self._take(poll, invocation, spec, test_id, index, key.repeat_count)
+
+    def _covering(self, job: Job, key: GroupKey) -> GroupKey:
+        """``key``, or a recorded invocation of the same test and agent variant whose window
+        holds the job's repeat (an earlier session with other windows: another ``run.repeats``,
+        fixed repeats continued in waves): its run is paid for already, so the job takes it."""
+        if key in self._recorded:
+            return key
+        for other in self._covers.get((key.agent_id, key.test_hash, key.variant), ()):
+            if other.first_repeat <= job.repeat < other.first_repeat + other.repeat_count:
+                if other in self._recorded:
+                    return other
+        return key
 
     # -------------------------------------------------------------- tests
 
@@ -239,7 +267,7 @@ class AgentTestingBackend:
         listing per agent and session serves every group (a fresh run's is empty); after an
         unsure start, the group is looked up on its own."""
         names = self.names
-        agent_id, tag = group.key.agent_id, names.batch_tag(group.key)
+        agent_id, tag = group.key.agent_id, names.batch_tag(group.batch)
         if group.start_unsure:
             found = await list_invocations(self._call, names, agent_id, tag, test_id)
             return next((i.id for i in found if names.tag_of(i.name) == tag), None)
@@ -262,6 +290,7 @@ class AgentTestingBackend:
     async def _record(self, key: GroupKey, test_id: str, invocation_id: str, **extra: Any) -> None:
         if invocation_id:
             self._recorded[key] = invocation_id
+            self._covers.setdefault((key.agent_id, key.test_hash, key.variant), set()).add(key)
         else:
             self._recorded.pop(key, None)
         if self.record_path is not None:
@@ -293,7 +322,7 @@ class AgentTestingBackend:
         await self._join_batch(group, job, test_id)
 
     async def _join_batch(self, group: _Group, job: Job, test_id: str) -> None:
-        bkey = group.key.batch
+        bkey = group.batch
         batch = self._batches.get(bkey)
         if batch is None or len(batch.members) >= self.options.batch_max_tests:
             batch = self._batches[bkey] = _Batch(bkey)
@@ -324,7 +353,7 @@ class AgentTestingBackend:
         body: dict[str, Any] = {
             "tests": [{"test_id": m.test_id} for m in members],
             "repeat_count": count,
-            "name": self.names.name(first_group.key, label),
+            "name": self.names.name(first_group.batch, label),
         }
         if first_job.branch_id is not None:
             body["branch_id"] = first_job.branch_id

@@ -19,6 +19,7 @@ from runner.config import AgentTestingConfig, canonical_json
 from runner.errors import Action, AttemptError, ErrorKind, Failure
 from runner.jobs import Job
 from runner.wire.agent_testing import (
+    CONDITIONS_ID,
     FACTS_LABEL,
     FIRST_MESSAGE_LABEL,
     LANGUAGE_LABEL,
@@ -30,8 +31,6 @@ from runner.wire.agent_testing import (
 )
 from runner.wire.simulate import Analysis, CriterionResult, Result
 
-CONDITIONS_ID = "success_conditions"
-"""Criterion id of the merged condition result in the criteria table."""
 _LABEL_MAX = 100
 
 
