@@ -940,7 +940,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         a_criteria, a_jobs = run_a.for_agent(args.agent_a)
         b_criteria, b_jobs = run_b.for_agent(args.agent_b)
         backends = [r.manifest.target.backend if r.manifest else None for r in (run_a, run_b)]
-        a_criteria, b_criteria, notes = align_criteria(a_criteria, b_criteria, *backends)
+        a_criteria, b_criteria, notes = align_criteria(
+            a_criteria, b_criteria, *backends, jobs=(a_jobs, b_jobs)
+        )
         by = [*resolve_by(args.by), "criterion_id"]
         table = compare_runs(a_criteria, a_jobs, b_criteria, b_jobs, by=by)
         costs = compare_spend(a_criteria, a_jobs, b_criteria, b_jobs)

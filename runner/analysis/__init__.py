@@ -19,7 +19,8 @@ Conventions, the same in every function here:
 - Latency metrics come from ok jobs only (a failed attempt has no analysis to time).
 
 The modules, each one job: ``intervals`` (the formulas), ``frames`` (shared helpers),
-``counts`` (summable counts and pass rates), ``repeats`` (per-case trials, pass@k,
+``counts`` (summable counts and pass rates), ``conversation`` (the conversation-level
+verdict, ``conversation_passed``), ``repeats`` (per-case trials, pass@k,
 flakiness), ``latency``, ``timeline`` (attempts and in-flight over time), ``spend`` and
 ``compare``. Everything public is re-exported here: ``from runner import analysis``.
 """
@@ -28,15 +29,20 @@ from __future__ import annotations
 
 from runner.analysis.compare import (
     CASE_ORDER,
-    CONVERSATION,
     VERDICTS,
     align_criteria,
     compare_cases,
     compare_counts,
     compare_pass_rates,
     compare_runs,
-    conversation_verdicts,
     judged_difference,
+)
+from runner.analysis.conversation import (
+    CONVERSATION,
+    conversation_passed,
+    conversation_results,
+    conversation_verdicts,
+    judged_rows,
 )
 from runner.analysis.counts import (
     COUNTS,
@@ -123,6 +129,8 @@ __all__ = [
     "compare_pass_rates",
     "compare_runs",
     "compare_spend",
+    "conversation_passed",
+    "conversation_results",
     "conversation_verdicts",
     "error_counts",
     "error_rates",
@@ -135,6 +143,7 @@ __all__ = [
     "in_flight_over_time",
     "judged_counts",
     "judged_difference",
+    "judged_rows",
     "latency_percentiles",
     "latency_samples",
     "message_latencies",
