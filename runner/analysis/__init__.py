@@ -20,13 +20,16 @@ Conventions, the same in every function here:
 
 The modules, each one job: ``intervals`` (the formulas), ``frames`` (shared helpers),
 ``counts`` (summable counts and pass rates), ``conversation`` (the conversation-level
-verdict, ``conversation_passed``), ``repeats`` (per-case trials, pass@k,
-flakiness), ``latency``, ``timeline`` (attempts and in-flight over time), ``spend`` and
-``compare``. Everything public is re-exported here: ``from runner import analysis``.
+verdict, ``conversation_passed``), ``sources`` (narrowing rows to ``extra`` / ``agent`` /
+``assert``), ``agreement`` (an assertion against the criterion it mirrors), ``repeats``
+(per-case trials, pass@k, flakiness), ``latency``, ``timeline`` (attempts and in-flight over
+time), ``spend`` and ``compare``. Everything public is re-exported here:
+``from runner import analysis``.
 """
 
 from __future__ import annotations
 
+from runner.analysis.agreement import Agreement, agreement
 from runner.analysis.compare import (
     CASE_ORDER,
     VERDICTS,
@@ -42,7 +45,6 @@ from runner.analysis.conversation import (
     conversation_passed,
     conversation_results,
     conversation_verdicts,
-    judged_rows,
 )
 from runner.analysis.counts import (
     COUNTS,
@@ -92,6 +94,13 @@ from runner.analysis.repeats import (
     repeat_pass_rates,
     trials_of,
 )
+from runner.analysis.sources import (
+    JUDGE,
+    SOURCES,
+    check_sources,
+    judged_rows,
+    of_sources,
+)
 from runner.analysis.spend import (
     SPEND_COLUMNS,
     compare_spend,
@@ -107,14 +116,18 @@ __all__ = [
     "CONVERSATION",
     "COUNTS",
     "HISTOGRAM_BINS",
+    "JUDGE",
     "LATENCY_COLUMNS",
     "MESSAGE_METRICS",
     "QUANTILES",
     "RESULTS",
+    "SOURCES",
     "SPEND_COLUMNS",
     "VERDICTS",
     "Z95",
+    "Agreement",
     "Frame",
+    "agreement",
     "align_criteria",
     "attempts_over_time",
     "bin_of",
@@ -123,6 +136,7 @@ __all__ = [
     "case_trials",
     "charged_errors",
     "check_grouping",
+    "check_sources",
     "combine_counts",
     "compare_cases",
     "compare_counts",
@@ -148,6 +162,7 @@ __all__ = [
     "latency_samples",
     "message_latencies",
     "newcombe_interval",
+    "of_sources",
     "outcomes",
     "pass_at_k",
     "pass_hat_k",

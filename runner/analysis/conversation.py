@@ -25,12 +25,10 @@ from collections.abc import Iterable
 import polars as pl
 
 from runner.analysis.frames import Frame, lazy, names
+from runner.analysis.sources import judged_rows
 
 CONVERSATION = "conversation_passed"
 """The jobs column, and the criterion id ``compare`` and ``check`` give the verdict."""
-
-ASSERT_SOURCE = "assert"
-"""The criteria table's ``source`` on the runner's own checks (``runner.assertions.SOURCE``)."""
 
 
 def conversation_passed(results: Iterable[str]) -> bool | None:
@@ -54,14 +52,6 @@ def passed_expr(result: pl.Expr) -> pl.Expr:
         .then(pl.lit(True))
         .otherwise(pl.lit(None, pl.Boolean))
     )
-
-
-def judged_rows(criteria: Frame) -> pl.LazyFrame:
-    """The judge's criteria rows (a null or missing ``source`` is the judge's)."""
-    frame = lazy(criteria)
-    if "source" not in names(frame):
-        return frame
-    return frame.filter(~pl.col("source").eq_missing(ASSERT_SOURCE))
 
 
 def derived_verdicts(criteria: Frame) -> pl.LazyFrame:

@@ -54,6 +54,8 @@ from runner.view.queries.figures import (
     HeatRow,
     RunFigures,
     heatmap,
+    of_sources,
+    run_agreement,
     run_figures,
 )
 from runner.view.queries.jobs import (
@@ -124,7 +126,9 @@ __all__ = [
     "newest_first",
     "newest_names",
     "null_safe_eq",
+    "of_sources",
     "pick_pair",
+    "run_agreement",
     "run_charts",
     "run_figures",
     "run_progress",
