@@ -168,6 +168,7 @@ def _write_jobs(run_dir: Path, base: pl.DataFrame, shape: Shape, t0: datetime) -
         .then(pl.when(i % 3 == 0).then(pl.lit("failure")).otherwise(pl.lit("success")))
         .alias("call_successful"),
         pl.lit(None, dtype=pl.Float64).alias("call_success_score"),
+        pl.lit(None, dtype=pl.Boolean).alias("conversation_passed"),  # derived from criteria
         pl.when(ok)
         .then(pl.format("The user contacted support about order A-{}.", i))
         .alias("transcript_summary"),

@@ -34,13 +34,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-import polars as pl
-
+from runner.analysis.agreement import Agreement as Agreement  # re-exported: one home
+from runner.analysis.agreement import agreement as agreement
+from runner.analysis.sources import ASSERT_SOURCE as SOURCE
+from runner.analysis.sources import is_assert as is_assert
 from runner.wire.simulate import TranscriptMessage
 
 Result = Literal["success", "failure", "unknown"]
-SOURCE = "assert"
-"""The criteria table's ``source`` on an assertion's rows (the judge's: ``extra``, ``agent``)."""
 
 QUOTE_CHARS = 80
 """Longest quote in a rationale (the match with some context)."""
@@ -545,66 +545,3 @@ def assertion_rows(
             }
         )
     return rows
-
-
-# ---------------------------------------------------------------------------- agreement
-
-
-def is_assert(source: pl.Expr) -> pl.Expr:
-    """Rows of assertions; a null ``source`` (a run without the column) is the judge's."""
-    return source.eq_missing(SOURCE)
-
-
-@dataclass(frozen=True, slots=True)
-class Agreement:
-    """How an assertion and the judged criterion it mirrors agree over the same jobs.
-
-    ``jobs``: jobs with both rows; ``compared``: those where neither is ``unknown``; ``agree``:
-    of those, the jobs with the same result. ``assert_only`` / ``judge_only``: jobs where only
-    that side said ``success`` (where the judge may be wrong, or the assertion too strict)."""
-
-    assertion_id: str
-    criterion_id: str
-    jobs: int
-    compared: int
-    agree: int
-    assert_only: int
-    judge_only: int
-
-    @property
-    def rate(self) -> float | None:
-        """``agree / compared``: the plain proportion of agreement (None: nothing compared)."""
-        return self.agree / self.compared if self.compared else None
-
-
-def agreement(criteria: pl.DataFrame, mirrors: Mapping[str, str]) -> list[Agreement]:
-    """Per assertion id in ``mirrors`` (-> the judged criterion id it mirrors), how often the two
-    agree on the jobs that have both rows in ``criteria`` (the criteria table)."""
-    source = pl.col("source") if "source" in criteria.columns else pl.lit(None, pl.String)
-    rows = criteria.select("job_key", "criterion_id", "result", is_assert(source).alias("_a"))
-    out = []
-    for assertion_id, criterion_id in mirrors.items():
-        mine = rows.filter(pl.col("_a") & (pl.col("criterion_id") == assertion_id))
-        judged = rows.filter(~pl.col("_a") & (pl.col("criterion_id") == criterion_id))
-        both = mine.join(judged, on="job_key", suffix="_judge").select(
-            a=pl.col("result"), j=pl.col("result_judge")
-        )
-        known = both.filter((pl.col("a") != "unknown") & (pl.col("j") != "unknown"))
-        a_ok, j_ok = pl.col("a") == "success", pl.col("j") == "success"
-        counts = known.select(
-            agree=(pl.col("a") == pl.col("j")).sum(),
-            assert_only=(a_ok & ~j_ok).sum(),
-            judge_only=(~a_ok & j_ok).sum(),
-        ).row(0, named=True)
-        out.append(
-            Agreement(
-                assertion_id,
-                criterion_id,
-                jobs=both.height,
-                compared=known.height,
-                agree=int(counts["agree"] or 0),
-                assert_only=int(counts["assert_only"] or 0),
-                judge_only=int(counts["judge_only"] or 0),
-            )
-        )
-    return out

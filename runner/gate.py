@@ -18,7 +18,14 @@ from typing import Any
 
 import polars as pl
 
-from runner.analysis import Frame, error_rates, pass_rates, spend
+from runner.analysis import (
+    CONVERSATION,
+    Frame,
+    conversation_verdicts,
+    error_rates,
+    pass_rates,
+    spend,
+)
 
 EXIT_PASSED = 0
 """Every gate holds."""
@@ -79,6 +86,16 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def with_conversation(criteria: Frame, jobs: Frame) -> pl.DataFrame:
+    """The criteria rows and a ``conversation_passed`` row per judged job (the recorded
+    verdict, ``runner.analysis.conversation``), so a gate may name it like a criterion; a run
+    whose criteria already hold such an id is left as it is."""
+    rows = criteria.lazy().collect() if isinstance(criteria, pl.LazyFrame) else criteria
+    if CONVERSATION in set(rows["criterion_id"].to_list()):
+        return rows
+    return pl.concat([rows, conversation_verdicts(rows, jobs)], how="diagonal_relaxed")
+
+
 def evaluate(
     criteria: Frame,
     jobs: Frame,
@@ -103,8 +120,9 @@ def evaluate(
     nothing of cannot be judged.
 
     ``criterion_minimums`` (the config's ``gate.criteria``) gives named criteria their own
-    minimum, over ``min_pass_rate``; ``min_overall_pass_rate`` gates all criteria pooled (one
-    case, not grouped by ``by``).
+    minimum, over ``min_pass_rate``; either may name ``conversation_passed``, the recorded
+    conversation-level verdict (``with_conversation``), on any backend.
+    ``min_overall_pass_rate`` gates all criteria pooled (one case, not grouped by ``by``).
     """
     minimums = dict(criterion_minimums or {})
     limits = (min_pass_rate, max_error_rate, max_cost, max_credits, min_overall_pass_rate)
@@ -131,7 +149,10 @@ def evaluate(
         raise GateError(f"cannot group by {', '.join(unknown_cols)}: no such jobs column")
     cases: list[GateCase] = []
     if min_pass_rate is not None or minimums:
-        rates = pass_rates(criteria, jobs, by=[*groups, "criterion_id"]).filter(
+        named = criteria
+        if CONVERSATION in {*criterion_ids, *minimums}:
+            named = with_conversation(criteria, jobs)
+        rates = pass_rates(named, jobs, by=[*groups, "criterion_id"]).filter(
             pl.col("criterion_id").is_not_null()
         )
         known = set(rates["criterion_id"].to_list())

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from runner.analysis.conversation import conversation_passed
 from runner.assertions import assertion_rows, turns_from_messages
 from runner.backends.base import SimulationResult, Timings
 from runner.errors import ErrorKind, Failure
@@ -118,6 +119,11 @@ def job_row(outcome: JobOutcome, usage: tuple[int, int, float] | None) -> dict[s
         "message_count": len(result.messages) if result else None,
         "call_successful": analysis.call_successful if analysis else None,
         "call_success_score": analysis.call_success_score if analysis else None,
+        "conversation_passed": (
+            conversation_passed(r.result for r in analysis.evaluation_criteria_results.values())
+            if analysis
+            else None
+        ),
         "transcript_summary": analysis.transcript_summary if analysis else None,
         "call_summary_title": analysis.call_summary_title if analysis else None,
         "input_tokens": tokens_in,

@@ -77,6 +77,14 @@ JOBS = Table(
         ("message_count", pl.Int32(), "messages in the simulated conversation"),
         ("call_successful", pl.String(), "analysis: `success` / `failure` / `unknown`"),
         ("call_success_score", pl.Float64(), "analysis score when the API sends one"),
+        (
+            "conversation_passed",
+            pl.Boolean(),
+            "the judge's verdict on the whole conversation, one name on every backend: true when"
+            " every judged criterion succeeded (agent-testing: its `success_conditions`), false"
+            " when any failed, null when none failed but one was `unknown`, none was judged or"
+            " the job has no result; assertions (`source: assert`) do not count",
+        ),
         ("transcript_summary", pl.String(), "analysis summary"),
         ("call_summary_title", pl.String(), "analysis title when the API sends one"),
         (

@@ -94,6 +94,22 @@ def test_a_stream_and_an_agent_testing_run_compare_on_the_conversation_verdict(
     assert "warning: A and B measure different criteria" in err
     assert "comparing conversation_passed" in err
     assert "conversation_passed" in out and "insufficient data" not in out
+    for backend, run_dir in runs.items():  # recorded on the job rows, by both backends
+        run = load_run(run_dir)
+        judged = run.criteria.filter(pl.col("source") != "assert")
+        expected = analysis.conversation_results(judged)  # the rule, from the criteria
+        recorded = run.jobs.filter(pl.col("status") == "ok").select(
+            "job_key",
+            pl.col("conversation_passed")
+            .replace_strict(
+                {True: "success", False: "failure"}, default="unknown", return_dtype=pl.String
+            )
+            .alias("result"),
+        )
+        assert recorded.sort("job_key").equals(expected), backend
+        assert recorded["result"].n_unique() > 1, backend  # both verdicts occur
+        check = ["check", str(run_dir), "--criterion", "conversation_passed", "--min-pass-rate"]
+        assert main([*check, "0.01"]) == 0 and main([*check, "1"]) == 1, backend
 
     assert main(["report", str(runs["agent-testing"]), "--out", str(tmp_path / "r.html")]) == 0
     printed = capsys.readouterr().out

@@ -275,3 +275,50 @@ def test_a_busy_server_passes_preflight(tmp_path: Path, status: int) -> None:
         done = cli("run", str(config), "--dry-run")
     assert done.returncode == 0, done.stderr
     assert "pre-flight: the key, every agent and branch, and the endpoint" in done.stdout
+
+
+# ---------------------------------------------------------------------------- assertion tools
+
+
+def agent_reply(prompt: dict[str, Any]) -> bytes:
+    return json.dumps(
+        {"agent_id": "a", "conversation_config": {"agent": {"prompt": prompt}}}
+    ).encode()
+
+
+def test_an_agents_tools_are_read_from_its_reply_or_left_unknown() -> None:
+    from runner.preflight import agent_tools
+
+    full = {
+        "tools": [{"type": "webhook", "name": "lookup_order"}, {"type": "client"}],
+        "tool_ids": ["tool_1"],
+        "built_in_tools": {"end_call": {"name": "end_call", "params": {}}, "skip_turn": None},
+    }
+    assert agent_tools(agent_reply(full)) == ({"lookup_order", "end_call"}, ["tool_1"])
+    assert agent_tools(agent_reply({"tools": []})) == (set(), [])  # listed: it has none
+    assert agent_tools(agent_reply({"prompt": "hi"})) is None  # not listed: unknown
+    assert agent_tools(agent_reply({"tools": [], "mcp_server_ids": ["m"]})) is None
+    assert agent_tools(b"not json") is None
+
+
+def test_preflight_refuses_an_assertion_on_a_tool_no_agent_has(
+    tmp_path: Path, guarded: LocalAPI
+) -> None:
+    checks = [
+        {"id": "refund_called", "tool_called": "issue_refund"},  # agent_support has it
+        {"id": "booked", "tool_called": "create_booking"},  # agent_booking has it
+        {"id": "quotes_eta", "agent_says": "days", "after_tool": "lookup_ordr"},  # a typo
+    ]
+    config = write(tmp_path / "c.yaml", guarded.base_url, **{"assert": checks})
+    done = cli("run", str(config), "--results", str(tmp_path / "r"), "--no-progress")
+    assert done.returncode == 2, done.stderr
+    problems = [line for line in done.stderr.splitlines() if "no agent has" in line]
+    assert len(problems) == 1, done.stderr
+    assert "assert quotes_eta: after_tool: no agent has a tool 'lookup_ordr'" in problems[0]
+    assert "lookup_order" in problems[0]  # the tools there are, to pick from
+    assert paid(guarded) == 0
+
+    config = write(tmp_path / "ok.yaml", guarded.base_url, **{"assert": checks[:2]})
+    done = cli("run", str(config), "--results", str(tmp_path / "r2"), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "pre-flight:" in done.stdout and "no agent has" not in done.stdout

@@ -19,24 +19,32 @@ Conventions, the same in every function here:
 - Latency metrics come from ok jobs only (a failed attempt has no analysis to time).
 
 The modules, each one job: ``intervals`` (the formulas), ``frames`` (shared helpers),
-``counts`` (summable counts and pass rates), ``repeats`` (per-case trials, pass@k,
-flakiness), ``latency``, ``timeline`` (attempts and in-flight over time), ``spend`` and
-``compare``. Everything public is re-exported here: ``from runner import analysis``.
+``counts`` (summable counts and pass rates), ``conversation`` (the conversation-level
+verdict, ``conversation_passed``), ``sources`` (narrowing rows to ``extra`` / ``agent`` /
+``assert``), ``agreement`` (an assertion against the criterion it mirrors), ``repeats``
+(per-case trials, pass@k, flakiness), ``latency``, ``timeline`` (attempts and in-flight over
+time), ``spend`` and ``compare``. Everything public is re-exported here:
+``from runner import analysis``.
 """
 
 from __future__ import annotations
 
+from runner.analysis.agreement import Agreement, agreement
 from runner.analysis.compare import (
     CASE_ORDER,
-    CONVERSATION,
     VERDICTS,
     align_criteria,
     compare_cases,
     compare_counts,
     compare_pass_rates,
     compare_runs,
-    conversation_verdicts,
     judged_difference,
+)
+from runner.analysis.conversation import (
+    CONVERSATION,
+    conversation_passed,
+    conversation_results,
+    conversation_verdicts,
 )
 from runner.analysis.counts import (
     COUNTS,
@@ -86,6 +94,13 @@ from runner.analysis.repeats import (
     repeat_pass_rates,
     trials_of,
 )
+from runner.analysis.sources import (
+    JUDGE,
+    SOURCES,
+    check_sources,
+    judged_rows,
+    of_sources,
+)
 from runner.analysis.spend import (
     SPEND_COLUMNS,
     compare_spend,
@@ -101,14 +116,18 @@ __all__ = [
     "CONVERSATION",
     "COUNTS",
     "HISTOGRAM_BINS",
+    "JUDGE",
     "LATENCY_COLUMNS",
     "MESSAGE_METRICS",
     "QUANTILES",
     "RESULTS",
+    "SOURCES",
     "SPEND_COLUMNS",
     "VERDICTS",
     "Z95",
+    "Agreement",
     "Frame",
+    "agreement",
     "align_criteria",
     "attempts_over_time",
     "bin_of",
@@ -117,12 +136,15 @@ __all__ = [
     "case_trials",
     "charged_errors",
     "check_grouping",
+    "check_sources",
     "combine_counts",
     "compare_cases",
     "compare_counts",
     "compare_pass_rates",
     "compare_runs",
     "compare_spend",
+    "conversation_passed",
+    "conversation_results",
     "conversation_verdicts",
     "error_counts",
     "error_rates",
@@ -135,10 +157,12 @@ __all__ = [
     "in_flight_over_time",
     "judged_counts",
     "judged_difference",
+    "judged_rows",
     "latency_percentiles",
     "latency_samples",
     "message_latencies",
     "newcombe_interval",
+    "of_sources",
     "outcomes",
     "pass_at_k",
     "pass_hat_k",

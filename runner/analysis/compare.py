@@ -14,8 +14,9 @@ from collections.abc import Sequence
 
 import polars as pl
 
+from runner.analysis.conversation import CONVERSATION, conversation_verdicts
 from runner.analysis.counts import COUNTS, errored_counts, judged_counts, rates_from
-from runner.analysis.frames import Frame, case_columns, lazy
+from runner.analysis.frames import Frame, case_columns
 from runner.analysis.intervals import Z95, newcombe_bounds, two_proportion_p_value
 
 VERDICTS = ("regression", "improvement", "no significant change", "insufficient data")
@@ -197,38 +198,18 @@ def compare_cases(a: pl.DataFrame, b: pl.DataFrame, z: float = Z95) -> pl.DataFr
     )
 
 
-CONVERSATION = "conversation_passed"
-"""The conversation-level verdict, under one name for every backend: success when every
-criterion of a job succeeded, failure when any failed, unknown otherwise. The agent-testing
-backend's ``success_conditions`` row is this verdict as the vendor gives it (one result per test
-run); a simulate run's criteria give it by this rule. ``compare`` uses it across backends."""
-
-
-def conversation_verdicts(criteria: Frame) -> pl.DataFrame:
-    """One ``CONVERSATION`` row per judged job (``job_key``, ``criterion_id``, ``result``)."""
-    return (
-        lazy(criteria)
-        .group_by("job_key")
-        .agg(
-            pl.when((pl.col("result") == "failure").any())
-            .then(pl.lit("failure"))
-            .when((pl.col("result") == "success").all())
-            .then(pl.lit("success"))
-            .otherwise(pl.lit("unknown"))
-            .alias("result")
-        )
-        .select("job_key", pl.lit(CONVERSATION).alias("criterion_id"), "result")
-        .sort("job_key")
-        .collect()
-    )
-
-
 def align_criteria(
-    a_criteria: pl.DataFrame, b_criteria: pl.DataFrame, a_backend: str | None, b_backend: str | None
+    a_criteria: pl.DataFrame,
+    b_criteria: pl.DataFrame,
+    a_backend: str | None,
+    b_backend: str | None,
+    *,
+    jobs: tuple[Frame, Frame] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
     """Make two runs comparable: when they measure different criteria, say so; when their
-    backends differ or they share no criterion, compare ``CONVERSATION`` on both sides.
-    Returns the criteria to compare and the warnings to print."""
+    backends differ or they share no criterion, compare ``CONVERSATION`` on both sides (each
+    run's recorded ``jobs.conversation_passed`` when ``jobs`` (A's, B's) is given, derived for a
+    run older than the column). Returns the criteria to compare and the warnings to print."""
     a_ids, b_ids = set(a_criteria["criterion_id"]), set(b_criteria["criterion_id"])
     if a_ids == b_ids and a_backend == b_backend:
         return a_criteria, b_criteria, []
@@ -247,8 +228,13 @@ def align_criteria(
             else "they share no criterion"
         )
         notes.append(
-            f"{why}: comparing {CONVERSATION} (every criterion of a conversation passed), the "
-            "verdict both backends give"
+            f"{why}: comparing {CONVERSATION} (every judged criterion of a conversation passed),"
+            " the verdict both backends record"
         )
-        return conversation_verdicts(a_criteria), conversation_verdicts(b_criteria), notes
+        a_jobs, b_jobs = jobs if jobs is not None else (None, None)
+        return (
+            conversation_verdicts(a_criteria, a_jobs),
+            conversation_verdicts(b_criteria, b_jobs),
+            notes,
+        )
     return a_criteria, b_criteria, notes

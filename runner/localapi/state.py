@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from runner.localapi.agents import AgentDef, load_agents
 from runner.localapi.conversation import (
+    TRANSFER_TOOL,
     ConversationPlan,
     TimingModel,
     ToolMock,
@@ -91,6 +92,21 @@ class ServerSettings:
                 raise ValueError(f"{name} must be a rate in [0, 1], got {value}")
 
 
+def agent_tools_json(agent: AgentDef) -> list[dict[str, Any]]:
+    """The tools its intents call, as the agent's inline ``tools`` (one per name): what a
+    pre-flight reads to check an assertion's tool names."""
+    out: dict[str, dict[str, Any]] = {}
+    for intent in agent.intents:
+        tool = intent.tool
+        if tool is None or tool.name in out:
+            continue
+        config: dict[str, Any] = {"type": tool.type, "name": tool.name, "description": intent.title}
+        if tool.type == "webhook":
+            config["api_schema"] = {"url": f"http://127.0.0.1/tools/{tool.name}"}
+        out[tool.name] = config
+    return list(out.values())
+
+
 def agent_json(agent: AgentDef) -> dict[str, Any]:
     """``GetAgentResponseModel``: the required fields, filled from the agent definition."""
     return {
@@ -100,7 +116,19 @@ def agent_json(agent: AgentDef) -> dict[str, Any]:
             "agent": {
                 "first_message": agent.first_message,
                 "language": "en",
-                "prompt": {"prompt": agent.description, "llm": agent.llm},
+                "prompt": {
+                    "prompt": agent.description,
+                    "llm": agent.llm,
+                    "tools": agent_tools_json(agent),
+                    "tool_ids": [],
+                    "built_in_tools": {
+                        TRANSFER_TOOL: {
+                            "type": "system",
+                            "name": TRANSFER_TOOL,
+                            "params": {"system_tool_type": TRANSFER_TOOL, "transfers": []},
+                        }
+                    },
+                },
             }
         },
         "metadata": {

@@ -3,13 +3,14 @@
 Charts are inline SVG (``runner.report.charts``); the only style is an inline ``<style>`` block
 and there is no script, so a page opens offline, in any browser, forever. Building a page only
 reads the run's tables (``runner.analysis`` does the arithmetic): it never runs a job.
-``build_report`` / ``build_compare_page`` are pure (frames in, text out); ``write_report`` is
-the I/O at the edge.
+``build_report`` / ``build_compare_page`` are pure (frames in, text out; the report reads the
+run's config for the assertions that mirror a criterion when not given them); ``write_report``
+is the I/O at the edge.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import polars as pl
 
 from runner import analysis
 from runner.estimate import money
+from runner.report.agreement import agreement_section, recorded_mirrors
 from runner.report.charts import (
     IntervalRow,
     attempts_chart,
@@ -179,9 +181,21 @@ A case is <b>flaky</b> for a criterion when it both passed and failed.</li>
 """
 
 
-def build_report(run: Run, *, generated_at: datetime | None = None, ks: Sequence[int] = ()) -> str:
-    """The whole report page for a run, as text (reads only the run's frames)."""
-    jobs, criteria = _collect(run.jobs), _collect(run.criteria)
+def build_report(
+    run: Run,
+    *,
+    generated_at: datetime | None = None,
+    ks: Sequence[int] = (),
+    sources: Sequence[str] = (),
+    mirrors: Mapping[str, str] | None = None,
+) -> str:
+    """The whole report page for a run, as text (reads only the run's frames, and its config
+    for the assertions that mirror a criterion unless ``mirrors`` is given). ``sources``: only
+    the criteria rows of these sources (``analysis.of_sources``) feed its figures."""
+    jobs, everything = _collect(run.jobs), _collect(run.criteria)
+    criteria = analysis.of_sources(everything, sources)
+    if mirrors is None:
+        mirrors = recorded_mirrors(run.path)
     messages, attempts = _collect(run.messages), _collect(run.attempts)
     name = _run_name(run)
     when = (generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
@@ -216,7 +230,8 @@ def build_report(run: Run, *, generated_at: datetime | None = None, ks: Sequence
             ]
         ),
     ]
-    out += _pass_rate_section(criteria, jobs, agents)
+    out += _pass_rate_section(criteria, jobs, agents, sources)
+    out += agreement_section(everything, mirrors)
     out += _heatmap_section(criteria, jobs, agents)
     out += failures_section(criteria, jobs, messages)
     out += _repeat_section(criteria, jobs, ks)
@@ -336,8 +351,16 @@ def spend_section(jobs: pl.DataFrame, criteria: pl.DataFrame) -> list[str]:
     return out
 
 
-def _pass_rate_section(criteria: pl.DataFrame, jobs: pl.DataFrame, agents: list[str]) -> list[str]:
+def _pass_rate_section(
+    criteria: pl.DataFrame, jobs: pl.DataFrame, agents: list[str], sources: Sequence[str] = ()
+) -> list[str]:
     out = ['<h2 id="pass-rates">Pass rate per criterion</h2>']
+    if sources:
+        out.append(
+            f'<p class="note" id="sources">Criteria of source {esc(", ".join(sources))} only'
+            " (<code>report --source</code>): every pass rate, outcome and repeat figure of this"
+            " page reads these rows.</p>"
+        )
     rates = analysis.pass_rates(criteria, jobs)
     if rates.height == 0:
         return [*out, '<p class="note">No criteria results in this run.</p>']

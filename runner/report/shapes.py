@@ -9,6 +9,7 @@ grouping columns (``--by``) keep them as extra keys beside the fixed ones.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import polars as pl
@@ -16,9 +17,11 @@ from pydantic import BaseModel, ConfigDict
 
 from runner.analysis import (
     VERDICTS,
+    check_sources,
     error_counts,
     error_rates,
     flakiness,
+    of_sources,
     pass_rates,
     spend,
 )
@@ -99,6 +102,8 @@ class ReportJSON(_Closed):
     """Per criterion (``criterion_id`` in each row)."""
     agents: list[PassRate]
     """Per agent (``agent_label`` in each row)."""
+    sources: list[str] = []
+    """``--source``: the criteria sources every figure reads (empty: all)."""
     groupings: list[Grouping]
     """One per ``--by``."""
     flakiness: Flakiness | None
@@ -175,14 +180,17 @@ def _rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
     return [dict(row) for row in frame.iter_rows(named=True)]
 
 
-def report_json(run: Run, by: list[list[str]] | None = None) -> ReportJSON:
-    criteria, jobs = run.criteria, run.jobs
+def report_json(
+    run: Run, by: list[list[str]] | None = None, sources: Sequence[str] = ()
+) -> ReportJSON:
+    criteria, jobs = of_sources(run.criteria, check_sources(sources)), run.jobs
     per_criterion = pass_rates(criteria, jobs, by=("criterion_id",))
     flaky = flakiness(criteria, jobs, by=())
     total = spend(jobs, criteria).row(0, named=True)
     totals = error_rates(jobs).row(0, named=True)
     return ReportJSON(
         run=str(run.path),
+        sources=list(sources),
         totals=Totals(**{k: totals[k] for k in Totals.model_fields}),
         pass_rate=PassRate(**pass_rates(criteria, jobs, by=()).row(0, named=True)),
         criteria=[PassRate(**r) for r in _rows(per_criterion)],

@@ -6,6 +6,7 @@ The numbers all come from ``runner.analysis``; this module only lays them out wi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -15,10 +16,12 @@ from rich.table import Table
 
 from runner.analysis import (
     check_grouping,
+    check_sources,
     error_counts,
     flakiness,
     flaky_cases,
     latency_percentiles,
+    of_sources,
     pass_rates,
     repeat_pass_rates,
     spend,
@@ -62,11 +65,18 @@ def frame_table(frame: pl.DataFrame, title: str, limit: int | None = None) -> Ta
 
 
 def print_run_tables(
-    run: Run, console: Console | None = None, by: Sequence[Sequence[str]] = ()
+    run: Run,
+    console: Console | None = None,
+    by: Sequence[Sequence[str]] = (),
+    sources: Sequence[str] = (),
 ) -> None:
-    """The analysis of a run as terminal tables; ``by`` adds one pass-rate table per grouping."""
+    """The analysis of a run as terminal tables; ``by`` adds one pass-rate table per grouping;
+    ``sources``: only the criteria rows of these sources (``analysis.of_sources``) count."""
     console = console or Console()
+    run = with_sources(run, sources)
     jobs, criteria = run.jobs, run.criteria
+    if sources:
+        console.print(f"criteria of source {', '.join(sources)} only", markup=False)
     for grouping in by:  # an unknown column is refused before any table is printed
         check_grouping(criteria, jobs, grouping)
     console.print(totals_line(run), markup=False)
@@ -98,6 +108,13 @@ def print_run_tables(
     if backend in NOT_TIMED:
         console.print(NOT_TIMED[backend], markup=False)
     print_spend(run, console)
+
+
+def with_sources(run: Run, sources: Sequence[str]) -> Run:
+    """The run with only the criteria rows of ``sources`` (all of them when none is given)."""
+    if not sources:
+        return run
+    return replace(run, criteria=of_sources(run.criteria, check_sources(sources)))
 
 
 NOT_TIMED = {

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 import polars as pl
@@ -33,6 +33,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from runner import analysis
 from runner.estimate import money
 from runner.report import charts, sequential
+from runner.report.agreement import recorded_mirrors
 from runner.view import queries, source
 from runner.view.source import RunState
 
@@ -322,10 +323,30 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
             version=_overall_version(states),
         )
 
+    def source_figures(state: RunState, sources: tuple[str, ...]) -> queries.RunFigures:
+        """A run's figures over the criteria rows of ``sources`` only (``?source=``)."""
+        return cache.get(
+            state,
+            "figures:" + ",".join(sources),
+            lambda: queries.run_figures(queries.of_sources(tables(state), sources)),
+        )
+
+    def agreement(state: RunState) -> list[dict[str, Any]]:
+        mirrors = cache.get(state, "mirrors", lambda: recorded_mirrors(state.path))
+        return cache.get(state, "agreement", lambda: queries.run_agreement(tables(state), mirrors))
+
     @app.get("/runs/{name}", response_class=HTMLResponse)
-    def run_page(name: str, heat: int = 1) -> HTMLResponse:
+    def run_page(
+        name: str,
+        heat: int = 1,
+        asked: Annotated[list[str] | None, Query(alias="source")] = None,
+    ) -> HTMLResponse:
         state = state_of(name)
-        figs = figures(state)
+        try:
+            sources = analysis.check_sources(asked or [])
+        except ValueError as exc:
+            raise bad_request(exc) from None
+        figs = source_figures(state, sources) if sources else figures(state)
         msgs = message_latency(state)
         return render(
             "run.html",
@@ -338,6 +359,9 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
             report=(state.path / "report.html").is_file(),
             **sequential_context(state),
             latency_sorts=queries.LATENCY_SORTS,
+            sources=sources,
+            source_names=analysis.SOURCES,
+            agreement=agreement(state),
             live_url=f"/api/version?run={seg(name)}" if state.running else "",
             version=state.version,
         )

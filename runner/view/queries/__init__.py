@@ -55,6 +55,8 @@ from runner.view.queries.figures import (
     HeatRow,
     RunFigures,
     heatmap,
+    of_sources,
+    run_agreement,
     run_figures,
 )
 from runner.view.queries.jobs import (
@@ -133,9 +135,11 @@ __all__ = [
     "newest_first",
     "newest_names",
     "null_safe_eq",
+    "of_sources",
     "paired_of_run",
     "paired_of_runs",
     "pick_pair",
+    "run_agreement",
     "run_charts",
     "run_figures",
     "run_progress",

@@ -9,6 +9,7 @@ from typing import Any
 import polars as pl
 
 from runner import analysis
+from runner.report.agreement import agreement_rows
 from runner.view.queries.runs import Tables, Totals, decided_rate, matrix_columns, run_totals
 
 HEAT_ROWS = 40
@@ -92,6 +93,22 @@ def run_figures(tables: Tables, judged: pl.DataFrame | None = None) -> RunFigure
         errored=errored,
         trials=trials,
     )
+
+
+def of_sources(tables: Tables, sources: list[str] | tuple[str, ...]) -> Tables:
+    """The run's tables with only the criteria rows of ``sources`` (``analysis.of_sources``;
+    ``ValueError`` naming a source that is not one): the run page's figures of those sources."""
+    if not sources:
+        return tables
+    return {**tables, "criteria": analysis.of_sources(tables["criteria"], sources)}
+
+
+def run_agreement(tables: Tables, mirrors: dict[str, str]) -> list[dict[str, Any]]:
+    """Per assertion that mirrors a judged criterion: how often the two agree
+    (``analysis.agreement``), as the report's agreement block shows it."""
+    if not mirrors:
+        return []
+    return agreement_rows(analysis.agreement(tables["criteria"], mirrors))
 
 
 @dataclass(frozen=True)
