@@ -36,6 +36,14 @@ def _add_report_command(sub: SubParsers) -> None:
         help="also print pass rates grouped by these columns, e.g. scenario_id,criterion_id "
         "or matrix.language (repeatable)",
     )
+    report.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="only criteria of this source: extra, agent, assert or judge (extra and agent); "
+        "repeatable",
+    )
     report.add_argument("--json", action="store_true", help=JSON_HELP.format("ReportJSON"))
 
 
@@ -93,6 +101,7 @@ def _add_replay_command(sub: SubParsers) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from runner.analysis import check_sources
     from runner.report import build_report
     from runner.report.terminal import print_run_tables
 
@@ -102,18 +111,23 @@ def _cmd_report(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_USAGE
     groupings = [[c.strip() for c in spec.split(",") if c.strip()] for spec in args.by]
+    try:
+        sources = check_sources(args.source)
+    except ValueError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
     if args.json:
         from runner.report.shapes import report_json
 
         try:
-            print(report_json(run, groupings).model_dump_json(indent=2))
+            print(report_json(run, groupings, sources).model_dump_json(indent=2))
         except ValueError as exc:  # an unknown --by column
             _err(str(exc))
             return EXIT_USAGE
         return EXIT_OK
     console = _console()
     try:
-        print_run_tables(run, console, by=groupings)
+        print_run_tables(run, console, by=groupings, sources=sources)
     except ValueError as exc:  # an unknown --by column
         _err(str(exc))
         return EXIT_USAGE
@@ -122,7 +136,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     for line in report_agreement(args.run_dir):
         console.print(line, markup=False)
     out = args.out or args.run_dir / "report.html"
-    out.write_text(build_report(run), encoding="utf-8")
+    out.write_text(build_report(run, sources=sources), encoding="utf-8")
     console.print(f"wrote {out}")
     return EXIT_OK
 
@@ -133,7 +147,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from runner.report import build_compare_page
     from runner.report.pages import spend_diff_frame
     from runner.report.paired import from_args
-    from runner.report.terminal import frame_table
+    from runner.report.terminal import frame_table, print_verdict_changes
 
     if args.run_b is None:
         return _cmd_compare_arms(args)
@@ -143,7 +157,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         a_criteria, a_jobs = run_a.for_agent(args.agent_a)
         b_criteria, b_jobs = run_b.for_agent(args.agent_b)
         backends = [r.manifest.target.backend if r.manifest else None for r in (run_a, run_b)]
-        a_criteria, b_criteria, notes = align_criteria(a_criteria, b_criteria, *backends)
+        a_criteria, b_criteria, notes = align_criteria(
+            a_criteria, b_criteria, *backends, jobs=(a_jobs, b_jobs)
+        )
         by = [*resolve_by(args.by), "criterion_id"]
         table = compare_runs(a_criteria, a_jobs, b_criteria, b_jobs, by=by)
         costs = compare_spend(a_criteria, a_jobs, b_criteria, b_jobs)
@@ -174,13 +190,21 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         frame_table(spend_diff_frame(costs), "what each side cost (as the vendor billed it)"),
         markup=False,
     )
+    print_verdict_changes(run_a, run_b, console)
     if isinstance(shown, str):
         console.print(f"paired comparison: {shown}", markup=False)
     else:
         shown.print(console)
     if args.html:
         page = build_compare_page(
-            run_a, run_b, table, by, a_label=args.agent_a, b_label=args.agent_b, costs=costs
+            run_a,
+            run_b,
+            table,
+            by,
+            a_label=args.agent_a,
+            b_label=args.agent_b,
+            costs=costs,
+            paired=shown if isinstance(shown, str) else shown.view(),
         )
         args.html.write_text(page, encoding="utf-8")
         console.print(f"wrote {args.html}", markup=False)
