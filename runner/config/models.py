@@ -3,6 +3,9 @@
 Unknown keys are rejected everywhere (``Strict``) because a misspelt option silently falls back
 to a default otherwise. Checks that span fields or files (duplicate ids, colliding scenarios)
 are ``runner.config.load``'s.
+
+(Over 600 lines because it declares every section of the config, each field with its
+docstring, which the JSON schema and the config reference are generated from.)
 """
 
 from __future__ import annotations
