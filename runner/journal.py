@@ -3,12 +3,12 @@ anyone pay for a finished simulation twice.
 
 Jobs are written to Parquet parts in batches (``engine.BATCH_JOBS`` jobs or ``BATCH_SECS``
 seconds: a flush has a fixed cost, so a part per job would cost far more), so without a journal
-the jobs waiting for the next flush die with the process. ``JournaledParts`` is the engine's sink: each finished job's
-table rows are appended, as one JSON line, to the journal segment of the batch it joins
-(``journal/<session>-<seq>.jsonl``) the moment it arrives; when the batch becomes part files
-``<session>-<seq>.parquet`` (``runner.store``), its segment is deleted. ``recover`` (run by the
-next session, under the run's lock) folds every segment left behind into the parts it would
-have become, so a resume never sends those jobs again.
+the jobs waiting for the next flush die with the process. ``JournaledParts`` is the engine's
+sink: each finished job's table rows are appended, as one JSON line, to the journal segment of
+the batch it joins (``journal/<session>-<seq>.jsonl``) the moment it arrives; when the batch
+becomes part files ``<session>-<seq>.parquet`` (``runner.store``), its segment is deleted.
+``recover`` (run by the next session, under the run's lock) folds every segment left behind
+into the parts it would have become, so a resume never sends those jobs again.
 
 What survives what: a line is written with one ``write(2)`` to the page cache, which the kernel
 keeps when the process dies, so a process kill (kill -9, OOM, a crash) loses no finished job.
