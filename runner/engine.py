@@ -524,23 +524,26 @@ class Engine:
         jobs: Planner | Iterable[Job],
         sink: Sink | Callable[[Batch], None],
         *,
-        batch_jobs: int = BATCH_JOBS,
-        batch_secs: float = BATCH_SECS,
-        sync_secs: float = SYNC_SECS,
+        batch_jobs: int | None = None,
+        batch_secs: float | None = None,
+        sync_secs: float | None = None,
         workers: int | None = None,
     ) -> Counters:
         """Run the jobs the planner hands out (an iterable of jobs: all of them, in order, as
         ``planner.Walk``). Each finished job goes to ``sink.add`` at once (on the event loop);
         every ``batch_jobs`` jobs or ``batch_secs`` seconds what was added is sealed and
         written from a worker thread, and in between, every ``sync_secs``, a sink that
-        ``Syncs`` is synced. A plain callable is a sink that receives ``Batch``es.
+        ``Syncs`` is synced (each None: ``BATCH_JOBS``, ``BATCH_SECS``, ``SYNC_SECS`` as they
+        are when the run starts). A plain callable is a sink that receives ``Batch``es.
 
         Returns the counters. Raises ``RunAborted`` after flushing when a failure stopped the
         run. A failed write stops the run at once (``write_error``; what was written stays).
         """
         n_workers = workers or max(2, self.max_limit * 2)
         self.sink = sink if isinstance(sink, Sink) else BatchSink(sink)
-        self._batch_jobs = batch_jobs
+        self._batch_jobs = BATCH_JOBS if batch_jobs is None else batch_jobs
+        batch_secs = BATCH_SECS if batch_secs is None else batch_secs
+        sync_secs = SYNC_SECS if sync_secs is None else sync_secs
         planner = jobs if isinstance(jobs, Planner) else Walk(jobs)
         with fewer_collections():
             await self._run(planner, batch_secs, sync_secs, n_workers)
