@@ -63,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--pace", type=float, default=0.05, help="the local API's --time-scale")
+    parser.add_argument(
+        "--cases",
+        type=int,
+        default=1,
+        help="split the runner's simulations into this many cases (as the overhead section does;"
+        " a REF older than that option runs one case whatever this says)",
+    )
     args = parser.parse_args(argv)
 
     results: dict[str, list[float]] = {ref: [] for ref in args.refs}
@@ -76,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             for ref in args.refs:
                 client = FLOOR if ref == FLOOR else "runner"
                 spec = {**overhead_spec(args.concurrency), "client": client, "jobs": args.jobs}
+                if args.cases > 1:
+                    spec["cases"] = args.cases
                 figures = run_worker(spec, server, trees[ref])
                 results[ref].append(figures["cpu_ms_per_sim"])
                 steady[ref].append(figures.get("steady_cpu_ms_per_sim", float("nan")))

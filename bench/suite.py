@@ -9,10 +9,12 @@ simulated pace:
    halve-on-429 policy peers use. Mean in-flight / 20, throughput / the Little's-law bound
    (20 / mean simulation time), share of attempts that got a 429.
 2. ``overhead``: client CPU milliseconds per 21-frame simulation at 100 and 500 in flight, the
-   runner and the raw-aiohttp floor in alternating rounds (medians, each with its spread, and
-   the median of the rounds' runner / floor ratios), over whole runs and over each run's steady
-   middle; then once each the naive baseline (``bench.naive``), the runner with rows discarded
-   (the client path without Parquet) and with httpx's own transport.
+   runner (cases of 20 repeats) and the raw-aiohttp floor in alternating rounds (medians, each
+   with its spread, and the median of the rounds' runner / floor ratios), over whole runs and
+   over each run's steady middle; at 100 in flight the same rounds hold the runner with
+   ``until: verdict`` and with five assertions, each against the runner (issues 25 and 30);
+   then once each the naive baseline (``bench.naive``), the runner with rows discarded (the
+   client path without Parquet) and with httpx's own transport.
 3. ``scale``: 1,000 streams in flight from one runner process: throughput / bound, peak RSS.
 4. ``memory``: peak RSS of the runner for a small and a large number of fast jobs.
 5. ``shards``: 4 shards on a local Ray cluster (``bench.shards``) against a server that allows
@@ -40,13 +42,14 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench.text import render_table
+from bench.worker import CASE_REPEATS
 from runner.localapi.server import LocalAPI, local_api_process
 
 SECTIONS = (
@@ -252,58 +255,113 @@ def overhead_spec(concurrency: int) -> dict[str, Any]:
     return {"policy": "fixed", "concurrency": concurrency, "new_turns_limit": 20}
 
 
+def cases_for(jobs: int) -> int:
+    """How many cases the runner's ``jobs`` simulations are split into: cases of
+    ``CASE_REPEATS`` repeats, a sweep's usual shape (one case when they do not split so)."""
+    return jobs // CASE_REPEATS if jobs >= CASE_REPEATS and jobs % CASE_REPEATS == 0 else 1
+
+
 def spread(values: list[float]) -> float:
     """The rounds' whole range as a share of their median, ``(max - min) / median``: with a
     handful of rounds, a conservative figure for how far one run may land from another."""
     return (max(values) - min(values)) / statistics.median(values)
 
 
-def paired_rounds(server: LocalAPI, concurrency: int, jobs: int, rounds: int) -> list[Row]:
-    """The runner and the floor in alternating runs against one local API (the order
-    swapped every round: floor, runner, runner, floor, ...), so drift on a shared machine
-    touches both alike. Each figure is the median over the rounds, its ``spread`` beside it;
-    ``vs_floor`` is the median of each round's own ratio, steady window against steady window
-    (``bench.worker.Window``), ``vs_floor_run`` the same over whole runs."""
+Variant = tuple[str, dict[str, Any]]
+"""A runner variant of the overhead section: its name and what its spec adds."""
+
+VERDICT_VARIANT: Variant = ("runner, until: verdict", {"until": "verdict"})
+ASSERT_VARIANT: Variant = ("runner, 5 assertions", {"asserts": 5})
+VARIANT_BUDGET = 1.05
+"""The verdict planner (issue 25) and five assertions (issue 30) may each cost at most 5% more
+client CPU per simulation than the runner with fixed repeats and none."""
+
+
+def _summary(name: str, done: list[dict[str, Any]]) -> Row:
+    """One client's rounds as a row: each figure's median, and its runs and spread."""
+    row: Row = {"section": "overhead", "setup": name, "rounds": len(done)}
+    for key in done[0]:
+        values = [run[key] for run in done if run.get(key) is not None]
+        if values and all(isinstance(v, int) for v in values):
+            row[key] = statistics.median_low(values)
+        elif values and all(isinstance(v, int | float) for v in values):
+            row[key] = statistics.median(values)
+    for key in ("cpu_ms_per_sim", "steady_cpu_ms_per_sim"):
+        row[f"{key}_runs"] = [run[key] for run in done]
+        row[f"{key}_spread"] = spread(row[f"{key}_runs"])
+    return row
+
+
+def _ratios(row: Row, runs: list[dict[str, Any]], base: list[dict[str, Any]], out: str) -> None:
+    """``out`` (steady against steady) and ``out_run`` (whole runs): the median of each
+    round's own ratio of ``runs`` to ``base``, with the rounds' ratios and their spread."""
+    for key, name in (("steady_cpu_ms_per_sim", out), ("cpu_ms_per_sim", f"{out}_run")):
+        ratios = [r[key] / b[key] for r, b in zip(runs, base, strict=True)]
+        row[name] = statistics.median(ratios)
+        row[f"{name}_runs"] = ratios
+        row[f"{name}_spread"] = spread(ratios)
+
+
+def paired_rounds(
+    server: LocalAPI,
+    concurrency: int,
+    jobs: int,
+    rounds: int,
+    variants: Sequence[Variant] = (),
+) -> list[Row]:
+    """The runner, the floor and any runner ``variants`` in alternating runs against one local
+    API, the order rotated every round (floor, runner, ...; runner, ..., floor; ...), so drift
+    on a shared machine touches each alike. The runner's simulations are cases of
+    ``CASE_REPEATS`` repeats (``cases_for``). Each figure is the median over the rounds, its
+    ``spread`` beside it; ``vs_floor`` is the median of each round's own ratio to the floor,
+    steady window against steady window (``bench.worker.Window``), ``vs_floor_run`` the same
+    over whole runs; a variant's ``vs_runner`` and ``vs_runner_run`` the same against the
+    runner. Rows: the runner, the floor, then each variant."""
     if jobs < 4 * concurrency:
         raise ValueError(
             f"overhead: {jobs} simulations a run at {concurrency} in flight leave no steady "
             f"middle; give at least {4 * concurrency}"
         )
-    runs: dict[str, list[dict[str, Any]]] = {"runner": [], "floor": []}
+    runner = {"client": "runner", "cases": cases_for(jobs)}
+    clients: list[tuple[str, dict[str, Any]]] = [
+        ("floor", {"client": "floor"}),
+        ("runner", runner),
+        *((name, {**runner, **extra}) for name, extra in variants),
+    ]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in clients}
     for round_no in range(rounds):
-        order = ("floor", "runner") if round_no % 2 == 0 else ("runner", "floor")
-        for client in order:
-            spec = {**overhead_spec(concurrency), "client": client, "jobs": jobs}
-            runs[client].append(run_worker(spec, server))
-        r, f = runs["runner"][-1], runs["floor"][-1]
+        turn = round_no % len(clients)
+        for name, extra in clients[turn:] + clients[:turn]:
+            spec = {**overhead_spec(concurrency), **extra, "jobs": jobs}
+            runs[name].append(run_worker(spec, server))
+        steady = {name: done[-1]["steady_cpu_ms_per_sim"] for name, done in runs.items()}
+        others = "".join(
+            f", {name} {steady[name]:.2f} ({steady[name] / steady['runner']:.3f}x runner)"
+            for name, _ in variants
+        )
         print(
-            f"  @{concurrency} round {round_no + 1}/{rounds}: floor "
-            f"{f['steady_cpu_ms_per_sim']:.2f}, runner {r['steady_cpu_ms_per_sim']:.2f} ms/sim "
-            f"(steady; {r['steady_cpu_ms_per_sim'] / f['steady_cpu_ms_per_sim']:.2f}x)",
+            f"  @{concurrency} round {round_no + 1}/{rounds}: floor {steady['floor']:.2f}, "
+            f"runner {steady['runner']:.2f} ms/sim (steady; "
+            f"{steady['runner'] / steady['floor']:.2f}x){others}",
             file=sys.stderr,
             flush=True,
         )
-    rows: list[Row] = []
-    for client, name in (("runner", "runner"), ("floor", "floor: raw aiohttp + json.loads")):
-        done = runs[client]
-        row: Row = {"section": "overhead", "setup": f"{name} @{concurrency}", "rounds": rounds}
-        for key in done[0]:
-            values = [run[key] for run in done if run.get(key) is not None]
-            if values and all(isinstance(v, int) for v in values):
-                row[key] = statistics.median_low(values)
-            elif values and all(isinstance(v, int | float) for v in values):
-                row[key] = statistics.median(values)
-        for key in ("cpu_ms_per_sim", "steady_cpu_ms_per_sim"):
-            row[f"{key}_runs"] = [run[key] for run in done]
-            row[f"{key}_spread"] = spread(row[f"{key}_runs"])
-        rows.append(row)
-    runner_row, floor_row = rows
-    for key, out in (("steady_cpu_ms_per_sim", "vs_floor"), ("cpu_ms_per_sim", "vs_floor_run")):
-        ratios = [r[key] / f[key] for r, f in zip(runs["runner"], runs["floor"], strict=True)]
-        runner_row[out] = statistics.median(ratios)
-        runner_row[f"{out}_runs"] = ratios
-        runner_row[f"{out}_spread"] = spread(ratios)
+    runner_row = _summary(f"runner @{concurrency}", runs["runner"])
+    floor_row = _summary(f"floor: raw aiohttp + json.loads @{concurrency}", runs["floor"])
+    _ratios(runner_row, runs["runner"], runs["floor"], "vs_floor")
     floor_row["vs_floor"] = floor_row["vs_floor_run"] = 1.0
+    rows = [runner_row, floor_row]
+    for name, _ in variants:
+        row = _summary(f"{name} @{concurrency}", runs[name])
+        _ratios(row, runs[name], runs["floor"], "vs_floor")
+        _ratios(row, runs[name], runs["runner"], "vs_runner")
+        ratio = row["vs_runner"]
+        row["target"] = (
+            f"<={VARIANT_BUDGET - 1:.0%} over the runner: "
+            f"{'met' if ratio <= VARIANT_BUDGET else 'MISSED'} ({ratio - 1:+.1%} steady, "
+            f"{row['vs_runner_run'] - 1:+.1%} over whole runs)"
+        )
+        rows.append(row)
     return rows
 
 
@@ -312,24 +370,30 @@ def overhead(sizes: Sizes) -> list[Row]:
     frames each), below what its one core can serve: a saturated server batches frames into
     fewer reads, which flatters every client. Every client's CPU per simulation grows as the
     pace slows (more wake-ups per frame), so each is compared with the floor measured in the
-    same rounds (``paired_rounds``); the other clients run once each, for scale."""
+    same rounds (``paired_rounds``); at the first concurrency the verdict planner and five
+    assertions join the rounds, each compared with the runner of the same round. The other
+    clients run once each, for scale."""
     rows: list[Row] = []
     plan = zip(
         sizes.overhead_jobs, sizes.overhead_concurrency, sizes.overhead_time_scale, strict=True
     )
     for jobs, concurrency, pace in plan:
+        first = concurrency == sizes.overhead_concurrency[0]
         with serve("--time-scale", str(pace)) as server:
-            at = paired_rounds(server, concurrency, jobs, sizes.overhead_rounds)
-            runner_row, floor_row = at
-            variants: list[tuple[str, dict[str, Any]]] = []
-            if concurrency == sizes.overhead_concurrency[0]:
-                variants += [
+            variants = (VERDICT_VARIANT, ASSERT_VARIANT) if first else ()
+            at = paired_rounds(server, concurrency, jobs, sizes.overhead_rounds, variants)
+            runner_row, floor_row = at[:2]
+            once: list[Variant] = []
+            if first:
+                once += [
                     ("runner, rows discarded (no Parquet)", {"client": "runner", "store": False}),
                     ("runner on httpx's own transport", {"client": "runner", "transport": "httpx"}),
                 ]
-            variants.append(("naive: httpx stream + gather", {"client": "naive"}))
-            for name, extra in variants:
+            once.append(("naive: httpx stream + gather", {"client": "naive"}))
+            for name, extra in once:
                 spec = {**overhead_spec(concurrency), **extra, "jobs": jobs // 2}
+                if extra["client"] == "runner":
+                    spec["cases"] = cases_for(jobs // 2)
                 row: Row = {"section": "overhead", "setup": f"{name} @{concurrency}", "rounds": 1}
                 row.update(run_worker(spec, server))
                 if row["setup"].startswith("runner"):
@@ -559,6 +623,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("vs_floor", "/ floor", "{:.2f}"),
     ("vs_floor_spread", "spread", "{:.1%}"),
     ("vs_floor_run", "/ floor run", "{:.2f}"),
+    ("vs_runner", "/ runner", "{:.3f}"),
+    ("vs_runner_spread", "spread", "{:.1%}"),
     ("peak_rss_run_mb", "RSS run MB", "{:.0f}"),
     ("peak_rss_mb", "RSS peak MB", "{:.0f}"),
     ("server_cpu_share", "server cpu", "{:.0%}"),

@@ -86,7 +86,43 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes vs KiB
 
 
+CASE_REPEATS = 20
+"""Repeats per case when a run is split into cases (``spec["cases"]``): a sweep's usual shape."""
+
+ASSERTIONS: list[dict[str, Any]] = [
+    {"id": "refund_called", "tool_called": "issue_refund", "with": {"order_id": "A-10234"}},
+    {"id": "no_card_numbers", "agent_never_matches": r"\b(?:\d[ -]?){13,16}\b"},
+    {"id": "short_call", "max_turns": 8},
+    {"id": "quotes_eta", "agent_says": "3 (business )?days", "after_tool": "lookup_order"},
+    {"id": "fast_first_reply", "first_agent_message_within_secs": 2},
+]
+"""Issue 30's five assertions, one of each kind (``spec["asserts"]``)."""
+
+
+def repeats(spec: dict[str, Any], per_case: int) -> int | dict[str, Any]:
+    """``run.repeats``: fixed, or ``until: verdict`` with ``min`` = ``max`` (``spec["until"]``),
+    so every case runs all its repeats and the run matches a fixed one job for job and in
+    flight, while the planner judges every case at each of its outcomes as in any verdict run."""
+    if spec.get("until") != "verdict":
+        return per_case
+    return {
+        "max": per_case,
+        "min": per_case,
+        "until": "verdict",
+        "pass_rate": 0.8,
+        "alpha": 0.05,
+        "rule": "anytime",
+    }
+
+
 def sweep_config(spec: dict[str, Any]) -> dict[str, Any]:
+    """The runner's config for ``spec``: ``jobs`` simulations of the one scenario, as
+    ``spec["cases"]`` cases (a matrix axis the local API ignores, so every request asks for the
+    same conversation as the floor's) of ``jobs / cases`` repeats (default: one case)."""
+    cases = spec.get("cases", 1)
+    if spec["jobs"] % cases:
+        raise ValueError(f"{spec['jobs']} jobs do not split into {cases} cases")
+    matrix = {"user_dynamic_variables.case": [f"c{i:04d}" for i in range(cases)]}
     return {
         "target": {
             "base_url": spec["url"],
@@ -97,12 +133,14 @@ def sweep_config(spec: dict[str, Any]) -> dict[str, Any]:
             "concurrency": "auto" if spec["policy"] != "fixed" else spec["concurrency"],
             **({"max_concurrency": spec["cap"]} if spec["policy"] != "fixed" else {}),
             "new_turns_limit": spec["new_turns_limit"],
-            "repeats": spec["jobs"],
+            "repeats": repeats(spec, spec["jobs"] // cases),
             "retry": {"max_attempts": 8, "backoff_base": 0.05, "backoff_cap": 1.0, "jitter": 0.05},
             "circuit_breaker": 0,
         },
         "agents": [{"id": AGENT}],
         "scenarios": [{"id": "six_goals", "first_message": FIRST_MESSAGE, "prompt": PERSONA}],
+        **({"matrix": matrix} if cases > 1 else {}),
+        **({"assert": ASSERTIONS[: spec["asserts"]]} if spec.get("asserts") else {}),
     }
 
 

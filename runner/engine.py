@@ -52,6 +52,18 @@ BACKLOG_BATCHES = 4
 """Workers wait for the writer once this many full batches are waiting to be written: memory
 stays bounded when writing is slower than simulating."""
 
+BATCH_JOBS = 1000
+BATCH_SECS = 10.0
+"""A batch becomes part files at this many jobs or this many seconds, whichever comes first. A
+flush has a fixed cost (six Parquet files, however few rows) paid per flush, not per job, so
+small frequent flushes made the results the largest cost per simulation a slow run pays. The
+journal makes every job durable on arrival, so the cadence sets only how fresh the part files
+are (what a viewer of a run in progress sees) and how much a batch holds in memory."""
+
+SYNC_SECS = 2.0
+"""Between flushes, what the sink journaled is synced to disk this often (``Syncs``), so a
+power loss still loses at most about this many seconds of finished jobs."""
+
 
 @runtime_checkable
 class Sink(Protocol):
@@ -67,6 +79,14 @@ class Sink(Protocol):
     def seal(self) -> Any: ...
 
     def write(self, sealed: Any) -> None: ...
+
+
+@runtime_checkable
+class Syncs(Protocol):
+    """A sink whose jobs, once added, can be forced to stable storage (a journal's ``fsync``),
+    called from a worker thread every ``SYNC_SECS`` between flushes."""
+
+    def sync(self) -> None: ...
 
 
 @runtime_checkable
@@ -228,7 +248,7 @@ class Engine:
         self._grace_scope = anyio.CancelScope()  # the grace timer; cancelled when workers are done
         self._workers = 0
         self.sink: Sink = BatchSink(lambda batch: None)
-        self._batch_jobs = 200
+        self._batch_jobs = BATCH_JOBS
         self._flush_wanted = anyio.Event()
         self._sealed: deque[Any] = deque()  # sealed by a worker when a batch was full
         self._written = anyio.Event()
@@ -504,33 +524,40 @@ class Engine:
         jobs: Planner | Iterable[Job],
         sink: Sink | Callable[[Batch], None],
         *,
-        batch_jobs: int = 200,
-        batch_secs: float = 2.0,
+        batch_jobs: int | None = None,
+        batch_secs: float | None = None,
+        sync_secs: float | None = None,
         workers: int | None = None,
     ) -> Counters:
         """Run the jobs the planner hands out (an iterable of jobs: all of them, in order, as
         ``planner.Walk``). Each finished job goes to ``sink.add`` at once (on the event loop);
         every ``batch_jobs`` jobs or ``batch_secs`` seconds what was added is sealed and
-        written from a worker thread. A plain callable is a sink that receives ``Batch``es.
+        written from a worker thread, and in between, every ``sync_secs``, a sink that
+        ``Syncs`` is synced (each None: ``BATCH_JOBS``, ``BATCH_SECS``, ``SYNC_SECS`` as they
+        are when the run starts). A plain callable is a sink that receives ``Batch``es.
 
         Returns the counters. Raises ``RunAborted`` after flushing when a failure stopped the
         run. A failed write stops the run at once (``write_error``; what was written stays).
         """
         n_workers = workers or max(2, self.max_limit * 2)
         self.sink = sink if isinstance(sink, Sink) else BatchSink(sink)
-        self._batch_jobs = batch_jobs
+        self._batch_jobs = BATCH_JOBS if batch_jobs is None else batch_jobs
+        batch_secs = BATCH_SECS if batch_secs is None else batch_secs
+        sync_secs = SYNC_SECS if sync_secs is None else sync_secs
         planner = jobs if isinstance(jobs, Planner) else Walk(jobs)
         with fewer_collections():
-            await self._run(planner, batch_secs, n_workers)
+            await self._run(planner, batch_secs, sync_secs, n_workers)
         self._tg = None
         if self.abort is not None:
             raise RunAborted(self.abort)
         return self.counters
 
-    async def _run(self, planner: Planner, batch_secs: float, n_workers: int) -> None:
+    async def _run(
+        self, planner: Planner, batch_secs: float, sync_secs: float, n_workers: int
+    ) -> None:
         job_send, job_recv = anyio.create_memory_object_stream[Job](n_workers)
         async with anyio.create_task_group() as outer:
-            outer.start_soon(self._writer, batch_secs)
+            outer.start_soon(self._writer, batch_secs, sync_secs)
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._produce, planner, job_send)
@@ -626,10 +653,12 @@ class Engine:
             self.write_error = exc
         self.hard_stop()
 
-    async def _writer(self, batch_secs: float) -> None:
+    async def _writer(self, batch_secs: float, sync_secs: float) -> None:
         """Write the batches workers sealed when full, and every ``batch_secs`` seal and write
-        what waits; the last flush survives cancellation."""
-        last = time.monotonic()
+        what waits; between flushes sync the sink every ``sync_secs`` (when it ``Syncs``). The
+        last flush survives cancellation."""
+        last = synced = time.monotonic()
+        sync = self.sink.sync if isinstance(self.sink, Syncs) else None
 
         async def flush(seal_pending: bool) -> None:
             nonlocal last
@@ -649,10 +678,23 @@ class Engine:
 
         try:
             while True:
-                with anyio.move_on_after(max(batch_secs - (time.monotonic() - last), 0.01)):
+                due = (
+                    last + batch_secs
+                    if sync is None
+                    else min(last + batch_secs, synced + sync_secs)
+                )
+                with anyio.move_on_after(max(due - time.monotonic(), 0.01)):
                     await self._flush_wanted.wait()
                 self._flush_wanted = anyio.Event()
-                await flush(seal_pending=time.monotonic() - last >= batch_secs)
+                now = time.monotonic()
+                await flush(seal_pending=now - last >= batch_secs)
+                if sync is not None and now - synced >= sync_secs:
+                    synced = now
+                    if self.write_error is None:
+                        try:
+                            await anyio.to_thread.run_sync(sync)
+                        except OSError as exc:
+                            self._write_failed(exc)
         finally:
             with anyio.CancelScope(shield=True):
                 await flush(seal_pending=True)

@@ -1,20 +1,22 @@
 """The journal: a finished job is on disk the moment the engine has it, so a kill -9 never makes
 anyone pay for a finished simulation twice.
 
-Jobs are written to Parquet parts in batches (every ``batch_jobs`` jobs or ``batch_secs``
-seconds: a part per job would cost far more), so without a journal the jobs waiting for the
-next flush die with the process. ``JournaledParts`` is the engine's sink: each finished job's
-table rows are appended, as one JSON line, to the journal segment of the batch it joins
-(``journal/<session>-<seq>.jsonl``) the moment it arrives; when the batch becomes part files
-``<session>-<seq>.parquet`` (``runner.store``), its segment is deleted. ``recover`` (run by the
-next session, under the run's lock) folds every segment left behind into the parts it would
-have become, so a resume never sends those jobs again.
+Jobs are written to Parquet parts in batches (``engine.BATCH_JOBS`` jobs or ``BATCH_SECS``
+seconds: a flush has a fixed cost, so a part per job would cost far more), so without a journal
+the jobs waiting for the next flush die with the process. ``JournaledParts`` is the engine's
+sink: each finished job's table rows are appended, as one JSON line, to the journal segment of
+the batch it joins (``journal/<session>-<seq>.jsonl``) the moment it arrives; when the batch
+becomes part files ``<session>-<seq>.parquet`` (``runner.store``), its segment is deleted.
+``recover`` (run by the next session, under the run's lock) folds every segment left behind
+into the parts it would have become, so a resume never sends those jobs again.
 
 What survives what: a line is written with one ``write(2)`` to the page cache, which the kernel
 keeps when the process dies, so a process kill (kill -9, OOM, a crash) loses no finished job.
-A power loss or kernel crash can lose what the kernel had not written back yet; parts are
-fsync'd at every flush, so it loses at most the jobs since the last flush. ``fsync=True`` (not
-the default) syncs every line: see docs/resume.md for what it costs.
+A power loss or kernel crash can lose what the kernel had not written back yet: parts are
+fsync'd at every flush, and between flushes the engine syncs the open segment every
+``engine.SYNC_SECS`` from its writer thread (``sync``), so it loses at most the jobs of the last
+couple of seconds. ``fsync=True`` (not the default) syncs every line, on the event loop: see
+docs/resume.md for what it costs.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class JournaledParts:
         self._seq = writer.seq + 1
         self._fd: int | None = None
         self._segment: Path | None = None
+        self._unsynced = False
 
     @property
     def pending(self) -> int:
@@ -117,6 +120,18 @@ class JournaledParts:
         os.write(fd, encode_rows(self.batch.since(sizes)))
         if self.fsync:
             os.fsync(fd)
+        else:
+            self._unsynced = True
+
+    def sync(self) -> None:
+        """In a worker thread, between flushes: the open segment's lines to stable storage
+        (nothing to do when no line came since the last sync). A segment sealed meanwhile keeps
+        its descriptor open until its batch is written, which the same writer does after this."""
+        fd = self._fd
+        if fd is None or not self._unsynced:
+            return
+        self._unsynced = False  # before the sync: a line added during it is synced next time
+        os.fsync(fd)
 
     def seal(self) -> Sealed | None:
         """Hand over what was added since the last seal; later jobs start a new segment."""
@@ -124,6 +139,7 @@ class JournaledParts:
             return None
         sealed = Sealed(self.batch, self._seq, self._segment, self._fd)
         self.batch, self._seq, self._segment, self._fd = Batch(), self._seq + 1, None, None
+        self._unsynced = False  # its lines become parts, fsync'd when written
         return sealed
 
     def write(self, sealed: Sealed) -> None:

@@ -431,11 +431,14 @@ def horizon_priors(
     return best[1], best[2]
 
 
+@lru_cache(maxsize=8192)
 def _bound(prior: SidePrior, alpha: float, n: int, s: int) -> float:
     """The confidence sequence's bound on this side: the thresholds x it does not reject.
 
     ``above``: the lower bound, the least x in (0, 1) with M_n(x) < 1/alpha; ``below``: the
-    upper bound, the greatest such x. Found by bisection in x to 1e-4."""
+    upper bound, the greatest such x. Found by bisection in x to 1e-4. Cached: a pure function
+    of the counts, asked by the verdict planner at every outcome of every case (two bisections
+    of incomplete beta functions each time, more than a simulation's whole client cost)."""
     level = math.log(1 / alpha)
     if prior.side == "above":
         lo, hi = 1e-9, 1 - 1e-9  # rejected(lo) assumed, not rejected(hi)
@@ -502,6 +505,10 @@ class Anytime:
                 "priors",
                 horizon_priors(self.pass_rate, self.alpha, self.max_repeats, self.min_repeats),
             )
+        # ``state`` by its counts (not a field: no part of equality or hash); the verdict
+        # planner asks it at every outcome, and ``repeats_to_verdict`` up to 2 x max times
+        object.__setattr__(self, "_states", {})
+        object.__setattr__(self, "_reach", {})  # ``repeats_to_verdict`` by counts, likewise
 
     @property
     def above(self) -> SidePrior:
@@ -521,11 +528,17 @@ class Anytime:
         """'pass', 'fail', 'undecided' (stop) or '' (go on) at this point; ``repeats``
         defaults to ``trials`` (nothing skipped)."""
         repeats = trials if repeats is None else repeats
+        states: dict[tuple[int, int, int], str] = self._states  # type: ignore[attr-defined]
+        known = states.get((trials, successes, repeats))
+        if known is not None:
+            return known
         # extend the table past max when a run already went further (an extension)
         table = self.table(max(self.max_repeats, trials) + max(0, self.max_repeats - repeats))
-        return _state(
+        state = _state(
             table, trials, successes, repeats, max(self.max_repeats, repeats), self.min_repeats
         )
+        states[trials, successes, repeats] = state
+        return state
 
     def decide(self, outcomes: Sequence[Outcome]) -> Decision:
         t = tally(outcomes, self.treatment)
@@ -782,6 +795,17 @@ def repeats_to_verdict(rule: Rule, outcomes: Sequence[Outcome]) -> int | None:
     """The fewest further repeats that could settle the case (all passing, or all failing),
     within ``max``; 0 when it is settled, None when nothing can. The budget's order when it
     nears its end: the undecided cases closest to a verdict first (issue 25)."""
+    reach: dict[tuple[int, int, int], int | None] | None = getattr(rule, "_reach", None)
+    if reach is not None:  # a rule whose decisions follow from its counts alone: cached by them
+        t = tally(outcomes, getattr(rule, "treatment", Treatment()))
+        counts = (t.trials, t.successes, t.repeats)
+        if counts not in reach:
+            reach[counts] = _repeats_to_verdict(rule, outcomes)
+        return reach[counts]
+    return _repeats_to_verdict(rule, outcomes)
+
+
+def _repeats_to_verdict(rule: Rule, outcomes: Sequence[Outcome]) -> int | None:
     decision = rule.decide(outcomes)
     if decision.verdict != "undecided":
         return 0

@@ -198,6 +198,46 @@ async def test_concurrency_cap_holds_and_every_job_is_written_once() -> None:
     assert len(sink.batches) >= 60 // 7
 
 
+class SyncingSink:
+    """A sink that ``Syncs``: counts its syncs and records how many jobs were pending at each."""
+
+    def __init__(self) -> None:
+        self.batch = Batch()
+        self.written: list[Batch] = []
+        self.synced_at: list[int] = []
+
+    @property
+    def pending(self) -> int:
+        return self.batch.jobs
+
+    def add(self, outcome: Any) -> None:
+        self.batch.add(outcome)
+
+    def seal(self) -> Batch | None:
+        if not self.batch.jobs:
+            return None
+        full, self.batch = self.batch, Batch()
+        return full
+
+    def write(self, sealed: Batch) -> None:
+        self.written.append(sealed)
+
+    def sync(self) -> None:
+        self.synced_at.append(self.batch.jobs)
+
+
+async def test_between_flushes_the_sink_is_synced_every_sync_secs() -> None:
+    """Flushes far apart, syncs close together: what was journaled reaches the disk between
+    flushes (a power loss loses about ``sync_secs`` of jobs), and every job is written once."""
+    backend, sink = ScriptedBackend(lambda j, n: None, delay=0.01), SyncingSink()
+    engine = engine_for(backend, Sleeps(), concurrency=2)
+    jobs = [make_job(i) for i in range(40)]  # ~0.2 s at 2 in flight
+    await engine.run(jobs, sink, batch_jobs=1000, batch_secs=60, sync_secs=0.02)
+    assert len(sink.synced_at) >= 3
+    assert max(sink.synced_at) > 0  # synced while jobs waited for their flush
+    assert len(sink.written) == 1 and sink.written[0].jobs == 40  # one flush, at the end
+
+
 async def test_jobs_are_pulled_lazily() -> None:
     """The engine never materialises the job list: a generator is consumed as workers free up."""
     produced = 0

@@ -56,6 +56,24 @@ def test_a_written_batch_leaves_no_segment_and_the_next_starts_one(tmp_path: Pat
     sink.close()
 
 
+def test_sync_fsyncs_the_open_segment_only_when_lines_came_since(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr("runner.journal.os.fsync", synced.append)
+    sink = journal_of(tmp_path, ok(0))
+    sink.sync()
+    sink.sync()  # nothing new: no second fsync
+    assert len(synced) == 1
+    sink.add(ok(1))
+    sink.sync()
+    assert len(synced) == 2
+    sink.seal()  # sealed lines become parts (fsync'd then); the next segment is not open yet
+    sink.sync()
+    assert len(synced) == 2
+    sink.close()
+
+
 def test_recover_folds_what_a_killed_session_journaled(tmp_path: Path) -> None:
     journal_of(tmp_path, ok(0), err(1), ok(2)).close()  # killed before any flush
     assert done_job_keys(tmp_path) == set()

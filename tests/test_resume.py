@@ -118,10 +118,21 @@ def test_kill_9_before_the_first_flush_then_resume(tmp_path: Path, api: LocalAPI
     resume_and_check(config, tmp_path / "r", api)
 
 
+SMALL_BATCHES = textwrap.dedent(
+    """
+    import sys
+    import runner.engine
+    runner.engine.BATCH_JOBS = 8  # parts while the run goes on (a 40-job run is one batch)
+    from runner.cli import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
 def test_kill_9_mid_run_then_resume(tmp_path: Path, api: LocalAPI) -> None:
     config = write_config(tmp_path, api.base_url)
     results = tmp_path / "r"
-    proc = spawn(["run", str(config), "--results", str(results), "--no-progress"])
+    proc = spawn(["run", str(config), "--results", str(results), "--no-progress"], SMALL_BATCHES)
     jobs_parts = results / "resume" / "parts" / "jobs"
     deadline = time.monotonic() + 30
     # a committed part: pathlib's glob also matches the ``.tmp-`` file of a write under way
