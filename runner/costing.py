@@ -117,9 +117,9 @@ def outlook(
     ``--limit`` may leave fewer), a comparison's pairs up to ``max_pairs``
     (``runner.expected``); (-1, None) for any other plan (it sends every job)."""
     if isinstance(planner, UntilVerdict):
-        left = Counter(case_of(job) for job in open_jobs(planner, jobs, done))
+        per_case = Counter(case_of(job) for job in open_jobs(planner, jobs, done))
         cases = [planner.outcomes(case) for case in planner.cases]
-        available = [left.get(case, 0) for case in planner.cases]
+        available = [per_case.get(case, 0) for case in planner.cases]
         earlier = [
             (sum(o == "pass" for o in outcomes), len(outcomes))
             for verdicts in cases
@@ -131,10 +131,14 @@ def outlook(
     if isinstance(planner, PairPlanner):
         decision = planner.decision
         stored = sum(job.key in done for pair in planner.pairs for job in pair)
-        mean, most, how = compare_expected(planner.rule, decision.counts, decision.stop)
+        mean, _, how = compare_expected(planner.rule, decision.counts, decision.stop)
         if decision.stop:
-            return 0, expected_jobs(0.0, 0, how, per=2)
-        return 2 * most - stored, expected_jobs(mean, most, how, per=2)
+            return 0, expected_jobs(0.0, 0, how)
+        # the jobs of every pair not stored; expected: the further pairs, and the missing
+        # member of each half-done pair
+        left = 2 * planner.rule.max_pairs - stored
+        half = stored - 2 * decision.counts.pairs
+        return left, expected_jobs(min(2 * mean + half, left), left, how)
     return -1, None
 
 

@@ -403,12 +403,12 @@ def compare_expected(
         else f"a uniform prior updated by the {counts.pairs} pair(s) run so far"
     )
     how = (
-        f"the paired rule's expected pairs by {replicates} seeded simulated comparisons, "
-        f"under {source}"
+        f"2 jobs for each of the paired rule's expected pairs, by {replicates} seeded "
+        f"simulated comparisons, under {source}"
     )
     return mean, most, how
 
 
-def expected_jobs(mean: float, most: int, how: str, per: int = 1) -> Expected:
-    """``Expected`` in jobs: ``per`` jobs a repeat (1) or a pair (2)."""
-    return Expected(up_to=most * per, mean=mean * per, how=how)
+def expected_jobs(mean: float, most: int, how: str) -> Expected:
+    """``Expected`` of a session: ``most`` jobs at most, ``mean`` expected."""
+    return Expected(up_to=most, mean=mean, how=how)

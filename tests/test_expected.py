@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from runner.config import load_config
-from runner.costing import remaining
+from runner.costing import open_jobs, outlook, remaining
 from runner.engine import Counters
 from runner.estimate import Estimate, Expected
 from runner.expected import (
@@ -28,7 +28,9 @@ from runner.expected import (
     prior_from,
     verdict_expected,
 )
+from runner.jobs import iter_jobs
 from runner.paired import Counts, NonInferiority
+from runner.pairing import PairPlanner, Stored, pair_cases
 from runner.progress import bar_total, status_line
 from runner.verdicts import Anytime, Curtail, Outcome, Rule, Sprt, Treatment, first_stop
 
@@ -210,3 +212,19 @@ def test_the_estimate_and_the_progress_line_say_up_to_and_expected() -> None:
     assert bar_total(counters, True, 47.6) == 47.6
     assert bar_total(Counters(total=120, done=60), True, 47.6) == 60  # past the expectation
     assert status_line(counters, 1.0).startswith("30/120 done")
+
+
+def test_a_resumed_comparison_is_priced_for_the_jobs_it_has_not_run(tmp_path: Path) -> None:
+    compare = {"baseline": "a", "candidate": "b", "max_pairs": 50}
+    cfg = load_config(write(tmp_path, compare=compare))
+    cases = pair_cases(iter_jobs(cfg), {"agent": "a"}, {"agent": "b"})
+    rule = NonInferiority(0.05, 0.05, 50)
+    first = PairPlanner(cases, rule, seed=3)
+    (b0, c0), (b1, _) = first.pairs[0], first.pairs[1]
+    done = {b0.key: Stored("pass", 1.0), c0.key: Stored("fail", 2.0), b1.key: Stored("pass", 3.0)}
+    planner = PairPlanner(cases, rule, seed=3, done=done)
+    left, expected = outlook(planner, set(done))
+    assert left == 100 - 3 and expected is not None and expected.up_to == 97
+    # one half-done pair's missing member, and about two jobs per further pair
+    assert 1 < expected.mean <= 97
+    assert len(list(open_jobs(planner, iter(()), set(done)))) == 97
