@@ -216,10 +216,16 @@ def run(replicates: int = 1000, max_pairs: int = MAX_PAIRS, seed: int = SEED) ->
 
 SELF_AXIS = "dynamic_variables.customer_tier"
 SELF_SCENARIOS = (
-    ("missing_order", "My order never arrived.", "You ordered headphones, A-10234; not here."),
+    (
+        "missing_order",
+        "My order never arrived.",
+        "You ordered headphones, order A-10234, and they never arrived.",
+    ),
+    ("late", "Where is my order A-1000?", "You are customer 0; order A-1000 is late."),
     ("refund", "I want a refund.", "You want a refund for a broken kettle, order B-2211."),
-    ("late", "Where is my parcel?", "Your parcel C-3301 is three days late."),
 )
+"""Two the local ``support`` agent passes about nine times in ten (so the two arms' outcomes
+differ in some pairs), one it fails."""
 CRITERION = {
     "id": "order_status_given",
     "name": "Order status given",
@@ -298,6 +304,7 @@ def self_comparison(seeds: int = 20, max_pairs: int = 200) -> dict[str, Any]:
         "not_worse": sum(r["decision"] == "not worse" for r in rows),
         "undecided": sum(r["decision"] == "undecided" for r in rows),
         "simulations": sum(r["simulations"] for r in rows),
+        "pooled": {k: sum(r[k] for r in rows) for k in ("wins", "ties", "losses")},
         "target": f"never worse: {'met' if worse == 0 else 'MISSED'}",
         "secs": round(time.perf_counter() - started, 1),
         "rows": rows,
@@ -325,10 +332,12 @@ def report_self(figures: dict[str, Any]) -> None:
         f"{figures['secs']} s"
     )
     print(render_table(SELF_COLUMNS, figures["rows"]))
+    pooled = figures["pooled"]
     print(
         f"worse {figures['worse']}, not worse {figures['not_worse']}, undecided "
         f"{figures['undecided']} of {figures['seeds']}; {figures['simulations']} simulations; "
-        f"{figures['target']}"
+        f"pooled {pooled['wins']} won, {pooled['ties']} tied, {pooled['losses']} lost; "
+        f"{figures['target']} (each comparison may end 'worse' with chance at most alpha)"
     )
 
 
