@@ -16,6 +16,11 @@ undecided; the median pairs to the end; the simulations (2 per pair); the share 
 confidence sequence held the true difference at every pair; and the fixed design of 90%
 power for that difference (``runner.paired.fixed_paired_pairs``; unpaired:
 ``fixed_unpaired_per_arm`` x 2 jobs). Figures go to ``results/bench/compare.json``.
+
+``self_comparison``: end to end on the local API, a variant against itself (two arms of a
+matrix axis the agent never reads) as a ``compare:`` run, one per ``run.seed``: each must end
+"not worse" or undecided, never "worse" (issue 26). Its 20 outcomes and simulations are
+printed and written to the same JSON.
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ DIFFICULTY = (0.2, 0.99)
 MARGIN, ALPHA, MAX_PAIRS = 0.05, 0.05, 400
 DIFFS = (0.0, -MARGIN, -0.20, 0.10)
 SEED = 20261207
+SELF_MAX_PAIRS = 200
+"""``max_pairs`` of the end-to-end self comparison: half the Monte Carlo's 400 (a comparison
+of a variant with itself mostly runs to ``max_pairs``; 20 of them at 400 take several
+minutes here)."""
 
 Row = dict[str, Any]
 
@@ -205,6 +214,133 @@ def run(replicates: int = 1000, max_pairs: int = MAX_PAIRS, seed: int = SEED) ->
     }
 
 
+SELF_AXIS = "dynamic_variables.customer_tier"
+SELF_SCENARIOS = (
+    (
+        "missing_order",
+        "My order never arrived.",
+        "You ordered headphones, order A-10234, and they never arrived.",
+    ),
+    ("late", "Where is my order A-1000?", "You are customer 0; order A-1000 is late."),
+    ("refund", "I want a refund.", "You want a refund for a broken kettle, order B-2211."),
+)
+"""Two the local ``support`` agent passes about nine times in ten (so the two arms' outcomes
+differ in some pairs), one it fails."""
+CRITERION = {
+    "id": "order_status_given",
+    "name": "Order status given",
+    "conversation_goal_prompt": "The agent tells the customer the order status.",
+}
+
+
+def self_config(path: Path, base_url: str, seed: int, max_pairs: int) -> Path:
+    """``support`` against itself: the arms differ only in an axis it never reads."""
+    import yaml
+
+    config = {
+        "target": {"base_url": base_url},
+        "run": {"name": f"self-{seed}", "concurrency": 8, "new_turns_limit": 8, "seed": seed},
+        "agents": [{"id": "agent_support", "label": "support"}],
+        "criteria": [CRITERION],
+        "scenarios": [
+            {"id": sid, "first_message": first, "prompt": prompt}
+            for sid, first, prompt in SELF_SCENARIOS
+        ],
+        "matrix": {SELF_AXIS: ["gold", "basic"]},
+        "compare": {
+            "baseline": {"matrix": {SELF_AXIS: "gold"}},
+            "candidate": {"matrix": {SELF_AXIS: "basic"}},
+            "max_pairs": max_pairs,
+        },
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def self_comparison(seeds: int = 20, max_pairs: int = 200) -> dict[str, Any]:
+    """A variant against itself, end to end on the local API, ``seeds`` comparisons."""
+    import tempfile
+
+    import runner
+    from runner.localapi.server import local_api_process
+
+    rows: list[Row] = []
+    started = time.perf_counter()
+    with (
+        local_api_process(["--time-scale", "0.001", "--seed", "1"], timeout=60.0) as api,
+        tempfile.TemporaryDirectory(prefix="bench-self-") as tmp,
+    ):
+        for seed in range(1, seeds + 1):
+            path = self_config(Path(tmp) / f"self-{seed}.yaml", api.base_url, seed, max_pairs)
+            result = runner.run(path, results_root=Path(tmp), progress=False, quiet=True)
+            decision = result.compare
+            assert decision is not None
+            c = decision.counts
+            rows.append(
+                {
+                    "seed": seed,
+                    "decision": decision.verdict,
+                    "pairs": c.pairs,
+                    "decided_at": decision.decided_at,
+                    "simulations": result.counters.done,
+                    "wins": c.wins,
+                    "ties": c.ties,
+                    "losses": c.losses,
+                    "lower": decision.lower,
+                    "upper": decision.upper,
+                }
+            )
+    worse = sum(r["decision"] == "worse" for r in rows)
+    return {
+        "seeds": seeds,
+        "max_pairs": max_pairs,
+        "margin": MARGIN,
+        "alpha": ALPHA,
+        "setup": (
+            f"support against itself (arms {SELF_AXIS} gold / basic, which it never reads), "
+            f"{len(SELF_SCENARIOS)} scenarios, one criterion, local API --time-scale 0.001"
+        ),
+        "worse": worse,
+        "not_worse": sum(r["decision"] == "not worse" for r in rows),
+        "undecided": sum(r["decision"] == "undecided" for r in rows),
+        "simulations": sum(r["simulations"] for r in rows),
+        "pooled": {k: sum(r[k] for r in rows) for k in ("wins", "ties", "losses")},
+        "target": f"never worse: {'met' if worse == 0 else 'MISSED'}",
+        "secs": round(time.perf_counter() - started, 1),
+        "rows": rows,
+    }
+
+
+SELF_COLUMNS = (
+    ("seed", "seed", "{}"),
+    ("decision", "decision", "{}"),
+    ("pairs", "pairs", "{}"),
+    ("decided_at", "decided at", "{}"),
+    ("simulations", "sims", "{}"),
+    ("wins", "won", "{}"),
+    ("ties", "tied", "{}"),
+    ("losses", "lost", "{}"),
+    ("lower", "CS lower", "{:+.3f}"),
+    ("upper", "CS upper", "{:+.3f}"),
+)
+
+
+def report_self(figures: dict[str, Any]) -> None:
+    print(
+        f"compare, end to end: {figures['setup']}; margin {figures['margin']}, alpha "
+        f"{figures['alpha']}, max {figures['max_pairs']} pairs, {figures['seeds']} seeds, "
+        f"{figures['secs']} s"
+    )
+    print(render_table(SELF_COLUMNS, figures["rows"]))
+    pooled = figures["pooled"]
+    print(
+        f"worse {figures['worse']}, not worse {figures['not_worse']}, undecided "
+        f"{figures['undecided']} of {figures['seeds']}; {figures['simulations']} simulations; "
+        f"pooled {pooled['wins']} won, {pooled['ties']} tied, {pooled['losses']} lost; "
+        f"{figures['target']} (each comparison may end 'worse' with chance at most alpha)"
+    )
+
+
 def pr_decisions() -> tuple[str, ...]:
     return ("worse", "not worse", "undecided")
 
@@ -253,6 +389,8 @@ def table(rows: list[Row]) -> str:
 
 
 def report(figures: dict[str, Any], out: Path) -> None:
+    """The Monte Carlo table (and the end-to-end one when ``figures`` has ``self``), and the
+    JSON."""
     print(
         f"compare: {figures['scenarios']} scenarios, baseline pass rates "
         f"{figures['baseline_rates']}; margin {figures['margin']}, alpha {figures['alpha']}, "
@@ -260,6 +398,8 @@ def report(figures: dict[str, Any], out: Path) -> None:
         f"{figures['secs']} s"
     )
     print(table(figures["rows"]))
+    if "self" in figures:
+        report_self(figures["self"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(f"figures: {out / 'compare.json'}")
@@ -270,8 +410,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicates", type=int, default=1000)
     parser.add_argument("--max-pairs", type=int, default=MAX_PAIRS)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
+    parser.add_argument("--self-seeds", type=int, default=20, help="0: no end-to-end run")
+    parser.add_argument("--self-max-pairs", type=int, default=SELF_MAX_PAIRS)
     args = parser.parse_args(argv)
-    report(run(args.replicates, args.max_pairs), args.out)
+    figures = run(args.replicates, args.max_pairs)
+    if args.self_seeds:
+        figures["self"] = self_comparison(args.self_seeds, args.self_max_pairs)
+    report(figures, args.out)
     return 0
 
 

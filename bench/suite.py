@@ -24,7 +24,8 @@ simulated pace:
 6. ``verdicts``: sequential verdicts by seeded Monte Carlo, no server (``bench.verdicts``, its own
    table and ``results/bench/verdicts.json``).
 7. ``compare``: the paired comparison (issue 26) by seeded Monte Carlo, no server
-   (``bench.paired``, its own table and ``results/bench/compare.json``).
+   (``bench.paired``, its own table and ``results/bench/compare.json``), then a variant
+   against itself end to end on the local API, 20 seeds (never "worse").
 
 Prints one table and writes the figures as JSON to ``--out`` (``results/bench/``), named by
 commit and time, plus ``latest.json``. Sizes: ``--quick`` (a smoke run, seconds), the default
@@ -89,6 +90,8 @@ class Sizes:
     verdicts_cases: int = 200
     compare_replicates: int = 1000  # the Monte Carlo of bench.paired, per setting
     compare_max_pairs: int = 400
+    compare_self_seeds: int = 20  # end to end: a variant against itself, one run per seed
+    compare_self_max_pairs: int = 200
     overhead_rounds: int = 5  # alternating runner / floor runs at each concurrency
 
 
@@ -112,6 +115,8 @@ PRESETS: dict[str, Sizes] = {
         verdicts_cases=20,
         compare_replicates=20,
         compare_max_pairs=100,
+        compare_self_seeds=2,
+        compare_self_max_pairs=30,
         overhead_rounds=2,
     ),
     "default": Sizes(
@@ -581,8 +586,10 @@ def compare(sizes: Sizes) -> list[Row]:
     from bench import paired as pb
 
     figures = pb.run(sizes.compare_replicates, sizes.compare_max_pairs)
+    if sizes.compare_self_seeds:
+        figures["self"] = pb.self_comparison(sizes.compare_self_seeds, sizes.compare_self_max_pairs)
     pb.report(figures, ROOT / "results" / "bench")
-    return [
+    rows = [
         {
             "section": "compare",
             "setup": f"diff {row['true_diff']:+.2f} {row['design']}",
@@ -591,6 +598,18 @@ def compare(sizes: Sizes) -> list[Row]:
         | ({"target": row["target"]} if "target" in row else {})
         for row in figures["rows"]
     ]
+    if "self" in figures:
+        own = figures["self"]
+        rows.append(
+            {
+                "section": "compare",
+                "setup": f"self vs self, {own['seeds']} seeds, local API",
+                "sims": own["simulations"],
+                "wall_secs": own["secs"],
+                "target": own["target"],
+            }
+        )
+    return rows
 
 
 RUNS: dict[str, Callable[[Sizes], list[Row]]] = {

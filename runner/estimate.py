@@ -12,17 +12,34 @@ Two ways, in this order of preference:
   The agent's own LLM is used when known, else the cheapest and dearest LLM quoted.
 
 Either way the range is a guess about the future, printed with how it was made; the tables only
-ever hold what the vendor billed.
+ever hold what the vendor billed. A run that stops early (repeats until a verdict, a
+comparison) sends *up to* its jobs: ``Expected`` says how many it is expected to send
+(``runner.expected``), and the range is given for both.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 HIGH_FACTOR = 2.0
 """Upper bound's allowance for a message's input growing with the transcript."""
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a run that stops early is expected to send: ``up_to`` jobs at most (every open
+    case to ``max``, every pair to ``max_pairs``), about ``mean``, computed as ``how`` says."""
+
+    up_to: int
+    mean: float
+    how: str
+
+    def describe(self) -> str:
+        return (
+            f"up to {self.up_to} simulation(s) (max); expected about {self.mean:.0f} ({self.how})"
+        )
 
 
 @dataclass(frozen=True)
@@ -34,6 +51,10 @@ class Estimate:
     jobs: int
     how: str
     """One line: what the range was made from."""
+    expected: Expected | None = None
+    """Set when the run stops early: ``jobs`` is then the most it sends."""
+    lead: bool = True
+    """Whether ``describe`` starts with the expected simulations (the first estimate does)."""
 
     @property
     def per_job(self) -> float | None:
@@ -46,10 +67,24 @@ class Estimate:
     def describe(self) -> str:
         if not self.jobs:
             return f"expected cost: {money(0.0, self.unit)} ({self.how})"
-        return (
-            f"expected cost of {self.jobs} job(s) to run: {money(self.low, self.unit)} to "
+        e = self.expected
+        if e is None:
+            return (
+                f"expected cost of {self.jobs} job(s) to run: {money(self.low, self.unit)} to "
+                f"{money(self.high, self.unit)} ({self.how})"
+            )
+        share = min(e.mean / self.jobs, 1.0)
+        line = (
+            f"expected cost of the expected {e.mean:.0f} job(s): "
+            f"{money(self.low * share, self.unit)} to {money(self.high * share, self.unit)}; "
+            f"of all {self.jobs}: {money(self.low, self.unit)} to "
             f"{money(self.high, self.unit)} ({self.how})"
         )
+        return f"{e.describe()}\n{line}" if self.lead else line
+
+    def with_expected(self, expected: Expected | None, lead: bool = True) -> Estimate:
+        """This range for a run that sends up to ``jobs``, about ``expected.mean``."""
+        return replace(self, expected=expected, lead=lead)
 
 
 def money(value: float, unit: str = "usd", *, signed: bool = False) -> str:

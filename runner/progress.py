@@ -1,4 +1,8 @@
-"""Live progress for long runs: a rich bar on a terminal, a status line now and then elsewhere."""
+"""Live progress for long runs: a rich bar on a terminal, a status line now and then elsewhere.
+
+A run that stops early (repeats until a verdict, a comparison) counts its simulations done of
+*up to* its total (the most it may send) and says how many it is expected to send: its bar is
+drawn against the expectation, not the maximum (``runner.expected``)."""
 
 from __future__ import annotations
 
@@ -40,11 +44,22 @@ def cases_text(c: Counters) -> str:
     return f"  cases {stopped} decided, {open_} open"
 
 
-def status_line(c: Counters, elapsed: float) -> str:
+def done_text(c: Counters, up_to: bool = False, expected: float | None = None) -> str:
+    """``37/420`` or, for a run that stops early, ``37/up to 420 (expected about 70)``."""
+    if not up_to:
+        return f"{c.done}/{c.total}"
+    about = "" if expected is None else f" (expected about {expected:.0f})"
+    return f"{c.done}/up to {c.total}{about}"
+
+
+def status_line(
+    c: Counters, elapsed: float, up_to: bool = False, expected: float | None = None
+) -> str:
     rate = c.done / elapsed if elapsed > 0 else 0.0
     kinds = ", ".join(f"{k} {n}" for k, n in c.failures_by_kind.most_common(3))
     return (
-        f"{c.done}/{c.total} done  ok {c.ok}  errors {c.errors}  retries {c.retries}  "
+        f"{done_text(c, up_to, expected)} done  ok {c.ok}  errors {c.errors}  "
+        f"retries {c.retries}  "
         f"{in_flight_text(c)}  {rate:.1f} jobs/s"
         + cases_text(c)
         + (f"  failures: {kinds}" if kinds else "")
@@ -57,34 +72,44 @@ async def show_progress(
     stream: TextIO | None = None,
     interval: float = 0.2,
     plain_interval: float = 5.0,
+    up_to: bool = False,
+    expected: float | None = None,
 ) -> None:
-    """Render until cancelled: a task beside the engine that only reads the counters."""
+    """Render until cancelled: a task beside the engine that only reads the counters.
+    ``up_to``: ``counters.total`` is the most the run may send; ``expected``: what it is
+    expected to send (the bar's length then, stretched if the run goes past it)."""
     out = stream or sys.stderr
     start = time.monotonic()
     if not out.isatty():
         while True:
             await anyio.sleep(plain_interval)
-            print(status_line(counters, time.monotonic() - start), file=out, flush=True)
+            line = status_line(counters, time.monotonic() - start, up_to, expected)
+            print(line, file=out, flush=True)
     console = Console(file=out)
+    columns = (
+        [TextColumn("{task.fields[done]}")]
+        if up_to
+        else [MofNCompleteColumn(), TaskProgressColumn()]
+    )
     progress = Progress(
         TextColumn("[bold]simulations"),
         BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
+        *columns,
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.description}"),
         console=console,
         transient=False,
     )
-    task = progress.add_task("", total=counters.total)
+    task = progress.add_task("", total=bar_total(counters, up_to, expected), done="")
 
     def refresh() -> None:
         c = counters
         progress.update(
             task,
             completed=c.done,
-            total=c.total,
+            total=bar_total(c, up_to, expected),
+            done=done_text(c, up_to, expected),
             description=(
                 f"ok [green]{c.ok}[/]  err [red]{c.errors}[/]  retries {c.retries}  "
                 f"{in_flight_text(c)}{cases_text(c)}"
@@ -98,3 +123,11 @@ async def show_progress(
                 await anyio.sleep(interval)
         finally:
             refresh()  # the last frame shows the final counts, not those of 0.2 s before
+
+
+def bar_total(c: Counters, up_to: bool, expected: float | None) -> float:
+    """The bar's length: the total, or for a run that stops early the expected simulations
+    (never less than those done, never more than the most it may send)."""
+    if not up_to or expected is None:
+        return c.total
+    return min(float(c.total), max(expected, float(c.done)))

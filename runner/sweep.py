@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
@@ -34,7 +35,7 @@ from runner.backends.factory import make_backend
 from runner.budget import BudgetTracker
 from runner.comparing import compare_counts, compare_planner
 from runner.config import Config, config_hash, resolved_config
-from runner.costing import estimate_cost, make_budget
+from runner.costing import estimate_cost, make_budget, open_jobs, outlook
 from runner.engine import Counters, Engine, RunAborted, SharedSlots
 from runner.errors import AttemptError, Failure
 from runner.estimate import Estimate
@@ -388,16 +389,28 @@ async def execute(
                 session.ended = "aborted"
                 session.abort_reason = problems[0]
                 raise PreflightFailed(problems)
+        # the planner first: a run that stops early is priced for what it may still send,
+        # and says what it is expected to send (``costing.outlook``)
+        planner = session_planner(cfg, opened, limit)
+        most, expected = outlook(
+            planner, opened.done, select_jobs(cfg, limit, opened.done, opened.shard)
+        )
+        if most >= 0:  # the most it may send, not every job of its cases left
+            session.planned = total = most
         if total:
+            jobs = open_jobs(
+                planner, select_jobs(cfg, limit, opened.done, opened.shard), opened.done
+            )
             try:
                 async with make_http_client(url, api_key, cfg.target.timeouts, 2) as client:
                     result.estimate = await estimate_cost(
                         cfg,
-                        select_jobs(cfg, limit, opened.done, opened.shard),
+                        jobs,
                         total,
                         opened.earlier_usd,
                         opened.earlier_credits,
                         client,
+                        expected,
                     )
             except AttemptError as exc:  # the key was rejected: stop before any simulation
                 result.aborted = exc.failure
@@ -405,6 +418,8 @@ async def execute(
             for estimate in [] if quiet else result.estimate:
                 print(estimate.describe(), file=sys.stderr)
             if not result.estimate and not quiet:
+                if expected is not None:
+                    print(expected.describe(), file=sys.stderr)
                 print("expected cost: not estimated (the target quoted no prices)", file=sys.stderr)
         if result.estimate:
             e = result.estimate[0]
@@ -415,6 +430,9 @@ async def execute(
                 "jobs": e.jobs,
                 "how": e.how,
             }
+            if expected is not None:
+                session.estimate["expected_jobs"] = round(expected.mean, 1)
+                session.estimate["expected_how"] = expected.how
         result.budget = make_budget(
             cfg, opened.earlier_usd, opened.earlier_credits, result.estimate
         )
@@ -451,7 +469,14 @@ async def execute(
         try:
             async with anyio.create_task_group() as tg:
                 if progress and total:
-                    tg.start_soon(show_progress, engine.counters)
+                    tg.start_soon(
+                        partial(
+                            show_progress,
+                            engine.counters,
+                            up_to=expected is not None,
+                            expected=None if expected is None else expected.mean,
+                        )
+                    )
                 if handle_signals:
                     tg.start_soon(_watch_signals, engine, cfg.run.shutdown_grace, sys.stderr)
                 try:

@@ -245,8 +245,13 @@ def test_the_compare_section_runs_at_a_toy_size(tmp_path: Path) -> None:
     from bench import paired as pb
 
     figures = pb.run(replicates=4, max_pairs=40)
+    figures["self"] = pb.self_comparison(seeds=2, max_pairs=10)
     pb.report(figures, tmp_path)
     written = json.loads((tmp_path / "compare.json").read_text())
+    own = written["self"]
+    assert [r["seed"] for r in own["rows"]] == [1, 2] and own["target"].startswith("never worse")
+    assert all(r["decision"] in ("not worse", "undecided") for r in own["rows"])
+    assert all(r["simulations"] >= 2 * r["pairs"] > 0 for r in own["rows"])
     rows = written["rows"]
     assert [(r["true_diff"], r["design"]) for r in rows[:2]] == [(0.0, "paired"), (0.0, "unpaired")]
     assert len(rows) == 8 and all(r["replicates"] == 4 for r in rows)

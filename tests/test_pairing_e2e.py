@@ -4,7 +4,11 @@ never "worse"; a resumed comparison continues the same one."""
 
 from __future__ import annotations
 
+import signal
 import statistics
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,7 @@ import runner
 from runner.localapi.server import LocalAPI, local_api_process
 from runner.paired import fixed_paired_pairs
 
+ROOT = Path(__file__).resolve().parents[1]
 SUPPORT = {"id": "agent_support", "label": "support"}
 LITE = {"id": "agent_support_lite", "label": "support-lite"}
 
@@ -100,3 +105,60 @@ def test_a_resumed_comparison_continues_and_an_ended_one_sends_nothing(
     again = run(path, server, "r")
     assert again.counters.done == 0  # decided: nothing more to send
     assert again.compare is None or again.compare.verdict == first.compare.verdict
+
+
+def test_kill_9_then_resume_gives_the_same_decision(tmp_path: Path) -> None:
+    """One job at a time, each (agent, body)'s n-th request gets the local API's n-th draw for
+    it; the killed run's server stays up across the kill (``--hold-request``: the request the
+    runner dies waiting for takes no draw). The resumed comparison reaches the uninterrupted
+    one's decision, after the same pairs, with the same tallies and confidence sequence."""
+    compare = {"baseline": "support", "candidate": "support-lite", "max_pairs": 100}
+    fast = ["--time-scale", "0.001", "--seed", "11"]
+
+    def config(api: LocalAPI, name: str) -> Path:
+        run = {"concurrency": 1, "new_turns_limit": 8, "seed": 5}
+        target = {"base_url": api.base_url}
+        return write(tmp_path / f"{name}.yaml", 5, compare, run=run, target=target)
+
+    with local_api_process(fast) as api:
+        whole = run(config(api, "whole"), api, "cmp").compare
+        sent = api.stats()["simulate_requests"]
+    with local_api_process([*fast, "--hold-request", str(sent // 2)]) as api:
+        path = config(api, "broken")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "runner",
+                "run",
+                str(path),
+                "--results",
+                str(tmp_path / "b"),
+                "--name",
+                "cmp",
+                "-q",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while api.stats()["held"] == 0:
+            assert proc.poll() is None and time.monotonic() < deadline, "never held"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        assert api.stats()["simulations_completed"] == sent // 2 - 1  # killed mid-run
+        resumed = runner.run(
+            path, name="cmp", results_root=tmp_path / "b", progress=False, quiet=True
+        )
+    assert whole is not None and resumed.compare is not None
+    assert resumed.counters.done == sent - (sent // 2 - 1)  # only what the kill left
+    again = resumed.compare
+    assert (again.verdict, again.decided_at, again.counts) == (
+        whole.verdict,
+        whole.decided_at,
+        whole.counts,
+    )
+    assert (again.lower, again.upper) == (whole.lower, whole.upper)
+    assert whole.verdict == "worse"

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 import ray
 import ray_helpers
@@ -136,6 +137,58 @@ def test_four_shards_under_one_quota_actor(
     for i in range(4):
         own = read_shard_manifest(outcome.run_dir, f"{i}-of-4")
         assert own is not None and own.sessions[-1].ended == "completed"
+
+
+def test_repeats_until_a_verdict_on_ray_keep_each_case_in_one_shard_and_resume(
+    tmp_path: Path, capped_api: LocalAPI, local_ray: None
+) -> None:
+    """``until: verdict`` on two shard actors: each case's repeats in one shard, whose planner
+    decides when they stop; run again with a larger ``max``, each case continues where it
+    stood and ``merge`` writes the verdicts. (``max: 1`` first: no verdict is reachable in
+    one repeat, so every case stops undecided and the second run continues all of them.)"""
+    seq = {"max": 1, "until": "verdict", "pass_rate": 0.8}
+    path = write_config(tmp_path / "c.yaml", capped_api.base_url, scenarios=4, repeats=seq)
+    first = run_on_ray(
+        load_config(path),
+        shards=2,
+        results_root=tmp_path / "r",
+        progress=False,
+        base_url=capped_api.base_url,
+    )
+    assert first.merged is not None and first.merged.complete, first.message
+    table = pl.read_parquet(first.run_dir / "verdicts.parquet")
+    assert table.height == 8 and set(table["verdict"]) == {"undecided"}
+    before = set(pl.read_parquet(first.run_dir / "jobs.parquet")["job_key"])
+    path = write_config(
+        tmp_path / "c.yaml", capped_api.base_url, scenarios=4, repeats={**seq, "max": 20}
+    )
+    second = run_on_ray(
+        load_config(path),
+        shards=2,
+        results_root=tmp_path / "r",
+        progress=False,
+        base_url=capped_api.base_url,
+    )
+    assert second.merged is not None and second.merged.complete, second.message
+    jobs = pl.read_parquet(second.run_dir / "jobs.parquet")
+    assert before <= set(jobs["job_key"]) and jobs["job_key"].n_unique() == jobs.height
+    new = jobs.filter(~pl.col("job_key").is_in(list(before)))
+    assert new.select("agent_id", "scenario_id").n_unique() == 8  # every case continued
+    assert set(new["repeat"]) >= {1}
+    home = {
+        session.run_id: i
+        for i in range(2)
+        for session in (read_shard_manifest(second.run_dir, f"{i}-of-2") or pytest.fail()).sessions
+    }
+    shards = jobs.with_columns(pl.col("run_id").replace_strict(home).alias("shard"))
+    assert (
+        shards.group_by("agent_id", "scenario_id").agg(pl.col("shard").n_unique())["shard"].max()
+        == 1
+    )  # one shard per case, across both runs
+    assert set(shards["shard"]) == {0, 1}
+    verdicts = pl.read_parquet(second.run_dir / "verdicts.parquet")
+    assert verdicts.height == 8 and verdicts["stopped"].all()
+    assert int(verdicts["max_repeats"].max()) == 20 and jobs.height < 8 * 20
 
 
 def _has_session(run_dir: Path, shard: str) -> bool:

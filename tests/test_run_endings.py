@@ -326,11 +326,37 @@ def check_interrupted(ending: Ending, case: Case, run_dir: Path) -> None:
         assert ending.sent > finished  # the ones stalled in flight were not waited for
 
 
+FORMS = ("local", "loopback", "remote")
+
+
+def pairwise() -> list[tuple[str, str, bool]]:
+    """Every ending on every target form, with and without the progress display, as a
+    pairwise design: each (ending, form) pair runs once, its display chosen so that each ending
+    runs both with and without it and each (form, display) pair occurs (half the runs of the
+    full product; an ending's last line depends on its form and on its display, not on the two
+    together beyond what the (form, display) pairs cover)."""
+    return [
+        (name, form, (i + j) % 2 == 1)
+        for i, name in enumerate(CASES)
+        for j, form in enumerate(FORMS)
+    ]
+
+
+def test_the_design_covers_every_pair() -> None:
+    runs = pairwise()
+    assert {(n, f) for n, f, _ in runs} == {(n, f) for n in CASES for f in FORMS}
+    assert {(n, p) for n, _, p in runs} == {(n, p) for n in CASES for p in (False, True)}
+    assert {(f, p) for _, f, p in runs} == {(f, p) for f in FORMS for p in (False, True)}
+    assert len(runs) == len(CASES) * len(FORMS)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("progress", [False, True], ids=["plain", "progress"])
-@pytest.mark.parametrize("form", ["local", "loopback", "remote"])
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize(
+    ("name", "form", "progress"),
+    pairwise(),
+    ids=[f"{n}-{f}-{'progress' if p else 'plain'}" for n, f, p in pairwise()],
+)
 def test_every_ending_is_one_line_with_its_exit_code(
     tmp_path: Path, name: str, form: str, progress: bool
 ) -> None:

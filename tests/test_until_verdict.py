@@ -4,6 +4,7 @@ and a run against the local API that stops cases' repeats once their verdicts ar
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,13 +14,13 @@ from typing import Any
 import polars as pl
 import yaml
 
+import runner
 from runner.config import load_config
 from runner.jobs import Job, iter_jobs
-from runner.localapi.server import local_api_process
+from runner.localapi.server import LocalAPI, local_api_process
 from runner.planner import WAIT, Case, Finished, UntilVerdict, case_of
 from runner.replay import repeat_outcomes
 from runner.schema import VERDICTS
-from runner.store import TMP_PREFIX, done_job_keys
 from runner.verdicts import Anytime, Curtail, fixed_wilson
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,11 +162,18 @@ def test_a_case_stops_when_all_its_listed_criteria_settle(tmp_path: Path) -> Non
 E2E_SCENARIOS = 4
 
 
-def e2e_config(tmp_path: Path, base_url: str, repeats: Any, name: str) -> Path:
+def e2e_config(
+    tmp_path: Path, base_url: str, repeats: Any, name: str, concurrency: int = 8
+) -> Path:
     """2 agents x 4 scenarios of the local API; its agents' criteria judge every job."""
     config = {
         "target": {"base_url": base_url, "timeouts": {"first_byte": 10, "idle": 10, "total": 60}},
-        "run": {"name": name, "concurrency": 8, "repeats": repeats, "new_turns_limit": 6},
+        "run": {
+            "name": name,
+            "concurrency": concurrency,
+            "repeats": repeats,
+            "new_turns_limit": 6,
+        },
         "agents": [{"id": "agent_support"}, {"id": "agent_booking"}],
         "scenarios": [
             {
@@ -258,62 +266,59 @@ def test_a_sequential_run_spends_less_than_fixed_repeats_and_agrees(tmp_path: Pa
     assert bad.returncode == 2 and "--pass-rate-low is required" in bad.stderr
 
 
-def test_kill_9_then_resume_continues_each_case_where_it_stood(tmp_path: Path) -> None:
-    """A killed sequential run resumed to the end sends no finished job again, runs each case's
-    repeats in order without gaps, and settles the verdicts an uninterrupted run settles (the
-    local API's outcomes are seeded per agent and body: the same cases, clearly apart, here)."""
+FAST = ["--time-scale", "0.001", "--seed", "11"]
+"""Conversations of a few milliseconds, the same draws on every start (per agent and body)."""
+
+
+def kill_at_hold(api: LocalAPI, config: Path, results: Path, timeout: float = 60) -> None:
+    """``python -m runner run`` against a local API started with ``--hold-request``: SIGKILL
+    the runner once the held request is waiting (every earlier job is journaled then: one at
+    a time). The caller resumes it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", str(config), "--results", str(results), "-q"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + timeout
+    while api.stats()["held"] == 0:
+        assert proc.poll() is None and time.monotonic() < deadline, "the hold was never reached"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_kill_9_then_resume_gives_the_same_verdicts(tmp_path: Path) -> None:
+    """Outcomes reproducible per job: one job at a time, each (agent, body)'s n-th request is
+    its n-th repeat and gets the local API's n-th draw for it. The killed run's server stays
+    up across the kill (``--hold-request``: the request it dies waiting for takes no draw), so
+    every repeat gets the outcome the uninterrupted run's got, and the verdicts, where each
+    settled and every outcome on the way, are the same."""
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    with local_api_process(["--time-scale", "0.05", "--seed", "11"]) as api:
-        done = run_cli(
-            "run",
-            str(e2e_config(tmp_path, api.base_url, SEQ, "seq")),
-            "--results",
-            str(whole),
-            "--no-progress",
-        )
-        assert done.returncode == 0, done.stderr
-    # slower conversations (same outcomes: they are seeded by agent and body), so the kill
-    # lands mid-run
-    with local_api_process(["--time-scale", "0.5", "--seed", "11"]) as api:
-        config = e2e_config(tmp_path, api.base_url, SEQ, "seq")
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "runner",
-                "run",
-                str(config),
-                "--results",
-                str(broken),
-                "--no-progress",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        parts = broken / "seq" / "parts" / "jobs"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not [
-            p for p in parts.glob("*.parquet") if not p.name.startswith(TMP_PREFIX)
-        ]:
-            time.sleep(0.05)
-        proc.kill()
-        proc.communicate()
-        before = done_job_keys(broken / "seq")
-        whole_jobs = pl.read_parquet(whole / "seq" / "jobs.parquet").height
-        assert 0 < len(before) < whole_jobs  # killed mid-run
-        api.reset_stats()
-        resumed = run_cli("run", str(config), "--results", str(broken), "--no-progress")
-        assert resumed.returncode == 0, resumed.stderr
+    serial = {**SEQ, "max": 12}
+    with local_api_process(FAST) as api:
+        config = e2e_config(tmp_path, api.base_url, serial, "seq", concurrency=1)
+        runner.run(config, results_root=whole, progress=False, quiet=True)
+        sent = api.stats()["simulate_requests"]
+    with local_api_process([*FAST, "--hold-request", str(sent // 2)]) as api:
+        config = e2e_config(tmp_path, api.base_url, serial, "seq", concurrency=1)
+        kill_at_hold(api, config, broken)
+        assert api.stats()["simulations_completed"] == sent // 2 - 1  # killed mid-run
+        runner.run(config, results_root=broken, progress=False, quiet=True)  # the resume
     jobs = pl.read_parquet(broken / "seq" / "jobs.parquet")
+    assert jobs["run_id"].n_unique() == 2  # two sessions: killed mid-run, then resumed
     assert jobs["job_key"].n_unique() == jobs.height  # nothing paid for twice
     for (_, _), group in jobs.group_by("agent_id", "scenario_id"):
         assert sorted(group["repeat"]) == list(range(group.height))  # the n-th repeat, no gaps
-    a, b = verdicts_of(whole / "seq"), verdicts_of(broken / "seq")
-    assert a.keys() == b.keys()
-    both = [k for k in a if a[k] != "undecided" and b[k] != "undecided"]
-    assert both and all(a[k] == b[k] for k in both)
+    columns = ["agent_id", "scenario_id", "verdict", "settled_at", "passes", "repeats"]
+    a, b = (
+        pl.read_parquet(d / "seq" / "verdicts.parquet").select(columns).sort(columns[:2])
+        for d in (whole, broken)
+    )
+    assert a.equals(b), (a, b)
+    assert set(a["verdict"]) >= {"fail"} and a["settled_at"].is_not_null().any()
 
 
 def test_extending_max_continues_only_the_cases_still_open(tmp_path: Path) -> None:

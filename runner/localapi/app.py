@@ -12,7 +12,10 @@ lookup (404) -> concurrency cap (429) -> injected fault.
 Seeding: a conversation's rng is derived from (seed, agent id, canonical body JSON, n), where n
 counts how often this server has seen that exact (agent, body) before. So a fixed ``--seed``
 and request sequence reproduce every transcript, while repeats of one scenario still differ.
-Fault draws are derived from (seed, "faults", i) for the i-th simulate request.
+Fault draws are derived from (seed, "faults", i) for the i-th simulate request. A client that
+sends one request at a time gets the n-th draw of an (agent, body) on its n-th request for it;
+``--hold-request N`` leaves the N-th request unanswered and undrawn, so a client killed while
+it waits, then resumed against the same server, is served what an uninterrupted one was.
 """
 
 from __future__ import annotations
@@ -210,6 +213,10 @@ class SimulationReply(Response):
         stats = state.stats
         cap = state.settings.max_concurrency
         stats.simulate_requests += 1
+        if state.settings.hold_request == stats.simulate_requests:
+            stats.held += 1  # no reply, no fault draw, no conversation draw: until it leaves
+            await await_disconnect(receive)
+            return
         if cap is not None and stats.in_flight >= cap:
             stats.concurrency_rejections += 1
             status, body, headers = fault_reply(state, FaultKind.CONCURRENCY_429, limit=cap)

@@ -167,6 +167,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "instead of replying (a reply lost in transit)",
     )
     parser.add_argument(
+        "--hold-request",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="the N-th simulate request gets no reply until its client leaves and takes no "
+        "draw (a test kills the client there; a resumed client gets the same conversations)",
+    )
+    parser.add_argument(
         "--simulate-endpoints",
         choices=["on", "off", "gone"],
         default="on",
@@ -216,6 +224,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         retry_after=args.retry_after,
         simulate_endpoints=args.simulate_endpoints,
         lose_run_replies=args.lose_run_replies,
+        hold_request=args.hold_request,
         judge_noise=args.judge_noise,
         user_drift=args.user_drift,
     )

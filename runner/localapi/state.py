@@ -69,6 +69,10 @@ class ServerSettings:
     retry_after: float | None = None
     """Seconds sent as ``Retry-After`` on 429s; None (default) sends no such header."""
     lose_run_replies: int = 0
+    hold_request: int | None = None
+    """The simulate request with this number (1 for the first) gets no reply until its client
+    leaves, and takes no draw: a test kills the client there, at a known point, and a resumed
+    client against the same server is served the draws it would have been."""
     """The first N run-tests calls start their invocation and then drop the connection
     instead of replying (a reply lost in transit: the client cannot know it was started)."""
     simulate_endpoints: Literal["on", "off", "gone"] = "on"

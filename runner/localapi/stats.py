@@ -31,6 +31,8 @@ class ServerStats:
     """Replies sent in full (stream: the analysis frame went out)."""
     client_disconnects: int = 0
     """Simulations the client abandoned before the reply was complete."""
+    held: int = 0
+    """Simulate requests held unanswered by ``--hold-request`` (until their client left)."""
     streams_broken: Counter[str] = field(default_factory=Counter)
     faults_injected: Counter[str] = field(default_factory=Counter)
     concurrency_rejections: int = 0
@@ -101,6 +103,7 @@ class ServerStats:
             "simulations_started": self.simulations_started,
             "simulations_completed": self.simulations_completed,
             "client_disconnects": self.client_disconnects,
+            "held": self.held,
             "streams_broken": {k: self.streams_broken.get(k, 0) for k in BROKEN_KINDS},
             "faults_injected": {k.value: self.faults_injected.get(k.value, 0) for k in FaultKind},
             "concurrency_rejections": self.concurrency_rejections,
