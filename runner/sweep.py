@@ -436,7 +436,6 @@ async def execute(
         result.budget = make_budget(
             cfg, opened.earlier_usd, opened.earlier_credits, result.estimate
         )
-        planner = session_planner(cfg, opened, limit)
         backend = make_backend(
             cfg,
             make_http_client(url, api_key, cfg.target.timeouts, pool),
