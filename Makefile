@@ -151,9 +151,9 @@ $(JS_SDK): tests/js/package.json tests/js/package-lock.json
 	cd tests/js && npm ci --no-audit --no-fund
 
 # lint first: ruff (check and format) and mypy are part of green, as the design asks; then
-# the docs, built strictly
+# the docs, built strictly; then the suite on every core (pytest-xdist, a test file per worker)
 test: lint docs-check $(JS_SDK)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .mypy_cache .ruff_cache site

@@ -57,6 +57,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(home, ignore_errors=True)
 
 
+RAY_FILES = frozenset({"test_ray.py", "test_ray_cluster.py", "test_no_egress.py"})
+"""Test files that start Ray clusters (test_no_egress runs Ray tests under strace)."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``make test`` (pytest-xdist, ``-n auto --dist loadgroup``) each test file runs on
+    one worker, so its module and session fixtures start once; the files that start Ray
+    clusters share one worker and run one after another (two clusters starting at once on a
+    two-core machine time out). Without ``-n`` the marks change nothing."""
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("ray" if name in RAY_FILES else name))
+
+
 FAST_ARGS: tuple[str, ...] = ("--time-scale", "0.001")
 """Options of the shared server: a simulated minute passes in 60 ms."""
 
