@@ -33,12 +33,7 @@ from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
-from runner.localapi.agent_testing import (
-    AgentTestingEmulator,
-    CreateSimulationTestBody,
-    simulation_request,
-    tool_mock,
-)
+from runner.localapi.agent_testing import AgentTestingEmulator
 from runner.localapi.agents import AgentDef, with_override
 from runner.localapi.conversation import (
     ConversationPlan,
@@ -63,6 +58,7 @@ from runner.localapi.state import (
     agent_branches_json,
     branch_json,
 )
+from runner.localapi.testbodies import CreateSimulationTestBody, simulation_request, tool_mock
 from runner.localapi.truth import DEFAULT_SAMPLES, MAX_SAMPLES, Case, served_rate
 from runner.wire.pricing import CALCULATE_ANY_PATH, CALCULATE_PATH, CalculateRequest
 from runner.wire.simulate import Analysis, SimulationRequest, WireModel
