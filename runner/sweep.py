@@ -6,6 +6,10 @@ target, the expected cost and the budget from ``runner.costing``, the backend fr
 ``runner.backends.factory``, the engine walking the session's jobs from ``runner.plan``, with
 its progress display and signal handling) and ``finalize`` (the session's figures, the
 compacted tables, the manifest). Everything it decides is plain data.
+
+(Over 600 lines because it is the one shell that wires a session's three steps together around
+the ``OpenSession`` and ``RunResult`` they share; the decisions it wires live in ``plan``,
+``planner``, ``costing``, ``comparing`` and ``backends.factory``.)
 """
 
 from __future__ import annotations

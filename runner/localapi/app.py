@@ -3,8 +3,9 @@
 What it serves follows the vendor's API as the README describes it: the two simulate
 endpoints (streamed as double-encoded JSON lines, or buffered), agent get/list, and the
 vendor's error bodies. The conversations themselves come from ``conversation.plan_conversation``;
-this module only decides *whether* and *how* a reply goes out (auth, validation, concurrency
-cap, faults) and paces it (``delay_secs * time_scale`` before each message).
+this module holds the routes and the edge (auth, validation, counting replies); whether and how
+a simulate reply goes out (concurrency cap, faults) and its pacing (``delay_secs * time_scale``
+before each message) are ``delivery.SimulationReply``'s.
 
 Order of checks, like the real service: auth (middleware) -> body validation (422) -> agent
 lookup (404) -> concurrency cap (429) -> injected fault.
@@ -21,9 +22,8 @@ it waits, then resumed against the same server, is served what an uninterrupted 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -33,26 +33,15 @@ from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
-from runner.localapi.agent_testing import (
-    AgentTestingEmulator,
-    CreateSimulationTestBody,
-    simulation_request,
-    tool_mock,
-)
-from runner.localapi.agents import AgentDef, with_override
-from runner.localapi.conversation import (
-    ConversationPlan,
-    message_json,
-)
-from runner.localapi.faults import (
-    ERROR_REPLY_KINDS,
-    FaultDecision,
-    FaultKind,
-    fault_frame_index,
+from runner.localapi.agent_testing import AgentTestingEmulator
+from runner.localapi.agents import with_override
+from runner.localapi.delivery import (
+    SimulationReply,
+    error_body,
+    send_json,
 )
 from runner.localapi.history import ProductionHistory
-from runner.localapi.pricing import calculate, conversation_cost
-from runner.localapi.replies import await_disconnect, drop_connection, fault_reply
+from runner.localapi.pricing import calculate
 from runner.localapi.state import (
     LocalAPIState,
     Message,
@@ -63,52 +52,14 @@ from runner.localapi.state import (
     agent_branches_json,
     branch_json,
 )
+from runner.localapi.testbodies import CreateSimulationTestBody, simulation_request, tool_mock
 from runner.localapi.truth import DEFAULT_SAMPLES, MAX_SAMPLES, Case, served_rate
 from runner.wire.pricing import CALCULATE_ANY_PATH, CALCULATE_PATH, CalculateRequest
-from runner.wire.simulate import Analysis, SimulationRequest, WireModel
+from runner.wire.simulate import SimulationRequest, WireModel
 
 logger = logging.getLogger("runner.localapi")
 
 SIMULATE_SUFFIXES = ("/simulate-conversation", "/simulate-conversation/stream")
-
-
-# ---------------------------------------------------------------------------- serialization
-
-
-def analysis_json(analysis: Analysis) -> dict[str, Any]:
-    data = analysis.model_dump(mode="json", exclude_none=True)
-    data.setdefault("call_summary_title", None)
-    return data
-
-
-def frame_line(frame: dict[str, Any]) -> bytes:
-    """One stream line: the frame's JSON, as a JSON string literal, newline-terminated."""
-    return (json.dumps(json.dumps(frame, separators=(",", ":"))) + "\n").encode()
-
-
-def error_body(status: str, message: str) -> dict[str, Any]:
-    return {"detail": {"status": status, "message": message}}
-
-
-# ---------------------------------------------------------------------------- raw ASGI helpers
-
-
-async def send_json(
-    send: Send, status: int, body: Any, headers: Iterable[tuple[bytes, bytes]] = ()
-) -> None:
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload, "more_body": False})
 
 
 class EdgeMiddleware:
@@ -170,194 +121,6 @@ class EdgeMiddleware:
         if not hmac.compare_digest(given, self.api_key):
             return error_body("invalid_api_key", "Invalid API key")
         return None
-
-
-# ---------------------------------------------------------------------------- one simulation
-
-
-class SimulationReply(Response):
-    """ASGI reply of one simulate request: cap, fault draw, then the paced conversation.
-
-    A ``Response`` subclass only so FastAPI hands it to the server untouched. Everything up to
-    ``simulation_started`` runs without awaiting, so the concurrency cap's check-and-increment
-    is atomic on the event loop.
-    """
-
-    def __init__(
-        self, state: LocalAPIState, agent: AgentDef, request: SimulationRequest, *, stream: bool
-    ) -> None:  # no super().__init__(): there is no body to render up front
-        self.background = None
-        self.status_code = 200
-        self.raw_headers = []
-        self.state = state
-        self.agent = agent
-        self.request = request
-        self.stream = stream
-        self.dropped = False
-        self._ended = False
-        self.plan: ConversationPlan | None = None
-
-    def _finish(self, completed: bool) -> None:
-        """Free the simulation's slot once, as its last byte is handed over: a client reusing
-        the connection may send its next request before this handler has unwound, and that
-        request must not find the slot still taken (the cap would reject it spuriously)."""
-        if not self._ended:
-            self._ended = True
-            self.state.stats.simulation_ended(completed=completed)
-            if completed and self.plan is not None:
-                usd, _, credits = conversation_cost(m.message.llm_usage for m in self.plan.messages)
-                self.state.stats.bill(usd, credits)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
-        state = self.state
-        stats = state.stats
-        cap = state.settings.max_concurrency
-        stats.simulate_requests += 1
-        if state.settings.hold_request == stats.simulate_requests:
-            stats.held += 1  # no reply, no fault draw, no conversation draw: until it leaves
-            await await_disconnect(receive)
-            return
-        if cap is not None and stats.in_flight >= cap:
-            stats.concurrency_rejections += 1
-            status, body, headers = fault_reply(state, FaultKind.CONCURRENCY_429, limit=cap)
-            await send_json(send, status, body, headers)
-            return
-        decision = state.next_fault()
-        kind = decision.kind
-        if kind is not None:
-            stats.fault_injected(kind.value)
-            logger.debug("injecting fault %s", kind.value)
-        if kind is not None and kind in ERROR_REPLY_KINDS:
-            status, body, headers = fault_reply(state, kind)
-            await send_json(send, status, body, headers)
-            return
-        if kind is FaultKind.RESET:
-            stats.stream_broken("reset")
-            await self._drop_connection(scope, lambda: await_disconnect(receive), reset=True)
-            return
-        plan = self.plan = state.plan(self.agent, self.request)
-        stats.simulation_started()
-        completed = replied = client_gone = False
-        try:
-            async with anyio.create_task_group() as tg:
-                gone = anyio.Event()
-
-                async def watch_client() -> None:
-                    nonlocal client_gone
-                    await await_disconnect(receive)  # also returns once the reply is complete
-                    gone.set()
-                    if not (replied or self.dropped):
-                        client_gone = True
-                        tg.cancel_scope.cancel()
-
-                tg.start_soon(watch_client)
-                reply = self._stream_reply if self.stream else self._buffered_reply
-                completed = await reply(plan, decision, scope, send, gone.wait)
-                replied = True
-                tg.cancel_scope.cancel()
-        finally:
-            if client_gone:
-                stats.client_disconnects += 1
-            self._finish(completed)
-
-    async def _drop_connection(
-        self, scope: Scope, wait_gone: Callable[[], Awaitable[Any]], *, reset: bool
-    ) -> None:
-        """Close the connection (``replies.drop_connection``), marked as dropped first so the
-        disconnect watcher does not count it as the client's."""
-        self.dropped = True
-        if not await drop_connection(self.state, scope, wait_gone, reset=reset):
-            raise RuntimeError("dropping a connection needs the server of runner.localapi.server")
-
-    async def _sleep(self, secs: float) -> None:
-        await anyio.sleep(secs * self.state.settings.time_scale)
-
-    async def _stream_reply(
-        self,
-        plan: ConversationPlan,
-        decision: FaultDecision,
-        scope: Scope,
-        send: Send,
-        wait_gone: Callable[[], Awaitable[Any]],
-    ) -> bool:
-        """Frames one message at a time, each after its delay; True if sent in full."""
-        stats = self.state.stats
-        kind = decision.kind
-        n_messages = len(plan.messages)
-        hit = fault_frame_index(decision.position, n_messages + 1) if kind is not None else -1
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        for index in range(n_messages + 1):
-            if index < n_messages:
-                planned = plan.messages[index]
-                await self._sleep(planned.delay_secs)
-                frame: dict[str, Any] = {
-                    "simulated_conversation": [message_json(planned.message)],
-                    "analysis": None,
-                }
-            else:
-                await self._sleep(plan.analysis_delay_secs)
-                frame = {"simulated_conversation": None, "analysis": analysis_json(plan.analysis)}
-            line = frame_line(frame)
-            if index == hit:
-                if kind is FaultKind.STALL:
-                    await anyio.sleep(self.state.settings.faults.stall_secs)
-                elif kind is FaultKind.DISCONNECT:
-                    stats.stream_broken("disconnect")
-                    await self._drop_connection(scope, wait_gone, reset=False)
-                    return False
-                elif kind is FaultKind.MALFORMED:
-                    stats.stream_broken("malformed")
-                    line = line[: len(line) // 2] + b"\n"
-            await send({"type": "http.response.body", "body": line, "more_body": True})
-            stats.frames_sent += 1
-            stats.messages_sent += index < n_messages
-        self._finish(kind is not FaultKind.MALFORMED)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-        return kind is not FaultKind.MALFORMED
-
-    async def _buffered_reply(
-        self,
-        plan: ConversationPlan,
-        decision: FaultDecision,
-        scope: Scope,
-        send: Send,
-        wait_gone: Callable[[], Awaitable[Any]],
-    ) -> bool:
-        """One JSON reply after the summed delays; True if sent intact."""
-        stats = self.state.stats
-        kind = decision.kind
-        total = sum(m.delay_secs for m in plan.messages) + plan.analysis_delay_secs
-        if kind is FaultKind.DISCONNECT:
-            await self._sleep(total * decision.position)
-            stats.stream_broken("disconnect")
-            await self._drop_connection(scope, wait_gone, reset=False)
-            return False
-        if kind is FaultKind.STALL:
-            await anyio.sleep(self.state.settings.faults.stall_secs)
-        await self._sleep(total)
-        body = json.dumps(
-            {
-                "simulated_conversation": [message_json(m.message) for m in plan.messages],
-                "analysis": analysis_json(plan.analysis),
-            }
-        ).encode()
-        if kind is FaultKind.MALFORMED:
-            stats.stream_broken("malformed")
-            body = body[: len(body) // 2]
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        stats.messages_sent += len(plan.messages)
-        self._finish(kind is not FaultKind.MALFORMED)
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-        return kind is not FaultKind.MALFORMED
 
 
 # ---------------------------------------------------------------------------- the app

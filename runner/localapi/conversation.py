@@ -1,5 +1,11 @@
 """The local API's conversation simulator: an agent and a simulated user talk, then a judge.
 
+(Over 600 lines because ``_Simulation`` is one state machine of nearly 600 lines: the user's
+turns, the agent's turns and the tool calls read and write the same goals, transcript and
+variables, so split apart each part would reach into the others. What is not that state
+machine lives elsewhere: the wording of texts in ``wording``, the verdicts in ``criteria`` and
+``judge``, the behaviour draws in ``behaviour``.)
+
 ``plan_conversation`` is pure: given the agent, the request and a seeded ``random.Random`` it
 returns the whole conversation up front, each message with the (unscaled) delay after which it
 is ready. The server only sleeps and streams, so every behaviour here is testable without a
@@ -72,6 +78,16 @@ from runner.localapi.judge import (
     summarise,
 )
 from runner.localapi.pricing import message_usage
+from runner.localapi.wording import (
+    article,
+    clauses,
+    first_person,
+    lower_first,
+    sentences,
+    stringify,
+    substitute,
+    text_vars,
+)
 from runner.wire.simulate import (
     Analysis,
     LLMUsage,
@@ -160,10 +176,8 @@ def message_json(message: TranscriptMessage) -> dict[str, Any]:
     return body
 
 
-# ---------------------------------------------------------------------------- text helpers
+# ---------------------------------------------------------------------------- set lines
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
-_SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
 _NEGATED_NEED = re.compile(
     r"\b(?:do not|don't|does not|doesn't|no longer|never) (?:need|want)\b|\bnothing else\b",
     re.IGNORECASE,
@@ -179,85 +193,6 @@ DRIFTS: tuple[str, ...] = (
 )
 """What a drifting simulated user says when it abandons its goal (``--user-drift``)."""
 _LACKING = re.compile(r"\bdon't have\b|\bdo not have\b|\bnot sure\b", re.IGNORECASE)
-_CONNECTOR = re.compile(r"^(?:then|and|also|finally|after that|next|first|lastly),?\s+", re.I)
-_IMPERATIVES: list[tuple[str, str, bool]] = [
-    # (instruction to the simulated user, what it says instead, whether that is a question);
-    # "\x00" stands for the "you" that addresses the agent, kept out of the pronoun swaps.
-    (r"(?:ask|inquire|enquire)(?: the agent)? (?:whether|if)", "Could \x00 tell me whether", True),
-    (r"(?:ask|inquire|enquire)(?: the agent)? about", "I have a question about", False),
-    (r"ask(?: the agent)? to", "Could \x00", True),
-    (r"ask(?: the agent)? for", "Could I get", True),
-    (r"check (?:whether|if)", "Could \x00 check whether", True),
-    (r"(?:ask|inquire|enquire)(?: the agent)?", "I'd like to know", False),
-    (r"(?:tell|inform)(?: the agent)?(?: that)?", "", False),
-    (r"request", "I'd like to request", False),
-    (r"find out", "I'd like to find out", False),
-    (r"complain", "I want to complain", False),
-]
-_PRONOUNS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"\byou are\b", re.I), "I am"),
-    (re.compile(r"\byou're\b", re.I), "I'm"),
-    (re.compile(r"\byou've\b", re.I), "I've"),
-    (re.compile(r"\byou'll\b", re.I), "I'll"),
-    (re.compile(r"\byou'd\b", re.I), "I'd"),
-    (re.compile(r"\byourself\b", re.I), "myself"),
-    (re.compile(r"\byours\b", re.I), "mine"),
-    (re.compile(r"\byour\b", re.I), "my"),
-    (re.compile(r"(^|[,;:]\s*|\b(?:and|then|if|when|because|but|so)\s+)you\b", re.I), r"\1I"),
-]
-
-
-def stringify(value: Any) -> str | None:
-    """A dynamic variable's value as text; None for values that say nothing."""
-    if value is None:
-        return None
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if text.strip() else None
-
-
-def substitute(text: str, variables: dict[str, str]) -> str:
-    return _PLACEHOLDER.sub(lambda m: variables.get(m.group(1), m.group(0)), text)
-
-
-def sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.findall(text) if s.strip(" .!?")]
-
-
-def first_person(sentence: str) -> str:
-    """Persona sentences are written to the user ("Your order is late", "Ask about X"): say
-    them as the user would ("My order is late.", "I have a question about X.")."""
-    text = _CONNECTOR.sub("", sentence.strip())
-    # "You ask about X" is the instruction "Ask about X", said as the user would.
-    text = re.sub(
-        r"^you\s+(?=(?:ask|inquire|enquire|request|complain|find out)\b)", "", text, flags=re.I
-    )
-    question = False
-    for pattern, replacement, asks in _IMPERATIVES:
-        swapped, count = re.subn(rf"^{pattern}\b", replacement, text, count=1, flags=re.I)
-        if count:
-            text, question = swapped.strip(), asks
-            break
-    text = re.sub(r"\bthe agent\b", "\x00", text, flags=re.I)
-    for pronoun, replacement in _PRONOUNS:
-        text = pronoun.sub(replacement, text)
-    # A "you" left over is the user as an object ("help you"): "me".
-    text = re.sub(r"\byou\b", "me", text, flags=re.I).replace("\x00", "you")
-    text = text.strip()
-    if not text:
-        return sentence.strip()
-    text = text[0].upper() + text[1:]
-    if question:
-        return text.rstrip(".!") + "?" if not text.endswith("?") else text
-    return text if text[-1] in ".!?" else text + "."
-
-
-def clauses(text: str) -> list[str]:
-    """Sentences, split again at "and"/"but"/";" so that each request stands alone."""
-    out: list[str] = []
-    for sentence in sentences(text):
-        parts = re.split(r"\s*;\s*|,?\s+(?:and|but|plus)\s+(?=\w+\s+\w+)", sentence)
-        out.extend(p.strip() for p in parts if p and p.strip(" .!?"))
-    return out
 
 
 # ---------------------------------------------------------------------------- the simulation
@@ -319,8 +254,8 @@ class _Simulation:
         """The behaviours this conversation showed (drawn, and put to use)."""
         self.result_vars: dict[str, str] = {}
 
-        spec_vars = _text_vars(spec.dynamic_variables or {})
-        user_vars = _text_vars(
+        spec_vars = text_vars(spec.dynamic_variables or {})
+        user_vars = text_vars(
             user.dynamic_variables.dynamic_variable_placeholders if user.dynamic_variables else {}
         )
         self.user_vars = {**spec_vars, **user_vars}
@@ -605,7 +540,7 @@ class _Simulation:
         goal.status = "active"
         self.current = goal
         also = handled_one and not re.search(r"\balso\b", goal.text, re.I)
-        self._user_says(prefix + ("Also, " + _lower_first(goal.text) if also else goal.text))
+        self._user_says(prefix + ("Also, " + lower_first(goal.text) if also else goal.text))
 
     def _rephrase(self, goal: _Goal) -> str:
         intent = next((i for i in self.agent.intents if i.id == goal.intent_id), None)
@@ -614,7 +549,7 @@ class _Simulation:
         topic = intent.title or intent.keywords[0]
         if not keyword_hits(intent, topic):
             topic = f"{topic} ({intent.keywords[0]})"
-        return f"I need help with {_article(topic)} {topic}."
+        return f"I need help with {article(topic)} {topic}."
 
     def _answer(self, field: DataFieldDef) -> None:
         value = next(
@@ -877,26 +812,6 @@ class _Simulation:
 
     def goal_outcomes(self) -> list[GoalOutcome]:
         return [GoalOutcome(g.text, g.intent_id, g.status) for g in self.goals]
-
-
-def _lower_first(text: str) -> str:
-    """Lower-case the first letter unless it starts the pronoun "I"."""
-    if re.match(r"I\b", text):
-        return text
-    return text[:1].lower() + text[1:]
-
-
-def _article(noun: str) -> str:
-    return "an" if noun[:1].lower() in "aeiou" else "a"
-
-
-def _text_vars(raw: dict[str, Any]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in raw.items():
-        text = stringify(value)
-        if text is not None:
-            out[str(key)] = text
-    return out
 
 
 def plan_conversation(
