@@ -28,6 +28,7 @@ is such a run for either role: consecutive text messages of one role count once.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -163,19 +164,48 @@ class _Utterance:
 
 
 class Transcript:
-    """A transcript with what several kinds read computed once: its spoken messages
-    (index, role, text stripped) and the agent's utterances."""
+    """A transcript with what several kinds read computed once per job, when first asked: its
+    spoken messages (index, role, text stripped), its tool calls and results (index, item),
+    the agent's utterances, and their texts joined (one search of a pattern over all of them).
+    """
 
-    __slots__ = ("_utterances", "messages", "spoken")
+    __slots__ = ("_calls", "_joined", "_results", "_utterances", "messages", "spoken")
 
     def __init__(self, messages: Sequence[Message]) -> None:
         self.messages = messages
-        self.spoken: list[tuple[int, str, str]] = []
+        spoken: list[tuple[int, str, str]] = []
         for i, m in enumerate(messages):
             text = m.message
             if text and (text := text.strip()):
-                self.spoken.append((i, m.role, text))
+                spoken.append((i, m.role, text))
+        self.spoken = spoken
+        self._calls: list[tuple[int, CallLike]] | None = None
+        self._results: list[tuple[int, ResultLike]] = []
         self._utterances: dict[int, list[_Utterance]] = {}
+        self._joined: dict[int, str] = {}
+
+    def _tools(self) -> list[tuple[int, CallLike]]:
+        if self._calls is None:
+            calls: list[tuple[int, CallLike]] = []
+            results = self._results
+            for i, m in enumerate(self.messages):
+                if m.tool_calls:
+                    calls.extend([(i, c) for c in m.tool_calls])
+                if m.tool_results:
+                    results.extend([(i, r) for r in m.tool_results])
+            self._calls = calls
+        return self._calls
+
+    @property
+    def calls(self) -> list[tuple[int, CallLike]]:
+        """Every tool call with the index of its message, in order."""
+        return self._tools()
+
+    @property
+    def results(self) -> list[tuple[int, ResultLike]]:
+        """Every tool result with the index of its message, in order."""
+        self._tools()
+        return self._results
 
     def utterances(self, after: int = -1) -> list[_Utterance]:
         """Runs of consecutive agent messages with text (index > ``after``), each joined: a
@@ -183,6 +213,14 @@ class Transcript:
         found = self._utterances.get(after)
         if found is not None:
             return found
+        if after >= 0:
+            every = self.utterances()
+            # A run wholly after ``after`` is the same run either way; only a run holding
+            # ``after`` and going on past it would be cut (then the runs are built afresh).
+            if not any(u.spans[0][0] <= after < u.spans[-1][0] for u in every):
+                kept = [u for u in every if u.spans[0][0] > after]
+                self._utterances[after] = kept
+                return kept
         out: list[_Utterance] = []
         current: _Utterance | None = None
         previous = -2
@@ -202,9 +240,191 @@ class Transcript:
         self._utterances[after] = out
         return out
 
+    def joined(self, after: int = -1) -> str:
+        """The texts of ``utterances(after)`` joined by a line break (``Finder.maybe_in``)."""
+        found = self._joined.get(after)
+        if found is None:
+            found = self._joined[after] = _SEPARATOR.join(u.text for u in self.utterances(after))
+        return found
+
 
 def _transcript(given: Sequence[Message] | Transcript) -> Transcript:
     return given if isinstance(given, Transcript) else Transcript(given)
+
+
+# ---------------------------------------------------------------------------- searching
+
+_SEPARATOR = "\n"
+r"""Between utterances in ``Transcript.joined``: not a word character, so ``\b`` and ``\B`` at
+an utterance's edge read the same as at the edge of the utterance alone."""
+
+_FINDER_TRIES = 8
+_FINDER_GAP = 8
+"""A ``Finder`` tries candidate positions one at a time while they are no denser than one in
+``_FINDER_GAP`` characters (after ``_FINDER_TRIES``); denser, the pattern scans the rest."""
+
+_REPEATS = frozenset({"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"})
+_NOT_LOCAL = frozenset(
+    {"ASSERT", "ASSERT_NOT", "ATOMIC_GROUP", "POSSESSIVE_REPEAT", "GROUPREF", "GROUPREF_EXISTS"}
+)
+_EDGE_FREE_AT = frozenset({"AT_BOUNDARY", "AT_NON_BOUNDARY"})
+_CATEGORIES = {
+    "CATEGORY_DIGIT": r"\d",
+    "CATEGORY_NOT_DIGIT": r"\D",
+    "CATEGORY_SPACE": r"\s",
+    "CATEGORY_NOT_SPACE": r"\S",
+    "CATEGORY_WORD": r"\w",
+    "CATEGORY_NOT_WORD": r"\W",
+}
+
+
+def _parse(pattern: re.Pattern[str]) -> Any:
+    """The pattern's parse tree (the standard library's own regex parser)."""
+    parser: Any = importlib.import_module("re._parser")
+    return parser.parse(pattern.pattern, pattern.flags)
+
+
+def _name(op: Any) -> str:
+    return str(getattr(op, "name", op))
+
+
+def _char(code: int) -> str:
+    return f"\\U{code:08x}"
+
+
+def _class_items(items: Any) -> list[str] | None:
+    """A parsed character class as the parts of a ``[...]`` (None: negated or not known)."""
+    out = []
+    for op, av in items:
+        name = _name(op)
+        if name == "LITERAL":
+            out.append(_char(av))
+        elif name == "RANGE":
+            out.append(_char(av[0]) + "-" + _char(av[1]))
+        elif name == "CATEGORY" and _name(av) in _CATEGORIES:
+            out.append(_CATEGORIES[_name(av)])
+        else:
+            return None
+    return out
+
+
+def _first_chars(items: Any) -> tuple[list[str], bool] | None:
+    """What a match of the parsed ``items`` can begin with: the parts of a character class
+    holding every first character of a non-empty match, and whether the items can match
+    empty; None when that is not worked out here (any character, a back-reference, flags)."""
+    parts: list[str] = []
+    for op, av in items:
+        name = _name(op)
+        if name == "LITERAL":
+            return [*parts, _char(av)], False
+        if name == "IN":
+            chars = _class_items(av)
+            return None if chars is None else ([*parts, *chars], False)
+        if name in ("AT", "ASSERT", "ASSERT_NOT"):
+            continue  # zero-width: the first character comes after it
+        inner: tuple[list[str], bool] | None
+        if name == "SUBPATTERN":
+            if av[1] or av[2]:
+                return None
+            inner, least = _first_chars(av[3]), 1
+        elif name == "ATOMIC_GROUP":
+            inner, least = _first_chars(av), 1
+        elif name in _REPEATS:
+            inner, least = _first_chars(av[2]), av[0]
+        elif name == "BRANCH":
+            alternatives = [_first_chars(a) for a in av[1]]
+            if any(a is None for a in alternatives):
+                return None
+            inner = (
+                [c for a in alternatives if a for c in a[0]],
+                any(a[1] for a in alternatives if a),
+            )
+            least = 1
+        else:
+            return None
+        if inner is None:
+            return None
+        parts += inner[0]
+        if least > 0 and not inner[1]:
+            return parts, False
+    return parts, True
+
+
+def _subpatterns(av: Any) -> list[Any]:
+    """The parsed sub-patterns inside an opcode's argument."""
+    if not isinstance(av, tuple | list):
+        return []
+    out = []
+    for x in av:
+        if hasattr(x, "data") and hasattr(x, "getwidth"):
+            out.append(x)
+        else:
+            out += _subpatterns(x)
+    return out
+
+
+def _local(items: Any) -> bool:
+    r"""The parsed pattern reads nothing outside its match but the characters beside it
+    (``\b``, ``\B``), and backtracks freely: no anchor, lookaround, back-reference, atomic group
+    or possessive repeat."""
+    for op, av in items:
+        name = _name(op)
+        if name in _NOT_LOCAL or (name == "AT" and _name(av) not in _EDGE_FREE_AT):
+            return False
+        if not all(_local(sub) for sub in _subpatterns(av)):
+            return False
+    return True
+
+
+class Finder:
+    r"""A compiled regex searched faster, with the very result of ``pattern.search``; built once
+    at config load. Two shortcuts, each taken only where the pattern's parse proves it safe.
+    ``search``: a pattern without a fixed first character (``\b(?:\d[ -]?){13,16}\b``) is tried
+    by the regex engine at every position; here the class of characters any match begins with
+    is searched first (a plain class, which the engine scans quickly) and the pattern tried
+    only there. ``maybe_in``: a pattern that reads nothing outside its match but the characters
+    beside it, and backtracks freely, can match inside one utterance only if it matches the
+    utterances joined by a line break: one search tells there is no match in any of them."""
+
+    __slots__ = ("first", "local", "pattern")
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+        self.first: re.Pattern[str] | None = None
+        self.local = False
+        try:
+            parsed = _parse(pattern)
+        except Exception:  # any doubt: the plain search
+            return
+        self.local = _local(parsed)
+        if pattern.flags & re.IGNORECASE:
+            return
+        first = _first_chars(parsed)
+        if first is not None and first[0] and not first[1]:
+            self.first = re.compile("[" + "".join(first[0]) + "]", pattern.flags & re.ASCII)
+
+    def search(self, text: str) -> re.Match[str] | None:
+        """``pattern.search(text)``."""
+        first = self.first
+        if first is None:
+            return self.pattern.search(text)
+        match = self.pattern.match
+        pos = tries = 0
+        while tries <= _FINDER_TRIES + pos // _FINDER_GAP:
+            candidate = first.search(text, pos)
+            if candidate is None:
+                return None
+            pos = candidate.start()
+            found = match(text, pos)
+            if found is not None:
+                return found
+            pos += 1
+            tries += 1
+        return self.pattern.search(text, pos)  # candidates too dense: the engine's own scan
+
+    def maybe_in(self, joined: str) -> bool:
+        """False only when no utterance joined in ``joined`` (``Transcript.joined``) matches."""
+        return not self.local or self.search(joined) is not None
 
 
 def _quote(text: str, start: int = 0, end: int | None = None) -> str:
@@ -293,7 +513,7 @@ def _scalar_equal(want: Any, got: Any) -> bool:
 
 def _mismatch(want: Any, got: Any, where: str) -> str | None:
     """Why ``got`` does not contain ``want`` (subset match), or None when it does."""
-    if isinstance(want, dict):
+    if isinstance(want, Mapping):
         if not isinstance(got, dict):
             return f"{where or 'arguments'} is {json.dumps(got)[:40]}, not an object"
         for key, value in want.items():
@@ -331,16 +551,11 @@ class ToolCalled:
     kind: str = field(default="tool_called", init=False)
 
     def evaluate(self, transcript: Sequence[Message] | Transcript) -> Verdict:
-        messages = _transcript(transcript).messages
-        calls = [
-            (i, c)
-            for i, m in enumerate(messages)
-            if m.tool_calls
-            for c in m.tool_calls
-            if c.tool_name == self.tool
-        ]
+        every = _transcript(transcript).calls
+        tool = self.tool
+        calls = [(i, c) for i, c in every if c.tool_name == tool]
         if not calls:
-            others = sorted({c.tool_name for m in messages for c in m.tool_calls})
+            others = sorted({c.tool_name for _, c in every})
             called = ", ".join(others) if others else "none"
             return Verdict("failure", f"{self.tool} was never called (tools called: {called})")
         if not self.with_:
@@ -357,7 +572,7 @@ class ToolCalled:
             except ValueError:
                 misses.append(f"#{index}: arguments are not JSON {_quote(call.params_as_json)}")
                 continue
-            why = _mismatch(dict(self.with_), params, "")
+            why = _mismatch(self.with_, params, "")
             if why is None:
                 return Verdict(
                     "success",
@@ -378,11 +593,18 @@ class AgentNeverMatches:
     pattern: re.Pattern[str]
     mirrors: str | None = None
     kind: str = field(default="agent_never_matches", init=False)
+    _finder: Finder = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_finder", Finder(self.pattern))
 
     def evaluate(self, transcript: Sequence[Message] | Transcript) -> Verdict:
-        utterances = _transcript(transcript).utterances()
-        for utterance in utterances:
-            match = self.pattern.search(utterance.text)
+        t = _transcript(transcript)
+        utterances = t.utterances()
+        finder = self._finder
+        searched = utterances if utterances and finder.maybe_in(t.joined()) else ()
+        for utterance in searched:
+            match = finder.search(utterance.text)
             if match:
                 at = _cite(utterance.indexes(match.start(), match.end()))
                 return Verdict(
@@ -406,6 +628,10 @@ class AgentSays:
     after_tool: str | None = None
     mirrors: str | None = None
     kind: str = field(default="agent_says", init=False)
+    _finders: tuple[Finder, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_finders", tuple(Finder(p) for p in self.patterns))
 
     def _wanted(self) -> str:
         return " or ".join(repr(p.pattern) for p in self.patterns)
@@ -414,13 +640,8 @@ class AgentSays:
         transcript = _transcript(given)
         after, scope = -1, "the agent"
         if self.after_tool is not None:
-            results = [
-                i
-                for i, m in enumerate(transcript.messages)
-                if m.tool_results
-                for r in m.tool_results
-                if r.tool_name == self.after_tool
-            ]
+            tool = self.after_tool
+            results = [i for i, r in transcript.results if r.tool_name == tool]
             if not results:
                 return Verdict(
                     "failure",
@@ -432,10 +653,15 @@ class AgentSays:
                 f"the agent after {self.after_tool}'s result at #{results[0]}",
             )
         utterances = transcript.utterances(after)
-        for utterance in utterances:
-            for pattern in self.patterns:
-                match = pattern.search(utterance.text)
+        finders = self._finders
+        if utterances and any(f.local for f in finders):
+            joined = transcript.joined(after)
+            finders = tuple(f for f in finders if f.maybe_in(joined))
+        for utterance in utterances if finders else ():
+            for finder in finders:
+                match = finder.search(utterance.text)
                 if match:
+                    pattern = finder.pattern
                     at = _cite(utterance.indexes(match.start(), match.end()))
                     return Verdict(
                         "success",

@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from runner.analysis.conversation import conversation_passed
-from runner.assertions import assertion_rows, turns_from_messages
+from runner.assertions import SOURCE as ASSERT_SOURCE
+from runner.assertions import assertion_rows, evaluate_all, turns_from_messages
 from runner.backends.base import SimulationResult, Timings
 from runner.errors import ErrorKind, Failure
 from runner.jobs import Job
@@ -201,6 +202,31 @@ def assert_rows(outcome: JobOutcome) -> list[dict[str, Any]]:
     return assertion_rows(outcome.job.key, turns, outcome.job.assertions)
 
 
+def add_assert_columns(columns: dict[str, list[Any]], outcome: JobOutcome) -> None:
+    """``assert_rows`` appended straight to the criteria table's columns, a list per column
+    rather than a dict per row (the same rows, for every finished job of a run with
+    assertions)."""
+    result = outcome.result
+    assertions = outcome.job.assertions
+    if result is None or not assertions:
+        return
+    verdicts = evaluate_all(assertions, turns_from_messages(result.messages))
+    n = len(verdicts)
+    nothing: list[Any] = [None] * n
+    values: dict[str, list[Any]] = {
+        "job_key": [outcome.job.key] * n,
+        "criterion_id": [a.id for a in assertions],
+        "name": [a.kind for a in assertions],
+        "result": [v.result for v in verdicts],
+        "rationale": [v.rationale for v in verdicts],
+        "score": nothing,
+        "max_score": nothing,
+        "source": [ASSERT_SOURCE] * n,
+    }
+    for name, column in columns.items():
+        column.extend(values[name])
+
+
 def data_collection_rows(outcome: JobOutcome) -> list[dict[str, Any]]:
     result = outcome.result
     if result is None:
@@ -286,7 +312,6 @@ class Batch:
         jobs[MATRIX_CELLS].append(outcome.job.matrix)
         for table, rows in (
             ("criteria", criteria_rows(outcome)),
-            ("criteria", assert_rows(outcome)),
             ("data_collection", data_collection_rows(outcome)),
             ("attempts", attempt_rows(outcome)),
             ("buckets", bucket_rows(outcome)),
@@ -295,6 +320,7 @@ class Batch:
             for row in rows:
                 for name, value in row.items():
                     columns[name].append(value)
+        add_assert_columns(self.columns["criteria"], outcome)
 
     def _add_messages(self, outcome: JobOutcome) -> tuple[int, int, float] | None:
         """The conversation's messages; returns its token and price totals. One pass per

@@ -12,6 +12,7 @@ import pytest
 from runner.assertions import (
     AgentNeverMatches,
     AgentSays,
+    Finder,
     FirstAgentMessageWithin,
     MaxTurns,
     ToolCalled,
@@ -363,3 +364,59 @@ def test_the_benchmark_runs_at_a_toy_size(tmp_path: Path) -> None:
     path.write_text(json.dumps({"rows": rows}))
     assert client_cpu_ms(path) == [(5.0, "runner @10")]
     assert client_cpu_ms(tmp_path / "absent.json") == []
+
+
+_FINDER_PATTERNS = [
+    r"\b(?:\d[ -]?){13,16}\b",
+    r"\d+",
+    r"^Hi",
+    r"\?$",
+    r"\bA-\d+",
+    r"\s\w",
+    r"[^a-z ]{3}",
+    r"(?<=\s)in",
+    r"x?",
+    r"(?:ab|\d)\d",
+    r"(?>\w+\s*)\b",
+    r"\W\w",
+    r"days\b|transit",
+    r"(a)\1",
+    r"(?:[ -]?\d){2,}",
+    r"\B\d",
+    r"(?i)ORDER",
+    r"(?x) 3 \s days",
+    r"[\u00e9-\u00ff]t",
+]
+_FINDER_TEXTS = [
+    "",
+    "4111 1111 1111 1111 is a card",
+    "Hi there, order A-10234 ships in 3 days?",
+    "-x",
+    "aa ab 12 b3 33 café été",
+    "1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6",
+    "no digits here at all, in transit\nthen more",
+]
+
+
+def test_finder_finds_what_the_pattern_finds_and_rules_out_only_what_cannot_match() -> None:
+    # The independent computation: the pattern's own search, on each text and on each part.
+    for source in _FINDER_PATTERNS:
+        pattern = re.compile(source)
+        finder = Finder(pattern)
+        for text in _FINDER_TEXTS:
+            want, got = pattern.search(text), finder.search(text)
+            assert (want and want.span()) == (got and got.span()), (source, text)
+        for i in range(len(_FINDER_TEXTS)):
+            parts = [t.strip() for t in _FINDER_TEXTS[i:] + _FINDER_TEXTS[:i] if t.strip()]
+            if any(pattern.search(p) for p in parts):
+                assert finder.maybe_in("\n".join(parts)), (source, parts)
+
+
+def test_finder_takes_its_shortcuts_only_where_the_parse_allows() -> None:
+    card = Finder(re.compile(r"\b(?:\d[ -]?){13,16}\b"))
+    assert card.first is not None and card.local
+    assert not Finder(re.compile(r"^Hi")).local
+    assert not Finder(re.compile(r"(?>\w+\s*)\b")).local
+    assert Finder(re.compile(r"x?")).first is None  # matches empty: no first character
+    assert Finder(re.compile(r".x")).first is None  # any character first
+    assert Finder(re.compile(r"(?i)x")).first is None

@@ -64,3 +64,27 @@ def test_the_run_page_filters_its_criteria_by_source_and_shows_agreement(
         expect(rows).to_have_text([JUDGED, "polite"])
         browser.close()
     assert errors == []
+
+
+def _html(url: str) -> str:
+    with urlopen(url) as reply:
+        return str(reply.read().decode())
+
+
+def test_the_source_filter_is_kept_into_the_cases_page_which_filters_by_it(viewer: Viewer) -> None:
+    run = _html(viewer.base_url + "/runs/tiny?source=assert")
+    assert "/runs/tiny/cases?criterion=short_call&amp;source=assert" in run
+    assert 'href="/runs/tiny/cases?source=assert"' in run  # a link without a query of its own
+    assert "/runs/tiny/cases?criterion=polite" not in run  # a judged criterion: filtered out
+
+    everything = _html(viewer.base_url + "/runs/tiny/cases")
+    judged = _html(viewer.base_url + "/runs/tiny/cases?source=extra&source=agent")
+    for html in (everything, judged):
+        assert f"<option>{JUDGED}</option>" in html
+    assert "<option>short_call</option>" in everything
+    assert "<option>short_call</option>" not in judged  # an assertion: not a judged source
+    assert judged.count('name="source" value=') == 2  # kept by the filter form
+    with pytest.raises(HTTPError) as caught:
+        urlopen(viewer.base_url + "/runs/tiny/cases?source=bogus")
+    caught.value.close()
+    assert caught.value.code == 400

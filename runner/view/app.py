@@ -15,11 +15,12 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import polars as pl
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -331,6 +332,12 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
             lambda: queries.run_figures(queries.of_sources(tables(state), sources)),
         )
 
+    def source_links(sources: tuple[str, ...]) -> tuple[str, str]:
+        """``?source=`` kept across a page's links: ``src_q`` for a URL without a query,
+        ``src_and`` to append to one."""
+        pairs = urlencode([("source", s) for s in sources])
+        return (f"?{pairs}", f"&{pairs}") if pairs else ("", "")
+
     def agreement(state: RunState) -> list[dict[str, Any]]:
         mirrors = cache.get(state, "mirrors", lambda: recorded_mirrors(state.path))
         return cache.get(state, "agreement", lambda: queries.run_agreement(tables(state), mirrors))
@@ -361,6 +368,8 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
             latency_sorts=queries.LATENCY_SORTS,
             sources=sources,
             source_names=analysis.SOURCES,
+            src_q=source_links(sources)[0],
+            src_and=source_links(sources)[1],
             agreement=agreement(state),
             live_url=f"/api/version?run={seg(name)}" if state.running else "",
             version=state.version,
@@ -370,14 +379,22 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
     def cases_page(name: str, request: Request) -> HTMLResponse:
         state = state_of(name)
         try:
-            query = queries.CaseQuery.from_params(dict(request.query_params))
-            figs = figures(state)
+            sources = analysis.check_sources(request.query_params.getlist("source"))
+            query = replace(
+                queries.CaseQuery.from_params(dict(request.query_params)), sources=sources
+            )
+            figs = source_figures(state, sources) if sources else figures(state)
             held = live(state)
             if held is None or held.repeats.keys:
-                page = queries.filter_cases(tables(state), query, figs.flaky_cases)
+                page = queries.filter_cases(
+                    queries.of_sources(tables(state), sources), query, figs.flaky_cases
+                )
             else:
                 page = queries.filter_cases(
-                    held.quick_tables(), query, figs.flaky_cases, page_tables=held.holding
+                    queries.of_sources(held.quick_tables(), sources),
+                    query,
+                    figs.flaky_cases,
+                    page_tables=lambda keys: queries.of_sources(held.holding(keys), sources),
                 )
         except ValueError as exc:
             raise bad_request(exc) from None
@@ -395,6 +412,9 @@ def create_app(root: Path, *, allowed_hosts: list[str] | None = None) -> FastAPI
                 else None
             ),
             results=queries.RESULTS,
+            sources=sources,
+            src_q=source_links(sources)[0],
+            src_and=source_links(sources)[1],
             live_url=f"/api/version?run={seg(name)}" if state.running else "",
             version=state.version,
         )

@@ -92,6 +92,9 @@ class CaseQuery:
     desc: bool = False
     page: int = 1
     per_page: int = PER_PAGE
+    sources: tuple[str, ...] = ()
+    """Criteria rows of these sources only (``?source=``, repeatable; ``analysis.of_sources``):
+    the run page's filter, kept across its links."""
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> CaseQuery:
@@ -186,6 +189,7 @@ class CaseQuery:
             pairs.append(("per_page", str(query.per_page)))
         if query.page != 1:
             pairs.append(("page", str(query.page)))
+        pairs += [("source", source) for source in query.sources]
         return urlencode(pairs)
 
 
