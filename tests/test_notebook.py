@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-import pytest
 import yaml
-from nbclient import NotebookClient
 from sweep_data import MISSING_ORDER, OFF_TOPIC, ORDER_STATUS_CRITERION
 
 import runner
@@ -46,35 +44,6 @@ def _text(output: Any) -> str:
     return str(output.get("data", {}).get("text/plain", ""))
 
 
-def test_notebook_executes_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    report = runner.run(small_config(tmp_path / "nb.yaml"), results_root=tmp_path, progress=False)
-    assert report.counters.done == 12
-    monkeypatch.setenv("RUNNER_RUN_DIR", str(report.run_dir))  # the kernel inherits it
-    monkeypatch.delenv("RUNNER_AGENT_A", raising=False)
-    monkeypatch.delenv("RUNNER_AGENT_B", raising=False)
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code"), (
-        "commit the notebook without outputs"
-    )
-
-    NotebookClient(
-        notebook,
-        timeout=120,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
-    ).execute()  # raises CellExecutionError, with the traceback, if any cell fails
-
-    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 4  # pass rates, pass@k / pass^k, latency, the comparison
-    text = "\n".join(_text(o) for o in outputs)
-    assert f"{report.run_dir}: 12 jobs" in text
-    assert "order_status_given" in text
-    assert "A = support, B = support-lite" in text
-    assert "verdict" in text
-
-
 def test_the_docs_say_how_to_open_and_run_it_and_make_notebook_installs_that() -> None:
     text = DOCS_PAGE.read_text()
     commands = re.findall(r"^(make notebook|\.venv/bin/jupyter \w+ \S+)", text, re.M)
@@ -93,23 +62,42 @@ def test_the_docs_say_how_to_open_and_run_it_and_make_notebook_installs_that() -
 
 
 def test_jupyter_execute_as_the_docs_give_it(tmp_path: Path) -> None:
-    """The docs' headless command, run for real (the test venv holds the notebook extra)."""
+    """The docs' headless command, run for real (the test venv holds the notebook extra) against
+    a run this test makes; ``--output`` keeps the executed copy (in the temp dir) to read what
+    every cell printed and drew."""
     report = runner.run(small_config(tmp_path / "nb.yaml"), results_root=tmp_path, progress=False)
+    assert report.counters.done == 12
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code"), (
+        "commit the notebook without outputs"
+    )
     jupyter = Path(sys.executable).parent / "jupyter"
-    env = {**os.environ, "RUNNER_RUN_DIR": str(report.run_dir)}
+    env = {**os.environ, "RUNNER_RUN_DIR": str(report.run_dir)}  # the kernel inherits it
     for name in ("RUNNER_AGENT_A", "RUNNER_AGENT_B"):
         env.pop(name, None)
     before = NOTEBOOK.read_bytes()
+    executed = tmp_path / "executed"  # absolute: nbclient joins it to the notebook's folder
     done = subprocess.run(
-        [str(jupyter), "execute", str(NOTEBOOK)],
+        [str(jupyter), "execute", str(NOTEBOOK), f"--output={executed}"],
         env=env,
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=180,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert NOTEBOOK.read_bytes() == before  # without --inplace the file is left as committed
+    assert done.returncode == 0, done.stderr[-2000:]  # a failing cell fails the command
+    assert NOTEBOOK.read_bytes() == before  # the committed file is left as it is
+
+    ran = nbformat.read(executed.with_suffix(".ipynb"), as_version=4)
+    outputs = [o for c in ran.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 4  # pass rates, pass@k / pass^k, latency, the comparison
+    text = "\n".join(_text(o) for o in outputs)
+    assert f"{report.run_dir}: 12 jobs" in text
+    assert "order_status_given" in text
+    assert "A = support, B = support-lite" in text
+    assert "verdict" in text
     lab = subprocess.run(
         [str(jupyter), "lab", "--version"], capture_output=True, text=True, timeout=60
     )
