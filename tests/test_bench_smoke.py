@@ -215,12 +215,18 @@ def test_agent_testing_section_measures_both_clients_against_one_server() -> Non
     than the naive client (one invocation per job, fixed polls) for the same simulations."""
     from bench import agent_testing
 
-    runner_row, default_row, naive_row = agent_testing.run(sims=20, scale=0.05)
+    clients, verdicts = agent_testing.run(sims=20, scale=0.05, verdict_scenarios=2)
+    runner_row, default_row, naive_row = clients
     assert runner_row["sims"] == default_row["sims"] == naive_row["sims"] == 20
     for row in (runner_row, default_row):
         assert row["requests_per_sim"] < naive_row["requests_per_sim"] / 3
         assert row["lag_p50"] == row["lag_p50"]  # measured (not NaN)
     assert naive_row["requests_per_sim"] > 2  # at least a run call and a poll per job
+    # verdicts: fixed repeats run every repeat of the 2 agents x 2 cases; waves run fewer or
+    # as many, over the same cases
+    fixed, waves = verdicts
+    assert fixed["sims"] == 2 * 2 * 20 and fixed["cases"] == waves["cases"] == 4
+    assert 0 < waves["sims"] <= fixed["sims"] and waves["invocations"] >= fixed["invocations"]
 
 
 def test_the_verdicts_section_runs_at_a_toy_size(tmp_path: Path) -> None:

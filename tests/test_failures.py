@@ -69,7 +69,9 @@ def write_config(tmp_path: Path, base_url: str, jobs: int = 12) -> Path:
 FULL_DISK = textwrap.dedent(
     """
     import errno, sys
+    import runner.engine as engine
     import runner.store as store
+    engine.BATCH_JOBS = 8  # flushes mid-run (the default batch holds the whole run)
     write = store._write_parquet_atomic
     def fill_up(frame, path):
         if "-000001" not in path.name:  # the first flush goes through, then the disk is full
