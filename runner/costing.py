@@ -23,7 +23,6 @@ import anyio
 import httpx
 
 from runner.budget import BudgetTracker
-from runner.comparing import compare_planner
 from runner.config import Config
 from runner.errors import Action, AttemptError
 from runner.estimate import AgentPrices, Estimate, Expected, from_history, from_prices, money
@@ -31,10 +30,11 @@ from runner.expected import compare_expected, expected_jobs, verdict_expected
 from runner.http import make_http_client, request_json
 from runner.jobs import Job
 from runner.pairing import PairPlanner
-from runner.plan import DEFAULT_RESULTS, planned_total, run_name, select_jobs, sweep_jobs
+from runner.plan import DEFAULT_RESULTS, planned_total, run_name, select_jobs
 from runner.planner import Case, Planner, UntilVerdict, case_of
+from runner.run_planner import run_planner, stops_early
 from runner.shard import Shard
-from runner.store import done_job_keys, earlier_spend, stored_outcomes
+from runner.store import done_job_keys, earlier_spend
 from runner.target import read_api_key, target_url
 from runner.wire.pricing import CALCULATE_PATH, LLMUsageCalculation
 
@@ -160,24 +160,6 @@ def _stopped(planner: UntilVerdict, case: Case) -> bool:
     return bool(decisions) and all(d.stop for d in decisions)
 
 
-def early_planner(
-    cfg: Config, run_dir: Path, done: set[str], limit: int | None, shard: Shard | None
-) -> Planner | None:
-    """The planner of a run that stops early, over what ``run_dir`` stores (None: the run
-    walks its jobs). The same planner the session builds (``sweep.session_planner``)."""
-    if cfg.compare is not None:
-        return compare_planner(cfg, run_dir, done)
-    seq = cfg.run.sequential
-    if seq is None or seq.until != "verdict":
-        return None
-    return UntilVerdict(
-        sweep_jobs(cfg, limit, shard),
-        seq.rule_for(),
-        None if seq.of == "all" else seq.of,
-        stored_outcomes(run_dir, done) if run_dir.exists() else {},
-    )
-
-
 @dataclass(frozen=True)
 class Remaining:
     """What a run would send now: the jobs of its sweep (a shard's share when sharded) that
@@ -217,7 +199,7 @@ def remaining(
     done = done_job_keys(run_dir, include_errors=not retry_errors) if here else set()
     earlier_usd, earlier_credits = earlier_spend(run_dir) if here else ([], [])
     left, skipped = planned_total(cfg, limit, done, shard)
-    planner = early_planner(cfg, run_dir, done, limit, shard)
+    planner = run_planner(cfg, run_dir, done, limit, shard) if stops_early(cfg) else None
     expected = None
     if planner is not None:
         left, expected = outlook(planner, done, select_jobs(cfg, limit, done, shard))

@@ -3,13 +3,14 @@
 This is the I/O shell around the engine, in three steps under the run directory's lock:
 ``open_session`` (what is done already, the manifest entry, the part writer), ``execute`` (the
 target, the expected cost and the budget from ``runner.costing``, the backend from
-``runner.backends.factory``, the engine walking the session's jobs from ``runner.plan``, with
-its progress display and signal handling) and ``finalize`` (the session's figures, the
-compacted tables, the manifest). Everything it decides is plain data.
+``runner.backends.factory``, the engine pulling the session's jobs from the planner
+``runner.run_planner`` chooses, with its progress display and signal handling) and
+``finalize`` (the session's figures, the compacted tables, the manifest). Everything it
+decides is plain data.
 
 (Over 600 lines because it is the one shell that wires a session's three steps together around
 the ``OpenSession`` and ``RunResult`` they share; the decisions it wires live in ``plan``,
-``planner``, ``costing``, ``comparing`` and ``backends.factory``.)
+``run_planner``, ``costing``, ``comparing`` and ``backends.factory``.)
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ import polars as pl
 
 import runner
 from runner.adaptive import DEFAULT_CAP, AdaptiveLimit, ConcurrencyController
-from runner.backends.agent_testing import AgentTestingBackend, Window, WindowOf, wave_windows
+from runner.backends.agent_testing import AgentTestingBackend
 from runner.backends.factory import make_backend
 from runner.budget import BudgetTracker
-from runner.comparing import compare_counts, compare_planner
+from runner.comparing import compare_counts
 from runner.config import Config, config_hash, resolved_config
 from runner.costing import estimate_cost, make_budget, open_jobs, outlook
 from runner.engine import Counters, Engine, RunAborted, SharedSlots
@@ -53,13 +54,12 @@ from runner.plan import (
     planned_total,
     run_name,
     select_jobs,
-    sweep_jobs,
-    verdict_waves,
 )
-from runner.planner import Planner, UntilVerdict, Walk
+from runner.planner import UntilVerdict
 from runner.preflight import PreflightFailed, check_target
 from runner.progress import show_progress
 from runner.replay import verdict_table
+from runner.run_planner import planner_windows, run_planner
 from runner.schema import VERDICTS
 from runner.shard import Shard
 from runner.store import (
@@ -76,7 +76,6 @@ from runner.store import (
     read_shard_manifest,
     session_spend,
     set_aside,
-    stored_outcomes,
     write_json,
     write_manifest,
     write_shard_manifest,
@@ -395,7 +394,7 @@ async def execute(
                 raise PreflightFailed(problems)
         # the planner first: a run that stops early is priced for what it may still send,
         # and says what it is expected to send (``costing.outlook``)
-        planner = session_planner(cfg, opened, limit)
+        planner = run_planner(cfg, opened.run_dir, opened.done, limit, opened.shard)
         most, expected = outlook(
             planner, opened.done, select_jobs(cfg, limit, opened.done, opened.shard)
         )
@@ -508,37 +507,6 @@ async def execute(
                 f"{reason}; stopped the run. Jobs finished before are kept in "
                 f"{run_dir}; free space and run the same command to resume"
             )
-
-
-def session_planner(cfg: Config, opened: OpenSession, limit: int | None) -> Planner:
-    """The planner of a session: every job left (``Walk``); with ``compare:`` the pairing
-    planner; or with ``run.repeats: {until: verdict}`` the verdict planner, fed the outcomes
-    earlier sessions stored so each case continues where it stood."""
-    if cfg.compare is not None:
-        return compare_planner(cfg, opened.run_dir, opened.done)
-    seq = cfg.run.sequential
-    if seq is None or seq.until != "verdict":
-        return Walk(select_jobs(cfg, limit, opened.done, opened.shard))
-    return UntilVerdict(
-        sweep_jobs(cfg, limit, opened.shard),
-        seq.rule_for(),
-        None if seq.of == "all" else seq.of,
-        stored_outcomes(opened.run_dir, opened.done),
-        closest_first=cfg.run.budget is not None,
-        waves=verdict_waves(cfg),
-    )
-
-
-def planner_windows(planner: Planner) -> WindowOf | None:
-    """Agent-testing: the invocation windows of a planner that hands out waves (the verdict
-    planner's repeat waves, the pairing planner's waves of pairs); None: the backend's own
-    (every repeat of a test in one invocation)."""
-    if isinstance(planner, UntilVerdict) and planner.waves is not None:
-        return wave_windows(planner.waves)
-    if isinstance(planner, PairPlanner) and planner.waves is not None:
-        window_of = planner.window_of
-        return lambda job: Window(*window_of(job))
-    return None
 
 
 def write_verdicts(cfg: Config, run_dir: Path) -> pl.DataFrame | None:
