@@ -115,9 +115,7 @@ class JournaledParts:
     def add(self, outcome: JobOutcome) -> None:
         """On the event loop, as the job finishes: one line to the page cache (microseconds)."""
         fd = self._fd if self._fd is not None else self._open_segment()
-        sizes = self.batch.sizes()
-        self.batch.add(outcome)
-        os.write(fd, encode_rows(self.batch.since(sizes)))
+        os.write(fd, encode_rows(self.batch.add(outcome)))
         if self.fsync:
             os.fsync(fd)
         else:
