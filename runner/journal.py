@@ -115,7 +115,9 @@ class JournaledParts:
     def add(self, outcome: JobOutcome) -> None:
         """On the event loop, as the job finishes: one line to the page cache (microseconds)."""
         fd = self._fd if self._fd is not None else self._open_segment()
-        os.write(fd, encode_rows(self.batch.add(outcome)))
+        sizes = self.batch.sizes()
+        self.batch.add(outcome)
+        os.write(fd, encode_rows(self.batch.since(sizes)))
         if self.fsync:
             os.fsync(fd)
         else:

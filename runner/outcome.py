@@ -276,74 +276,56 @@ class Batch:
         }
         self.columns["jobs"][MATRIX_CELLS] = []
 
-    def add(self, outcome: JobOutcome) -> dict[str, dict[str, list[Any]]]:
-        """Every row one finished job contributes, to every table; returns them as ``since``
-        would (the journal's line), built once rather than appended, then sliced back out."""
-        rows = self._job_rows(outcome)
+    def add(self, outcome: JobOutcome) -> None:
+        """Every row one finished job contributes, to every table."""
         self.jobs += 1
-        columns = self.columns
-        for table, added in rows.items():
-            mine = columns[table]
-            for name, values in added.items():
-                mine[name].extend(values)
-        return rows
-
-    def _job_rows(self, outcome: JobOutcome) -> dict[str, dict[str, list[Any]]]:
-        """One job's rows per table, columns in the batch's order, tables it adds none to left
-        out."""
-        rows: dict[str, dict[str, list[Any]]] = {}
-        messages, usage = self._messages(outcome)
-        row = job_row(outcome, usage)
-        row[MATRIX_CELLS] = outcome.job.matrix
-        rows["jobs"] = {name: [row[name]] for name in self.columns["jobs"]}
-        if messages:
-            rows["messages"] = messages
-        for table, table_rows in (
-            ("criteria", criteria_rows(outcome) + assert_rows(outcome)),
+        usage = self._add_messages(outcome)
+        jobs = self.columns["jobs"]
+        for name, value in job_row(outcome, usage).items():
+            jobs[name].append(value)
+        jobs[MATRIX_CELLS].append(outcome.job.matrix)
+        for table, rows in (
+            ("criteria", criteria_rows(outcome)),
+            ("criteria", assert_rows(outcome)),
             ("data_collection", data_collection_rows(outcome)),
             ("attempts", attempt_rows(outcome)),
             ("buckets", bucket_rows(outcome)),
         ):
-            if table_rows:
-                rows[table] = {name: [r[name] for r in table_rows] for name in self.columns[table]}
-        return {table: rows[table] for table in self.columns if table in rows}
+            columns = self.columns[table]
+            for row in rows:
+                for name, value in row.items():
+                    columns[name].append(value)
 
-    def _messages(
-        self, outcome: JobOutcome
-    ) -> tuple[dict[str, list[Any]] | None, tuple[int, int, float] | None]:
-        """The conversation's message columns (None without messages) and its token and price
-        totals. One pass per column (a comprehension each): about half the CPU of one loop
-        appending to all."""
+    def _add_messages(self, outcome: JobOutcome) -> tuple[int, int, float] | None:
+        """The conversation's messages; returns its token and price totals. One pass per
+        column (a comprehension each): about half the CPU of one loop appending to all."""
         result = outcome.result
         if result is None:
-            return None, None
+            return None
+        c = self.columns["messages"]
         messages = result.messages
         n = len(messages)
+        c["job_key"].extend([outcome.job.key] * n)
+        c["index"].extend(range(n))
+        c["arrival_secs"].extend(result.arrivals)
+        c["role"].extend([m.role for m in messages])
+        c["message"].extend([m.message for m in messages])
+        c["time_in_call_secs"].extend([m.time_in_call_secs for m in messages])
+        c["tool_calls"].extend([_tool_calls(m) for m in messages])
+        c["tool_results"].extend([_tool_results(m) for m in messages])
+        c["interrupted"].extend([m.interrupted for m in messages])
         usage = [usage_totals(m.llm_usage) if m.llm_usage else None for m in messages]
-        values: dict[str, list[Any]] = {
-            "job_key": [outcome.job.key] * n,
-            "index": list(range(n)),
-            "arrival_secs": list(result.arrivals),
-            "role": [m.role for m in messages],
-            "message": [m.message for m in messages],
-            "time_in_call_secs": [m.time_in_call_secs for m in messages],
-            "tool_calls": [_tool_calls(m) for m in messages],
-            "tool_results": [_tool_results(m) for m in messages],
-            "interrupted": [m.interrupted for m in messages],
-            "input_tokens": [u[0] if u else None for u in usage],
-            "output_tokens": [u[1] if u else None for u in usage],
-            "llm_price": [u[2] if u else None for u in usage],
-        }
-        columns = {name: values[name] for name in self.columns["messages"]} if n else None
+        c["input_tokens"].extend([u[0] if u else None for u in usage])
+        c["output_tokens"].extend([u[1] if u else None for u in usage])
+        c["llm_price"].extend([u[2] if u else None for u in usage])
         counted = [u for u in usage if u]
         if not counted:
-            return columns, None
-        totals = (
+            return None
+        return (
             sum(u[0] for u in counted),
             sum(u[1] for u in counted),
             sum((u[2] for u in counted), 0.0),
         )
-        return columns, totals
 
     def sizes(self) -> dict[str, int]:
         """Rows per table so far: ``since`` takes the rows added after."""

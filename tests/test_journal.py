@@ -34,15 +34,6 @@ def test_a_journal_line_holds_exactly_the_rows_of_its_job() -> None:
         assert again.rows(table.name) == original.rows(table.name), table.name
 
 
-def test_the_rows_add_returns_are_what_since_slices_back_out() -> None:
-    """The journal writes ``add``'s return value: byte for byte the line ``since`` gave."""
-    one = Batch()
-    for outcome in (ok(0), err(1), ok(2, "s2", at=5)):
-        sizes = one.sizes()
-        rows = one.add(outcome)
-        assert encode_rows(rows) == encode_rows(one.since(sizes))
-
-
 def test_each_job_is_in_the_segment_the_moment_it_is_added(tmp_path: Path) -> None:
     sink = journal_of(tmp_path, ok(0))
     (segment,) = (tmp_path / JOURNAL).iterdir()
