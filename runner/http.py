@@ -34,6 +34,10 @@ ERROR_BODY_LIMIT = 64 * 1024
 server streaming garbage with an error status cannot fill memory."""
 
 
+_TARGETS_KEPT = 256
+"""URLs whose aiohttp form ``AiohttpTransport`` keeps (more: it starts again)."""
+
+
 class _AiohttpStream(httpx.AsyncByteStream):
     """A reply body read straight from aiohttp's buffer, its errors turned into httpx's."""
 
@@ -95,6 +99,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session: aiohttp.ClientSession | None = None
         self._proxies: dict[tuple[str, str], str | None] = {}
         self._tls: ssl.SSLContext | None = None
+        self._targets: dict[object, tuple[yarl.URL, str | None, ssl.SSLContext | bool]] = {}
+        self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
 
     def _tls_for(self, url: httpx.URL) -> ssl.SSLContext | bool:
         """httpx's TLS settings (its CA bundle) for https, made on first use: loading the CA
@@ -115,6 +121,30 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._proxies[key] = None if bypass else proxy
         return self._proxies[key]
 
+    def _target(self, url: httpx.URL) -> tuple[yarl.URL, str | None, ssl.SSLContext | bool]:
+        """The request URL as aiohttp's, with its proxy and TLS settings, made once per URL:
+        keyed by httpx's parsed form of it (a tuple of its parts, which every copy of a URL
+        shares), so neither ``str(url)`` nor a parse runs per request. A few hundred URLs at
+        most are kept, so URLs made per call (the JSON API calls) cannot fill memory."""
+        key = getattr(url, "_uri_reference", None) or str(url)
+        target = self._targets.get(key)
+        if target is None:
+            target = (yarl.URL(str(url), encoded=True), self._proxy_for(url), self._tls_for(url))
+            if len(self._targets) >= _TARGETS_KEPT:
+                self._targets.clear()
+            self._targets[key] = target
+        return target
+
+    def _timeout(self, timeout: dict[str, float | None] | None) -> aiohttp.ClientTimeout:
+        """aiohttp's timeouts for httpx's, made once per distinct pair (connect, read)."""
+        timeout = timeout or {}
+        key = (timeout.get("connect"), timeout.get("read"))
+        made = self._timeouts.get(key)
+        if made is None:
+            made = aiohttp.ClientTimeout(total=None, sock_connect=key[0], sock_read=key[1])
+            self._timeouts[key] = made
+        return made
+
     def _open(self) -> aiohttp.ClientSession:
         # Created on first use: aiohttp binds a session to the running event loop.
         connector = aiohttp.TCPConnector(
@@ -132,19 +162,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         session = self._session
         if session is None:
             session = self._session = self._open()
-        timeout = request.extensions.get("timeout", {})
+        url, proxy, tls = self._target(request.url)
         try:
             response = await session.request(
                 request.method,
-                yarl.URL(str(request.url), encoded=True),
+                url,
                 headers=request.headers.multi_items(),
                 data=await request.aread() or None,
                 allow_redirects=False,
-                proxy=self._proxy_for(request.url),
-                ssl=self._tls_for(request.url),
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=timeout.get("connect"), sock_read=timeout.get("read")
-                ),
+                proxy=proxy,
+                ssl=tls,
+                timeout=self._timeout(request.extensions.get("timeout")),
             )
         except aiohttp.ClientError as exc:
             raise _httpx_error(exc) from exc

@@ -39,6 +39,7 @@ _STRIP = b" \t\r"
 _SSE_IGNORED = (b"event:", b"id:", b"retry:")
 _OPEN_BRACE = 0x7B  # "{"
 _QUOTE = 0x22  # '"'
+_SPACE = 0x20  # the last byte of a line ``strip`` leaves alone is above this
 
 
 class StreamDecodeError(ValueError):
@@ -118,8 +119,13 @@ def decode_frame(line: bytes) -> StreamFrame | None:
         payload = _sse_payload(payload)
         if payload is None:
             return None
-        first = payload[0]
-    double_encoded = first == _QUOTE
+    return _decode_payload(payload, line)
+
+
+def _decode_payload(payload: bytes, line: bytes) -> StreamFrame:
+    """The frame in ``payload`` (a JSON object, or a JSON string literal holding one) of
+    ``line``, which the error, if any, quotes."""
+    double_encoded = payload[0] == _QUOTE
     try:
         if double_encoded:
             # jiter parses a long, escape-heavy string literal ~5x faster than json.loads, and
@@ -188,9 +194,10 @@ class FrameDecoder:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[StreamFrame]:
         """Decode every line completed by ``data``; keep the unfinished tail for later."""
-        self._check_usable()
-        if not isinstance(data, (bytes, bytearray)):
-            data = bytes(data)  # memoryview and friends have no .find
+        if self._error is not None or self._closed:
+            self._check_usable()
+        if type(data) is not bytes:
+            data = bytes(data)  # memoryview has no .find; a bytearray's slices would be mutable
         self.bytes_fed += len(data)
         frames: list[StreamFrame] = []
         buf = self._buf
@@ -210,8 +217,25 @@ class FrameDecoder:
             self._line(line, frames)
             pos = nl + 1
         find = data.find
+        max_line = self.max_line_bytes
         while (nl := find(b"\n", pos)) >= 0:
-            self._line(bytes(data[pos:nl]), frames)
+            # The usual line, inline: a frame from its first byte to its last (nothing to
+            # strip, no prefix, not too long). Every other line (blank, SSE, a BOM, a trailing
+            # space or ``\r``, too long) takes ``_line``; both decode it the same way.
+            if (
+                pos < nl <= pos + max_line
+                and (data[pos] == _QUOTE or data[pos] == _OPEN_BRACE)
+                and data[nl - 1] > _SPACE
+            ):
+                self.lines_seen += 1
+                line = data[pos:nl]
+                try:
+                    frames.append(_decode_payload(line, line))
+                except StreamDecodeError as exc:
+                    raise self._fail(exc, frames) from None
+                self.frames_decoded += 1
+            else:
+                self._line(data[pos:nl], frames)
             pos = nl + 1
         if pos < len(data):
             buf += data[pos:]

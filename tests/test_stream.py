@@ -287,6 +287,10 @@ def test_malformed_line_raises_with_a_useful_message(line: bytes, reason: str) -
     assert reason in info.value.reason
     assert info.value.line == line
     assert reason in str(info.value) and repr(line) in str(info.value)
+    # The decoder's inline path for a whole line in one chunk gives the very same error.
+    with pytest.raises(StreamDecodeError) as fed:
+        FrameDecoder().feed(line + b"\n")
+    assert (fed.value.reason, fed.value.line, fed.value.lineno) == (info.value.reason, line, 1)
 
 
 def test_decoder_error_names_the_line_and_keeps_earlier_frames() -> None:
