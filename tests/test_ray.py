@@ -24,7 +24,8 @@ import yaml
 from ray_helpers import every_job_once
 
 from runner.adaptive import AdaptiveLimit, Signal, SignalKind, SlotLedger
-from runner.cluster import USAGE_STATS_ENV, ClusterSlots, QuotaActor, init_local_ray, run_on_ray
+from runner.cluster import USAGE_STATS_ENV, init_local_ray, run_on_ray
+from runner.cluster_quota import ClusterSlots, QuotaActor
 from runner.config import load_config
 from runner.localapi.server import LocalAPI, local_api_process
 from runner.plan import sweep_jobs
@@ -373,13 +374,13 @@ async def test_heartbeats_are_awaited_on_the_shards_event_loop(
     ``ray.get`` (which Ray warns of in an async actor, in whatever thread it runs)."""
     from concurrent.futures import Future
 
-    import runner.cluster as cluster
+    import runner.cluster_quota as quota
 
     def no_blocking_get(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("ray.get called")
 
-    monkeypatch.setattr(cluster.ray, "get", no_blocking_get)
-    monkeypatch.setattr(cluster, "HEARTBEAT_SECS", 0.01)
+    monkeypatch.setattr(ray, "get", no_blocking_get)
+    monkeypatch.setattr(quota, "HEARTBEAT_SECS", 0.01)
     beats: list[str] = []
 
     class Call:
