@@ -18,7 +18,7 @@ import pytest
 
 from runner.backends.base import ReplyListener, SimulationResult, Timings
 from runner.config import RetryPolicy
-from runner.engine import Engine, RunAborted
+from runner.engine import BatchSink, Engine, RunAborted
 from runner.errors import Action, AttemptError, ErrorKind, Failure
 from runner.jobs import Job
 from runner.outcome import Batch
@@ -198,29 +198,13 @@ async def test_concurrency_cap_holds_and_every_job_is_written_once() -> None:
     assert len(sink.batches) >= 60 // 7
 
 
-class SyncingSink:
+class SyncingSink(BatchSink):
     """A sink that ``Syncs``: counts its syncs and records how many jobs were pending at each."""
 
     def __init__(self) -> None:
-        self.batch = Batch()
         self.written: list[Batch] = []
+        super().__init__(self.written.append)
         self.synced_at: list[int] = []
-
-    @property
-    def pending(self) -> int:
-        return self.batch.jobs
-
-    def add(self, outcome: Any) -> None:
-        self.batch.add(outcome)
-
-    def seal(self) -> Batch | None:
-        if not self.batch.jobs:
-            return None
-        full, self.batch = self.batch, Batch()
-        return full
-
-    def write(self, sealed: Batch) -> None:
-        self.written.append(sealed)
 
     def sync(self) -> None:
         self.synced_at.append(self.batch.jobs)
