@@ -211,31 +211,40 @@ def verdict_expected(
 
 
 class _Thresholds:
-    """The paired rule's stop region by counts, from two monotone threshold tables.
+    """The paired rule's stop region by counts, from monotone threshold tables. Both tests are
+    against m = -margin (``paired.NonInferiority.e_values``); with n tested pairs of which l
+    losses, the wins decide:
 
-    - ``worse``: log K-_n(0) depends on (wins, losses) only (a tie's factor is 1), falls with
-      wins and rises with losses: it rejects iff wins <= worse(losses), worse nondecreasing.
+    - ``worse``: log K-_n(-margin) falls as a tie becomes a win (a win's factor 1 - u is the
+      smallest) and with every tie (a tie's factor 1 - u margin / (1 + margin) is <= 1): it
+      rejects iff wins <= worse(n, l). A column (fixed l) starts *saturated* (every pair but
+      the losses a win still rejects: worse = n - l) while l losses outweigh that many wins;
+      after that, worse(n + 1, l) <= worse(n, l), so it is found by stepping down.
     - ``not worse``: log K+_n(-margin) rises as a tie becomes a win, and with every tie (a
-      tie's factor is >= 1): with n tested pairs of which l losses it rejects iff wins >=
-      nw(n, l), and nw(n + 1, l) <= nw(n, l), so a column is found by stepping down.
+      tie's factor is >= 1): it rejects iff wins >= nw(n, l), and nw(n + 1, l) <= nw(n, l),
+      so a column is found by stepping down.
     - reachable (the rule's ``reachable``): every pair left a win (K+) or a loss (K-): wins +
-      left >= nw(n + left, l), or wins <= worse(l + left).
+      left >= nw(n + left, l), or wins <= worse(n + left, l + left).
     """
 
     def __init__(self, rule: NonInferiority) -> None:
         self.rule = rule
         self.max = rule.max_pairs
         self._nw: dict[int, list[float]] = {}
-        self._worse: list[int] = []
+        self._worse: dict[int, list[int]] = {}
         self._final: dict[tuple[int, int], float] = {}
+        self._worse_final: dict[tuple[int, int], int] = {}
         self.level = rule.level
         self._spread = math.log(rule.prior.size)
-        m = -rule.margin  # K+ at -margin and K- at 0, as ``paired.log_wealth`` builds them
+        m = -rule.margin  # K+ and K- at -margin, as ``paired.log_wealth`` builds them
         self._plus = [
             (lw, *(math.log(1 + u * (d - m) / (1 + m)) for d in (1, 0, -1)))
             for u, lw in rule.prior.points
         ]
-        self._minus = [(lw, math.log(1 - u), math.log(1 + u)) for u, lw in rule.prior.points]
+        self._minus = [
+            (lw, *(math.log(1 + u * (m - d) / (1 - m)) for d in (1, 0, -1)))
+            for u, lw in rule.prior.points
+        ]
 
     def _crosses(self, terms: list[float]) -> bool:
         """log sum exp(terms) >= level, mostly decided by the largest term alone."""
@@ -249,19 +258,62 @@ class _Thresholds:
     def _k_plus(self, w: int, t: int, l_: int) -> bool:
         return self._crosses([lw + w * a + t * b + l_ * c for lw, a, b, c in self._plus])
 
-    def _k_minus(self, w: int, l_: int) -> bool:
-        return self._crosses([lw + w * a + l_ * c for lw, a, c in self._minus])
+    def _k_minus(self, w: int, t: int, l_: int) -> bool:
+        return self._crosses([lw + w * a + t * b + l_ * c for lw, a, b, c in self._minus])
 
-    def worse(self, losses: int) -> int:
-        """The most wins at which ``losses`` losses reject for "worse" (-1: none)."""
-        table = self._worse
-        while len(table) <= losses:
-            l_ = len(table)
-            w = table[-1] if table else -1
-            while w + 1 <= self.max and self._k_minus(w + 1, l_):
-                w += 1
-            table.append(w)
-        return table[losses]
+    def worse(self, n: int, losses: int) -> int:
+        """The most wins at which n tested pairs with ``losses`` losses reject for "worse"
+        (-1: none). Each column (fixed losses) is extended as far as asked: the saturated
+        stretch and then each value hold until the first n at which they no longer reject
+        (more ties only hurt), found by galloping."""
+        column = self._worse.setdefault(losses, [])
+        want = n - losses
+        while len(column) <= want:
+            m = losses + len(column)  # the first n not filled yet
+            prev = column[-1] if column else None
+            if prev is None or prev == m - 1 - losses:  # saturated so far
+                change = self._first(partial(self._all_wins_fail, losses=losses), m, n)
+                column.extend(range(m - losses, change - losses))
+                if change > n:
+                    break
+                c = change - losses - 1
+            else:
+                if prev < 0:
+                    column.extend([-1] * (want + 1 - len(column)))
+                    break
+                change = self._first(partial(self._worse_fails, wins=prev, losses=losses), m, n)
+                column.extend([prev] * (change - m))
+                if change > n:
+                    break
+                c = prev - 1
+            while c >= 0 and not self._k_minus(c, change - losses - c, losses):
+                c -= 1
+            column.append(c)
+        return column[want]
+
+    def _all_wins_fail(self, n: int, losses: int) -> bool:
+        return not self._k_minus(n - losses, 0, losses)
+
+    def _worse_fails(self, n: int, wins: int, losses: int) -> bool:
+        return not self._k_minus(wins, n - losses - wins, losses)
+
+    def worse_final(self, n: int, losses: int) -> int:
+        """``worse(n, losses)`` by bisection, without the column below it: the reachability
+        test asks it at the last pair only."""
+        key = (n, losses)
+        found = self._worse_final.get(key)
+        if found is None:
+            top = n - losses
+            if top < 0 or not self._k_minus(0, top, losses):
+                found = -1
+            else:
+                lo, hi = 0, top + 1  # crosses at lo, taken as not at hi
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    lo, hi = (mid, hi) if self._k_minus(mid, top - mid, losses) else (lo, mid)
+                found = lo
+            self._worse_final[key] = found
+        return found
 
     def nw(self, n: int, losses: int) -> float:
         """The fewest wins at which n tested pairs with ``losses`` losses reject for "not
@@ -336,12 +388,14 @@ class _Thresholds:
 
     def stop(self, w: int, t: int, l_: int, skipped: int = 0) -> bool:
         n = w + t + l_
-        if w <= self.worse(l_) or w >= self.nw(n, l_):
+        if w <= self.worse(n, l_) or w >= self.nw(n, l_):
             return True
         left = self.max - n - skipped
         if left <= 0:
             return True
-        return not (w + left >= self.nw_final(n + left, l_) or w <= self.worse(l_ + left))
+        return not (
+            w + left >= self.nw_final(n + left, l_) or w <= self.worse_final(n + left, l_ + left)
+        )
 
 
 @lru_cache(maxsize=32)

@@ -1,4 +1,5 @@
-"""Is the candidate worse than the baseline? An anytime-valid paired test (issue 26). Pure.
+"""Is the candidate worse than the baseline by more than the margin? An anytime-valid paired
+test (issue 26). Pure.
 
 A *pair* is one case (scenario x matrix cell x repeat index) run once with the baseline and
 once with the candidate. Its difference is
@@ -11,20 +12,24 @@ non-pass; an error is a non-pass by default (``error_as="fail"``: a variant that
 worse) or drops the pair (``error_as="skip"``: the pair still uses up ``max_pairs``).
 
 mu = E[D] is the difference in pass rates, candidate minus baseline, over the cases the pairs
-are drawn from. With ``margin`` delta >= 0 the rule runs two one-sided tests, each at level
-``alpha``:
+are drawn from. ``margin`` delta >= 0 is the user's statement of what difference matters; the
+rule runs two one-sided tests against the same boundary -delta, each at level ``alpha``:
 
 - **not worse** (non-inferiority): H0 mu <= -delta rejected. Wrong only when the candidate's
   pass rate is lower by at least the margin: at mu <= -delta, P(wrong "not worse") <= alpha.
-- **worse**: H0 mu >= 0 rejected. Wrong only when the candidate is in truth at least as good:
-  at mu >= 0, P(wrong "worse") <= alpha.
+- **worse** (worse by more than the margin): H0 mu >= -delta rejected. Wrong only when the
+  candidate is in truth within the margin or better: at mu >= -delta, P(wrong "worse") <= alpha.
 
-Between -delta and 0 (the candidate is worse, but by less than the margin) either answer is
-true; nothing else is promised there. "worse" is tested against 0 rather than -delta so that a
-clearly worse candidate is stopped early and a candidate exactly at the margin ends "worse"
-(it is), not undecided. The first test to reject decides (ties: "worse", the conservative
-reading); ``max_pairs`` without a rejection, or as soon as neither test can reject within the
-pairs left, is undecided.
+Why "worse" is tested against -delta and not against 0: a variant compared with itself (mu = 0)
+sits exactly on the null mu >= 0, so that test calls it "worse" in up to alpha of comparisons,
+and ``check --compare`` would fail a no-op change in CI now and then. Against -delta each
+decision has one meaning relative to the margin, and at mu = 0 a "worse" needs the confidence
+sequence to miss the truth by the whole margin. The price: near mu = -delta neither test rejects
+quickly (undecided, up to ``max_pairs``), and a clearly worse candidate needs upper < -delta
+rather than < 0 (somewhat more pairs). The first test to reject decides (both at once, which
+needs an empty confidence sequence: "worse", the conservative reading); ``max_pairs`` without a
+rejection, or as soon as neither test can reject within the pairs left (``reachable``: every
+pair left a win for one, a loss for the other), is undecided.
 
 Each test is a betting e-process for a bounded mean (Waudby-Smith and Ramdas 2023, JRSS-B
 86(1), "Estimating means of bounded random variables by betting"; Shafer and Vovk 2019). For
@@ -50,7 +55,7 @@ The confidence sequence for mu is {m : K+_n(m) < 1/alpha and K-_n(m) < 1/alpha}:
 of K+ is non-increasing in m (d/dm (D - m)/(1 + m) = -(1 + D)/(1 + m)^2 <= 0) and each of K-
 non-decreasing, so the set is an interval [lower, upper] found by bisection; it holds mu at
 every n at once with probability >= 1 - 2 alpha, and "not worse" is exactly lower > -delta,
-"worse" upper < 0.
+"worse" upper < -delta.
 
 What the guarantee needs: E[D_i | the pairs before] equal to mu (or on the null's side). That
 holds when the case of each pair is drawn at random from the cases, independently of the
@@ -263,7 +268,7 @@ class Decision:
     """Where a comparison stands. ``stop``: dispatch no more pairs. ``decided_at``: the pair
     (1-based, in order) at which the deciding test first rejected (None: undecided);
     ``counts`` covers every pair given, pairs that finished after the decision included.
-    ``log_e_not_worse`` / ``log_e_worse``: log K+_n(-margin) and log K-_n(0) now."""
+    ``log_e_not_worse`` / ``log_e_worse``: log K+_n(-margin) and log K-_n(-margin) now."""
 
     verdict: Verdict
     stop: bool
@@ -288,8 +293,9 @@ def check_parameters(margin: float, alpha: float, max_pairs: int) -> None:
 
 @dataclass(frozen=True)
 class NonInferiority:
-    """The paired comparison rule: "not worse" (mu > -margin) or "worse" (mu < 0), each wrong
-    with probability at most ``alpha`` whatever the stopping (module docstring)."""
+    """The paired comparison rule: "not worse" (mu > -margin) or "worse" (mu < -margin: worse
+    by more than the margin), each wrong with probability at most ``alpha`` whatever the
+    stopping (module docstring)."""
 
     margin: float = 0.05
     alpha: float = 0.05
@@ -308,10 +314,11 @@ class NonInferiority:
         return math.log(1 / self.alpha)
 
     def e_values(self, counts: Counts) -> tuple[float, float]:
-        """(log K+_n(-margin), log K-_n(0)): the two tests' log wealth."""
+        """(log K+_n(-margin), log K-_n(-margin)): the two tests' log wealth, both against
+        the margin's boundary."""
         return (
             log_wealth(counts, -self.margin, "above", self.prior),
-            log_wealth(counts, 0.0, "below", self.prior),
+            log_wealth(counts, -self.margin, "below", self.prior),
         )
 
     def state(self, counts: Counts) -> Verdict | None:
@@ -333,7 +340,7 @@ class NonInferiority:
         best_down = Counts(counts.wins, counts.ties, counts.losses + left)
         return (
             log_wealth(best_up, -self.margin, "above", self.prior) >= self.level
-            or log_wealth(best_down, 0.0, "below", self.prior) >= self.level
+            or log_wealth(best_down, -self.margin, "below", self.prior) >= self.level
         )
 
     def decide(self, diffs: Sequence[int | None]) -> Decision:
@@ -352,7 +359,7 @@ class NonInferiority:
         log_nw, log_w = self.e_values(counts)
         done = f"after {decided_at} of {self.max_pairs} pairs"
         if decided == "worse":
-            reason = f"candidate worse (pass rate below the baseline's) {done}"
+            reason = f"candidate worse by more than {self.margin:g} {done}"
             return Decision("worse", True, reason, counts, lower, upper, decided_at, log_nw, log_w)
         if decided == "not worse":
             reason = f"candidate not worse by more than {self.margin:g} {done}"

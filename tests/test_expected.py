@@ -133,6 +133,39 @@ def test_the_comparisons_thresholds_are_the_rules_stop_at_every_count(margin: fl
         assert table.stop(w, t, l_) == stops, (w, t, l_)
 
 
+def test_the_thresholds_hold_on_long_comparisons_with_skipped_pairs() -> None:
+    """Past the small lattice: seeded counts up to 300 pairs, some skipped, the tables'
+    stop against the rule's own (both tests against -margin, the reachability included)."""
+    rule = NonInferiority(0.05, 0.05, 300)
+    table = _Thresholds(rule)
+    rng = random.Random(4)
+    for _ in range(600):
+        n = rng.randrange(1, 301)
+        mean = rng.uniform(-0.3, 0.2)
+        w = l_ = t = 0
+        for _ in range(n):  # a walk with a drift, so the counts lie near both boundaries
+            u = rng.random()
+            w, l_, t = (
+                (w + 1, l_, t)
+                if u < 0.2 + mean / 2
+                else (w, l_ + 1, t)
+                if u < 0.4
+                else (w, l_, t + 1)
+            )
+        skipped = rng.choice((0, 0, rng.randrange(0, 301 - n)))
+        counts = Counts(w, t, l_, skipped)
+        stops = rule.state(counts) is not None or not rule.reachable(counts)
+        assert table.stop(w, t, l_, skipped) == stops, (w, t, l_, skipped)
+    for _ in range(40):  # each table entry against every count of wins at (n, losses)
+        n = rng.randrange(1, 301)
+        l_ = rng.randrange(0, n + 1)
+        tests = [rule.e_values(Counts(w, n - l_ - w, l_)) for w in range(n - l_ + 1)]
+        worse = max((w for w, (_, k) in enumerate(tests) if k >= rule.level), default=-1)
+        nw = min((w for w, (k, _) in enumerate(tests) if k >= rule.level), default=math.inf)
+        assert (table.worse(n, l_), table.nw(n, l_)) == (worse, nw), (n, l_)
+        assert (table.worse_final(n, l_), table.nw_final(n, l_)) == (worse, nw), (n, l_)
+
+
 def exact_pairs(rule: NonInferiority, a: tuple[float, float, float]) -> float:
     """E[pairs] under the Dirichlet(a) urn by recursion over (wins, ties, losses), each state
     judged by the rule itself (independent of the threshold tables)."""
