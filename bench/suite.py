@@ -592,7 +592,7 @@ def compare(sizes: Sizes) -> list[Row]:
     rows = [
         {
             "section": "compare",
-            "setup": f"diff {row['true_diff']:+.2f} {row['design']}",
+            "setup": f"diff {row['true_diff']:+g} {row['design']}",
             "sims": round(row["mean_sims"]),
         }
         | ({"target": row["target"]} if "target" in row else {})

@@ -260,6 +260,8 @@ def test_the_compare_section_runs_at_a_toy_size(tmp_path: Path) -> None:
     assert all(r["simulations"] >= 2 * r["pairs"] > 0 for r in own["rows"])
     rows = written["rows"]
     assert [(r["true_diff"], r["design"]) for r in rows[:2]] == [(0.0, "paired"), (0.0, "unpaired")]
-    assert len(rows) == 8 and all(r["replicates"] == 4 for r in rows)
+    assert len(rows) == 10 and all(r["replicates"] == 4 for r in rows)
     assert all(r["worse"] + r["not_worse"] + r["undecided"] == pytest.approx(1) for r in rows)
-    assert {"fixed_pairs_90", "target"} <= set(rows[4]) and "target" in rows[0]
+    assert [r["true_diff"] for r in rows[::2]] == [0.0, -0.025, -0.05, -0.2, 0.1]
+    assert {"fixed_pairs_90", "target"} <= set(rows[6]) and all("target" in r for r in rows)
+    assert rows[4]["target"].startswith("false not worse, worse <= 0.05")
