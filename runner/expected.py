@@ -25,7 +25,7 @@ largest of their expectations is used (a lower bound on the expected largest).
 at ``max_pairs``. Each pair's difference D is a win, tie or loss with chances (w, t, l) drawn
 once from a Dirichlet prior (Dirichlet(1, 1, 1): uniform over the simplex; updated by the
 comparison's stored pairs, so a resumed comparison continues its own posterior). The rule
-depends on the counts only, and its stop region is three threshold tables (below); the
+depends on the counts only, and its stop region is monotone threshold tables (below); the
 expectation is the mean over ``REPLICATES`` comparisons simulated from a fixed seed
 (Monte Carlo: a dynamic program over (wins, ties, losses) has max_pairs^3 / 6 states,
 millions at 400 pairs).

@@ -64,7 +64,8 @@ def test_the_weaker_variant_is_worse_with_fewer_simulations_than_the_fixed_desig
         simulations.append(result.counters.done)
         c = decision.counts
         wins, losses, pairs = wins + c.wins, losses + c.losses, pairs + c.pairs
-    fixed = fixed_paired_pairs(wins / pairs, losses / pairs, 0.0, 0.05, 0.9)
+    # the fixed design tests what the rule tests: H0 mu >= -margin (the default 0.05)
+    fixed = fixed_paired_pairs(wins / pairs, losses / pairs, -0.05, 0.05, 0.9)
     print(
         f"\nsupport-lite vs support: simulations {simulations} (median "
         f"{statistics.median(simulations)}); the fixed design of 90% power at the observed "

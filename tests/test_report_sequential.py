@@ -175,6 +175,9 @@ def test_the_html_report_shows_verdicts_and_the_paired_comparison(runs: dict[str
     page = build_report(runs["cmp"])
     assert 'id="paired"' in page and 'id="verdicts"' not in page
     assert '<polygon class="sequence"' in page and "decided at " in page
+    # both decisions at the margin's line: the chart's labels and the note below it
+    assert ">-5 pp (margin):<" in page and ">worse below<" in page and "0: worse" not in page
+    assert "<b>worse</b> (by more than the margin) once it is below" in page
     assert "decided after " in page and " of 400 pairs" in page
     assert "Scenarios the candidate lost: hard (-75.0 pp), mid (-58.3 pp)" in page
 

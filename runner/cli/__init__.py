@@ -24,8 +24,8 @@ missing (listed); 2 bad input (no run directory, no config, a shard still runnin
 ``--max-credits``); 2 bad input (arguments, no run directory, a ``--criterion`` the run does
 not have); 3 no gate failed but one could not be judged (a criterion with no decided outcome:
 all ``unknown`` or job errors, or no results; a cost gate on a run with no cost data).
-``check --compare``: 1 also when the candidate is decided worse; with ``--fail-on-undecided``,
-3 when the comparison is undecided.
+``check --compare``: 1 also when the candidate is decided worse (by more than the margin);
+with ``--fail-on-undecided``, 3 when the comparison is undecided.
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ def _load(path: Path) -> Run:
 def _add_paired_options(parser: argparse.ArgumentParser, *, check: bool = False) -> None:
     """The paired comparison's options, shared by ``compare`` and ``check``."""
     group = parser.add_argument_group(
-        "paired comparison (anytime-valid: is the candidate worse than the baseline?)"
+        "paired comparison (anytime-valid: is the candidate worse than the baseline by more "
+        "than the margin?)"
     )
     if check:
         group.add_argument(
@@ -54,7 +55,7 @@ def _add_paired_options(parser: argparse.ArgumentParser, *, check: bool = False)
             metavar="RUN_B",
             help="gate on the paired comparison: RUN_DIR (baseline) against RUN_B (candidate), "
             "or, without RUN_B, two arms of RUN_DIR named by --a and --b; fails when the "
-            "candidate is worse",
+            "candidate is worse by more than the margin",
         )
     group.add_argument(
         "--a",

@@ -546,8 +546,9 @@ def sequence_chart(
 ) -> str:
     """A paired comparison's confidence sequence along the pairs: ``points`` are (pairs,
     observed difference, lower, upper); the band is the sequence, the line the observed
-    difference, dashed lines mark 0 ("worse" once the band is below it) and -margin ("not
-    worse" once it is above), a vertical line the pair that decided."""
+    difference, a dashed line at 0 (no difference) and one at -margin, the boundary of both
+    decisions ("worse" once the band is below it, "not worse" once it is above), a vertical
+    line the pair that decided."""
     if not points:
         return '<p class="note">No pairs: nothing to chart.</p>'
     width, height, left, top, bottom = WIDTH, 240, 56, 30, 30
@@ -585,12 +586,17 @@ def sequence_chart(
             f'<polyline class="observed" points="{" ".join(means)}" fill="none" stroke="#1f4e79"'
             ' stroke-width="1.5"/>'
         )
-    lines = ((0.0, "#555", "0: worse below", -4), (-margin, "#d62728", "", 12))
+    lines = (
+        (0.0, "#555", "0: no difference", -4),
+        (-margin, "#d62728", f"-{100 * margin:g} pp (margin):", 12),
+    )
     for value, colour, label, dy in lines:
         y = y_of(value)
         body.append(_line(left, y, left + plot_w, y, colour, 1, stroke_dasharray="5 3"))
-        text = label or f"-{100 * margin:g} pp (margin): not worse above"
-        body.append(_text(left + plot_w + 6, y + dy, text, 10, fill=colour))
+        body.append(_text(left + plot_w + 6, y + dy, label, 10, fill=colour))
+    y = y_of(-margin)
+    for text, dy in (("not worse above,", 24), ("worse below", 36)):
+        body.append(_text(left + plot_w + 6, y + dy, text, 10, fill="#d62728"))
     if decided_at is not None:
         x = x_of(decided_at)
         body.append(_line(x, top, x, top + plot_h, "#2ca02c", 1.5))

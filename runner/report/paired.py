@@ -213,8 +213,9 @@ def spend_per_variant(pairs: pl.DataFrame) -> pl.DataFrame:
 
 
 def gate_case(result: PairedComparison, fail_on_undecided: bool, name: str) -> GateCase:
-    """``check --compare``: failed when the candidate is worse; undecided is not judged when
-    ``fail_on_undecided`` (exit 3), else passed with the reason."""
+    """``check --compare``: failed when the candidate is worse by more than the margin;
+    undecided is not judged when ``fail_on_undecided`` (exit 3), else passed with the
+    reason."""
     d = result.decision
     c = d.counts
     message = f"{d.reason}; difference [{_pct(d.lower)}, {_pct(d.upper)}] over {c.pairs} pair(s)"

@@ -463,8 +463,9 @@ def paired_section(view: PairedView | str) -> list[str]:
     out.append(
         f'<p class="note">The band holds the true difference at every pair at once with'
         f" probability at least {100 * (1 - 2 * view.alpha):.0f}%: the comparison is"
-        f" <b>worse</b> once the band is below 0, <b>not worse</b> once it is above"
-        f" -{100 * view.margin:g} pp, and stays valid however often it is looked at.</p>"
+        f" <b>not worse</b> once the band is above -{100 * view.margin:g} pp (the margin),"
+        f" <b>worse</b> (by more than the margin) once it is below, and stays valid however"
+        f" often it is looked at.</p>"
     )
     if view.lost:
         names = ", ".join(f"{s} ({_pp(d)})" for s, d in view.lost)
