@@ -115,7 +115,9 @@ bench: $(TEST_STAMP)
 
 # make bench-view: the viewer's page times and RSS on a synthetic 100,000-job run, finished
 # and in progress (500 part files) side by side (prints a table, writes
-# results/bench/view.json; about a minute)
+# results/bench/view.json; about a minute). ARGS="--against c5549d6 [--rounds N]": this checkout
+# beside that commit in alternating rounds, each page and the RSS within 10% or not
+# (results/bench/view-ab.json; about 6 minutes at the default 3 rounds)
 bench-view: $(TEST_STAMP)
 	$(BIN)/python -m bench.view $(ARGS)
 

@@ -1,4 +1,5 @@
-"""``python -m bench.view [--jobs N] [--requests N] [--out DIR]``: the viewer on a big run.
+"""``python -m bench.view [--jobs N] [--requests N] [--out DIR] [--against REF [--rounds N]]``:
+the viewer on a big run.
 
 Builds a synthetic run of ``--jobs`` jobs (default 100,000: 4 agents x 125 scenarios x 2
 languages x 100 repeats, 6 criteria and 10 messages a job, 2% errors; ``bench.view_data``)
@@ -9,6 +10,9 @@ times each page over HTTP (the first request, which computes and caches the run'
 and the median of ``--requests`` more, each job page a different job; in progress, also the
 run page right after each new part lands); reads the viewer's peak RSS from /proc. Prints
 both side by side with the issue's targets and writes ``results/bench/view.json``.
+
+With ``--against REF``, compares instead this checkout with a git revision in alternating
+rounds (``bench.view_ab``) and writes ``results/bench/view-ab.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 
 import httpx
 
+from bench import view_ab
 from bench.view_data import Shape, shape_for, write_parts_run, write_synthetic_run
 from runner.store import PARTS, RunLock
 from runner.view.server import start_viewer
@@ -212,7 +217,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-part", type=int, default=200, help="jobs a part file (200)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
     parser.add_argument("--verbose", action="store_true", help="RSS after each page")
+    parser.add_argument(
+        "--against",
+        metavar="REF",
+        help="compare this checkout with git revision REF, each running its own bench.view in"
+        " alternating rounds (writes view-ab.json)",
+    )
+    parser.add_argument("--rounds", type=int, help="rounds with --against (3)")
     args = parser.parse_args(argv)
+    if args.rounds is not None and args.against is None:
+        parser.error("--rounds: only with --against REF")
+    if args.against is not None:
+        sizes = ["--jobs", str(args.jobs), "--requests", str(args.requests)]
+        sizes += ["--per-part", str(args.per_part)]
+        return view_ab.run(args.against, args.rounds or 3, sizes, args.out)
 
     shape = shape_for(args.jobs)
     work = Path(tempfile.mkdtemp(prefix="bench-view-"))
