@@ -35,6 +35,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import orjson
+
 from runner.analysis.agreement import Agreement as Agreement  # re-exported: one home
 from runner.analysis.agreement import agreement as agreement
 from runner.analysis.sources import ASSERT_SOURCE as SOURCE
@@ -427,16 +429,26 @@ class Finder:
         return not self.local or self.search(joined) is not None
 
 
+def _literal(text: str) -> str:
+    """``json.dumps(text, ensure_ascii=False)``, the same characters out, without building an
+    encoder per call (``json.dumps`` with a keyword does; it was most of a rationale's cost).
+    orjson refuses a lone surrogate, which the standard encoder writes as an escape."""
+    try:
+        return orjson.dumps(text).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(text, ensure_ascii=False)
+
+
 def _quote(text: str, start: int = 0, end: int | None = None) -> str:
     """The text around [start, end), at most ``QUOTE_CHARS`` characters, as a quoted literal."""
     end = len(text) if end is None else end
     if len(text) <= QUOTE_CHARS:
-        return json.dumps(text, ensure_ascii=False)
+        return _literal(text)
     room = max(QUOTE_CHARS - (end - start), 0)
     lo = max(start - room // 2, 0)
     hi = min(max(end, lo + QUOTE_CHARS), len(text))
     lo = max(min(lo, hi - QUOTE_CHARS), 0)
-    body = json.dumps(text[lo:hi], ensure_ascii=False)
+    body = _literal(text[lo:hi])
     return ("..." if lo > 0 else "") + body + ("..." if hi < len(text) else "")
 
 

@@ -19,6 +19,7 @@ from runner.assertions import (
     ToolCallSeen,
     ToolResultSeen,
     Turn,
+    _literal,
     assertion_rows,
     json_path,
     turns_from_messages,
@@ -214,6 +215,16 @@ def test_long_quotes_are_cut_around_the_match() -> None:
     v = AgentNeverMatches("c", CARD).evaluate([say(0, "agent", text)])
     assert "4111111111111111" in v.rationale and len(v.rationale) < 200
     assert '..."' in v.rationale and '"...' in v.rationale
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain", 'quote " and \\ back', "ctl \x00\x1f\x7f\n\t", "é 日本 \u2028 </s>", "\ud800 lone"],
+)
+def test_quotes_are_the_standard_json_literal(text: str) -> None:
+    """Rationales quote text as ``json.dumps(..., ensure_ascii=False)`` writes it, whichever
+    encoder makes the literal (a lone surrogate included)."""
+    assert _literal(text) == json.dumps(text, ensure_ascii=False)
 
 
 # ---------------------------------------------------------------------------- turns and timing
