@@ -366,6 +366,13 @@ def paired_rounds(
             f"{'met' if ratio <= VARIANT_BUDGET else 'MISSED'} ({ratio - 1:+.1%} steady, "
             f"{row['vs_runner_run'] - 1:+.1%} over whole runs)"
         )
+        if "assert_ms_per_sim" in row:  # timed in the run itself: no round-to-round noise
+            row["assert_share_of_runner"] = row["assert_ms_per_sim"] / runner_row["cpu_ms_per_sim"]
+            row["target"] += (
+                f"; evaluating them and shaping their rows, timed in the run: "
+                f"{row['assert_ms_per_sim'] * 1000:.0f} us/sim, "
+                f"{row['assert_share_of_runner']:.1%} of the runner's CPU per simulation"
+            )
         rows.append(row)
     return rows
 

@@ -150,7 +150,8 @@ def variant(
 ) -> Iterator[None]:
     """Bench-only seams in ``runner.sweep``, undone on exit: another concurrency policy in
     place of what ``auto`` builds, httpx's own transport, or no Parquet writes; the peak RSS
-    reached before the end-of-run compaction, into ``seen["rss_before_compaction"]``; and
+    reached before the end-of-run compaction, into ``seen["rss_before_compaction"]``; the CPU
+    the assertions take to evaluate and shape their rows, into ``seen["assert_cpu_secs"]``; and
     ``window`` told of every job the sink takes."""
     import runner.sweep
     from bench.policies import HalveOn429
@@ -168,6 +169,19 @@ def variant(
         return saved[3](*args, **kwargs)
 
     runner.sweep.compact = compact
+    import runner.outcome
+
+    add_asserts = runner.outcome.add_assert_columns
+    if spec.get("asserts"):  # the assertions' own CPU, on the thread that runs them
+
+        def timed_asserts(columns: Any, outcome: Any) -> None:
+            started = time.thread_time()
+            add_asserts(columns, outcome)
+            seen["assert_cpu_secs"] = seen.get("assert_cpu_secs", 0.0) + (
+                time.thread_time() - started
+            )
+
+        runner.outcome.add_assert_columns = timed_asserts
     policy, cap = spec["policy"], spec.get("cap", 64)
     if policy == "aimd":
         runner.sweep.concurrency_policy = lambda cfg: HalveOn429(cap)
@@ -204,6 +218,7 @@ def variant(
     try:
         yield
     finally:
+        runner.outcome.add_assert_columns = add_asserts
         (
             runner.sweep.concurrency_policy,
             runner.sweep.make_http_client,
@@ -237,6 +252,11 @@ def run_runner(spec: dict[str, Any]) -> dict[str, Any]:
             "wall_secs": wall,
             "peak_rss_mb": rss,
             "peak_rss_run_mb": seen.get("rss_before_compaction"),
+            **(
+                {"assert_ms_per_sim": seen["assert_cpu_secs"] * 1000 / max(c.ok, 1)}
+                if "assert_cpu_secs" in seen
+                else {}
+            ),
             "peak_in_flight": c.peak_in_flight,
             **window.figures(),
         }
