@@ -352,6 +352,32 @@ def _first_chars(items: Any) -> tuple[list[str], bool] | None:
     return parts, True
 
 
+_WIDEST_RANGE = 2048
+"""``_at_word_start`` checks a range's characters one by one up to this many."""
+
+
+def _at_word_start(items: Any, parts: Sequence[str], flags: int) -> bool:
+    r"""The parsed pattern begins with ``\b`` and every character of the class ``parts`` is a
+    word character (``\w`` under ``flags``), so the boundary is decided by the character
+    before. Case folding is not handled (a folded variant may not be a word character)."""
+    head = next(iter(items), None)
+    if head is None or _name(head[0]) != "AT" or _name(head[1]) != "AT_BOUNDARY":
+        return False
+    word = re.compile(r"\w", flags & re.ASCII)
+    for part in parts:
+        if part in (r"\d", r"\w"):
+            continue  # a digit is a word character in either mode
+        if not part.startswith("\\U"):
+            return False  # another category
+        lo = int(part[2:10], 16)
+        hi = int(part[13:21], 16) if len(part) > 10 else lo
+        if hi - lo >= _WIDEST_RANGE:
+            return False
+        if not all(word.match(chr(code)) for code in range(lo, hi + 1)):
+            return False
+    return True
+
+
 def _subpatterns(av: Any) -> list[Any]:
     """The parsed sub-patterns inside an opcode's argument."""
     if not isinstance(av, tuple | list):
@@ -399,11 +425,18 @@ class Finder:
         except Exception:  # any doubt: the plain search
             return
         self.local = _local(parsed)
-        if pattern.flags & re.IGNORECASE:
-            return
         first = _first_chars(parsed)
-        if first is not None and first[0] and not first[1]:
-            self.first = re.compile("[" + "".join(first[0]) + "]", pattern.flags & re.ASCII)
+        if first is None or not first[0] or first[1]:
+            return
+        # The class under the pattern's own case folding matches exactly the characters its
+        # first items match (the compiler folds a literal and a one-character class alike).
+        flags = pattern.flags & (re.ASCII | re.IGNORECASE)
+        chars = "[" + "".join(first[0]) + "]"
+        if not flags & re.IGNORECASE and _at_word_start(parsed, first[0], flags):
+            # ``\b`` before a word character holds exactly where the one before is not a word
+            # character (or at the start): positions the engine would reject at once.
+            chars += rf"(?<!\w{chars})"
+        self.first = re.compile(chars, flags)
 
     def search(self, text: str) -> re.Match[str] | None:
         """``pattern.search(text)``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -397,6 +398,15 @@ _FINDER_PATTERNS = [
     r"(?i)ORDER",
     r"(?x) 3 \s days",
     r"[\u00e9-\u00ff]t",
+    r"(?i)3 (business )?days",
+    r"(?i)\bk\w",
+    r"(?i)\u017f|\u03b9",
+    r"(?i)\b\u03b9",
+    r"\b\u00e9\w*",
+    r"(?a)\b\w+",
+    r"\b[0-9]+\b",
+    r"\b[a-z]",
+    r"\b_?\d",
 ]
 _FINDER_TEXTS = [
     "",
@@ -406,6 +416,9 @@ _FINDER_TEXTS = [
     "aa ab 12 b3 33 café été",
     "1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6",
     "no digits here at all, in transit\nthen more",
+    "K \u212a \u017f s \u03b9 x\u0345 \u0399\u039f _7 a_1",
+    "arrives in 3 Business DAYS, 3days",
+    "\u00e9 \u00e9tude x\u00e9 caf\u00e9s 12ab",
 ]
 
 
@@ -423,6 +436,21 @@ def test_finder_finds_what_the_pattern_finds_and_rules_out_only_what_cannot_matc
                 assert finder.maybe_in("\n".join(parts)), (source, parts)
 
 
+def test_finder_agrees_with_the_pattern_on_random_texts() -> None:
+    """Seeded random texts over the characters the shortcuts turn on: digits, separators, word
+    and non-word characters, case variants and the characters case folding joins."""
+    rng = random.Random(30)
+    alphabet = "0123456789 -_.\nabkKsS\u212a\u017f\u03b9\u0345\u0399\u00e9\u00c9"
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(300)]
+    texts += ["4111 1111 1111 1111", "x4111111111111111", "3 DAYS", "3 business days"]
+    for source in _FINDER_PATTERNS:
+        pattern = re.compile(source)
+        finder = Finder(pattern)
+        for text in texts:
+            want, got = pattern.search(text), finder.search(text)
+            assert (want and want.span()) == (got and got.span()), (source, text)
+
+
 def test_finder_takes_its_shortcuts_only_where_the_parse_allows() -> None:
     card = Finder(re.compile(r"\b(?:\d[ -]?){13,16}\b"))
     assert card.first is not None and card.local
@@ -430,4 +458,8 @@ def test_finder_takes_its_shortcuts_only_where_the_parse_allows() -> None:
     assert not Finder(re.compile(r"(?>\w+\s*)\b")).local
     assert Finder(re.compile(r"x?")).first is None  # matches empty: no first character
     assert Finder(re.compile(r".x")).first is None  # any character first
-    assert Finder(re.compile(r"(?i)x")).first is None
+    assert Finder(re.compile(r"(?i)x")).first is not None  # the class folds as the pattern
+    # a leading \b before word characters: only positions after a non-word character
+    assert card.first is not None and card.first.findall("A-10234 and 5") == ["1", "5"]
+    assert "(?<!" not in str(Finder(re.compile(r"(?i)\bk")).first)  # folding: not narrowed
+    assert "(?<!" not in str(Finder(re.compile(r"\b\s")).first)  # \s is not a word character
