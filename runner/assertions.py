@@ -352,6 +352,16 @@ def _first_chars(items: Any) -> tuple[list[str], bool] | None:
     return parts, True
 
 
+def _engine_skips(items: Any) -> bool:
+    """The regex engine skips to where a match can begin by itself: the pattern (inside plain
+    groups) begins with a literal, a class or alternatives, from which it builds a literal
+    prefix or a first-character set and scans in C; a loop here would only be slower."""
+    head = next(iter(items), None)
+    while head is not None and _name(head[0]) == "SUBPATTERN" and not (head[1][1] or head[1][2]):
+        head = next(iter(head[1][3]), None)
+    return head is not None and _name(head[0]) in ("LITERAL", "IN", "BRANCH")
+
+
 _WIDEST_RANGE = 2048
 """``_at_word_start`` checks a range's characters one by one up to this many."""
 
@@ -412,7 +422,8 @@ class Finder:
     is searched first (a plain class, which the engine scans quickly) and the pattern tried
     only there. ``maybe_in``: a pattern that reads nothing outside its match but the characters
     beside it, and backtracks freely, can match inside one utterance only if it matches the
-    utterances joined by a line break: one search tells there is no match in any of them."""
+    utterances joined by a line break: one search tells there is no match in any of them.
+    ``search`` leaves alone a pattern the engine already skips through (``_engine_skips``)."""
 
     __slots__ = ("first", "local", "pattern")
 
@@ -425,6 +436,8 @@ class Finder:
         except Exception:  # any doubt: the plain search
             return
         self.local = _local(parsed)
+        if _engine_skips(parsed):
+            return
         first = _first_chars(parsed)
         if first is None or not first[0] or first[1]:
             return

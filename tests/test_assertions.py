@@ -458,7 +458,10 @@ def test_finder_takes_its_shortcuts_only_where_the_parse_allows() -> None:
     assert not Finder(re.compile(r"(?>\w+\s*)\b")).local
     assert Finder(re.compile(r"x?")).first is None  # matches empty: no first character
     assert Finder(re.compile(r".x")).first is None  # any character first
-    assert Finder(re.compile(r"(?i)x")).first is not None  # the class folds as the pattern
+    assert Finder(re.compile(r"(?i)\bx")).first is not None  # the class folds as the pattern
+    # a literal, class or alternatives first: the engine skips through the text itself
+    for source in (r"refund", r"(?i)x", r"[xz]q", r"(?:ref|cancel)und", r"(a|b)c"):
+        assert Finder(re.compile(source)).first is None, source
     # a leading \b before word characters: only positions after a non-word character
     assert card.first is not None and card.first.findall("A-10234 and 5") == ["1", "5"]
     assert "(?<!" not in str(Finder(re.compile(r"(?i)\bk")).first)  # folding: not narrowed
