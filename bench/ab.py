@@ -70,10 +70,18 @@ def main(argv: list[str] | None = None) -> int:
         help="split the runner's simulations into this many cases (as the overhead section does;"
         " a REF older than that option runs one case whatever this says)",
     )
+    parser.add_argument(
+        "--asserts",
+        type=int,
+        default=0,
+        help="configure this many of the overhead section's assertions (up to 5) and print"
+        " their own CPU per simulation, timed in the run (a REF older than that: not printed)",
+    )
     args = parser.parse_args(argv)
 
     results: dict[str, list[float]] = {ref: [] for ref in args.refs}
     steady: dict[str, list[float]] = {ref: [] for ref in args.refs}
+    asserts: dict[str, list[float]] = {ref: [] for ref in args.refs}
     with (
         client_cores(),
         checkouts(args.refs) as trees,
@@ -85,12 +93,17 @@ def main(argv: list[str] | None = None) -> int:
                 spec = {**overhead_spec(args.concurrency), "client": client, "jobs": args.jobs}
                 if args.cases > 1:
                     spec["cases"] = args.cases
+                if args.asserts and client != FLOOR:
+                    spec["asserts"] = args.asserts
                 figures = run_worker(spec, server, trees[ref])
                 results[ref].append(figures["cpu_ms_per_sim"])
                 steady[ref].append(figures.get("steady_cpu_ms_per_sim", float("nan")))
+                if "assert_ms_per_sim" in figures:
+                    asserts[ref].append(figures["assert_ms_per_sim"])
+                hook = f", assertions {asserts[ref][-1] * 1000:.0f} us/sim" if asserts[ref] else ""
                 print(
                     f"round {round_no}: {ref} {results[ref][-1]:.2f} ms/sim"
-                    f" (steady {steady[ref][-1]:.2f})",
+                    f" (steady {steady[ref][-1]:.2f}{hook})",
                     flush=True,
                 )
     first, first_steady = (statistics.median(d[args.refs[0]]) for d in (results, steady))
@@ -102,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
             f" spread {spread(values):.1%}); steady {middle:.2f} ms/sim,"
             f" {middle / first_steady:.2f}x (spread {spread(steady[ref]):.1%})"
         )
+        if asserts[ref]:
+            cost = statistics.median(asserts[ref])
+            print(
+                f"  assertions: median {cost * 1000:.0f} us/sim, {cost / median:.1%} of its CPU"
+                f" per simulation ({', '.join(f'{v * 1000:.0f}' for v in asserts[ref])})"
+            )
     return 0
 
 

@@ -28,12 +28,11 @@ is such a run for either role: consecutive text messages of one role count once.
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import orjson
 
@@ -41,6 +40,7 @@ from runner.analysis.agreement import Agreement as Agreement  # re-exported: one
 from runner.analysis.agreement import agreement as agreement
 from runner.analysis.sources import ASSERT_SOURCE as SOURCE
 from runner.analysis.sources import is_assert as is_assert
+from runner.regex_search import Finder
 from runner.wire.simulate import TranscriptMessage
 
 Result = Literal["success", "failure", "unknown"]
@@ -146,8 +146,9 @@ def turns_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[Turn]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
+    """What one assertion concluded of one transcript (a tuple: five are built per job)."""
+
     result: Result
     rationale: str
 
@@ -166,69 +167,54 @@ class _Utterance:
 
 
 class Transcript:
-    """A transcript with what several kinds read computed once per job, when first asked: its
-    spoken messages (index, role, text stripped), its tool calls and results (index, item),
-    the agent's utterances, and their texts joined (one search of a pattern over all of them).
+    """A transcript read once per job, in one pass over its messages, into what the kinds ask
+    of it: its tool calls and results (index, item), the first message of each spoken turn
+    and the user's first message and the agent's first answer to it (index, role, text
+    stripped), and the agent's utterances; the utterances after a message and their texts
+    joined (one search of a pattern over all of them) when first asked.
     """
 
-    __slots__ = ("_calls", "_joined", "_results", "_utterances", "messages", "spoken")
+    __slots__ = (
+        "_joined",
+        "_utterances",
+        "answer",
+        "calls",
+        "messages",
+        "opening",
+        "results",
+        "turn_starts",
+        "user_turns",
+    )
 
     def __init__(self, messages: Sequence[Message]) -> None:
         self.messages = messages
-        spoken: list[tuple[int, str, str]] = []
-        for i, m in enumerate(messages):
-            text = m.message
-            if text and (text := text.strip()):
-                spoken.append((i, m.role, text))
-        self.spoken = spoken
-        self._calls: list[tuple[int, CallLike]] | None = None
-        self._results: list[tuple[int, ResultLike]] = []
-        self._utterances: dict[int, list[_Utterance]] = {}
-        self._joined: dict[int, str] = {}
-
-    def _tools(self) -> list[tuple[int, CallLike]]:
-        if self._calls is None:
-            calls: list[tuple[int, CallLike]] = []
-            results = self._results
-            for i, m in enumerate(self.messages):
-                if m.tool_calls:
-                    calls.extend([(i, c) for c in m.tool_calls])
-                if m.tool_results:
-                    results.extend([(i, r) for r in m.tool_results])
-            self._calls = calls
-        return self._calls
-
-    @property
-    def calls(self) -> list[tuple[int, CallLike]]:
-        """Every tool call with the index of its message, in order."""
-        return self._tools()
-
-    @property
-    def results(self) -> list[tuple[int, ResultLike]]:
-        """Every tool result with the index of its message, in order."""
-        self._tools()
-        return self._results
-
-    def utterances(self, after: int = -1) -> list[_Utterance]:
-        """Runs of consecutive agent messages with text (index > ``after``), each joined: a
-        user message or a message without text (a tool call or result) ends a run."""
-        found = self._utterances.get(after)
-        if found is not None:
-            return found
-        if after >= 0:
-            every = self.utterances()
-            # A run wholly after ``after`` is the same run either way; only a run holding
-            # ``after`` and going on past it would be cut (then the runs are built afresh).
-            if not any(u.spans[0][0] <= after < u.spans[-1][0] for u in every):
-                kept = [u for u in every if u.spans[0][0] > after]
-                self._utterances[after] = kept
-                return kept
-        out: list[_Utterance] = []
+        calls: list[tuple[int, CallLike]] = []
+        results: list[tuple[int, ResultLike]] = []
+        starts: list[tuple[int, str, str]] = []
+        utterances: list[_Utterance] = []
+        opening = answer = None
+        user_turns = 0
+        role = None
         current: _Utterance | None = None
         previous = -2
-        for i, role, text in self.spoken:
-            if i <= after:
+        for i, m in enumerate(messages):
+            if m.tool_calls:
+                calls.extend([(i, c) for c in m.tool_calls])
+            if m.tool_results:
+                results.extend([(i, r) for r in m.tool_results])
+            text = m.message
+            if not text or not (text := text.strip()):
                 continue
+            if m.role != role:  # a spoken turn starts
+                role = m.role
+                said = (i, role, text)
+                starts.append(said)
+                if role == "user":
+                    user_turns += 1
+                    if opening is None:
+                        opening = said
+                elif role == "agent" and opening is not None and answer is None:
+                    answer = said
             if role != "agent":
                 current = None
             elif current is not None and i == previous + 1:
@@ -237,8 +223,39 @@ class Transcript:
                 current.spans.append((i, at, at + len(text)))
             else:
                 current = _Utterance(text, [(i, 0, len(text))])
-                out.append(current)
+                utterances.append(current)
             previous = i
+        self.calls = calls
+        """Every tool call with the index of its message, in order."""
+        self.results = results
+        """Every tool result with the index of its message, in order."""
+        self.turn_starts = starts
+        self.user_turns = user_turns
+        self.opening = opening
+        """The user's first spoken message (None: the user never spoke)."""
+        self.answer = answer
+        """The agent's first spoken message after ``opening``."""
+        self._utterances: dict[int, list[_Utterance]] = {-1: utterances}
+        self._joined: dict[int, str] = {}
+
+    def utterances(self, after: int = -1) -> list[_Utterance]:
+        """Runs of consecutive agent messages with text (index > ``after``), each joined: a
+        user message or a message without text (a tool call or result) ends a run."""
+        found = self._utterances.get(after)
+        if found is not None:
+            return found
+        every = self._utterances[-1]
+        # A run wholly after ``after`` is the same run either way; only a run holding
+        # ``after`` and going on past it is cut (then the runs are built afresh).
+        if not any(u.spans[0][0] <= after < u.spans[-1][0] for u in every):
+            kept = [u for u in every if u.spans[0][0] > after]
+            self._utterances[after] = kept
+            return kept
+        shift = after + 1  # the runs of the messages after it, read on their own
+        out = [
+            _Utterance(u.text, [(i + shift, a, b) for i, a, b in u.spans])
+            for u in Transcript(self.messages[shift:]).utterances()
+        ]
         self._utterances[after] = out
         return out
 
@@ -260,220 +277,6 @@ _SEPARATOR = "\n"
 r"""Between utterances in ``Transcript.joined``: not a word character, so ``\b`` and ``\B`` at
 an utterance's edge read the same as at the edge of the utterance alone."""
 
-_FINDER_TRIES = 8
-_FINDER_GAP = 8
-"""A ``Finder`` tries candidate positions one at a time while they are no denser than one in
-``_FINDER_GAP`` characters (after ``_FINDER_TRIES``); denser, the pattern scans the rest."""
-
-_REPEATS = frozenset({"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"})
-_NOT_LOCAL = frozenset(
-    {"ASSERT", "ASSERT_NOT", "ATOMIC_GROUP", "POSSESSIVE_REPEAT", "GROUPREF", "GROUPREF_EXISTS"}
-)
-_EDGE_FREE_AT = frozenset({"AT_BOUNDARY", "AT_NON_BOUNDARY"})
-_CATEGORIES = {
-    "CATEGORY_DIGIT": r"\d",
-    "CATEGORY_NOT_DIGIT": r"\D",
-    "CATEGORY_SPACE": r"\s",
-    "CATEGORY_NOT_SPACE": r"\S",
-    "CATEGORY_WORD": r"\w",
-    "CATEGORY_NOT_WORD": r"\W",
-}
-
-
-def _parse(pattern: re.Pattern[str]) -> Any:
-    """The pattern's parse tree (the standard library's own regex parser)."""
-    parser: Any = importlib.import_module("re._parser")
-    return parser.parse(pattern.pattern, pattern.flags)
-
-
-def _name(op: Any) -> str:
-    return str(getattr(op, "name", op))
-
-
-def _char(code: int) -> str:
-    return f"\\U{code:08x}"
-
-
-def _class_items(items: Any) -> list[str] | None:
-    """A parsed character class as the parts of a ``[...]`` (None: negated or not known)."""
-    out = []
-    for op, av in items:
-        name = _name(op)
-        if name == "LITERAL":
-            out.append(_char(av))
-        elif name == "RANGE":
-            out.append(_char(av[0]) + "-" + _char(av[1]))
-        elif name == "CATEGORY" and _name(av) in _CATEGORIES:
-            out.append(_CATEGORIES[_name(av)])
-        else:
-            return None
-    return out
-
-
-def _first_chars(items: Any) -> tuple[list[str], bool] | None:
-    """What a match of the parsed ``items`` can begin with: the parts of a character class
-    holding every first character of a non-empty match, and whether the items can match
-    empty; None when that is not worked out here (any character, a back-reference, flags)."""
-    parts: list[str] = []
-    for op, av in items:
-        name = _name(op)
-        if name == "LITERAL":
-            return [*parts, _char(av)], False
-        if name == "IN":
-            chars = _class_items(av)
-            return None if chars is None else ([*parts, *chars], False)
-        if name in ("AT", "ASSERT", "ASSERT_NOT"):
-            continue  # zero-width: the first character comes after it
-        inner: tuple[list[str], bool] | None
-        if name == "SUBPATTERN":
-            if av[1] or av[2]:
-                return None
-            inner, least = _first_chars(av[3]), 1
-        elif name == "ATOMIC_GROUP":
-            inner, least = _first_chars(av), 1
-        elif name in _REPEATS:
-            inner, least = _first_chars(av[2]), av[0]
-        elif name == "BRANCH":
-            alternatives = [_first_chars(a) for a in av[1]]
-            if any(a is None for a in alternatives):
-                return None
-            inner = (
-                [c for a in alternatives if a for c in a[0]],
-                any(a[1] for a in alternatives if a),
-            )
-            least = 1
-        else:
-            return None
-        if inner is None:
-            return None
-        parts += inner[0]
-        if least > 0 and not inner[1]:
-            return parts, False
-    return parts, True
-
-
-def _engine_skips(items: Any) -> bool:
-    """The regex engine skips to where a match can begin by itself: the pattern (inside plain
-    groups) begins with a literal, a class or alternatives, from which it builds a literal
-    prefix or a first-character set and scans in C; a loop here would only be slower."""
-    head = next(iter(items), None)
-    while head is not None and _name(head[0]) == "SUBPATTERN" and not (head[1][1] or head[1][2]):
-        head = next(iter(head[1][3]), None)
-    return head is not None and _name(head[0]) in ("LITERAL", "IN", "BRANCH")
-
-
-_WIDEST_RANGE = 2048
-"""``_at_word_start`` checks a range's characters one by one up to this many."""
-
-
-def _at_word_start(items: Any, parts: Sequence[str], flags: int) -> bool:
-    r"""The parsed pattern begins with ``\b`` and every character of the class ``parts`` is a
-    word character (``\w`` under ``flags``), so the boundary is decided by the character
-    before. Case folding is not handled (a folded variant may not be a word character)."""
-    head = next(iter(items), None)
-    if head is None or _name(head[0]) != "AT" or _name(head[1]) != "AT_BOUNDARY":
-        return False
-    word = re.compile(r"\w", flags & re.ASCII)
-    for part in parts:
-        if part in (r"\d", r"\w"):
-            continue  # a digit is a word character in either mode
-        if not part.startswith("\\U"):
-            return False  # another category
-        lo = int(part[2:10], 16)
-        hi = int(part[13:21], 16) if len(part) > 10 else lo
-        if hi - lo >= _WIDEST_RANGE:
-            return False
-        if not all(word.match(chr(code)) for code in range(lo, hi + 1)):
-            return False
-    return True
-
-
-def _subpatterns(av: Any) -> list[Any]:
-    """The parsed sub-patterns inside an opcode's argument."""
-    if not isinstance(av, tuple | list):
-        return []
-    out = []
-    for x in av:
-        if hasattr(x, "data") and hasattr(x, "getwidth"):
-            out.append(x)
-        else:
-            out += _subpatterns(x)
-    return out
-
-
-def _local(items: Any) -> bool:
-    r"""The parsed pattern reads nothing outside its match but the characters beside it
-    (``\b``, ``\B``), and backtracks freely: no anchor, lookaround, back-reference, atomic group
-    or possessive repeat."""
-    for op, av in items:
-        name = _name(op)
-        if name in _NOT_LOCAL or (name == "AT" and _name(av) not in _EDGE_FREE_AT):
-            return False
-        if not all(_local(sub) for sub in _subpatterns(av)):
-            return False
-    return True
-
-
-class Finder:
-    r"""A compiled regex searched faster, with the very result of ``pattern.search``; built once
-    at config load. Two shortcuts, each taken only where the pattern's parse proves it safe.
-    ``search``: a pattern without a fixed first character (``\b(?:\d[ -]?){13,16}\b``) is tried
-    by the regex engine at every position; here the class of characters any match begins with
-    is searched first (a plain class, which the engine scans quickly) and the pattern tried
-    only there. ``maybe_in``: a pattern that reads nothing outside its match but the characters
-    beside it, and backtracks freely, can match inside one utterance only if it matches the
-    utterances joined by a line break: one search tells there is no match in any of them.
-    ``search`` leaves alone a pattern the engine already skips through (``_engine_skips``)."""
-
-    __slots__ = ("first", "local", "pattern")
-
-    def __init__(self, pattern: re.Pattern[str]) -> None:
-        self.pattern = pattern
-        self.first: re.Pattern[str] | None = None
-        self.local = False
-        try:
-            parsed = _parse(pattern)
-        except Exception:  # any doubt: the plain search
-            return
-        self.local = _local(parsed)
-        if _engine_skips(parsed):
-            return
-        first = _first_chars(parsed)
-        if first is None or not first[0] or first[1]:
-            return
-        # The class under the pattern's own case folding matches exactly the characters its
-        # first items match (the compiler folds a literal and a one-character class alike).
-        flags = pattern.flags & (re.ASCII | re.IGNORECASE)
-        chars = "[" + "".join(first[0]) + "]"
-        if not flags & re.IGNORECASE and _at_word_start(parsed, first[0], flags):
-            # ``\b`` before a word character holds exactly where the one before is not a word
-            # character (or at the start): positions the engine would reject at once.
-            chars += rf"(?<!\w{chars})"
-        self.first = re.compile(chars, flags)
-
-    def search(self, text: str) -> re.Match[str] | None:
-        """``pattern.search(text)``."""
-        first = self.first
-        if first is None:
-            return self.pattern.search(text)
-        match = self.pattern.match
-        pos = tries = 0
-        while tries <= _FINDER_TRIES + pos // _FINDER_GAP:
-            candidate = first.search(text, pos)
-            if candidate is None:
-                return None
-            pos = candidate.start()
-            found = match(text, pos)
-            if found is not None:
-                return found
-            pos += 1
-            tries += 1
-        return self.pattern.search(text, pos)  # candidates too dense: the engine's own scan
-
-    def maybe_in(self, joined: str) -> bool:
-        """False only when no utterance joined in ``joined`` (``Transcript.joined``) matches."""
-        return not self.local or self.search(joined) is not None
-
 
 def _literal(text: str) -> str:
     """``json.dumps(text, ensure_ascii=False)``, the same characters out, without building an
@@ -487,9 +290,9 @@ def _literal(text: str) -> str:
 
 def _quote(text: str, start: int = 0, end: int | None = None) -> str:
     """The text around [start, end), at most ``QUOTE_CHARS`` characters, as a quoted literal."""
+    if len(text) <= QUOTE_CHARS or (not start and (end is None or end >= len(text))):
+        return _literal(text)  # short, or the span is the whole text: all of it
     end = len(text) if end is None else end
-    if len(text) <= QUOTE_CHARS:
-        return _literal(text)
     room = max(QUOTE_CHARS - (end - start), 0)
     lo = max(start - room // 2, 0)
     hi = min(max(end, lo + QUOTE_CHARS), len(text))
@@ -687,12 +490,12 @@ class AgentSays:
     mirrors: str | None = None
     kind: str = field(default="agent_says", init=False)
     _finders: tuple[Finder, ...] = field(init=False, repr=False, compare=False)
+    _wanted: str = field(init=False, repr=False, compare=False)
+    """The patterns as a rationale names them."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_finders", tuple(Finder(p) for p in self.patterns))
-
-    def _wanted(self) -> str:
-        return " or ".join(repr(p.pattern) for p in self.patterns)
+        object.__setattr__(self, "_wanted", " or ".join(repr(p.pattern) for p in self.patterns))
 
     def evaluate(self, given: Sequence[Message] | Transcript) -> Verdict:
         transcript = _transcript(given)
@@ -704,7 +507,7 @@ class AgentSays:
                 return Verdict(
                     "failure",
                     f"no result of {self.after_tool} was ever seen, so nothing after it could "
-                    f"say {self._wanted()}",
+                    f"say {self._wanted}",
                 )
             after, scope = (
                 results[0],
@@ -730,7 +533,7 @@ class AgentSays:
             return Verdict("failure", f"{scope} said nothing (no agent message with text)")
         return Verdict(
             "failure",
-            f"{scope} never said {self._wanted()} "
+            f"{scope} never said {self._wanted} "
             f"(in {sum(len(u.spans) for u in utterances)} messages)",
         )
 
@@ -743,14 +546,9 @@ class MaxTurns:
     kind: str = field(default="max_turns", init=False)
 
     def evaluate(self, transcript: Sequence[Message] | Transcript) -> Verdict:
-        starts: list[tuple[int, str, str]] = []  # the first message of each spoken turn
-        last_role = None
-        for spoken in _transcript(transcript).spoken:
-            if spoken[1] != last_role:
-                starts.append(spoken)
-                last_role = spoken[1]
-        n = len(starts)
-        users = sum(1 for _, role, _ in starts if role == "user")
+        t = _transcript(transcript)
+        starts = t.turn_starts  # the first message of each spoken turn
+        n, users = len(starts), t.user_turns
         by_role = ", ".join(
             f"{role} {count}" for role, count in (("user", users), ("agent", n - users)) if count
         )
@@ -774,10 +572,10 @@ class FirstAgentMessageWithin:
 
     def evaluate(self, transcript: Sequence[Message] | Transcript) -> Verdict:
         t = _transcript(transcript)
-        user = next((s for s in t.spoken if s[1] == "user"), None)
+        user = t.opening
         if user is None:
             return Verdict("unknown", "no user message, so no agent answer to time")
-        agent = next((s for s in t.spoken if s[0] > user[0] and s[1] == "agent"), None)
+        agent = t.answer
         if agent is None:
             return Verdict(
                 "failure", f"the agent never answered the user's first message (#{user[0]})"

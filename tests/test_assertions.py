@@ -11,16 +11,18 @@ from typing import Any
 import pytest
 
 from runner.assertions import (
+    QUOTE_CHARS,
     AgentNeverMatches,
     AgentSays,
-    Finder,
     FirstAgentMessageWithin,
     MaxTurns,
     ToolCalled,
     ToolCallSeen,
     ToolResultSeen,
+    Transcript,
     Turn,
     _literal,
+    _quote,
     assertion_rows,
     json_path,
     turns_from_messages,
@@ -378,95 +380,86 @@ def test_the_benchmark_runs_at_a_toy_size(tmp_path: Path) -> None:
     assert client_cpu_ms(tmp_path / "absent.json") == []
 
 
-_FINDER_PATTERNS = [
-    r"\b(?:\d[ -]?){13,16}\b",
-    r"\d+",
-    r"^Hi",
-    r"\?$",
-    r"\bA-\d+",
-    r"\s\w",
-    r"[^a-z ]{3}",
-    r"(?<=\s)in",
-    r"x?",
-    r"(?:ab|\d)\d",
-    r"(?>\w+\s*)\b",
-    r"\W\w",
-    r"days\b|transit",
-    r"(a)\1",
-    r"(?:[ -]?\d){2,}",
-    r"\B\d",
-    r"(?i)ORDER",
-    r"(?x) 3 \s days",
-    r"[\u00e9-\u00ff]t",
-    r"(?i)3 (business )?days",
-    r"(?i)\bk\w",
-    r"(?i)\u017f|\u03b9",
-    r"(?i)\b\u03b9",
-    r"\b\u00e9\w*",
-    r"(?a)\b\w+",
-    r"\b[0-9]+\b",
-    r"\b[a-z]",
-    r"\b_?\d",
-]
-_FINDER_TEXTS = [
-    "",
-    "4111 1111 1111 1111 is a card",
-    "Hi there, order A-10234 ships in 3 days?",
-    "-x",
-    "aa ab 12 b3 33 café été",
-    "1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6",
-    "no digits here at all, in transit\nthen more",
-    "K \u212a \u017f s \u03b9 x\u0345 \u0399\u039f _7 a_1",
-    "arrives in 3 Business DAYS, 3days",
-    "\u00e9 \u00e9tude x\u00e9 caf\u00e9s 12ab",
-]
+def _reference_reading(turns: list[Turn]) -> dict[str, Any]:
+    """What ``Transcript`` reads of a transcript, computed the plain way: one pass per fact,
+    straight from the definitions in ``runner.assertions``' docstring."""
+    spoken = [
+        (i, t.role, t.message.strip()) for i, t in enumerate(turns) if (t.message or "").strip()
+    ]
+    starts = [s for k, s in enumerate(spoken) if k == 0 or spoken[k - 1][1] != s[1]]
+    runs: list[list[tuple[int, str, str]]] = []
+    for k, s in enumerate(spoken):
+        if s[1] != "agent":
+            continue
+        if k and spoken[k - 1][1] == "agent" and spoken[k - 1][0] == s[0] - 1:
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+    opening = next((s for s in spoken if s[1] == "user"), None)
+    answer = opening and next((s for s in spoken if s[0] > opening[0] and s[1] == "agent"), None)
+    return {
+        "starts": starts,
+        "user_turns": sum(1 for s in starts if s[1] == "user"),
+        "utterances": [(" ".join(s[2] for s in run), [s[0] for s in run]) for run in runs],
+        "opening": opening,
+        "answer": answer,
+        "calls": [(i, c.tool_name) for i, t in enumerate(turns) for c in t.tool_calls],
+        "results": [(i, r.tool_name) for i, t in enumerate(turns) for r in t.tool_results],
+    }
 
 
-def _assert_finder_searches_as_the_pattern(
-    pattern: re.Pattern[str], finder: Finder, texts: list[str]
-) -> None:
-    """The independent computation: the pattern's own search, on each text."""
-    for text in texts:
-        want, got = pattern.search(text), finder.search(text)
-        assert (want and want.span()) == (got and got.span()), (pattern.pattern, text)
-
-
-def test_finder_finds_what_the_pattern_finds_and_rules_out_only_what_cannot_match() -> None:
-    # The independent computation: the pattern's own search, on each text and on each part.
-    for source in _FINDER_PATTERNS:
-        pattern = re.compile(source)
-        finder = Finder(pattern)
-        _assert_finder_searches_as_the_pattern(pattern, finder, _FINDER_TEXTS)
-        for i in range(len(_FINDER_TEXTS)):
-            parts = [t.strip() for t in _FINDER_TEXTS[i:] + _FINDER_TEXTS[:i] if t.strip()]
-            if any(pattern.search(p) for p in parts):
-                assert finder.maybe_in("\n".join(parts)), (source, parts)
-
-
-def test_finder_agrees_with_the_pattern_on_random_texts() -> None:
-    """Seeded random texts over the characters the shortcuts turn on: digits, separators, word
-    and non-word characters, case variants and the characters case folding joins."""
+def test_one_pass_reads_what_the_definitions_say_on_random_transcripts() -> None:
+    """The transcript is read in one pass; the independent computation reads each fact on its
+    own (seeded random transcripts: empty and blank texts, runs of one role, tool calls and
+    results with and without text, roles other than the two)."""
     rng = random.Random(30)
-    alphabet = "0123456789 -_.\nabkKsS\u212a\u017f\u03b9\u0345\u0399\u00e9\u00c9"
-    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(300)]
-    texts += ["4111 1111 1111 1111", "x4111111111111111", "3 DAYS", "3 business days"]
-    for source in _FINDER_PATTERNS:
-        pattern = re.compile(source)
-        _assert_finder_searches_as_the_pattern(pattern, Finder(pattern), texts)
+    for _ in range(400):
+        turns = []
+        for _ in range(rng.randint(0, 14)):
+            text = rng.choice([None, "", "  ", "hi", " ok ", "3 days", "yes\n"])
+            calls = (ToolCallSeen(rng.choice("ab"), "{}"),) if rng.random() < 0.15 else ()
+            results = (ToolResultSeen(rng.choice("ab"), "x", False),) if rng.random() < 0.15 else ()
+            role = rng.choice(["user", "agent", "agent", "system"])
+            turns.append(Turn(role, text, None, calls, results))
+        want = _reference_reading(turns)
+        t = Transcript(turns)
+        got = {
+            "starts": t.turn_starts,
+            "user_turns": t.user_turns,
+            "utterances": [(u.text, [i for i, _, _ in u.spans]) for u in t.utterances()],
+            "opening": t.opening,
+            "answer": t.answer,
+            "calls": [(i, c.tool_name) for i, c in t.calls],
+            "results": [(i, r.tool_name) for i, r in t.results],
+        }
+        assert got == want, turns
+        for after in range(-1, len(turns)):  # the runs after a message: cut where it sits
+            kept = [
+                (
+                    " ".join(turns[i].message.strip() for i in idx if i > after),
+                    [i for i in idx if i > after],
+                )  # type: ignore[union-attr]
+                for _, idx in want["utterances"]
+                if idx[-1] > after
+            ]
+            cut = [(u.text, [i for i, _, _ in u.spans]) for u in t.utterances(after)]
+            assert cut == kept, (turns, after)
 
 
-def test_finder_takes_its_shortcuts_only_where_the_parse_allows() -> None:
-    card = Finder(re.compile(r"\b(?:\d[ -]?){13,16}\b"))
-    assert card.first is not None and card.local
-    assert not Finder(re.compile(r"^Hi")).local
-    assert not Finder(re.compile(r"(?>\w+\s*)\b")).local
-    assert Finder(re.compile(r"x?")).first is None  # matches empty: no first character
-    assert Finder(re.compile(r".x")).first is None  # any character first
-    assert Finder(re.compile(r"(?i)\bx")).first is not None  # the class folds as the pattern
-    # a literal, class or alternatives first: the engine skips through the text itself
-    for source in (r"refund", r"(?i)x", r"[xz]q", r"(?:ref|cancel)und", r"(a|b)c"):
-        assert Finder(re.compile(source)).first is None, source
-    # a leading \b before word characters: only positions after a non-word character
-    assert card.first is not None and card.first.findall("A-10234 and 5") == ["1", "5"]
-    assert "(?<!" not in str(Finder(re.compile(r"(?i)\bk")).first)  # folding: not narrowed
-    assert "(?<!" not in str(Finder(re.compile(r"\b\s")).first)  # \s is not a word character
+def test_a_quote_of_a_span_is_the_text_around_it() -> None:
+    """The whole text when it is short or the span is all of it; otherwise a window of
+    ``QUOTE_CHARS`` characters (or the span, when longer) holding the span, "..." on each side
+    that was cut."""
+    rng = random.Random(3)
+    text = "".join(rng.choice('ab "\\\u00e9') for _ in range(150))
+    assert _quote(text) == _quote(text, 0, len(text)) == json.dumps(text, ensure_ascii=False)
+    assert _quote(text[:80]) == json.dumps(text[:80], ensure_ascii=False)
+    for start, end in [(0, 5), (70, 75), (140, 150), (10, 120), (0, 149)]:
+        width = max(QUOTE_CHARS, end - start)
+        windows = {
+            ("..." if lo else "")
+            + json.dumps(text[lo : lo + width], ensure_ascii=False)
+            + ("..." if lo + width < len(text) else "")
+            for lo in range(max(end - width, 0), min(start, len(text) - width) + 1)
+        }
+        assert _quote(text, start, end) in windows, (start, end)
