@@ -166,19 +166,40 @@ class _Utterance:
         return hit or [self.spans[0][0]]
 
 
+def _runs(said: Sequence[tuple[int, str]]) -> list[_Utterance]:
+    """The agent's spoken messages (index, text) as utterances: a message right after another
+    of them (index one more) continues its run."""
+    out: list[_Utterance] = []
+    current: _Utterance | None = None
+    previous = -2
+    for i, text in said:
+        if current is not None and i == previous + 1:
+            at = len(current.text) + 1
+            current.text += " " + text
+            current.spans.append((i, at, at + len(text)))
+        else:
+            current = _Utterance(text, [(i, 0, len(text))])
+            out.append(current)
+        previous = i
+    return out
+
+
 class Transcript:
     """A transcript read once per job, in one pass over its messages, into what the kinds ask
-    of it: its tool calls and results (index, item), the first message of each spoken turn
-    and the user's first message and the agent's first answer to it (index, role, text
-    stripped), and the agent's utterances; the utterances after a message and their texts
-    joined (one search of a pattern over all of them) when first asked.
+    of it: its tool calls and results (index, item), the first message of each spoken turn,
+    the user's first message and the agent's first answer to it (index, role, text stripped),
+    and the agent's spoken messages (index, text). Utterances and their texts joined (one
+    search of a pattern over all of them) are built from those when first asked: a search
+    usually needs only the joined text.
     """
 
     __slots__ = (
         "_joined",
         "_utterances",
+        "agent_said",
         "answer",
         "calls",
+        "continued",
         "messages",
         "opening",
         "results",
@@ -191,12 +212,12 @@ class Transcript:
         calls: list[tuple[int, CallLike]] = []
         results: list[tuple[int, ResultLike]] = []
         starts: list[tuple[int, str, str]] = []
-        utterances: list[_Utterance] = []
+        agent_said: list[tuple[int, str]] = []
         opening = answer = None
         user_turns = 0
         role = None
-        current: _Utterance | None = None
-        previous = -2
+        continued = False
+        last_agent = -2
         for i, m in enumerate(messages):
             if m.tool_calls:
                 calls.extend([(i, c) for c in m.tool_calls])
@@ -215,16 +236,10 @@ class Transcript:
                         opening = said
                 elif role == "agent" and opening is not None and answer is None:
                     answer = said
-            if role != "agent":
-                current = None
-            elif current is not None and i == previous + 1:
-                at = len(current.text) + 1
-                current.text += " " + text
-                current.spans.append((i, at, at + len(text)))
-            else:
-                current = _Utterance(text, [(i, 0, len(text))])
-                utterances.append(current)
-            previous = i
+            if role == "agent":
+                agent_said.append((i, text))
+                continued = continued or last_agent == i - 1
+                last_agent = i
         self.calls = calls
         """Every tool call with the index of its message, in order."""
         self.results = results
@@ -235,35 +250,35 @@ class Transcript:
         """The user's first spoken message (None: the user never spoke)."""
         self.answer = answer
         """The agent's first spoken message after ``opening``."""
-        self._utterances: dict[int, list[_Utterance]] = {-1: utterances}
+        self.agent_said = agent_said
+        """The agent's messages with text (index, text stripped), in order."""
+        self.continued = continued
+        """Some agent message continues the one before it (an utterance of several)."""
+        self._utterances: dict[int, list[_Utterance]] = {}
         self._joined: dict[int, str] = {}
+
+    def said_after(self, after: int = -1) -> list[tuple[int, str]]:
+        """The agent's messages with text whose index is above ``after``."""
+        said = self.agent_said
+        return said if after < 0 else [s for s in said if s[0] > after]
 
     def utterances(self, after: int = -1) -> list[_Utterance]:
         """Runs of consecutive agent messages with text (index > ``after``), each joined: a
         user message or a message without text (a tool call or result) ends a run."""
         found = self._utterances.get(after)
-        if found is not None:
-            return found
-        every = self._utterances[-1]
-        # A run wholly after ``after`` is the same run either way; only a run holding
-        # ``after`` and going on past it is cut (then the runs are built afresh).
-        if not any(u.spans[0][0] <= after < u.spans[-1][0] for u in every):
-            kept = [u for u in every if u.spans[0][0] > after]
-            self._utterances[after] = kept
-            return kept
-        shift = after + 1  # the runs of the messages after it, read on their own
-        out = [
-            _Utterance(u.text, [(i + shift, a, b) for i, a, b in u.spans])
-            for u in Transcript(self.messages[shift:]).utterances()
-        ]
-        self._utterances[after] = out
-        return out
+        if found is None:
+            found = self._utterances[after] = _runs(self.said_after(after))
+        return found
 
     def joined(self, after: int = -1) -> str:
         """The texts of ``utterances(after)`` joined by a line break (``Finder.maybe_in``)."""
         found = self._joined.get(after)
         if found is None:
-            found = self._joined[after] = _SEPARATOR.join(u.text for u in self.utterances(after))
+            if self.continued:
+                texts = [u.text for u in self.utterances(after)]
+            else:  # every utterance is one message
+                texts = [text for _, text in self.said_after(after)]
+            found = self._joined[after] = _SEPARATOR.join(texts)
         return found
 
 
@@ -461,10 +476,11 @@ class AgentNeverMatches:
 
     def evaluate(self, transcript: Sequence[Message] | Transcript) -> Verdict:
         t = _transcript(transcript)
-        utterances = t.utterances()
+        said = t.agent_said
+        if not said:
+            return Verdict("success", "no agent message with text: nothing could match")
         finder = self._finder
-        searched = utterances if utterances and finder.maybe_in(t.joined()) else ()
-        for utterance in searched:
+        for utterance in t.utterances() if finder.maybe_in(t.joined()) else ():
             match = finder.search(utterance.text)
             if match:
                 at = _cite(utterance.indexes(match.start(), match.end()))
@@ -473,12 +489,9 @@ class AgentNeverMatches:
                     f"agent at {at}: {_quote(utterance.text, match.start(), match.end())} "
                     f"matches {self.pattern.pattern!r}",
                 )
-        if not utterances:
-            return Verdict("success", "no agent message with text: nothing could match")
         return Verdict(
             "success",
-            f"none of the agent's {sum(len(u.spans) for u in utterances)} messages matches "
-            f"{self.pattern.pattern!r}",
+            f"none of the agent's {len(said)} messages matches {self.pattern.pattern!r}",
         )
 
 
@@ -513,12 +526,14 @@ class AgentSays:
                 results[0],
                 f"the agent after {self.after_tool}'s result at #{results[0]}",
             )
-        utterances = transcript.utterances(after)
+        said = transcript.said_after(after)
+        if not said:
+            return Verdict("failure", f"{scope} said nothing (no agent message with text)")
         finders = self._finders
-        if utterances and any(f.local for f in finders):
+        if any(f.local for f in finders):
             joined = transcript.joined(after)
             finders = tuple(f for f in finders if f.maybe_in(joined))
-        for utterance in utterances if finders else ():
+        for utterance in transcript.utterances(after) if finders else ():
             for finder in finders:
                 match = finder.search(utterance.text)
                 if match:
@@ -529,13 +544,7 @@ class AgentSays:
                         f"agent at {at}: {_quote(utterance.text, match.start(), match.end())} "
                         f"matches {pattern.pattern!r}",
                     )
-        if not utterances:
-            return Verdict("failure", f"{scope} said nothing (no agent message with text)")
-        return Verdict(
-            "failure",
-            f"{scope} never said {self._wanted} "
-            f"(in {sum(len(u.spans) for u in utterances)} messages)",
-        )
+        return Verdict("failure", f"{scope} never said {self._wanted} (in {len(said)} messages)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -442,8 +442,11 @@ def test_one_pass_reads_what_the_definitions_say_on_random_transcripts() -> None
                 for _, idx in want["utterances"]
                 if idx[-1] > after
             ]
-            cut = [(u.text, [i for i, _, _ in u.spans]) for u in t.utterances(after)]
+            fresh = Transcript(turns)  # joined first, then the runs: either order, one answer
+            assert fresh.joined(after) == "\n".join(text for text, _ in kept), (turns, after)
+            cut = [(u.text, [i for i, _, _ in u.spans]) for u in fresh.utterances(after)]
             assert cut == kept, (turns, after)
+            assert len(fresh.said_after(after)) == sum(len(idx) for _, idx in kept)
 
 
 def test_a_quote_of_a_span_is_the_text_around_it() -> None:
