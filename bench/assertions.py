@@ -2,12 +2,16 @@
 
 ``python -m bench.assertions [--jobs N] [--rounds N]``. Transcripts come from the local API's own
 conversation model (``plan_conversation``, the agent ``agent_support`` of configs/agents.yaml,
-``new_turns_limit`` 20 as in the overhead section), for the two scenarios with tools of
-configs/example.yaml; the issue's five assertions are configured. The figure is the process
-CPU of ``runner.outcome.assert_rows`` (the hook a finished job passes through: five evaluations
-on its transcript, five rows) per job, beside the runner's client CPU per simulation from the
-overhead section of a ``python -m bench`` figures file (``--figures``; default
-``results/bench/latest.json``) when there is one: measure both on the same machine.
+``new_turns_limit`` 20), in two sets with the issue's five assertions configured: the overhead
+section's own (``bench.worker``'s config: the six-goal conversation and its five assertions,
+where the 5% bound is measured in the run) and the two scenarios with tools of
+configs/example.yaml. The figure is the process CPU of ``runner.outcome.add_assert_columns``
+(the hook every finished job passes through: five evaluations on its transcript, their rows'
+columns) per job, beside the runner's client CPU per simulation from the overhead section of a
+``python -m bench`` figures file (``--figures``; default ``results/bench/latest.json``) when
+there is one. Out of the run the hook runs with hot caches: the overhead section's in-run
+figure (``assert_ms_per_sim``) is the one the bound is held to; this one says where the time
+goes.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from runner.config import parse_config
 from runner.jobs import iter_jobs
 from runner.localapi.agents import load_agents
 from runner.localapi.conversation import plan_conversation
-from runner.outcome import JobOutcome, assert_rows
+from runner.outcome import JobOutcome, add_assert_columns
+from runner.schema import CRITERIA
 from runner.wire.simulate import SimulationRequest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,9 +83,17 @@ CONFIG: dict[str, Any] = {
 }
 
 
-def outcomes(jobs: int) -> list[JobOutcome]:
-    """``jobs`` finished jobs with transcripts from the local API's conversation model."""
-    cfg = parse_config(CONFIG, ROOT / "bench-assertions.yaml")
+def outcomes(jobs: int, transcripts: str = "overhead") -> list[JobOutcome]:
+    """``jobs`` finished jobs with transcripts from the local API's conversation model: the
+    overhead section's (``overhead``) or the example scenarios' (``example``)."""
+    if transcripts == "overhead":
+        from bench.worker import sweep_config
+
+        spec = {"url": "http://127.0.0.1:1", "policy": "fixed", "concurrency": 1}
+        spec |= {"new_turns_limit": 20, "jobs": 1, "asserts": 5}
+        cfg = parse_config(sweep_config(spec), ROOT / "bench-overhead.yaml")
+    else:
+        cfg = parse_config(CONFIG, ROOT / "bench-assertions.yaml")
     agent = load_agents()["agent_support"]
     templates = list(iter_jobs(cfg))
     now = datetime.now(UTC)
@@ -117,34 +130,42 @@ def client_cpu_ms(path: Path) -> list[tuple[float, str]]:
     ]
 
 
-def measure(jobs: int, rounds: int) -> dict[str, Any]:
-    done = outcomes(jobs)
+def _hook_secs(done: list[JobOutcome], rounds: int) -> float:
+    """Process CPU seconds of ``rounds`` passes of the hook over ``done``, into fresh columns
+    each pass (as a run's batch, flushed between)."""
+    total = 0.0
+    for _ in range(rounds):
+        columns: dict[str, list[Any]] = {name: [] for name in CRITERIA.schema.names()}
+        start = time.process_time()
+        for o in done:
+            add_assert_columns(columns, o)
+        total += time.process_time() - start
+    return total
+
+
+def measure(jobs: int, rounds: int, transcripts: str = "overhead") -> dict[str, Any]:
+    done = outcomes(jobs, transcripts)
     total_messages = sum(len(o.result.messages) for o in done if o.result)
     per_kind: dict[str, float] = {}
-    for _ in range(2):  # warm up
-        for o in done:
-            assert_rows(o)
+    _hook_secs(done, 2)  # warm up
+    total = _hook_secs(done, rounds)
+    transcripts_ = [o.result.messages for o in done if o.result]
     start = time.process_time()
     for _ in range(rounds):
-        for o in done:
-            assert_rows(o)
-    total = time.process_time() - start
-    transcripts = [o.result.messages for o in done if o.result]
-    start = time.process_time()
-    for _ in range(rounds):
-        for transcript in transcripts:
-            Transcript(transcript).utterances()
-    per_kind["(spoken messages, utterances)"] = (time.process_time() - start) / (rounds * jobs)
+        for transcript in transcripts_:
+            Transcript(transcript)
+    per_kind["(reading the transcript)"] = (time.process_time() - start) / (rounds * jobs)
     for a in done[0].job.assertions:
-        ready = [Transcript(m) for m in transcripts]
-        for t in ready:
-            t.utterances()
+        ready = [Transcript(m) for m in transcripts_]
+        for t in ready:  # what the transcript builds when first asked, built before timing
+            a.evaluate(t)
         start = time.process_time()
         for _ in range(rounds):
             for t in ready:
                 a.evaluate(t)
         per_kind[a.kind + " " + a.id] = (time.process_time() - start) / (rounds * jobs)
     return {
+        "transcripts": transcripts,
         "jobs": jobs,
         "rounds": rounds,
         "messages_per_job": total_messages / jobs,
@@ -165,24 +186,28 @@ def main(argv: list[str] | None = None) -> int:
         help="a `python -m bench` figures file with the overhead section (default: the latest)",
     )
     args = parser.parse_args(argv)
-    figures = measure(args.jobs, args.rounds)
-    us = figures["us_per_job"]
-    print(
-        f"assertions: {figures['assertions']} per job, {figures['messages_per_job']:.1f} messages"
-        f" a transcript: {us:.1f} us CPU per job ({args.jobs} jobs x {args.rounds} rounds)"
-    )
-    for part, value in figures["us_by_part"].items():
-        print(f"  {part:<42} {value:6.1f} us")
     clients = client_cpu_ms(args.figures)
-    if not clients:
-        print(f"client CPU per simulation: no overhead figures in {args.figures}")
-    for ms, setup in clients:
-        share = us / 1000 / ms
-        verdict = "met" if share <= BUDGET_SHARE else "MISSED"
+    for transcripts in ("overhead", "example"):
+        figures = measure(args.jobs, args.rounds, transcripts)
+        us = figures["us_per_job"]
         print(
-            f"client CPU per simulation ({setup}, {args.figures}): {ms:.2f} ms; the assertions"
-            f" add {share:.1%} (<= {BUDGET_SHARE:.0%}: {verdict})"
+            f"{transcripts} transcripts: {figures['assertions']} assertions,"
+            f" {figures['messages_per_job']:.1f} messages a transcript: {us:.1f} us CPU per job"
+            f" ({args.jobs} jobs x {args.rounds} rounds)"
         )
+        for part, value in figures["us_by_part"].items():
+            print(f"  {part:<50} {value:6.1f} us")
+        if transcripts != "overhead":
+            continue
+        if not clients:
+            print(f"client CPU per simulation: no overhead figures in {args.figures}")
+        for ms, setup in clients:
+            share = us / 1000 / ms
+            verdict = "met" if share <= BUDGET_SHARE else "MISSED"
+            print(
+                f"  beside the client CPU per simulation ({setup}, {args.figures}): {ms:.2f} ms;"
+                f" {share:.1%} (<= {BUDGET_SHARE:.0%}: {verdict}; out of the run, hot caches)"
+            )
     return 0
 
 

@@ -368,11 +368,18 @@ def test_agreement_with_the_judged_criterion_counts_by_hand() -> None:
 
 
 def test_the_benchmark_runs_at_a_toy_size(tmp_path: Path) -> None:
-    from bench.assertions import client_cpu_ms, measure
+    from bench.assertions import client_cpu_ms, measure, outcomes
 
-    figures = measure(jobs=4, rounds=1)
-    assert figures["assertions"] == 5 and figures["us_per_job"] > 0
-    assert figures["messages_per_job"] > 3  # real conversations, not empty ones
+    for transcripts in ("overhead", "example"):
+        figures = measure(jobs=4, rounds=1, transcripts=transcripts)
+        assert figures["assertions"] == 5 and figures["us_per_job"] > 0
+        assert figures["messages_per_job"] > 3  # real conversations, not empty ones
+    # the overhead section's transcripts carry its own five assertions, one of each kind
+    from bench.worker import ASSERTIONS
+
+    assert [o.job.assertions[i].id for o in outcomes(1) for i in range(5)] == [
+        a["id"] for a in ASSERTIONS
+    ]
     rows = [{"section": "overhead", "setup": "runner @10", "cpu_ms_per_sim": 5.0}]
     path = tmp_path / "latest.json"
     path.write_text(json.dumps({"rows": rows}))
