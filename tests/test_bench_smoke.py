@@ -18,7 +18,7 @@ import pytest
 import runner.sweep
 from bench.ab import main as ab_main
 from bench.metrics import limit_trace, window_figures
-from bench.suite import paired_rounds, spread, table
+from bench.suite import ASSERT_BUDGET, ASSERT_VARIANT, paired_rounds, spread, table
 from bench.worker import Window, run_baseline, run_runner
 from runner.localapi.server import LocalAPI
 
@@ -151,6 +151,19 @@ def test_paired_rounds_give_medians_spreads_and_the_median_ratio(
     ]
     assert runner_row["vs_floor"] == pytest.approx(statistics.median(ratios))
     assert floor_row["vs_floor"] == 1.0
+
+
+def test_the_assertions_are_held_to_their_cost_timed_in_the_run(local_api: LocalAPI) -> None:
+    """Issue 30's bound is on evaluating the assertions: their hook's CPU timed in each run,
+    over the runner's CPU per simulation without them; the A/B is shown beside it."""
+    runner_row, _, row = paired_rounds(
+        local_api, concurrency=3, jobs=12, rounds=1, variants=(ASSERT_VARIANT,)
+    )
+    share = row["assert_ms_per_sim"] / runner_row["cpu_ms_per_sim"]
+    assert 0 < share == row["assert_share_of_runner"]
+    held = "met" if share <= ASSERT_BUDGET else "MISSED"
+    assert f"{share:.1%} of the runner's CPU per simulation, <=5%: {held}" in row["target"]
+    assert "the runner with them over without, same rounds" in row["target"]
 
 
 def test_the_table_leaves_missing_figures_blank() -> None:
