@@ -122,14 +122,14 @@ bench-view: $(TEST_STAMP)
 	$(BIN)/python -m bench.view $(ARGS)
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check runner tests bench docs/gen.py
-	$(BIN)/ruff format --check runner tests bench docs/gen.py
+	$(BIN)/ruff check runner tests bench notebooks docs/gen.py
+	$(BIN)/ruff format --check runner tests bench notebooks docs/gen.py
 	$(BIN)/mypy runner
 	$(BIN)/lint-imports --no-cache
 
 fmt: $(TEST_STAMP)
-	$(BIN)/ruff format runner tests bench docs/gen.py
-	$(BIN)/ruff check --fix runner tests bench docs/gen.py
+	$(BIN)/ruff format runner tests bench notebooks docs/gen.py
+	$(BIN)/ruff check --fix runner tests bench notebooks docs/gen.py
 
 # make docs: regenerate the docs' generated blocks (docs/gen.py: the table schemas from
 # runner/schema.py, the config keys from the JSON Schema) and build the site into site/
