@@ -3,7 +3,8 @@ the runner, measured in alternating rounds against one local API.
 
 A REF is ``.`` (this checkout, uncommitted changes included), ``floor`` (the raw aiohttp
 client) or a git revision, checked out into a temporary worktree. Each round runs every REF
-once, in a fresh process (``bench.worker``), so drift on a shared machine touches them alike;
+once, in a fresh process (``bench.worker``), the order rotated every round (``rotated``), so
+drift on a shared machine and a run's place in its round touch them alike;
 the medians over the rounds, their spreads and each one's ratio to the first REF are printed,
 over whole runs and over their steady middles (``bench.worker.Window``). The local API
 is pinned to the last core and the clients to the others, as in ``make bench``.
@@ -24,6 +25,14 @@ from pathlib import Path
 from bench.suite import ROOT, client_cores, overhead_spec, run_worker, serve, spread
 
 FLOOR = "floor"
+
+
+def rotated(refs: list[str], round_index: int) -> list[str]:
+    """The REFs in the order of round ``round_index`` (from 0): shifted by one each round, so
+    each runs first as often as the others. A run's place in its round shows in its CPU per
+    simulation here (measured in docs/benchmarks.md), as much as the changes compared."""
+    shift = round_index % len(refs)
+    return refs[shift:] + refs[:shift]
 
 
 @contextlib.contextmanager
@@ -88,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         serve("--time-scale", str(args.pace)) as server,
     ):
         for round_no in range(1, args.rounds + 1):
-            for ref in args.refs:
+            for ref in rotated(args.refs, round_no - 1):
                 client = FLOOR if ref == FLOOR else "runner"
                 spec = {**overhead_spec(args.concurrency), "client": client, "jobs": args.jobs}
                 if args.cases > 1:

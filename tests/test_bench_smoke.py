@@ -17,6 +17,7 @@ import pytest
 
 import runner.sweep
 from bench.ab import main as ab_main
+from bench.ab import rotated
 from bench.metrics import limit_trace, window_figures
 from bench.suite import ASSERT_BUDGET, ASSERT_VARIANT, paired_rounds, spread, table
 from bench.worker import Window, run_baseline, run_runner
@@ -200,8 +201,8 @@ def test_ab_alternates_refs_and_reports_each_against_the_first(
     assert [r.rsplit(" ", 1)[0] for r in runs] == [
         "round 1: floor",
         "round 1: .",
+        "round 2: .",  # the order rotated every round
         "round 2: floor",
-        "round 2: .",
     ]
     summary = {line.split(":")[0]: line for line in out if "median" in line}
     assert set(summary) == {"floor", "."}
@@ -278,3 +279,13 @@ def test_the_compare_section_runs_at_a_toy_size(tmp_path: Path) -> None:
     assert [r["true_diff"] for r in rows[::2]] == [0.0, -0.025, -0.05, -0.2, 0.1]
     assert {"fixed_pairs_90", "target"} <= set(rows[6]) and all("target" in r for r in rows)
     assert rows[4]["target"].startswith("false not worse, worse <= 0.05")
+
+
+def test_ab_rotates_the_order_so_each_version_runs_first_alike() -> None:
+    refs = ["e921907", ".", "floor"]
+    orders = [rotated(refs, r) for r in range(6)]
+    assert all(sorted(order) == sorted(refs) for order in orders)  # every REF every round
+    assert orders[0] == refs and orders[1] == [".", "floor", "e921907"]
+    for ref in refs:  # first, middle and last equally often over whole cycles
+        assert [order.index(ref) for order in orders].count(0) == 2
+        assert sorted(order.index(ref) for order in orders) == [0, 0, 1, 1, 2, 2]
