@@ -22,17 +22,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.suite import ROOT, client_cores, overhead_spec, run_worker, serve, spread
+from bench.suite import ROOT, client_cores, overhead_spec, rotated, run_worker, serve, spread
 
 FLOOR = "floor"
-
-
-def rotated(refs: list[str], round_index: int) -> list[str]:
-    """The REFs in the order of round ``round_index`` (from 0): shifted by one each round, so
-    each runs first as often as the others. A run's place in its round shows in its CPU per
-    simulation here (measured in docs/benchmarks.md), as much as the changes compared."""
-    shift = round_index % len(refs)
-    return refs[shift:] + refs[:shift]
 
 
 @contextlib.contextmanager

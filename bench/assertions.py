@@ -87,10 +87,10 @@ def outcomes(jobs: int, transcripts: str = "overhead") -> list[JobOutcome]:
     """``jobs`` finished jobs with transcripts from the local API's conversation model: the
     overhead section's (``overhead``) or the example scenarios' (``example``)."""
     if transcripts == "overhead":
+        from bench.suite import overhead_spec
         from bench.worker import sweep_config
 
-        spec = {"url": "http://127.0.0.1:1", "policy": "fixed", "concurrency": 1}
-        spec |= {"new_turns_limit": 20, "jobs": 1, "asserts": 5}
+        spec = {**overhead_spec(1), "url": "http://127.0.0.1:1", "jobs": 1, "asserts": 5}
         cfg = parse_config(sweep_config(spec), ROOT / "bench-overhead.yaml")
     else:
         cfg = parse_config(CONFIG, ROOT / "bench-assertions.yaml")
@@ -149,14 +149,14 @@ def measure(jobs: int, rounds: int, transcripts: str = "overhead") -> dict[str, 
     per_kind: dict[str, float] = {}
     _hook_secs(done, 2)  # warm up
     total = _hook_secs(done, rounds)
-    transcripts_ = [o.result.messages for o in done if o.result]
+    conversations = [o.result.messages for o in done if o.result]
     start = time.process_time()
     for _ in range(rounds):
-        for transcript in transcripts_:
+        for transcript in conversations:
             Transcript(transcript)
     per_kind["(reading the transcript)"] = (time.process_time() - start) / (rounds * jobs)
     for a in done[0].job.assertions:
-        ready = [Transcript(m) for m in transcripts_]
+        ready = [Transcript(m) for m in conversations]
         for t in ready:  # what the transcript builds when first asked, built before timing
             a.evaluate(t)
         start = time.process_time()

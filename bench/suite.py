@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.text import render_table
 from bench.worker import CASE_REPEATS
@@ -310,6 +310,17 @@ def _ratios(row: Row, runs: list[dict[str, Any]], base: list[dict[str, Any]], ou
         row[f"{name}_spread"] = spread(ratios)
 
 
+T = TypeVar("T")
+
+
+def rotated(items: Sequence[T], round_index: int) -> list[T]:
+    """``items`` in the order of round ``round_index`` (from 0): shifted by one each round, so
+    each runs first as often as the others. A run's place in its round shows in its CPU per
+    simulation here (measured in docs/benchmarks.md), as much as the changes compared."""
+    shift = round_index % len(items)
+    return [*items[shift:], *items[:shift]]
+
+
 def paired_rounds(
     server: LocalAPI,
     concurrency: int,
@@ -338,8 +349,7 @@ def paired_rounds(
     ]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in clients}
     for round_no in range(rounds):
-        turn = round_no % len(clients)
-        for name, extra in clients[turn:] + clients[:turn]:
+        for name, extra in rotated(clients, round_no):
             spec = {**overhead_spec(concurrency), **extra, "jobs": jobs}
             runs[name].append(run_worker(spec, server))
         steady = {name: done[-1]["steady_cpu_ms_per_sim"] for name, done in runs.items()}

@@ -83,6 +83,19 @@ def _class_items(items: Any) -> list[str] | None:
     return out
 
 
+def _wrapped(name: str, av: Any) -> tuple[Any, int] | None:
+    """The sub-pattern a plain group, atomic group or repeat wraps, and the least number of
+    times a match goes through it; None for any other item, and for a group that changes flags
+    (read by none of the walks here)."""
+    if name == "SUBPATTERN":
+        return None if av[1] or av[2] else (av[3], 1)
+    if name == "ATOMIC_GROUP":
+        return av, 1
+    if name in _REPEATS:
+        return av[2], av[0]
+    return None
+
+
 def _first_chars(items: Any) -> tuple[list[str], bool] | None:
     """What a match of the parsed ``items`` can begin with: the parts of a character class
     holding every first character of a non-empty match, and whether the items can match
@@ -98,14 +111,8 @@ def _first_chars(items: Any) -> tuple[list[str], bool] | None:
         if name in ("AT", "ASSERT", "ASSERT_NOT"):
             continue  # zero-width: the first character comes after it
         inner: tuple[list[str], bool] | None
-        if name == "SUBPATTERN":
-            if av[1] or av[2]:
-                return None
-            inner, least = _first_chars(av[3]), 1
-        elif name == "ATOMIC_GROUP":
-            inner, least = _first_chars(av), 1
-        elif name in _REPEATS:
-            inner, least = _first_chars(av[2]), av[0]
+        if wrapped := _wrapped(name, av):
+            inner, least = _first_chars(wrapped[0]), wrapped[1]
         elif name == "BRANCH":
             alternatives = [_first_chars(a) for a in av[1]]
             if any(a is None for a in alternatives):
@@ -216,14 +223,9 @@ def _needle(items: Any) -> str:
             run += chr(av)
             continue
         best, run = max(best, run, key=len), ""
-        inner = ""
-        if name == "SUBPATTERN" and not (av[1] or av[2]):
-            inner = _needle(av[3])
-        elif name == "ATOMIC_GROUP":
-            inner = _needle(av)
-        elif name in _REPEATS and av[0] >= 1:
-            inner = _needle(av[2])
-        best = max(best, inner, key=len)
+        wrapped = _wrapped(name, av)
+        if wrapped and wrapped[1] >= 1:
+            best = max(best, _needle(wrapped[0]), key=len)
     return max(best, run, key=len)
 
 
@@ -249,14 +251,8 @@ def _alphabet(items: Any) -> tuple[list[str], int] | None:
             continue
         if name == "AT":
             continue  # zero-width, reads the characters beside it only
-        if name == "SUBPATTERN":
-            if av[1] or av[2]:
-                return None
-            inner, times = _alphabet(av[3]), 1
-        elif name == "ATOMIC_GROUP":
-            inner, times = _alphabet(av), 1
-        elif name in _REPEATS:
-            inner, times = _alphabet(av[2]), av[0]
+        if wrapped := _wrapped(name, av):
+            inner, times = _alphabet(wrapped[0]), wrapped[1]
         elif name == "BRANCH":
             alternatives = [_alphabet(a) for a in av[1]]
             if any(a is None for a in alternatives):

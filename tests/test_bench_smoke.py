@@ -17,9 +17,8 @@ import pytest
 
 import runner.sweep
 from bench.ab import main as ab_main
-from bench.ab import rotated
 from bench.metrics import limit_trace, window_figures
-from bench.suite import ASSERT_BUDGET, ASSERT_VARIANT, paired_rounds, spread, table
+from bench.suite import ASSERT_BUDGET, ASSERT_VARIANT, paired_rounds, rotated, spread, table
 from bench.worker import Window, run_baseline, run_runner
 from runner.localapi.server import LocalAPI
 
